@@ -1,0 +1,168 @@
+//! The `.ls` listing of a NAR (`{"version":1,"root":…}`, what `write-nar-listing` puts beside a
+//! narinfo), built in one streaming pass, and lookups of one file inside an archive.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use super::reader::{Event, NarReader};
+use super::{NarError, NodeType};
+
+/// One node of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ListingNode {
+    Regular {
+        size: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        executable: bool,
+        /// Offset of the contents in the uncompressed NAR.
+        #[serde(rename = "narOffset", default, skip_serializing_if = "Option::is_none")]
+        nar_offset: Option<u64>,
+    },
+    Symlink {
+        target: String,
+    },
+    Directory {
+        entries: BTreeMap<String, ListingNode>,
+    },
+}
+
+impl ListingNode {
+    pub fn node_type(&self) -> NodeType {
+        match self {
+            ListingNode::Regular { .. } => NodeType::Regular,
+            ListingNode::Symlink { .. } => NodeType::Symlink,
+            ListingNode::Directory { .. } => NodeType::Directory,
+        }
+    }
+
+    /// The node at a `/`-separated path below this one (`""` or `"/"` is this node).
+    /// Symlinks are not followed.
+    pub fn get(&self, path: &str) -> Option<&ListingNode> {
+        let mut node = self;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            match node {
+                ListingNode::Directory { entries } => node = entries.get(part)?,
+                _ => return None,
+            }
+        }
+        Some(node)
+    }
+}
+
+/// A whole `.ls` document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub version: u32,
+    pub root: ListingNode,
+}
+
+impl Listing {
+    /// Builds the listing of an archive in one pass, validating it.
+    pub fn from_nar(nar: impl Read) -> Result<Listing, NarError> {
+        let mut reader = NarReader::new(nar);
+        let mut builder = ListingBuilder::default();
+        while let Some(event) = reader.next()? {
+            builder.push(event);
+        }
+        Ok(builder.finish().expect("a complete archive has a root"))
+    }
+
+    /// The JSON text (keys in Nix's order; compare with other writers as JSON values).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("listings always serialize")
+    }
+}
+
+/// Assembles a listing from reader events; usable alongside other work on the same pass.
+#[derive(Default)]
+pub struct ListingBuilder {
+    stack: Vec<(Option<String>, BTreeMap<String, ListingNode>)>,
+    root: Option<ListingNode>,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl ListingBuilder {
+    pub fn push(&mut self, event: Event) {
+        let (name, node) = match event {
+            Event::Directory { name, .. } => {
+                self.stack.push((name.as_deref().map(lossy), BTreeMap::new()));
+                return;
+            }
+            Event::Regular { name, executable, size, offset, .. } => {
+                (name.as_deref().map(lossy), ListingNode::Regular { size, executable, nar_offset: Some(offset) })
+            }
+            Event::Symlink { name, target, .. } => (name.as_deref().map(lossy), ListingNode::Symlink { target: lossy(&target) }),
+            Event::EndDirectory { .. } => {
+                let (name, entries) = self.stack.pop().expect("reader balances directories");
+                (name, ListingNode::Directory { entries })
+            }
+        };
+        match (self.stack.last_mut(), name) {
+            (Some((_, entries)), Some(name)) => {
+                entries.insert(name, node);
+            }
+            _ => self.root = Some(node),
+        }
+    }
+
+    pub fn finish(self) -> Option<Listing> {
+        self.root.map(|root| Listing { version: 1, root })
+    }
+}
+
+/// Splits an in-archive path into components; `..` and empty components are refused.
+pub fn split_path(path: &str) -> Result<Vec<&[u8]>, String> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("path {path:?} contains \"..\"")),
+            p => parts.push(p.as_bytes()),
+        }
+    }
+    Ok(parts)
+}
+
+/// What [`find`] found at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A regular file; the reader is positioned at its contents.
+    Regular { executable: bool, size: u64 },
+    Symlink { target: Vec<u8> },
+    Directory,
+}
+
+/// Streams an archive until the node at `path`; for a regular file, `reader.contents()` then
+/// gives its bytes. Returns `None` if there is no such node (the archive is read to its end).
+pub fn find<R: Read>(reader: &mut NarReader<R>, path: &str) -> Result<Result<Found, String>, NarError> {
+    let wanted = match split_path(path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    // The current path, one name per depth below the root.
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    while let Some(event) = reader.next()? {
+        if let Event::EndDirectory { .. } = event {
+            continue;
+        }
+        let depth = event.depth();
+        current.truncate(depth.saturating_sub(1));
+        if let Some(name) = event.name() {
+            current.push(name.to_vec());
+        }
+        if current.len() == wanted.len() && current.iter().zip(&wanted).all(|(a, b)| a.as_slice() == *b) {
+            return Ok(Ok(match event {
+                Event::Regular { executable, size, .. } => Found::Regular { executable, size },
+                Event::Symlink { target, .. } => Found::Symlink { target },
+                _ => Found::Directory,
+            }));
+        }
+    }
+    Ok(Err(format!("no file {path:?} in the archive")))
+}

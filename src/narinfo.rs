@@ -1,0 +1,233 @@
+//! `<hashpart>.narinfo`: parsing (strict, with line numbers; unknown keys kept), writing in Nix's
+//! exact line order, the signing fingerprint and signatures.
+
+use std::fmt::Write as _;
+
+use crate::hash::{Hash, HashAlgo};
+use crate::signing::{check_signatures, PublicKey, SecretKey, SignatureCheck};
+use crate::store_path::{StoreDir, StorePath};
+
+/// Narinfos larger than this are refused before parsing (real ones are well under 100 KiB).
+pub const MAX_NARINFO_SIZE: usize = 1 << 20;
+
+/// A narinfo Nix or a human could not use, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct NarInfoError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn err<T>(line: Option<usize>, message: impl Into<String>) -> Result<T, NarInfoError> {
+    Err(NarInfoError { line, message: message.into() })
+}
+
+/// A parsed narinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarInfo {
+    pub store_dir: StoreDir,
+    pub store_path: StorePath,
+    /// Relative to the cache root: `nar/<filehash>.nar.xz`.
+    pub url: String,
+    /// `xz`, `zstd`, `bzip2`, `none`, …; `bzip2` when the file has no `Compression:`.
+    pub compression: String,
+    pub file_hash: Option<Hash>,
+    pub file_size: Option<u64>,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+    /// Sorted, as Nix keeps them.
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub system: Option<String>,
+    /// Signature lines (`name:base64`), as found.
+    pub sigs: Vec<String>,
+    /// Content address (`fixed:r:sha256:…`, `text:sha256:…`).
+    pub ca: Option<String>,
+    /// Keys this parser does not know, kept in order and written back after the known ones.
+    pub extra: Vec<(String, String)>,
+}
+
+impl NarInfo {
+    /// Parses narinfo text.
+    pub fn parse(text: &str) -> Result<NarInfo, NarInfoError> {
+        if text.len() > MAX_NARINFO_SIZE {
+            return err(None, format!("narinfo of {} bytes exceeds the limit of {MAX_NARINFO_SIZE} bytes", text.len()));
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            return err(Some(text.lines().count()), "the last line does not end with a newline (the file may be truncated)");
+        }
+        let mut store: Option<(StoreDir, StorePath)> = None;
+        let (mut url, mut compression, mut file_hash, mut file_size) = (None, None, None, None);
+        let (mut nar_hash, mut nar_size, mut references, mut deriver) = (None, None, None, None);
+        let (mut system, mut ca) = (None, None);
+        let mut sigs = Vec::new();
+        let mut extra = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+
+        for (i, line) in text.lines().enumerate() {
+            let n = Some(i + 1);
+            let Some((key, value)) = line.split_once(": ").or_else(|| line.strip_suffix(':').map(|k| (k, ""))) else {
+                return err(n, format!("expected \"Key: value\", found {:?}", truncate(line)));
+            };
+            if key != "Sig" && !key.is_empty() {
+                if seen.contains(&key) {
+                    return err(n, format!("duplicate key {key:?}"));
+                }
+                seen.push(key);
+            }
+            let parse_hash = |what: &str| {
+                Hash::parse_any(value).map_err(|e| NarInfoError { line: n, message: format!("{what}: {e}") })
+            };
+            let parse_u64 = |what: &str| {
+                value.parse::<u64>().map_err(|_| NarInfoError { line: n, message: format!("{what}: expected a whole number, found {:?}", truncate(value)) })
+            };
+            match key {
+                "StorePath" => {
+                    let (dir, base) = value.rsplit_once('/').unwrap_or(("", value));
+                    let dir = StoreDir::new(dir).map_err(|e| NarInfoError { line: n, message: format!("StorePath: {e}") })?;
+                    let path = StorePath::from_base_name(base).map_err(|e| NarInfoError { line: n, message: format!("StorePath: {e}") })?;
+                    store = Some((dir, path));
+                }
+                "URL" => url = Some(value.to_string()),
+                "Compression" => compression = Some(value.to_string()),
+                "FileHash" => file_hash = Some(parse_hash("FileHash")?),
+                "FileSize" => file_size = Some(parse_u64("FileSize")?),
+                "NarHash" => nar_hash = Some(parse_hash("NarHash")?),
+                "NarSize" => nar_size = Some(parse_u64("NarSize")?),
+                "References" => {
+                    let mut refs = Vec::new();
+                    for r in value.split(' ').filter(|r| !r.is_empty()) {
+                        refs.push(StorePath::from_base_name(r).map_err(|e| NarInfoError { line: n, message: format!("References: {e}") })?);
+                    }
+                    refs.sort();
+                    refs.dedup();
+                    references = Some(refs);
+                }
+                "Deriver" => {
+                    if value != "unknown-deriver" {
+                        deriver = Some(StorePath::from_base_name(value).map_err(|e| NarInfoError { line: n, message: format!("Deriver: {e}") })?);
+                    }
+                }
+                "System" => system = Some(value.to_string()),
+                "Sig" => sigs.push(value.to_string()),
+                "CA" => ca = Some(value.to_string()),
+                "" => return err(n, "empty key"),
+                _ => extra.push((key.to_string(), value.to_string())),
+            }
+        }
+        let Some((store_dir, store_path)) = store else { return err(None, "missing required field StorePath") };
+        let Some(url) = url.filter(|u| !u.is_empty()) else { return err(None, "missing required field URL") };
+        let Some(nar_hash) = nar_hash else { return err(None, "missing required field NarHash") };
+        let Some(nar_size) = nar_size else { return err(None, "missing required field NarSize") };
+        if nar_size == 0 {
+            return err(None, "NarSize is 0 (no NAR is empty)");
+        }
+        Ok(NarInfo {
+            store_dir,
+            store_path,
+            url,
+            compression: compression.filter(|c| !c.is_empty()).unwrap_or_else(|| "bzip2".to_string()),
+            file_hash,
+            file_size,
+            nar_hash,
+            nar_size,
+            references: references.unwrap_or_default(),
+            deriver,
+            system,
+            sigs,
+            ca,
+            extra,
+        })
+    }
+
+    /// The absolute store path.
+    pub fn path(&self) -> String {
+        self.store_dir.display(&self.store_path)
+    }
+
+    /// The text Nix writes for this narinfo, in its order (signatures sorted, as Nix keeps them).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "StorePath: {}", self.path());
+        let _ = writeln!(s, "URL: {}", self.url);
+        let _ = writeln!(s, "Compression: {}", self.compression);
+        if let Some(h) = &self.file_hash {
+            let _ = writeln!(s, "FileHash: {h}");
+        }
+        if let Some(size) = self.file_size {
+            let _ = writeln!(s, "FileSize: {size}");
+        }
+        let _ = writeln!(s, "NarHash: {}", self.nar_hash);
+        let _ = writeln!(s, "NarSize: {}", self.nar_size);
+        let refs: Vec<&str> = self.references.iter().map(|r| r.base_name()).collect();
+        let _ = writeln!(s, "References: {}", refs.join(" "));
+        if let Some(d) = &self.deriver {
+            let _ = writeln!(s, "Deriver: {d}");
+        }
+        if let Some(sys) = &self.system {
+            let _ = writeln!(s, "System: {sys}");
+        }
+        let mut sigs: Vec<&String> = self.sigs.iter().collect();
+        sigs.sort();
+        sigs.dedup();
+        for sig in sigs {
+            let _ = writeln!(s, "Sig: {sig}");
+        }
+        if let Some(ca) = &self.ca {
+            let _ = writeln!(s, "CA: {ca}");
+        }
+        for (k, v) in &self.extra {
+            let _ = writeln!(s, "{k}: {v}");
+        }
+        s
+    }
+
+    /// The message a signature signs: `1;<path>;<sha256 NAR hash>;<NAR size>;<refs,…>`.
+    pub fn fingerprint(&self) -> Result<String, NarInfoError> {
+        fingerprint(&self.store_dir, &self.store_path, &self.nar_hash, self.nar_size, &self.references)
+    }
+
+    /// Adds this key's signature (once).
+    pub fn sign(&mut self, key: &SecretKey) -> Result<(), NarInfoError> {
+        let sig = key.sign(self.fingerprint()?.as_bytes()).to_string();
+        if !self.sigs.contains(&sig) {
+            self.sigs.push(sig);
+        }
+        Ok(())
+    }
+
+    /// Checks the signatures against trusted keys.
+    pub fn check_signatures(&self, trusted: &[PublicKey]) -> Result<SignatureCheck, NarInfoError> {
+        let fp = self.fingerprint()?;
+        Ok(check_signatures(fp.as_bytes(), self.sigs.iter().map(String::as_str), trusted))
+    }
+
+    /// The file extension Nix uses for a compression method (`.xz`), if it knows it.
+    pub fn compression_extension(compression: &str) -> Option<&'static str> {
+        Some(match compression {
+            "none" => "",
+            "xz" => ".xz",
+            "bzip2" => ".bz2",
+            "zstd" => ".zst",
+            "br" => ".br",
+            "lz4" => ".lz4",
+            "lzip" => ".lzip",
+            "gzip" => ".gz",
+            _ => return None,
+        })
+    }
+}
+
+/// The signing fingerprint of a path's metadata.
+pub fn fingerprint(store_dir: &StoreDir, path: &StorePath, nar_hash: &Hash, nar_size: u64, references: &[StorePath]) -> Result<String, NarInfoError> {
+    if nar_hash.algo() != HashAlgo::Sha256 {
+        return err(None, format!("cannot sign or verify: NarHash is {}, signatures cover SHA-256 NAR hashes only", nar_hash.algo()));
+    }
+    let mut refs: Vec<String> = references.iter().map(|r| store_dir.display(r)).collect();
+    refs.sort();
+    Ok(format!("1;{};{};{};{}", store_dir.display(path), nar_hash, nar_size, refs.join(",")))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
