@@ -1,1 +1,432 @@
-fn main() {}
+//! The `nar-tool` command line: parses flags, calls the library, maps errors to exit codes
+//! (0 success, 1 bad input or a failed check, 2 usage).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use nar_tool::hash::{Encoding, Hash, HashAlgo, Hasher};
+use nar_tool::host::atomic::write_atomic;
+use nar_tool::host::fs::{dump_path, restore_path, CaseHack};
+use nar_tool::nar::listing::{self, Found, Listing, ListingNode};
+use nar_tool::nar::NarReader;
+use nar_tool::narinfo::NarInfo;
+use nar_tool::signing::{PublicKey, SecretKey};
+use nar_tool::store_path::{make_source_path, StoreDir};
+
+#[derive(Parser)]
+#[command(name = "nar-tool", version, about = "Build, serve, inspect and verify Nix binary caches, byte-for-byte with Nix.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the NAR of PATH to stdout (what `nix-store --dump PATH` writes)
+    Dump {
+        path: PathBuf,
+        /// Strip `~nix~case~hack~N` suffixes from names, as Nix's use-case-hack does
+        #[arg(long)]
+        case_hack: bool,
+    },
+    /// Unpack a NAR from stdin into DEST, which must not exist (all or nothing)
+    Restore {
+        dest: PathBuf,
+        /// Rename names that collide case-insensitively to NAME~nix~case~hack~N, as Nix does
+        #[arg(long)]
+        case_hack: bool,
+    },
+    /// Print the hash of each PATH's NAR (or, with --flat, of its contents), like `nix-hash`
+    Hash(HashArgs),
+    /// List the files in a NAR (file or `-` for stdin), like `nix nar ls`
+    Ls {
+        /// NAR file, or `-` for stdin
+        nar: String,
+        /// Path inside the archive to list
+        #[arg(default_value = "/")]
+        path: String,
+        /// Print the `.ls` JSON document (with narOffset) instead
+        #[arg(long)]
+        json: bool,
+        /// List directories recursively
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Show type, size and target
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Print one file from inside a NAR
+    Cat {
+        /// NAR file, or `-` for stdin
+        nar: String,
+        /// Path of a regular file inside the archive, e.g. /bin/hello
+        path: String,
+    },
+    /// Print the store path `nix-store --add PATH` would create, without Nix
+    StorePath {
+        path: PathBuf,
+        /// Name of the store path (default: PATH's file name)
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "/nix/store")]
+        store_dir: String,
+    },
+    /// Manage binary-cache signing keys
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Sign narinfo files in place (adds a `Sig:` line; the file is replaced atomically)
+    Sign {
+        /// Secret key file (as `nix-store --generate-binary-cache-key` writes)
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(required = true)]
+        narinfos: Vec<PathBuf>,
+    },
+    /// Check narinfo files
+    Narinfo {
+        #[command(subcommand)]
+        command: NarinfoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate a key pair NAME (convention: `host-1`)
+    Generate {
+        name: String,
+        #[arg(long)]
+        secret: PathBuf,
+        #[arg(long)]
+        public: PathBuf,
+        /// Overwrite existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the public key of a secret key file
+    Public { secret: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum NarinfoCommand {
+    /// Parse each narinfo and, with trusted keys, check its signatures; exit 1 on any problem
+    Check {
+        #[arg(required = true)]
+        narinfos: Vec<PathBuf>,
+        /// A trusted public key `name:base64` (repeatable); each narinfo needs a valid signature by one
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct HashArgs {
+    #[command(subcommand)]
+    convert: Option<HashCommand>,
+    /// Hash algorithm (default sha256; nix-hash's default is md5, so pass --type to compare)
+    #[arg(long = "type", value_enum, default_value_t = AlgoArg::Sha256)]
+    algo: AlgoArg,
+    #[command(flatten)]
+    format: FormatArgs,
+    /// Hash the file's contents instead of its NAR
+    #[arg(long)]
+    flat: bool,
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(multiple = false)]
+struct FormatArgs {
+    /// Print base16 (hex), the default
+    #[arg(long)]
+    base16: bool,
+    /// Print nixbase32
+    #[arg(long)]
+    base32: bool,
+    /// Print base64
+    #[arg(long)]
+    base64: bool,
+    /// Print an SRI hash (sha256-…)
+    #[arg(long)]
+    sri: bool,
+}
+
+impl FormatArgs {
+    fn encoding(&self) -> Encoding {
+        if self.base32 {
+            Encoding::Nixbase32
+        } else if self.base64 {
+            Encoding::Base64
+        } else if self.sri {
+            Encoding::Sri
+        } else {
+            Encoding::Base16
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum HashCommand {
+    /// Convert hashes between base16, nixbase32, base64 and SRI
+    Convert {
+        /// Algorithm of hashes given without a prefix
+        #[arg(long = "type", value_enum)]
+        algo: Option<AlgoArg>,
+        #[command(flatten)]
+        format: FormatArgs,
+        /// Print with the `algo:` prefix
+        #[arg(long)]
+        prefix: bool,
+        #[arg(required = true)]
+        hashes: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgoArg {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl From<AlgoArg> for HashAlgo {
+    fn from(a: AlgoArg) -> HashAlgo {
+        match a {
+            AlgoArg::Md5 => HashAlgo::Md5,
+            AlgoArg::Sha1 => HashAlgo::Sha1,
+            AlgoArg::Sha256 => HashAlgo::Sha256,
+            AlgoArg::Sha512 => HashAlgo::Sha512,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("nar-tool: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dump { path, case_hack } => {
+            let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+            let mut out = dump_path(&path, out, CaseHack(case_hack))?;
+            out.flush()?;
+        }
+        Command::Restore { dest, case_hack } => {
+            restore_path(io::stdin().lock(), &dest, CaseHack(case_hack)).with_context(|| format!("restoring into {}", dest.display()))?;
+        }
+        Command::Hash(args) => return hash(args),
+        Command::Ls { nar, path, json, recursive, long } => {
+            let listing = Listing::from_nar(open_nar(&nar)?).with_context(|| format!("reading {nar}"))?;
+            if json {
+                println!("{}", listing.to_json());
+            } else {
+                let node = listing.root.get(&path).ok_or_else(|| anyhow!("{nar}: no file {path:?} in the archive"))?;
+                let mut out = BufWriter::new(io::stdout().lock());
+                print_listing(&mut out, node, &path, recursive, long, true)?;
+                out.flush()?;
+            }
+        }
+        Command::Cat { nar, path } => {
+            let mut reader = NarReader::new(open_nar(&nar)?);
+            match listing::find(&mut reader, &path).with_context(|| format!("reading {nar}"))? {
+                Ok(Found::Regular { .. }) => {
+                    let mut out = BufWriter::new(io::stdout().lock());
+                    io::copy(&mut reader.contents(), &mut out).with_context(|| format!("reading {nar}"))?;
+                    out.flush()?;
+                }
+                Ok(Found::Symlink { target }) => bail!("{nar}: {path:?} is a symlink to {:?}, not a regular file", String::from_utf8_lossy(&target)),
+                Ok(Found::Directory) => bail!("{nar}: {path:?} is a directory, not a regular file"),
+                Err(msg) => bail!("{nar}: {msg}"),
+            }
+        }
+        Command::StorePath { path, name, store_dir } => {
+            let store_dir = StoreDir::new(&store_dir)?;
+            let name = match name {
+                Some(n) => n,
+                None => path
+                    .canonicalize()
+                    .with_context(|| format!("{}", path.display()))?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| anyhow!("{} has no file name; pass --name", path.display()))?,
+            };
+            let (hash, _) = nar_hash(&path, HashAlgo::Sha256)?;
+            println!("{}", store_dir.display(&make_source_path(&store_dir, &name, &hash, &[], false)?));
+        }
+        Command::Key { command } => match command {
+            KeyCommand::Generate { name, secret, public, force } => {
+                if name.is_empty() || name.contains(':') {
+                    bail!("key name {name:?} must be non-empty and contain no ':'");
+                }
+                for f in [&secret, &public] {
+                    if !force && f.exists() {
+                        bail!("{} exists; pass --force to overwrite", f.display());
+                    }
+                }
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
+                let key = SecretKey::from_seed(&name, &seed);
+                write_atomic(&secret, key.to_text().as_bytes(), 0o600).with_context(|| format!("writing {}", secret.display()))?;
+                write_atomic(&public, key.public_key().to_string().as_bytes(), 0o644).with_context(|| format!("writing {}", public.display()))?;
+            }
+            KeyCommand::Public { secret } => println!("{}", read_secret_key(&secret)?.public_key()),
+        },
+        Command::Sign { keys, narinfos } => {
+            let keys = keys.iter().map(|k| read_secret_key(k)).collect::<Result<Vec<_>>>()?;
+            for path in &narinfos {
+                let mut info = read_narinfo(path)?;
+                for key in &keys {
+                    info.sign(key).with_context(|| format!("{}", path.display()))?;
+                }
+                write_atomic(path, info.to_text().as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Narinfo { command: NarinfoCommand::Check { narinfos, trusted_keys } } => {
+            let trusted = trusted_keys.iter().map(|k| PublicKey::parse(k)).collect::<Result<Vec<_>, _>>()?;
+            let mut failed = 0;
+            for path in &narinfos {
+                match check_narinfo(path, &trusted) {
+                    Ok(msg) => println!("ok   {}: {msg}", path.display()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL {}: {e:#}", path.display());
+                    }
+                }
+            }
+            if failed > 0 {
+                eprintln!("{failed} of {} narinfos failed", narinfos.len());
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hash(args: HashArgs) -> Result<ExitCode> {
+    if let Some(HashCommand::Convert { algo, format, prefix, hashes }) = args.convert {
+        for h in hashes {
+            let parsed = match algo {
+                Some(a) => Hash::parse_as(a.into(), &h),
+                None => Hash::parse_any(&h),
+            }
+            .with_context(|| format!("cannot convert {h:?}"))?;
+            let e = format.encoding();
+            println!("{}", if prefix { parsed.to_prefixed(e) } else { parsed.encode(e) });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.paths.is_empty() {
+        bail!("no PATH given (see `nar-tool hash --help`)");
+    }
+    let algo: HashAlgo = args.algo.into();
+    for path in &args.paths {
+        let h = if args.flat {
+            let mut hasher = Hasher::new(algo);
+            io::copy(&mut File::open(path).with_context(|| format!("{}", path.display()))?, &mut hasher)
+                .with_context(|| format!("reading {}", path.display()))?;
+            hasher.finish()
+        } else {
+            nar_hash(path, algo)?.0
+        };
+        println!("{}", h.encode(args.format.encoding()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The hash and size of a path's NAR.
+fn nar_hash(path: &Path, algo: HashAlgo) -> Result<(Hash, u64)> {
+    let sink = nar_tool::hash::HashingWriter::new(algo, io::sink());
+    let (h, n, _) = dump_path(path, sink, CaseHack(false))?.finish();
+    Ok((h, n))
+}
+
+fn open_nar(name: &str) -> Result<Box<dyn Read>> {
+    let inner: Box<dyn Read> = if name == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(name).with_context(|| name.to_string())?)
+    };
+    Ok(Box::new(BufReader::with_capacity(256 * 1024, inner)))
+}
+
+fn read_secret_key(path: &Path) -> Result<SecretKey> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
+    SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))
+}
+
+fn read_narinfo(path: &Path) -> Result<NarInfo> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    NarInfo::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
+    let info = read_narinfo(path)?;
+    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    if path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected) {
+        bail!("file name does not match StorePath {} (expected {expected})", info.path());
+    }
+    if trusted.is_empty() {
+        return Ok(format!("{} (signatures not checked: no --trusted-key)", info.path()));
+    }
+    let check = info.check_signatures(trusted)?;
+    if !check.invalid.is_empty() {
+        bail!("{}: signature by {} does not verify (changed after signing?)", info.path(), check.invalid.join(", "));
+    }
+    if check.valid.is_empty() {
+        bail!("{}: no valid signature by a trusted key", info.path());
+    }
+    Ok(format!("{} (signed by {})", info.path(), check.valid.join(", ")))
+}
+
+fn print_listing(out: &mut impl Write, node: &ListingNode, path: &str, recursive: bool, long: bool, top: bool) -> Result<()> {
+    // An explicit stack keeps deep archives from exhausting ours.
+    let mut stack = vec![(node, path.trim_end_matches('/').to_string(), top)];
+    while let Some((node, rel, top)) = stack.pop() {
+        let shown = if rel.is_empty() { ".".to_string() } else { rel.clone() };
+        match node {
+            ListingNode::Directory { entries } if top || recursive => {
+                if !top {
+                    print_entry(out, node, &shown, long)?;
+                }
+                for (name, child) in entries.iter().rev() {
+                    stack.push((child, format!("{rel}/{name}"), false));
+                }
+            }
+            _ => print_entry(out, node, &shown, long)?,
+        }
+    }
+    Ok(())
+}
+
+fn print_entry(out: &mut impl Write, node: &ListingNode, path: &str, long: bool) -> Result<()> {
+    if !long {
+        writeln!(out, "{path}")?;
+        return Ok(());
+    }
+    match node {
+        ListingNode::Regular { size, executable, .. } => {
+            writeln!(out, "{} {size:>20} {path}", if *executable { "-r-xr-xr-x" } else { "-r--r--r--" })?
+        }
+        ListingNode::Directory { .. } => writeln!(out, "dr-xr-xr-x {:>20} {path}", 0)?,
+        ListingNode::Symlink { target } => writeln!(out, "lrwxrwxrwx {:>20} {path} -> {target}", 0)?,
+    }
+    Ok(())
+}
