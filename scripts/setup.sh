@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for nar-tool, idempotently (skips what is already there).
+#   scripts/setup.sh          everything the full test suite needs
+#   scripts/setup.sh --minimal only what building and the demo need (Rust is already on the machine)
+set -euo pipefail
+minimal=0
+[ "${1:-}" = "--minimal" ] && minimal=1
+
+have() { command -v "$1" >/dev/null 2>&1; }
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+have cargo || { echo "setup: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
+[ $minimal = 1 ] && exit 0
+
+# The real Nix for differential tests, xz/zstd/bzip2 CLIs and hyperfine for benchmarks.
+apt_install nix-bin xz-utils zstd bzip2 hyperfine time
+# The library must also build for the browser and Node.
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+echo "setup: done"

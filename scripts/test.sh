@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: sets the machine up, then unit, golden, property, hostile-input, CLI and
+# differential (real Nix) tests, the fuzz-crash replay, and the wasm32 build of the library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export NIX_REMOTE=local
+echo "== wasm32 build of the library"
+cargo build --quiet --lib --target wasm32-unknown-unknown
+echo "== cargo test"
+cargo test --all-targets 2>&1
