@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::nar::listing::Listing;
 use crate::nar::wire::CASE_HACK_SUFFIX;
 use crate::nar::writer::{NarWriter, WriteError};
 use crate::nar::{Event, NarError, NarReader};
@@ -71,7 +72,19 @@ fn sorted_entries(dir: &Path, case_hack: CaseHack) -> Result<Vec<(Vec<u8>, PathB
 /// Writes the NAR of `path` to `out` (byte-identical to `nix-store --dump`), in constant memory
 /// apart from one directory listing per level. Returns the sink.
 pub fn dump_path<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<W, DumpError> {
-    let mut w = NarWriter::new(out).map_err(nar_err(path))?;
+    let w = NarWriter::new(out).map_err(nar_err(path))?;
+    dump_into(path, w, case_hack)?.finish().map_err(nar_err(path))
+}
+
+/// Like [`dump_path`], also returning the archive's `.ls` listing (recorded on the same pass).
+pub fn dump_path_with_listing<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<(W, Listing), DumpError> {
+    let w = NarWriter::new(out).map_err(nar_err(path))?.record_listing();
+    let (out, listing) = dump_into(path, w, case_hack)?.finish_with_listing().map_err(nar_err(path))?;
+    Ok((out, listing.expect("listing was recorded")))
+}
+
+/// Walks `path` into a started writer and returns it with the root node complete.
+pub fn dump_into<W: Write>(path: &Path, mut w: NarWriter<W>, case_hack: CaseHack) -> Result<NarWriter<W>, DumpError> {
     // One frame per open directory: its remaining entries, in reverse so `pop` yields the next.
     let mut stack: Vec<Vec<(Vec<u8>, PathBuf)>> = Vec::new();
     let mut next: Option<PathBuf> = Some(path.to_path_buf());
@@ -107,7 +120,7 @@ pub fn dump_path<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<W
             }
         }
     }
-    w.finish().map_err(nar_err(path))
+    Ok(w)
 }
 
 /// Why a restore failed. Nothing is left at DEST when it does.

@@ -15,6 +15,8 @@
 
 use std::io::{self, Read, Write};
 
+use super::listing::{Listing, ListingBuilder};
+use super::reader::Event;
 use super::wire::{self, show_bytes};
 
 /// Why writing stopped.
@@ -44,14 +46,40 @@ pub struct NarWriter<W: Write> {
     written: u64,
     scratch: Vec<u8>,
     buf: Vec<u8>,
+    /// Records the `.ls` listing as the archive is written, when asked to.
+    listing: Option<ListingBuilder>,
+    /// Name of the entry whose node is due.
+    pending_name: Option<Vec<u8>>,
 }
 
 impl<W: Write> NarWriter<W> {
     /// Starts an archive (writes the magic); a root node must follow.
     pub fn new(out: W) -> Result<Self, WriteError> {
-        let mut w = NarWriter { out, dirs: Vec::new(), expecting_node: true, written: 0, scratch: Vec::with_capacity(256), buf: Vec::new() };
+        let mut w = NarWriter {
+            out,
+            dirs: Vec::new(),
+            expecting_node: true,
+            written: 0,
+            scratch: Vec::with_capacity(256),
+            buf: Vec::new(),
+            listing: None,
+            pending_name: None,
+        };
         w.tokens(&[wire::MAGIC])?;
         Ok(w)
+    }
+
+    /// Also records the archive's `.ls` listing, returned by [`NarWriter::finish_with_listing`].
+    pub fn record_listing(mut self) -> Self {
+        self.listing = Some(ListingBuilder::default());
+        self
+    }
+
+    fn record(&mut self, event: impl FnOnce(usize, Option<Vec<u8>>) -> Event) {
+        if let Some(l) = &mut self.listing {
+            let name = self.pending_name.take();
+            l.push(event(self.dirs.len(), name));
+        }
     }
 
     /// Bytes written so far.
@@ -95,6 +123,8 @@ impl<W: Write> NarWriter<W> {
         }
         self.out.write_all(&size.to_le_bytes())?;
         self.written += 8;
+        let offset = self.written;
+        self.record(|depth, name| Event::Regular { depth, name, executable, size, offset });
         if self.buf.is_empty() {
             self.buf = vec![0u8; 256 * 1024];
         }
@@ -136,6 +166,7 @@ impl<W: Write> NarWriter<W> {
     pub fn symlink(&mut self, target: &[u8]) -> Result<(), WriteError> {
         wire::check_symlink_target(target).map_err(|reason| WriteError::BadSymlinkTarget { target: show_bytes(target), reason })?;
         self.begin_node()?;
+        self.record(|depth, name| Event::Symlink { depth, name, target: target.to_vec() });
         self.tokens(&[b"(", b"type", b"symlink", b"target", target, b")"])?;
         self.end_node()
     }
@@ -144,6 +175,7 @@ impl<W: Write> NarWriter<W> {
     /// [`NarWriter::end_directory`].
     pub fn start_directory(&mut self) -> Result<(), WriteError> {
         self.begin_node()?;
+        self.record(|depth, name| Event::Directory { depth, name });
         self.tokens(&[b"(", b"type", b"directory"])?;
         self.dirs.push(None);
         Ok(())
@@ -169,6 +201,9 @@ impl<W: Write> NarWriter<W> {
             None => *last = Some(name.to_vec()),
         }
         self.tokens(&[b"entry", b"(", b"name", name, b"node"])?;
+        if self.listing.is_some() {
+            self.pending_name = Some(name.to_vec());
+        }
         self.expecting_node = true;
         Ok(())
     }
@@ -178,16 +213,24 @@ impl<W: Write> NarWriter<W> {
             return Err(WriteError::Misuse("a directory ended where a node was due"));
         }
         self.dirs.pop().ok_or(WriteError::Misuse("end_directory without an open directory"))?;
+        if let Some(l) = &mut self.listing {
+            l.push(Event::EndDirectory { depth: self.dirs.len() });
+        }
         self.tokens(&[b")"])?;
         self.end_node()
     }
 
     /// Checks the archive is complete and gives back the sink (flushed).
-    pub fn finish(mut self) -> Result<W, WriteError> {
+    pub fn finish(self) -> Result<W, WriteError> {
+        self.finish_with_listing().map(|(out, _)| out)
+    }
+
+    /// Like [`NarWriter::finish`], also returning the listing if [`NarWriter::record_listing`] asked for it.
+    pub fn finish_with_listing(mut self) -> Result<(W, Option<Listing>), WriteError> {
         if self.expecting_node || !self.dirs.is_empty() {
             return Err(WriteError::Misuse("finish before the root node was complete"));
         }
         self.out.flush()?;
-        Ok(self.out)
+        Ok((self.out, self.listing.and_then(ListingBuilder::finish)))
     }
 }
