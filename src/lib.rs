@@ -8,7 +8,9 @@
 //! Everything streams: a NAR of any size goes through in constant memory, and no length read
 //! from an input is allocated before it is checked against a limit.
 
+pub mod cache;
 pub mod cache_info;
+pub mod compression;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

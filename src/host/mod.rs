@@ -1,5 +1,6 @@
-//! Native-only services: the file system (dump, restore, atomic writes), and later the Nix
-//! database, fast C-backed codecs and the file-system cache storage.
+//! Native-only services: the file system (dump, restore, atomic writes), the Nix database,
+//! fast C-backed codecs, and the cache builder.
 
 pub mod atomic;
+pub mod codec;
 pub mod fs;

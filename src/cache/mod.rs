@@ -1,0 +1,6 @@
+//! The cache engine's pure parts: store metadata from the formats Nix exports, reference
+//! scanning, and the order in which a cache's narinfos may be published.
+
+pub mod metadata;
+pub mod order;
+pub mod refscan;
