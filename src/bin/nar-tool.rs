@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use nar_tool::compression::Compression;
+use nar_tool::host::build::{BuildOptions, MetadataSource, Progress};
 use nar_tool::hash::{Encoding, Hash, HashAlgo, Hasher};
 use nar_tool::host::atomic::write_atomic;
 use nar_tool::host::fs::{dump_path, restore_path, CaseHack};
@@ -16,7 +18,7 @@ use nar_tool::nar::listing::{self, Found, Listing, ListingNode};
 use nar_tool::nar::NarReader;
 use nar_tool::narinfo::NarInfo;
 use nar_tool::signing::{PublicKey, SecretKey};
-use nar_tool::store_path::{make_source_path, StoreDir};
+use nar_tool::store_path::{make_source_path, StoreDir, StorePath};
 
 #[derive(Parser)]
 #[command(name = "nar-tool", version, about = "Build, serve, inspect and verify Nix binary caches, byte-for-byte with Nix.", long_about = None)]
@@ -89,11 +91,92 @@ enum Command {
         #[arg(required = true)]
         narinfos: Vec<PathBuf>,
     },
+    /// Build (or complete) a flat-file binary cache from store paths and their closure
+    BuildCache(BuildCacheArgs),
     /// Check narinfo files
     Narinfo {
         #[command(subcommand)]
         command: NarinfoCommand,
     },
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("metadata").multiple(false))]
+struct BuildCacheArgs {
+    /// The cache directory (created if missing; an existing cache is completed)
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Physical root of the store: /nix/store/x is read at ROOT/nix/store/x (like local?root=)
+    #[arg(long, value_name = "ROOT", default_value = "/")]
+    store_root: PathBuf,
+    /// The logical store directory
+    #[arg(long, default_value = "/nix/store")]
+    store_dir: String,
+    /// Nix SQLite DB to read metadata from, read-only and lock-free [default: ROOT/nix/var/nix/db/db.sqlite]
+    #[arg(long, value_name = "FILE", group = "metadata")]
+    db: Option<PathBuf>,
+    /// closureInfo `registration` file (the `nix-store --dump-db` format)
+    #[arg(long, value_name = "FILE", group = "metadata")]
+    registration: Option<PathBuf>,
+    /// `nix path-info --json` output
+    #[arg(long, value_name = "FILE", group = "metadata")]
+    path_info: Option<PathBuf>,
+    /// Find references by scanning each NAR for the hash parts of the store paths present
+    #[arg(long, group = "metadata")]
+    scan_references: bool,
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    compression: CompressionArg,
+    /// Compression level [default: xz 6, zstd 3, bzip2 9, as Nix]
+    #[arg(long)]
+    level: Option<u32>,
+    /// Paths compressed at once [default: the number of cores]
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Sign every narinfo with this secret key file (repeatable)
+    #[arg(long = "sign", value_name = "SECRET-KEY-FILE")]
+    sign: Vec<PathBuf>,
+    /// Also write <hashpart>.ls file listings
+    #[arg(long)]
+    nar_listing: bool,
+    /// Only the given paths, not their closure
+    #[arg(long)]
+    no_closure: bool,
+    /// Rewrite paths whose narinfo already exists
+    #[arg(long)]
+    force: bool,
+    /// `Priority:` in nix-cache-info (lower wins; cache.nixos.org has 40)
+    #[arg(long, default_value_t = 30)]
+    priority: i64,
+    /// Read more store paths, one per line, from FILE (`-` for stdin)
+    #[arg(long, value_name = "FILE")]
+    paths_from: Option<String>,
+    /// No progress bar or summary
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+    /// Store paths (/nix/store/…-name, a path below one, or a base name)
+    store_paths: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Xz,
+    Zstd,
+    Bzip2,
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::Xz => Compression::Xz,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Bzip2 => Compression::Bzip2,
+            CompressionArg::None => Compression::None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -299,6 +382,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 write_atomic(path, info.to_text().as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?;
             }
         }
+        Command::BuildCache(args) => return build_cache(args),
         Command::Narinfo { command: NarinfoCommand::Check { narinfos, trusted_keys } } => {
             let trusted = trusted_keys.iter().map(|k| PublicKey::parse(k)).collect::<Result<Vec<_>, _>>()?;
             let mut failed = 0;
@@ -429,4 +513,135 @@ fn print_entry(out: &mut impl Write, node: &ListingNode, path: &str, long: bool)
         ListingNode::Symlink { target } => writeln!(out, "lrwxrwxrwx {:>20} {path} -> {target}", 0)?,
     }
     Ok(())
+}
+
+fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+
+    let store_dir = StoreDir::new(&args.store_dir)?;
+    let mut names = args.store_paths.clone();
+    if let Some(from) = &args.paths_from {
+        let text = if from == "-" {
+            io::read_to_string(io::stdin().lock())?
+        } else {
+            fs::read_to_string(from).with_context(|| format!("reading {from}"))?
+        };
+        names.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    if names.is_empty() {
+        bail!("no store paths given (as arguments or with --paths-from)");
+    }
+    let physical_store = args.store_root.join(store_dir.as_str().trim_start_matches('/'));
+    let paths = names
+        .iter()
+        .map(|n| parse_store_path_arg(n, &store_dir, &physical_store))
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = if let Some(db) = args.db {
+        MetadataSource::Db(db)
+    } else if let Some(r) = args.registration {
+        MetadataSource::Registration(r)
+    } else if let Some(p) = args.path_info {
+        MetadataSource::PathInfoJson(p)
+    } else if args.scan_references {
+        MetadataSource::Scan
+    } else {
+        MetadataSource::Db(args.store_root.join("nix/var/nix/db/db.sqlite"))
+    };
+    let keys = args.sign.iter().map(|k| read_secret_key(k)).collect::<Result<Vec<_>>>()?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let opts = BuildOptions {
+        to: args.to.clone(),
+        store_root: args.store_root,
+        store_dir,
+        metadata,
+        compression: args.compression.into(),
+        level: args.level,
+        jobs,
+        keys,
+        nar_listing: args.nar_listing,
+        closure: !args.no_closure,
+        force: args.force,
+        priority: args.priority,
+        want_mass_query: true,
+        paths,
+    };
+    let bar = if !args.quiet && !args.json && io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths, {msg} (ETA {eta})")
+                .expect("valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut nar_bytes = 0u64;
+    let summary = nar_tool::host::build::build_cache(&opts, |p| {
+        let Some(bar) = &bar else { return };
+        match p {
+            Progress::Total { paths, .. } => bar.set_length(paths),
+            Progress::PathDone { nar_size, .. } => {
+                nar_bytes += nar_size;
+                let secs = bar.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{} NAR, {}/s", human_bytes(nar_bytes), human_bytes((nar_bytes as f64 / secs) as u64)));
+                bar.inc(1);
+            }
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let summary = summary.with_context(|| format!("building cache {} (what was published so far is valid; run again to complete it)", args.to.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !args.quiet {
+        eprintln!(
+            "{}: {} paths ({} written, {} already there, {} NARs deduplicated), {} of NAR into {} of {} files, in {:.2}s",
+            args.to.display(),
+            summary.paths,
+            summary.written,
+            summary.skipped,
+            summary.deduplicated,
+            human_bytes(summary.nar_bytes),
+            human_bytes(summary.file_bytes),
+            Compression::from(args.compression),
+            summary.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A store path from the command line: absolute (possibly below a store path, or under the
+/// physical store), or a base name.
+fn parse_store_path_arg(arg: &str, store_dir: &StoreDir, physical_store: &Path) -> Result<StorePath> {
+    if let Ok((p, _)) = store_dir.parse_path_prefix(arg) {
+        return Ok(p);
+    }
+    if let Ok(rest) = Path::new(arg).strip_prefix(physical_store) {
+        if let Some(first) = rest.components().next() {
+            return Ok(StorePath::from_base_name(&first.as_os_str().to_string_lossy())?);
+        }
+    }
+    if !arg.contains('/') {
+        if let Ok(p) = StorePath::from_base_name(arg) {
+            return Ok(p);
+        }
+    }
+    bail!("{arg:?} is not a path in the store directory {store_dir}")
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -2,5 +2,7 @@
 //! fast C-backed codecs, and the cache builder.
 
 pub mod atomic;
+pub mod build;
 pub mod codec;
+pub mod db;
 pub mod fs;

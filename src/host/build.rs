@@ -1,0 +1,476 @@
+//! `build-cache`: turns store paths and their closure into a flat-file binary cache.
+//!
+//! One pass per path — walk → NAR → NAR hash, size, references (when scanning) and listing →
+//! compressor → file hash and size → a temporary file renamed to `nar/<filehash>.nar.<ext>` —
+//! with paths in parallel. The calling thread publishes: `.ls`, then the narinfo, each written to
+//! a temporary name and renamed, narinfos only once all their references are published. So the
+//! cache is valid at every moment, an interrupted build is completed by running it again, and
+//! identical NARs are stored once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
+use crate::cache::order::PublishOrder;
+use crate::cache::refscan::RefScanner;
+use crate::cache_info::CacheInfo;
+use crate::compression::Compression;
+use crate::hash::{Hash, HashAlgo, HashingWriter, Hasher};
+use crate::host::atomic::write_atomic;
+use crate::host::codec::Encoder;
+use crate::host::db::NixDb;
+use crate::host::fs::{dump_into, CaseHack};
+use crate::nar::listing::Listing;
+use crate::nar::NarWriter;
+use crate::narinfo::NarInfo;
+use crate::nixbase32;
+use crate::signing::SecretKey;
+use crate::store_path::{make_fixed_output_path, ContentAddress, FileIngestion, StoreDir, StorePath};
+
+/// Where references, derivers, NAR hashes and content addresses come from.
+#[derive(Debug, Clone)]
+pub enum MetadataSource {
+    /// The Nix SQLite DB (default: `ROOT/nix/var/nix/db/db.sqlite`).
+    Db(PathBuf),
+    /// closureInfo's `registration` / `nix-store --dump-db`.
+    Registration(PathBuf),
+    /// `nix path-info --json`.
+    PathInfoJson(PathBuf),
+    /// Scan each NAR for the hash parts of the store paths present.
+    Scan,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub to: PathBuf,
+    /// Physical root: `/nix/store/x` is read at `ROOT/nix/store/x`.
+    pub store_root: PathBuf,
+    pub store_dir: StoreDir,
+    pub metadata: MetadataSource,
+    pub compression: Compression,
+    pub level: Option<u32>,
+    pub jobs: usize,
+    pub keys: Vec<SecretKey>,
+    pub nar_listing: bool,
+    pub closure: bool,
+    pub force: bool,
+    pub priority: i64,
+    pub want_mass_query: bool,
+    pub paths: Vec<StorePath>,
+}
+
+/// What happened, for progress bars and the summary.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The number of paths known so far to be in the cache's closure grew.
+    Total { paths: u64, nar_bytes: Option<u64> },
+    /// A path is done (`written` false when its narinfo already existed).
+    PathDone { path: StorePath, nar_size: u64, written: bool },
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BuildSummary {
+    pub paths: u64,
+    pub written: u64,
+    pub skipped: u64,
+    /// NARs identical to one already stored (not stored again).
+    pub deduplicated: u64,
+    pub nar_bytes: u64,
+    pub file_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {message}")]
+    Path { path: String, message: String },
+    #[error("{0}")]
+    Metadata(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io { path: path.to_path_buf(), source }
+}
+
+/// Metadata lookups, whatever the source.
+enum Metadata {
+    Known(HashMap<StorePath, PathInfo>),
+    Db(NixDb),
+    Scan { candidates: Vec<StorePath> },
+}
+
+impl Metadata {
+    fn open(opts: &BuildOptions) -> Result<Metadata, BuildError> {
+        let read = |p: &Path| fs::read_to_string(p).map_err(io_at(p));
+        let known = |infos: Vec<PathInfo>| Metadata::Known(infos.into_iter().map(|i| (i.path.clone(), i)).collect());
+        Ok(match &opts.metadata {
+            MetadataSource::Db(p) => Metadata::Db(NixDb::open(p, &opts.store_dir).map_err(|e| BuildError::Metadata(e.to_string()))?),
+            MetadataSource::Registration(p) => {
+                known(parse_registration(&opts.store_dir, &read(p)?).map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?)
+            }
+            MetadataSource::PathInfoJson(p) => {
+                known(parse_path_info_json(&opts.store_dir, &read(p)?).map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?)
+            }
+            MetadataSource::Scan => {
+                let dir = physical_store(opts);
+                let mut candidates = Vec::new();
+                for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+                    let entry = entry.map_err(io_at(&dir))?;
+                    if let Ok(p) = StorePath::from_base_name(&entry.file_name().to_string_lossy()) {
+                        candidates.push(p);
+                    }
+                }
+                Metadata::Scan { candidates }
+            }
+        })
+    }
+
+    /// Metadata of a path (for `Scan`, only its name: the rest comes from the NAR).
+    fn lookup(&self, path: &StorePath, store_dir: &StoreDir) -> Result<PathInfo, BuildError> {
+        let missing = || BuildError::Path { path: store_dir.display(path), message: "not a valid path in the given store metadata".into() };
+        match self {
+            Metadata::Known(map) => map.get(path).cloned().ok_or_else(missing),
+            Metadata::Db(db) => db.lookup(path).map_err(|e| BuildError::Metadata(e.to_string()))?.ok_or_else(missing),
+            Metadata::Scan { .. } => Ok(PathInfo::new(path.clone())),
+        }
+    }
+}
+
+fn physical_store(opts: &BuildOptions) -> PathBuf {
+    opts.store_root.join(opts.store_dir.as_str().trim_start_matches('/'))
+}
+
+/// One path's work, done on a worker thread.
+struct Done {
+    info: PathInfo,
+    nar_hash: Hash,
+    nar_size: u64,
+    file_hash: Hash,
+    file_size: u64,
+    deduplicated: bool,
+    listing: Option<Listing>,
+}
+
+/// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
+struct NarSink<W: Write> {
+    nar_hash: Hasher,
+    nar_size: u64,
+    scanner: Option<RefScanner>,
+    encoder: Encoder<W>,
+}
+
+impl<W: Write> Write for NarSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.encoder.write_all(buf)?;
+        self.nar_hash.update(buf);
+        self.nar_size += buf.len() as u64;
+        if let Some(s) = &mut self.scanner {
+            s.update(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+/// NARs larger than this get a multi-threaded compressor (the bytes do not change).
+const LARGE_NAR: u64 = 32 << 20;
+
+fn process(opts: &BuildOptions, mut info: PathInfo, candidates: Option<&[StorePath]>) -> Result<Done, BuildError> {
+    let full = opts.store_dir.display(&info.path);
+    let physical = physical_store(opts).join(info.path.base_name());
+    let path_err = |message: String| BuildError::Path { path: full.clone(), message };
+    fs::symlink_metadata(&physical).map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
+
+    let nar_dir = opts.to.join("nar");
+    let tmp = tempfile::Builder::new().prefix(".nar-").suffix(".tmp").tempfile_in(&nar_dir).map_err(io_at(&nar_dir))?;
+    let threads = if info.nar_size.unwrap_or(0) > LARGE_NAR { opts.jobs as u32 } else { 1 };
+    let file = HashingWriter::new(HashAlgo::Sha256, BufWriter::with_capacity(256 * 1024, tmp.as_file().try_clone().map_err(io_at(tmp.path()))?));
+    let encoder = Encoder::new(opts.compression, opts.level, threads, file).map_err(|e| path_err(format!("compressor: {e}")))?;
+    let scanner = candidates.map(|c| RefScanner::new(c.iter()));
+    let sink = NarSink { nar_hash: Hasher::new(HashAlgo::Sha256), nar_size: 0, scanner, encoder };
+    let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
+    if opts.nar_listing {
+        writer = writer.record_listing();
+    }
+    let writer = dump_into(&physical, writer, CaseHack(false)).map_err(|e| path_err(e.to_string()))?;
+    let (sink, listing) = writer.finish_with_listing().map_err(|e| path_err(e.to_string()))?;
+    let NarSink { nar_hash, nar_size, scanner, encoder } = sink;
+    let nar_hash = nar_hash.finish();
+    let file = encoder.finish().map_err(io_at(tmp.path()))?;
+    let (file_hash, file_size, buffered) = file.finish();
+    buffered.into_inner().map_err(|e| io_at(tmp.path())(e.into_error()))?.sync_data().map_err(io_at(tmp.path()))?;
+
+    if let Some(expected) = &info.nar_hash {
+        if *expected != nar_hash {
+            return Err(path_err(format!(
+                "NAR hash mismatch: the store metadata records {expected}, the contents hash to {nar_hash} (the store is corrupt or was modified; refusing to publish it)"
+            )));
+        }
+    }
+    if let Some(expected) = info.nar_size {
+        if expected != nar_size {
+            return Err(path_err(format!("NAR size mismatch: the store metadata records {expected} bytes, the contents give {nar_size}")));
+        }
+    }
+    if let Some(scanner) = scanner {
+        info.references = scanner.finish();
+    }
+    if info.ca.is_none() {
+        // A path named by its own NAR hash is content-addressed (what `nix-store --add` makes).
+        let source = make_fixed_output_path(&opts.store_dir, info.path.name(), FileIngestion::Recursive, &nar_hash);
+        let self_only = info.references.iter().all(|r| *r == info.path);
+        if self_only && source.as_ref() == Ok(&info.path) {
+            info.ca = Some(ContentAddress::Fixed(FileIngestion::Recursive, nar_hash.clone()).to_string());
+        }
+    }
+    let final_path = nar_dir.join(format!("{}.nar{}", nixbase32::encode(file_hash.digest()), opts.compression.extension()));
+    let deduplicated = final_path.exists();
+    if !deduplicated {
+        tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io_at(&final_path))?;
+        tmp.persist(&final_path).map_err(|e| io_at(&final_path)(e.error))?;
+    }
+    Ok(Done { info, nar_hash, nar_size, file_hash, file_size, deduplicated, listing })
+}
+
+fn narinfo_of(opts: &BuildOptions, d: &Done) -> Result<NarInfo, BuildError> {
+    let mut info = NarInfo {
+        store_dir: opts.store_dir.clone(),
+        store_path: d.info.path.clone(),
+        url: format!("nar/{}.nar{}", nixbase32::encode(d.file_hash.digest()), opts.compression.extension()),
+        compression: opts.compression.name().to_string(),
+        file_hash: Some(d.file_hash.clone()),
+        file_size: Some(d.file_size),
+        nar_hash: d.nar_hash.clone(),
+        nar_size: d.nar_size,
+        references: d.info.references.iter().cloned().collect(),
+        deriver: d.info.deriver.clone(),
+        system: None,
+        sigs: d.info.sigs.clone(),
+        ca: d.info.ca.clone(),
+        extra: Vec::new(),
+    };
+    for key in &opts.keys {
+        info.sign(key).map_err(|e| BuildError::Path { path: info.path(), message: e.to_string() })?;
+    }
+    Ok(info)
+}
+
+/// Prepares the cache directory: folders, `nix-cache-info`, leftovers of an interrupted run.
+fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
+    for dir in [opts.to.clone(), opts.to.join("nar"), opts.to.join("log"), opts.to.join("realisations")] {
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+    }
+    let info_path = opts.to.join("nix-cache-info");
+    match fs::read_to_string(&info_path) {
+        Ok(text) => {
+            let existing = CacheInfo::parse(&text).map_err(|e| BuildError::Input(format!("{}: {e}", info_path.display())))?;
+            if let Some(dir) = existing.store_dir.as_deref().filter(|d| *d != opts.store_dir.as_str()) {
+                return Err(BuildError::Input(format!(
+                    "{} is a cache for store {dir}, not {}",
+                    opts.to.display(),
+                    opts.store_dir
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut info = CacheInfo::new(opts.store_dir.as_str());
+            info.want_mass_query = opts.want_mass_query.then_some(true);
+            info.priority = Some(opts.priority);
+            write_atomic(&info_path, info.to_text().as_bytes(), 0o644).map_err(io_at(&info_path))?;
+        }
+        Err(e) => return Err(io_at(&info_path)(e)),
+    }
+    // Temporaries of an interrupted run (named by us: `.nar-*.tmp`, `.*.tmp-*`).
+    for dir in [opts.to.clone(), opts.to.join("nar")] {
+        for entry in fs::read_dir(&dir).map_err(io_at(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp-")) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds (or completes) the cache. `progress` is called on the calling thread.
+pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<BuildSummary, BuildError> {
+    let started = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(BuildError::Input("no store paths given".into()));
+    }
+    prepare(opts)?;
+    let metadata = Metadata::open(opts)?;
+    let candidates = match &metadata {
+        Metadata::Scan { candidates } => Some(candidates.as_slice()),
+        _ => None,
+    };
+    let mut summary = BuildSummary::default();
+    let mut order = PublishOrder::new([]);
+    let mut seen: HashSet<StorePath> = HashSet::new();
+    let mut queue: Vec<StorePath> = Vec::new();
+    for p in &opts.paths {
+        if seen.insert(p.clone()) {
+            queue.push(p.clone());
+        }
+    }
+    progress(Progress::Total { paths: seen.len() as u64, nar_bytes: None });
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("build-cache-{i}"))
+        .build()
+        .map_err(|e| BuildError::Input(format!("cannot start worker threads: {e}")))?;
+    let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
+    let mut in_flight = 0usize;
+    let mut first_error: Option<BuildError> = None;
+    // Finished work waiting to be published (by path).
+    let mut finished: HashMap<StorePath, Done> = HashMap::new();
+
+    pool.in_place_scope(|scope| -> Result<(), BuildError> {
+        loop {
+            // Hand out work: look up each queued path; skip it if its narinfo exists.
+            while first_error.is_none() {
+                let Some(path) = queue.pop() else { break };
+                let narinfo_path = opts.to.join(format!("{}.narinfo", path.hash_part()));
+                let existing = if opts.force { None } else { read_existing(&narinfo_path)? };
+                let references = match &existing {
+                    Some(info) => info.references.iter().cloned().collect::<BTreeSet<_>>(),
+                    None => match metadata.lookup(&path, &opts.store_dir) {
+                        Ok(info) if candidates.is_none() => {
+                            let refs = info.references.clone();
+                            let tx = tx.clone();
+                            in_flight += 1;
+                            scope.spawn(move |_| {
+                                let _ = tx.send(process(opts, info, None));
+                            });
+                            refs
+                        }
+                        Ok(info) => {
+                            let tx = tx.clone();
+                            in_flight += 1;
+                            scope.spawn(move |_| {
+                                let _ = tx.send(process(opts, info, candidates));
+                            });
+                            BTreeSet::new()
+                        }
+                        Err(e) => {
+                            first_error = Some(e);
+                            break;
+                        }
+                    },
+                };
+                if let Some(info) = existing {
+                    summary.paths += 1;
+                    summary.skipped += 1;
+                    for p in order.ready(path.clone(), &references) {
+                        finished.remove(&p).map(|d| publish(opts, &d, &mut summary, &mut progress)).transpose()?;
+                    }
+                    progress(Progress::PathDone { path, nar_size: info.nar_size, written: false });
+                }
+                if opts.closure {
+                    enqueue(&references, &mut seen, &mut queue, &mut progress);
+                }
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let result = rx.recv().expect("workers hold a sender while running");
+            in_flight -= 1;
+            match result {
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(done) => {
+                    if first_error.is_some() {
+                        continue;
+                    }
+                    let path = done.info.path.clone();
+                    let references = done.info.references.clone();
+                    if opts.closure {
+                        enqueue(&references, &mut seen, &mut queue, &mut progress);
+                    } else {
+                        // Without the closure, references outside the given paths are not waited for.
+                        let outside: Vec<StorePath> = references.iter().filter(|r| !seen.contains(*r)).cloned().collect();
+                        for r in outside {
+                            order.ready(r, &BTreeSet::new());
+                        }
+                    }
+                    finished.insert(path.clone(), done);
+                    for p in order.ready(path, &references) {
+                        if let Some(d) = finished.remove(&p) {
+                            publish(opts, &d, &mut summary, &mut progress)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if let Some((path, missing)) = order.stuck().next() {
+        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        return Err(BuildError::Path {
+            path: opts.store_dir.display(path),
+            message: format!("references {} were never published (a reference cycle?)", missing.join(", ")),
+        });
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>, progress: &mut impl FnMut(Progress)) {
+    let before = seen.len();
+    for r in refs {
+        if seen.insert(r.clone()) {
+            queue.push(r.clone());
+        }
+    }
+    if seen.len() > before {
+        progress(Progress::Total { paths: seen.len() as u64, nar_bytes: None });
+    }
+}
+
+fn read_existing(path: &Path) -> Result<Option<NarInfo>, BuildError> {
+    match fs::read_to_string(path) {
+        Ok(text) => NarInfo::parse(&text)
+            .map(Some)
+            .map_err(|e| BuildError::Input(format!("{}: existing narinfo is corrupt ({e}); rerun with --force", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+fn publish(opts: &BuildOptions, d: &Done, summary: &mut BuildSummary, progress: &mut impl FnMut(Progress)) -> Result<(), BuildError> {
+    let hash_part = d.info.path.hash_part();
+    if let Some(listing) = &d.listing {
+        let ls = opts.to.join(format!("{hash_part}.ls"));
+        write_atomic(&ls, listing.to_json().as_bytes(), 0o644).map_err(io_at(&ls))?;
+    }
+    let narinfo = narinfo_of(opts, d)?;
+    let path = opts.to.join(format!("{hash_part}.narinfo"));
+    write_atomic(&path, narinfo.to_text().as_bytes(), 0o644).map_err(io_at(&path))?;
+    summary.paths += 1;
+    summary.written += 1;
+    summary.deduplicated += u64::from(d.deduplicated);
+    summary.nar_bytes += d.nar_size;
+    summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
+    progress(Progress::PathDone { path: d.info.path.clone(), nar_size: d.nar_size, written: true });
+    Ok(())
+}
+
+/// How long a build took, for messages.
+pub fn human_duration(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
