@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::hash::{Hash, HashAlgo};
-use crate::signing::{check_signatures, PublicKey, SecretKey, SignatureCheck};
+use crate::signing::{check_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
 use crate::store_path::{StoreDir, StorePath};
 
 /// Narinfos larger than this are refused before parsing (real ones are well under 100 KiB).
@@ -64,7 +64,9 @@ impl NarInfo {
         let mut extra = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
 
-        for (i, line) in text.lines().enumerate() {
+        // Lines end at '\n' only, as in Nix: a '\r' stays part of the value (and is refused
+        // where the value must be a path or hash), so every value written back reads back the same.
+        for (i, line) in text.split_terminator('\n').enumerate() {
             let n = Some(i + 1);
             let Some((key, value)) = line.split_once(": ").or_else(|| line.strip_suffix(':').map(|k| (k, ""))) else {
                 return err(n, format!("expected \"Key: value\", found {:?}", truncate(line)));
@@ -109,7 +111,10 @@ impl NarInfo {
                     }
                 }
                 "System" => system = Some(value.to_string()),
-                "Sig" => sigs.push(value.to_string()),
+                "Sig" => {
+                    Signature::parse(value).map_err(|e| NarInfoError { line: n, message: format!("Sig: {e}") })?;
+                    sigs.push(value.to_string())
+                }
                 "CA" => ca = Some(value.to_string()),
                 "" => return err(n, "empty key"),
                 _ => extra.push((key.to_string(), value.to_string())),
@@ -122,6 +127,9 @@ impl NarInfo {
         if nar_size == 0 {
             return err(None, "NarSize is 0 (no NAR is empty)");
         }
+        // Nix keeps signatures as a set: sorted, without duplicates (and writes them so).
+        sigs.sort();
+        sigs.dedup();
         Ok(NarInfo {
             store_dir,
             store_path,
