@@ -10,9 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use nar_tool::compression::Compression;
-use nar_tool::host::build::{BuildOptions, MetadataSource, Progress};
 use nar_tool::hash::{Encoding, Hash, HashAlgo, Hasher};
 use nar_tool::host::atomic::write_atomic;
+use nar_tool::host::build::{BuildOptions, MetadataSource, Progress};
 use nar_tool::host::fs::{dump_path, restore_path, CaseHack};
 use nar_tool::nar::listing::{self, Found, Listing, ListingNode};
 use nar_tool::nar::NarReader;
@@ -93,6 +93,10 @@ enum Command {
     },
     /// Build (or complete) a flat-file binary cache from store paths and their closure
     BuildCache(BuildCacheArgs),
+    /// Verify a binary cache: every hash, size, signature, reference, URL and file.
+    /// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
+    /// missing), 2 (untrusted or bad signatures), 4 (a check could not run)
+    Verify(VerifyArgs),
     /// Check narinfo files
     Narinfo {
         #[command(subcommand)]
@@ -158,6 +162,33 @@ struct BuildCacheArgs {
     json: bool,
     /// Store paths (/nix/store/…-name, a path below one, or a base name)
     store_paths: Vec<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The cache directory
+    cache: PathBuf,
+    /// A trusted public key `name:base64` (repeatable); every path then needs a valid signature by one
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
+    /// A file holding trusted public keys, one per line or space-separated (repeatable)
+    #[arg(long = "trusted-key-file", value_name = "FILE")]
+    trusted_key_files: Vec<PathBuf>,
+    /// Do not read NARs: check narinfos, presence and sizes of files, signatures, references only
+    #[arg(long)]
+    no_contents: bool,
+    /// Paths checked at once [default: the number of cores]
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// The store directory the cache must be for
+    #[arg(long, default_value = "/nix/store")]
+    store_dir: String,
+    /// Print the report as one JSON document
+    #[arg(long)]
+    json: bool,
+    /// No progress bar
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -296,7 +327,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("nar-tool: error: {e:#}");
@@ -313,15 +346,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.flush()?;
         }
         Command::Restore { dest, case_hack } => {
-            restore_path(io::stdin().lock(), &dest, CaseHack(case_hack)).with_context(|| format!("restoring into {}", dest.display()))?;
+            restore_path(io::stdin().lock(), &dest, CaseHack(case_hack))
+                .with_context(|| format!("restoring into {}", dest.display()))?;
         }
         Command::Hash(args) => return hash(args),
-        Command::Ls { nar, path, json, recursive, long } => {
-            let listing = Listing::from_nar(open_nar(&nar)?).with_context(|| format!("reading {nar}"))?;
+        Command::Ls {
+            nar,
+            path,
+            json,
+            recursive,
+            long,
+        } => {
+            let listing =
+                Listing::from_nar(open_nar(&nar)?).with_context(|| format!("reading {nar}"))?;
             if json {
                 println!("{}", listing.to_json());
             } else {
-                let node = listing.root.get(&path).ok_or_else(|| anyhow!("{nar}: no file {path:?} in the archive"))?;
+                let node = listing
+                    .root
+                    .get(&path)
+                    .ok_or_else(|| anyhow!("{nar}: no file {path:?} in the archive"))?;
                 let mut out = BufWriter::new(io::stdout().lock());
                 print_listing(&mut out, node, &path, recursive, long, true)?;
                 out.flush()?;
@@ -332,15 +376,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match listing::find(&mut reader, &path).with_context(|| format!("reading {nar}"))? {
                 Ok(Found::Regular { .. }) => {
                     let mut out = BufWriter::new(io::stdout().lock());
-                    io::copy(&mut reader.contents(), &mut out).with_context(|| format!("reading {nar}"))?;
+                    io::copy(&mut reader.contents(), &mut out)
+                        .with_context(|| format!("reading {nar}"))?;
                     out.flush()?;
                 }
-                Ok(Found::Symlink { target }) => bail!("{nar}: {path:?} is a symlink to {:?}, not a regular file", String::from_utf8_lossy(&target)),
+                Ok(Found::Symlink { target }) => bail!(
+                    "{nar}: {path:?} is a symlink to {:?}, not a regular file",
+                    String::from_utf8_lossy(&target)
+                ),
                 Ok(Found::Directory) => bail!("{nar}: {path:?} is a directory, not a regular file"),
                 Err(msg) => bail!("{nar}: {msg}"),
             }
         }
-        Command::StorePath { path, name, store_dir } => {
+        Command::StorePath {
+            path,
+            name,
+            store_dir,
+        } => {
             let store_dir = StoreDir::new(&store_dir)?;
             let name = match name {
                 Some(n) => n,
@@ -352,10 +404,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .ok_or_else(|| anyhow!("{} has no file name; pass --name", path.display()))?,
             };
             let (hash, _) = nar_hash(&path, HashAlgo::Sha256)?;
-            println!("{}", store_dir.display(&make_source_path(&store_dir, &name, &hash, &[], false)?));
+            println!(
+                "{}",
+                store_dir.display(&make_source_path(&store_dir, &name, &hash, &[], false)?)
+            );
         }
         Command::Key { command } => match command {
-            KeyCommand::Generate { name, secret, public, force } => {
+            KeyCommand::Generate {
+                name,
+                secret,
+                public,
+                force,
+            } => {
                 if name.is_empty() || name.contains(':') {
                     bail!("key name {name:?} must be non-empty and contain no ':'");
                 }
@@ -365,26 +425,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
                 let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed).map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
+                getrandom::fill(&mut seed)
+                    .map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
                 let key = SecretKey::from_seed(&name, &seed);
-                write_atomic(&secret, key.to_text().as_bytes(), 0o600).with_context(|| format!("writing {}", secret.display()))?;
-                write_atomic(&public, key.public_key().to_string().as_bytes(), 0o644).with_context(|| format!("writing {}", public.display()))?;
+                write_atomic(&secret, key.to_text().as_bytes(), 0o600)
+                    .with_context(|| format!("writing {}", secret.display()))?;
+                write_atomic(&public, key.public_key().to_string().as_bytes(), 0o644)
+                    .with_context(|| format!("writing {}", public.display()))?;
             }
             KeyCommand::Public { secret } => println!("{}", read_secret_key(&secret)?.public_key()),
         },
         Command::Sign { keys, narinfos } => {
-            let keys = keys.iter().map(|k| read_secret_key(k)).collect::<Result<Vec<_>>>()?;
+            let keys = keys
+                .iter()
+                .map(|k| read_secret_key(k))
+                .collect::<Result<Vec<_>>>()?;
             for path in &narinfos {
                 let mut info = read_narinfo(path)?;
                 for key in &keys {
-                    info.sign(key).with_context(|| format!("{}", path.display()))?;
+                    info.sign(key)
+                        .with_context(|| format!("{}", path.display()))?;
                 }
-                write_atomic(path, info.to_text().as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?;
+                write_atomic(path, info.to_text().as_bytes(), 0o644)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::BuildCache(args) => return build_cache(args),
-        Command::Narinfo { command: NarinfoCommand::Check { narinfos, trusted_keys } } => {
-            let trusted = trusted_keys.iter().map(|k| PublicKey::parse(k)).collect::<Result<Vec<_>, _>>()?;
+        Command::Verify(args) => return verify(args),
+        Command::Narinfo {
+            command:
+                NarinfoCommand::Check {
+                    narinfos,
+                    trusted_keys,
+                },
+        } => {
+            let trusted = trusted_keys
+                .iter()
+                .map(|k| PublicKey::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut failed = 0;
             for path in &narinfos {
                 match check_narinfo(path, &trusted) {
@@ -405,7 +483,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn hash(args: HashArgs) -> Result<ExitCode> {
-    if let Some(HashCommand::Convert { algo, format, prefix, hashes }) = args.convert {
+    if let Some(HashCommand::Convert {
+        algo,
+        format,
+        prefix,
+        hashes,
+    }) = args.convert
+    {
         for h in hashes {
             let parsed = match algo {
                 Some(a) => Hash::parse_as(a.into(), &h),
@@ -413,7 +497,14 @@ fn hash(args: HashArgs) -> Result<ExitCode> {
             }
             .with_context(|| format!("cannot convert {h:?}"))?;
             let e = format.encoding();
-            println!("{}", if prefix { parsed.to_prefixed(e) } else { parsed.encode(e) });
+            println!(
+                "{}",
+                if prefix {
+                    parsed.to_prefixed(e)
+                } else {
+                    parsed.encode(e)
+                }
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -424,8 +515,11 @@ fn hash(args: HashArgs) -> Result<ExitCode> {
     for path in &args.paths {
         let h = if args.flat {
             let mut hasher = Hasher::new(algo);
-            io::copy(&mut File::open(path).with_context(|| format!("{}", path.display()))?, &mut hasher)
-                .with_context(|| format!("reading {}", path.display()))?;
+            io::copy(
+                &mut File::open(path).with_context(|| format!("{}", path.display()))?,
+                &mut hasher,
+            )
+            .with_context(|| format!("reading {}", path.display()))?;
             hasher.finish()
         } else {
             nar_hash(path, algo)?.0
@@ -452,7 +546,8 @@ fn open_nar(name: &str) -> Result<Box<dyn Read>> {
 }
 
 fn read_secret_key(path: &Path) -> Result<SecretKey> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("reading secret key {}", path.display()))?;
     SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))
 }
 
@@ -464,27 +559,54 @@ fn read_narinfo(path: &Path) -> Result<NarInfo> {
 fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
     let info = read_narinfo(path)?;
     let expected = format!("{}.narinfo", info.store_path.hash_part());
-    if path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected) {
-        bail!("file name does not match StorePath {} (expected {expected})", info.path());
+    if path.file_name().is_some_and(|n| {
+        n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected
+    }) {
+        bail!(
+            "file name does not match StorePath {} (expected {expected})",
+            info.path()
+        );
     }
     if trusted.is_empty() {
-        return Ok(format!("{} (signatures not checked: no --trusted-key)", info.path()));
+        return Ok(format!(
+            "{} (signatures not checked: no --trusted-key)",
+            info.path()
+        ));
     }
     let check = info.check_signatures(trusted)?;
     if !check.invalid.is_empty() {
-        bail!("{}: signature by {} does not verify (changed after signing?)", info.path(), check.invalid.join(", "));
+        bail!(
+            "{}: signature by {} does not verify (changed after signing?)",
+            info.path(),
+            check.invalid.join(", ")
+        );
     }
     if check.valid.is_empty() {
         bail!("{}: no valid signature by a trusted key", info.path());
     }
-    Ok(format!("{} (signed by {})", info.path(), check.valid.join(", ")))
+    Ok(format!(
+        "{} (signed by {})",
+        info.path(),
+        check.valid.join(", ")
+    ))
 }
 
-fn print_listing(out: &mut impl Write, node: &ListingNode, path: &str, recursive: bool, long: bool, top: bool) -> Result<()> {
+fn print_listing(
+    out: &mut impl Write,
+    node: &ListingNode,
+    path: &str,
+    recursive: bool,
+    long: bool,
+    top: bool,
+) -> Result<()> {
     // An explicit stack keeps deep archives from exhausting ours.
     let mut stack = vec![(node, path.trim_end_matches('/').to_string(), top)];
     while let Some((node, rel, top)) = stack.pop() {
-        let shown = if rel.is_empty() { ".".to_string() } else { rel.clone() };
+        let shown = if rel.is_empty() {
+            ".".to_string()
+        } else {
+            rel.clone()
+        };
         match node {
             ListingNode::Directory { entries } if top || recursive => {
                 if !top {
@@ -506,11 +628,21 @@ fn print_entry(out: &mut impl Write, node: &ListingNode, path: &str, long: bool)
         return Ok(());
     }
     match node {
-        ListingNode::Regular { size, executable, .. } => {
-            writeln!(out, "{} {size:>20} {path}", if *executable { "-r-xr-xr-x" } else { "-r--r--r--" })?
-        }
+        ListingNode::Regular {
+            size, executable, ..
+        } => writeln!(
+            out,
+            "{} {size:>20} {path}",
+            if *executable {
+                "-r-xr-xr-x"
+            } else {
+                "-r--r--r--"
+            }
+        )?,
         ListingNode::Directory { .. } => writeln!(out, "dr-xr-xr-x {:>20} {path}", 0)?,
-        ListingNode::Symlink { target } => writeln!(out, "lrwxrwxrwx {:>20} {path} -> {target}", 0)?,
+        ListingNode::Symlink { target } => {
+            writeln!(out, "lrwxrwxrwx {:>20} {path} -> {target}", 0)?
+        }
     }
     Ok(())
 }
@@ -527,12 +659,19 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
         } else {
             fs::read_to_string(from).with_context(|| format!("reading {from}"))?
         };
-        names.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+        names.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
     }
     if names.is_empty() {
         bail!("no store paths given (as arguments or with --paths-from)");
     }
-    let physical_store = args.store_root.join(store_dir.as_str().trim_start_matches('/'));
+    let physical_store = args
+        .store_root
+        .join(store_dir.as_str().trim_start_matches('/'));
     let paths = names
         .iter()
         .map(|n| parse_store_path_arg(n, &store_dir, &physical_store))
@@ -548,8 +687,19 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
     } else {
         MetadataSource::Db(args.store_root.join("nix/var/nix/db/db.sqlite"))
     };
-    let keys = args.sign.iter().map(|k| read_secret_key(k)).collect::<Result<Vec<_>>>()?;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let keys = args
+        .sign
+        .iter()
+        .map(|k| read_secret_key(k))
+        .collect::<Result<Vec<_>>>()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     let opts = BuildOptions {
         to: args.to.clone(),
         store_root: args.store_root,
@@ -569,8 +719,10 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
     let bar = if !args.quiet && !args.json && io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths, {msg} (ETA {eta})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths, {msg} (ETA {eta})",
+            )
+            .expect("valid template"),
         );
         Some(bar)
     } else {
@@ -584,7 +736,11 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
             Progress::PathDone { nar_size, .. } => {
                 nar_bytes += nar_size;
                 let secs = bar.elapsed().as_secs_f64().max(1e-3);
-                bar.set_message(format!("{} NAR, {}/s", human_bytes(nar_bytes), human_bytes((nar_bytes as f64 / secs) as u64)));
+                bar.set_message(format!(
+                    "{} NAR, {}/s",
+                    human_bytes(nar_bytes),
+                    human_bytes((nar_bytes as f64 / secs) as u64)
+                ));
                 bar.inc(1);
             }
         }
@@ -592,7 +748,12 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let summary = summary.with_context(|| format!("building cache {} (what was published so far is valid; run again to complete it)", args.to.display()))?;
+    let summary = summary.with_context(|| {
+        format!(
+            "building cache {} (what was published so far is valid; run again to complete it)",
+            args.to.display()
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {
@@ -614,13 +775,19 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
 
 /// A store path from the command line: absolute (possibly below a store path, or under the
 /// physical store), or a base name.
-fn parse_store_path_arg(arg: &str, store_dir: &StoreDir, physical_store: &Path) -> Result<StorePath> {
+fn parse_store_path_arg(
+    arg: &str,
+    store_dir: &StoreDir,
+    physical_store: &Path,
+) -> Result<StorePath> {
     if let Ok((p, _)) = store_dir.parse_path_prefix(arg) {
         return Ok(p);
     }
     if let Ok(rest) = Path::new(arg).strip_prefix(physical_store) {
         if let Some(first) = rest.components().next() {
-            return Ok(StorePath::from_base_name(&first.as_os_str().to_string_lossy())?);
+            return Ok(StorePath::from_base_name(
+                &first.as_os_str().to_string_lossy(),
+            )?);
         }
     }
     if !arg.contains('/') {
@@ -644,4 +811,104 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use nar_tool::cache::verify::{self as v, VerifyOptions};
+    use rayon::prelude::*;
+    use std::io::IsTerminal;
+
+    let mut keys = Vec::new();
+    for k in &args.trusted_keys {
+        keys.push(PublicKey::parse(k).with_context(|| format!("--trusted-key {k:?}"))?);
+    }
+    for f in &args.trusted_key_files {
+        let text = fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for k in text.split_whitespace() {
+            keys.push(PublicKey::parse(k).with_context(|| format!("{}", f.display()))?);
+        }
+    }
+    let opts = VerifyOptions {
+        trusted_keys: keys,
+        check_contents: !args.no_contents,
+        store_dir: StoreDir::new(&args.store_dir)?,
+    };
+    let storage = nar_tool::host::storage::DirStorage::new(&args.cache)
+        .with_context(|| format!("opening cache {}", args.cache.display()))?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+
+    let info_problems = v::check_cache_info(&storage, &opts);
+    let (names, mut problems) = v::list(&storage);
+    let bar = (!args.quiet && !args.json && io::stderr().is_terminal()).then(|| {
+        let bar =
+            ProgressBar::with_draw_target(Some(names.len() as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let checks: Vec<v::PathCheck> = pool.install(|| {
+        names
+            .par_iter()
+            .map(|n| {
+                let c = v::check_path(&storage, n, &opts, nar_tool::host::storage::native_decoder);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                c
+            })
+            .collect()
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let nar_files = match nar_tool::cache::verify::CacheStorage::list_nar_files(&storage) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(v::Problem {
+                kind: v::ProblemKind::CheckFailed,
+                path: "nar".into(),
+                message: format!("cannot list nar/: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    problems.extend(v::cross_check(&checks, &nar_files));
+    let report = v::report(info_problems, checks, problems);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut out = BufWriter::new(io::stdout().lock());
+        for p in &report.problems {
+            writeln!(out, "{} {}: {}", p.kind, p.path, p.message)?;
+        }
+        let failures = report
+            .problems
+            .iter()
+            .filter(|p| !p.kind.is_warning())
+            .count();
+        let warnings = report.problems.len() - failures;
+        writeln!(
+            out,
+            "{}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
+            args.cache.display(),
+            report.paths,
+            human_bytes(report.checked_bytes),
+            if report.ok { "OK" } else { "FAILED" }
+        )?;
+        out.flush()?;
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }

@@ -4,3 +4,4 @@
 pub mod metadata;
 pub mod order;
 pub mod refscan;
+pub mod verify;

@@ -6,3 +6,4 @@ pub mod build;
 pub mod codec;
 pub mod db;
 pub mod fs;
+pub mod storage;

@@ -1,0 +1,685 @@
+//! The cache verifier: trusts nothing. It reads a cache through [`CacheStorage`] (a directory
+//! natively, async sources in wasm) and reports [`Problem`]s — every hash, size, signature,
+//! reference, URL and file — with the same kinds and messages on every platform.
+//!
+//! Per path the checks go layer by layer (narinfo → URL → file size/hash → decompression and NAR
+//! structure → NAR size/hash) and report the first layer that fails, so one damage gives one
+//! problem. Memory is bounded whatever the NAR size: files are streamed, and decompression stops
+//! as soon as it passes the NarSize the narinfo claims.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::io::{self, Read};
+
+use crate::cache_info::CacheInfo;
+use crate::compression::Compression;
+use crate::hash::{HashAlgo, HashingReader};
+use crate::nar::{Limits, NarError, NarReader};
+use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
+use crate::signing::PublicKey;
+use crate::store_path::{StoreDir, StorePath};
+
+/// Read access to a cache, by paths relative to its root (`nix-cache-info`, `nar/…`).
+pub trait CacheStorage: Sync {
+    /// A whole small file, refused past `limit` bytes; `Ok(None)` if absent.
+    fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>>;
+    /// A stream over a file; `Ok(None)` if absent.
+    fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>>;
+    /// A file's size; `Ok(None)` if absent.
+    fn size(&self, rel: &str) -> io::Result<Option<u64>>;
+    /// File names of the narinfos at the root (`<hashpart>.narinfo`).
+    fn list_narinfos(&self) -> io::Result<Vec<String>>;
+    /// Paths of the files under `nar/` (`nar/<name>`), for orphan detection.
+    fn list_nar_files(&self) -> io::Result<Vec<String>>;
+}
+
+/// A streaming decompressor factory; the pure one is [`crate::compression::decoder`].
+pub type DecoderFn = for<'a> fn(Compression, Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>>;
+
+/// What kind of problem.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    BadCacheInfo,
+    MalformedNarinfo,
+    HashPartMismatch,
+    UrlOutsideCache,
+    MissingNar,
+    FileSizeMismatch,
+    FileHashMismatch,
+    MalformedNar,
+    NarSizeMismatch,
+    NarHashMismatch,
+    MissingReference,
+    BadSignature,
+    Untrusted,
+    OrphanNar,
+    /// A check could not run (an I/O error, an unsupported compression).
+    CheckFailed,
+}
+
+impl ProblemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::BadCacheInfo => "bad-cache-info",
+            ProblemKind::MalformedNarinfo => "malformed-narinfo",
+            ProblemKind::HashPartMismatch => "hash-part-mismatch",
+            ProblemKind::UrlOutsideCache => "url-outside-cache",
+            ProblemKind::MissingNar => "missing-nar",
+            ProblemKind::FileSizeMismatch => "file-size-mismatch",
+            ProblemKind::FileHashMismatch => "file-hash-mismatch",
+            ProblemKind::MalformedNar => "malformed-nar",
+            ProblemKind::NarSizeMismatch => "nar-size-mismatch",
+            ProblemKind::NarHashMismatch => "nar-hash-mismatch",
+            ProblemKind::MissingReference => "missing-reference",
+            ProblemKind::BadSignature => "bad-signature",
+            ProblemKind::Untrusted => "untrusted",
+            ProblemKind::OrphanNar => "orphan-nar",
+            ProblemKind::CheckFailed => "check-failed",
+        }
+    }
+
+    /// The exit-status bit, as `nix store verify`: 1 corrupt or missing, 2 signatures, 4 a check
+    /// that could not run; 0 for warnings.
+    pub fn exit_bit(self) -> u8 {
+        match self {
+            ProblemKind::OrphanNar => 0,
+            ProblemKind::BadSignature | ProblemKind::Untrusted => 2,
+            ProblemKind::CheckFailed => 4,
+            _ => 1,
+        }
+    }
+
+    pub fn is_warning(self) -> bool {
+        self.exit_bit() == 0
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One problem: what, about which store path (or file), and expected vs found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub path: String,
+    pub message: String,
+}
+
+/// The whole verdict (the `--json` document).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub ok: bool,
+    pub paths: u64,
+    pub checked_bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// 0 when all is well (orphans alone included), else the sum of the problems' bits.
+    pub fn exit_code(&self) -> u8 {
+        self.problems
+            .iter()
+            .fold(0, |acc, p| acc | p.kind.exit_bit())
+    }
+}
+
+#[derive(Clone)]
+pub struct VerifyOptions {
+    /// Keys whose signatures count; empty: signatures are not checked.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Read and check every NAR (off: only narinfos, presence, file sizes, signatures, references).
+    pub check_contents: bool,
+    /// The store directory the cache must be for.
+    pub store_dir: StoreDir,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            trusted_keys: Vec::new(),
+            check_contents: true,
+            store_dir: StoreDir::default(),
+        }
+    }
+}
+
+/// What checking one narinfo found.
+#[derive(Debug, Clone, Default)]
+pub struct PathCheck {
+    pub narinfo: Option<NarInfo>,
+    pub problems: Vec<Problem>,
+    pub checked_bytes: u64,
+}
+
+/// Checks `nix-cache-info`.
+pub fn check_cache_info(storage: &dyn CacheStorage, opts: &VerifyOptions) -> Vec<Problem> {
+    let p = |message: String| {
+        vec![Problem {
+            kind: ProblemKind::BadCacheInfo,
+            path: "nix-cache-info".into(),
+            message,
+        }]
+    };
+    match storage.read_small("nix-cache-info", 64 * 1024) {
+        Err(e) => p(format!("cannot be read: {e}")),
+        Ok(None) => {
+            p("missing: not a binary cache (expected a nix-cache-info file at the root)".into())
+        }
+        Ok(Some(bytes)) => match std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|t| CacheInfo::parse(t).map_err(|e| e.to_string()))
+        {
+            Err(e) => p(format!("unparsable: {e}")),
+            Ok(info) => match info.store_dir {
+                Some(d) if d != opts.store_dir.as_str() => p(format!(
+                    "StoreDir is {d:?}, expected {:?}",
+                    opts.store_dir.as_str()
+                )),
+                _ => Vec::new(),
+            },
+        },
+    }
+}
+
+/// Whether a narinfo URL stays inside the cache: relative, no scheme, no `..`, no oddities.
+pub fn url_is_inside(url: &str) -> Result<(), &'static str> {
+    if url.is_empty() {
+        Err("it is empty")
+    } else if url.starts_with('/') || url.starts_with('\\') {
+        Err("it is absolute")
+    } else if url.contains("://")
+        || url
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains(':'))
+    {
+        Err("it has a scheme")
+    } else if url.contains('\\')
+        || url.contains('\0')
+        || url.contains('?')
+        || url.contains('#')
+        || url.contains('%')
+    {
+        Err("it contains '\\\\', NUL, '?', '#' or '%'")
+    } else if url
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        Err("it has \"..\", \".\" or empty components")
+    } else {
+        Ok(())
+    }
+}
+
+/// The decompressed stream went past NarSize.
+#[derive(Debug, thiserror::Error)]
+#[error("decompresses to more than NarSize ({0} bytes)")]
+struct NarTooLong(u64);
+
+/// Fails reads once more than `limit` bytes came through: the decompression-bomb guard.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                NarTooLong(self.limit),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks one narinfo file (`<hashpart>.narinfo`) and, unless told not to, its NAR.
+pub fn check_path(
+    storage: &dyn CacheStorage,
+    file_name: &str,
+    opts: &VerifyOptions,
+    decoder: DecoderFn,
+) -> PathCheck {
+    let mut out = PathCheck::default();
+    let mut problem = |kind: ProblemKind, path: &str, message: String| {
+        out.problems.push(Problem {
+            kind,
+            path: path.to_string(),
+            message,
+        })
+    };
+    let text = match storage.read_small(file_name, MAX_NARINFO_SIZE) {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                problem(
+                    ProblemKind::MalformedNarinfo,
+                    file_name,
+                    "not UTF-8 text".into(),
+                );
+                return out;
+            }
+        },
+        Ok(None) => {
+            problem(
+                ProblemKind::CheckFailed,
+                file_name,
+                "vanished while verifying".into(),
+            );
+            return out;
+        }
+        Err(e) => {
+            let kind = if e.kind() == io::ErrorKind::InvalidData {
+                ProblemKind::MalformedNarinfo
+            } else {
+                ProblemKind::CheckFailed
+            };
+            problem(kind, file_name, format!("cannot be read: {e}"));
+            return out;
+        }
+    };
+    let info = match NarInfo::parse(&text) {
+        Ok(i) => i,
+        Err(e) => {
+            problem(ProblemKind::MalformedNarinfo, file_name, e.to_string());
+            return out;
+        }
+    };
+    let path = info.path();
+    if info.store_dir != opts.store_dir {
+        problem(
+            ProblemKind::MalformedNarinfo,
+            &path,
+            format!(
+                "StorePath is in {}, the cache is for {}",
+                info.store_dir, opts.store_dir
+            ),
+        );
+    }
+    let expected_name = format!("{}.narinfo", info.store_path.hash_part());
+    if file_name != expected_name {
+        problem(
+            ProblemKind::HashPartMismatch,
+            &path,
+            format!("file {file_name} holds the narinfo of {path} (expected {expected_name})"),
+        );
+    }
+    if !opts.trusted_keys.is_empty() {
+        match info.check_signatures(&opts.trusted_keys) {
+            Err(e) => problem(ProblemKind::BadSignature, &path, e.to_string()),
+            Ok(check) if !check.invalid.is_empty() => problem(
+                ProblemKind::BadSignature,
+                &path,
+                format!(
+                    "signature by {} does not verify: the narinfo was changed after signing",
+                    check.invalid.join(", ")
+                ),
+            ),
+            Ok(check) if check.valid.is_empty() => {
+                let names: Vec<&str> = opts.trusted_keys.iter().map(|k| k.name()).collect();
+                let found = if info.sigs.is_empty() {
+                    "no signatures".to_string()
+                } else {
+                    format!(
+                        "signatures by {}",
+                        info.sigs
+                            .iter()
+                            .map(|s| s.split(':').next().unwrap_or(""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                problem(
+                    ProblemKind::Untrusted,
+                    &path,
+                    format!(
+                        "no valid signature by a trusted key (expected one of {}, found {found})",
+                        names.join(", ")
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    check_file(storage, &info, opts, decoder, &mut out);
+    out.narinfo = Some(info);
+    out
+}
+
+fn check_file(
+    storage: &dyn CacheStorage,
+    info: &NarInfo,
+    opts: &VerifyOptions,
+    decoder: DecoderFn,
+    out: &mut PathCheck,
+) {
+    let path = info.path();
+    let mut problem = |kind: ProblemKind, message: String| {
+        out.problems.push(Problem {
+            kind,
+            path: path.clone(),
+            message,
+        })
+    };
+    if let Err(why) = url_is_inside(&info.url) {
+        problem(
+            ProblemKind::UrlOutsideCache,
+            format!(
+                "URL {:?} resolves outside the cache ({why}); not read",
+                info.url
+            ),
+        );
+        return;
+    }
+    let size = match storage.size(&info.url) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return problem(
+                ProblemKind::MissingNar,
+                format!("{} does not exist", info.url),
+            )
+        }
+        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
+    };
+    if let Some(expected) = info.file_size {
+        if expected != size {
+            return problem(
+                ProblemKind::FileSizeMismatch,
+                format!(
+                    "{}: FileSize is {expected}, the file has {size} bytes",
+                    info.url
+                ),
+            );
+        }
+    }
+    if !opts.check_contents {
+        return;
+    }
+    let method = match info.compression.parse::<Compression>() {
+        Ok(m) => m,
+        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
+    };
+    let file = match storage.open(&info.url) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return problem(
+                ProblemKind::MissingNar,
+                format!("{} does not exist", info.url),
+            )
+        }
+        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
+    };
+    let mut raw = HashingReader::new(HashAlgo::Sha256, file);
+    let nar_result = (|| -> Result<(crate::hash::Hash, u64), NarFailure> {
+        let decoded = decoder(method, Box::new(&mut raw)).map_err(NarFailure::Decompress)?;
+        let capped = Capped {
+            inner: decoded,
+            left: info.nar_size,
+            limit: info.nar_size,
+        };
+        let hashed = HashingReader::new(HashAlgo::Sha256, capped);
+        let limits = Limits {
+            max_file_size: info.nar_size,
+            ..Limits::default()
+        };
+        let mut reader =
+            NarReader::with_limits(io::BufReader::with_capacity(256 * 1024, hashed), limits);
+        while reader.next().map_err(NarFailure::Nar)?.is_some() {}
+        let (hash, count, _) = reader.into_inner().into_inner().finish();
+        Ok((hash, count))
+    })();
+    // Hash the rest of the file too (trailing bytes after the compressed stream count).
+    let drained = io::copy(&mut raw, &mut io::sink());
+    let (file_hash, file_bytes, _) = raw.finish();
+    out.checked_bytes += file_bytes;
+    if let Err(e) = drained {
+        return problem(
+            ProblemKind::CheckFailed,
+            format!("{}: read error: {e}", info.url),
+        );
+    }
+    if let Some(expected) = &info.file_hash {
+        if *expected != file_hash {
+            return problem(
+                ProblemKind::FileHashMismatch,
+                format!(
+                    "{}: FileHash is {expected}, the file hashes to {}",
+                    info.url,
+                    file_hash.to_prefixed(expected_encoding(expected))
+                ),
+            );
+        }
+    }
+    match nar_result {
+        Err(NarFailure::Decompress(e)) => problem(
+            ProblemKind::MalformedNar,
+            format!(
+                "{}: does not decompress as {}: {e}",
+                info.url, info.compression
+            ),
+        ),
+        Err(NarFailure::Nar(e)) => match &e.kind {
+            crate::nar::NarErrorKind::Io(io)
+                if io.get_ref().is_some_and(|inner| inner.is::<NarTooLong>()) =>
+            {
+                problem(
+                    ProblemKind::NarSizeMismatch,
+                    format!(
+                        "{}: NarSize is {}, the NAR is longer",
+                        info.url, info.nar_size
+                    ),
+                )
+            }
+            crate::nar::NarErrorKind::Io(io) => problem(
+                ProblemKind::MalformedNar,
+                format!(
+                    "{}: does not decompress as {} (at NAR byte {}): {io}",
+                    info.url, info.compression, e.offset
+                ),
+            ),
+            _ => problem(
+                ProblemKind::MalformedNar,
+                format!("{}: not a valid NAR: {e}", info.url),
+            ),
+        },
+        Ok((nar_hash, nar_size)) => {
+            if nar_size != info.nar_size {
+                problem(
+                    ProblemKind::NarSizeMismatch,
+                    format!(
+                        "{}: NarSize is {}, the NAR has {nar_size} bytes",
+                        info.url, info.nar_size
+                    ),
+                );
+            } else if nar_hash.algo() == info.nar_hash.algo() && nar_hash != info.nar_hash {
+                problem(
+                    ProblemKind::NarHashMismatch,
+                    format!(
+                        "{}: NarHash is {}, the NAR hashes to {nar_hash}",
+                        info.url, info.nar_hash
+                    ),
+                );
+            } else if nar_hash.algo() != info.nar_hash.algo() {
+                problem(
+                    ProblemKind::CheckFailed,
+                    format!(
+                        "NarHash uses {}, only sha256 is checked",
+                        info.nar_hash.algo()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn expected_encoding(_h: &crate::hash::Hash) -> crate::hash::Encoding {
+    crate::hash::Encoding::Nixbase32
+}
+
+enum NarFailure {
+    Decompress(io::Error),
+    Nar(NarError),
+}
+
+/// The checks across paths: references without narinfos, and NAR files no narinfo names.
+pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let present: HashSet<&StorePath> = checks
+        .iter()
+        .filter_map(|c| c.narinfo.as_ref())
+        .map(|i| &i.store_path)
+        .collect();
+    for info in checks.iter().filter_map(|c| c.narinfo.as_ref()) {
+        let missing: Vec<&StorePath> = info
+            .references
+            .iter()
+            .filter(|r| !present.contains(r))
+            .collect();
+        for r in missing {
+            problems.push(Problem {
+                kind: ProblemKind::MissingReference,
+                path: info.path(),
+                message: format!(
+                    "references {}, which has no narinfo in the cache (the closure is incomplete)",
+                    info.store_dir.display(r)
+                ),
+            });
+        }
+    }
+    let used: BTreeSet<&str> = checks
+        .iter()
+        .filter_map(|c| c.narinfo.as_ref())
+        .map(|i| i.url.as_str())
+        .collect();
+    for f in nar_files {
+        if !used.contains(f.as_str()) {
+            problems.push(Problem {
+                kind: ProblemKind::OrphanNar,
+                path: f.clone(),
+                message: "no narinfo points to this file (a warning)".into(),
+            });
+        }
+    }
+    problems
+}
+
+/// Assembles the report: problems sorted by path then kind, so every platform prints the same.
+pub fn report(cache_info: Vec<Problem>, checks: Vec<PathCheck>, cross: Vec<Problem>) -> Report {
+    let paths = checks.len() as u64;
+    let checked_bytes = checks.iter().map(|c| c.checked_bytes).sum();
+    let mut problems: Vec<Problem> = cache_info
+        .into_iter()
+        .chain(checks.into_iter().flat_map(|c| c.problems))
+        .chain(cross)
+        .collect();
+    problems.sort_by(|a, b| (&a.path, a.kind, &a.message).cmp(&(&b.path, b.kind, &b.message)));
+    problems.dedup();
+    let ok = problems.iter().all(|p| p.kind.is_warning());
+    Report {
+        ok,
+        paths,
+        checked_bytes,
+        problems,
+    }
+}
+
+/// Verifies a whole cache sequentially (the native CLI runs [`check_path`] in parallel itself).
+pub fn verify_cache(
+    storage: &dyn CacheStorage,
+    opts: &VerifyOptions,
+    decoder: DecoderFn,
+    mut on_path: impl FnMut(&PathCheck),
+) -> Report {
+    let info_problems = check_cache_info(storage, opts);
+    let (names, mut listing_problems) = list(storage);
+    let checks: Vec<PathCheck> = names
+        .iter()
+        .map(|n| {
+            let c = check_path(storage, n, opts, decoder);
+            on_path(&c);
+            c
+        })
+        .collect();
+    let nar_files = storage.list_nar_files().unwrap_or_default();
+    listing_problems.extend(cross_check(&checks, &nar_files));
+    report(info_problems, checks, listing_problems)
+}
+
+/// The narinfo names, sorted, or a problem if they cannot be listed.
+pub fn list(storage: &dyn CacheStorage) -> (Vec<String>, Vec<Problem>) {
+    match storage.list_narinfos() {
+        Ok(mut names) => {
+            names.sort();
+            (names, Vec::new())
+        }
+        Err(e) => (
+            Vec::new(),
+            vec![Problem {
+                kind: ProblemKind::CheckFailed,
+                path: ".".into(),
+                message: format!("cannot list the cache: {e}"),
+            }],
+        ),
+    }
+}
+
+/// Pure-Rust decoders, for callers without a faster one.
+pub fn pure_decoder<'a>(
+    method: Compression,
+    input: Box<dyn Read + 'a>,
+) -> io::Result<Box<dyn Read + 'a>> {
+    crate::compression::decoder(method, input)
+}
+
+/// An in-memory cache (file path → bytes), for tests and the wasm layer.
+#[derive(Default, Clone)]
+pub struct MemoryStorage {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl CacheStorage for MemoryStorage {
+    fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        match self.files.get(rel) {
+            Some(b) if b.len() > limit => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{rel} is larger than {limit} bytes"),
+            )),
+            other => Ok(other.cloned()),
+        }
+    }
+    fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>> {
+        Ok(self
+            .files
+            .get(rel)
+            .map(|b| Box::new(&b[..]) as Box<dyn Read>))
+    }
+    fn size(&self, rel: &str) -> io::Result<Option<u64>> {
+        Ok(self.files.get(rel).map(|b| b.len() as u64))
+    }
+    fn list_narinfos(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|k| !k.contains('/') && k.ends_with(".narinfo"))
+            .cloned()
+            .collect())
+    }
+    fn list_nar_files(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|k| k.starts_with("nar/"))
+            .cloned()
+            .collect())
+    }
+}
