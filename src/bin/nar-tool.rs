@@ -97,6 +97,13 @@ enum Command {
     /// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
     /// missing), 2 (untrusted or bad signatures), 4 (a check could not run)
     Verify(VerifyArgs),
+    /// Show the whole job with no Nix needed: lay out a sample store in DIR, build a signed cache
+    /// from it and verify the cache
+    Demo {
+        /// Working directory (must not exist)
+        #[arg(default_value = "nar-tool-demo")]
+        dir: PathBuf,
+    },
     /// Check narinfo files
     Narinfo {
         #[command(subcommand)]
@@ -452,6 +459,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BuildCache(args) => return build_cache(args),
         Command::Verify(args) => return verify(args),
+        Command::Demo { dir } => return demo(&dir),
         Command::Narinfo {
             command:
                 NarinfoCommand::Check {
@@ -911,4 +919,76 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
         out.flush()?;
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+fn demo(dir: &Path) -> Result<ExitCode> {
+    if dir.exists() {
+        bail!("{} exists; give the demo a new directory", dir.display());
+    }
+    let store = nar_tool::host::demo::lay_out_sample_store(&dir.join("store-root"))
+        .context("laying out the sample store")?;
+    println!(
+        "1. laid out a sample store at {}/nix/store:",
+        store.root.display()
+    );
+    for p in &store.paths {
+        println!("     /nix/store/{p}");
+    }
+    let (secret, public) = (dir.join("cache-key.secret"), dir.join("cache-key.public"));
+    let me = std::env::current_exe()?;
+    let run = |args: &[&std::ffi::OsStr]| -> Result<i32> {
+        let status = std::process::Command::new(&me).args(args).status()?;
+        Ok(status.code().unwrap_or(1))
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[
+        os("key").as_ref(),
+        os("generate").as_ref(),
+        os("demo-cache-1").as_ref(),
+        os("--secret").as_ref(),
+        secret.as_os_str(),
+        os("--public").as_ref(),
+        public.as_os_str(),
+    ])?;
+    println!(
+        "2. generated a signing key: {}",
+        fs::read_to_string(&public)?.trim()
+    );
+    let cache = dir.join("cache");
+    let top = format!(
+        "/nix/store/{}",
+        store.paths.last().expect("the sample has paths")
+    );
+    println!("3. nar-tool build-cache --to {} --store-root {} --registration {} --sign {} --nar-listing {top}", cache.display(), store.root.display(), store.registration.display(), secret.display());
+    let code = run(&[
+        os("build-cache").as_ref(),
+        os("--quiet").as_ref(),
+        os("--to").as_ref(),
+        cache.as_os_str(),
+        os("--store-root").as_ref(),
+        store.root.as_os_str(),
+        os("--registration").as_ref(),
+        store.registration.as_os_str(),
+        os("--sign").as_ref(),
+        secret.as_os_str(),
+        os("--nar-listing").as_ref(),
+        os(&top).as_ref(),
+    ])?;
+    if code != 0 {
+        bail!("build-cache failed");
+    }
+    println!(
+        "4. nar-tool verify {} --trusted-key-file {}",
+        cache.display(),
+        public.display()
+    );
+    let code = run(&[
+        os("verify").as_ref(),
+        os("--quiet").as_ref(),
+        cache.as_os_str(),
+        os("--trusted-key-file").as_ref(),
+        public.as_os_str(),
+    ])?;
+    println!("\nUse it with Nix: nix copy --from file://{} --option trusted-public-keys \"$(cat {})\" {top}", cache.canonicalize()?.display(), public.display());
+    Ok(ExitCode::from(code as u8))
 }

@@ -5,5 +5,6 @@ pub mod atomic;
 pub mod build;
 pub mod codec;
 pub mod db;
+pub mod demo;
 pub mod fs;
 pub mod storage;
