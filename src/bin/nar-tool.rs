@@ -656,9 +656,6 @@ fn print_entry(out: &mut impl Write, node: &ListingNode, path: &str, long: bool)
 }
 
 fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    use std::io::IsTerminal;
-
     let store_dir = StoreDir::new(&args.store_dir)?;
     let mut names = args.store_paths.clone();
     if let Some(from) = &args.paths_from {
@@ -700,14 +697,7 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
         .iter()
         .map(|k| read_secret_key(k))
         .collect::<Result<Vec<_>>>()?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = jobs_or_cores(args.jobs);
     let opts = BuildOptions {
         to: args.to.clone(),
         store_root: args.store_root,
@@ -724,18 +714,11 @@ fn build_cache(args: BuildCacheArgs) -> Result<ExitCode> {
         want_mass_query: true,
         paths,
     };
-    let bar = if !args.quiet && !args.json && io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths, {msg} (ETA {eta})",
-            )
-            .expect("valid template"),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = progress_bar(
+        !args.quiet && !args.json,
+        0,
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths, {msg} (ETA {eta})",
+    );
     let mut nar_bytes = 0u64;
     let summary = nar_tool::host::build::build_cache(&opts, |p| {
         let Some(bar) = &bar else { return };
@@ -822,10 +805,8 @@ fn human_bytes(n: u64) -> String {
 }
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use nar_tool::cache::verify::{self as v, VerifyOptions};
     use rayon::prelude::*;
-    use std::io::IsTerminal;
 
     let mut keys = Vec::new();
     for k in &args.trusted_keys {
@@ -844,29 +825,16 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     };
     let storage = nar_tool::host::storage::DirStorage::new(&args.cache)
         .with_context(|| format!("opening cache {}", args.cache.display()))?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = jobs_or_cores(args.jobs);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
 
     let info_problems = v::check_cache_info(&storage, &opts);
     let (names, mut problems) = v::list(&storage);
-    let bar = (!args.quiet && !args.json && io::stderr().is_terminal()).then(|| {
-        let bar =
-            ProgressBar::with_draw_target(Some(names.len() as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    });
+    let bar = progress_bar(
+        !args.quiet && !args.json,
+        names.len() as u64,
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
+    );
     let checks: Vec<v::PathCheck> = pool.install(|| {
         names
             .par_iter()
@@ -991,4 +959,28 @@ fn demo(dir: &Path) -> Result<ExitCode> {
     ])?;
     println!("\nUse it with Nix: nix copy --from file://{} --option trusted-public-keys \"$(cat {})\" {top}", cache.canonicalize()?.display(), public.display());
     Ok(ExitCode::from(code as u8))
+}
+
+/// `--jobs`, or the number of cores.
+fn jobs_or_cores(jobs: Option<usize>) -> usize {
+    jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+    .max(1)
+}
+
+/// A progress bar on stderr when it is a terminal and `enabled`, else none.
+fn progress_bar(enabled: bool, len: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+    Some(bar)
 }
