@@ -95,7 +95,13 @@ impl NarInfo {
                 "FileHash" => file_hash = Some(parse_hash("FileHash")?),
                 "FileSize" => file_size = Some(parse_u64("FileSize")?),
                 "NarHash" => nar_hash = Some(parse_hash("NarHash")?),
-                "NarSize" => nar_size = Some(parse_u64("NarSize")?),
+                "NarSize" => {
+                    let size = parse_u64("NarSize")?;
+                    if size == 0 {
+                        return err(n, "NarSize is 0 (no NAR is empty)");
+                    }
+                    nar_size = Some(size)
+                }
                 "References" => {
                     let mut refs = Vec::new();
                     for r in value.split(' ').filter(|r| !r.is_empty()) {
@@ -124,9 +130,6 @@ impl NarInfo {
         let Some(url) = url.filter(|u| !u.is_empty()) else { return err(None, "missing required field URL") };
         let Some(nar_hash) = nar_hash else { return err(None, "missing required field NarHash") };
         let Some(nar_size) = nar_size else { return err(None, "missing required field NarSize") };
-        if nar_size == 0 {
-            return err(None, "NarSize is 0 (no NAR is empty)");
-        }
         // Nix keeps signatures as a set: sorted, without duplicates (and writes them so).
         sigs.sort();
         sigs.dedup();

@@ -164,9 +164,35 @@ pub fn restore_path<R: Read>(nar: R, dest: &Path, case_hack: CaseHack) -> Result
         .tempdir_in(&parent)
         .map_err(|source| RestoreError::Io { path: parent.clone(), source })?;
     let root = staging.path().join("root");
-    let stats = unpack(nar, &root, case_hack)?;
-    fs::rename(&root, dest).map_err(|source| RestoreError::Io { path: dest.to_path_buf(), source })?;
-    Ok(stats)
+    let result = unpack(nar, &root, case_hack).and_then(|stats| {
+        fs::rename(&root, dest).map_err(|source| RestoreError::Io { path: dest.to_path_buf(), source })?;
+        Ok(stats)
+    });
+    if result.is_err() {
+        // TempDir's own cleanup keeps a descriptor open per level, so under a low RLIMIT_NOFILE
+        // it fails on a deep partial tree and leaves it behind: remove it one level at a time.
+        let _ = remove_tree(staging.path());
+    }
+    result
+}
+
+/// Removes a tree without following symlinks and with one open directory at a time (every path
+/// in it was created by full path, so each is short enough to use again).
+fn remove_tree(top: &Path) -> io::Result<()> {
+    let mut stack = vec![(top.to_path_buf(), false)];
+    while let Some((path, emptied)) = stack.pop() {
+        if emptied {
+            fs::remove_dir(&path)?;
+        } else if fs::symlink_metadata(&path)?.is_dir() {
+            stack.push((path.clone(), true));
+            for entry in fs::read_dir(&path)? {
+                stack.push((entry?.path(), false));
+            }
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreStats, RestoreError> {
