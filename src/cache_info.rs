@@ -21,18 +21,27 @@ pub struct CacheInfoError {
 
 impl CacheInfo {
     pub fn new(store_dir: &str) -> CacheInfo {
-        CacheInfo { store_dir: Some(store_dir.to_string()), ..Default::default() }
+        CacheInfo {
+            store_dir: Some(store_dir.to_string()),
+            ..Default::default()
+        }
     }
 
     pub fn parse(text: &str) -> Result<CacheInfo, CacheInfoError> {
         let mut info = CacheInfo::default();
         for (i, line) in text.lines().enumerate() {
-            let e = |message: String| CacheInfoError { line: i + 1, message };
+            let e = |message: String| CacheInfoError {
+                line: i + 1,
+                message,
+            };
             if line.trim().is_empty() {
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
-                return Err(e(format!("expected \"Key: value\", found {:?}", line.chars().take(80).collect::<String>())));
+                return Err(e(format!(
+                    "expected \"Key: value\", found {:?}",
+                    line.chars().take(80).collect::<String>()
+                )));
             };
             let value = value.trim();
             match key.trim() {
@@ -45,7 +54,11 @@ impl CacheInfo {
                     })
                 }
                 "Priority" => {
-                    info.priority = Some(value.parse().map_err(|_| e(format!("Priority: expected a whole number, found {value:?}")))?)
+                    info.priority = Some(value.parse().map_err(|_| {
+                        e(format!(
+                            "Priority: expected a whole number, found {value:?}"
+                        ))
+                    })?)
                 }
                 k => info.extra.push((k.to_string(), value.to_string())),
             }

@@ -16,7 +16,12 @@ pub enum Compression {
 }
 
 impl Compression {
-    pub const ALL: [Compression; 4] = [Compression::None, Compression::Xz, Compression::Zstd, Compression::Bzip2];
+    pub const ALL: [Compression; 4] = [
+        Compression::None,
+        Compression::Xz,
+        Compression::Zstd,
+        Compression::Bzip2,
+    ];
 
     /// The name narinfos use (`Compression: xz`).
     pub const fn name(self) -> &'static str {
@@ -68,7 +73,10 @@ pub struct UnsupportedCompression(pub String);
 impl FromStr for Compression {
     type Err = UnsupportedCompression;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Compression::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| UnsupportedCompression(s.to_string()))
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnsupportedCompression(s.to_string()))
     }
 }
 
@@ -77,19 +85,32 @@ pub fn decoder<'a, R: Read + 'a>(method: Compression, input: R) -> io::Result<Bo
     Ok(match method {
         Compression::None => Box::new(input),
         Compression::Zstd => Box::new(ZstdFrames::new(BufReader::with_capacity(64 * 1024, input))),
-        Compression::Xz => Box::new(lzma_rust2::XzReader::new(BufReader::with_capacity(64 * 1024, input), true)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(64 * 1024, input))),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(
+            BufReader::with_capacity(64 * 1024, input),
+            true,
+        )),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(
+            64 * 1024,
+            input,
+        ))),
     })
 }
 
 /// Decodes every zstd frame of a stream in turn (zstd files may hold several frames).
 struct ZstdFrames<R: BufRead> {
-    decoder: Result<Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>, String>,
+    decoder: Result<
+        Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+        String,
+    >,
 }
 
 impl<R: BufRead> ZstdFrames<R> {
     fn new(input: R) -> Self {
-        ZstdFrames { decoder: ruzstd::decoding::StreamingDecoder::new(input).map(Some).map_err(|e| format!("zstd: {e}")) }
+        ZstdFrames {
+            decoder: ruzstd::decoding::StreamingDecoder::new(input)
+                .map(Some)
+                .map_err(|e| format!("zstd: {e}")),
+        }
     }
 }
 
@@ -101,16 +122,26 @@ impl<R: BufRead> Read for ZstdFrames<R> {
                 Ok(None) => return Ok(0),
                 Ok(Some(d)) => d,
             };
-            let n = d.read(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
+            let n = d
+                .read(buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
             // This frame is done: another one may follow.
-            let mut input = self.decoder.as_mut().ok().and_then(Option::take).expect("present").into_inner();
+            let mut input = self
+                .decoder
+                .as_mut()
+                .ok()
+                .and_then(Option::take)
+                .expect("present")
+                .into_inner();
             if input.fill_buf()?.is_empty() {
                 return Ok(0);
             }
-            self.decoder = ruzstd::decoding::StreamingDecoder::new(input).map(Some).map_err(|e| format!("zstd: {e}"));
+            self.decoder = ruzstd::decoding::StreamingDecoder::new(input)
+                .map(Some)
+                .map_err(|e| format!("zstd: {e}"));
         }
     }
 }

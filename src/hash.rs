@@ -21,7 +21,12 @@ pub enum HashAlgo {
 }
 
 impl HashAlgo {
-    pub const ALL: [HashAlgo; 4] = [HashAlgo::Md5, HashAlgo::Sha1, HashAlgo::Sha256, HashAlgo::Sha512];
+    pub const ALL: [HashAlgo; 4] = [
+        HashAlgo::Md5,
+        HashAlgo::Sha1,
+        HashAlgo::Sha256,
+        HashAlgo::Sha512,
+    ];
 
     /// The digest length in bytes.
     pub const fn size(self) -> usize {
@@ -78,7 +83,14 @@ pub enum HashError {
     #[error("hash {0:?} names no algorithm (expected a prefix like \"sha256:\" or an SRI hash)")]
     MissingAlgo(String),
     #[error("hash {hash:?} has length {found}, which is no encoding of a {algo} hash (expected {base16} hex, {base32} nixbase32 or {base64} base64 characters)")]
-    WrongLength { hash: String, algo: HashAlgo, found: usize, base16: usize, base32: usize, base64: usize },
+    WrongLength {
+        hash: String,
+        algo: HashAlgo,
+        found: usize,
+        base16: usize,
+        base32: usize,
+        base64: usize,
+    },
     #[error("hash {hash:?}: {reason}")]
     BadDigits { hash: String, reason: String },
     #[error("hash algorithm mismatch: expected {expected}, found {found}")]
@@ -166,7 +178,10 @@ impl Hash {
         if s.contains(':') || s.starts_with(&format!("{}-", algo.name())) {
             let h = Hash::parse_any(s)?;
             if h.algo != algo {
-                return Err(HashError::AlgoMismatch { expected: algo, found: h.algo });
+                return Err(HashError::AlgoMismatch {
+                    expected: algo,
+                    found: h.algo,
+                });
             }
             return Ok(h);
         }
@@ -176,7 +191,10 @@ impl Hash {
     /// Parses bare digits, telling the encoding by length.
     pub fn parse_digits(algo: HashAlgo, digits: &str) -> Result<Hash, HashError> {
         let size = algo.size();
-        let bad = |reason: String| HashError::BadDigits { hash: digits.to_string(), reason };
+        let bad = |reason: String| HashError::BadDigits {
+            hash: digits.to_string(),
+            reason,
+        };
         let bytes = if digits.len() == size * 2 {
             from_hex(digits).map_err(bad)?
         } else if digits.len() == nixbase32::encoded_len(size) {
@@ -200,10 +218,17 @@ impl Hash {
     }
 
     fn parse_sri_digits(algo: HashAlgo, digits: &str, whole: &str) -> Result<Hash, HashError> {
-        let bytes = decode_base64(digits).map_err(|reason| HashError::BadDigits { hash: whole.to_string(), reason })?;
+        let bytes = decode_base64(digits).map_err(|reason| HashError::BadDigits {
+            hash: whole.to_string(),
+            reason,
+        })?;
         Hash::from_digest(algo, &bytes).ok_or_else(|| HashError::BadDigits {
             hash: whole.to_string(),
-            reason: format!("SRI digest is {} bytes, a {algo} digest has {}", bytes.len(), algo.size()),
+            reason: format!(
+                "SRI digest is {} bytes, a {algo} digest has {}",
+                bytes.len(),
+                algo.size()
+            ),
         })
     }
 }
@@ -252,7 +277,9 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("invalid hex digit {:?} at position {pos}", c as char))
     };
     let b = s.as_bytes();
-    (0..b.len() / 2).map(|i| Ok(nibble(b[2 * i], 2 * i)? << 4 | nibble(b[2 * i + 1], 2 * i + 1)?)).collect()
+    (0..b.len() / 2)
+        .map(|i| Ok(nibble(b[2 * i], 2 * i)? << 4 | nibble(b[2 * i + 1], 2 * i + 1)?))
+        .collect()
 }
 
 /// A streaming hasher for any [`HashAlgo`]; also an [`io::Write`] sink.
@@ -313,7 +340,11 @@ pub struct HashingWriter<W> {
 
 impl<W: io::Write> HashingWriter<W> {
     pub fn new(algo: HashAlgo, inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new(algo), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(algo),
+            count: 0,
+        }
     }
     /// The hash and byte count so far, and the inner writer.
     pub fn finish(self) -> (Hash, u64, W) {
@@ -342,7 +373,11 @@ pub struct HashingReader<R> {
 
 impl<R: io::Read> HashingReader<R> {
     pub fn new(algo: HashAlgo, inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::new(algo), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(algo),
+            count: 0,
+        }
     }
     pub fn count(&self) -> u64 {
         self.count
@@ -368,8 +403,14 @@ mod tests {
     #[test]
     fn forms_round_trip() {
         let h = Hash::of(HashAlgo::Sha256, b"");
-        assert_eq!(h.encode(Encoding::Base16), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(h.to_sri(), "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            h.encode(Encoding::Base16),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            h.to_sri(),
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
         for e in [Encoding::Base16, Encoding::Nixbase32, Encoding::Base64] {
             assert_eq!(Hash::parse_as(HashAlgo::Sha256, &h.encode(e)).unwrap(), h);
             assert_eq!(Hash::parse_any(&h.to_prefixed(e)).unwrap(), h);
@@ -385,17 +426,41 @@ mod tests {
             assert_eq!(Hash::parse_any(&h.to_nix_string()).unwrap(), h);
             assert_eq!(Hash::parse_any(&h.to_sri()).unwrap(), h);
         }
-        assert_eq!(Hash::of(HashAlgo::Md5, b"abc").encode(Encoding::Base16), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(Hash::of(HashAlgo::Sha1, b"abc").encode(Encoding::Base16), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            Hash::of(HashAlgo::Md5, b"abc").encode(Encoding::Base16),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(
+            Hash::of(HashAlgo::Sha1, b"abc").encode(Encoding::Base16),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
     }
 
     #[test]
     fn refusals() {
-        assert!(matches!(Hash::parse_any("sha257:00"), Err(HashError::UnknownAlgo(_))));
-        assert!(matches!(Hash::parse_any("abcd"), Err(HashError::MissingAlgo(_))));
-        assert!(matches!(Hash::parse_any("sha256:abcd"), Err(HashError::WrongLength { .. })));
-        assert!(matches!(Hash::parse_as(HashAlgo::Sha1, &Hash::of(HashAlgo::Sha256, b"").to_nix_string()), Err(HashError::AlgoMismatch { .. })));
+        assert!(matches!(
+            Hash::parse_any("sha257:00"),
+            Err(HashError::UnknownAlgo(_))
+        ));
+        assert!(matches!(
+            Hash::parse_any("abcd"),
+            Err(HashError::MissingAlgo(_))
+        ));
+        assert!(matches!(
+            Hash::parse_any("sha256:abcd"),
+            Err(HashError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            Hash::parse_as(
+                HashAlgo::Sha1,
+                &Hash::of(HashAlgo::Sha256, b"").to_nix_string()
+            ),
+            Err(HashError::AlgoMismatch { .. })
+        ));
         let bad_hex = format!("sha256:{}", "g".repeat(64));
-        assert!(matches!(Hash::parse_any(&bad_hex), Err(HashError::BadDigits { .. })));
+        assert!(matches!(
+            Hash::parse_any(&bad_hex),
+            Err(HashError::BadDigits { .. })
+        ));
     }
 }

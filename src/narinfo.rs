@@ -19,7 +19,10 @@ pub struct NarInfoError {
 }
 
 fn err<T>(line: Option<usize>, message: impl Into<String>) -> Result<T, NarInfoError> {
-    Err(NarInfoError { line, message: message.into() })
+    Err(NarInfoError {
+        line,
+        message: message.into(),
+    })
 }
 
 /// A parsed narinfo.
@@ -51,10 +54,19 @@ impl NarInfo {
     /// Parses narinfo text.
     pub fn parse(text: &str) -> Result<NarInfo, NarInfoError> {
         if text.len() > MAX_NARINFO_SIZE {
-            return err(None, format!("narinfo of {} bytes exceeds the limit of {MAX_NARINFO_SIZE} bytes", text.len()));
+            return err(
+                None,
+                format!(
+                    "narinfo of {} bytes exceeds the limit of {MAX_NARINFO_SIZE} bytes",
+                    text.len()
+                ),
+            );
         }
         if !text.is_empty() && !text.ends_with('\n') {
-            return err(Some(text.lines().count()), "the last line does not end with a newline (the file may be truncated)");
+            return err(
+                Some(text.lines().count()),
+                "the last line does not end with a newline (the file may be truncated)",
+            );
         }
         let mut store: Option<(StoreDir, StorePath)> = None;
         let (mut url, mut compression, mut file_hash, mut file_size) = (None, None, None, None);
@@ -68,8 +80,14 @@ impl NarInfo {
         // where the value must be a path or hash), so every value written back reads back the same.
         for (i, line) in text.split_terminator('\n').enumerate() {
             let n = Some(i + 1);
-            let Some((key, value)) = line.split_once(": ").or_else(|| line.strip_suffix(':').map(|k| (k, ""))) else {
-                return err(n, format!("expected \"Key: value\", found {:?}", truncate(line)));
+            let Some((key, value)) = line
+                .split_once(": ")
+                .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
+            else {
+                return err(
+                    n,
+                    format!("expected \"Key: value\", found {:?}", truncate(line)),
+                );
             };
             if key != "Sig" && !key.is_empty() {
                 if seen.contains(&key) {
@@ -78,16 +96,31 @@ impl NarInfo {
                 seen.push(key);
             }
             let parse_hash = |what: &str| {
-                Hash::parse_any(value).map_err(|e| NarInfoError { line: n, message: format!("{what}: {e}") })
+                Hash::parse_any(value).map_err(|e| NarInfoError {
+                    line: n,
+                    message: format!("{what}: {e}"),
+                })
             };
             let parse_u64 = |what: &str| {
-                value.parse::<u64>().map_err(|_| NarInfoError { line: n, message: format!("{what}: expected a whole number, found {:?}", truncate(value)) })
+                value.parse::<u64>().map_err(|_| NarInfoError {
+                    line: n,
+                    message: format!(
+                        "{what}: expected a whole number, found {:?}",
+                        truncate(value)
+                    ),
+                })
             };
             match key {
                 "StorePath" => {
                     let (dir, base) = value.rsplit_once('/').unwrap_or(("", value));
-                    let dir = StoreDir::new(dir).map_err(|e| NarInfoError { line: n, message: format!("StorePath: {e}") })?;
-                    let path = StorePath::from_base_name(base).map_err(|e| NarInfoError { line: n, message: format!("StorePath: {e}") })?;
+                    let dir = StoreDir::new(dir).map_err(|e| NarInfoError {
+                        line: n,
+                        message: format!("StorePath: {e}"),
+                    })?;
+                    let path = StorePath::from_base_name(base).map_err(|e| NarInfoError {
+                        line: n,
+                        message: format!("StorePath: {e}"),
+                    })?;
                     store = Some((dir, path));
                 }
                 "URL" => url = Some(value.to_string()),
@@ -105,7 +138,10 @@ impl NarInfo {
                 "References" => {
                     let mut refs = Vec::new();
                     for r in value.split(' ').filter(|r| !r.is_empty()) {
-                        refs.push(StorePath::from_base_name(r).map_err(|e| NarInfoError { line: n, message: format!("References: {e}") })?);
+                        refs.push(StorePath::from_base_name(r).map_err(|e| NarInfoError {
+                            line: n,
+                            message: format!("References: {e}"),
+                        })?);
                     }
                     refs.sort();
                     refs.dedup();
@@ -113,12 +149,19 @@ impl NarInfo {
                 }
                 "Deriver" => {
                     if value != "unknown-deriver" {
-                        deriver = Some(StorePath::from_base_name(value).map_err(|e| NarInfoError { line: n, message: format!("Deriver: {e}") })?);
+                        deriver =
+                            Some(StorePath::from_base_name(value).map_err(|e| NarInfoError {
+                                line: n,
+                                message: format!("Deriver: {e}"),
+                            })?);
                     }
                 }
                 "System" => system = Some(value.to_string()),
                 "Sig" => {
-                    Signature::parse(value).map_err(|e| NarInfoError { line: n, message: format!("Sig: {e}") })?;
+                    Signature::parse(value).map_err(|e| NarInfoError {
+                        line: n,
+                        message: format!("Sig: {e}"),
+                    })?;
                     sigs.push(value.to_string())
                 }
                 "CA" => ca = Some(value.to_string()),
@@ -126,10 +169,18 @@ impl NarInfo {
                 _ => extra.push((key.to_string(), value.to_string())),
             }
         }
-        let Some((store_dir, store_path)) = store else { return err(None, "missing required field StorePath") };
-        let Some(url) = url.filter(|u| !u.is_empty()) else { return err(None, "missing required field URL") };
-        let Some(nar_hash) = nar_hash else { return err(None, "missing required field NarHash") };
-        let Some(nar_size) = nar_size else { return err(None, "missing required field NarSize") };
+        let Some((store_dir, store_path)) = store else {
+            return err(None, "missing required field StorePath");
+        };
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return err(None, "missing required field URL");
+        };
+        let Some(nar_hash) = nar_hash else {
+            return err(None, "missing required field NarHash");
+        };
+        let Some(nar_size) = nar_size else {
+            return err(None, "missing required field NarSize");
+        };
         // Nix keeps signatures as a set: sorted, without duplicates (and writes them so).
         sigs.sort();
         sigs.dedup();
@@ -137,7 +188,9 @@ impl NarInfo {
             store_dir,
             store_path,
             url,
-            compression: compression.filter(|c| !c.is_empty()).unwrap_or_else(|| "bzip2".to_string()),
+            compression: compression
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "bzip2".to_string()),
             file_hash,
             file_size,
             nar_hash,
@@ -195,7 +248,13 @@ impl NarInfo {
 
     /// The message a signature signs: `1;<path>;<sha256 NAR hash>;<NAR size>;<refs,…>`.
     pub fn fingerprint(&self) -> Result<String, NarInfoError> {
-        fingerprint(&self.store_dir, &self.store_path, &self.nar_hash, self.nar_size, &self.references)
+        fingerprint(
+            &self.store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
     }
 
     /// Adds this key's signature (once).
@@ -210,7 +269,11 @@ impl NarInfo {
     /// Checks the signatures against trusted keys.
     pub fn check_signatures(&self, trusted: &[PublicKey]) -> Result<SignatureCheck, NarInfoError> {
         let fp = self.fingerprint()?;
-        Ok(check_signatures(fp.as_bytes(), self.sigs.iter().map(String::as_str), trusted))
+        Ok(check_signatures(
+            fp.as_bytes(),
+            self.sigs.iter().map(String::as_str),
+            trusted,
+        ))
     }
 
     /// The file extension Nix uses for a compression method (`.xz`), if it knows it.
@@ -230,13 +293,31 @@ impl NarInfo {
 }
 
 /// The signing fingerprint of a path's metadata.
-pub fn fingerprint(store_dir: &StoreDir, path: &StorePath, nar_hash: &Hash, nar_size: u64, references: &[StorePath]) -> Result<String, NarInfoError> {
+pub fn fingerprint(
+    store_dir: &StoreDir,
+    path: &StorePath,
+    nar_hash: &Hash,
+    nar_size: u64,
+    references: &[StorePath],
+) -> Result<String, NarInfoError> {
     if nar_hash.algo() != HashAlgo::Sha256 {
-        return err(None, format!("cannot sign or verify: NarHash is {}, signatures cover SHA-256 NAR hashes only", nar_hash.algo()));
+        return err(
+            None,
+            format!(
+                "cannot sign or verify: NarHash is {}, signatures cover SHA-256 NAR hashes only",
+                nar_hash.algo()
+            ),
+        );
     }
     let mut refs: Vec<String> = references.iter().map(|r| store_dir.display(r)).collect();
     refs.sort();
-    Ok(format!("1;{};{};{};{}", store_dir.display(path), nar_hash, nar_size, refs.join(",")))
+    Ok(format!(
+        "1;{};{};{};{}",
+        store_dir.display(path),
+        nar_hash,
+        nar_size,
+        refs.join(",")
+    ))
 }
 
 fn truncate(s: &str) -> String {

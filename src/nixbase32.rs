@@ -11,7 +11,11 @@ pub enum DecodeError {
     #[error("invalid nixbase32 character {found:?} at position {position} (allowed: 0-9 a-z without e, o, u, t)")]
     InvalidCharacter { position: usize, found: char },
     #[error("nixbase32 string of length {found} cannot encode {expected_bytes} bytes (expected {expected} characters)")]
-    WrongLength { expected: usize, expected_bytes: usize, found: usize },
+    WrongLength {
+        expected: usize,
+        expected_bytes: usize,
+        found: usize,
+    },
     #[error("nixbase32 string has non-zero bits past the last byte")]
     NonZeroPadding,
 }
@@ -64,7 +68,11 @@ pub fn decode(s: &str) -> Result<Vec<u8>, DecodeError> {
 /// Decodes exactly `N` bytes.
 pub fn decode_array<const N: usize>(s: &str) -> Result<[u8; N], DecodeError> {
     if s.len() != encoded_len(N) {
-        return Err(DecodeError::WrongLength { expected: encoded_len(N), expected_bytes: N, found: s.len() });
+        return Err(DecodeError::WrongLength {
+            expected: encoded_len(N),
+            expected_bytes: N,
+            found: s.len(),
+        });
     }
     let mut out = [0u8; N];
     decode_into(s, &mut out)?;
@@ -106,9 +114,17 @@ mod tests {
     fn known_sha256_of_empty_string() {
         // `nix-hash --type sha256 --flat --base32` of an empty file
         let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
-        assert_eq!(encode(&bytes), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
-        assert_eq!(decode("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").unwrap(), bytes);
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(
+            encode(&bytes),
+            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+        assert_eq!(
+            decode("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").unwrap(),
+            bytes
+        );
     }
 
     #[test]
@@ -125,7 +141,13 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         assert!(matches!(decode("e"), Err(DecodeError::WrongLength { .. })));
-        assert!(matches!(decode("0e"), Err(DecodeError::InvalidCharacter { position: 1, found: 'e' })));
+        assert!(matches!(
+            decode("0e"),
+            Err(DecodeError::InvalidCharacter {
+                position: 1,
+                found: 'e'
+            })
+        ));
         // one byte needs two digits; the top digit may only hold 3 bits
         assert_eq!(decode("7z").unwrap(), vec![0xff]);
         assert_eq!(decode("80"), Err(DecodeError::NonZeroPadding));

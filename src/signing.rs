@@ -13,9 +13,18 @@ pub enum KeyError {
     #[error("{what} {text:?} is not of the form NAME:BASE64")]
     NoName { what: &'static str, text: String },
     #[error("{what} named {name:?}: invalid base64: {reason}")]
-    BadBase64 { what: &'static str, name: String, reason: String },
+    BadBase64 {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
     #[error("{what} named {name:?} has {found} bytes, expected {expected}")]
-    WrongLength { what: &'static str, name: String, found: usize, expected: usize },
+    WrongLength {
+        what: &'static str,
+        name: String,
+        found: usize,
+        expected: usize,
+    },
     #[error("{what} named {name:?} is not a valid ed25519 key")]
     InvalidKey { what: &'static str, name: String },
     #[error("secret key named {name:?}: its public half does not belong to its seed")]
@@ -26,18 +35,32 @@ fn split_named<'a>(what: &'static str, text: &'a str) -> Result<(&'a str, &'a st
     let text_trimmed = text.trim();
     match text_trimmed.split_once(':') {
         Some((name, rest)) if !name.is_empty() => Ok((name, rest)),
-        _ => Err(KeyError::NoName { what, text: text_trimmed.chars().take(80).collect() }),
+        _ => Err(KeyError::NoName {
+            what,
+            text: text_trimmed.chars().take(80).collect(),
+        }),
     }
 }
 
-fn decode_fixed<const N: usize>(what: &'static str, name: &str, b64: &str) -> Result<[u8; N], KeyError> {
-    let bytes = BASE64
-        .decode(b64)
-        .map_err(|e| KeyError::BadBase64 { what, name: name.to_string(), reason: e.to_string() })?;
+fn decode_fixed<const N: usize>(
+    what: &'static str,
+    name: &str,
+    b64: &str,
+) -> Result<[u8; N], KeyError> {
+    let bytes = BASE64.decode(b64).map_err(|e| KeyError::BadBase64 {
+        what,
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
     bytes
         .as_slice()
         .try_into()
-        .map_err(|_| KeyError::WrongLength { what, name: name.to_string(), found: bytes.len(), expected: N })
+        .map_err(|_| KeyError::WrongLength {
+            what,
+            name: name.to_string(),
+            found: bytes.len(),
+            expected: N,
+        })
 }
 
 /// A secret signing key.
@@ -50,7 +73,10 @@ pub struct SecretKey {
 impl SecretKey {
     /// Makes a key from 32 random bytes (the caller provides the randomness).
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> SecretKey {
-        SecretKey { name: name.to_string(), key: SigningKey::from_bytes(seed) }
+        SecretKey {
+            name: name.to_string(),
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// Parses `name:base64(64 bytes)` as `nix-store --generate-binary-cache-key` writes it.
@@ -58,8 +84,13 @@ impl SecretKey {
         const WHAT: &str = "secret key";
         let (name, b64) = split_named(WHAT, text)?;
         let bytes: [u8; 64] = decode_fixed(WHAT, name, b64)?;
-        let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Mismatch { name: name.to_string() })?;
-        Ok(SecretKey { name: name.to_string(), key })
+        let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Mismatch {
+            name: name.to_string(),
+        })?;
+        Ok(SecretKey {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -67,17 +98,27 @@ impl SecretKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Signs `message` (for a narinfo, its fingerprint).
     pub fn sign(&self, message: &[u8]) -> Signature {
-        Signature { key_name: self.name.clone(), bytes: self.key.sign(message).to_bytes() }
+        Signature {
+            key_name: self.name.clone(),
+            bytes: self.key.sign(message).to_bytes(),
+        }
     }
 
     /// The text form, as a secret key file holds it.
     pub fn to_text(&self) -> String {
-        format!("{}:{}", self.name, BASE64.encode(self.key.to_keypair_bytes()))
+        format!(
+            "{}:{}",
+            self.name,
+            BASE64.encode(self.key.to_keypair_bytes())
+        )
     }
 }
 
@@ -99,8 +140,14 @@ impl PublicKey {
         const WHAT: &str = "public key";
         let (name, b64) = split_named(WHAT, text)?;
         let bytes: [u8; 32] = decode_fixed(WHAT, name, b64)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidKey { what: WHAT, name: name.to_string() })?;
-        Ok(PublicKey { name: name.to_string(), key })
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidKey {
+            what: WHAT,
+            name: name.to_string(),
+        })?;
+        Ok(PublicKey {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -110,7 +157,10 @@ impl PublicKey {
     /// Whether `sig` is this key's signature of `message` (the names must match too).
     pub fn verify(&self, message: &[u8], sig: &Signature) -> bool {
         sig.key_name == self.name
-            && self.key.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.bytes)).is_ok()
+            && self
+                .key
+                .verify(message, &ed25519_dalek::Signature::from_bytes(&sig.bytes))
+                .is_ok()
     }
 }
 
@@ -137,7 +187,10 @@ impl Signature {
     pub fn parse(text: &str) -> Result<Signature, KeyError> {
         const WHAT: &str = "signature";
         let (name, b64) = split_named(WHAT, text)?;
-        Ok(Signature { key_name: name.to_string(), bytes: decode_fixed(WHAT, name, b64)? })
+        Ok(Signature {
+            key_name: name.to_string(),
+            bytes: decode_fixed(WHAT, name, b64)?,
+        })
     }
 
     pub fn key_name(&self) -> &str {
@@ -171,13 +224,18 @@ pub struct SignatureCheck {
 }
 
 /// Checks every signature in `sigs` against `trusted`.
-pub fn check_signatures<'a>(message: &[u8], sigs: impl IntoIterator<Item = &'a str>, trusted: &[PublicKey]) -> SignatureCheck {
+pub fn check_signatures<'a>(
+    message: &[u8],
+    sigs: impl IntoIterator<Item = &'a str>,
+    trusted: &[PublicKey],
+) -> SignatureCheck {
     let mut out = SignatureCheck::default();
     for text in sigs {
         match Signature::parse(text) {
             Err(_) => out.malformed.push(text.to_string()),
             Ok(sig) => {
-                let keys: Vec<&PublicKey> = trusted.iter().filter(|k| k.name == sig.key_name).collect();
+                let keys: Vec<&PublicKey> =
+                    trusted.iter().filter(|k| k.name == sig.key_name).collect();
                 if keys.is_empty() {
                     out.unknown.push(sig.key_name.clone());
                 } else if keys.iter().any(|k| k.verify(message, &sig)) {
@@ -210,12 +268,27 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(matches!(PublicKey::parse("nocolon"), Err(KeyError::NoName { .. })));
-        assert!(matches!(PublicKey::parse(":AAAA"), Err(KeyError::NoName { .. })));
-        assert!(matches!(PublicKey::parse("k:!!"), Err(KeyError::BadBase64 { .. })));
-        assert!(matches!(PublicKey::parse("k:AAAA"), Err(KeyError::WrongLength { found: 3, .. })));
+        assert!(matches!(
+            PublicKey::parse("nocolon"),
+            Err(KeyError::NoName { .. })
+        ));
+        assert!(matches!(
+            PublicKey::parse(":AAAA"),
+            Err(KeyError::NoName { .. })
+        ));
+        assert!(matches!(
+            PublicKey::parse("k:!!"),
+            Err(KeyError::BadBase64 { .. })
+        ));
+        assert!(matches!(
+            PublicKey::parse("k:AAAA"),
+            Err(KeyError::WrongLength { found: 3, .. })
+        ));
         let mut bad = SecretKey::from_seed("k", &[1; 32]).key.to_keypair_bytes();
         bad[40] ^= 1;
-        assert!(matches!(SecretKey::parse(&format!("k:{}", BASE64.encode(bad))), Err(KeyError::Mismatch { .. })));
+        assert!(matches!(
+            SecretKey::parse(&format!("k:{}", BASE64.encode(bad))),
+            Err(KeyError::Mismatch { .. })
+        ));
     }
 }

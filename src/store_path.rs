@@ -18,7 +18,9 @@ pub const MAX_NAME_LEN: usize = 211;
 pub enum StorePathError {
     #[error("{path:?} is not in the store directory {store_dir:?}")]
     NotInStore { path: String, store_dir: String },
-    #[error("store path base name {0:?} is too short (expected 32 hash characters, a dash and a name)")]
+    #[error(
+        "store path base name {0:?} is too short (expected 32 hash characters, a dash and a name)"
+    )]
     TooShort(String),
     #[error("store path base name {base:?} has no dash after its 32-character hash part")]
     MissingDash { base: String },
@@ -45,7 +47,9 @@ impl StoreDir {
         let ok = dir.starts_with('/')
             && dir.len() > 1
             && !dir.ends_with('/')
-            && dir[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            && dir[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
         if ok {
             Ok(StoreDir(dir.to_string()))
         } else {
@@ -63,15 +67,27 @@ impl StoreDir {
             .strip_prefix(self.0.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|b| !b.contains('/'))
-            .ok_or_else(|| StorePathError::NotInStore { path: path.to_string(), store_dir: self.0.clone() })?;
+            .ok_or_else(|| StorePathError::NotInStore {
+                path: path.to_string(),
+                store_dir: self.0.clone(),
+            })?;
         StorePath::from_base_name(base)
     }
 
     /// Like [`StoreDir::parse_path`], but also accepts a path *below* a store path
     /// (`/nix/store/…-foo/bin/foo`), returning the store path and the rest.
-    pub fn parse_path_prefix<'a>(&self, path: &'a str) -> Result<(StorePath, &'a str), StorePathError> {
-        let not_in_store = || StorePathError::NotInStore { path: path.to_string(), store_dir: self.0.clone() };
-        let rest = path.strip_prefix(self.0.as_str()).and_then(|r| r.strip_prefix('/')).ok_or_else(not_in_store)?;
+    pub fn parse_path_prefix<'a>(
+        &self,
+        path: &'a str,
+    ) -> Result<(StorePath, &'a str), StorePathError> {
+        let not_in_store = || StorePathError::NotInStore {
+            path: path.to_string(),
+            store_dir: self.0.clone(),
+        };
+        let rest = path
+            .strip_prefix(self.0.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(not_in_store)?;
         let (base, below) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -104,24 +120,35 @@ impl StorePath {
     pub fn from_base_name(base: &str) -> Result<StorePath, StorePathError> {
         if base.len() < HASH_PART_LEN + 2 {
             if base.len() == HASH_PART_LEN + 1 && base.ends_with('-') {
-                return Err(StorePathError::BadName { name: String::new(), reason: "it is empty".into() });
+                return Err(StorePathError::BadName {
+                    name: String::new(),
+                    reason: "it is empty".into(),
+                });
             }
             return Err(StorePathError::TooShort(base.to_string()));
         }
         if !base.is_char_boundary(HASH_PART_LEN) || base.as_bytes()[HASH_PART_LEN] != b'-' {
-            return Err(StorePathError::MissingDash { base: base.to_string() });
+            return Err(StorePathError::MissingDash {
+                base: base.to_string(),
+            });
         }
         let (hash, name) = (&base[..HASH_PART_LEN], &base[HASH_PART_LEN + 1..]);
-        nixbase32::decode_array::<20>(hash)
-            .map_err(|e| StorePathError::BadHashPart { base: base.to_string(), reason: e.to_string() })?;
+        nixbase32::decode_array::<20>(hash).map_err(|e| StorePathError::BadHashPart {
+            base: base.to_string(),
+            reason: e.to_string(),
+        })?;
         validate_name(name)?;
-        Ok(StorePath { base: base.to_string() })
+        Ok(StorePath {
+            base: base.to_string(),
+        })
     }
 
     /// Builds a store path from a 20-byte digest and a name.
     pub fn from_parts(digest: &[u8; 20], name: &str) -> Result<StorePath, StorePathError> {
         validate_name(name)?;
-        Ok(StorePath { base: format!("{}-{}", nixbase32::encode(digest), name) })
+        Ok(StorePath {
+            base: format!("{}-{}", nixbase32::encode(digest), name),
+        })
     }
 
     /// The 32-character hash part: the key of a binary cache.
@@ -170,21 +197,30 @@ impl fmt::Debug for StorePath {
 
 /// Checks a store path name: 1–211 characters of `[0-9A-Za-z+-._?=]`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<(), StorePathError> {
-    let bad = |reason: String| Err(StorePathError::BadName { name: name.to_string(), reason });
+    let bad = |reason: String| {
+        Err(StorePathError::BadName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return bad(format!("it is {} characters long, the limit is {MAX_NAME_LEN}", name.len()));
+        return bad(format!(
+            "it is {} characters long, the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     if name.starts_with('.') {
         return bad("it starts with a dot".into());
     }
-    if let Some((i, c)) = name
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=')))
-    {
-        return bad(format!("character {c:?} at position {i} is not allowed (allowed: 0-9 A-Z a-z + - . _ ? =)"));
+    if let Some((i, c)) = name.char_indices().find(|&(_, c)| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '='))
+    }) {
+        return bad(format!(
+            "character {c:?} at position {i} is not allowed (allowed: 0-9 A-Z a-z + - . _ ? =)"
+        ));
     }
     Ok(())
 }
@@ -199,14 +235,29 @@ pub fn fold20(digest: &[u8]) -> [u8; 20] {
 }
 
 /// Nix's `makeStorePath`: hashes `<kind>:sha256:<hex inner hash>:<store dir>:<name>`.
-pub fn make_store_path(kind: &str, inner: &Hash, store_dir: &StoreDir, name: &str) -> Result<StorePath, StorePathError> {
+pub fn make_store_path(
+    kind: &str,
+    inner: &Hash,
+    store_dir: &StoreDir,
+    name: &str,
+) -> Result<StorePath, StorePathError> {
     validate_name(name)?;
-    let fingerprint = format!("{kind}:{}:{}:{}:{name}", inner.algo(), to_hex(inner.digest()), store_dir.as_str());
+    let fingerprint = format!(
+        "{kind}:{}:{}:{}:{name}",
+        inner.algo(),
+        to_hex(inner.digest()),
+        store_dir.as_str()
+    );
     StorePath::from_parts(&fold20(&Sha256::digest(fingerprint.as_bytes())), name)
 }
 
 /// The type string with references: `kind:/nix/store/ref…[:self]`.
-fn kind_with_references(kind: &str, store_dir: &StoreDir, references: &[StorePath], self_reference: bool) -> String {
+fn kind_with_references(
+    kind: &str,
+    store_dir: &StoreDir,
+    references: &[StorePath],
+    self_reference: bool,
+) -> String {
     let mut refs: Vec<&StorePath> = references.iter().collect();
     refs.sort();
     refs.dedup();
@@ -235,7 +286,12 @@ pub fn make_source_path(
 }
 
 /// The path of a `builtins.toFile` / text path: `text` type, SHA-256 of the contents.
-pub fn make_text_path(store_dir: &StoreDir, name: &str, contents_hash: &Hash, references: &[StorePath]) -> Result<StorePath, StorePathError> {
+pub fn make_text_path(
+    store_dir: &StoreDir,
+    name: &str,
+    contents_hash: &Hash,
+    references: &[StorePath],
+) -> Result<StorePath, StorePathError> {
     let kind = kind_with_references("text", store_dir, references, false);
     make_store_path(&kind, contents_hash, store_dir, name)
 }
@@ -250,13 +306,31 @@ pub enum FileIngestion {
 }
 
 /// The path of a fixed-output path (`nix-store --add-fixed`, `fetchurl`).
-pub fn make_fixed_output_path(store_dir: &StoreDir, name: &str, method: FileIngestion, hash: &Hash) -> Result<StorePath, StorePathError> {
+pub fn make_fixed_output_path(
+    store_dir: &StoreDir,
+    name: &str,
+    method: FileIngestion,
+    hash: &Hash,
+) -> Result<StorePath, StorePathError> {
     if method == FileIngestion::Recursive && hash.algo() == HashAlgo::Sha256 {
         return make_source_path(store_dir, name, hash, &[], false);
     }
-    let prefix = if method == FileIngestion::Recursive { "r:" } else { "" };
-    let inner = format!("fixed:out:{prefix}{}:{}:", hash.algo(), to_hex(hash.digest()));
-    make_store_path("output:out", &Hash::of(HashAlgo::Sha256, inner.as_bytes()), store_dir, name)
+    let prefix = if method == FileIngestion::Recursive {
+        "r:"
+    } else {
+        ""
+    };
+    let inner = format!(
+        "fixed:out:{prefix}{}:{}:",
+        hash.algo(),
+        to_hex(hash.digest())
+    );
+    make_store_path(
+        "output:out",
+        &Hash::of(HashAlgo::Sha256, inner.as_bytes()),
+        store_dir,
+        name,
+    )
 }
 
 /// A content address as narinfos and the DB write it (`CA:`).
@@ -271,20 +345,31 @@ pub enum ContentAddress {
 impl ContentAddress {
     pub fn parse(s: &str) -> Result<ContentAddress, String> {
         if let Some(rest) = s.strip_prefix("text:") {
-            return Hash::parse_any(rest).map(ContentAddress::Text).map_err(|e| format!("content address {s:?}: {e}"));
+            return Hash::parse_any(rest)
+                .map(ContentAddress::Text)
+                .map_err(|e| format!("content address {s:?}: {e}"));
         }
         if let Some(rest) = s.strip_prefix("fixed:") {
             let (method, rest) = match rest.strip_prefix("r:") {
                 Some(r) => (FileIngestion::Recursive, r),
                 None => (FileIngestion::Flat, rest),
             };
-            return Hash::parse_any(rest).map(|h| ContentAddress::Fixed(method, h)).map_err(|e| format!("content address {s:?}: {e}"));
+            return Hash::parse_any(rest)
+                .map(|h| ContentAddress::Fixed(method, h))
+                .map_err(|e| format!("content address {s:?}: {e}"));
         }
-        Err(format!("content address {s:?} starts with neither \"text:\" nor \"fixed:\""))
+        Err(format!(
+            "content address {s:?} starts with neither \"text:\" nor \"fixed:\""
+        ))
     }
 
     /// The store path this content address implies for `name` (text paths need their references).
-    pub fn store_path(&self, store_dir: &StoreDir, name: &str, references: &[StorePath]) -> Result<StorePath, StorePathError> {
+    pub fn store_path(
+        &self,
+        store_dir: &StoreDir,
+        name: &str,
+        references: &[StorePath],
+    ) -> Result<StorePath, StorePathError> {
         match self {
             ContentAddress::Text(h) => make_text_path(store_dir, name, h, references),
             ContentAddress::Fixed(m, h) => make_fixed_output_path(store_dir, name, *m, h),
@@ -309,25 +394,49 @@ mod tests {
     #[test]
     fn parses_and_refuses() {
         let dir = StoreDir::default();
-        let p = dir.parse_path("/nix/store/12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public").unwrap();
+        let p = dir
+            .parse_path("/nix/store/12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public")
+            .unwrap();
         assert_eq!(p.hash_part(), "12221svl9zlcqbffq6hxanhsxsk7wlyr");
         assert_eq!(p.name(), "edge-cases-public");
-        assert!(dir.parse_path("/nix/store/12221svl9zlcqbffq6hxanhsxsk7wlyr-a/b").is_err());
-        assert!(dir.parse_path("/nix/storex/12221svl9zlcqbffq6hxanhsxsk7wlyr-a").is_err());
-        assert!(matches!(StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlye-a"), Err(StorePathError::BadHashPart { .. })));
-        assert!(matches!(StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-.a"), Err(StorePathError::BadName { .. })));
-        assert!(matches!(StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-a/b"), Err(StorePathError::BadName { .. })));
-        assert!(matches!(StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-"), Err(StorePathError::BadName { .. })));
-        assert!(StorePath::from_base_name(&format!("12221svl9zlcqbffq6hxanhsxsk7wlyr-{}", "a".repeat(212))).is_err());
+        assert!(dir
+            .parse_path("/nix/store/12221svl9zlcqbffq6hxanhsxsk7wlyr-a/b")
+            .is_err());
+        assert!(dir
+            .parse_path("/nix/storex/12221svl9zlcqbffq6hxanhsxsk7wlyr-a")
+            .is_err());
+        assert!(matches!(
+            StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlye-a"),
+            Err(StorePathError::BadHashPart { .. })
+        ));
+        assert!(matches!(
+            StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-.a"),
+            Err(StorePathError::BadName { .. })
+        ));
+        assert!(matches!(
+            StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-a/b"),
+            Err(StorePathError::BadName { .. })
+        ));
+        assert!(matches!(
+            StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-"),
+            Err(StorePathError::BadName { .. })
+        ));
+        assert!(StorePath::from_base_name(&format!(
+            "12221svl9zlcqbffq6hxanhsxsk7wlyr-{}",
+            "a".repeat(212)
+        ))
+        .is_err());
         assert!(StoreDir::new("/nix/store/").is_err());
         assert!(StoreDir::new("nix/store").is_err());
     }
 
     #[test]
     fn name_and_version() {
-        let p = StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-libdemo-1.0-public").unwrap();
+        let p = StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-libdemo-1.0-public")
+            .unwrap();
         assert_eq!(p.name_and_version(), ("libdemo", "1.0-public"));
-        let q = StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public").unwrap();
+        let q = StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public")
+            .unwrap();
         assert_eq!(q.name_and_version(), ("edge-cases-public", ""));
     }
 

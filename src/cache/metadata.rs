@@ -21,7 +21,15 @@ pub struct PathInfo {
 
 impl PathInfo {
     pub fn new(path: StorePath) -> PathInfo {
-        PathInfo { path, nar_hash: None, nar_size: None, references: BTreeSet::new(), deriver: None, sigs: Vec::new(), ca: None }
+        PathInfo {
+            path,
+            nar_hash: None,
+            nar_size: None,
+            references: BTreeSet::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        }
     }
 }
 
@@ -36,11 +44,22 @@ pub struct MetadataError {
 
 /// Parses a `registration` file: per path, the path, its hex SHA-256 NAR hash, NAR size,
 /// deriver (empty line if none), the number of references, then the references.
-pub fn parse_registration(store_dir: &StoreDir, text: &str) -> Result<Vec<PathInfo>, MetadataError> {
+pub fn parse_registration(
+    store_dir: &StoreDir,
+    text: &str,
+) -> Result<Vec<PathInfo>, MetadataError> {
     let mut lines = text.lines().enumerate().peekable();
     let mut out = Vec::new();
-    let fail = |line: usize, message: String| MetadataError { source_name: "registration", line: line + 1, message };
-    let mut next = |what: &str, last: usize| lines.next().ok_or_else(|| fail(last, format!("file ends where {what} was expected")));
+    let fail = |line: usize, message: String| MetadataError {
+        source_name: "registration",
+        line: line + 1,
+        message,
+    };
+    let mut next = |what: &str, last: usize| {
+        lines
+            .next()
+            .ok_or_else(|| fail(last, format!("file ends where {what} was expected")))
+    };
     let mut last = 0;
     loop {
         let (i, path_line) = match next("a store path", last) {
@@ -51,20 +70,42 @@ pub fn parse_registration(store_dir: &StoreDir, text: &str) -> Result<Vec<PathIn
             last = i;
             continue;
         }
-        let path = store_dir.parse_path(path_line).map_err(|e| fail(i, e.to_string()))?;
+        let path = store_dir
+            .parse_path(path_line)
+            .map_err(|e| fail(i, e.to_string()))?;
         let (i, hash_line) = next("a NAR hash", i)?;
-        let nar_hash = Hash::parse_as(HashAlgo::Sha256, hash_line).map_err(|e| fail(i, e.to_string()))?;
+        let nar_hash =
+            Hash::parse_as(HashAlgo::Sha256, hash_line).map_err(|e| fail(i, e.to_string()))?;
         let (i, size_line) = next("a NAR size", i)?;
-        let nar_size: u64 = size_line.parse().map_err(|_| fail(i, format!("expected a NAR size, found {size_line:?}")))?;
+        let nar_size: u64 = size_line
+            .parse()
+            .map_err(|_| fail(i, format!("expected a NAR size, found {size_line:?}")))?;
         let (i, deriver_line) = next("a deriver line", i)?;
-        let deriver = if deriver_line.is_empty() { None } else { Some(store_dir.parse_path(deriver_line).map_err(|e| fail(i, e.to_string()))?) };
+        let deriver = if deriver_line.is_empty() {
+            None
+        } else {
+            Some(
+                store_dir
+                    .parse_path(deriver_line)
+                    .map_err(|e| fail(i, e.to_string()))?,
+            )
+        };
         let (i, count_line) = next("a reference count", i)?;
-        let count: usize = count_line.parse().map_err(|_| fail(i, format!("expected a reference count, found {count_line:?}")))?;
+        let count: usize = count_line.parse().map_err(|_| {
+            fail(
+                i,
+                format!("expected a reference count, found {count_line:?}"),
+            )
+        })?;
         let mut info = PathInfo::new(path);
         let mut at = i;
         for _ in 0..count {
             let (i, r) = next("a reference", at)?;
-            info.references.insert(store_dir.parse_path(r).map_err(|e| fail(i, e.to_string()))?);
+            info.references.insert(
+                store_dir
+                    .parse_path(r)
+                    .map_err(|e| fail(i, e.to_string()))?,
+            );
             at = i;
         }
         info.nar_hash = Some(nar_hash);
@@ -78,8 +119,15 @@ pub fn parse_registration(store_dir: &StoreDir, text: &str) -> Result<Vec<PathIn
 
 /// Parses `nix path-info --json` output: an array of objects (Nix ≤ 2.18) or an object keyed by
 /// path (newer Nix).
-pub fn parse_path_info_json(store_dir: &StoreDir, text: &str) -> Result<Vec<PathInfo>, MetadataError> {
-    let fail = |message: String| MetadataError { source_name: "path-info JSON", line: 0, message };
+pub fn parse_path_info_json(
+    store_dir: &StoreDir,
+    text: &str,
+) -> Result<Vec<PathInfo>, MetadataError> {
+    let fail = |message: String| MetadataError {
+        source_name: "path-info JSON",
+        line: 0,
+        message,
+    };
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
     let entries: Vec<(Option<String>, serde_json::Value)> = match value {
         serde_json::Value::Array(items) => items.into_iter().map(|v| (None, v)).collect(),
@@ -88,29 +136,53 @@ pub fn parse_path_info_json(store_dir: &StoreDir, text: &str) -> Result<Vec<Path
     };
     let mut out = Vec::new();
     for (key, v) in entries {
-        let path_text = v.get("path").and_then(|p| p.as_str()).map(str::to_string).or(key).ok_or_else(|| fail("an entry has no \"path\"".into()))?;
+        let path_text = v
+            .get("path")
+            .and_then(|p| p.as_str())
+            .map(str::to_string)
+            .or(key)
+            .ok_or_else(|| fail("an entry has no \"path\"".into()))?;
         if v.is_null() {
-            return Err(fail(format!("{path_text} is not valid in the store it was exported from")));
+            return Err(fail(format!(
+                "{path_text} is not valid in the store it was exported from"
+            )));
         }
-        let path = store_dir.parse_path(&path_text).map_err(|e| fail(e.to_string()))?;
+        let path = store_dir
+            .parse_path(&path_text)
+            .map_err(|e| fail(e.to_string()))?;
         let mut info = PathInfo::new(path);
         let ctx = |what: &str, e: String| fail(format!("{path_text}: {what}: {e}"));
         if let Some(h) = v.get("narHash").and_then(|h| h.as_str()) {
-            info.nar_hash = Some(Hash::parse_as(HashAlgo::Sha256, h).map_err(|e| ctx("narHash", e.to_string()))?);
+            info.nar_hash = Some(
+                Hash::parse_as(HashAlgo::Sha256, h).map_err(|e| ctx("narHash", e.to_string()))?,
+            );
         }
         info.nar_size = v.get("narSize").and_then(|s| s.as_u64());
         if let Some(refs) = v.get("references").and_then(|r| r.as_array()) {
             for r in refs {
-                let r = r.as_str().ok_or_else(|| ctx("references", "not a string".into()))?;
-                let parsed = store_dir.parse_path(r).or_else(|_| StorePath::from_base_name(r)).map_err(|e| ctx("references", e.to_string()))?;
+                let r = r
+                    .as_str()
+                    .ok_or_else(|| ctx("references", "not a string".into()))?;
+                let parsed = store_dir
+                    .parse_path(r)
+                    .or_else(|_| StorePath::from_base_name(r))
+                    .map_err(|e| ctx("references", e.to_string()))?;
                 info.references.insert(parsed);
             }
         }
         if let Some(d) = v.get("deriver").and_then(|d| d.as_str()) {
-            info.deriver = Some(store_dir.parse_path(d).or_else(|_| StorePath::from_base_name(d)).map_err(|e| ctx("deriver", e.to_string()))?);
+            info.deriver = Some(
+                store_dir
+                    .parse_path(d)
+                    .or_else(|_| StorePath::from_base_name(d))
+                    .map_err(|e| ctx("deriver", e.to_string()))?,
+            );
         }
         if let Some(sigs) = v.get("signatures").and_then(|s| s.as_array()) {
-            info.sigs = sigs.iter().filter_map(|s| s.as_str().map(str::to_string)).collect();
+            info.sigs = sigs
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
         }
         info.ca = v.get("ca").and_then(|c| c.as_str()).map(str::to_string);
         out.push(info);
@@ -120,7 +192,10 @@ pub fn parse_path_info_json(store_dir: &StoreDir, text: &str) -> Result<Vec<Path
 
 /// The closure of `roots` under `references_of`, every path once, in no particular order;
 /// `Err(path)` for a path `references_of` does not know.
-pub fn closure<'a>(roots: impl IntoIterator<Item = &'a StorePath>, known: &'a HashMap<StorePath, PathInfo>) -> Result<BTreeMap<StorePath, &'a PathInfo>, StorePath> {
+pub fn closure<'a>(
+    roots: impl IntoIterator<Item = &'a StorePath>,
+    known: &'a HashMap<StorePath, PathInfo>,
+) -> Result<BTreeMap<StorePath, &'a PathInfo>, StorePath> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<&StorePath> = roots.into_iter().collect();
     while let Some(p) = todo.pop() {

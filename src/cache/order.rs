@@ -18,17 +18,26 @@ pub struct PublishOrder {
 impl PublishOrder {
     /// `already` are paths whose narinfos exist (in the cache before this run).
     pub fn new(already: impl IntoIterator<Item = StorePath>) -> Self {
-        PublishOrder { published: already.into_iter().collect(), ..Default::default() }
+        PublishOrder {
+            published: already.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     /// Records that `path` is ready apart from its references, and returns every path that may
     /// now be published, in a valid order (possibly `path` itself and paths that waited for it).
     pub fn ready(&mut self, path: StorePath, references: &BTreeSet<StorePath>) -> Vec<StorePath> {
-        let missing: BTreeSet<StorePath> =
-            references.iter().filter(|r| **r != path && !self.published.contains(*r)).cloned().collect();
+        let missing: BTreeSet<StorePath> = references
+            .iter()
+            .filter(|r| **r != path && !self.published.contains(*r))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             for m in &missing {
-                self.dependents.entry(m.clone()).or_default().push(path.clone());
+                self.dependents
+                    .entry(m.clone())
+                    .or_default()
+                    .push(path.clone());
             }
             self.waiting.insert(path, missing);
             return Vec::new();
@@ -66,7 +75,11 @@ mod tests {
     use super::*;
 
     fn p(c: char) -> StorePath {
-        StorePath::from_base_name(&format!("{}-{c}", c.to_string().repeat(32).replace(|_: char| false, ""))).unwrap()
+        StorePath::from_base_name(&format!(
+            "{}-{c}",
+            c.to_string().repeat(32).replace(|_: char| false, "")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -74,9 +87,14 @@ mod tests {
         let (a, b, c) = (p('a'), p('b'), p('c'));
         let mut order = PublishOrder::new([]);
         // c -> b -> a; c finishes first, then a, then b.
-        assert!(order.ready(c.clone(), &[b.clone(), c.clone()].into()).is_empty());
+        assert!(order
+            .ready(c.clone(), &[b.clone(), c.clone()].into())
+            .is_empty());
         assert_eq!(order.ready(a.clone(), &BTreeSet::new()), vec![a.clone()]);
-        assert_eq!(order.ready(b.clone(), &[a.clone()].into()), vec![b.clone(), c.clone()]);
+        assert_eq!(
+            order.ready(b.clone(), &[a.clone()].into()),
+            vec![b.clone(), c.clone()]
+        );
         assert_eq!(order.stuck().count(), 0);
     }
 }

@@ -26,9 +26,23 @@ impl RefScanner {
         }
         let candidates = candidates
             .into_iter()
-            .map(|p| (p.hash_part().as_bytes().try_into().expect("hash parts have 32 characters"), p.clone()))
+            .map(|p| {
+                (
+                    p.hash_part()
+                        .as_bytes()
+                        .try_into()
+                        .expect("hash parts have 32 characters"),
+                    p.clone(),
+                )
+            })
             .collect();
-        RefScanner { candidates, found: BTreeSet::new(), tail: Vec::with_capacity(HASH_PART_LEN), joined: Vec::with_capacity(2 * HASH_PART_LEN), is_digit }
+        RefScanner {
+            candidates,
+            found: BTreeSet::new(),
+            tail: Vec::with_capacity(HASH_PART_LEN),
+            joined: Vec::with_capacity(2 * HASH_PART_LEN),
+            is_digit,
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -66,7 +80,8 @@ impl RefScanner {
             match (0..n).rev().find(|&j| !self.is_digit[s[i + j] as usize]) {
                 Some(j) => i += j + 1,
                 None => {
-                    let key: &[u8; HASH_PART_LEN] = s[i..i + n].try_into().expect("window of 32 bytes");
+                    let key: &[u8; HASH_PART_LEN] =
+                        s[i..i + n].try_into().expect("window of 32 bytes");
                     if let Some(p) = self.candidates.remove(key) {
                         self.found.insert(p);
                     }
@@ -101,12 +116,20 @@ mod tests {
         let a = StorePath::from_base_name("12221svl9zlcqbffq6hxanhsxsk7wlyr-a").unwrap();
         let b = StorePath::from_base_name("5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-b").unwrap();
         let c = StorePath::from_base_name("gn07vq3ysff2m4mz8scgjm7nmgaffhih-c").unwrap();
-        let text = format!("xx/nix/store/{}-a/bin and {}-b!", a.hash_part(), b.hash_part());
+        let text = format!(
+            "xx/nix/store/{}-a/bin and {}-b!",
+            a.hash_part(),
+            b.hash_part()
+        );
         for split in 0..text.len() {
             let mut s = RefScanner::new([&a, &b, &c]);
             s.update(&text.as_bytes()[..split]);
             s.update(&text.as_bytes()[split..]);
-            assert_eq!(s.finish(), [a.clone(), b.clone()].into_iter().collect(), "split at {split}");
+            assert_eq!(
+                s.finish(),
+                [a.clone(), b.clone()].into_iter().collect(),
+                "split at {split}"
+            );
         }
         // Byte by byte too.
         let mut s = RefScanner::new([&a, &b, &c]);

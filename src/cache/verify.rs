@@ -153,8 +153,32 @@ impl Default for VerifyOptions {
 #[derive(Debug, Clone, Default)]
 pub struct PathCheck {
     pub narinfo: Option<NarInfo>,
+    /// Set when the narinfo is malformed: what can still be told about it, so that its referrers
+    /// and its NAR are not reported again as missing references and an orphan.
+    pub unparsed: Option<Unparsed>,
     pub problems: Vec<Problem>,
     pub checked_bytes: u64,
+}
+
+/// What a malformed narinfo still tells: its hash part (from the file name) and the `URL:` line.
+#[derive(Debug, Clone, Default)]
+pub struct Unparsed {
+    pub hash_part: Option<String>,
+    pub url: Option<String>,
+}
+
+impl Unparsed {
+    fn new(file_name: &str, text: Option<&str>) -> Unparsed {
+        Unparsed {
+            hash_part: file_name.strip_suffix(".narinfo").map(str::to_string),
+            url: text.and_then(|t| {
+                t.split('\n')
+                    .find_map(|l| l.strip_prefix("URL: "))
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+            }),
+        }
+    }
 }
 
 /// Checks `nix-cache-info`.
@@ -222,7 +246,9 @@ pub fn url_is_inside(url: &str) -> Result<(), &'static str> {
 #[error("decompresses to more than NarSize ({0} bytes)")]
 struct NarTooLong(u64);
 
-/// Fails reads once more than `limit` bytes came through: the decompression-bomb guard.
+/// Passes the first `limit` bytes through, then fails if there are more: the decompression-bomb
+/// guard. The first `limit` bytes always come through, so the NAR reader judges the structure
+/// first (a stream that is no NAR at all is malformed, not merely too long).
 struct Capped<R> {
     inner: R,
     left: u64,
@@ -231,13 +257,24 @@ struct Capped<R> {
 
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                NarTooLong(self.limit),
-            ));
+        if buf.is_empty() {
+            return Ok(0);
         }
+        if self.left == 0 {
+            // At the limit: the stream must end here.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    NarTooLong(self.limit),
+                )),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
         self.left -= n as u64;
         Ok(n)
     }
@@ -261,12 +298,14 @@ pub fn check_path(
     let text = match storage.read_small(file_name, MAX_NARINFO_SIZE) {
         Ok(Some(bytes)) => match String::from_utf8(bytes) {
             Ok(t) => t,
-            Err(_) => {
+            Err(e) => {
                 problem(
                     ProblemKind::MalformedNarinfo,
                     file_name,
                     "not UTF-8 text".into(),
                 );
+                let text = String::from_utf8_lossy(e.as_bytes());
+                out.unparsed = Some(Unparsed::new(file_name, Some(&text)));
                 return out;
             }
         },
@@ -285,6 +324,9 @@ pub fn check_path(
                 ProblemKind::CheckFailed
             };
             problem(kind, file_name, format!("cannot be read: {e}"));
+            if kind == ProblemKind::MalformedNarinfo {
+                out.unparsed = Some(Unparsed::new(file_name, None));
+            }
             return out;
         }
     };
@@ -292,6 +334,7 @@ pub fn check_path(
         Ok(i) => i,
         Err(e) => {
             problem(ProblemKind::MalformedNarinfo, file_name, e.to_string());
+            out.unparsed = Some(Unparsed::new(file_name, Some(&text)));
             return out;
         }
     };
@@ -427,16 +470,11 @@ fn check_file(
             left: info.nar_size,
             limit: info.nar_size,
         };
-        let hashed = HashingReader::new(HashAlgo::Sha256, capped);
-        let limits = Limits {
-            max_file_size: info.nar_size,
-            ..Limits::default()
-        };
-        let mut reader =
-            NarReader::with_limits(io::BufReader::with_capacity(256 * 1024, hashed), limits);
-        while reader.next().map_err(NarFailure::Nar)?.is_some() {}
-        let (hash, count, _) = reader.into_inner().into_inner().finish();
-        Ok((hash, count))
+        #[cfg(not(target_arch = "wasm32"))]
+        if info.nar_size >= PIPELINE_MIN_NAR_SIZE {
+            return pipelined::hash_and_parse_pipelined(capped, info.nar_size);
+        }
+        hash_and_parse(capped, info.nar_size)
     })();
     // Hash the rest of the file too (trailing bytes after the compressed stream count).
     let drained = io::copy(&mut raw, &mut io::sink());
@@ -522,6 +560,144 @@ fn check_file(
     }
 }
 
+/// Hashes and parses a decompressed NAR: its SHA-256 and length, or why it is no NAR.
+fn hash_and_parse<R: Read>(nar: R, nar_size: u64) -> Result<(crate::hash::Hash, u64), NarFailure> {
+    let hashed = HashingReader::new(HashAlgo::Sha256, nar);
+    let limits = Limits {
+        max_file_size: nar_size,
+        ..Limits::default()
+    };
+    let mut reader =
+        NarReader::with_limits(io::BufReader::with_capacity(NAR_BUFFER, hashed), limits);
+    while reader.next().map_err(NarFailure::Nar)?.is_some() {}
+    let (hash, count, _) = reader.into_inner().into_inner().finish();
+    Ok((hash, count))
+}
+
+/// The read size on decompressed data (the reader's buffer, and a pipeline's chunk).
+const NAR_BUFFER: usize = 256 * 1024;
+
+/// NARs from this size on are decompressed on one thread and hashed and parsed on another.
+#[cfg(not(target_arch = "wasm32"))]
+const PIPELINE_MIN_NAR_SIZE: u64 = u64::MAX;
+
+/// A two-stage pipeline for large NARs (native only: wasm has no threads). The calling thread
+/// reads, hashes and decompresses the file; a scoped thread hashes and parses the NAR. The NAR
+/// stage sees exactly the bytes and errors the sequential [`hash_and_parse`] would, in the same
+/// order, so the verdict is the same; memory stays bounded (a few chunks in flight).
+#[cfg(not(target_arch = "wasm32"))]
+mod pipelined {
+    use super::NarFailure;
+    use crate::hash::{HashAlgo, Hasher};
+    use crate::nar::{Limits, NarReader};
+    use std::io::{self, Read};
+    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+    /// Chunks in flight between the stages, and their size: small enough to stay in cache
+    /// on their way from one core to the other.
+    const DEPTH: usize = 4;
+    const CHUNK: usize = 64 * 1024;
+
+    pub(super) fn hash_and_parse_pipelined<R: Read>(
+        mut nar: R,
+        nar_size: u64,
+    ) -> Result<(crate::hash::Hash, u64), NarFailure> {
+        let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(DEPTH);
+        // Emptied chunks go back to be refilled: no allocation per chunk.
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+        std::thread::scope(|scope| {
+            let parser = scope.spawn(move || {
+                let mut chunks = ChunkReader {
+                    full: full_rx,
+                    empty: empty_tx,
+                    chunk: Vec::new(),
+                    pos: 0,
+                    done: false,
+                    hasher: Hasher::new(HashAlgo::Sha256),
+                    count: 0,
+                };
+                let limits = Limits {
+                    max_file_size: nar_size,
+                    ..Limits::default()
+                };
+                let mut reader = NarReader::with_limits(&mut chunks, limits);
+                while reader.next().map_err(NarFailure::Nar)?.is_some() {}
+                drop(reader);
+                Ok((chunks.hasher.finish(), chunks.count))
+            });
+            loop {
+                let mut chunk = empty_rx.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+                chunk.resize(CHUNK, 0);
+                let sent = match nar.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        full_tx.send(Ok(chunk))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        break;
+                    }
+                };
+                // The parser stopped (it found the NAR bad): decompressing further is useless.
+                if sent.is_err() {
+                    break;
+                }
+            }
+            drop(full_tx);
+            parser
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// The parser's end: the chunks in order, each hashed as a whole when it arrives (on
+    /// success the parser reads them all, so the hash is the NAR's); an error is passed on where
+    /// it happened in the stream.
+    struct ChunkReader {
+        full: Receiver<io::Result<Vec<u8>>>,
+        empty: SyncSender<Vec<u8>>,
+        chunk: Vec<u8>,
+        pos: usize,
+        done: bool,
+        hasher: Hasher,
+        count: u64,
+    }
+
+    impl Read for ChunkReader {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            while self.pos == self.chunk.len() {
+                if self.done {
+                    return Ok(0);
+                }
+                match self.full.recv() {
+                    Ok(Ok(next)) => {
+                        self.hasher.update(&next);
+                        self.count += next.len() as u64;
+                        let used = std::mem::replace(&mut self.chunk, next);
+                        let _ = self.empty.try_send(used);
+                        self.pos = 0;
+                    }
+                    Ok(Err(e)) => {
+                        self.done = true;
+                        return Err(e);
+                    }
+                    // The sender is gone: the end of the stream.
+                    Err(_) => {
+                        self.done = true;
+                        return Ok(0);
+                    }
+                }
+            }
+            let n = buf.len().min(self.chunk.len() - self.pos);
+            buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+}
+
 fn expected_encoding(_h: &crate::hash::Hash) -> crate::hash::Encoding {
     crate::hash::Encoding::Nixbase32
 }
@@ -539,11 +715,16 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
         .filter_map(|c| c.narinfo.as_ref())
         .map(|i| &i.store_path)
         .collect();
+    // A malformed narinfo is reported as such, not again as missing for its referrers.
+    let unparsed: HashSet<&str> = checks
+        .iter()
+        .filter_map(|c| c.unparsed.as_ref()?.hash_part.as_deref())
+        .collect();
     for info in checks.iter().filter_map(|c| c.narinfo.as_ref()) {
         let missing: Vec<&StorePath> = info
             .references
             .iter()
-            .filter(|r| !present.contains(r))
+            .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
             .collect();
         for r in missing {
             problems.push(Problem {
@@ -560,6 +741,11 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
         .iter()
         .filter_map(|c| c.narinfo.as_ref())
         .map(|i| i.url.as_str())
+        .chain(
+            checks
+                .iter()
+                .filter_map(|c| c.unparsed.as_ref()?.url.as_deref()),
+        )
         .collect();
     for f in nar_files {
         if !used.contains(f.as_str()) {

@@ -19,7 +19,7 @@ use crate::cache::order::PublishOrder;
 use crate::cache::refscan::RefScanner;
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
-use crate::hash::{Hash, HashAlgo, HashingWriter, Hasher};
+use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
 use crate::host::atomic::write_atomic;
 use crate::host::codec::Encoder;
 use crate::host::db::NixDb;
@@ -29,7 +29,9 @@ use crate::nar::NarWriter;
 use crate::narinfo::NarInfo;
 use crate::nixbase32;
 use crate::signing::SecretKey;
-use crate::store_path::{make_fixed_output_path, ContentAddress, FileIngestion, StoreDir, StorePath};
+use crate::store_path::{
+    make_fixed_output_path, ContentAddress, FileIngestion, StoreDir, StorePath,
+};
 
 /// Where references, derivers, NAR hashes and content addresses come from.
 #[derive(Debug, Clone)]
@@ -69,7 +71,11 @@ pub enum Progress {
     /// The number of paths known so far to be in the cache's closure grew.
     Total { paths: u64, nar_bytes: Option<u64> },
     /// A path is done (`written` false when its narinfo already existed).
-    PathDone { path: StorePath, nar_size: u64, written: bool },
+    PathDone {
+        path: StorePath,
+        nar_size: u64,
+        written: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -97,7 +103,10 @@ pub enum BuildError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io { path: path.to_path_buf(), source }
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Metadata lookups, whatever the source.
@@ -110,15 +119,21 @@ enum Metadata {
 impl Metadata {
     fn open(opts: &BuildOptions) -> Result<Metadata, BuildError> {
         let read = |p: &Path| fs::read_to_string(p).map_err(io_at(p));
-        let known = |infos: Vec<PathInfo>| Metadata::Known(infos.into_iter().map(|i| (i.path.clone(), i)).collect());
+        let known = |infos: Vec<PathInfo>| {
+            Metadata::Known(infos.into_iter().map(|i| (i.path.clone(), i)).collect())
+        };
         Ok(match &opts.metadata {
-            MetadataSource::Db(p) => Metadata::Db(NixDb::open(p, &opts.store_dir).map_err(|e| BuildError::Metadata(e.to_string()))?),
-            MetadataSource::Registration(p) => {
-                known(parse_registration(&opts.store_dir, &read(p)?).map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?)
-            }
-            MetadataSource::PathInfoJson(p) => {
-                known(parse_path_info_json(&opts.store_dir, &read(p)?).map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?)
-            }
+            MetadataSource::Db(p) => Metadata::Db(
+                NixDb::open(p, &opts.store_dir).map_err(|e| BuildError::Metadata(e.to_string()))?,
+            ),
+            MetadataSource::Registration(p) => known(
+                parse_registration(&opts.store_dir, &read(p)?)
+                    .map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?,
+            ),
+            MetadataSource::PathInfoJson(p) => known(
+                parse_path_info_json(&opts.store_dir, &read(p)?)
+                    .map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?,
+            ),
             MetadataSource::Scan => {
                 let dir = physical_store(opts);
                 let mut candidates = Vec::new();
@@ -135,17 +150,24 @@ impl Metadata {
 
     /// Metadata of a path (for `Scan`, only its name: the rest comes from the NAR).
     fn lookup(&self, path: &StorePath, store_dir: &StoreDir) -> Result<PathInfo, BuildError> {
-        let missing = || BuildError::Path { path: store_dir.display(path), message: "not a valid path in the given store metadata".into() };
+        let missing = || BuildError::Path {
+            path: store_dir.display(path),
+            message: "not a valid path in the given store metadata".into(),
+        };
         match self {
             Metadata::Known(map) => map.get(path).cloned().ok_or_else(missing),
-            Metadata::Db(db) => db.lookup(path).map_err(|e| BuildError::Metadata(e.to_string()))?.ok_or_else(missing),
+            Metadata::Db(db) => db
+                .lookup(path)
+                .map_err(|e| BuildError::Metadata(e.to_string()))?
+                .ok_or_else(missing),
             Metadata::Scan { .. } => Ok(PathInfo::new(path.clone())),
         }
     }
 }
 
 fn physical_store(opts: &BuildOptions) -> PathBuf {
-    opts.store_root.join(opts.store_dir.as_str().trim_start_matches('/'))
+    opts.store_root
+        .join(opts.store_dir.as_str().trim_start_matches('/'))
 }
 
 /// One path's work, done on a worker thread.
@@ -185,30 +207,70 @@ impl<W: Write> Write for NarSink<W> {
 /// NARs larger than this get a multi-threaded compressor (the bytes do not change).
 const LARGE_NAR: u64 = 32 << 20;
 
-fn process(opts: &BuildOptions, mut info: PathInfo, candidates: Option<&[StorePath]>) -> Result<Done, BuildError> {
+fn process(
+    opts: &BuildOptions,
+    mut info: PathInfo,
+    candidates: Option<&[StorePath]>,
+) -> Result<Done, BuildError> {
     let full = opts.store_dir.display(&info.path);
     let physical = physical_store(opts).join(info.path.base_name());
-    let path_err = |message: String| BuildError::Path { path: full.clone(), message };
-    fs::symlink_metadata(&physical).map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
+    let path_err = |message: String| BuildError::Path {
+        path: full.clone(),
+        message,
+    };
+    fs::symlink_metadata(&physical)
+        .map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
 
     let nar_dir = opts.to.join("nar");
-    let tmp = tempfile::Builder::new().prefix(".nar-").suffix(".tmp").tempfile_in(&nar_dir).map_err(io_at(&nar_dir))?;
-    let threads = if info.nar_size.unwrap_or(0) > LARGE_NAR { opts.jobs as u32 } else { 1 };
-    let file = HashingWriter::new(HashAlgo::Sha256, BufWriter::with_capacity(256 * 1024, tmp.as_file().try_clone().map_err(io_at(tmp.path()))?));
-    let encoder = Encoder::new(opts.compression, opts.level, threads, file).map_err(|e| path_err(format!("compressor: {e}")))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".nar-")
+        .suffix(".tmp")
+        .tempfile_in(&nar_dir)
+        .map_err(io_at(&nar_dir))?;
+    let threads = if info.nar_size.unwrap_or(0) > LARGE_NAR {
+        opts.jobs as u32
+    } else {
+        1
+    };
+    let file = HashingWriter::new(
+        HashAlgo::Sha256,
+        BufWriter::with_capacity(
+            256 * 1024,
+            tmp.as_file().try_clone().map_err(io_at(tmp.path()))?,
+        ),
+    );
+    let encoder = Encoder::new(opts.compression, opts.level, threads, file)
+        .map_err(|e| path_err(format!("compressor: {e}")))?;
     let scanner = candidates.map(|c| RefScanner::new(c.iter()));
-    let sink = NarSink { nar_hash: Hasher::new(HashAlgo::Sha256), nar_size: 0, scanner, encoder };
+    let sink = NarSink {
+        nar_hash: Hasher::new(HashAlgo::Sha256),
+        nar_size: 0,
+        scanner,
+        encoder,
+    };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
         writer = writer.record_listing();
     }
-    let writer = dump_into(&physical, writer, CaseHack(false)).map_err(|e| path_err(e.to_string()))?;
-    let (sink, listing) = writer.finish_with_listing().map_err(|e| path_err(e.to_string()))?;
-    let NarSink { nar_hash, nar_size, scanner, encoder } = sink;
+    let writer =
+        dump_into(&physical, writer, CaseHack(false)).map_err(|e| path_err(e.to_string()))?;
+    let (sink, listing) = writer
+        .finish_with_listing()
+        .map_err(|e| path_err(e.to_string()))?;
+    let NarSink {
+        nar_hash,
+        nar_size,
+        scanner,
+        encoder,
+    } = sink;
     let nar_hash = nar_hash.finish();
     let file = encoder.finish().map_err(io_at(tmp.path()))?;
     let (file_hash, file_size, buffered) = file.finish();
-    buffered.into_inner().map_err(|e| io_at(tmp.path())(e.into_error()))?.sync_data().map_err(io_at(tmp.path()))?;
+    buffered
+        .into_inner()
+        .map_err(|e| io_at(tmp.path())(e.into_error()))?
+        .sync_data()
+        .map_err(io_at(tmp.path()))?;
 
     if let Some(expected) = &info.nar_hash {
         if *expected != nar_hash {
@@ -227,26 +289,51 @@ fn process(opts: &BuildOptions, mut info: PathInfo, candidates: Option<&[StorePa
     }
     if info.ca.is_none() {
         // A path named by its own NAR hash is content-addressed (what `nix-store --add` makes).
-        let source = make_fixed_output_path(&opts.store_dir, info.path.name(), FileIngestion::Recursive, &nar_hash);
+        let source = make_fixed_output_path(
+            &opts.store_dir,
+            info.path.name(),
+            FileIngestion::Recursive,
+            &nar_hash,
+        );
         let self_only = info.references.iter().all(|r| *r == info.path);
         if self_only && source.as_ref() == Ok(&info.path) {
-            info.ca = Some(ContentAddress::Fixed(FileIngestion::Recursive, nar_hash.clone()).to_string());
+            info.ca =
+                Some(ContentAddress::Fixed(FileIngestion::Recursive, nar_hash.clone()).to_string());
         }
     }
-    let final_path = nar_dir.join(format!("{}.nar{}", nixbase32::encode(file_hash.digest()), opts.compression.extension()));
+    let final_path = nar_dir.join(format!(
+        "{}.nar{}",
+        nixbase32::encode(file_hash.digest()),
+        opts.compression.extension()
+    ));
     let deduplicated = final_path.exists();
     if !deduplicated {
-        tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io_at(&final_path))?;
-        tmp.persist(&final_path).map_err(|e| io_at(&final_path)(e.error))?;
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io_at(&final_path))?;
+        tmp.persist(&final_path)
+            .map_err(|e| io_at(&final_path)(e.error))?;
     }
-    Ok(Done { info, nar_hash, nar_size, file_hash, file_size, deduplicated, listing })
+    Ok(Done {
+        info,
+        nar_hash,
+        nar_size,
+        file_hash,
+        file_size,
+        deduplicated,
+        listing,
+    })
 }
 
 fn narinfo_of(opts: &BuildOptions, d: &Done) -> Result<NarInfo, BuildError> {
     let mut info = NarInfo {
         store_dir: opts.store_dir.clone(),
         store_path: d.info.path.clone(),
-        url: format!("nar/{}.nar{}", nixbase32::encode(d.file_hash.digest()), opts.compression.extension()),
+        url: format!(
+            "nar/{}.nar{}",
+            nixbase32::encode(d.file_hash.digest()),
+            opts.compression.extension()
+        ),
         compression: opts.compression.name().to_string(),
         file_hash: Some(d.file_hash.clone()),
         file_size: Some(d.file_size),
@@ -260,21 +347,34 @@ fn narinfo_of(opts: &BuildOptions, d: &Done) -> Result<NarInfo, BuildError> {
         extra: Vec::new(),
     };
     for key in &opts.keys {
-        info.sign(key).map_err(|e| BuildError::Path { path: info.path(), message: e.to_string() })?;
+        info.sign(key).map_err(|e| BuildError::Path {
+            path: info.path(),
+            message: e.to_string(),
+        })?;
     }
     Ok(info)
 }
 
 /// Prepares the cache directory: folders, `nix-cache-info`, leftovers of an interrupted run.
 fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
-    for dir in [opts.to.clone(), opts.to.join("nar"), opts.to.join("log"), opts.to.join("realisations")] {
+    for dir in [
+        opts.to.clone(),
+        opts.to.join("nar"),
+        opts.to.join("log"),
+        opts.to.join("realisations"),
+    ] {
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     }
     let info_path = opts.to.join("nix-cache-info");
     match fs::read_to_string(&info_path) {
         Ok(text) => {
-            let existing = CacheInfo::parse(&text).map_err(|e| BuildError::Input(format!("{}: {e}", info_path.display())))?;
-            if let Some(dir) = existing.store_dir.as_deref().filter(|d| *d != opts.store_dir.as_str()) {
+            let existing = CacheInfo::parse(&text)
+                .map_err(|e| BuildError::Input(format!("{}: {e}", info_path.display())))?;
+            if let Some(dir) = existing
+                .store_dir
+                .as_deref()
+                .filter(|d| *d != opts.store_dir.as_str())
+            {
                 return Err(BuildError::Input(format!(
                     "{} is a cache for store {dir}, not {}",
                     opts.to.display(),
@@ -286,7 +386,8 @@ fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
             let mut info = CacheInfo::new(opts.store_dir.as_str());
             info.want_mass_query = opts.want_mass_query.then_some(true);
             info.priority = Some(opts.priority);
-            write_atomic(&info_path, info.to_text().as_bytes(), 0o644).map_err(io_at(&info_path))?;
+            write_atomic(&info_path, info.to_text().as_bytes(), 0o644)
+                .map_err(io_at(&info_path))?;
         }
         Err(e) => return Err(io_at(&info_path)(e)),
     }
@@ -303,7 +404,10 @@ fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
 }
 
 /// Builds (or completes) the cache. `progress` is called on the calling thread.
-pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<BuildSummary, BuildError> {
+pub fn build_cache(
+    opts: &BuildOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<BuildSummary, BuildError> {
     let started = Instant::now();
     if opts.paths.is_empty() {
         return Err(BuildError::Input("no store paths given".into()));
@@ -323,7 +427,10 @@ pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> R
             queue.push(p.clone());
         }
     }
-    progress(Progress::Total { paths: seen.len() as u64, nar_bytes: None });
+    progress(Progress::Total {
+        paths: seen.len() as u64,
+        nar_bytes: None,
+    });
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
@@ -342,7 +449,11 @@ pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> R
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
                 let narinfo_path = opts.to.join(format!("{}.narinfo", path.hash_part()));
-                let existing = if opts.force { None } else { read_existing(&narinfo_path)? };
+                let existing = if opts.force {
+                    None
+                } else {
+                    read_existing(&narinfo_path)?
+                };
                 let references = match &existing {
                     Some(info) => info.references.iter().cloned().collect::<BTreeSet<_>>(),
                     None => match metadata.lookup(&path, &opts.store_dir) {
@@ -373,9 +484,16 @@ pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> R
                     summary.paths += 1;
                     summary.skipped += 1;
                     for p in order.ready(path.clone(), &references) {
-                        finished.remove(&p).map(|d| publish(opts, &d, &mut summary, &mut progress)).transpose()?;
+                        finished
+                            .remove(&p)
+                            .map(|d| publish(opts, &d, &mut summary, &mut progress))
+                            .transpose()?;
                     }
-                    progress(Progress::PathDone { path, nar_size: info.nar_size, written: false });
+                    progress(Progress::PathDone {
+                        path,
+                        nar_size: info.nar_size,
+                        written: false,
+                    });
                 }
                 if opts.closure {
                     enqueue(&references, &mut seen, &mut queue, &mut progress);
@@ -400,7 +518,11 @@ pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> R
                         enqueue(&references, &mut seen, &mut queue, &mut progress);
                     } else {
                         // Without the closure, references outside the given paths are not waited for.
-                        let outside: Vec<StorePath> = references.iter().filter(|r| !seen.contains(*r)).cloned().collect();
+                        let outside: Vec<StorePath> = references
+                            .iter()
+                            .filter(|r| !seen.contains(*r))
+                            .cloned()
+                            .collect();
                         for r in outside {
                             order.ready(r, &BTreeSet::new());
                         }
@@ -423,14 +545,22 @@ pub fn build_cache(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> R
         let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
         return Err(BuildError::Path {
             path: opts.store_dir.display(path),
-            message: format!("references {} were never published (a reference cycle?)", missing.join(", ")),
+            message: format!(
+                "references {} were never published (a reference cycle?)",
+                missing.join(", ")
+            ),
         });
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>, progress: &mut impl FnMut(Progress)) {
+fn enqueue(
+    refs: &BTreeSet<StorePath>,
+    seen: &mut HashSet<StorePath>,
+    queue: &mut Vec<StorePath>,
+    progress: &mut impl FnMut(Progress),
+) {
     let before = seen.len();
     for r in refs {
         if seen.insert(r.clone()) {
@@ -438,21 +568,32 @@ fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mu
         }
     }
     if seen.len() > before {
-        progress(Progress::Total { paths: seen.len() as u64, nar_bytes: None });
+        progress(Progress::Total {
+            paths: seen.len() as u64,
+            nar_bytes: None,
+        });
     }
 }
 
 fn read_existing(path: &Path) -> Result<Option<NarInfo>, BuildError> {
     match fs::read_to_string(path) {
-        Ok(text) => NarInfo::parse(&text)
-            .map(Some)
-            .map_err(|e| BuildError::Input(format!("{}: existing narinfo is corrupt ({e}); rerun with --force", path.display()))),
+        Ok(text) => NarInfo::parse(&text).map(Some).map_err(|e| {
+            BuildError::Input(format!(
+                "{}: existing narinfo is corrupt ({e}); rerun with --force",
+                path.display()
+            ))
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_at(path)(e)),
     }
 }
 
-fn publish(opts: &BuildOptions, d: &Done, summary: &mut BuildSummary, progress: &mut impl FnMut(Progress)) -> Result<(), BuildError> {
+fn publish(
+    opts: &BuildOptions,
+    d: &Done,
+    summary: &mut BuildSummary,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), BuildError> {
     let hash_part = d.info.path.hash_part();
     if let Some(listing) = &d.listing {
         let ls = opts.to.join(format!("{hash_part}.ls"));
@@ -466,7 +607,11 @@ fn publish(opts: &BuildOptions, d: &Done, summary: &mut BuildSummary, progress: 
     summary.deduplicated += u64::from(d.deduplicated);
     summary.nar_bytes += d.nar_size;
     summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
-    progress(Progress::PathDone { path: d.info.path.clone(), nar_size: d.nar_size, written: true });
+    progress(Progress::PathDone {
+        path: d.info.path.clone(),
+        nar_size: d.nar_size,
+        written: true,
+    });
     Ok(())
 }
 

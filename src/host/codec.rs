@@ -30,7 +30,12 @@ pub fn default_level(method: Compression) -> u32 {
 impl<W: Write> Encoder<W> {
     /// An encoder using up to `threads` threads (≥ 1). The output depends only on the method and
     /// level, never on `threads`.
-    pub fn new(method: Compression, level: Option<u32>, threads: u32, out: W) -> io::Result<Encoder<W>> {
+    pub fn new(
+        method: Compression,
+        level: Option<u32>,
+        threads: u32,
+        out: W,
+    ) -> io::Result<Encoder<W>> {
         let level = level.unwrap_or_else(|| default_level(method));
         let threads = threads.max(1);
         Ok(match method {
@@ -55,7 +60,10 @@ impl<W: Write> Encoder<W> {
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
             }
-            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(out, bzip2::Compression::new(level.clamp(1, 9)))),
+            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
+                out,
+                bzip2::Compression::new(level.clamp(1, 9)),
+            )),
         })
     }
 
@@ -106,18 +114,30 @@ mod tests {
 
     #[test]
     fn native_and_pure_codecs_agree() {
-        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for method in Compression::ALL {
             let mut e = Encoder::new(method, None, 2, Vec::new()).unwrap();
             e.write_all(&data).unwrap();
             let packed = e.finish().unwrap();
             let mut one_thread = Encoder::new(method, None, 1, Vec::new()).unwrap();
             one_thread.write_all(&data).unwrap();
-            assert_eq!(one_thread.finish().unwrap(), packed, "{method}: output depends on threads");
+            assert_eq!(
+                one_thread.finish().unwrap(),
+                packed,
+                "{method}: output depends on threads"
+            );
             let mut native = Vec::new();
-            decoder(method, &packed[..]).unwrap().read_to_end(&mut native).unwrap();
+            decoder(method, &packed[..])
+                .unwrap()
+                .read_to_end(&mut native)
+                .unwrap();
             let mut pure = Vec::new();
-            crate::compression::decoder(method, &packed[..]).unwrap().read_to_end(&mut pure).unwrap();
+            crate::compression::decoder(method, &packed[..])
+                .unwrap()
+                .read_to_end(&mut pure)
+                .unwrap();
             assert!(native == data && pure == data, "{method}: round trip");
         }
     }

@@ -39,22 +39,38 @@ fn uri_escape(path: &str) -> String {
 impl NixDb {
     pub fn open(path: &Path, store_dir: &StoreDir) -> Result<NixDb, DbError> {
         let shown = path.display().to_string();
-        let fail = |message: String| DbError { path: shown.clone(), message };
+        let fail = |message: String| DbError {
+            path: shown.clone(),
+            message,
+        };
         if !path.is_file() {
-            return Err(fail("not found (pass --db, --registration, --path-info or --scan-references)".into()));
+            return Err(fail(
+                "not found (pass --db, --registration, --path-info or --scan-references)".into(),
+            ));
         }
         let abs = path.canonicalize().map_err(|e| fail(e.to_string()))?;
         let uri = format!("file:{}?immutable=1", uri_escape(&abs.to_string_lossy()));
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&uri, flags).map_err(|e| fail(e.to_string()))?;
         // Fails early, with a clear message, on a file that is not a Nix DB.
-        conn.query_row("SELECT count(*) FROM ValidPaths", [], |r| r.get::<_, i64>(0))
-            .map_err(|e| fail(format!("not a Nix database: {e}")))?;
-        Ok(NixDb { conn, path: shown, store_dir: store_dir.clone() })
+        conn.query_row("SELECT count(*) FROM ValidPaths", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| fail(format!("not a Nix database: {e}")))?;
+        Ok(NixDb {
+            conn,
+            path: shown,
+            store_dir: store_dir.clone(),
+        })
     }
 
     fn fail(&self, message: String) -> DbError {
-        DbError { path: self.path.clone(), message }
+        DbError {
+            path: self.path.clone(),
+            message,
+        }
     }
 
     /// The metadata of `path`, or `None` if it is not valid in this database.
@@ -62,7 +78,9 @@ impl NixDb {
         let full = self.store_dir.display(path);
         let row = self
             .conn
-            .prepare_cached("SELECT id, hash, deriver, narSize, sigs, ca FROM ValidPaths WHERE path = ?1")
+            .prepare_cached(
+                "SELECT id, hash, deriver, narSize, sigs, ca FROM ValidPaths WHERE path = ?1",
+            )
             .and_then(|mut st| {
                 st.query_row([&full], |r| {
                     Ok((
@@ -77,25 +95,45 @@ impl NixDb {
                 .optional()
             })
             .map_err(|e| self.fail(e.to_string()))?;
-        let Some((id, hash, deriver, nar_size, sigs, ca)) = row else { return Ok(None) };
+        let Some((id, hash, deriver, nar_size, sigs, ca)) = row else {
+            return Ok(None);
+        };
         let mut info = PathInfo::new(path.clone());
-        info.nar_hash = Some(Hash::parse_as(HashAlgo::Sha256, &hash).map_err(|e| self.fail(format!("{full}: hash: {e}")))?);
+        info.nar_hash = Some(
+            Hash::parse_as(HashAlgo::Sha256, &hash)
+                .map_err(|e| self.fail(format!("{full}: hash: {e}")))?,
+        );
         info.nar_size = nar_size.and_then(|n| u64::try_from(n).ok());
         info.deriver = match deriver.filter(|d| !d.is_empty()) {
-            Some(d) => Some(self.store_dir.parse_path(&d).map_err(|e| self.fail(format!("{full}: deriver: {e}")))?),
+            Some(d) => Some(
+                self.store_dir
+                    .parse_path(&d)
+                    .map_err(|e| self.fail(format!("{full}: deriver: {e}")))?,
+            ),
             None => None,
         };
-        info.sigs = sigs.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        info.sigs = sigs
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         info.ca = ca.filter(|c| !c.is_empty());
         let mut refs = BTreeSet::new();
         let mut st = self
             .conn
             .prepare_cached("SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1")
             .map_err(|e| self.fail(e.to_string()))?;
-        let rows = st.query_map([id], |r| r.get::<_, String>(0)).map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(|e| self.fail(e.to_string()))?;
         for r in rows {
             let r = r.map_err(|e| self.fail(e.to_string()))?;
-            refs.insert(self.store_dir.parse_path(&r).map_err(|e| self.fail(format!("{full}: reference: {e}")))?);
+            refs.insert(
+                self.store_dir
+                    .parse_path(&r)
+                    .map_err(|e| self.fail(format!("{full}: reference: {e}")))?,
+            );
         }
         info.references = refs;
         Ok(Some(info))

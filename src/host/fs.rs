@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::walk;
 use crate::nar::listing::Listing;
 use crate::nar::wire::CASE_HACK_SUFFIX;
 use crate::nar::writer::{NarWriter, WriteError};
@@ -31,96 +32,64 @@ pub enum DumpError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaseHack(pub bool);
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
-    move |source| DumpError::Io { path: path.to_path_buf(), source }
-}
-
 fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ {
     move |source| match source {
-        WriteError::Io(source) => DumpError::Io { path: path.to_path_buf(), source },
-        source => DumpError::Nar { path: path.to_path_buf(), source },
+        WriteError::Io(source) => DumpError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        source => DumpError::Nar {
+            path: path.to_path_buf(),
+            source,
+        },
     }
-}
-
-/// The name an entry has in the archive: with the case hack, `x~nix~case~hack~N` is `x`.
-fn archive_name(name: &[u8], case_hack: CaseHack) -> &[u8] {
-    if case_hack.0 {
-        let suffix = CASE_HACK_SUFFIX.as_bytes();
-        if let Some(pos) = name.windows(suffix.len()).position(|w| w == suffix) {
-            return &name[..pos];
-        }
-    }
-    name
-}
-
-/// A directory's entries as (archive name, file name), sorted by archive name.
-fn sorted_entries(dir: &Path, case_hack: CaseHack) -> Result<Vec<(Vec<u8>, PathBuf)>, DumpError> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let file_name = entry.file_name();
-        entries.push((archive_name(file_name.as_bytes(), case_hack).to_vec(), entry.path()));
-    }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return Err(DumpError::CaseHackCollision { dir: dir.to_path_buf(), a: name(&w[0].1), b: name(&w[1].1) });
-    }
-    Ok(entries)
 }
 
 /// Writes the NAR of `path` to `out` (byte-identical to `nix-store --dump`), in constant memory
-/// apart from one directory listing per level. Returns the sink.
+/// apart from one directory listing per level. Returns the sink (flushed).
+///
+/// A helper thread walks the tree and reads the files straight into chunks of the archive
+/// (1 MiB each, at most 8 MiB in flight) while the calling thread writes the chunks to `out`, so
+/// reading the tree overlaps hashing or writing the output. `out` stays on the calling thread and
+/// need not be `Send`. A write error on `out` is reported with `path`; every other error names
+/// the file it concerns. Without a thread to spare, use [`dump_path_serial`].
 pub fn dump_path<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<W, DumpError> {
+    walk::pipelined(path, out, case_hack, false).map(|(out, _)| out)
+}
+
+/// [`dump_path`] on the calling thread alone: the tree is read and `out` written in turn. For
+/// callers that already keep every core busy (dumping many paths at once).
+pub fn dump_path_serial<W: Write>(
+    path: &Path,
+    out: W,
+    case_hack: CaseHack,
+) -> Result<W, DumpError> {
     let w = NarWriter::new(out).map_err(nar_err(path))?;
-    dump_into(path, w, case_hack)?.finish().map_err(nar_err(path))
+    dump_into(path, w, case_hack)?
+        .finish()
+        .map_err(nar_err(path))
 }
 
-/// Like [`dump_path`], also returning the archive's `.ls` listing (recorded on the same pass).
-pub fn dump_path_with_listing<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<(W, Listing), DumpError> {
-    let w = NarWriter::new(out).map_err(nar_err(path))?.record_listing();
-    let (out, listing) = dump_into(path, w, case_hack)?.finish_with_listing().map_err(nar_err(path))?;
-    Ok((out, listing.expect("listing was recorded")))
+/// Like [`dump_path`] (with its reading thread), also returning the archive's `.ls` listing,
+/// recorded on the same pass.
+pub fn dump_path_with_listing<W: Write>(
+    path: &Path,
+    out: W,
+    case_hack: CaseHack,
+) -> Result<(W, Listing), DumpError> {
+    let (out, listing) = walk::pipelined(path, out, case_hack, true)?;
+    Ok((out, listing.expect("the listing was recorded")))
 }
 
-/// Walks `path` into a started writer and returns it with the root node complete.
-pub fn dump_into<W: Write>(path: &Path, mut w: NarWriter<W>, case_hack: CaseHack) -> Result<NarWriter<W>, DumpError> {
-    // One frame per open directory: its remaining entries, in reverse so `pop` yields the next.
-    let mut stack: Vec<Vec<(Vec<u8>, PathBuf)>> = Vec::new();
-    let mut next: Option<PathBuf> = Some(path.to_path_buf());
-    loop {
-        if let Some(p) = next.take() {
-            let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
-            let ft = meta.file_type();
-            if ft.is_file() {
-                let mut f = File::open(&p).map_err(io_err(&p))?;
-                let executable = meta.permissions().mode() & 0o100 != 0;
-                w.regular(executable, meta.len(), &mut f).map_err(nar_err(&p))?;
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&p).map_err(io_err(&p))?;
-                w.symlink(target.as_os_str().as_bytes()).map_err(nar_err(&p))?;
-            } else if ft.is_dir() {
-                w.start_directory().map_err(nar_err(&p))?;
-                let mut entries = sorted_entries(&p, case_hack)?;
-                entries.reverse();
-                stack.push(entries);
-            } else {
-                return Err(DumpError::Unsupported { path: p, what: "a special file (device, socket or FIFO)" });
-            }
-        }
-        let Some(top) = stack.last_mut() else { break };
-        match top.pop() {
-            Some((name, child)) => {
-                w.entry(&name).map_err(nar_err(&child))?;
-                next = Some(child);
-            }
-            None => {
-                stack.pop();
-                w.end_directory().map_err(nar_err(path))?;
-            }
-        }
-    }
-    Ok(w)
+/// Walks `path` into a started writer (on the calling thread) and returns it, root node complete.
+pub fn dump_into<W: Write>(
+    path: &Path,
+    w: NarWriter<W>,
+    case_hack: CaseHack,
+) -> Result<NarWriter<W>, DumpError> {
+    walk::walk(path, w, case_hack, |w, executable, size, file| {
+        w.regular(executable, size, file)
+    })
 }
 
 /// Why a restore failed. Nothing is left at DEST when it does.
@@ -147,7 +116,11 @@ pub struct RestoreStats {
 /// first, renamed to `dest` only once the whole archive has been read and checked; on any error
 /// the temporary is removed. Entry names are checked by the reader (no `/`, `.`, `..`, NUL), files
 /// are created with `O_EXCL|O_NOFOLLOW`, so nothing is written outside `dest` or through a link.
-pub fn restore_path<R: Read>(nar: R, dest: &Path, case_hack: CaseHack) -> Result<RestoreStats, RestoreError> {
+pub fn restore_path<R: Read>(
+    nar: R,
+    dest: &Path,
+    case_hack: CaseHack,
+) -> Result<RestoreStats, RestoreError> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(RestoreError::Exists(dest.to_path_buf()));
     }
@@ -162,10 +135,16 @@ pub fn restore_path<R: Read>(nar: R, dest: &Path, case_hack: CaseHack) -> Result
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{}.restoring-", base.to_string_lossy()))
         .tempdir_in(&parent)
-        .map_err(|source| RestoreError::Io { path: parent.clone(), source })?;
+        .map_err(|source| RestoreError::Io {
+            path: parent.clone(),
+            source,
+        })?;
     let root = staging.path().join("root");
     let result = unpack(nar, &root, case_hack).and_then(|stats| {
-        fs::rename(&root, dest).map_err(|source| RestoreError::Io { path: dest.to_path_buf(), source })?;
+        fs::rename(&root, dest).map_err(|source| RestoreError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
         Ok(stats)
     });
     if result.is_err() {
@@ -213,7 +192,10 @@ fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreSt
                 dir.join(OsStr::from_bytes(&disk_name(name, seen, case_hack)))
             }
         };
-        let io = |source| RestoreError::Io { path: target.clone(), source };
+        let io = |source| RestoreError::Io {
+            path: target.clone(),
+            source,
+        };
         match event {
             Event::Directory { .. } => {
                 fs::create_dir(&target).map_err(io)?;
@@ -224,7 +206,9 @@ fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreSt
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io)?;
                 stats.symlinks += 1;
             }
-            Event::Regular { executable, size, .. } => {
+            Event::Regular {
+                executable, size, ..
+            } => {
                 let mode = if executable { 0o755 } else { 0o644 };
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -238,13 +222,26 @@ fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreSt
                     if n == 0 {
                         break;
                     }
-                    f.write_all(&buf[..n]).map_err(|source| RestoreError::Io { path: target.clone(), source })?;
+                    f.write_all(&buf[..n]).map_err(|source| RestoreError::Io {
+                        path: target.clone(),
+                        source,
+                    })?;
                 }
                 if executable {
                     // The umask may have taken bits away; Nix sets them explicitly.
-                    let perm = f.metadata().map_err(|source| RestoreError::Io { path: target.clone(), source })?.permissions().mode();
+                    let perm = f
+                        .metadata()
+                        .map_err(|source| RestoreError::Io {
+                            path: target.clone(),
+                            source,
+                        })?
+                        .permissions()
+                        .mode();
                     f.set_permissions(fs::Permissions::from_mode(perm | 0o111))
-                        .map_err(|source| RestoreError::Io { path: target.clone(), source })?;
+                        .map_err(|source| RestoreError::Io {
+                            path: target.clone(),
+                            source,
+                        })?;
                 }
                 stats.files += 1;
                 stats.bytes += size;

@@ -8,3 +8,4 @@ pub mod db;
 pub mod demo;
 pub mod fs;
 pub mod storage;
+mod walk;

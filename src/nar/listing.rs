@@ -91,13 +91,30 @@ impl ListingBuilder {
     pub fn push(&mut self, event: Event) {
         let (name, node) = match event {
             Event::Directory { name, .. } => {
-                self.stack.push((name.as_deref().map(lossy), BTreeMap::new()));
+                self.stack
+                    .push((name.as_deref().map(lossy), BTreeMap::new()));
                 return;
             }
-            Event::Regular { name, executable, size, offset, .. } => {
-                (name.as_deref().map(lossy), ListingNode::Regular { size, executable, nar_offset: Some(offset) })
-            }
-            Event::Symlink { name, target, .. } => (name.as_deref().map(lossy), ListingNode::Symlink { target: lossy(&target) }),
+            Event::Regular {
+                name,
+                executable,
+                size,
+                offset,
+                ..
+            } => (
+                name.as_deref().map(lossy),
+                ListingNode::Regular {
+                    size,
+                    executable,
+                    nar_offset: Some(offset),
+                },
+            ),
+            Event::Symlink { name, target, .. } => (
+                name.as_deref().map(lossy),
+                ListingNode::Symlink {
+                    target: lossy(&target),
+                },
+            ),
             Event::EndDirectory { .. } => {
                 let (name, entries) = self.stack.pop().expect("reader balances directories");
                 (name, ListingNode::Directory { entries })
@@ -133,14 +150,22 @@ pub fn split_path(path: &str) -> Result<Vec<&[u8]>, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// A regular file; the reader is positioned at its contents.
-    Regular { executable: bool, size: u64 },
-    Symlink { target: Vec<u8> },
+    Regular {
+        executable: bool,
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     Directory,
 }
 
 /// Streams an archive until the node at `path`; for a regular file, `reader.contents()` then
 /// gives its bytes. Returns `None` if there is no such node (the archive is read to its end).
-pub fn find<R: Read>(reader: &mut NarReader<R>, path: &str) -> Result<Result<Found, String>, NarError> {
+pub fn find<R: Read>(
+    reader: &mut NarReader<R>,
+    path: &str,
+) -> Result<Result<Found, String>, NarError> {
     let wanted = match split_path(path) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
@@ -156,9 +181,13 @@ pub fn find<R: Read>(reader: &mut NarReader<R>, path: &str) -> Result<Result<Fou
         if let Some(name) = event.name() {
             current.push(name.to_vec());
         }
-        if current.len() == wanted.len() && current.iter().zip(&wanted).all(|(a, b)| a.as_slice() == *b) {
+        if current.len() == wanted.len()
+            && current.iter().zip(&wanted).all(|(a, b)| a.as_slice() == *b)
+        {
             return Ok(Ok(match event {
-                Event::Regular { executable, size, .. } => Found::Regular { executable, size },
+                Event::Regular {
+                    executable, size, ..
+                } => Found::Regular { executable, size },
                 Event::Symlink { target, .. } => Found::Symlink { target },
                 _ => Found::Directory,
             }));

@@ -30,9 +30,16 @@ pub enum NarErrorKind {
     #[error("unexpected end of archive while reading {while_reading}")]
     UnexpectedEof { while_reading: &'static str },
     #[error("expected {expected:?}, found {found}")]
-    UnexpectedToken { expected: &'static str, found: String },
+    UnexpectedToken {
+        expected: &'static str,
+        found: String,
+    },
     #[error("{what} of {len} bytes exceeds the limit of {limit} bytes")]
-    TooLong { what: &'static str, len: u64, limit: u64 },
+    TooLong {
+        what: &'static str,
+        len: u64,
+        limit: u64,
+    },
     #[error("non-zero padding bytes")]
     NonZeroPadding,
     #[error("invalid entry name {name}: {reason}")]
@@ -42,7 +49,10 @@ pub enum NarErrorKind {
     #[error("duplicate entry {name}")]
     DuplicateEntry { name: String },
     #[error("invalid symlink target {target}: {reason}")]
-    BadSymlinkTarget { target: String, reason: &'static str },
+    BadSymlinkTarget {
+        target: String,
+        reason: &'static str,
+    },
     #[error("directories nested deeper than {limit} levels")]
     TooDeep { limit: usize },
     #[error("trailing bytes after the end of the archive")]

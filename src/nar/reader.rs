@@ -21,7 +21,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: wire::DEFAULT_MAX_DEPTH, max_file_size: u64::MAX }
+        Limits {
+            max_depth: wire::DEFAULT_MAX_DEPTH,
+            max_file_size: u64::MAX,
+        }
     }
 }
 
@@ -32,8 +35,18 @@ pub enum Event {
     Directory { depth: usize, name: Option<Vec<u8>> },
     /// A regular file: `size` bytes of contents follow at `offset` in the archive; read them with
     /// [`NarReader::contents`] or let the next call to [`NarReader::next`] skip them.
-    Regular { depth: usize, name: Option<Vec<u8>>, executable: bool, size: u64, offset: u64 },
-    Symlink { depth: usize, name: Option<Vec<u8>>, target: Vec<u8> },
+    Regular {
+        depth: usize,
+        name: Option<Vec<u8>>,
+        executable: bool,
+        size: u64,
+        offset: u64,
+    },
+    Symlink {
+        depth: usize,
+        name: Option<Vec<u8>>,
+        target: Vec<u8>,
+    },
     /// The directory at `depth` ends.
     EndDirectory { depth: usize },
 }
@@ -51,7 +64,9 @@ impl Event {
     /// The entry name, for nodes below the root.
     pub fn name(&self) -> Option<&[u8]> {
         match self {
-            Event::Directory { name, .. } | Event::Regular { name, .. } | Event::Symlink { name, .. } => name.as_deref(),
+            Event::Directory { name, .. }
+            | Event::Regular { name, .. }
+            | Event::Symlink { name, .. } => name.as_deref(),
             Event::EndDirectory { .. } => None,
         }
     }
@@ -83,7 +98,13 @@ impl<R: Read> NarReader<R> {
     }
 
     pub fn with_limits(inner: R, limits: Limits) -> Self {
-        NarReader { inner, pos: 0, state: State::Magic, dirs: Vec::new(), limits }
+        NarReader {
+            inner,
+            pos: 0,
+            state: State::Magic,
+            dirs: Vec::new(),
+            limits,
+        }
     }
 
     /// Bytes of the archive consumed so far.
@@ -97,7 +118,10 @@ impl<R: Read> NarReader<R> {
     }
 
     fn err(&self, kind: NarErrorKind) -> NarError {
-        NarError { offset: self.pos, kind }
+        NarError {
+            offset: self.pos,
+            kind,
+        }
     }
 
     fn err_at(&self, offset: u64, kind: NarErrorKind) -> NarError {
@@ -108,7 +132,11 @@ impl<R: Read> NarReader<R> {
         let mut done = 0;
         while done < buf.len() {
             match self.inner.read(&mut buf[done..]) {
-                Ok(0) => return Err(self.err(NarErrorKind::UnexpectedEof { while_reading: what })),
+                Ok(0) => {
+                    return Err(self.err(NarErrorKind::UnexpectedEof {
+                        while_reading: what,
+                    }))
+                }
                 Ok(n) => {
                     done += n;
                     self.pos += n as u64;
@@ -142,7 +170,14 @@ impl<R: Read> NarReader<R> {
         let start = self.pos;
         let len = self.read_u64(what)?;
         if len > limit as u64 {
-            return Err(self.err_at(start, NarErrorKind::TooLong { what, len, limit: limit as u64 }));
+            return Err(self.err_at(
+                start,
+                NarErrorKind::TooLong {
+                    what,
+                    len,
+                    limit: limit as u64,
+                },
+            ));
         }
         let mut s = vec![0u8; len as usize];
         self.read_exact(&mut s, what)?;
@@ -158,7 +193,10 @@ impl<R: Read> NarReader<R> {
         if len > TOKEN_LIMIT {
             return Err(self.err_at(
                 start,
-                NarErrorKind::UnexpectedToken { expected, found: format!("a string of {len} bytes") },
+                NarErrorKind::UnexpectedToken {
+                    expected,
+                    found: format!("a string of {len} bytes"),
+                },
             ));
         }
         let mut s = vec![0u8; len as usize];
@@ -170,7 +208,13 @@ impl<R: Read> NarReader<R> {
     fn expect(&mut self, token: &'static str) -> Result<(), NarError> {
         let (start, found) = self.read_token(token)?;
         if found != token.as_bytes() {
-            return Err(self.err_at(start, NarErrorKind::UnexpectedToken { expected: token, found: show_bytes(&found) }));
+            return Err(self.err_at(
+                start,
+                NarErrorKind::UnexpectedToken {
+                    expected: token,
+                    found: show_bytes(&found),
+                },
+            ));
         }
         Ok(())
     }
@@ -182,14 +226,25 @@ impl<R: Read> NarReader<R> {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Magic => {
                     let start = self.pos;
-                    let (_, found) = self.read_token("nix-archive-1").map_err(|e| match e.kind {
-                        NarErrorKind::UnexpectedToken { found, .. } => self.err_at(start, NarErrorKind::NotANar { found }),
-                        _ => e,
-                    })?;
+                    let (_, found) =
+                        self.read_token("nix-archive-1").map_err(|e| match e.kind {
+                            NarErrorKind::UnexpectedToken { found, .. } => {
+                                self.err_at(start, NarErrorKind::NotANar { found })
+                            }
+                            _ => e,
+                        })?;
                     if found != wire::MAGIC {
-                        return Err(self.err_at(start, NarErrorKind::NotANar { found: show_bytes(&found) }));
+                        return Err(self.err_at(
+                            start,
+                            NarErrorKind::NotANar {
+                                found: show_bytes(&found),
+                            },
+                        ));
                     }
-                    self.state = State::Node { depth: 0, name: None };
+                    self.state = State::Node {
+                        depth: 0,
+                        name: None,
+                    };
                 }
                 State::Node { depth, name } => return self.read_node(depth, name).map(Some),
                 State::Contents { depth, remaining } => {
@@ -227,33 +282,67 @@ impl<R: Read> NarReader<R> {
                     other => {
                         return Err(self.err_at(
                             start,
-                            NarErrorKind::UnexpectedToken { expected: "\"executable\" or \"contents\"", found: show_bytes(other) },
+                            NarErrorKind::UnexpectedToken {
+                                expected: "\"executable\" or \"contents\"",
+                                found: show_bytes(other),
+                            },
                         ))
                     }
                 };
                 let size_at = self.pos;
                 let size = self.read_u64("a file size")?;
                 if size > self.limits.max_file_size {
-                    return Err(self.err_at(size_at, NarErrorKind::TooLong { what: "file", len: size, limit: self.limits.max_file_size }));
+                    return Err(self.err_at(
+                        size_at,
+                        NarErrorKind::TooLong {
+                            what: "file",
+                            len: size,
+                            limit: self.limits.max_file_size,
+                        },
+                    ));
                 }
                 let offset = self.pos;
-                self.state = State::Contents { depth, remaining: size };
-                Ok(Event::Regular { depth, name, executable, size, offset })
+                self.state = State::Contents {
+                    depth,
+                    remaining: size,
+                };
+                Ok(Event::Regular {
+                    depth,
+                    name,
+                    executable,
+                    size,
+                    offset,
+                })
             }
             b"symlink" => {
                 self.expect("target")?;
                 let at = self.pos;
                 let target = self.read_str(wire::MAX_TARGET_LEN, "symlink target")?;
                 if let Err(reason) = wire::check_symlink_target(&target) {
-                    return Err(self.err_at(at, NarErrorKind::BadSymlinkTarget { target: show_bytes(&target), reason }));
+                    return Err(self.err_at(
+                        at,
+                        NarErrorKind::BadSymlinkTarget {
+                            target: show_bytes(&target),
+                            reason,
+                        },
+                    ));
                 }
                 self.expect(")")?;
                 self.state = State::AfterNode { depth };
-                Ok(Event::Symlink { depth, name, target })
+                Ok(Event::Symlink {
+                    depth,
+                    name,
+                    target,
+                })
             }
             b"directory" => {
                 if depth > self.limits.max_depth {
-                    return Err(self.err_at(start, NarErrorKind::TooDeep { limit: self.limits.max_depth }));
+                    return Err(self.err_at(
+                        start,
+                        NarErrorKind::TooDeep {
+                            limit: self.limits.max_depth,
+                        },
+                    ));
                 }
                 self.dirs.push(None);
                 self.state = State::InDirectory;
@@ -261,7 +350,10 @@ impl<R: Read> NarReader<R> {
             }
             other => Err(self.err_at(
                 start,
-                NarErrorKind::UnexpectedToken { expected: "\"regular\", \"symlink\" or \"directory\"", found: show_bytes(other) },
+                NarErrorKind::UnexpectedToken {
+                    expected: "\"regular\", \"symlink\" or \"directory\"",
+                    found: show_bytes(other),
+                },
             )),
         }
     }
@@ -275,15 +367,26 @@ impl<R: Read> NarReader<R> {
                 let at = self.pos;
                 let name = self.read_str(wire::MAX_NAME_LEN, "entry name")?;
                 if let Err(reason) = wire::check_entry_name(&name) {
-                    return Err(self.err_at(at, NarErrorKind::BadEntryName { name: show_bytes(&name), reason }));
+                    return Err(self.err_at(
+                        at,
+                        NarErrorKind::BadEntryName {
+                            name: show_bytes(&name),
+                            reason,
+                        },
+                    ));
                 }
                 let last = self.dirs.last_mut().expect("inside a directory");
                 if let Some(prev) = last.as_deref() {
                     if prev >= name.as_slice() {
                         let kind = if prev == name.as_slice() {
-                            NarErrorKind::DuplicateEntry { name: show_bytes(&name) }
+                            NarErrorKind::DuplicateEntry {
+                                name: show_bytes(&name),
+                            }
                         } else {
-                            NarErrorKind::EntriesOutOfOrder { previous: show_bytes(prev), name: show_bytes(&name) }
+                            NarErrorKind::EntriesOutOfOrder {
+                                previous: show_bytes(prev),
+                                name: show_bytes(&name),
+                            }
                         };
                         return Err(self.err_at(at, kind));
                     }
@@ -299,7 +402,13 @@ impl<R: Read> NarReader<R> {
                 self.state = State::AfterNode { depth };
                 Ok(Event::EndDirectory { depth })
             }
-            other => Err(self.err_at(start, NarErrorKind::UnexpectedToken { expected: "\"entry\" or \")\"", found: show_bytes(other) })),
+            other => Err(self.err_at(
+                start,
+                NarErrorKind::UnexpectedToken {
+                    expected: "\"entry\" or \")\"",
+                    found: show_bytes(other),
+                },
+            )),
         }
     }
 
@@ -350,14 +459,20 @@ impl<R: Read> NarReader<R> {
 
     /// Reads the current file's remaining contents into `buf`; `Ok(0)` at its end.
     pub fn read_contents(&mut self, buf: &mut [u8]) -> Result<usize, NarError> {
-        let State::Contents { remaining, .. } = &mut self.state else { return Ok(0) };
+        let State::Contents { remaining, .. } = &mut self.state else {
+            return Ok(0);
+        };
         if *remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
         let want = (*remaining).min(buf.len() as u64) as usize;
         loop {
             match self.inner.read(&mut buf[..want]) {
-                Ok(0) => return Err(self.err(NarErrorKind::UnexpectedEof { while_reading: "file contents" })),
+                Ok(0) => {
+                    return Err(self.err(NarErrorKind::UnexpectedEof {
+                        while_reading: "file contents",
+                    }))
+                }
                 Ok(n) => {
                     self.pos += n as u64;
                     if let State::Contents { remaining, .. } = &mut self.state {
@@ -412,16 +527,50 @@ mod tests {
 
     #[test]
     fn single_file() {
-        let nar = tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", b"hello", b")"]);
+        let nar = tokens(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"hello",
+            b")",
+        ]);
         let ev = events(&nar).unwrap();
-        assert_eq!(ev, vec![Event::Regular { depth: 0, name: None, executable: false, size: 5, offset: 96 }]);
+        assert_eq!(
+            ev,
+            vec![Event::Regular {
+                depth: 0,
+                name: None,
+                executable: false,
+                size: 5,
+                offset: 96
+            }]
+        );
     }
 
     #[test]
     fn contents_are_streamed() {
-        let nar = tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"executable", b"", b"contents", b"hello world", b")"]);
+        let nar = tokens(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"regular",
+            b"executable",
+            b"",
+            b"contents",
+            b"hello world",
+            b")",
+        ]);
         let mut r = NarReader::new(&nar[..]);
-        assert!(matches!(r.next().unwrap(), Some(Event::Regular { executable: true, size: 11, .. })));
+        assert!(matches!(
+            r.next().unwrap(),
+            Some(Event::Regular {
+                executable: true,
+                size: 11,
+                ..
+            })
+        ));
         let mut s = String::new();
         r.contents().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello world");
@@ -430,7 +579,15 @@ mod tests {
 
     #[test]
     fn trailing_bytes_refused() {
-        let mut nar = tokens(&[b"nix-archive-1", b"(", b"type", b"symlink", b"target", b"x", b")"]);
+        let mut nar = tokens(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"x",
+            b")",
+        ]);
         nar.push(0);
         let e = events(&nar).unwrap_err();
         assert!(matches!(e.kind, NarErrorKind::TrailingData), "{e}");

@@ -11,8 +11,13 @@ use super::NarError;
 /// A file system object as a NAR records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Regular { executable: bool, contents: Vec<u8> },
-    Symlink { target: Vec<u8> },
+    Regular {
+        executable: bool,
+        contents: Vec<u8>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Entries sorted by name bytes, as in the archive.
     Directory(BTreeMap<Vec<u8>, Node>),
 }
@@ -30,15 +35,28 @@ impl Node {
                     stack.push((name, BTreeMap::new()));
                     continue;
                 }
-                Event::Regular { name, executable, size, .. } => {
+                Event::Regular {
+                    name,
+                    executable,
+                    size,
+                    ..
+                } => {
                     // Grows as bytes arrive: a claimed size is never allocated up front.
                     let mut contents = Vec::new();
-                    reader.contents().read_to_end(&mut contents).map_err(|e| NarError::from_io(e).unwrap_or_else(|e| NarError {
-                        offset: reader.position(),
-                        kind: super::NarErrorKind::Io(e),
-                    }))?;
+                    reader.contents().read_to_end(&mut contents).map_err(|e| {
+                        NarError::from_io(e).unwrap_or_else(|e| NarError {
+                            offset: reader.position(),
+                            kind: super::NarErrorKind::Io(e),
+                        })
+                    })?;
                     debug_assert_eq!(contents.len() as u64, size);
-                    (name, Node::Regular { executable, contents })
+                    (
+                        name,
+                        Node::Regular {
+                            executable,
+                            contents,
+                        },
+                    )
                 }
                 Event::Symlink { name, target, .. } => (name, Node::Symlink { target }),
                 Event::EndDirectory { .. } => {
@@ -65,7 +83,10 @@ impl Node {
         loop {
             if let Some(node) = next.take() {
                 match node {
-                    Node::Regular { executable, contents } => w.regular_bytes(*executable, contents)?,
+                    Node::Regular {
+                        executable,
+                        contents,
+                    } => w.regular_bytes(*executable, contents)?,
                     Node::Symlink { target } => w.symlink(target)?,
                     Node::Directory(entries) => {
                         w.start_directory()?;
@@ -89,6 +110,7 @@ impl Node {
     }
 
     pub fn to_nar(&self) -> Vec<u8> {
-        self.write_nar(Vec::new()).expect("in-memory trees with valid names always serialize")
+        self.write_nar(Vec::new())
+            .expect("in-memory trees with valid names always serialize")
     }
 }

@@ -29,7 +29,10 @@ pub enum WriteError {
     #[error("entry {name} after {previous}: entries must come in strictly ascending byte order")]
     OutOfOrder { previous: String, name: String },
     #[error("invalid symlink target {target}: {reason}")]
-    BadSymlinkTarget { target: String, reason: &'static str },
+    BadSymlinkTarget {
+        target: String,
+        reason: &'static str,
+    },
     #[error("file changed while being archived: expected {expected} bytes, found {found}")]
     SizeMismatch { expected: u64, found: u64 },
     #[error("NAR writer misuse: {0}")]
@@ -99,7 +102,9 @@ impl<W: Write> NarWriter<W> {
 
     fn begin_node(&mut self) -> Result<(), WriteError> {
         if !self.expecting_node {
-            return Err(WriteError::Misuse("a node was written where an entry or the end of a directory was due"));
+            return Err(WriteError::Misuse(
+                "a node was written where an entry or the end of a directory was due",
+            ));
         }
         self.expecting_node = false;
         Ok(())
@@ -114,17 +119,13 @@ impl<W: Write> NarWriter<W> {
     }
 
     /// A regular file of exactly `size` bytes read from `contents`.
-    pub fn regular(&mut self, executable: bool, size: u64, contents: &mut impl Read) -> Result<(), WriteError> {
-        self.begin_node()?;
-        if executable {
-            self.tokens(&[b"(", b"type", b"regular", b"executable", b"", b"contents"])?;
-        } else {
-            self.tokens(&[b"(", b"type", b"regular", b"contents"])?;
-        }
-        self.out.write_all(&size.to_le_bytes())?;
-        self.written += 8;
-        let offset = self.written;
-        self.record(|depth, name| Event::Regular { depth, name, executable, size, offset });
+    pub fn regular(
+        &mut self,
+        executable: bool,
+        size: u64,
+        contents: &mut impl Read,
+    ) -> Result<(), WriteError> {
+        self.regular_start(executable, size)?;
         if self.buf.is_empty() {
             self.buf = vec![0u8; 256 * 1024];
         }
@@ -142,13 +143,60 @@ impl<W: Write> NarWriter<W> {
                 break;
             }
             if copied + n as u64 > size {
-                return Err(WriteError::SizeMismatch { expected: size, found: copied + n as u64 });
+                return Err(WriteError::SizeMismatch {
+                    expected: size,
+                    found: copied + n as u64,
+                });
             }
             self.out.write_all(&self.buf[..n])?;
             copied += n as u64;
         }
+        self.regular_end(size, copied)
+    }
+
+    /// A regular file of exactly `size` bytes that `fill` writes into the sink itself, for sinks
+    /// that can take the contents without a copy through the writer's buffer (a file read
+    /// straight into the sink's own memory). `fill` returns how many bytes it wrote; any count
+    /// but `size` is a [`WriteError::SizeMismatch`] (the archive is then unfinished).
+    pub fn regular_with(
+        &mut self,
+        executable: bool,
+        size: u64,
+        fill: impl FnOnce(&mut W) -> Result<u64, WriteError>,
+    ) -> Result<(), WriteError> {
+        self.regular_start(executable, size)?;
+        let copied = fill(&mut self.out)?;
+        self.regular_end(size, copied)
+    }
+
+    /// A regular file's node up to its contents.
+    fn regular_start(&mut self, executable: bool, size: u64) -> Result<(), WriteError> {
+        self.begin_node()?;
+        if executable {
+            self.tokens(&[b"(", b"type", b"regular", b"executable", b"", b"contents"])?;
+        } else {
+            self.tokens(&[b"(", b"type", b"regular", b"contents"])?;
+        }
+        self.out.write_all(&size.to_le_bytes())?;
+        self.written += 8;
+        let offset = self.written;
+        self.record(|depth, name| Event::Regular {
+            depth,
+            name,
+            executable,
+            size,
+            offset,
+        });
+        Ok(())
+    }
+
+    /// A regular file's node after its `copied` bytes of contents, `size` announced.
+    fn regular_end(&mut self, size: u64, copied: u64) -> Result<(), WriteError> {
         if copied != size {
-            return Err(WriteError::SizeMismatch { expected: size, found: copied });
+            return Err(WriteError::SizeMismatch {
+                expected: size,
+                found: copied,
+            });
         }
         self.written += size;
         let pad = wire::padding_len(size);
@@ -164,9 +212,16 @@ impl<W: Write> NarWriter<W> {
     }
 
     pub fn symlink(&mut self, target: &[u8]) -> Result<(), WriteError> {
-        wire::check_symlink_target(target).map_err(|reason| WriteError::BadSymlinkTarget { target: show_bytes(target), reason })?;
+        wire::check_symlink_target(target).map_err(|reason| WriteError::BadSymlinkTarget {
+            target: show_bytes(target),
+            reason,
+        })?;
         self.begin_node()?;
-        self.record(|depth, name| Event::Symlink { depth, name, target: target.to_vec() });
+        self.record(|depth, name| Event::Symlink {
+            depth,
+            name,
+            target: target.to_vec(),
+        });
         self.tokens(&[b"(", b"type", b"symlink", b"target", target, b")"])?;
         self.end_node()
     }
@@ -184,13 +239,24 @@ impl<W: Write> NarWriter<W> {
     /// The next entry of the open directory; its node must follow.
     pub fn entry(&mut self, name: &[u8]) -> Result<(), WriteError> {
         if self.expecting_node {
-            return Err(WriteError::Misuse("an entry was started where a node was due"));
+            return Err(WriteError::Misuse(
+                "an entry was started where a node was due",
+            ));
         }
-        wire::check_entry_name(name).map_err(|reason| WriteError::BadEntryName { name: show_bytes(name), reason })?;
-        let last = self.dirs.last_mut().ok_or(WriteError::Misuse("an entry outside any directory"))?;
+        wire::check_entry_name(name).map_err(|reason| WriteError::BadEntryName {
+            name: show_bytes(name),
+            reason,
+        })?;
+        let last = self
+            .dirs
+            .last_mut()
+            .ok_or(WriteError::Misuse("an entry outside any directory"))?;
         if let Some(prev) = last.as_deref() {
             if prev >= name {
-                return Err(WriteError::OutOfOrder { previous: show_bytes(prev), name: show_bytes(name) });
+                return Err(WriteError::OutOfOrder {
+                    previous: show_bytes(prev),
+                    name: show_bytes(name),
+                });
             }
         }
         match last {
@@ -212,9 +278,13 @@ impl<W: Write> NarWriter<W> {
         if self.expecting_node {
             return Err(WriteError::Misuse("a directory ended where a node was due"));
         }
-        self.dirs.pop().ok_or(WriteError::Misuse("end_directory without an open directory"))?;
+        self.dirs.pop().ok_or(WriteError::Misuse(
+            "end_directory without an open directory",
+        ))?;
         if let Some(l) = &mut self.listing {
-            l.push(Event::EndDirectory { depth: self.dirs.len() });
+            l.push(Event::EndDirectory {
+                depth: self.dirs.len(),
+            });
         }
         self.tokens(&[b")"])?;
         self.end_node()
@@ -228,7 +298,9 @@ impl<W: Write> NarWriter<W> {
     /// Like [`NarWriter::finish`], also returning the listing if [`NarWriter::record_listing`] asked for it.
     pub fn finish_with_listing(mut self) -> Result<(W, Option<Listing>), WriteError> {
         if self.expecting_node || !self.dirs.is_empty() {
-            return Err(WriteError::Misuse("finish before the root node was complete"));
+            return Err(WriteError::Misuse(
+                "finish before the root node was complete",
+            ));
         }
         self.out.flush()?;
         Ok((self.out, self.listing.and_then(ListingBuilder::finish)))

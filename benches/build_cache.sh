@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Benchmark of `nar-tool build-cache` against `nix copy --to file://DIR?compression=C`: the same
+# store paths from the same store (/nix/store, read through the default DB
+# /nix/var/nix/db/db.sqlite), for (a) a real tree of ~50 MB or more, (b) a generated tree of many
+# small files and (c) a memory probe (a generated path of NAR_BENCH_BIG_MB MiB, one run, zstd).
+# For zstd and xz: wall time (hyperfine; the target directory is removed before every run),
+# CPU time, size of nar/ (du -sb), peak RSS (GNU time), and the ratios ours/Nix's.
+# A benchmark, not a test: run it on demand, on a quiet machine. See benches/README.md.
+#
+#   benches/build_cache.sh [REAL_TREE]
+#
+# Environment:
+#   NAR_BENCH_REAL         the real tree (default: the first argument, else the largest
+#                          /usr/lib/python3*, else the stable Rust toolchain's lib/rustlib)
+#   NAR_BENCH_RUNS         hyperfine runs per command (default 3; xz on ~50 MB takes a while)
+#   NAR_BENCH_SMALL_FILES  files in the many-small-files tree (default 20000)
+#   NAR_BENCH_BIG_MB       size of the memory probe's path in MiB (default 256; 0 to skip)
+#   NAR_BENCH_METHODS      compressions (default "zstd xz")
+#   NAR_BENCH_JOBS         --jobs for nar-tool (default: its own, the number of cores)
+#
+# Requires: cargo, nix and nix-store (Nix; NIX_REMOTE=local is set here, run as a user who may
+# write /nix), hyperfine, GNU time at /usr/bin/time, python3.
+# Writes bench-results/build_cache.txt (the table) and bench-results/build_cache.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export NIX_REMOTE=local
+export LC_ALL=C
+
+runs=${NAR_BENCH_RUNS:-3}
+small_files=${NAR_BENCH_SMALL_FILES:-20000}
+big_mb=${NAR_BENCH_BIG_MB:-256}
+methods=${NAR_BENCH_METHODS:-zstd xz}
+jobs_arg=()
+if [ -n "${NAR_BENCH_JOBS:-}" ]; then jobs_arg=(--jobs "$NAR_BENCH_JOBS"); fi
+
+die() { echo "build_cache.sh: $*" >&2; exit 1; }
+for tool in cargo nix nix-store hyperfine python3; do
+  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix and hyperfine)"
+done
+[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+[ -f /nix/var/nix/db/db.sqlite ] || die "no Nix DB at /nix/var/nix/db/db.sqlite"
+
+results_dir=$root/bench-results
+mkdir -p "$results_dir"
+work=$(mktemp -d "${TMPDIR:-/tmp}/build-cache-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# Nix remembers what a binary cache holds (~/.cache/nix/binary-cache-v*.sqlite): a removed
+# target would look complete to the next `nix copy`. Give it a cache of its own, wiped before
+# every run.
+export XDG_CACHE_HOME=$work/xdg
+
+echo "== cargo build --release" >&2
+cargo build --release --quiet
+bin=$root/target/release/nar-tool
+
+# --- the trees, added to the store --------------------------------------------------------------
+real=${NAR_BENCH_REAL:-${1:-}}
+if [ -z "$real" ]; then
+  real=$(du -s /usr/lib/python3* 2>/dev/null | sort -rn | head -1 | cut -f2 || true)
+  if [ -z "$real" ]; then
+    real=$(ls -d "$HOME"/.rustup/toolchains/stable-*/lib/rustlib 2>/dev/null | head -1 || true)
+  fi
+fi
+[ -n "$real" ] && [ -d "$real" ] || die "no real tree found; pass one as an argument"
+
+gen=$work/gen
+mkdir -p "$gen"
+python3 - "$gen" "$small_files" "$big_mb" <<'EOF'
+import os, random, sys
+out, count, big_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(20240601)
+words = ("fn let mut match impl struct enum pub use self return if else for while loop in "
+         "Some None Ok Err String Vec u64 usize bool true false path store hash nar cache").split()
+def text(n):
+    parts, size = [], 0
+    while size < n:
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12))) + ";\n"
+        parts.append(line)
+        size += len(line)
+    return "".join(parts)[:n].encode()
+# (b) many small files: ~100 per directory, sizes 0..~8 KiB (mostly small), some executables,
+# symlinks.
+small = os.path.join(out, "small-files")
+for i in range(count):
+    d = os.path.join(small, "d%03d" % (i // 100 // 10), "s%03d" % (i // 100))
+    os.makedirs(d, exist_ok=True)
+    n = int(min(8192, rng.lognormvariate(6.5, 1.2)))
+    p = os.path.join(d, "f%05d.rs" % i)
+    with open(p, "wb") as f:
+        f.write(text(n) if rng.random() < 0.85 else rng.randbytes(n))
+    if i % 17 == 0:
+        os.chmod(p, 0o755)
+    if i % 97 == 0:
+        os.symlink("f%05d.rs" % i, os.path.join(d, "l%05d" % i))
+# (c) the memory probe: one big file, half text-like, half random, in 1 MiB pieces.
+if big_mb > 0:
+    big = os.path.join(out, "big")
+    os.makedirs(big)
+    with open(os.path.join(big, "blob"), "wb") as f:
+        block = text(1 << 20)
+        for i in range(big_mb):
+            f.write(block if i % 2 == 0 else rng.randbytes(1 << 20))
+EOF
+
+echo "== adding the trees to /nix/store" >&2
+real_path=$(nix-store --add "$real")
+small_path=$(nix-store --add "$gen/small-files")
+big_path=
+if [ "$big_mb" -gt 0 ]; then big_path=$(nix-store --add "$gen/big"); fi
+rm -rf "$gen"
+
+rows=$work/rows.tsv
+: > "$rows"
+measure() { # label path method runs
+  local label=$1 path=$2 method=$3 n=$4
+  local ours=$work/ours nixd=$work/nix
+  local nar_size
+  nar_size=$(nix --extra-experimental-features nix-command path-info --json "$path" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["narSize"])')
+  echo "== $label ($path, NAR $nar_size bytes), $method" >&2
+  # Warm the page cache once.
+  "$bin" hash "$path" >/dev/null
+  local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method $path"
+  local nix_cmd="nix --extra-experimental-features nix-command copy --to file://$nixd?compression=$method $path"
+  local json=$work/$label-$method.json
+  if [ "$n" -gt 0 ]; then
+    hyperfine --runs "$n" --warmup 0 --style basic -N \
+      --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
+      --export-json "$json" -n ours "$ours_cmd" -n nix "$nix_cmd" >&2
+  fi
+  # Peak RSS (and the caches measured for size) from one more run of each.
+  rm -rf "$ours" "$nixd" "$XDG_CACHE_HOME"
+  /usr/bin/time -f '%M %e %U %S' -o "$work/time-ours" $ours_cmd
+  /usr/bin/time -f '%M %e %U %S' -o "$work/time-nix" $nix_cmd 2>/dev/null
+  # Both must have produced the path, with the same NAR.
+  local a b
+  a=$(grep -h '^NarHash' "$ours"/*.narinfo)
+  b=$(grep -h '^NarHash' "$nixd"/*.narinfo)
+  [ "$a" = "$b" ] || die "$label $method: different NarHash: ours '$a', Nix's '$b'"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
+    "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" \
+    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" >> "$rows"
+}
+
+for method in $methods; do
+  measure real "$real_path" "$method" "$runs"
+  measure small-files "$small_path" "$method" "$runs"
+done
+if [ -n "$big_path" ]; then
+  measure "big-${big_mb}MiB" "$big_path" zstd 0
+fi
+
+python3 - "$rows" "$results_dir" "$real" "$(nproc)" "$(cat /proc/loadavg)" "$("$bin" --version 2>/dev/null || echo nar-tool)" "$(nix --version)" <<'EOF'
+import json, os, sys, time
+rows_path, results_dir, real, cores, loadavg, ours_version, nix_version = sys.argv[1:8]
+rows = []
+for line in open(rows_path):
+    label, method, nar, size_o, size_n, t_o, t_n, js, n = line.rstrip("\n").split("\t")
+    rss_o, el_o, us_o, sy_o = t_o.split()
+    rss_n, el_n, us_n, sy_n = t_n.split()
+    r = dict(tree=label, method=method, nar_bytes=int(nar), size_ours=int(size_o), size_nix=int(size_n),
+             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n))
+    if int(n) > 0:
+        res = {x["command"]: x for x in json.load(open(js))["results"]}
+        for who in ("ours", "nix"):
+            r[f"wall_{who}"] = res[who]["mean"]
+            r[f"wall_{who}_sd"] = res[who]["stddev"] or 0.0
+            r[f"wall_{who}_min"] = res[who]["min"]
+            r[f"cpu_{who}"] = res[who]["user"] + res[who]["system"]
+    else:
+        r.update(wall_ours=float(el_o), wall_nix=float(el_n), wall_ours_sd=0.0, wall_nix_sd=0.0,
+                 wall_ours_min=float(el_o), wall_nix_min=float(el_n),
+                 cpu_ours=float(us_o) + float(sy_o), cpu_nix=float(us_n) + float(sy_n))
+    rows.append(r)
+
+targets = {"zstd": (0.5, 1.0), "xz": (0.5, 1.02)}
+mib = lambda b: b / (1 << 20)
+lines = []
+lines.append(f"build-cache vs nix copy --to file://  ({time.strftime('%Y-%m-%d %H:%M')}, {cores} cores, "
+             f"load avg at the end: {loadavg.split()[0]} {loadavg.split()[1]} {loadavg.split()[2]})")
+lines.append(f"{ours_version}; {nix_version}; real tree: {real}")
+lines.append("")
+hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
+       f"{'CPU ours':>8} {'CPU Nix':>8} | {'size ours':>10} {'size Nix':>10} {'ratio':>6} | "
+       f"{'RSS ours':>9} {'RSS Nix':>9} | target")
+lines.append(hdr)
+lines.append("-" * len(hdr))
+met_all = True
+for r in rows:
+    wr = r["wall_ours"] / r["wall_nix"]
+    wmin = r["wall_ours_min"] / r["wall_nix_min"]
+    sr = r["size_ours"] / r["size_nix"]
+    t = targets.get(r["method"])
+    if r["tree"].startswith("big"):
+        verdict = "memory probe"
+    elif t:
+        ok = wr <= t[0] and sr <= t[1]
+        met_all &= ok
+        verdict = ("MET" if ok else "missed") + f" (≤{t[0]}× time, ≤{t[1]}× size)"
+    else:
+        verdict = ""
+    lines.append(
+        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} | "
+        f"{r['wall_ours']:>6.2f}±{r['wall_ours_sd']:<4.2f}s {r['wall_nix']:>6.2f}±{r['wall_nix_sd']:<4.2f}s "
+        f"{wr:>5.2f}× {wmin:>5.2f}× | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
+        f"{mib(r['size_ours']):>8.2f}Mi {mib(r['size_nix']):>8.2f}Mi {sr:>5.3f}× | "
+        f"{r['rss_ours_kb']/1024:>7.1f}Mi {r['rss_nix_kb']/1024:>7.1f}Mi | {verdict}")
+lines.append("")
+lines.append("wall: hyperfine mean ± σ (ratio of means, and of the fastest runs); CPU: user+system;")
+lines.append("size: du -sb of nar/; RSS: GNU time's maximum resident set size of one run.")
+text = "\n".join(lines) + "\n"
+print(text)
+open(os.path.join(results_dir, "build_cache.txt"), "w").write(text)
+json.dump(rows, open(os.path.join(results_dir, "build_cache.json"), "w"), indent=1)
+EOF

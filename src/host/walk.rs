@@ -1,0 +1,709 @@
+//! The engine of [`dump_path`](super::fs::dump_path) and its variants: a tree walk that reaches
+//! each entry through its directory's open descriptor (one path component per system call, not
+//! the whole path again), and the two-thread pipeline that overlaps reading the tree with writing
+//! or hashing the archive, in bounded memory.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use super::fs::{CaseHack, DumpError};
+use crate::nar::listing::Listing;
+use crate::nar::wire::CASE_HACK_SUFFIX;
+use crate::nar::writer::{NarWriter, WriteError};
+
+/// Bytes in one chunk of archive handed from the reading thread to the writing one.
+const CHUNK_SIZE: usize = 1 << 20;
+/// Full chunks that may wait between the two threads. With the chunk being filled and the one
+/// being written, at most `QUEUE_DEPTH + 2` chunks (8 MiB) ever exist, whatever the tree.
+const QUEUE_DEPTH: usize = 6;
+/// Directories nested deeper than this are reached by their whole path instead of through an
+/// open descriptor, so that a deep tree cannot run the process out of descriptors.
+const MAX_OPEN_DIRS: usize = 64;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
+    move |source| DumpError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ {
+    move |source| match source {
+        WriteError::Io(source) => DumpError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        source => DumpError::Nar {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Writes the archive on a helper thread that walks `path` and reads the files straight into
+/// chunks, while the calling thread writes the chunks to `out` (which therefore need not be
+/// `Send`). Returns `out`, flushed, and the `.ls` listing if `listing`. Falls back to one thread
+/// if no thread can be started.
+pub(crate) fn pipelined<W: Write>(
+    path: &Path,
+    mut out: W,
+    case_hack: CaseHack,
+    listing: bool,
+) -> Result<(W, Option<Listing>), DumpError> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(QUEUE_DEPTH);
+    let (free_tx, free_rx) = mpsc::channel::<Chunk>();
+    let outcome = thread::scope(|s| {
+        let producer = thread::Builder::new()
+            .name("nar-dump-read".into())
+            .spawn_scoped(s, move || {
+                let mut sink = ChunkSink {
+                    chunk: Chunk::new(),
+                    full: full_tx,
+                    free: free_rx,
+                };
+                let walked = produce(path, &mut sink, case_hack, listing);
+                // Hand over what was produced even after an error: the output then stops where
+                // it would have without the pipeline.
+                let sent = sink.send();
+                walked.and_then(|l| sent.map(|()| l).map_err(io_err(path)))
+            });
+        let Ok(producer) = producer else {
+            return None;
+        };
+        let mut written = Ok(());
+        for chunk in full_rx.iter() {
+            if let Err(e) = out.write_all(&chunk.data[..chunk.len]) {
+                written = Err(e);
+                break;
+            }
+            // The producer may be gone already; the chunk is then simply freed.
+            let _ = free_tx.send(chunk);
+        }
+        // After a write error, stops the producer at its next chunk.
+        drop(full_rx);
+        let produced = match producer.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        Some((written, produced))
+    });
+    match outcome {
+        None => {
+            let mut w = NarWriter::new(out).map_err(nar_err(path))?;
+            if listing {
+                w = w.record_listing();
+            }
+            walk(path, w, case_hack, |w, x, size, f| w.regular(x, size, f))?
+                .finish_with_listing()
+                .map_err(nar_err(path))
+        }
+        // A failed write stops the producer with an error of its own; the write error is the cause.
+        Some((Err(e), _)) => Err(io_err(path)(e)),
+        Some((Ok(()), Err(e))) => Err(e),
+        Some((Ok(()), Ok(listing))) => {
+            out.flush().map_err(io_err(path))?;
+            Ok((out, listing))
+        }
+    }
+}
+
+/// The producer's side: the whole archive into the chunks.
+fn produce(
+    path: &Path,
+    sink: &mut ChunkSink,
+    case_hack: CaseHack,
+    listing: bool,
+) -> Result<Option<Listing>, DumpError> {
+    let mut w = NarWriter::new(sink).map_err(nar_err(path))?;
+    if listing {
+        w = w.record_listing();
+    }
+    let w = walk(path, w, case_hack, |w, executable, size, file| {
+        w.regular_with(executable, size, |sink| sink.read_file(file, size))
+    })?;
+    let (_, listing) = w.finish_with_listing().map_err(nar_err(path))?;
+    Ok(listing)
+}
+
+/// A piece of the archive; `data` always has `CHUNK_SIZE` bytes, of which `len` are filled.
+struct Chunk {
+    data: Box<[u8]>,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            data: vec![0u8; CHUNK_SIZE].into_boxed_slice(),
+            len: 0,
+        }
+    }
+}
+
+/// The producer's end of the pipeline: fills a chunk, queues it when full (waiting while
+/// `QUEUE_DEPTH` chunks wait) and reuses the chunks the writer gives back.
+struct ChunkSink {
+    chunk: Chunk,
+    full: mpsc::SyncSender<Chunk>,
+    free: mpsc::Receiver<Chunk>,
+}
+
+impl ChunkSink {
+    /// Queues the current chunk (unless empty) and takes a free one.
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.len == 0 {
+            return Ok(());
+        }
+        // Queue first, then take the next chunk: so no more than `QUEUE_DEPTH + 2` ever exist.
+        let empty = Chunk {
+            data: Box::default(),
+            len: 0,
+        };
+        let full = std::mem::replace(&mut self.chunk, empty);
+        self.full
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the archive's writer stopped"))?;
+        self.chunk = match self.free.try_recv() {
+            Ok(mut chunk) => {
+                chunk.len = 0;
+                chunk
+            }
+            Err(_) => Chunk::new(),
+        };
+        Ok(())
+    }
+
+    /// Reads a file of `size` bytes straight into the chunks; returns how many bytes it had.
+    fn read_file(&mut self, file: &mut File, size: u64) -> Result<u64, WriteError> {
+        let mut copied = 0u64;
+        loop {
+            if self.chunk.len == CHUNK_SIZE {
+                self.send()?;
+            }
+            let start = self.chunk.len;
+            let left = size - copied;
+            // Ask for one byte more than is left: a file that grew is noticed, and a read that
+            // comes back short by that byte shows the end of the file without one more call (a
+            // regular file reads short only at its end).
+            let want = usize::try_from(left.saturating_add(1))
+                .unwrap_or(usize::MAX)
+                .min(CHUNK_SIZE - start);
+            let n = match file.read(&mut self.chunk.data[start..start + want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n as u64 > left {
+                return Err(WriteError::SizeMismatch {
+                    expected: size,
+                    found: copied + n as u64,
+                });
+            }
+            self.chunk.len += n;
+            copied += n as u64;
+            if n == 0 || (copied == size && n < want) {
+                return Ok(copied);
+            }
+        }
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.chunk.len == CHUNK_SIZE {
+            self.send()?;
+        }
+        let start = self.chunk.len;
+        let n = data.len().min(CHUNK_SIZE - start);
+        self.chunk.data[start..start + n].copy_from_slice(&data[..n]);
+        self.chunk.len += n;
+        Ok(n)
+    }
+
+    /// The last chunk is queued by [`ChunkSink::send`] once the archive is complete.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a directory entry is, as the listing or `lstat` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Special,
+    Unknown,
+}
+
+impl Kind {
+    fn of(ft: fs::FileType) -> Kind {
+        if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Special
+        }
+    }
+}
+
+/// A directory entry still to be archived.
+struct Entry {
+    /// Its name on disk; the name in the archive is the first `archive_len` bytes.
+    name: CString,
+    archive_len: usize,
+    kind: Kind,
+}
+
+impl Entry {
+    fn archive_name(&self) -> &[u8] {
+        &self.name.as_bytes()[..self.archive_len]
+    }
+}
+
+/// An open directory of the walk.
+struct Frame {
+    /// Open while fewer than `MAX_OPEN_DIRS` directories are; else entries are reached by path.
+    fd: Option<OwnedFd>,
+    path: PathBuf,
+    /// The entries not archived yet, the next one last.
+    entries: Vec<Entry>,
+}
+
+/// The name an entry has in the archive: with the case hack, `x~nix~case~hack~N` is `x`.
+fn archive_name(name: &[u8], case_hack: CaseHack) -> &[u8] {
+    if case_hack.0 {
+        let suffix = CASE_HACK_SUFFIX.as_bytes();
+        if let Some(pos) = name.windows(suffix.len()).position(|w| w == suffix) {
+            return &name[..pos];
+        }
+    }
+    name
+}
+
+/// A directory's entries, sorted by archive name, the first last.
+fn list(dir: &Path, case_hack: CaseHack) -> Result<Vec<Entry>, DumpError> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        // The type comes with the listing on most file systems (else from an lstat); it is only
+        // a hint: each entry is checked again as it is opened.
+        let kind = entry.file_type().map_or(Kind::Unknown, Kind::of);
+        let name = entry.file_name().into_vec();
+        let archive_len = archive_name(&name, case_hack).len();
+        let name = CString::new(name).map_err(|e| io_err(dir)(e.into()))?;
+        entries.push(Entry {
+            name,
+            archive_len,
+            kind,
+        });
+    }
+    entries.sort_by(|a, b| a.archive_name().cmp(b.archive_name()));
+    if let Some(w) = entries
+        .windows(2)
+        .find(|w| w[0].archive_name() == w[1].archive_name())
+    {
+        let name = |e: &Entry| String::from_utf8_lossy(e.name.as_bytes()).into_owned();
+        return Err(DumpError::CaseHackCollision {
+            dir: dir.to_path_buf(),
+            a: name(&w[0]),
+            b: name(&w[1]),
+        });
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Walks `root` into `w` (whose root node is due), archiving each regular file with `regular`
+/// (given the writer, whether the file is executable, its size and the open file).
+pub(crate) fn walk<W: Write, F>(
+    root: &Path,
+    mut w: NarWriter<W>,
+    case_hack: CaseHack,
+    mut regular: F,
+) -> Result<NarWriter<W>, DumpError>
+where
+    F: FnMut(&mut NarWriter<W>, bool, u64, &mut File) -> Result<(), WriteError>,
+{
+    let mut stack: Vec<Frame> = Vec::new();
+    let root_name = CString::new(root.as_os_str().as_bytes()).map_err(|e| io_err(root)(e.into()))?;
+    let node = Node {
+        dir: None,
+        parent: None,
+        name: &root_name,
+        hint: Kind::Unknown,
+    };
+    if let Some(frame) = node.archive(&mut w, 0, case_hack, &mut regular)? {
+        stack.push(frame);
+    }
+    loop {
+        let depth = stack.len();
+        let Some(top) = stack.last_mut() else {
+            break;
+        };
+        match top.entries.pop() {
+            Some(entry) => {
+                let node = Node {
+                    dir: top.fd.as_ref().map(|fd| fd.as_raw_fd()),
+                    parent: Some(&top.path),
+                    name: &entry.name,
+                    hint: entry.kind,
+                };
+                w.entry(entry.archive_name())
+                    .map_err(|e| nar_err(&node.path())(e))?;
+                if let Some(frame) = node.archive(&mut w, depth, case_hack, &mut regular)? {
+                    stack.push(frame);
+                }
+            }
+            None => {
+                let done = stack.pop().expect("the stack has a top");
+                w.end_directory().map_err(nar_err(&done.path))?;
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// A node to archive: an entry of an open directory, or a path (the root, and the entries of
+/// directories too deep to hold open).
+struct Node<'a> {
+    dir: Option<RawFd>,
+    parent: Option<&'a Path>,
+    /// The entry's name in `parent`, or the whole path when there is no parent.
+    name: &'a CStr,
+    hint: Kind,
+}
+
+impl Node<'_> {
+    /// The node's path, for messages (and for reaching it when its directory is not open).
+    fn path(&self) -> PathBuf {
+        let name = Path::new(OsStr::from_bytes(self.name.to_bytes()));
+        match self.parent {
+            Some(parent) => parent.join(name),
+            None => name.to_path_buf(),
+        }
+    }
+
+    /// Archives the node; a directory is started and returned, for its entries to follow.
+    fn archive<W: Write, F>(
+        &self,
+        w: &mut NarWriter<W>,
+        depth: usize,
+        case_hack: CaseHack,
+        regular: &mut F,
+    ) -> Result<Option<Frame>, DumpError>
+    where
+        F: FnMut(&mut NarWriter<W>, bool, u64, &mut File) -> Result<(), WriteError>,
+    {
+        // Where the *at calls look: the open directory and the name, or the whole path.
+        let by_path;
+        let (dir, name) = match (self.dir, self.parent) {
+            (Some(fd), _) => (fd, self.name),
+            (None, None) => (libc::AT_FDCWD, self.name),
+            (None, Some(_)) => {
+                let path = self.path();
+                by_path = CString::new(path.into_os_string().into_vec()).expect("no NUL in a path");
+                (libc::AT_FDCWD, by_path.as_c_str())
+            }
+        };
+        let mut kind = self.hint;
+        // The listing's type may be stale (the tree changed since): when the call for that type
+        // says the entry is something else, ask lstat and try once more.
+        let mut checked = kind == Kind::Unknown;
+        loop {
+            if kind == Kind::Unknown {
+                kind = lstat_kind(dir, name).map_err(|e| io_err(&self.path())(e))?;
+            }
+            let wrong_kind = |e: &io::Error, errnos: &[i32]| {
+                !checked && e.raw_os_error().is_some_and(|n| errnos.contains(&n))
+            };
+            match kind {
+                Kind::File => {
+                    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+                    let fd = match open_at(dir, name, flags) {
+                        Ok(fd) => fd,
+                        Err(e) if wrong_kind(&e, &[libc::ELOOP]) => {
+                            (kind, checked) = (Kind::Unknown, true);
+                            continue;
+                        }
+                        Err(e) => return Err(io_err(&self.path())(e)),
+                    };
+                    let mut file = File::from(fd);
+                    let meta = file.metadata().map_err(|e| io_err(&self.path())(e))?;
+                    let ft = meta.file_type();
+                    if ft.is_file() {
+                        let executable = meta.permissions().mode() & 0o100 != 0;
+                        regular(w, executable, meta.len(), &mut file)
+                            .map_err(|e| nar_err(&self.path())(e))?;
+                        return Ok(None);
+                    } else if ft.is_dir() {
+                        return self.directory(w, file.into(), depth, case_hack).map(Some);
+                    }
+                    return Err(self.unsupported());
+                }
+                Kind::Dir => {
+                    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                    match open_at(dir, name, flags) {
+                        Ok(fd) => return self.directory(w, fd, depth, case_hack).map(Some),
+                        Err(e) if wrong_kind(&e, &[libc::ENOTDIR, libc::ELOOP]) => {
+                            (kind, checked) = (Kind::Unknown, true);
+                        }
+                        Err(e) => return Err(io_err(&self.path())(e)),
+                    }
+                }
+                Kind::Symlink => match readlink_at(dir, name) {
+                    Ok(target) => {
+                        w.symlink(&target).map_err(|e| nar_err(&self.path())(e))?;
+                        return Ok(None);
+                    }
+                    Err(e) if wrong_kind(&e, &[libc::EINVAL]) => {
+                        (kind, checked) = (Kind::Unknown, true);
+                    }
+                    Err(e) => return Err(io_err(&self.path())(e)),
+                },
+                Kind::Special => return Err(self.unsupported()),
+                Kind::Unknown => unreachable!("the kind was just found"),
+            }
+        }
+    }
+
+    fn unsupported(&self) -> DumpError {
+        DumpError::Unsupported {
+            path: self.path(),
+            what: "a special file (device, socket or FIFO)",
+        }
+    }
+
+    /// Starts a directory (open as `fd`) and lists it.
+    fn directory<W: Write>(
+        &self,
+        w: &mut NarWriter<W>,
+        fd: OwnedFd,
+        depth: usize,
+        case_hack: CaseHack,
+    ) -> Result<Frame, DumpError> {
+        let path = self.path();
+        w.start_directory().map_err(nar_err(&path))?;
+        let entries = list(&path, case_hack)?;
+        Ok(Frame {
+            fd: (depth < MAX_OPEN_DIRS).then_some(fd),
+            path,
+            entries,
+        })
+    }
+}
+
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `name` is a NUL-terminated string; the descriptor returned is ours alone.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn lstat_kind(dir: RawFd, name: &CStr) -> io::Result<Kind> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` is large enough for a `stat`.
+    if unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    Ok(match mode & libc::S_IFMT {
+        libc::S_IFREG => Kind::File,
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        _ => Kind::Special,
+    })
+}
+
+fn readlink_at(dir: RawFd, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        // SAFETY: `name` is NUL-terminated; readlinkat writes at most `capacity` bytes.
+        let n = unsafe {
+            libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.capacity())
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.capacity() {
+            // SAFETY: readlinkat wrote `n` bytes.
+            unsafe { buf.set_len(n) };
+            return Ok(buf);
+        }
+        // The target may have been cut: try again with more room.
+        buf.reserve(buf.capacity() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn sink() -> (ChunkSink, mpsc::Receiver<Chunk>, mpsc::Sender<Chunk>) {
+        let (full_tx, full_rx) = mpsc::sync_channel(1024);
+        let (free_tx, free_rx) = mpsc::channel();
+        let sink = ChunkSink {
+            chunk: Chunk::new(),
+            full: full_tx,
+            free: free_rx,
+        };
+        (sink, full_rx, free_tx)
+    }
+
+    fn drain(mut sink: ChunkSink, rx: mpsc::Receiver<Chunk>) -> Vec<u8> {
+        sink.send().unwrap();
+        drop(sink);
+        rx.iter().flat_map(|c| c.data[..c.len].to_vec()).collect()
+    }
+
+    #[test]
+    fn read_file_across_chunks_and_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE + 17).map(|i| (i * 7 + i / 251) as u8).collect();
+        let path = dir.path().join("f");
+        fs::write(&path, &data).unwrap();
+        let (mut s, rx, _free) = sink();
+        s.write_all(b"head").unwrap();
+        let n = s.read_file(&mut File::open(&path).unwrap(), data.len() as u64).unwrap();
+        assert_eq!(n, data.len() as u64);
+        s.write_all(b"tail").unwrap();
+        let out = drain(s, rx);
+        assert_eq!(&out[..4], b"head");
+        assert!(out[4..4 + data.len()] == data[..]);
+        assert_eq!(&out[4 + data.len()..], b"tail");
+
+        // A file longer than announced (it grew) and one shorter (it shrank).
+        for (announced, found_more) in [(data.len() as u64 - 1, true), (data.len() as u64 + 5, false)] {
+            let (mut s, _rx, _free) = sink();
+            match s.read_file(&mut File::open(&path).unwrap(), announced) {
+                Err(WriteError::SizeMismatch { expected, found }) if found_more => {
+                    assert_eq!(expected, announced);
+                    assert!(found > announced);
+                }
+                Ok(n) if !found_more => assert_eq!(n, data.len() as u64),
+                other => panic!("announced {announced}: {other:?}"),
+            }
+        }
+    }
+
+    /// A tree with every kind of node, sizes around the chunk size, and nesting deeper than
+    /// `MAX_OPEN_DIRS`.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        for (i, size) in [0, 1, 7, 8, 9, 4096, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 3]
+            .into_iter()
+            .enumerate()
+        {
+            let p = root.join(format!("f{i}"));
+            fs::write(&p, vec![i as u8 + 1; size]).unwrap();
+            if i % 3 == 0 {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        symlink("f1", root.join("link")).unwrap();
+        symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+        fs::create_dir(root.join("empty")).unwrap();
+        let mut deep = root.join("deep");
+        for i in 0..MAX_OPEN_DIRS + 10 {
+            fs::create_dir(&deep).unwrap();
+            fs::write(deep.join("x"), format!("level {i}")).unwrap();
+            symlink("x", deep.join("y")).unwrap();
+            deep = deep.join("d");
+        }
+        dir
+    }
+
+    #[test]
+    fn pipelined_equals_serial() {
+        let dir = tree();
+        let root = dir.path().join("root");
+        let serial = super::super::fs::dump_path_serial(&root, Vec::new(), CaseHack(false)).unwrap();
+        let (piped, listing) = pipelined(&root, Vec::new(), CaseHack(false), true).unwrap();
+        assert!(serial == piped);
+        let from_nar = Listing::from_nar(&serial[..]).unwrap();
+        assert_eq!(listing.unwrap().to_json(), from_nar.to_json());
+        // A single file and a symlink as roots.
+        for name in ["f8", "link"] {
+            let p = root.join(name);
+            let serial = super::super::fs::dump_path_serial(&p, Vec::new(), CaseHack(false)).unwrap();
+            let (piped, _) = pipelined(&p, Vec::new(), CaseHack(false), false).unwrap();
+            assert!(serial == piped, "{name}");
+        }
+    }
+
+    /// A sink that fails after `left` bytes.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "closed"));
+            }
+            let n = data.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn errors_stop_both_threads() {
+        let dir = tree();
+        let root = dir.path().join("root");
+        // The writer fails: the error is the write's, reported with the root.
+        for left in [0, 100, CHUNK_SIZE + 5] {
+            match pipelined(&root, Failing { left }, CaseHack(false), false) {
+                Err(DumpError::Io { path, source }) => {
+                    assert_eq!(path, root);
+                    assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
+        // The tree cannot be archived: the error names the entry, and what came before it is
+        // written, as without the pipeline.
+        let deep = (0..MAX_OPEN_DIRS + 5).fold(root.join("deep"), |p, _| p.join("d"));
+        for (fifo, min_len) in [(deep.join("fifo"), 0), (root.join("zz-fifo"), 3 * CHUNK_SIZE)] {
+            let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            let mut out = Vec::new();
+            match pipelined(&root, &mut out, CaseHack(false), false) {
+                Err(DumpError::Unsupported { path, .. }) => assert_eq!(path, fifo),
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+            let mut serial = Vec::new();
+            assert!(super::super::fs::dump_path_serial(&root, &mut serial, CaseHack(false)).is_err());
+            assert!(out == serial && out.len() > min_len);
+            fs::remove_file(&fifo).unwrap();
+        }
+    }
+}
