@@ -212,7 +212,6 @@ fn store_paths_agree_with_nix_store_add() {
 /// `nix-store --add LINK` archives the link itself and names the path after the link, not its
 /// target (and a dangling link is fine).
 #[test]
-#[ignore = "known CLI bug (src/bin/nar-tool.rs, store-path): the name comes from canonicalize(), which follows a symlink root"]
 fn store_path_of_a_symlink_root_is_named_after_the_link() {
     if !nix_available("store_path_of_a_symlink_root_is_named_after_the_link") {
         return;

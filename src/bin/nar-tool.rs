@@ -403,11 +403,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let store_dir = StoreDir::new(&store_dir)?;
             let name = match name {
                 Some(n) => n,
-                None => path
-                    .canonicalize()
-                    .with_context(|| format!("{}", path.display()))?
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
+                None => lexical_file_name(&path)
                     .ok_or_else(|| anyhow!("{} has no file name; pass --name", path.display()))?,
             };
             let (hash, _) = nar_hash(&path, HashAlgo::Sha256)?;
@@ -983,4 +979,21 @@ fn progress_bar(enabled: bool, len: u64, template: &str) -> Option<indicatif::Pr
     );
     bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
     Some(bar)
+}
+
+/// The last component of `path` made absolute and cleaned of `.` and `..` without following
+/// symlinks: the name `nix-store --add` gives a store path.
+fn lexical_file_name(path: &Path) -> Option<String> {
+    let abs = std::path::absolute(path).ok()?;
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.last().map(|n| n.to_string_lossy().into_owned())
 }

@@ -168,9 +168,9 @@ impl ChunkSink {
             len: 0,
         };
         let full = std::mem::replace(&mut self.chunk, empty);
-        self.full
-            .send(full)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the archive's writer stopped"))?;
+        self.full.send(full).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the archive's writer stopped")
+        })?;
         self.chunk = match self.free.try_recv() {
             Ok(mut chunk) => {
                 chunk.len = 0;
@@ -337,7 +337,8 @@ where
     F: FnMut(&mut NarWriter<W>, bool, u64, &mut File) -> Result<(), WriteError>,
 {
     let mut stack: Vec<Frame> = Vec::new();
-    let root_name = CString::new(root.as_os_str().as_bytes()).map_err(|e| io_err(root)(e.into()))?;
+    let root_name =
+        CString::new(root.as_os_str().as_bytes()).map_err(|e| io_err(root)(e.into()))?;
     let node = Node {
         dir: None,
         parent: None,
@@ -430,7 +431,8 @@ impl Node<'_> {
             };
             match kind {
                 Kind::File => {
-                    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+                    let flags =
+                        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
                     let fd = match open_at(dir, name, flags) {
                         Ok(fd) => fd,
                         Err(e) if wrong_kind(&e, &[libc::ELOOP]) => {
@@ -522,7 +524,15 @@ fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 fn lstat_kind(dir: RawFd, name: &CStr) -> io::Result<Kind> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `name` is NUL-terminated and `st` is large enough for a `stat`.
-    if unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    if unsafe {
+        libc::fstatat(
+            dir,
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fstatat succeeded, so it filled `st`.
@@ -581,12 +591,16 @@ mod tests {
     #[test]
     fn read_file_across_chunks_and_sizes() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..3 * CHUNK_SIZE + 17).map(|i| (i * 7 + i / 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE + 17)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
         let path = dir.path().join("f");
         fs::write(&path, &data).unwrap();
         let (mut s, rx, _free) = sink();
         s.write_all(b"head").unwrap();
-        let n = s.read_file(&mut File::open(&path).unwrap(), data.len() as u64).unwrap();
+        let n = s
+            .read_file(&mut File::open(&path).unwrap(), data.len() as u64)
+            .unwrap();
         assert_eq!(n, data.len() as u64);
         s.write_all(b"tail").unwrap();
         let out = drain(s, rx);
@@ -595,7 +609,10 @@ mod tests {
         assert_eq!(&out[4 + data.len()..], b"tail");
 
         // A file longer than announced (it grew) and one shorter (it shrank).
-        for (announced, found_more) in [(data.len() as u64 - 1, true), (data.len() as u64 + 5, false)] {
+        for (announced, found_more) in [
+            (data.len() as u64 - 1, true),
+            (data.len() as u64 + 5, false),
+        ] {
             let (mut s, _rx, _free) = sink();
             match s.read_file(&mut File::open(&path).unwrap(), announced) {
                 Err(WriteError::SizeMismatch { expected, found }) if found_more => {
@@ -614,9 +631,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
-        for (i, size) in [0, 1, 7, 8, 9, 4096, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 3]
-            .into_iter()
-            .enumerate()
+        for (i, size) in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            4096,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            2 * CHUNK_SIZE + 3,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let p = root.join(format!("f{i}"));
             fs::write(&p, vec![i as u8 + 1; size]).unwrap();
@@ -641,7 +669,8 @@ mod tests {
     fn pipelined_equals_serial() {
         let dir = tree();
         let root = dir.path().join("root");
-        let serial = super::super::fs::dump_path_serial(&root, Vec::new(), CaseHack(false)).unwrap();
+        let serial =
+            super::super::fs::dump_path_serial(&root, Vec::new(), CaseHack(false)).unwrap();
         let (piped, listing) = pipelined(&root, Vec::new(), CaseHack(false), true).unwrap();
         assert!(serial == piped);
         let from_nar = Listing::from_nar(&serial[..]).unwrap();
@@ -649,7 +678,8 @@ mod tests {
         // A single file and a symlink as roots.
         for name in ["f8", "link"] {
             let p = root.join(name);
-            let serial = super::super::fs::dump_path_serial(&p, Vec::new(), CaseHack(false)).unwrap();
+            let serial =
+                super::super::fs::dump_path_serial(&p, Vec::new(), CaseHack(false)).unwrap();
             let (piped, _) = pipelined(&p, Vec::new(), CaseHack(false), false).unwrap();
             assert!(serial == piped, "{name}");
         }
@@ -691,7 +721,10 @@ mod tests {
         // The tree cannot be archived: the error names the entry, and what came before it is
         // written, as without the pipeline.
         let deep = (0..MAX_OPEN_DIRS + 5).fold(root.join("deep"), |p, _| p.join("d"));
-        for (fifo, min_len) in [(deep.join("fifo"), 0), (root.join("zz-fifo"), 3 * CHUNK_SIZE)] {
+        for (fifo, min_len) in [
+            (deep.join("fifo"), 0),
+            (root.join("zz-fifo"), 3 * CHUNK_SIZE),
+        ] {
             let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
             // SAFETY: a NUL-terminated path.
             assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
@@ -701,7 +734,9 @@ mod tests {
                 other => panic!("{:?}", other.map(|_| ())),
             }
             let mut serial = Vec::new();
-            assert!(super::super::fs::dump_path_serial(&root, &mut serial, CaseHack(false)).is_err());
+            assert!(
+                super::super::fs::dump_path_serial(&root, &mut serial, CaseHack(false)).is_err()
+            );
             assert!(out == serial && out.len() > min_len);
             fs::remove_file(&fifo).unwrap();
         }
