@@ -57,6 +57,8 @@ pub enum NarErrorKind {
     TooDeep { limit: usize },
     #[error("trailing bytes after the end of the archive")]
     TrailingData,
+    #[error("the archive was already found invalid here")]
+    AfterError,
     #[error("read error: {0}")]
     Io(io::Error),
 }

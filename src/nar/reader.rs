@@ -75,11 +75,23 @@ impl Event {
 #[derive(Debug)]
 enum State {
     Magic,
-    Node { depth: usize, name: Option<Vec<u8>> },
-    Contents { depth: usize, remaining: u64 },
-    AfterNode { depth: usize },
+    Node {
+        depth: usize,
+        name: Option<Vec<u8>>,
+    },
+    Contents {
+        depth: usize,
+        remaining: u64,
+    },
+    AfterNode {
+        depth: usize,
+    },
     InDirectory,
     Done,
+    /// An error was returned; every later call returns one too.
+    Failed {
+        offset: u64,
+    },
 }
 
 /// The streaming reader. Wrap unbuffered sources in a `BufReader`: tokens are read 8 bytes at a time.
@@ -222,6 +234,14 @@ impl<R: Read> NarReader<R> {
     /// The next node, or `None` once the whole archive has been read (and found to end there).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event>, NarError> {
+        let result = self.step();
+        if let Err(e) = &result {
+            self.state = State::Failed { offset: e.offset };
+        }
+        result
+    }
+
+    fn step(&mut self) -> Result<Option<Event>, NarError> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Magic => {
@@ -261,6 +281,10 @@ impl<R: Read> NarReader<R> {
                 }
                 State::InDirectory => return self.read_entry().map(Some),
                 State::Done => return Ok(None),
+                State::Failed { offset } => {
+                    self.state = State::Failed { offset };
+                    return Err(self.err_at(offset, NarErrorKind::AfterError));
+                }
             }
         }
     }
@@ -591,5 +615,28 @@ mod tests {
         nar.push(0);
         let e = events(&nar).unwrap_err();
         assert!(matches!(e.kind, NarErrorKind::TrailingData), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod sticky_error_tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_not_followed_by_a_clean_end() {
+        let mut nar = Vec::new();
+        wire::put_str(&mut nar, b"nix-archive-1");
+        wire::put_str(&mut nar, b"(");
+        let mut r = NarReader::new(&nar[..]);
+        let first = r.next().unwrap_err();
+        let again = r.next().unwrap_err();
+        assert!(
+            matches!(first.kind, NarErrorKind::UnexpectedEof { .. }),
+            "{first}"
+        );
+        assert!(
+            matches!(again.kind, NarErrorKind::AfterError) && again.offset == first.offset,
+            "{again}"
+        );
     }
 }
