@@ -104,6 +104,22 @@ enum Command {
         #[arg(default_value = "nar-tool-demo")]
         dir: PathBuf,
     },
+    /// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /); Ctrl-C stops
+    Serve {
+        /// The cache directory
+        cache: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Worker threads
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
+        #[arg(long)]
+        inspector: Option<PathBuf>,
+        /// Do not log requests
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Check narinfo files
     Narinfo {
         #[command(subcommand)]
@@ -456,6 +472,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::BuildCache(args) => return build_cache(args),
         Command::Verify(args) => return verify(args),
         Command::Demo { dir } => return demo(&dir),
+        Command::Serve {
+            cache,
+            listen,
+            threads,
+            inspector,
+            quiet,
+        } => {
+            let opts = nar_tool::host::serve::ServeOptions {
+                root: cache.clone(),
+                listen,
+                threads,
+                inspector: inspector.or_else(default_inspector),
+                log: !quiet,
+            };
+            let served = nar_tool::host::serve::Served::bind(&opts)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+                .context("installing the Ctrl-C handler")?;
+            eprintln!(
+                "serving {} on http://{} (Ctrl-C stops)",
+                cache.display(),
+                served.address()
+            );
+            served.run(stop);
+            eprintln!("stopped");
+        }
         Command::Narinfo {
             command:
                 NarinfoCommand::Check {
@@ -996,4 +1039,12 @@ fn lexical_file_name(path: &Path) -> Option<String> {
         }
     }
     parts.last().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// The inspector's files when running from a checkout (`www/` beside `target/`).
+fn default_inspector() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .map(|a| a.join("www"))
+        .find(|w| w.join("index.html").is_file())
 }

@@ -7,5 +7,6 @@ pub mod codec;
 pub mod db;
 pub mod demo;
 pub mod fs;
+pub mod serve;
 pub mod storage;
 mod walk;

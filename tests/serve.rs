@@ -1,0 +1,326 @@
+//! `nar-tool serve` over loopback: what Nix needs (content types, HEAD, ranges, conditional
+//! requests), path-traversal attempts refused, concurrent clients served every byte, the real Nix
+//! substituting a closure over HTTP, and a clean stop on Ctrl-C.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves a copy of a corpus cache on a free loopback port.
+fn start(cache_name: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    copy_dir(&common::corpus().join("caches").join(cache_name), &cache);
+    let mut child = Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
+        .arg(&cache)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    // Keep draining the request log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Server {
+        child,
+        addr,
+        _dir: dir,
+        cache,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+    common::make_writable(to);
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One raw HTTP/1.1 request (the target is sent exactly as given, unnormalised).
+fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn get(addr: &str, target: &str) -> Reply {
+    request(addr, "GET", target, &[])
+}
+
+fn nar_files(cache: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .map(|e| format!("nar/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn serves_a_binary_cache_with_the_right_types_and_bytes() {
+    let s = start("xz");
+    let info = get(&s.addr, "/nix-cache-info");
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("Content-Type"), Some("text/x-nix-cache-info"));
+    assert_eq!(
+        info.body,
+        std::fs::read(s.cache.join("nix-cache-info")).unwrap()
+    );
+    let ni = get(&s.addr, "/12221svl9zlcqbffq6hxanhsxsk7wlyr.narinfo");
+    assert_eq!(
+        (ni.status, ni.header("Content-Type")),
+        (200, Some("text/x-nix-narinfo"))
+    );
+    let nar = &nar_files(&s.cache)[0];
+    let r = get(&s.addr, &format!("/{nar}"));
+    assert_eq!(
+        (r.status, r.header("Content-Type")),
+        (200, Some("application/x-nix-nar"))
+    );
+    assert_eq!(r.body, std::fs::read(s.cache.join(nar)).unwrap());
+    let ls = get(&s.addr, "/12221svl9zlcqbffq6hxanhsxsk7wlyr.ls");
+    assert_eq!(ls.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        get(&s.addr, "/0000000000000000000000000000000a.narinfo").status,
+        404
+    );
+    assert_eq!(request(&s.addr, "POST", "/nix-cache-info", &[]).status, 405);
+}
+
+#[test]
+fn head_ranges_and_conditional_requests() {
+    let s = start("xz");
+    let nar = nar_files(&s.cache)
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(s.cache.join(f)).unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(s.cache.join(&nar)).unwrap();
+    let target = format!("/{nar}");
+    let head = request(&s.addr, "HEAD", &target, &[]);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(bytes.len().to_string().as_str())
+    );
+    let part = request(&s.addr, "GET", &target, &[("Range", "bytes=100-199")]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, &bytes[100..200]);
+    assert_eq!(
+        part.header("Content-Range"),
+        Some(format!("bytes 100-199/{}", bytes.len()).as_str())
+    );
+    let tail = request(&s.addr, "GET", &target, &[("Range", "bytes=-10")]);
+    assert_eq!(tail.body, &bytes[bytes.len() - 10..]);
+    let beyond = request(
+        &s.addr,
+        "GET",
+        &target,
+        &[("Range", &format!("bytes={}-", bytes.len()))],
+    );
+    assert_eq!(beyond.status, 416);
+    let etag = head.header("ETag").unwrap().to_string();
+    assert_eq!(
+        request(&s.addr, "GET", &target, &[("If-None-Match", &etag)]).status,
+        304
+    );
+    let lm = head.header("Last-Modified").unwrap().to_string();
+    assert_eq!(
+        request(&s.addr, "GET", &target, &[("If-Modified-Since", &lm)]).status,
+        304
+    );
+}
+
+#[test]
+fn never_serves_a_byte_from_outside_the_cache() {
+    let s = start("xz");
+    std::os::unix::fs::symlink("/etc/passwd", s.cache.join("escape.narinfo")).unwrap();
+    std::os::unix::fs::symlink("/etc", s.cache.join("nar/etc")).unwrap();
+    for target in [
+        "/../../../../etc/passwd",
+        "/nar/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/nar/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        "/..%2f..%2f..%2fetc%2fpasswd",
+        "/escape.narinfo",
+        "/nar/etc/passwd",
+        "/nix-cache-info%00.narinfo",
+        "/nar\\..\\..\\etc\\passwd",
+    ] {
+        let r = get(&s.addr, target);
+        assert!(matches!(r.status, 400 | 404), "{target}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("root:"),
+            "{target} leaked /etc/passwd"
+        );
+    }
+}
+
+#[test]
+fn many_concurrent_clients_get_every_byte() {
+    let s = start("zstd");
+    let files: Vec<(String, Vec<u8>)> = nar_files(&s.cache)
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(s.cache.join(&f)).unwrap();
+            (f, b)
+        })
+        .collect();
+    let files = std::sync::Arc::new(files);
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let (addr, files) = (s.addr.clone(), files.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let (name, bytes) = &files[(t * 7 + i) % files.len()];
+                    let r = get(&addr, &format!("/{name}"));
+                    assert_eq!(r.status, 200, "{name}");
+                    assert!(r.body == *bytes, "{name}: body differs");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a client thread failed");
+    }
+}
+
+#[test]
+fn nix_substitutes_a_closure_over_http() {
+    if Command::new("nix").arg("--version").output().is_err() {
+        println!("SKIP: nix is not installed");
+        return;
+    }
+    let s = start("xz");
+    let client = tempfile::tempdir().unwrap();
+    let key = std::fs::read_to_string(common::corpus().join("keys/public")).unwrap();
+    let top = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public";
+    let status = Command::new("nix")
+        .env("NIX_REMOTE", "local")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--from",
+        ])
+        .arg(format!("http://{}", s.addr))
+        .arg("--to")
+        .arg(format!("local?root={}", client.path().display()))
+        .args(["--option", "trusted-public-keys", key.trim(), top])
+        .status()
+        .unwrap();
+    assert!(status.success(), "nix copy over http failed");
+    let got: Vec<String> = std::fs::read_dir(client.path().join("nix/store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-public"))
+        .collect();
+    assert_eq!(
+        got.len(),
+        8,
+        "the closure of closure-top has 8 paths: {got:?}"
+    );
+}
+
+#[test]
+fn stops_cleanly_on_ctrl_c() {
+    let mut s = start("none");
+    assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
+    unsafe_sigint(s.child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            assert!(status.success(), "serve exited with {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop within 10 s of SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn unsafe_sigint(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
