@@ -141,9 +141,12 @@ pub fn restore_path<R: Read>(
         })?;
     let root = staging.path().join("root");
     let result = unpack(nar, &root, case_hack).and_then(|stats| {
-        fs::rename(&root, dest).map_err(|source| RestoreError::Io {
-            path: dest.to_path_buf(),
-            source,
+        rename_no_replace(&root, dest).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => RestoreError::Exists(dest.to_path_buf()),
+            _ => RestoreError::Io {
+                path: dest.to_path_buf(),
+                source,
+            },
         })?;
         Ok(stats)
     });
@@ -270,5 +273,64 @@ fn disk_name(name: &[u8], seen: &mut HashMap<Vec<u8>, u32>, case_hack: CaseHack)
             seen.insert(folded, 0);
             name.to_vec()
         }
+    }
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` rather than replacing anything that
+/// appeared at `to` meanwhile (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere a checked rename).
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "destination appeared during the restore",
+        ));
+    }
+    fs::rename(from, to)
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::*;
+
+    #[test]
+    fn never_replaces_what_appeared_at_the_destination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("staged"), tmp.path().join("dest"));
+        fs::create_dir(&from).unwrap();
+        fs::create_dir(&to).unwrap(); // an empty dir a plain rename(2) would silently replace
+        assert_eq!(
+            rename_no_replace(&from, &to).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert!(from.exists());
+        fs::remove_dir(&to).unwrap();
+        rename_no_replace(&from, &to).unwrap();
+        assert!(to.exists() && !from.exists());
     }
 }
