@@ -12,10 +12,12 @@
 # Environment:
 #   NAR_BENCH_REAL         the real tree (default: the first argument, else the largest
 #                          /usr/lib/python3*, else the stable Rust toolchain's lib/rustlib)
-#   NAR_BENCH_RUNS         hyperfine runs per command (default 3; xz on ~50 MB takes a while)
+#   NAR_BENCH_RUNS         hyperfine runs per command and order (default 2: each pair runs twice,
+#                          ours first then Nix first, so 4 runs each; xz on ~50 MB takes a while)
 #   NAR_BENCH_SMALL_FILES  files in the many-small-files tree (default 20000)
 #   NAR_BENCH_BIG_MB       size of the memory probe's path in MiB (default 256; 0 to skip)
 #   NAR_BENCH_METHODS      compressions (default "zstd xz")
+#   NAR_BENCH_ONLY         space-separated subset of: real small-files big (default: all three)
 #   NAR_BENCH_JOBS         --jobs for nar-tool (default: its own, the number of cores)
 #
 # Requires: cargo, nix and nix-store (Nix; NIX_REMOTE=local is set here, run as a user who may
@@ -27,10 +29,12 @@ root=$(pwd)
 export NIX_REMOTE=local
 export LC_ALL=C
 
-runs=${NAR_BENCH_RUNS:-3}
+runs=${NAR_BENCH_RUNS:-2}
 small_files=${NAR_BENCH_SMALL_FILES:-20000}
 big_mb=${NAR_BENCH_BIG_MB:-256}
 methods=${NAR_BENCH_METHODS:-zstd xz}
+only=${NAR_BENCH_ONLY:-real small-files big}
+wanted() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 jobs_arg=()
 if [ -n "${NAR_BENCH_JOBS:-}" ]; then jobs_arg=(--jobs "$NAR_BENCH_JOBS"); fi
 
@@ -66,21 +70,34 @@ fi
 
 gen=$work/gen
 mkdir -p "$gen"
-python3 - "$gen" "$small_files" "$big_mb" <<'EOF'
+python3 - "$gen" "$small_files" "$big_mb" "$real" <<'EOF'
 import os, random, sys
-out, count, big_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, count, big_mb, real = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rng = random.Random(20240601)
-words = ("fn let mut match impl struct enum pub use self return if else for while loop in "
-         "Some None Ok Err String Vec u64 usize bool true false path store hash nar cache").split()
+# Contents are consecutive slices of the real tree's text files (sorted walk, up to 64 MiB,
+# wrapping around if the tree has less), so they compress like source code does: a word salad
+# would be pathological for xz's match finder, and slices re-drawn at random from a small pool
+# would repeat far more than a real tree does.
+pool, size = [], 0
+for d, dirs, files in sorted(os.walk(real)):
+    dirs.sort()
+    for f in sorted(files):
+        p = os.path.join(d, f)
+        if size < (64 << 20) and os.path.isfile(p) and not os.path.islink(p) and f.endswith((".py", ".txt", ".rst", ".h", ".c", ".md", ".json", ".toml", ".html")):
+            data = open(p, "rb").read()
+            pool.append(data)
+            size += len(data)
+pool = b"".join(pool) or bytes(range(256)) * 4096
+cursor = 0
 def text(n):
-    parts, size = [], 0
-    while size < n:
-        line = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12))) + ";\n"
-        parts.append(line)
-        size += len(line)
-    return "".join(parts)[:n].encode()
+    global cursor
+    if cursor + n > len(pool):
+        cursor = 0
+    out = (pool[cursor:cursor + n] * (1 + n // len(pool)))[:n]
+    cursor += n
+    return out
 # (b) many small files: ~100 per directory, sizes 0..~8 KiB (mostly small), some executables,
-# symlinks.
+# symlinks, a few binary (random) files.
 small = os.path.join(out, "small-files")
 for i in range(count):
     d = os.path.join(small, "d%03d" % (i // 100 // 10), "s%03d" % (i // 100))
@@ -88,12 +105,12 @@ for i in range(count):
     n = int(min(8192, rng.lognormvariate(6.5, 1.2)))
     p = os.path.join(d, "f%05d.rs" % i)
     with open(p, "wb") as f:
-        f.write(text(n) if rng.random() < 0.85 else rng.randbytes(n))
+        f.write(text(n) if rng.random() < 0.95 else rng.randbytes(n))
     if i % 17 == 0:
         os.chmod(p, 0o755)
     if i % 97 == 0:
         os.symlink("f%05d.rs" % i, os.path.join(d, "l%05d" % i))
-# (c) the memory probe: one big file, half text-like, half random, in 1 MiB pieces.
+# (c) the memory probe: one big file, half text, half random, in 1 MiB pieces.
 if big_mb > 0:
     big = os.path.join(out, "big")
     os.makedirs(big)
@@ -123,11 +140,18 @@ measure() { # label path method runs
   "$bin" hash "$path" >/dev/null
   local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method $path"
   local nix_cmd="nix --extra-experimental-features nix-command copy --to file://$nixd?compression=$method $path"
-  local json=$work/$label-$method.json
+  local json=$work/$label-$method
+  local load
+  load=$(cut -d' ' -f1 /proc/loadavg)
   if [ "$n" -gt 0 ]; then
+    # Both orders: whichever runs second on this kind of machine is not in the same state
+    # (page cache, file system journal, other load) as the first.
     hyperfine --runs "$n" --warmup 0 --style basic -N \
       --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
-      --export-json "$json" -n ours "$ours_cmd" -n nix "$nix_cmd" >&2
+      --export-json "$json-a.json" -n ours "$ours_cmd" -n nix "$nix_cmd" >&2
+    hyperfine --runs "$n" --warmup 0 --style basic -N \
+      --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
+      --export-json "$json-b.json" -n nix "$nix_cmd" -n ours "$ours_cmd" >&2
   fi
   # Peak RSS (and the caches measured for size) from one more run of each.
   rm -rf "$ours" "$nixd" "$XDG_CACHE_HOME"
@@ -138,36 +162,38 @@ measure() { # label path method runs
   a=$(grep -h '^NarHash' "$ours"/*.narinfo)
   b=$(grep -h '^NarHash' "$nixd"/*.narinfo)
   [ "$a" = "$b" ] || die "$label $method: different NarHash: ours '$a', Nix's '$b'"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
     "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" \
-    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" >> "$rows"
+    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" "$load" >> "$rows"
 }
 
 for method in $methods; do
-  measure real "$real_path" "$method" "$runs"
-  measure small-files "$small_path" "$method" "$runs"
+  if wanted real; then measure real "$real_path" "$method" "$runs"; fi
+  if wanted small-files; then measure small-files "$small_path" "$method" "$runs"; fi
 done
-if [ -n "$big_path" ]; then
+if [ -n "$big_path" ] && wanted big; then
   measure "big-${big_mb}MiB" "$big_path" zstd 0
 fi
 
 python3 - "$rows" "$results_dir" "$real" "$(nproc)" "$(cat /proc/loadavg)" "$("$bin" --version 2>/dev/null || echo nar-tool)" "$(nix --version)" <<'EOF'
-import json, os, sys, time
+import json, os, statistics, sys, time
 rows_path, results_dir, real, cores, loadavg, ours_version, nix_version = sys.argv[1:8]
 rows = []
 for line in open(rows_path):
-    label, method, nar, size_o, size_n, t_o, t_n, js, n = line.rstrip("\n").split("\t")
+    label, method, nar, size_o, size_n, t_o, t_n, js, n, load = line.rstrip("\n").split("\t")
     rss_o, el_o, us_o, sy_o = t_o.split()
     rss_n, el_n, us_n, sy_n = t_n.split()
     r = dict(tree=label, method=method, nar_bytes=int(nar), size_ours=int(size_o), size_nix=int(size_n),
-             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n))
+             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n), load=float(load))
     if int(n) > 0:
-        res = {x["command"]: x for x in json.load(open(js))["results"]}
+        # Pool the runs of both orders.
+        runs = [{x["command"]: x for x in json.load(open(f"{js}-{o}.json"))["results"]} for o in "ab"]
         for who in ("ours", "nix"):
-            r[f"wall_{who}"] = res[who]["mean"]
-            r[f"wall_{who}_sd"] = res[who]["stddev"] or 0.0
-            r[f"wall_{who}_min"] = res[who]["min"]
-            r[f"cpu_{who}"] = res[who]["user"] + res[who]["system"]
+            times = [t for res in runs for t in res[who]["times"]]
+            r[f"wall_{who}"] = statistics.mean(times)
+            r[f"wall_{who}_sd"] = statistics.stdev(times) if len(times) > 1 else 0.0
+            r[f"wall_{who}_min"] = min(times)
+            r[f"cpu_{who}"] = statistics.mean(res[who]["user"] + res[who]["system"] for res in runs)
     else:
         r.update(wall_ours=float(el_o), wall_nix=float(el_n), wall_ours_sd=0.0, wall_nix_sd=0.0,
                  wall_ours_min=float(el_o), wall_nix_min=float(el_n),
@@ -181,7 +207,7 @@ lines.append(f"build-cache vs nix copy --to file://  ({time.strftime('%Y-%m-%d %
              f"load avg at the end: {loadavg.split()[0]} {loadavg.split()[1]} {loadavg.split()[2]})")
 lines.append(f"{ours_version}; {nix_version}; real tree: {real}")
 lines.append("")
-hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
+hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'load':>5} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
        f"{'CPU ours':>8} {'CPU Nix':>8} | {'size ours':>10} {'size Nix':>10} {'ratio':>6} | "
        f"{'RSS ours':>9} {'RSS Nix':>9} | target")
 lines.append(hdr)
@@ -201,13 +227,14 @@ for r in rows:
     else:
         verdict = ""
     lines.append(
-        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} | "
+        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} {r['load']:>5.2f} | "
         f"{r['wall_ours']:>6.2f}±{r['wall_ours_sd']:<4.2f}s {r['wall_nix']:>6.2f}±{r['wall_nix_sd']:<4.2f}s "
         f"{wr:>5.2f}× {wmin:>5.2f}× | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
         f"{mib(r['size_ours']):>8.2f}Mi {mib(r['size_nix']):>8.2f}Mi {sr:>5.3f}× | "
         f"{r['rss_ours_kb']/1024:>7.1f}Mi {r['rss_nix_kb']/1024:>7.1f}Mi | {verdict}")
 lines.append("")
-lines.append("wall: hyperfine mean ± σ (ratio of means, and of the fastest runs); CPU: user+system;")
+lines.append("wall: hyperfine mean ± σ over both orders (ratio of means, and of the fastest runs); CPU: user+system;")
+lines.append("load: 1-minute load average when the pair started (2 cores: above ~1 the other work competes).")
 lines.append("size: du -sb of nar/; RSS: GNU time's maximum resident set size of one run.")
 text = "\n".join(lines) + "\n"
 print(text)

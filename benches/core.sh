@@ -11,9 +11,11 @@
 #                    under ~/.rustup, else the largest /usr/lib/python3*)
 #   NAR_BENCH_DIR    where the synthetic trees are generated once and kept (default
 #                    ${XDG_CACHE_HOME:-~/.cache}/nar-tool-bench; ~1.3 GB)
-#   NAR_BENCH_RUNS   hyperfine runs per command (default 10)
+#   NAR_BENCH_RUNS   hyperfine runs per command and round (default 5)
+#   NAR_BENCH_ROUNDS rounds per pair of commands, alternating which goes first (default 3)
+#   NAR_BENCH_WAIT   seconds to wait, before each round, for the cores to be idle (default 120)
 #   NAR_BENCH_ONLY   space-separated subset of: real synthetic big (default: all three)
-#   NAR_BENCH_QUICK  1: 3 runs, no warmup beyond one (a smoke test of the script itself)
+#   NAR_BENCH_QUICK  1: 2 rounds of 2 runs, no waiting (a smoke test of the script itself)
 #
 # Requires: cargo, nix-hash and nix-store (Nix; NIX_REMOTE=local is set here), hyperfine,
 # GNU time at /usr/bin/time, python3 (tree generation and the table), cmp.
@@ -23,9 +25,11 @@ root=$(pwd)
 export NIX_REMOTE=local
 export LC_ALL=C
 
-runs=${NAR_BENCH_RUNS:-10}
-warmup=2
-if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=3; warmup=1; fi
+runs=${NAR_BENCH_RUNS:-5}
+rounds=${NAR_BENCH_ROUNDS:-3}
+wait_max=${NAR_BENCH_WAIT:-120}
+warmup=1
+if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=2; rounds=2; wait_max=0; fi
 only=${NAR_BENCH_ONLY:-real synthetic big}
 bench_dir=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}
 results_dir=$root/bench-results
@@ -149,12 +153,16 @@ for i in "${!names[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# Wall times: hyperfine, page cache warm (warmup runs), median of $runs. Commands run through
-# sh (hyperfine subtracts the shell's start-up). `dump >/dev/null` costs the writer nothing
-# (neither Nix nor we special-case /dev/null, unlike GNU tar); `dump | cat >/dev/null` adds the
-# real cost of a pipe, the way the archive is usually consumed. Not `| sha256sum`: at ~1 GB/s it
-# would be the bottleneck for both and hide the difference.
-# Peak memory: /usr/bin/time -v's "Maximum resident set size" of the tool alone, median of 3.
+# Wall times: hyperfine, page cache warm (warmup runs first). Each pair is timed in $rounds
+# rounds of $runs runs, Nix first in odd rounds and nar-tool first in even ones, after waiting
+# (up to $wait_max s) for both cores to be idle; the table gives the median of all runs pooled,
+# so a burst of other work hits both sides alike. Commands run through sh (hyperfine subtracts
+# the shell's start-up). `dump >/dev/null` costs the writer nothing (neither Nix nor we
+# special-case /dev/null, unlike GNU tar, but nothing is copied out either); `dump | cat
+# >/dev/null` adds the real cost of a pipe, the way an archive is usually consumed. Not
+# `| sha256sum`: at ~1 GB/s it would be the bottleneck of both and hide the difference.
+# Peak memory: GNU time's maximum resident set size (what `/usr/bin/time -v` calls "Maximum
+# resident set size") of the tool alone, median of 3 runs.
 q() { printf '%q' "$1"; }
 peak_kb() {  # median max-RSS of the command (in KiB); its stdout goes to the given sink
   local sink=$1; shift
@@ -169,6 +177,26 @@ peak_kb() {  # median max-RSS of the command (in KiB); its stdout goes to the gi
   done
   printf '%s\n' "${vals[@]}" | sort -n | sed -n 2p
 }
+cpu_busy() {  # percent of both cores busy over the next second
+  local a b
+  read -r -a a </proc/stat
+  sleep 1
+  read -r -a b </proc/stat
+  local busy=0 total=0 i
+  for i in 1 2 3 4 5 6 7 8; do
+    total=$((total + b[i] - a[i]))
+    [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + b[i] - a[i]))
+  done
+  echo $((100 * busy / (total > 0 ? total : 1)))
+}
+wait_quiet() {  # waits until the cores are ≤ 10 % busy (at most $wait_max s); prints the last busy %
+  local t0=$SECONDS b
+  while :; do
+    b=$(cpu_busy)
+    if [ "$b" -le 10 ] || [ $((SECONDS - t0)) -ge "$wait_max" ]; then echo "$b"; return; fi
+    sleep 4
+  done
+}
 
 rows=$work/rows.tsv
 : >"$rows"
@@ -181,14 +209,22 @@ for i in "${!names[@]}"; do
   # op, the two commands for hyperfine (through sh), the sink for peak RSS, the two argvs
   bench() {
     local op=$1 nix_cmd=$2 our_cmd=$3 sink=$4 nix_argv=$5 our_argv=$6
-    local json=$work/$name-${op//[^a-z]/_}.json nix_rss our_rss
-    hyperfine --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" \
-      -n "nix $op" "$nix_cmd" -n "nar-tool $op" "$our_cmd" >"$work/hyperfine.log" 2>&1 ||
-      { cat "$work/hyperfine.log"; die "hyperfine failed"; }
-    grep -E '^(Benchmark|  Time)' "$work/hyperfine.log" | sed 's/^/   /'
+    local base=$work/$name-${op//[^a-z]/_} nix_rss our_rss r busy busiest=0 jsons=()
+    for r in $(seq 1 "$rounds"); do
+      busy=$(wait_quiet)
+      [ "$busy" -gt "$busiest" ] && busiest=$busy
+      local pair=(-n "nix $op" "$nix_cmd" -n "nar-tool $op" "$our_cmd")
+      [ $((r % 2)) = 0 ] && pair=(-n "nar-tool $op" "$our_cmd" -n "nix $op" "$nix_cmd")
+      hyperfine --style basic --warmup "$warmup" --runs "$runs" --export-json "$base-$r.json" \
+        "${pair[@]}" >"$work/hyperfine.log" 2>&1 ||
+        { cat "$work/hyperfine.log"; die "hyperfine failed"; }
+      jsons+=("$base-$r.json")
+      echo "   $op, round $r (cores $busy % busy before):" \
+        "$(awk '/^Benchmark/ {who = $3} /^  Time/ {printf "%s%s %s %s", (n++ ? ", " : ""), who, $5, $6}' "$work/hyperfine.log")"
+    done
     nix_rss=$(eval peak_kb "$sink" "$nix_argv")
     our_rss=$(eval peak_kb "$sink" "$our_argv")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$op" "$json" "$nix_rss" "$our_rss" >>"$rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$op" "${jsons[*]}" "$nix_rss" "$our_rss" "$busiest" >>"$rows"
   }
   bench "hash" "nix-hash --type sha256 $P" "$O hash --type sha256 $P" \
     null "nix-hash --type sha256 $P" "$O hash --type sha256 $P"
@@ -203,31 +239,38 @@ out=$results_dir/core.txt
 {
   echo "nar-tool core benchmark, $(date -u +%Y-%m-%dT%H:%MZ), nar-tool $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+changes')"
   echo "$(nix-hash --version | head -n1); $(hyperfine --version); $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
-  echo "page cache warm; wall time = median of $runs runs (hyperfine); peak RSS = median of 3 (GNU time)"
+  echo "page cache warm; wall time = median of $rounds rounds × $runs runs (hyperfine, alternating order); peak RSS = median of 3 (GNU time)"
   echo "load average at the end: $(load)"
   for i in "${!names[@]}"; do echo "${names[$i]}: ${paths[$i]} ($(describe "${paths[$i]}"))"; done
   echo
   python3 - "$rows" <<'EOF'
-import json, sys
+import json, statistics, sys
 targets = {"hash": 0.6, "dump >/dev/null": 1.0, "dump | cat": 1.0}
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-head = ["tree", "operation", "Nix (s)", "nar-tool (s)", "ours/Nix", "target", "Nix RSS", "ours RSS", "RSS < 32 MiB"]
+head = ["tree", "operation", "Nix (s)", "nar-tool (s)", "ours/Nix", "target", "Nix RSS", "ours RSS", "< 32 MiB", "busy"]
 table = []
-for name, op, path, nix_rss, our_rss in rows:
-    res = json.load(open(path))["results"]
-    nix, our = res[0], res[1]
-    ratio = our["median"] / nix["median"]
+for line in open(sys.argv[1]):
+    name, op, paths, nix_rss, our_rss, busy = line.rstrip("\n").split("\t")
+    times = {}
+    for path in paths.split():
+        for res in json.load(open(path))["results"]:
+            times.setdefault(res["command"].split()[0], []).extend(res["times"])
+    nix, our = times["nix"], times["nar-tool"]
+    med = statistics.median
+    ratio = med(our) / med(nix)
+    spread = lambda t: f"{med(t):.3f} ± {statistics.stdev(t):.3f}" if len(t) > 1 else f"{med(t):.3f}"
     mib = lambda kb: f"{int(kb) / 1024:.1f} MiB"
-    table.append([name, op,
-                  f"{nix['median']:.3f} ± {nix['stddev']:.3f}", f"{our['median']:.3f} ± {our['stddev']:.3f}",
-                  f"{ratio:.2f}", f"≤ {targets[op]:.1f} {'met' if ratio <= targets[op] else 'MISSED'}",
-                  mib(nix_rss), mib(our_rss), "met" if int(our_rss) < 32 * 1024 else "MISSED"])
+    table.append([name, op, spread(nix), spread(our), f"{ratio:.2f}",
+                  f"≤ {targets[op]:.1f} {'met' if ratio <= targets[op] else 'MISSED'}",
+                  mib(nix_rss), mib(our_rss), "met" if int(our_rss) < 32 * 1024 else "MISSED", f"{busy} %"])
 w = [max(len(r[i]) for r in [head] + table) for i in range(len(head))]
 line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
 print(line(head))
 print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in table:
     print(line(r))
+print()
+print("Nix/nar-tool (s): median ± standard deviation of all runs; ours/Nix: ratio of the medians;")
+print("RSS: peak resident memory; busy: the most the cores were busy (other work) before a round.")
 EOF
 } >"$out"
 echo

@@ -128,7 +128,15 @@ impl<R: BufRead> Read for ZstdFrames<R> {
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            // This frame is done: another one may follow.
+            // This frame is done: check its content checksum, if it has one (as libzstd does).
+            if let Some(expected) = d.decoder.get_checksum_from_data() {
+                if d.decoder.get_calculated_checksum() != Some(expected) {
+                    let e = "zstd: frame checksum mismatch (corrupt data)".to_string();
+                    self.decoder = Err(e.clone());
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            // Another frame may follow.
             let mut input = self
                 .decoder
                 .as_mut()

@@ -921,6 +921,85 @@ fn cases() -> Vec<Case> {
             c.key = false;
             c
         },
+        // The same damages on a NAR over 1 MiB: decompressed on one thread, hashed and parsed on
+        // another (native builds); the verdicts must not change.
+        case(
+            "large-nar-other-contents",
+            "xz",
+            |c| {
+                let nar = nar_with_other_contents(EDGE);
+                replace_nar_file(c.path(), EDGE, &compress(Compression::Xz, &nar));
+            },
+            &[(NarHashMismatch, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-truncated-inside-stream",
+            "xz",
+            |c| {
+                let nar = corpus_nar(EDGE);
+                let half = compress(Compression::Xz, &nar[..nar.len() / 2]);
+                replace_nar_file(c.path(), EDGE, &half);
+            },
+            &[(MalformedNar, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-corrupt-midway",
+            "zstd",
+            |c| {
+                let mut f = compress(Compression::Zstd, &corpus_nar(EDGE));
+                let mid = f.len() / 2;
+                for b in &mut f[mid..mid + 64] {
+                    *b = !*b;
+                }
+                replace_nar_file(c.path(), EDGE, &f);
+            },
+            &[(MalformedNar, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-corrupt-midway-xz",
+            "xz",
+            |c| {
+                let mut f = compress(Compression::Xz, &corpus_nar(EDGE));
+                let mid = f.len() / 2;
+                for b in &mut f[mid..mid + 64] {
+                    *b = !*b;
+                }
+                replace_nar_file(c.path(), EDGE, &f);
+            },
+            &[(MalformedNar, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-corrupt-midway-bzip2",
+            "bzip2",
+            |c| {
+                let mut f = compress(Compression::Bzip2, &corpus_nar(EDGE));
+                let mid = f.len() / 2;
+                for b in &mut f[mid..mid + 64] {
+                    *b = !*b;
+                }
+                replace_nar_file(c.path(), EDGE, &f);
+            },
+            &[(MalformedNar, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-longer",
+            "zstd",
+            |c| replace_nar_file(c.path(), EDGE, &zstd_directory_bomb(1000, 200_000)),
+            &[(NarSizeMismatch, EDGE)],
+            1,
+        ),
+        case(
+            "large-nar-bomb-zeros",
+            "zstd",
+            |c| replace_nar_file(c.path(), EDGE, &zstd_bomb(&[], BOMB, &[])),
+            &[(MalformedNar, EDGE)],
+            1,
+        ),
         case(
             "compression-br",
             "xz",

@@ -21,7 +21,7 @@ use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
 use crate::host::atomic::write_atomic;
-use crate::host::codec::Encoder;
+use crate::host::codec::{parallel_pieces, Encoder};
 use crate::host::db::NixDb;
 use crate::host::fs::{dump_into, CaseHack};
 use crate::nar::listing::Listing;
@@ -181,6 +181,48 @@ struct Done {
     listing: Option<Listing>,
 }
 
+/// Compressor threads, shared by the paths being compressed at once: a path whose NAR the
+/// multi-threaded encoders can split (several xz blocks or zstd jobs) gets the threads no other
+/// path is using, so one big path keeps every core busy while many paths at once never ask for
+/// `jobs²` threads (and their buffers). The bytes written never depend on the number of threads.
+struct ThreadBudget {
+    total: usize,
+    in_use: std::sync::Mutex<usize>,
+}
+
+/// Threads taken from a [`ThreadBudget`], given back when dropped.
+struct ThreadLease<'a> {
+    budget: &'a ThreadBudget,
+    threads: usize,
+}
+
+impl ThreadBudget {
+    fn new(total: usize) -> ThreadBudget {
+        ThreadBudget {
+            total: total.max(1),
+            in_use: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Up to `want` threads, as many as are free, and always at least one.
+    fn take(&self, want: usize) -> ThreadLease<'_> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = want.min(self.total.saturating_sub(*in_use)).max(1);
+        *in_use += threads;
+        ThreadLease {
+            budget: self,
+            threads,
+        }
+    }
+}
+
+impl Drop for ThreadLease<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use -= self.threads;
+    }
+}
+
 /// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
 struct NarSink<W: Write> {
     nar_hash: Hasher,
@@ -204,11 +246,9 @@ impl<W: Write> Write for NarSink<W> {
     }
 }
 
-/// NARs larger than this get a multi-threaded compressor (the bytes do not change).
-const LARGE_NAR: u64 = 32 << 20;
-
 fn process(
     opts: &BuildOptions,
+    budget: &ThreadBudget,
     mut info: PathInfo,
     candidates: Option<&[StorePath]>,
 ) -> Result<Done, BuildError> {
@@ -227,11 +267,10 @@ fn process(
         .suffix(".tmp")
         .tempfile_in(&nar_dir)
         .map_err(io_at(&nar_dir))?;
-    let threads = if info.nar_size.unwrap_or(0) > LARGE_NAR {
-        opts.jobs as u32
-    } else {
-        1
-    };
+    // As many threads as the encoder can use on this NAR (its size is unknown when scanning).
+    let pieces = parallel_pieces(opts.compression, info.nar_size.unwrap_or(0));
+    let lease = budget.take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
+    let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
     let file = HashingWriter::new(
         HashAlgo::Sha256,
         BufWriter::with_capacity(
@@ -265,6 +304,7 @@ fn process(
     } = sink;
     let nar_hash = nar_hash.finish();
     let file = encoder.finish().map_err(io_at(tmp.path()))?;
+    drop(lease);
     let (file_hash, file_size, buffered) = file.finish();
     buffered
         .into_inner()
@@ -437,6 +477,8 @@ pub fn build_cache(
         .thread_name(|i| format!("build-cache-{i}"))
         .build()
         .map_err(|e| BuildError::Input(format!("cannot start worker threads: {e}")))?;
+    let budget = ThreadBudget::new(opts.jobs);
+    let budget = &budget;
     let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
     let mut in_flight = 0usize;
     let mut first_error: Option<BuildError> = None;
@@ -462,7 +504,7 @@ pub fn build_cache(
                             let tx = tx.clone();
                             in_flight += 1;
                             scope.spawn(move |_| {
-                                let _ = tx.send(process(opts, info, None));
+                                let _ = tx.send(process(opts, budget, info, None));
                             });
                             refs
                         }
@@ -470,7 +512,7 @@ pub fn build_cache(
                             let tx = tx.clone();
                             in_flight += 1;
                             scope.spawn(move |_| {
-                                let _ = tx.send(process(opts, info, candidates));
+                                let _ = tx.send(process(opts, budget, info, candidates));
                             });
                             BTreeSet::new()
                         }

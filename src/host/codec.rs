@@ -9,6 +9,21 @@ use crate::compression::Compression;
 /// Fixed, so the output does not depend on the number of threads.
 const XZ_BLOCK_SIZE: u64 = 24 << 20;
 
+/// Input zstd's multi-threaded mode gives each worker at the default level: a job of 4 × the
+/// 2 MiB window of level 3 (higher levels have larger jobs: extra threads then just wait).
+const ZSTD_JOB_SIZE: u64 = 8 << 20;
+
+/// How many threads the encoder can keep busy on `size` bytes: one per xz block or zstd job,
+/// the pieces the multi-threaded encoders hand out (1 for bzip2 and none).
+pub fn parallel_pieces(method: Compression, size: u64) -> u64 {
+    match method {
+        Compression::Xz => size.div_ceil(XZ_BLOCK_SIZE),
+        Compression::Zstd => size.div_ceil(ZSTD_JOB_SIZE),
+        Compression::None | Compression::Bzip2 => 1,
+    }
+    .max(1)
+}
+
 /// A streaming compressor; call [`Encoder::finish`] to end the stream.
 pub enum Encoder<W: Write> {
     None(W),

@@ -30,6 +30,26 @@ impl DirStorage {
                 format!("{rel:?} is not a path inside the cache"),
             ));
         }
+        // The root is canonical: while no component below it is a symlink, the path is inside.
+        // (Two lstat calls for `nar/x`, where canonicalize would look at every component of the
+        // absolute path.) A symlink is resolved and must stay inside.
+        let mut p = self.root.clone();
+        let mut symlink = false;
+        for component in rel.split('/') {
+            p.push(component);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    symlink = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        if !symlink {
+            return Ok(Some(p));
+        }
         let p = self.root.join(rel);
         match p.canonicalize() {
             Ok(real) if real.starts_with(&self.root) => Ok(Some(real)),

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Benchmark of `nar-tool verify` against `nix store verify --store file://DIR --all` (Nix 2.8)
+# and against a floor — decompressing and hashing every NAR file and nothing else:
+# `xz -dc F | sha256sum` / `zstd -dc F | sha256sum` (as asked; coreutils' sha256sum is slow here,
+# ~0.15-0.5 GB/s) and the same through `openssl dgst -sha256` (SHA-NI, ~1 GB/s: the real floor),
+# every file, with one pipeline per core (xargs -P).
+#
+# Caches, each signed, checked with the key trusted, built once and kept:
+#   big-xz, big-zstd      one store path of ~350 MB of NAR (a real tree: by default the stable
+#                         Rust toolchain's lib/rustlib and bin)
+#   small-xz, small-zstd  1000 store paths of ~50 KB (3 real files each, from its docs)
+# The store paths are added with `nix-store --store DIR/store --add` (a chroot store of their
+# own, nothing lands in /nix/store) and the caches written by `nar-tool build-cache --store-root
+# DIR/store --sign`. (xz files are then multi-block, 24 MiB blocks; neither verifier decodes xz
+# on several threads, so this favours no one.)
+#
+# What each side checks: Nix 2.8 — narinfo parse, signature, NAR hash. nar-tool — all that, and
+# nix-cache-info, URLs, FileSize, FileHash, the NAR's structure, NarSize, references, orphans.
+# Both check paths in parallel (one per core). nar-tool also splits one large NAR over two threads
+# (decompression | hashing and parsing) — but only when a core is free: not when the machine's
+# 1-minute load average + 1 exceeds the cores, so on a busy machine it runs as a single thread.
+#
+# A benchmark, not a test: run it on demand, on a quiet machine. See benches/README.md.
+#
+#   benches/verify.sh
+#
+# Environment:
+#   NAR_BENCH_DIR       where the datasets live (default ${XDG_CACHE_HOME:-~/.cache}/nar-tool-bench;
+#                       this script uses its verify/ subdirectory, ~1.6 GB)
+#   NAR_BENCH_BIG_TREE  the tree to add as the large path (default: see above, else
+#                       /usr/lib/x86_64-linux-gnu or /usr/lib)
+#   NAR_BENCH_RUNS      timed runs per command, interleaved (default 5; 2 with NAR_BENCH_QUICK=1)
+#   NAR_BENCH_ONLY      subset of: big-xz big-zstd small-xz small-zstd (default: all)
+#
+# Requires: cargo, nix and nix-store (NIX_REMOTE=local is set here), GNU time at /usr/bin/time,
+# python3, xz, zstd, sha256sum, xargs; openssl (optional floor).
+# Writes bench-results/verify.txt (the table) and bench-results/verify.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export NIX_REMOTE=local
+export LC_ALL=C
+
+runs=${NAR_BENCH_RUNS:-5}
+if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=2; fi
+only=${NAR_BENCH_ONLY:-big-xz big-zstd small-xz small-zstd}
+bench_dir=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}/verify
+results_dir=$root/bench-results
+mkdir -p "$results_dir" "$bench_dir"
+work=$(mktemp -d "${TMPDIR:-/tmp}/nar-verify-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+die() { echo "verify.sh: $*" >&2; exit 1; }
+for tool in cargo nix nix-store python3 xz zstd sha256sum xargs; do
+  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix)"
+done
+[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+have_openssl=0
+command -v openssl >/dev/null && have_openssl=1
+
+echo "== cargo build --release"
+cargo build --release --quiet --bin nar-tool
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+ours=$target_dir/release/nar-tool
+[ -x "$ours" ] || die "no binary at $ours"
+
+# ---------------------------------------------------------------------------------------------
+# The datasets (built once; delete $bench_dir to rebuild).
+store=$bench_dir/store
+cd "$bench_dir"
+if [ ! -e secret ]; then
+  nix-store --generate-binary-cache-key nar-tool-bench-1 secret.tmp public.tmp
+  mv public.tmp public && mv secret.tmp secret
+fi
+key=$(cat public)
+
+pick_big() {
+  if [ -n "${NAR_BENCH_BIG_TREE:-}" ]; then echo "$NAR_BENCH_BIG_TREE"; return; fi
+  local t
+  for t in "$HOME"/.rustup/toolchains/stable-*/; do
+    [ -d "$t/lib/rustlib" ] && { echo "${t%/}"; return; }
+  done
+  for t in /usr/lib/x86_64-linux-gnu /usr/lib; do [ -d "$t" ] && { echo "$t"; return; }; done
+  die "no tree for the large path; set NAR_BENCH_BIG_TREE"
+}
+if [ ! -s big-path ]; then
+  src=$(pick_big)
+  echo "== the large path: from $src"
+  rm -rf big-src && mkdir big-src
+  if [ -d "$src/lib/rustlib" ]; then
+    cp -r "$src/lib/rustlib" "$src/bin" big-src/
+  else
+    cp -r "$src" big-src/tree
+  fi
+  nix-store --store "$store" --add big-src >big-path.tmp && mv big-path.tmp big-path
+fi
+if [ ! -s small-paths ]; then
+  echo "== the 1000 small paths"
+  rm -rf small-src
+  python3 - "$(pick_big)" <<'EOF'
+import os, shutil, sys
+base = sys.argv[1]
+roots = [os.path.join(base, "share/doc"), base, "/usr/share/doc", "/usr/share"]
+files = []
+for src in roots:
+    for d, _, fs in sorted(os.walk(src)):
+        for f in sorted(fs):
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p) and 2000 < os.path.getsize(p) < 60000:
+                files.append(p)
+                if len(files) == 3000:
+                    break
+        if len(files) == 3000:
+            break
+    if len(files) == 3000:
+        break
+assert len(files) == 3000, f"only {len(files)} files of 2-60 kB found"
+for i in range(1000):
+    out = f"small-src/p{i:04d}/share"
+    os.makedirs(out)
+    for j, p in enumerate(files[3 * i:3 * i + 3]):
+        shutil.copy(p, f"{out}/{j}-{os.path.basename(p)}")
+EOF
+  nix-store --store "$store" --add small-src/* >small-paths.tmp && mv small-paths.tmp small-paths
+fi
+for c in xz zstd; do
+  if [ ! -e "big-$c/.complete" ]; then
+    echo "== building big-$c (xz takes minutes)"
+    rm -rf "big-$c"
+    "$ours" build-cache -q --store-root "$store" --to "big-$c" --compression "$c" --sign secret "$(cat big-path)"
+    touch "big-$c/.complete"
+  fi
+  if [ ! -e "small-$c/.complete" ]; then
+    echo "== building small-$c"
+    rm -rf "small-$c"
+    "$ours" build-cache -q --store-root "$store" --to "small-$c" --compression "$c" --sign secret --paths-from small-paths
+    touch "small-$c/.complete"
+  fi
+done
+cd "$root"
+
+# ---------------------------------------------------------------------------------------------
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== load average: $(load) (on $(nproc) cores; measure on a quiet machine)"
+busy=$(awk -v n="$(nproc)" '{print ($1 > 0.5 * n) ? 1 : 0}' /proc/loadavg)
+[ "$busy" = 1 ] && echo "verify.sh: warning: the machine is busy, numbers will be noisy" >&2
+
+q() { printf '%q' "$1"; }
+O=$(q "$ours")
+K=$(q "$key")
+runs_tsv=$work/runs.tsv
+meta=$work/meta.tsv
+: >"$runs_tsv"
+: >"$meta"
+# One timed run: wall, user, sys (s) and peak RSS (KiB; of the largest process) of a command.
+timed() {  # cache label command
+  /usr/bin/time -f '%e %U %S %M' -o "$work/time" sh -c "$3" >/dev/null 2>&1 ||
+    die "$2 failed on $1: $3"
+  printf '%s\t%s\t%s\n' "$1" "$2" "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
+}
+for name in $only; do
+  dir=$bench_dir/$name
+  [ -d "$dir" ] || die "no cache $dir"
+  D=$(q "$dir")
+  case $name in *-xz) dec="xz -dc" ;; *-zstd) dec="zstd -dc" ;; esac
+  declare -A cmd=(
+    [ours]="$O verify $D --trusted-key $K -q"
+    [nix]="nix --extra-experimental-features nix-command store verify --store file://$D --all --option trusted-public-keys $K --option substituters ''"
+    [floor-sha256sum]="find $D/nar -type f -print0 | xargs -0 -P $(nproc) -n 16 sh -c 'for f; do $dec \"\$f\" | sha256sum; done' _"
+  )
+  labels=(ours nix floor-sha256sum)
+  if [ "$have_openssl" = 1 ]; then
+    cmd[floor-openssl]="find $D/nar -type f -print0 | xargs -0 -P $(nproc) -n 16 sh -c 'for f; do $dec \"\$f\" | openssl dgst -sha256; done' _"
+    labels+=(floor-openssl)
+  fi
+
+  # Correctness first: both verifiers find the cache good.
+  sh -c "${cmd[ours]}" >/dev/null || die "nar-tool verify fails on $dir"
+  sh -c "${cmd[nix]}" 2>/dev/null || die "nix store verify fails on $dir"
+  files=$(find "$dir/nar" -type f | wc -l)
+  file_bytes=$(du -sb "$dir/nar" | cut -f1)
+  nar_bytes=$(cat "$dir"/*.narinfo | awk '/^NarSize:/ {s += $2} END {print s}')
+  paths=$(find "$dir" -maxdepth 1 -name '*.narinfo' | wc -l)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$paths" "$files" "$file_bytes" "$nar_bytes" >>"$meta"
+  echo "== $name: $paths paths, $files NAR files of $file_bytes bytes, $nar_bytes bytes of NAR"
+
+  # Page cache warm (one run of each first), then $runs rounds, the order rotating each round
+  # so that a burst of other work on the machine falls on every command alike.
+  for l in "${labels[@]}"; do sh -c "${cmd[$l]}" >/dev/null 2>&1; done
+  n=${#labels[@]}
+  for r in $(seq 1 "$runs"); do
+    for i in $(seq 0 $((n - 1))); do
+      l=${labels[$(((i + r) % n))]}
+      timed "$name" "$l" "${cmd[$l]}"
+    done
+    echo "   round $r/$runs: $(awk -v c="$name" -v r="$r" -F'\t' '$1 == c {k[$2] = $3} END {for (l in k) printf "%s %ss  ", l, k[l]}' "$runs_tsv")(load $(load))"
+  done
+  unset cmd
+done
+
+# ---------------------------------------------------------------------------------------------
+python3 - "$runs_tsv" "$meta" "$results_dir/verify.txt" "$results_dir/verify.json" "$(load)" \
+  "$(nproc)" "$(nix --version)" "$("$ours" --version)" "$runs" <<'EOF'
+import json, statistics, sys, datetime
+runs_path, meta_path, txt_path, json_path, load, ncores, nix_version, our_version, nruns = sys.argv[1:10]
+cpu = "?"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+runs = {}
+for line in open(runs_path):
+    cache, label, wall, user, sys_, rss = line.rstrip("\n").split("\t")
+    runs.setdefault(cache, {}).setdefault(label, []).append(
+        (float(wall), float(user) + float(sys_), int(rss)))
+doc = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
+       "cores": int(ncores), "load_after": load, "nix": nix_version, "ours": our_version,
+       "runs": int(nruns), "caches": []}
+out = [f"{'cache':<11} {'paths':>5} {'ours s':>7} {'nix s':>7} {'floor s':>7} {'ossl s':>7} "
+       f"{'ours/nix':>8} {'/floor':>6} {'/ossl':>6} {'cpu ours':>8} {'cpu nix':>7} "
+       f"{'RSS ours':>8} {'RSS nix':>7} {'RSS floor':>9}"]
+for line in open(meta_path):
+    name, paths, files, fbytes, nbytes = line.rstrip("\n").split("\t")
+    r = runs[name]
+    nan = float("nan")
+    med = lambda l, i=0: statistics.median(x[i] for x in r[l]) if l in r else nan
+    mean_cpu = lambda l: statistics.mean(x[1] for x in r[l]) if l in r else nan
+    mib = lambda l: f"{med(l, 2) / 1024:.0f} MiB" if l in r else "?"
+    o, n, f, s = med("ours"), med("nix"), med("floor-sha256sum"), med("floor-openssl")
+    out.append(f"{name:<11} {paths:>5} {o:7.2f} {n:7.2f} {f:7.2f} {s:7.2f} {o / n:8.2f} {o / f:6.2f} "
+               f"{o / s:6.2f} {mean_cpu('ours'):8.2f} {mean_cpu('nix'):7.2f} "
+               f"{mib('ours'):>8} {mib('nix'):>7} {mib('floor-sha256sum'):>9}")
+    doc["caches"].append({
+        "cache": name, "paths": int(paths), "files": int(files), "file_bytes": int(fbytes),
+        "nar_bytes": int(nbytes), "runs": r,
+        "median_wall_s": {l: med(l) for l in r}, "mean_cpu_s": {l: mean_cpu(l) for l in r},
+        "median_max_rss_kib": {l: med(l, 2) for l in r},
+        "ratio_ours_nix": o / n, "ratio_ours_floor": o / f, "ratio_ours_floor_openssl": o / s})
+out += ["",
+        f"median wall seconds of {nruns} interleaved runs (page cache warm); cpu = mean user+sys s;",
+        "floor = xz/zstd -dc | sha256sum per NAR file, ossl = the same with openssl dgst -sha256,",
+        "one pipeline per core (xargs -P); RSS = median peak RSS (GNU time; floors: largest process).",
+        f"{cpu}, {ncores} cores, load average after: {load}. {our_version}; {nix_version}."]
+text = "\n".join(out) + "\n"
+open(txt_path, "w").write(text)
+json.dump(doc, open(json_path, "w"), indent=1)
+print(text)
+EOF
+echo "== written: bench-results/verify.txt, bench-results/verify.json"
