@@ -1781,17 +1781,13 @@ fn killed_builds_leave_a_valid_cache_and_a_rerun_completes_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A known bug, kept as a failing test
+// A live DB in WAL mode
 
 /// Nix keeps its DB in WAL mode, and while a Nix process has it open (the daemon, always), what
-/// it commits sits in `db.sqlite-wal` until a checkpoint. src/host/db.rs opens the DB with
-/// `immutable=1`, which ignores the WAL: the build sees a stale DB, so a path invalidated there
-/// (a GC) is still published, and one registered there is "not a valid path". Run with
-/// `cargo test --test build_cache -- --ignored` to see it fail. The fix belongs in db.rs: open
-/// with `mode=ro` (which reads the WAL) and fall back to `immutable=1` only when that fails
-/// because the store really is read-only (then no writer can be running either).
+/// it commits sits in `db.sqlite-wal` until a checkpoint. `immutable=1` alone would ignore the
+/// WAL and read a stale DB (publishing a path a GC just invalidated); src/host/db.rs reads a
+/// private copy of DB + WAL instead, never writing or locking the original.
 #[test]
-#[ignore = "known bug in src/host/db.rs: immutable=1 ignores the DB's write-ahead log"]
 fn live_db_with_an_uncheckpointed_wal_is_read_as_committed() {
     let root = extract_root_tar();
     let db_dir = root.path().join("nix/var/nix/db");

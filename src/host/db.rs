@@ -2,7 +2,8 @@
 //! with `immutable=1`, so it works on a read-only bind mount, never writes and never locks.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -22,6 +23,8 @@ pub struct NixDb {
     conn: Connection,
     path: String,
     store_dir: StoreDir,
+    /// A private copy of the DB and its WAL, when the WAL held commits (kept while open).
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 /// Escapes a file name for an SQLite `file:` URI.
@@ -49,11 +52,38 @@ impl NixDb {
             ));
         }
         let abs = path.canonicalize().map_err(|e| fail(e.to_string()))?;
-        let uri = format!("file:{}?immutable=1", uri_escape(&abs.to_string_lossy()));
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&uri, flags).map_err(|e| fail(e.to_string()))?;
+        // Nix keeps the DB in WAL mode: commits of a running Nix (or of one that died) may sit
+        // in `db.sqlite-wal`, which `immutable=1` ignores. Then read a private copy of the DB and
+        // its WAL instead (SQLite replays the WAL there, dropping any torn frame at its end);
+        // the original is still never written to or locked.
+        let wal = PathBuf::from(format!("{}-wal", abs.display()));
+        let wal_has_commits = fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false);
+        let (target, snapshot, flags) = if wal_has_commits {
+            let dir = tempfile::tempdir()
+                .map_err(|e| fail(format!("cannot make a snapshot directory: {e}")))?;
+            let copy = dir.path().join("db.sqlite");
+            fs::copy(&abs, &copy).map_err(|e| fail(format!("copying the DB: {e}")))?;
+            fs::copy(&wal, dir.path().join("db.sqlite-wal"))
+                .map_err(|e| fail(format!("copying its WAL: {e}")))?;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            (
+                format!("file:{}", uri_escape(&copy.to_string_lossy())),
+                Some(dir),
+                flags,
+            )
+        } else {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            (
+                format!("file:{}?immutable=1", uri_escape(&abs.to_string_lossy())),
+                None,
+                flags,
+            )
+        };
+        let conn = Connection::open_with_flags(&target, flags).map_err(|e| fail(e.to_string()))?;
         // Fails early, with a clear message, on a file that is not a Nix DB.
         conn.query_row("SELECT count(*) FROM ValidPaths", [], |r| {
             r.get::<_, i64>(0)
@@ -63,6 +93,7 @@ impl NixDb {
             conn,
             path: shown,
             store_dir: store_dir.clone(),
+            _snapshot: snapshot,
         })
     }
 
