@@ -19,6 +19,8 @@
 #   NAR_BENCH_METHODS      compressions (default "zstd xz")
 #   NAR_BENCH_ONLY         space-separated subset of: real small-files big (default: all three)
 #   NAR_BENCH_JOBS         --jobs for nar-tool (default: its own, the number of cores)
+#   NAR_BENCH_WAIT         seconds to wait, before each order of each pair, for the cores to be
+#                          idle (≤ 10 % busy; default 60); the table shows how busy they still were
 #
 # Requires: cargo, nix and nix-store (Nix; NIX_REMOTE=local is set here, run as a user who may
 # write /nix), hyperfine, GNU time at /usr/bin/time, python3.
@@ -34,6 +36,7 @@ small_files=${NAR_BENCH_SMALL_FILES:-20000}
 big_mb=${NAR_BENCH_BIG_MB:-256}
 methods=${NAR_BENCH_METHODS:-zstd xz}
 only=${NAR_BENCH_ONLY:-real small-files big}
+wait_max=${NAR_BENCH_WAIT:-60}
 wanted() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 jobs_arg=()
 if [ -n "${NAR_BENCH_JOBS:-}" ]; then jobs_arg=(--jobs "$NAR_BENCH_JOBS"); fi
@@ -127,6 +130,29 @@ big_path=
 if [ "$big_mb" -gt 0 ]; then big_path=$(nix-store --add "$gen/big"); fi
 rm -rf "$gen"
 
+cpu_busy() { # percent of all cores busy (not idle, not waiting for I/O) over the next second
+  local a b i busy=0 total=0
+  read -r -a a </proc/stat
+  sleep 1
+  read -r -a b </proc/stat
+  for ((i = 1; i < ${#a[@]}; i++)); do
+    total=$((total + b[i] - a[i]))
+    if [ "$i" != 4 ] && [ "$i" != 5 ]; then busy=$((busy + b[i] - a[i])); fi
+  done
+  echo $((100 * busy / (total > 0 ? total : 1)))
+}
+wait_quiet() { # waits until the cores are ≤ 10 % busy, at most $wait_max s; prints the last reading
+  local start=$SECONDS b
+  while :; do
+    b=$(cpu_busy)
+    if [ "$b" -le 10 ] || [ $((SECONDS - start)) -ge "$wait_max" ]; then
+      echo "$b"
+      return
+    fi
+    sleep 2
+  done
+}
+
 rows=$work/rows.tsv
 : > "$rows"
 measure() { # label path method runs
@@ -141,14 +167,16 @@ measure() { # label path method runs
   local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method $path"
   local nix_cmd="nix --extra-experimental-features nix-command copy --to file://$nixd?compression=$method $path"
   local json=$work/$label-$method
-  local load
-  load=$(cut -d' ' -f1 /proc/loadavg)
+  local busy b
+  busy=$(wait_quiet)
   if [ "$n" -gt 0 ]; then
     # Both orders: whichever runs second on this kind of machine is not in the same state
     # (page cache, file system journal, other load) as the first.
     hyperfine --runs "$n" --warmup 0 --style basic -N \
       --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
       --export-json "$json-a.json" -n ours "$ours_cmd" -n nix "$nix_cmd" >&2
+    b=$(wait_quiet)
+    [ "$b" -gt "$busy" ] && busy=$b
     hyperfine --runs "$n" --warmup 0 --style basic -N \
       --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
       --export-json "$json-b.json" -n nix "$nix_cmd" -n ours "$ours_cmd" >&2
@@ -164,7 +192,7 @@ measure() { # label path method runs
   [ "$a" = "$b" ] || die "$label $method: different NarHash: ours '$a', Nix's '$b'"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
     "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" \
-    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" "$load" >> "$rows"
+    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" "$busy" >> "$rows"
 }
 
 for method in $methods; do
@@ -180,11 +208,11 @@ import json, os, statistics, sys, time
 rows_path, results_dir, real, cores, loadavg, ours_version, nix_version = sys.argv[1:8]
 rows = []
 for line in open(rows_path):
-    label, method, nar, size_o, size_n, t_o, t_n, js, n, load = line.rstrip("\n").split("\t")
+    label, method, nar, size_o, size_n, t_o, t_n, js, n, busy = line.rstrip("\n").split("\t")
     rss_o, el_o, us_o, sy_o = t_o.split()
     rss_n, el_n, us_n, sy_n = t_n.split()
     r = dict(tree=label, method=method, nar_bytes=int(nar), size_ours=int(size_o), size_nix=int(size_n),
-             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n), load=float(load))
+             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n), busy=int(busy))
     if int(n) > 0:
         # Pool the runs of both orders.
         runs = [{x["command"]: x for x in json.load(open(f"{js}-{o}.json"))["results"]} for o in "ab"]
@@ -207,7 +235,7 @@ lines.append(f"build-cache vs nix copy --to file://  ({time.strftime('%Y-%m-%d %
              f"load avg at the end: {loadavg.split()[0]} {loadavg.split()[1]} {loadavg.split()[2]})")
 lines.append(f"{ours_version}; {nix_version}; real tree: {real}")
 lines.append("")
-hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'load':>5} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
+hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'busy':>5} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
        f"{'CPU ours':>8} {'CPU Nix':>8} | {'size ours':>10} {'size Nix':>10} {'ratio':>6} | "
        f"{'RSS ours':>9} {'RSS Nix':>9} | target")
 lines.append(hdr)
@@ -227,14 +255,15 @@ for r in rows:
     else:
         verdict = ""
     lines.append(
-        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} {r['load']:>5.2f} | "
+        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} {r['busy']:>4}% | "
         f"{r['wall_ours']:>6.2f}±{r['wall_ours_sd']:<4.2f}s {r['wall_nix']:>6.2f}±{r['wall_nix_sd']:<4.2f}s "
         f"{wr:>5.2f}× {wmin:>5.2f}× | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
         f"{mib(r['size_ours']):>8.2f}Mi {mib(r['size_nix']):>8.2f}Mi {sr:>5.3f}× | "
         f"{r['rss_ours_kb']/1024:>7.1f}Mi {r['rss_nix_kb']/1024:>7.1f}Mi | {verdict}")
 lines.append("")
 lines.append("wall: hyperfine mean ± σ over both orders (ratio of means, and of the fastest runs); CPU: user+system;")
-lines.append("load: 1-minute load average when the pair started (2 cores: above ~1 the other work competes).")
+lines.append("busy: how busy the cores were (other work) just before the pair's runs, at most (the script waits")
+lines.append(f"up to NAR_BENCH_WAIT s for <= 10 %); above that, the other work competes for the cores.")
 lines.append("size: du -sb of nar/; RSS: GNU time's maximum resident set size of one run.")
 text = "\n".join(lines) + "\n"
 print(text)

@@ -31,6 +31,10 @@
 #                       /usr/lib/x86_64-linux-gnu or /usr/lib)
 #   NAR_BENCH_RUNS      timed runs per command, interleaved (default 5; 2 with NAR_BENCH_QUICK=1)
 #   NAR_BENCH_ONLY      subset of: big-xz big-zstd small-xz small-zstd (default: all)
+#   NAR_BENCH_RT        1: also time every command under `chrt -f 10` (SCHED_FIFO; root only),
+#                       which gives it the cores before the machine's other work: a quiet machine
+#                       on a shared one. There nar-tool is told the machine is quiet
+#                       (NAR_TOOL_VERIFY_PIPELINE=1), as its load test would find on a quiet one.
 #
 # Requires: cargo, nix and nix-store (NIX_REMOTE=local is set here), GNU time at /usr/bin/time,
 # python3, xz, zstd, sha256sum, xargs; openssl (optional floor).
@@ -152,12 +156,21 @@ runs_tsv=$work/runs.tsv
 meta=$work/meta.tsv
 : >"$runs_tsv"
 : >"$meta"
+modes=normal
+if [ "${NAR_BENCH_RT:-0}" = 1 ]; then
+  command -v chrt >/dev/null || die "NAR_BENCH_RT=1 needs chrt"
+  [ "$(id -u)" = 0 ] || die "NAR_BENCH_RT=1 needs root (SCHED_FIFO)"
+  modes="normal rt"
+fi
 # One timed run: wall, user, sys (s) and peak RSS (KiB; of the largest process) of a command.
-timed() {  # cache label command
-  /usr/bin/time -f '%e %U %S %M' -o "$work/time" sh -c "$3" >/dev/null 2>&1 ||
-    die "$2 failed on $1: $3"
-  printf '%s\t%s\t%s\n' "$1" "$2" "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
+timed() {  # mode cache label command
+  local prefix=()
+  [ "$1" = rt ] && prefix=(env NAR_TOOL_VERIFY_PIPELINE=1 chrt -f 10)
+  "${prefix[@]}" /usr/bin/time -f '%e %U %S %M' -o "$work/time" sh -c "$4" >/dev/null 2>&1 ||
+    die "$3 failed on $2: $4"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
 }
+for mode in $modes; do
 for name in $only; do
   dir=$bench_dir/$name
   [ -d "$dir" ] || die "no cache $dir"
@@ -181,8 +194,8 @@ for name in $only; do
   file_bytes=$(du -sb "$dir/nar" | cut -f1)
   nar_bytes=$(cat "$dir"/*.narinfo | awk '/^NarSize:/ {s += $2} END {print s}')
   paths=$(find "$dir" -maxdepth 1 -name '*.narinfo' | wc -l)
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$paths" "$files" "$file_bytes" "$nar_bytes" >>"$meta"
-  echo "== $name: $paths paths, $files NAR files of $file_bytes bytes, $nar_bytes bytes of NAR"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$name" "$paths" "$files" "$file_bytes" "$nar_bytes" >>"$meta"
+  echo "== $name ($mode): $paths paths, $files NAR files of $file_bytes bytes, $nar_bytes bytes of NAR"
 
   # Page cache warm (one run of each first), then $runs rounds, the order rotating each round
   # so that a burst of other work on the machine falls on every command alike.
@@ -191,11 +204,12 @@ for name in $only; do
   for r in $(seq 1 "$runs"); do
     for i in $(seq 0 $((n - 1))); do
       l=${labels[$(((i + r) % n))]}
-      timed "$name" "$l" "${cmd[$l]}"
+      timed "$mode" "$name" "$l" "${cmd[$l]}"
     done
-    echo "   round $r/$runs: $(awk -v c="$name" -v r="$r" -F'\t' '$1 == c {k[$2] = $3} END {for (l in k) printf "%s %ss  ", l, k[l]}' "$runs_tsv")(load $(load))"
+    echo "   round $r/$runs: $(awk -v m="$mode" -v c="$name" -F'\t' '$1 == m && $2 == c {k[$3] = $4} END {for (l in k) printf "%s %ss  ", l, k[l]}' "$runs_tsv")(load $(load))"
   done
   unset cmd
+done
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -210,28 +224,29 @@ for line in open("/proc/cpuinfo"):
         break
 runs = {}
 for line in open(runs_path):
-    cache, label, wall, user, sys_, rss = line.rstrip("\n").split("\t")
-    runs.setdefault(cache, {}).setdefault(label, []).append(
+    mode, cache, label, wall, user, sys_, rss = line.rstrip("\n").split("\t")
+    runs.setdefault((mode, cache), {}).setdefault(label, []).append(
         (float(wall), float(user) + float(sys_), int(rss)))
 doc = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
        "cores": int(ncores), "load_after": load, "nix": nix_version, "ours": our_version,
        "runs": int(nruns), "caches": []}
-out = [f"{'cache':<11} {'paths':>5} {'ours s':>7} {'nix s':>7} {'floor s':>7} {'ossl s':>7} "
+out = [f"{'cache':<16} {'paths':>5} {'ours s':>7} {'nix s':>7} {'floor s':>7} {'ossl s':>7} "
        f"{'ours/nix':>8} {'/floor':>6} {'/ossl':>6} {'cpu ours':>8} {'cpu nix':>7} "
        f"{'RSS ours':>8} {'RSS nix':>7} {'RSS floor':>9}"]
 for line in open(meta_path):
-    name, paths, files, fbytes, nbytes = line.rstrip("\n").split("\t")
-    r = runs[name]
+    mode, name, paths, files, fbytes, nbytes = line.rstrip("\n").split("\t")
+    r = runs[(mode, name)]
+    label = name if mode == "normal" else f"{name} (rt)"
     nan = float("nan")
     med = lambda l, i=0: statistics.median(x[i] for x in r[l]) if l in r else nan
     mean_cpu = lambda l: statistics.mean(x[1] for x in r[l]) if l in r else nan
     mib = lambda l: f"{med(l, 2) / 1024:.0f} MiB" if l in r else "?"
     o, n, f, s = med("ours"), med("nix"), med("floor-sha256sum"), med("floor-openssl")
-    out.append(f"{name:<11} {paths:>5} {o:7.2f} {n:7.2f} {f:7.2f} {s:7.2f} {o / n:8.2f} {o / f:6.2f} "
+    out.append(f"{label:<16} {paths:>5} {o:7.2f} {n:7.2f} {f:7.2f} {s:7.2f} {o / n:8.2f} {o / f:6.2f} "
                f"{o / s:6.2f} {mean_cpu('ours'):8.2f} {mean_cpu('nix'):7.2f} "
                f"{mib('ours'):>8} {mib('nix'):>7} {mib('floor-sha256sum'):>9}")
     doc["caches"].append({
-        "cache": name, "paths": int(paths), "files": int(files), "file_bytes": int(fbytes),
+        "cache": name, "mode": mode, "paths": int(paths), "files": int(files), "file_bytes": int(fbytes),
         "nar_bytes": int(nbytes), "runs": r,
         "median_wall_s": {l: med(l) for l in r}, "mean_cpu_s": {l: mean_cpu(l) for l in r},
         "median_max_rss_kib": {l: med(l, 2) for l in r},
@@ -240,6 +255,7 @@ out += ["",
         f"median wall seconds of {nruns} interleaved runs (page cache warm); cpu = mean user+sys s;",
         "floor = xz/zstd -dc | sha256sum per NAR file, ossl = the same with openssl dgst -sha256,",
         "one pipeline per core (xargs -P); RSS = median peak RSS (GNU time; floors: largest process).",
+        "(rt): every command under chrt -f 10 (a quiet machine on a busy one), nar-tool told so.",
         f"{cpu}, {ncores} cores, load average after: {load}. {our_version}; {nix_version}."]
 text = "\n".join(out) + "\n"
 open(txt_path, "w").write(text)
