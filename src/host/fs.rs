@@ -32,7 +32,7 @@ pub enum DumpError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaseHack(pub bool);
 
-fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ {
+pub(crate) fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ {
     move |source| match source {
         WriteError::Io(source) => DumpError::Io {
             path: path.to_path_buf(),

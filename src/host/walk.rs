@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
-use super::fs::{CaseHack, DumpError};
+use super::fs::{nar_err, CaseHack, DumpError};
 use crate::nar::listing::Listing;
 use crate::nar::wire::CASE_HACK_SUFFIX;
 use crate::nar::writer::{NarWriter, WriteError};
@@ -32,19 +32,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
     move |source| DumpError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ {
-    move |source| match source {
-        WriteError::Io(source) => DumpError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        source => DumpError::Nar {
-            path: path.to_path_buf(),
-            source,
-        },
     }
 }
 
