@@ -1530,6 +1530,15 @@ fn nix_differential() {
                 c.name, nix.code
             ));
         }
+        // Every store path Nix names in a complaint, we name too.
+        for line in nix.stderr.lines().filter(|l| !l.starts_with("checking")) {
+            for quoted in line.split("path '").skip(1) {
+                let path = quoted.split('\'').next().unwrap();
+                if !report.problems.iter().any(|p| p.path == path) {
+                    failures.push(format!("{}: Nix names {path}, we do not", c.name));
+                }
+            }
+        }
         if nix.code == 0 && ours.code != 0 {
             misses.push(c.name);
         }
