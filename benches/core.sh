@@ -11,9 +11,11 @@
 #                    under ~/.rustup, else the largest /usr/lib/python3*)
 #   NAR_BENCH_DIR    where the synthetic trees are generated once and kept (default
 #                    ${XDG_CACHE_HOME:-~/.cache}/nar-tool-bench; ~1.3 GB)
-#   NAR_BENCH_RUNS   hyperfine runs per command and round (default 5)
+#   NAR_BENCH_RUNS   hyperfine runs per command and round (default 3)
 #   NAR_BENCH_ROUNDS rounds per pair of commands, alternating which goes first (default 3)
-#   NAR_BENCH_WAIT   seconds to wait, before each round, for the cores to be idle (default 120)
+#   NAR_BENCH_WAIT   seconds to wait, before each round, for the cores to be idle (default 600)
+#   NAR_BENCH_MAX_OTHER  a round during which other work took more cores than this is run
+#                    again (default 0.15)
 #   NAR_BENCH_ONLY   space-separated subset of: real synthetic big (default: all three)
 #   NAR_BENCH_QUICK  1: 2 rounds of 2 runs, no waiting (a smoke test of the script itself)
 #
@@ -25,11 +27,10 @@ root=$(pwd)
 export NIX_REMOTE=local
 export LC_ALL=C
 
-runs=${NAR_BENCH_RUNS:-5}
+runs=${NAR_BENCH_RUNS:-3}
 rounds=${NAR_BENCH_ROUNDS:-3}
-wait_max=${NAR_BENCH_WAIT:-120}
-warmup=1
-if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=2; rounds=2; wait_max=0; fi
+wait_max=${NAR_BENCH_WAIT:-600}
+if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=2; rounds=2; wait_max=0; export NAR_BENCH_MAX_OTHER=99; fi
 only=${NAR_BENCH_ONLY:-real synthetic big}
 bench_dir=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}
 results_dir=$root/bench-results
@@ -153,14 +154,18 @@ for i in "${!names[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# Wall times: hyperfine, page cache warm (warmup runs first). Each pair is timed in $rounds
-# rounds of $runs runs, Nix first in odd rounds and nar-tool first in even ones, after waiting
-# (up to $wait_max s) for both cores to be idle; the table gives the median of all runs pooled,
-# so a burst of other work hits both sides alike. Commands run through sh (hyperfine subtracts
-# the shell's start-up). `dump >/dev/null` costs the writer nothing (neither Nix nor we
-# special-case /dev/null, unlike GNU tar, but nothing is copied out either); `dump | cat
-# >/dev/null` adds the real cost of a pipe, the way an archive is usually consumed. Not
-# `| sha256sum`: at ~1 GB/s it would be the bottleneck of both and hide the difference.
+# Wall times: hyperfine, page cache warm. After one warm-up run of each command, each pair is
+# timed in $rounds rounds of $runs runs, Nix first in odd rounds and nar-tool first in even ones.
+# Before a round the script waits (up to $wait_max s) for both cores to be idle, and after it
+# compares the CPU time the whole machine used (/proc/stat) with what the benchmarked commands
+# used (hyperfine's user + system): a round during which other work took more than
+# $max_other of a core is thrown away and run again (up to 3 times as many rounds in all), so
+# the numbers are those of a quiet machine even on a shared one. The table gives the median of
+# the kept runs, pooled. Commands run through sh (hyperfine subtracts the shell's start-up).
+# `dump >/dev/null` costs the writer nothing (neither Nix nor we special-case /dev/null, unlike
+# GNU tar, but nothing is copied out either); `dump | cat >/dev/null` adds the real cost of a
+# pipe, the way an archive is usually consumed. Not `| sha256sum`: at ~1 GB/s it would be the
+# bottleneck of both and hide the difference.
 # Peak memory: GNU time's maximum resident set size (what `/usr/bin/time -v` calls "Maximum
 # resident set size") of the tool alone, median of 3 runs.
 q() { printf '%q' "$1"; }
@@ -177,26 +182,23 @@ peak_kb() {  # median max-RSS of the command (in KiB); its stdout goes to the gi
   done
   printf '%s\n' "${vals[@]}" | sort -n | sed -n 2p
 }
-cpu_busy() {  # percent of both cores busy over the next second
-  local a b
-  read -r -a a </proc/stat
-  sleep 1
-  read -r -a b </proc/stat
-  local busy=0 total=0 i
-  for i in 1 2 3 4 5 6 7 8; do
-    total=$((total + b[i] - a[i]))
-    [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + b[i] - a[i]))
-  done
-  echo $((100 * busy / (total > 0 ? total : 1)))
+hz=$(getconf CLK_TCK)
+cpu_ticks() {  # busy and total ticks of all cores since boot
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
 }
-wait_quiet() {  # waits until the cores are ≤ 10 % busy (at most $wait_max s); prints the last busy %
-  local t0=$SECONDS b
+wait_quiet() {  # until the cores are ≤ 10 % busy over a second (at most $wait_max s)
+  local t0=$SECONDS b0 t0_ b1 t1
   while :; do
-    b=$(cpu_busy)
-    if [ "$b" -le 10 ] || [ $((SECONDS - t0)) -ge "$wait_max" ]; then echo "$b"; return; fi
+    read -r b0 t0_ < <(cpu_ticks)
+    sleep 1
+    read -r b1 t1 < <(cpu_ticks)
+    if [ $((100 * (b1 - b0))) -le $((10 * (t1 - t0_))) ] || [ $((SECONDS - t0)) -ge "$wait_max" ]; then
+      return
+    fi
     sleep 4
   done
 }
+max_other=${NAR_BENCH_MAX_OTHER:-0.15}
 
 rows=$work/rows.tsv
 : >"$rows"
@@ -209,24 +211,43 @@ for i in "${!names[@]}"; do
   # op, the two commands for hyperfine (through sh), the sink for peak RSS, the two argvs
   bench() {
     local op=$1 nix_cmd=$2 our_cmd=$3 sink=$4 nix_argv=$5 our_argv=$6
-    local base=$work/$name-${op//[^a-z]/_} nix_rss our_rss r busy busiest=0 jsons=()
-    for r in $(seq 1 "$rounds"); do
-      busy=$(wait_quiet)
-      [ "$busy" -gt "$busiest" ] && busiest=$busy
+    local base=$work/$name-${op//[^a-z]/_} nix_rss our_rss kept=0 tries=0 dropped=0 jsons=()
+    local b0 t0 b1 t1 other worst=0
+    sh -c "$nix_cmd" && sh -c "$our_cmd"  # warm-up
+    while [ "$kept" -lt "$rounds" ]; do
+      tries=$((tries + 1))
+      wait_quiet
       local pair=(-n "nix $op" "$nix_cmd" -n "nar-tool $op" "$our_cmd")
-      [ $((r % 2)) = 0 ] && pair=(-n "nar-tool $op" "$our_cmd" -n "nix $op" "$nix_cmd")
-      hyperfine --style basic --warmup "$warmup" --runs "$runs" --export-json "$base-$r.json" \
+      [ $((tries % 2)) = 0 ] && pair=(-n "nar-tool $op" "$our_cmd" -n "nix $op" "$nix_cmd")
+      read -r b0 t0 < <(cpu_ticks)
+      hyperfine --style basic --warmup 0 --runs "$runs" --export-json "$base-$tries.json" \
         "${pair[@]}" >"$work/hyperfine.log" 2>&1 ||
         { cat "$work/hyperfine.log"; die "hyperfine failed"; }
-      jsons+=("$base-$r.json")
-      echo "   $op, round $r (cores $busy % busy before):" \
-        "$(awk '/^Benchmark/ {who = $3} /^  Time/ {printf "%s%s %s %s", (n++ ? ", " : ""), who, $5, $6}' "$work/hyperfine.log")"
+      read -r b1 t1 < <(cpu_ticks)
+      # Cores' worth of other work during the round: busy time not spent by the commands.
+      other=$(python3 -c '
+import json, sys
+b0, t0, b1, t1, hz, cores = map(float, sys.argv[2:])
+ours = sum((r["user"] + r["system"]) * len(r["times"]) for r in json.load(open(sys.argv[1]))["results"])
+elapsed = (t1 - t0) / hz / cores
+print(f"{max(0.0, ((b1 - b0) / hz - ours) / elapsed):.2f}")' "$base-$tries.json" "$b0" "$t0" "$b1" "$t1" "$hz" "$(nproc)")
+      local times
+      times=$(awk '/^Benchmark/ {who = $3} /^  Time/ {printf "%s%s %s %s", (n++ ? ", " : ""), who, $5, $6}' "$work/hyperfine.log")
+      if awk -v o="$other" -v m="$max_other" 'BEGIN {exit !(o > m)}' && [ "$tries" -lt $((3 * rounds)) ]; then
+        dropped=$((dropped + 1))
+        echo "   $op: $times — other work took $other core, round dropped"
+        continue
+      fi
+      awk -v o="$other" -v w="$worst" 'BEGIN {exit !(o > w)}' && worst=$other
+      kept=$((kept + 1))
+      jsons+=("$base-$tries.json")
+      echo "   $op, round $kept: $times (other work: $other core)"
     done
     nix_rss=$(eval peak_kb "$sink" "$nix_argv")
     our_rss=$(eval peak_kb "$sink" "$our_argv")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$op" "${jsons[*]}" "$nix_rss" "$our_rss" "$busiest" >>"$rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$op" "${jsons[*]}" "$nix_rss" "$our_rss" "$worst" "$dropped" >>"$rows"
   }
-  bench "hash" "nix-hash --type sha256 $P" "$O hash --type sha256 $P" \
+  bench "hash" "nix-hash --type sha256 $P >/dev/null" "$O hash --type sha256 $P >/dev/null" \
     null "nix-hash --type sha256 $P" "$O hash --type sha256 $P"
   bench "dump >/dev/null" "nix-store --dump $P >/dev/null" "$O dump $P >/dev/null" \
     null "nix-store --dump $P" "$O dump $P"
@@ -239,17 +260,17 @@ out=$results_dir/core.txt
 {
   echo "nar-tool core benchmark, $(date -u +%Y-%m-%dT%H:%MZ), nar-tool $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+changes')"
   echo "$(nix-hash --version | head -n1); $(hyperfine --version); $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
-  echo "page cache warm; wall time = median of $rounds rounds × $runs runs (hyperfine, alternating order); peak RSS = median of 3 (GNU time)"
+  echo "page cache warm; wall time = median of $rounds rounds × $runs runs (hyperfine, alternating order, disturbed rounds dropped); peak RSS = median of 3 (GNU time)"
   echo "load average at the end: $(load)"
   for i in "${!names[@]}"; do echo "${names[$i]}: ${paths[$i]} ($(describe "${paths[$i]}"))"; done
   echo
   python3 - "$rows" <<'EOF'
 import json, statistics, sys
 targets = {"hash": 0.6, "dump >/dev/null": 1.0, "dump | cat": 1.0}
-head = ["tree", "operation", "Nix (s)", "nar-tool (s)", "ours/Nix", "target", "Nix RSS", "ours RSS", "< 32 MiB", "busy"]
+head = ["tree", "operation", "Nix (s)", "nar-tool (s)", "ours/Nix", "target", "Nix RSS", "ours RSS", "< 32 MiB", "other", "dropped"]
 table = []
 for line in open(sys.argv[1]):
-    name, op, paths, nix_rss, our_rss, busy = line.rstrip("\n").split("\t")
+    name, op, paths, nix_rss, our_rss, other, dropped = line.rstrip("\n").split("\t")
     times = {}
     for path in paths.split():
         for res in json.load(open(path))["results"]:
@@ -261,7 +282,7 @@ for line in open(sys.argv[1]):
     mib = lambda kb: f"{int(kb) / 1024:.1f} MiB"
     table.append([name, op, spread(nix), spread(our), f"{ratio:.2f}",
                   f"≤ {targets[op]:.1f} {'met' if ratio <= targets[op] else 'MISSED'}",
-                  mib(nix_rss), mib(our_rss), "met" if int(our_rss) < 32 * 1024 else "MISSED", f"{busy} %"])
+                  mib(nix_rss), mib(our_rss), "met" if int(our_rss) < 32 * 1024 else "MISSED", other, dropped])
 w = [max(len(r[i]) for r in [head] + table) for i in range(len(head))]
 line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
 print(line(head))
@@ -270,7 +291,8 @@ for r in table:
     print(line(r))
 print()
 print("Nix/nar-tool (s): median ± standard deviation of all runs; ours/Nix: ratio of the medians;")
-print("RSS: peak resident memory; busy: the most the cores were busy (other work) before a round.")
+print("RSS: peak resident memory (median of 3); other: the most other work (in cores) during a kept")
+print("round; dropped: rounds run again because other work took more than NAR_BENCH_MAX_OTHER cores.")
 EOF
 } >"$out"
 echo

@@ -50,9 +50,11 @@ pub(crate) fn nar_err(path: &Path) -> impl FnOnce(WriteError) -> DumpError + '_ 
 ///
 /// A helper thread walks the tree and reads the files straight into chunks of the archive
 /// (1 MiB each, at most 8 MiB in flight) while the calling thread writes the chunks to `out`, so
-/// reading the tree overlaps hashing or writing the output. `out` stays on the calling thread and
-/// need not be `Send`. A write error on `out` is reported with `path`; every other error names
-/// the file it concerns. Without a thread to spare, use [`dump_path_serial`].
+/// reading the tree overlaps hashing or writing the output. When writing to `out` costs less CPU
+/// than a copy (a pipe, a file), large files are read by the calling thread itself, from its own
+/// cache. `out` stays on the calling thread and need not be `Send`. A write error on `out` is
+/// reported with `path`; every other error names the file it concerns. Without a thread to
+/// spare, use [`dump_path_serial`].
 pub fn dump_path<W: Write>(path: &Path, out: W, case_hack: CaseHack) -> Result<W, DumpError> {
     walk::pipelined(path, out, case_hack, false).map(|(out, _)| out)
 }
@@ -87,7 +89,7 @@ pub fn dump_into<W: Write>(
     w: NarWriter<W>,
     case_hack: CaseHack,
 ) -> Result<NarWriter<W>, DumpError> {
-    walk::walk(path, w, case_hack, |w, executable, size, file| {
+    walk::walk(path, w, case_hack, |w, executable, size, file, _| {
         w.regular(executable, size, file)
     })
 }
