@@ -23,4 +23,15 @@ have cargo || { echo "setup: cargo is missing; install Rust (rustup) first" >&2;
 apt_install nix-bin xz-utils zstd bzip2 hyperfine time
 # The library must also build for the browser and Node.
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# The wasm package (pkg/): wasm-pack, and wasm-bindgen-cli at the version Cargo.lock pins (wasm-pack
+# cannot download it here). Both build from the crate registry, once.
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $bindgen_version\$"; then
+  cargo install --quiet wasm-bindgen-cli --version "$bindgen_version"
+fi
+have wasm-pack || cargo install --quiet wasm-pack
+# Browser tests (www/): Debian's Chromium, driven by playwright-core (pkg/ and www/ install it).
+apt_install chromium
+have node || apt_install nodejs npm
 echo "setup: done"

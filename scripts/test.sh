@@ -9,3 +9,7 @@ echo "== wasm32 build of the library"
 cargo build --quiet --lib --target wasm32-unknown-unknown
 echo "== cargo test"
 cargo test --all-targets 2>&1
+echo "== the wasm package (pkg/): build, wasm-bindgen tests, node --test"
+bash scripts/test-pkg.sh
+echo "== the inspector (www/) and serve: browser end-to-end and load tests"
+bash scripts/test-www.sh
