@@ -25,11 +25,18 @@ impl Drop for Server {
 
 /// Serves a copy of a corpus cache on a free loopback port.
 fn start(cache_name: &str) -> Server {
+    start_with(cache_name, |_| vec![])
+}
+
+/// Serves a copy of a corpus cache with extra arguments, made from the temporary directory.
+fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     copy_dir(&common::corpus().join("caches").join(cache_name), &cache);
+    let extra = extra(dir.path());
     let mut child = Command::new(common::bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
+        .args(&extra)
         .arg(&cache)
         .stderr(Stdio::piped())
         .spawn()
@@ -257,6 +264,113 @@ fn many_concurrent_clients_get_every_byte() {
         .collect();
     for h in handles {
         h.join().expect("a client thread failed");
+    }
+}
+
+#[test]
+fn lists_narinfos_and_nar_files_for_the_inspector() {
+    let s = start("xz");
+    std::fs::write(s.cache.join("nar/.tmp-partial"), b"x").unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        s.cache.join("0000000000000000000000000000000a.narinfo"),
+    )
+    .unwrap();
+    let r = get(&s.addr, "/_nar-tool/narinfos");
+    assert_eq!(
+        (r.status, r.header("Content-Type")),
+        (200, Some("application/json"))
+    );
+    let names: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let mut want: Vec<String> = std::fs::read_dir(&s.cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".narinfo") && !n.starts_with("00000"))
+        .collect();
+    want.sort();
+    assert_eq!(names.len(), 9);
+    assert_eq!(
+        names, want,
+        "narinfos; a symlink out of the cache is not listed"
+    );
+    let r = get(&s.addr, "/_nar-tool/nar-files");
+    let nars: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let mut want = nar_files(&s.cache);
+    want.retain(|n| !n.starts_with("nar/."));
+    assert_eq!(nars, want);
+    assert_eq!(get(&s.addr, "/_nar-tool/other").status, 404);
+    assert_eq!(
+        request(&s.addr, "HEAD", "/_nar-tool/narinfos", &[]).status,
+        200
+    );
+}
+
+#[test]
+fn serves_the_inspector_and_its_wasm_never_escaping() {
+    let s = start_with("none", |tmp| {
+        let www = tmp.join("www");
+        let wasm = tmp.join("wasm-build");
+        std::fs::create_dir_all(www.join("js")).unwrap();
+        std::fs::create_dir_all(&wasm).unwrap();
+        std::fs::write(
+            www.join("index.html"),
+            "<!doctype html><title>inspector</title>",
+        )
+        .unwrap();
+        std::fs::write(www.join("js/app.js"), "export {}").unwrap();
+        std::fs::write(www.join("style.css"), "body{}").unwrap();
+        std::fs::write(wasm.join("nar_tool.js"), "export default 1").unwrap();
+        std::fs::write(wasm.join("nar_tool_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", wasm.join("passwd.js")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", www.join("passwd.js")).unwrap();
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--wasm".into(),
+            wasm.display().to_string(),
+        ]
+    });
+    let index = get(&s.addr, "/");
+    assert_eq!(
+        (index.status, index.header("Content-Type")),
+        (200, Some("text/html; charset=utf-8"))
+    );
+    assert!(String::from_utf8_lossy(&index.body).contains("inspector"));
+    for (target, ty) in [
+        ("/js/app.js", "text/javascript"),
+        ("/style.css", "text/css"),
+        ("/wasm/nar_tool.js", "text/javascript"),
+        ("/wasm/nar_tool_bg.wasm", "application/wasm"),
+        ("/index.html", "text/html; charset=utf-8"),
+    ] {
+        let r = get(&s.addr, target);
+        assert_eq!(
+            (r.status, r.header("Content-Type")),
+            (200, Some(ty)),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        get(&s.addr, "/wasm/nar_tool_bg.wasm").body,
+        b"\0asm\x01\0\0\0"
+    );
+    // The cache itself is still served beside them.
+    assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
+    for target in [
+        "/wasm/passwd.js",
+        "/passwd.js",
+        "/wasm/../../etc/passwd",
+        "/wasm/%2e%2e/%2e%2e/etc/passwd",
+        "/js/../../../etc/passwd",
+        "/wasm/",
+        "/wasm/missing.js",
+    ] {
+        let r = get(&s.addr, target);
+        assert!(matches!(r.status, 400 | 404), "{target}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("root:"),
+            "{target} leaked"
+        );
     }
 }
 

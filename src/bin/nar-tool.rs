@@ -116,6 +116,9 @@ enum Command {
         /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
         #[arg(long)]
         inspector: Option<PathBuf>,
+        /// Directory of the wasm build, served at /wasm/ for the inspector [default: pkg/wasm beside the inspector's www/, if present]
+        #[arg(long)]
+        wasm: Option<PathBuf>,
         /// Do not log requests
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -477,13 +480,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             threads,
             inspector,
+            wasm,
             quiet,
         } => {
+            let inspector = inspector.or_else(default_inspector);
+            let wasm = wasm.or_else(|| {
+                let dir = inspector.as_ref()?.join("../pkg/wasm");
+                dir.is_dir().then_some(dir)
+            });
             let opts = nar_tool::host::serve::ServeOptions {
                 root: cache.clone(),
                 listen,
                 threads,
-                inspector: inspector.or_else(default_inspector),
+                inspector,
+                wasm,
                 log: !quiet,
             };
             let served = nar_tool::host::serve::Served::bind(&opts)?;

@@ -19,6 +19,8 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Static files of the inspector, served at `/` (a cache has no `index.html`).
     pub inspector: Option<PathBuf>,
+    /// The wasm build (`pkg/wasm`), served at `/wasm/` for the inspector.
+    pub wasm: Option<PathBuf>,
     /// Log one line per request to stderr.
     pub log: bool,
 }
@@ -28,6 +30,7 @@ pub struct Served {
     server: Arc<Server>,
     root: PathBuf,
     inspector: Option<PathBuf>,
+    wasm: Option<PathBuf>,
     threads: usize,
     log: bool,
 }
@@ -47,10 +50,12 @@ impl Served {
         let server = Server::http(&opts.listen)
             .map_err(|e| io::Error::other(format!("cannot listen on {}: {e}", opts.listen)))?;
         let inspector = opts.inspector.as_ref().and_then(|p| p.canonicalize().ok());
+        let wasm = opts.wasm.as_ref().and_then(|p| p.canonicalize().ok());
         Ok(Served {
             server: Arc::new(server),
             root,
             inspector,
+            wasm,
             threads: opts.threads.max(1),
             log: opts.log,
         })
@@ -123,10 +128,34 @@ impl Served {
                 return Ok((400, 0));
             }
         };
+        if let Some(what) = rel.strip_prefix("_nar-tool/") {
+            let names = match what {
+                "narinfos" => Some(list_dir(&self.root, "", |n| {
+                    n.len() == 32 + 8 && n.ends_with(".narinfo")
+                })),
+                "nar-files" => Some(list_dir(&self.root.join("nar"), "nar/", |n| {
+                    !n.starts_with('.')
+                })),
+                _ => None,
+            };
+            if let Some(names) = names {
+                let mut body = serde_json::to_vec(&names?).map_err(io::Error::other)?;
+                body.push(b'\n');
+                let len = body.len() as u64;
+                let r = Response::from_data(body)
+                    .with_header(header("Content-Type", "application/json"))
+                    .with_header(header("Cache-Control", "no-cache"))
+                    .with_header(cors);
+                req.respond(r)?;
+                return Ok((200, len));
+            }
+        }
         let file = if rel.is_empty() || rel.ends_with('/') {
             self.inspector_file(&format!("{rel}index.html"))
         } else {
-            self.cache_file(&rel).or_else(|| self.inspector_file(&rel))
+            self.cache_file(&rel)
+                .or_else(|| self.wasm_file(&rel))
+                .or_else(|| self.inspector_file(&rel))
         };
         let Some(file) = file else {
             if rel.is_empty() {
@@ -145,7 +174,12 @@ impl Served {
             )?;
             return Ok((404, 0));
         };
-        serve_file(req, &file, content_type(&rel), cors)
+        let name = if rel.is_empty() || rel.ends_with('/') {
+            "index.html"
+        } else {
+            &rel
+        };
+        serve_file(req, &file, content_type(name), cors)
     }
 
     /// A regular file inside the cache, if `rel` names one (symlinks resolving outside do not).
@@ -158,6 +192,40 @@ impl Served {
             .as_ref()
             .and_then(|dir| inside(dir, rel.trim_start_matches('/')))
     }
+
+    /// `/wasm/<file>` from the wasm build directory, when one is configured.
+    fn wasm_file(&self, rel: &str) -> Option<PathBuf> {
+        let name = rel.strip_prefix("wasm/")?;
+        self.wasm.as_ref().and_then(|dir| inside(dir, name))
+    }
+}
+
+/// The names of the regular files directly in `dir` (symlinks resolving to regular files inside
+/// the directory count; others do not) that `keep` accepts, prefixed and sorted. A missing
+/// directory lists as empty.
+fn list_dir(dir: &Path, prefix: &str, keep: impl Fn(&str) -> bool) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let e = e?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if !keep(&name) {
+            continue;
+        }
+        let ft = e.file_type()?;
+        let regular = ft.is_file() || (ft.is_symlink() && inside(dir, &name).is_some());
+        if regular {
+            names.push(format!("{prefix}{name}"));
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
@@ -224,6 +292,10 @@ fn content_type(rel: &str) -> &'static str {
         "text/css"
     } else if name.ends_with(".png") {
         "image/png"
+    } else if name.ends_with(".svg") {
+        "image/svg+xml"
+    } else if name.ends_with(".ts") || name.ends_with(".md") || name.ends_with(".txt") {
+        "text/plain; charset=utf-8"
     } else {
         "application/octet-stream"
     }
