@@ -1,9 +1,15 @@
-//! Compression methods of binary caches and their pure-Rust streaming decoders (usable in wasm):
-//! zstd (ruzstd), xz (lzma-rust2, multi-block and multi-stream), bzip2 (libbz2-rs). The native
-//! host swaps in C-backed codecs for speed; both must give the same bytes.
+//! Compression methods of binary caches and their pure-Rust decoders (usable in wasm): xz
+//! (xz4rust), zstd (ruzstd), bzip2 (libbz2-rs); concatenated streams/frames are decoded in turn.
+//!
+//! Every decoder is push-driven ([`Decoder`]: feed input as it arrives, take output as it is
+//! made), so an async host (JS `fetch`, a Web Worker) can stream a multi-GB NAR through without
+//! blocking; [`decoder`] wraps the same code as a [`Read`] for synchronous callers. Memory is
+//! bounded whatever the input claims: an xz dictionary over [`MAX_XZ_DICT`] is refused, zstd
+//! windows are capped by ruzstd, and at most one zstd block is decoded per step.
+//! The native host swaps in C-backed codecs for speed; both must give the same bytes.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::str::FromStr;
 
 /// A compression method a cache may use.
@@ -80,77 +86,548 @@ impl FromStr for Compression {
     }
 }
 
-/// A pure-Rust streaming decoder for `method` over `input`.
-pub fn decoder<'a, R: Read + 'a>(method: Compression, input: R) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match method {
-        Compression::None => Box::new(input),
-        Compression::Zstd => Box::new(ZstdFrames::new(BufReader::with_capacity(64 * 1024, input))),
-        Compression::Xz => Box::new(lzma_rust2::XzReader::new(
-            BufReader::with_capacity(64 * 1024, input),
-            true,
-        )),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(
-            64 * 1024,
-            input,
-        ))),
-    })
+/// Why decoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The compressed data is not valid (the message names the method and the fault).
+    #[error("{0}")]
+    Corrupt(String),
+    /// The input ended inside a stream.
+    #[error("{0}: the compressed data ends early")]
+    Truncated(Compression),
 }
 
-/// Decodes every zstd frame of a stream in turn (zstd files may hold several frames).
-struct ZstdFrames<R: BufRead> {
-    decoder: Result<
-        Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
-        String,
-    >,
+impl From<DecodeError> for io::Error {
+    fn from(e: DecodeError) -> io::Error {
+        let kind = match e {
+            DecodeError::Truncated(_) => io::ErrorKind::UnexpectedEof,
+            DecodeError::Corrupt(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
 }
 
-impl<R: BufRead> ZstdFrames<R> {
-    fn new(input: R) -> Self {
-        ZstdFrames {
-            decoder: ruzstd::decoding::StreamingDecoder::new(input)
-                .map(Some)
-                .map_err(|e| format!("zstd: {e}")),
+/// Largest xz dictionary accepted (xz -9 uses 64 MiB); a larger one is refused, not allocated.
+pub const MAX_XZ_DICT: usize = 128 << 20;
+
+/// What a codec asks for after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Call again (it moved, or changed state).
+    Again,
+    /// It cannot move without more input (a truncation when no more comes).
+    NeedInput,
+    /// The input ended at the end of a stream: all decoded.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    consumed: usize,
+    produced: usize,
+    flow: Flow,
+}
+
+const fn step(consumed: usize, produced: usize, flow: Flow) -> Step {
+    Step {
+        consumed,
+        produced,
+        flow,
+    }
+}
+
+/// One method's push decoder. `last`: no input will follow `input`. `output` is never empty.
+trait Codec: Send {
+    fn method(&self) -> Compression;
+    fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError>;
+}
+
+fn new_codec(method: Compression) -> Box<dyn Codec> {
+    match method {
+        Compression::None => Box::new(Identity),
+        Compression::Xz => Box::new(Xz::new()),
+        Compression::Zstd => Box::new(Zstd::new()),
+        Compression::Bzip2 => Box::new(Bzip2::new()),
+    }
+}
+
+/// A push-driven decoder: [`Decoder::update`] with each piece of input, then [`Decoder::finish`].
+/// Output goes to a sink as it is produced; a sink error stops decoding and is passed back.
+pub struct Decoder {
+    codec: Box<dyn Codec>,
+    /// Input not consumed yet (a codec may need a whole block before it can move).
+    pending: Vec<u8>,
+    out: Box<[u8]>,
+    failed: Option<DecodeError>,
+}
+
+/// A decoder's or its sink's failure.
+#[derive(Debug)]
+pub enum PushError<E> {
+    Decode(DecodeError),
+    Sink(E),
+}
+
+const OUT_CHUNK: usize = 64 * 1024;
+
+impl Decoder {
+    pub fn new(method: Compression) -> Decoder {
+        Decoder {
+            codec: new_codec(method),
+            pending: Vec::new(),
+            out: vec![0; OUT_CHUNK].into_boxed_slice(),
+            failed: None,
+        }
+    }
+
+    /// Decodes `chunk` (after what earlier chunks left over), giving the output to `sink`.
+    pub fn update<E>(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), PushError<E>> {
+        if self.pending.is_empty() {
+            // The common case: decode straight from the chunk, keep only what is left over.
+            let used = self.run(chunk, false, sink)?;
+            self.pending.extend_from_slice(&chunk[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(chunk);
+            let used = self.run(&pending, false, sink);
+            pending.drain(..*used.as_ref().unwrap_or(&0));
+            self.pending = pending;
+            used?;
+        }
+        Ok(())
+    }
+
+    /// Ends the input: decodes the rest and checks the data ended at the end of a stream.
+    pub fn finish<E>(
+        &mut self,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), PushError<E>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.run(&pending, true, sink).map(|_| ())
+    }
+
+    /// Steps the codec over `input` until it needs more; returns the bytes consumed.
+    fn run<E>(
+        &mut self,
+        input: &[u8],
+        last: bool,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, PushError<E>> {
+        if let Some(e) = &self.failed {
+            return Err(PushError::Decode(e.clone()));
+        }
+        let mut at = 0;
+        loop {
+            let s = match self.codec.step(&input[at..], &mut self.out, last) {
+                Ok(s) if s.flow == Flow::NeedInput && last => {
+                    Err(DecodeError::Truncated(self.codec.method()))
+                }
+                other => other,
+            };
+            let s = match s {
+                Ok(s) => s,
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(PushError::Decode(e));
+                }
+            };
+            at += s.consumed;
+            if s.produced > 0 {
+                sink(&self.out[..s.produced]).map_err(PushError::Sink)?;
+            }
+            if s.flow != Flow::Again {
+                return Ok(at);
+            }
         }
     }
 }
 
-impl<R: BufRead> Read for ZstdFrames<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let d = match &mut self.decoder {
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone())),
-                Ok(None) => return Ok(0),
-                Ok(Some(d)) => d,
-            };
-            let n = d
-                .read(buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
+/// Decodes a whole buffer, refusing more than `limit` bytes of output.
+pub fn decode_all(method: Compression, input: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let mut sink = |b: &[u8]| -> Result<(), DecodeError> {
+        if out.len() as u64 + b.len() as u64 > limit {
+            return Err(DecodeError::Corrupt(format!(
+                "{method}: decompresses to more than {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    let mut d = Decoder::new(method);
+    let flat = |r: Result<(), PushError<DecodeError>>| {
+        r.map_err(|e| match e {
+            PushError::Decode(e) | PushError::Sink(e) => e,
+        })
+    };
+    flat(d.update(input, &mut sink))?;
+    flat(d.finish(&mut sink))?;
+    Ok(out)
+}
+
+/// A pure-Rust streaming decoder for `method` over `input`: the push decoders as a [`Read`].
+pub fn decoder<'a, R: Read + 'a>(method: Compression, input: R) -> io::Result<Box<dyn Read + 'a>> {
+    if method == Compression::None {
+        return Ok(Box::new(input));
+    }
+    Ok(Box::new(PullDecoder {
+        input,
+        codec: new_codec(method),
+        buf: vec![0; PULL_BUFFER],
+        start: 0,
+        end: 0,
+        eof: false,
+        done: false,
+    }))
+}
+
+/// The pull adapter's input buffer: more than any codec needs to move (a zstd block: 128 KiB).
+const PULL_BUFFER: usize = 256 * 1024;
+
+/// A codec driven by reads: refills its input when the codec asks for more.
+struct PullDecoder<R> {
+    input: R,
+    codec: Box<dyn Codec>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl<R: Read> Read for PullDecoder<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while !self.done && !out.is_empty() {
+            let s = self
+                .codec
+                .step(&self.buf[self.start..self.end], out, self.eof)?;
+            self.start += s.consumed;
+            match s.flow {
+                Flow::Done => self.done = true,
+                Flow::NeedInput if self.eof => {
+                    return Err(DecodeError::Truncated(self.codec.method()).into())
+                }
+                Flow::NeedInput => {
+                    // Keep the unconsumed tail at the front, then read after it.
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                    if self.end == self.buf.len() {
+                        return Err(DecodeError::Corrupt(format!(
+                            "{}: cannot progress with {PULL_BUFFER} bytes of input",
+                            self.codec.method()
+                        ))
+                        .into());
+                    }
+                    loop {
+                        match self.input.read(&mut self.buf[self.end..]) {
+                            Ok(0) => self.eof = true,
+                            Ok(n) => self.end += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e),
+                        }
+                        break;
+                    }
+                }
+                Flow::Again => {}
             }
-            // This frame is done: check its content checksum, if it has one (as libzstd does).
-            if let Some(expected) = d.decoder.get_checksum_from_data() {
-                if d.decoder.get_calculated_checksum() != Some(expected) {
-                    let e = "zstd: frame checksum mismatch (corrupt data)".to_string();
-                    self.decoder = Err(e.clone());
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            if s.produced > 0 {
+                return Ok(s.produced);
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// `none`: the input is the output.
+struct Identity;
+
+impl Codec for Identity {
+    fn method(&self) -> Compression {
+        Compression::None
+    }
+    fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError> {
+        let n = input.len().min(output.len());
+        output[..n].copy_from_slice(&input[..n]);
+        Ok(match n {
+            0 if last => step(0, 0, Flow::Done),
+            0 => step(0, 0, Flow::NeedInput),
+            n => step(n, n, Flow::Again),
+        })
+    }
+}
+
+/// xz: streams in turn, with the zero padding the format allows between them.
+struct Xz {
+    decoder: Box<xz4rust::XzDecoder<'static>>,
+    in_stream: bool,
+    /// Zero bytes of stream padding since the last stream ended.
+    padding: usize,
+}
+
+impl Xz {
+    fn new() -> Xz {
+        Xz {
+            decoder: xz4rust::XzDecoder::in_heap_with_alloc_dict_size(4096, MAX_XZ_DICT),
+            in_stream: true,
+            padding: 0,
+        }
+    }
+
+    fn check_padding(&self) -> Result<(), DecodeError> {
+        if self.padding % 4 == 0 {
+            Ok(())
+        } else {
+            Err(DecodeError::Corrupt(
+                "xz: stream padding is not a multiple of four bytes".into(),
+            ))
+        }
+    }
+}
+
+impl Codec for Xz {
+    fn method(&self) -> Compression {
+        Compression::Xz
+    }
+
+    fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError> {
+        use xz4rust::{XzError, XzNextBlockResult};
+        if self.in_stream {
+            return match self.decoder.decode(input, output) {
+                Ok(XzNextBlockResult::NeedMoreData(0, 0)) => Ok(step(0, 0, Flow::NeedInput)),
+                Ok(XzNextBlockResult::NeedMoreData(c, p)) => Ok(step(c, p, Flow::Again)),
+                Ok(XzNextBlockResult::EndOfStream(c, p)) => {
+                    self.in_stream = false;
+                    self.padding = 0;
+                    Ok(step(c, p, Flow::Again))
+                }
+                Err(XzError::NeedsLargerInputBuffer) => Ok(step(0, 0, Flow::NeedInput)),
+                Err(XzError::DictionaryTooLarge(size)) => Err(DecodeError::Corrupt(format!(
+                    "xz: the stream needs a {} MiB dictionary, more than the {} MiB allowed",
+                    size >> 20,
+                    MAX_XZ_DICT >> 20
+                ))),
+                Err(e) => Err(DecodeError::Corrupt(format!("xz: {e}"))),
+            };
+        }
+        // Between streams: zero padding, then another stream or the end of the input.
+        let zeros = input.iter().take_while(|&&b| b == 0).count();
+        self.padding += zeros;
+        if zeros < input.len() {
+            self.check_padding()?;
+            self.decoder.reset();
+            self.in_stream = true;
+            return Ok(step(zeros, 0, Flow::Again));
+        }
+        if last {
+            self.check_padding()?;
+            return Ok(step(zeros, 0, Flow::Done));
+        }
+        Ok(step(zeros, 0, Flow::NeedInput))
+    }
+}
+
+/// zstd: frames in turn (skippable frames skipped), each block decoded on its own so output
+/// stays bounded however well the input compresses, and each frame's checksum checked.
+struct Zstd {
+    frame: ruzstd::decoding::FrameDecoder,
+    state: ZstdState,
+    /// Frames begun (an empty input is no zstd data).
+    frames: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZstdState {
+    Header,
+    /// Inside a frame; `last_block` once its last block has been decoded.
+    Blocks { last_block: bool },
+    Skip { left: u64 },
+}
+
+/// Largest frame header (magic, descriptor, window, dictionary id, content size).
+const ZSTD_MAX_HEADER: usize = 18;
+const ZSTD_MAX_BLOCK: usize = 128 * 1024;
+
+impl Zstd {
+    fn new() -> Zstd {
+        let mut frame = ruzstd::decoding::FrameDecoder::new();
+        // Only a reset of an initialised decoder checks the window size against ruzstd's cap,
+        // so initialise it with a minimal frame header (1 KiB window) before any real one.
+        frame
+            .reset(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00][..])
+            .expect("a valid frame header");
+        Zstd {
+            frame,
+            state: ZstdState::Header,
+            frames: 0,
+        }
+    }
+}
+
+fn zstd_error(e: impl fmt::Display) -> DecodeError {
+    DecodeError::Corrupt(format!("zstd: {e}"))
+}
+
+impl Codec for Zstd {
+    fn method(&self) -> Compression {
+        Compression::Zstd
+    }
+
+    fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        match self.state {
+            ZstdState::Header => {
+                if input.is_empty() {
+                    // The end, after at least one frame.
+                    let end = last && self.frames > 0;
+                    return Ok(step(0, 0, if end { Flow::Done } else { Flow::NeedInput }));
+                }
+                if input.len() < ZSTD_MAX_HEADER && !last {
+                    return Ok(step(0, 0, Flow::NeedInput));
+                }
+                let mut rest = input;
+                match self.frame.reset(&mut rest) {
+                    Ok(()) => {
+                        self.frames += 1;
+                        self.state = ZstdState::Blocks { last_block: false };
+                        Ok(step(input.len() - rest.len(), 0, Flow::Again))
+                    }
+                    Err(FrameDecoderError::ReadFrameHeaderError(
+                        ReadFrameHeaderError::SkipFrame { length, .. },
+                    )) => {
+                        self.frames += 1;
+                        self.state = ZstdState::Skip {
+                            left: u64::from(length),
+                        };
+                        Ok(step(8, 0, Flow::Again))
+                    }
+                    Err(_) if input.len() < ZSTD_MAX_HEADER && input.len() < 4 => {
+                        Ok(step(0, 0, Flow::NeedInput))
+                    }
+                    Err(e) => Err(zstd_error(e)),
                 }
             }
-            // Another frame may follow.
-            let mut input = self
-                .decoder
-                .as_mut()
-                .ok()
-                .and_then(Option::take)
-                .expect("present")
-                .into_inner();
-            if input.fill_buf()?.is_empty() {
-                return Ok(0);
+            ZstdState::Skip { left } => {
+                let n = left.min(input.len() as u64) as usize;
+                self.state = if left == n as u64 {
+                    ZstdState::Header
+                } else {
+                    ZstdState::Skip {
+                        left: left - n as u64,
+                    }
+                };
+                Ok(step(n, 0, if n == 0 { Flow::NeedInput } else { Flow::Again }))
             }
-            self.decoder = ruzstd::decoding::StreamingDecoder::new(input)
-                .map(Some)
-                .map_err(|e| format!("zstd: {e}"));
+            ZstdState::Blocks { last_block } => {
+                // Drain what is decoded before decoding more.
+                if self.frame.can_collect() > 0 {
+                    let n = self.frame.read(output).map_err(zstd_error)?;
+                    return Ok(step(0, n, Flow::Again));
+                }
+                if self.frame.is_finished() {
+                    if let Some(expected) = self.frame.get_checksum_from_data() {
+                        if self.frame.get_calculated_checksum() != Some(expected) {
+                            return Err(DecodeError::Corrupt(
+                                "zstd: frame checksum mismatch (corrupt data)".into(),
+                            ));
+                        }
+                    }
+                    self.state = ZstdState::Header;
+                    return Ok(step(0, 0, Flow::Again));
+                }
+                // The next piece: the frame's checksum after its last block, or one block.
+                let piece = if last_block {
+                    4
+                } else {
+                    let Some(header) = input.get(..3) else {
+                        return Ok(step(0, 0, Flow::NeedInput));
+                    };
+                    let header = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+                    let size = (header >> 3) as usize;
+                    let content = match (header >> 1) & 3 {
+                        1 => 1, // RLE: one byte, repeated `size` times
+                        3 => return Err(zstd_error("reserved block type (corrupt data)")),
+                        _ => size,
+                    };
+                    if size > ZSTD_MAX_BLOCK {
+                        return Err(zstd_error(format!(
+                            "a block of {size} bytes, more than the {ZSTD_MAX_BLOCK} allowed"
+                        )));
+                    }
+                    if header & 1 == 1 {
+                        self.state = ZstdState::Blocks { last_block: true };
+                    }
+                    3 + content
+                };
+                if input.len() < piece {
+                    self.state = ZstdState::Blocks { last_block };
+                    return Ok(step(0, 0, Flow::NeedInput));
+                }
+                let (read, written) = self
+                    .frame
+                    .decode_from_to(&input[..piece], output)
+                    .map_err(zstd_error)?;
+                if read != piece {
+                    return Err(zstd_error(format!(
+                        "the decoder took {read} of a {piece}-byte block"
+                    )));
+                }
+                Ok(step(read, written, Flow::Again))
+            }
         }
+    }
+}
+
+/// bzip2: streams in turn.
+struct Bzip2 {
+    stream: Option<bzip2::Decompress>,
+}
+
+impl Bzip2 {
+    fn new() -> Bzip2 {
+        Bzip2 {
+            stream: Some(bzip2::Decompress::new(false)),
+        }
+    }
+}
+
+impl Codec for Bzip2 {
+    fn method(&self) -> Compression {
+        Compression::Bzip2
+    }
+
+    fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError> {
+        let Some(stream) = &mut self.stream else {
+            // Between streams: the end, or another stream.
+            if input.is_empty() {
+                return Ok(step(0, 0, if last { Flow::Done } else { Flow::NeedInput }));
+            }
+            self.stream = Some(bzip2::Decompress::new(false));
+            return Ok(step(0, 0, Flow::Again));
+        };
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        let status = stream
+            .decompress(input, output)
+            .map_err(|e| DecodeError::Corrupt(format!("bzip2: {e}")))?;
+        let consumed = (stream.total_in() - in_before) as usize;
+        let produced = (stream.total_out() - out_before) as usize;
+        if status == bzip2::Status::StreamEnd {
+            self.stream = None;
+            return Ok(step(consumed, produced, Flow::Again));
+        }
+        Ok(step(
+            consumed,
+            produced,
+            if consumed == 0 && produced == 0 {
+                Flow::NeedInput
+            } else {
+                Flow::Again
+            },
+        ))
     }
 }
 
