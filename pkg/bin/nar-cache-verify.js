@@ -1,0 +1,281 @@
+#!/usr/bin/env node
+// nar-cache-verify: `nar-tool verify` in Node (the same wasm-compiled verifier), for CI jobs
+// written in JavaScript. Output and exit codes as `nar-tool verify`: 0 all good (warnings
+// included), else the sum of 1 (corrupt or missing), 2 (signatures), 4 (a check could not run);
+// 1 for an error before verifying (unreadable key file, missing cache directory); 2 for usage.
+
+import { parseArgs } from 'node:util';
+import { readFileSync, writeFileSync, renameSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import path from 'node:path';
+import { verifyCache, dirSource, httpSource, verifySignatures, exitCode, parseNarInfo } from '../index.js';
+import { ioError, rustDebug } from '../lib/dir-source.js';
+import { textReport, jsonReport, githubAnnotations, junitXml, summaryLine } from '../lib/report.js';
+
+const NAME = 'nar-cache-verify';
+const USAGE = `Usage: ${NAME} [OPTIONS] <CACHE>`;
+const HELP = `Verify a Nix binary cache: every hash, size, signature, reference, URL and file.
+Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or missing),
+2 (untrusted or bad signatures), 4 (a check could not run)
+
+${USAGE}
+
+Arguments:
+  <CACHE>  The cache: a directory, or an http(s) URL
+
+Options:
+      --trusted-key <KEY>        A trusted public key \`name:base64\` (repeatable); every path then
+                                 needs a valid signature by one
+      --trusted-key-file <FILE>  A file holding trusted public keys, one per line or space-separated
+                                 (repeatable)
+      --no-contents              Do not read NARs: check narinfos, presence and sizes of files,
+                                 signatures, references only
+      --store-dir <STORE_DIR>    The store directory the cache must be for [default: /nix/store]
+      --root <STORE_PATH>        For an http(s) cache without a listing: check the closure of this
+                                 store path (repeatable)
+      --json                     Print the report as one JSON document
+      --github                   Print problems as GitHub Actions annotations (::error/::warning)
+      --junit <FILE>             Also write a JUnit XML report to FILE
+  -j, --jobs <N>                 Accepted for compatibility with nar-tool verify (one at a time here)
+  -q, --quiet                    No progress
+  -h, --help                     Print help
+  -V, --version                  Print version
+`;
+
+function usageError(message) {
+  process.stderr.write(`error: ${message}\n\n${USAGE}\n\nFor more information, try '--help'.\n`);
+  process.exit(2);
+}
+
+function fail(message) {
+  process.stderr.write(`${NAME}: error: ${message}\n`);
+  process.exit(1);
+}
+
+function parse(argv) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'trusted-key': { type: 'string', multiple: true, default: [] },
+        'trusted-key-file': { type: 'string', multiple: true, default: [] },
+        'no-contents': { type: 'boolean', default: false },
+        'store-dir': { type: 'string', default: '/nix/store' },
+        root: { type: 'string', multiple: true, default: [] },
+        json: { type: 'boolean', default: false },
+        github: { type: 'boolean', default: false },
+        junit: { type: 'string' },
+        jobs: { type: 'string', short: 'j' },
+        quiet: { type: 'boolean', short: 'q', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', short: 'V', default: false },
+      },
+    });
+  } catch (e) {
+    usageError(e.message.replace(/\. To specify a positional argument.*$/s, ''));
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP);
+    process.exit(0);
+  }
+  if (values.version) {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    process.stdout.write(`${NAME} ${pkg.version}\n`);
+    process.exit(0);
+  }
+  if (positionals.length === 0) usageError('the following required arguments were not provided:\n  <CACHE>');
+  if (positionals.length > 1) usageError(`unexpected argument '${positionals[1]}' found`);
+  if (values.jobs !== undefined && !/^\d+$/.test(values.jobs)) {
+    usageError(`invalid value '${values.jobs}' for '--jobs <JOBS>': invalid digit found in string`);
+  }
+  if (values.json && values.github) usageError("the argument '--json' cannot be used with '--github'");
+  return { ...values, cache: positionals[0] };
+}
+
+/** A NarInfo to check a key against: verifySignatures parses every trusted key it is given. */
+const PROBE = {
+  storePath: '/nix/store/00000000000000000000000000000000-probe',
+  url: 'nar/probe.nar',
+  compression: 'none',
+  fileHash: null,
+  fileSize: null,
+  narHash: 'sha256:0000000000000000000000000000000000000000000000000000',
+  narSize: 0,
+  references: [],
+  deriver: null,
+  system: null,
+  sigs: [],
+  ca: null,
+  extra: [],
+};
+
+function checkKey(key) {
+  verifySignatures(PROBE, [key]);
+}
+
+function trustedKeys(opts) {
+  const keys = [];
+  for (const k of opts['trusted-key']) {
+    try {
+      checkKey(k);
+    } catch (e) {
+      fail(`--trusted-key ${rustDebug(k)}: ${e.message}`);
+    }
+    keys.push(k);
+  }
+  for (const f of opts['trusted-key-file']) {
+    let text;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch (e) {
+      fail(`reading ${f}: ${ioError(e).message}`);
+    }
+    for (const k of text.split(/\s+/).filter(Boolean)) {
+      try {
+        checkKey(k);
+      } catch (e) {
+        fail(`${f}: ${e.message}`);
+      }
+      keys.push(k);
+    }
+  }
+  return keys;
+}
+
+function isUrl(s) {
+  return /^https?:\/\//i.test(s);
+}
+
+/** Records what the verifier reads, to name the JUnit testcases (store paths, as the report does). */
+function recording(source) {
+  const paths = new Map(); // narinfo file name -> store path (or the file name if unparsable)
+  const wrapped = {
+    ...source,
+    async listNarinfos() {
+      const names = await source.listNarinfos();
+      for (const n of names) if (!paths.has(n)) paths.set(n, n);
+      return names;
+    },
+    async readFile(rel) {
+      const bytes = await source.readFile(rel);
+      if (bytes && paths.has(rel)) {
+        try {
+          paths.set(rel, parseNarInfo(new TextDecoder('utf-8', { fatal: true }).decode(bytes)).storePath);
+        } catch {
+          // Malformed: the report names it by its file name.
+        }
+      }
+      return bytes;
+    },
+  };
+  return { source: wrapped, paths: () => [...paths.keys()].sort().map((k) => paths.get(k)) };
+}
+
+function progress(enabled) {
+  if (!enabled) return { update() {}, done() {} };
+  const start = Date.now();
+  let last = 0;
+  let shown = false;
+  const clock = () => {
+    const s = Math.floor((Date.now() - start) / 1000);
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
+  };
+  return {
+    update({ done, total, bytes }) {
+      const now = Date.now();
+      if (now - last < 100 && done < total) return;
+      last = now;
+      const width = 30;
+      const filled = total > 0 ? Math.round((done / total) * width) : 0;
+      const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
+      const mib = ((bytes ?? 0) / (1024 * 1024)).toFixed(1);
+      process.stderr.write(`\r[${clock()}] ${bar} ${done}/${total} paths, ${mib} MiB read\x1b[K`);
+      shown = true;
+    },
+    done() {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
+}
+
+function writeAtomic(file, text) {
+  const dir = path.dirname(path.resolve(file));
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    writeFileSync(tmp, text, { flag: 'wx' });
+    const fd = openSync(tmp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+async function main() {
+  const opts = parse(process.argv.slice(2));
+  const keys = trustedKeys(opts);
+  let raw;
+  if (isUrl(opts.cache)) {
+    raw = httpSource(opts.cache, opts.root.length > 0 ? { roots: opts.root } : {});
+  } else {
+    if (opts.root.length > 0) usageError("'--root' is only for http(s) caches");
+    try {
+      raw = dirSource(opts.cache);
+    } catch (e) {
+      fail(`opening cache ${opts.cache}: ${e.message}`);
+    }
+  }
+  const { source, paths } = recording(raw);
+  const bar = progress(!opts.quiet && !opts.json && process.stderr.isTTY === true);
+  const started = process.hrtime.bigint();
+  let report;
+  try {
+    report = await verifyCache(source, {
+      trustedKeys: keys,
+      checkContents: !opts['no-contents'],
+      storeDir: opts['store-dir'],
+      onProgress: (p) => bar.update(p),
+    });
+  } catch (e) {
+    bar.done();
+    fail(e.message);
+  }
+  bar.done();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const code = exitCode(report);
+
+  let junitFailed = false;
+  if (opts.junit !== undefined) {
+    try {
+      writeAtomic(opts.junit, junitXml({ cache: opts.cache, report, paths: paths(), seconds }));
+    } catch (e) {
+      process.stderr.write(`${NAME}: error: writing ${opts.junit}: ${ioError(e).message}\n`);
+      junitFailed = true;
+    }
+  }
+  if (opts.json) {
+    process.stdout.write(jsonReport(report));
+  } else if (opts.github) {
+    process.stdout.write(githubAnnotations(report) + summaryLine(opts.cache, report) + '\n');
+  } else {
+    process.stdout.write(textReport(opts.cache, report));
+  }
+  process.exitCode = junitFailed && code === 0 ? 1 : code;
+}
+
+process.stdout.on('error', (e) => {
+  // A closed pipe (`| head`) is not an error, as for nar-tool.
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
+
+main().catch((e) => fail(e?.message ?? String(e)));

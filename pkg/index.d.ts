@@ -1,0 +1,263 @@
+// Types of the `nar-tool` package (both entries: Node's index.js and browser.js).
+
+// ---- Formats
+
+/** A parsed narinfo (`<hashpart>.narinfo`). Sizes are numbers (exact below 2^53). */
+export interface NarInfo {
+  /** `/nix/store/<hash>-<name>` */
+  storePath: string;
+  /** Relative to the cache root: `nar/<nixbase32 FileHash>.nar.xz` */
+  url: string;
+  compression: string;
+  /** `sha256:<nixbase32>` of the compressed file */
+  fileHash: string | null;
+  fileSize: number | null;
+  /** `sha256:<nixbase32>` of the NAR */
+  narHash: string;
+  narSize: number;
+  /** Base names `<hash>-<name>`, sorted */
+  references: string[];
+  /** Base name of the deriver */
+  deriver: string | null;
+  system: string | null;
+  /** `<key name>:<base64>` lines */
+  sigs: string[];
+  /** e.g. `fixed:r:sha256:<nixbase32>` */
+  ca: string | null;
+  /** Unknown keys, kept in order */
+  extra: [string, string][];
+}
+
+export interface SignatureCheck {
+  /** Names of trusted keys with a valid signature */
+  valid: string[];
+  /** Names of trusted keys whose signature does not verify */
+  invalid: string[];
+  /** Key names of signatures by keys not trusted */
+  unknown: string[];
+  /** Sig lines that cannot be parsed */
+  malformed: string[];
+}
+
+export interface StorePathParts {
+  storeDir: string;
+  hashPart: string;
+  name: string;
+  /** What follows the name's first `-<digit>`, or "" */
+  version: string;
+  baseName: string;
+  path: string;
+}
+
+export interface CacheInfo {
+  storeDir: string;
+  wantMassQuery: boolean;
+  priority: number | null;
+}
+
+export type HashAlgo = 'md5' | 'sha1' | 'sha256' | 'sha512';
+export type HashEncoding = 'nixbase32' | 'base16' | 'base64' | 'sri';
+export type Compression = 'none' | 'xz' | 'zstd' | 'bzip2';
+
+export function parseNarInfo(text: string): NarInfo;
+/** The narinfo text, in Nix's line order. */
+export function formatNarInfo(info: NarInfo): string;
+/** `1;/nix/store/…;sha256:…;<NarSize>;/nix/store/a,/nix/store/b` */
+export function fingerprint(info: NarInfo): string;
+export function verifySignatures(info: NarInfo, trustedKeys: string[]): SignatureCheck;
+/** A copy of `info` with a signature by `secretKey` (`name:base64`) added. */
+export function signNarInfo(info: NarInfo, secretKey: string): NarInfo;
+export function publicKeyOf(secretKey: string): string;
+export function nixbase32Encode(bytes: Uint8Array): string;
+export function nixbase32Decode(text: string): Uint8Array;
+/** Default encoding nixbase32, printed as `<algo>:<hash>`; `sri` is `<algo>-<base64>`. */
+export function hash(bytes: Uint8Array, algo: HashAlgo, encoding?: HashEncoding): string;
+export function parseStorePath(path: string, storeDir?: string): StorePathParts;
+export function parseCacheInfo(text: string): CacheInfo;
+
+// ---- NARs
+
+export interface RegularNode {
+  type: 'regular';
+  size: number;
+  executable?: boolean;
+  /** Offset of the contents in the uncompressed NAR */
+  narOffset: number;
+}
+export interface SymlinkNode {
+  type: 'symlink';
+  target: string;
+}
+export interface DirectoryNode {
+  type: 'directory';
+  entries: { [name: string]: ListingNode };
+}
+export type ListingNode = RegularNode | SymlinkNode | DirectoryNode;
+
+/** The `.ls` document Nix writes. */
+export interface Listing {
+  version: 1;
+  root: ListingNode;
+}
+
+export function listNar(nar: Uint8Array): Listing;
+/** A file inside a NAR (`bin/hello`, or "" for a root file); symlinks inside are followed. */
+export function readNarFile(nar: Uint8Array, path: string): Uint8Array;
+
+export interface NarSummary {
+  narHash: string;
+  narSize: number;
+  listing: Listing;
+  /** Only when the verifier was given a compression */
+  fileHash?: string;
+  fileSize?: number;
+}
+
+/** Streams a NAR (compressed when given a compression) through in constant memory. */
+export class NarVerifier {
+  constructor(compression?: Compression | string);
+  /** Throws at the first malformed byte. */
+  update(chunk: Uint8Array): void;
+  /** Ends the stream (and frees the verifier). */
+  finish(): NarSummary;
+  free(): void;
+  [Symbol.dispose](): void;
+}
+
+export class Decompressor {
+  constructor(compression: Compression | string);
+  update(chunk: Uint8Array): Uint8Array;
+  finish(): Uint8Array;
+  free(): void;
+  [Symbol.dispose](): void;
+}
+
+/** Chunks of bytes: a web ReadableStream, or an (async) iterable such as a Node Readable. */
+export type ByteStream =
+  | ReadableStream<Uint8Array | ArrayBufferView | ArrayBuffer>
+  | AsyncIterable<Uint8Array | ArrayBufferView | ArrayBuffer | string>
+  | Iterable<Uint8Array>;
+
+/** Bytes in, bytes out. */
+export function decompress(input: Uint8Array | ArrayBuffer, compression: Compression | string): Uint8Array;
+/** A stream in, a stream of decompressed chunks out (constant memory). */
+export function decompress(input: ByteStream, compression: Compression | string): ReadableStream<Uint8Array>;
+
+// ---- Verifying a cache
+
+export type ProblemKind =
+  | 'bad-cache-info'
+  | 'malformed-narinfo'
+  | 'hash-part-mismatch'
+  | 'url-outside-cache'
+  | 'missing-nar'
+  | 'file-size-mismatch'
+  | 'file-hash-mismatch'
+  | 'malformed-nar'
+  | 'nar-size-mismatch'
+  | 'nar-hash-mismatch'
+  | 'missing-reference'
+  | 'bad-signature'
+  | 'untrusted'
+  | 'orphan-nar'
+  | 'check-failed';
+
+export interface Problem {
+  kind: ProblemKind;
+  /** A store path, a narinfo file name, `nix-cache-info`, `nar/<file>` or `.` */
+  path: string;
+  message: string;
+}
+
+/** What `nar-tool verify --json` prints. */
+export interface Report {
+  ok: boolean;
+  paths: number;
+  checked_bytes: number;
+  /** Sorted by path, then kind */
+  problems: Problem[];
+}
+
+/** The stream openFile() gives: chunks, then null at the end. */
+export interface RawFileStream {
+  next(): Promise<Uint8Array | null>;
+  /** Optional: stop early and release the file. */
+  close?(): Promise<void>;
+}
+
+/** What the verifier reads a cache through: paths relative to the cache root. */
+export interface RawSource {
+  /** A whole small file (nix-cache-info, a narinfo); null when absent. */
+  readFile(path: string): Promise<Uint8Array | null>;
+  /** A file in chunks; null when absent. */
+  openFile(path: string): Promise<RawFileStream | null>;
+  /** Optional: a file's size (else counted while reading); null when absent. */
+  fileSize?(path: string): Promise<number | null>;
+  /** `<hashpart>.narinfo` names at the root. */
+  listNarinfos(): Promise<string[]>;
+  /** Optional: `nar/<name>` paths, for the orphan check (skipped without it). */
+  listNarFiles?(): Promise<string[]>;
+}
+
+export interface VerifyProgress {
+  done: number;
+  total: number;
+  path: string;
+  bytes: number;
+}
+
+export interface VerifyOptions {
+  /** `name:base64` public keys; every path then needs a valid signature by one. */
+  trustedKeys?: string[];
+  /** Read and check every NAR (default true); false: narinfos, sizes, signatures, references. */
+  checkContents?: boolean;
+  /** The store directory the cache must be for (default /nix/store). */
+  storeDir?: string;
+  /** Narinfo file names to check (a closure); default all. */
+  only?: string[];
+  onProgress?: (progress: VerifyProgress) => void;
+}
+
+export interface HttpSourceOptions {
+  /** Default: globalThis.fetch. */
+  fetch?: typeof globalThis.fetch;
+  /** Sent with every request (e.g. authorization). */
+  headers?: Record<string, string>;
+  /** The narinfos to check: file names, hash parts, base names or store paths. */
+  narinfos?: string[];
+  /** Check the closure of these store paths (followed through References). */
+  roots?: string[];
+}
+
+/** A RawSource over a cache directory (Node only). Throws if the directory does not exist. */
+export function dirSource(dir: string | URL): RawSource & { root: string };
+/** A RawSource over an http(s) binary cache (see HttpSourceOptions for how narinfos are found). */
+export function httpSource(baseUrl: string | URL, options?: HttpSourceOptions): RawSource & { url: string };
+
+/**
+ * Verifies a cache: a RawSource, a directory path (Node) or an http(s) URL. The report is the one
+ * `nar-tool verify --json` gives for the same files.
+ */
+export function verifyCache(
+  target: RawSource | string | URL,
+  options?: VerifyOptions & Pick<HttpSourceOptions, 'fetch' | 'headers' | 'narinfos' | 'roots'>,
+): Promise<Report>;
+/** 0 when ok (warnings included), else the sum of 1 (corrupt/missing), 2 (signatures), 4 (check failed). */
+export function exitCode(report: Report): number;
+/** Full store paths in the closure of `roots` among `infos`, sorted; missing references skipped. */
+export function closure(infos: NarInfo[], roots: string[]): string[];
+
+/** `<hashpart>.narinfo` for a narinfo name, hash part, base name or store path. */
+export function narinfoName(item: string): string;
+
+// ---- Initialisation
+
+/**
+ * Initialises the WebAssembly module. Node: done on import, resolves at once. Browsers: fetches
+ * `wasm/nar_tool_bg.wasm` beside the module (or `input`); call it once before the synchronous
+ * functions (verifyCache and decompress over a stream call it themselves).
+ */
+export function init(
+  input?: string | URL | Request | Response | BufferSource | WebAssembly.Module | Promise<Response>,
+): Promise<void>;
+export function isInitialised(): boolean;

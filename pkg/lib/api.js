@@ -1,0 +1,294 @@
+// The platform-neutral part of the package: the wasm exports (checked for initialisation, errors
+// turned into JS Errors), the streaming classes, and the conveniences over them (decompress over
+// streams, verifyCache over a source, a path or a URL). The entries (index.js for Node,
+// browser.js for browsers) initialise the wasm and add what is platform-specific.
+
+import * as wasm from '../wasm/nar_tool.js';
+import { httpSource, isSource } from './http-source.js';
+
+let ready = false;
+/** Set by the entry: initialises the wasm (idempotent), or null when it must be done by hand. */
+let autoInit = null;
+/** Set by the entry: turns a string/URL that is not http(s) into a source (Node: a directory). */
+let localSource = null;
+
+/** @internal Called by the entries. */
+export function configure({ initialised, init, local }) {
+  if (initialised) ready = true;
+  if (init) autoInit = init;
+  if (local) localSource = local;
+}
+
+/** @internal */
+export function markReady() {
+  ready = true;
+}
+
+export function isInitialised() {
+  return ready;
+}
+
+function checkReady() {
+  if (!ready) {
+    throw new Error('nar-tool: the WebAssembly module is not initialised yet: `await init()` first');
+  }
+}
+
+/** Anything thrown by the wasm (or a source) as a JS Error, keeping its message. */
+export function toError(e) {
+  if (e instanceof Error) return e;
+  if (typeof e === 'string') return new Error(e);
+  if (e && typeof e === 'object' && typeof e.message === 'string') {
+    const err = new Error(e.message);
+    if (e.kind !== undefined) err.kind = e.kind;
+    return err;
+  }
+  return new Error(String(e));
+}
+
+function wrap(name) {
+  return (...args) => {
+    checkReady();
+    const f = wasm[name];
+    if (typeof f !== 'function') {
+      throw new Error(`nar-tool: the wasm build has no export ${name} (rebuild it: npm run build)`);
+    }
+    try {
+      return f(...args);
+    } catch (e) {
+      throw toError(e);
+    }
+  };
+}
+
+// ---- Formats
+
+export const parseNarInfo = wrap('parseNarInfo');
+export const formatNarInfo = wrap('formatNarInfo');
+export const fingerprint = wrap('fingerprint');
+export const verifySignatures = wrap('verifySignatures');
+export const signNarInfo = wrap('signNarInfo');
+export const publicKeyOf = wrap('publicKeyOf');
+export const nixbase32Encode = wrap('nixbase32Encode');
+export const nixbase32Decode = wrap('nixbase32Decode');
+export const hash = wrap('hash');
+export const parseStorePath = wrap('parseStorePath');
+export const parseCacheInfo = wrap('parseCacheInfo');
+
+// ---- NARs
+
+export const listNar = wrap('listNar');
+export const readNarFile = wrap('readNarFile');
+export const exitCode = wrap('exitCode');
+export const closure = wrap('closure');
+const decompressBytes = wrap('decompress');
+
+/** Calls a method of a wasm object, turning what it throws into an Error. */
+function call(obj, method, ...args) {
+  if (!obj) throw new Error('nar-tool: this object was freed');
+  try {
+    return obj[method](...args);
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+/**
+ * Streams a NAR (or, given a compression, a compressed NAR) in constant memory: its hash, size
+ * and listing at the end. Throws at the first malformed byte.
+ */
+export class NarVerifier {
+  #inner;
+  constructor(compression) {
+    checkReady();
+    try {
+      this.#inner = compression === undefined ? new wasm.NarVerifier() : new wasm.NarVerifier(compression);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+  /** Feeds the next bytes. */
+  update(chunk) {
+    call(this.#inner, 'update', chunk);
+  }
+  /** Ends the stream: `{ narHash, narSize, listing, fileHash?, fileSize? }`. Frees the verifier. */
+  finish() {
+    const inner = this.#inner;
+    this.#inner = null;
+    return call(inner, 'finish');
+  }
+  /** Releases the wasm memory (also done by finish()). */
+  free() {
+    const inner = this.#inner;
+    this.#inner = null;
+    if (inner) {
+      try {
+        inner.free();
+      } catch {
+        // Already consumed by finish() on the Rust side.
+      }
+    }
+  }
+  [Symbol.dispose]() {
+    this.free();
+  }
+}
+
+/** A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes. */
+export class Decompressor {
+  #inner;
+  constructor(compression) {
+    checkReady();
+    try {
+      this.#inner = new wasm.Decompressor(compression);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+  update(chunk) {
+    return call(this.#inner, 'update', chunk);
+  }
+  finish() {
+    const inner = this.#inner;
+    this.#inner = null;
+    return call(inner, 'finish');
+  }
+  free() {
+    const inner = this.#inner;
+    this.#inner = null;
+    if (inner) {
+      try {
+        inner.free();
+      } catch {
+        // Already consumed by finish().
+      }
+    }
+  }
+  [Symbol.dispose]() {
+    this.free();
+  }
+}
+
+function isByteArray(x) {
+  return x instanceof Uint8Array;
+}
+
+/** Chunks as Uint8Arrays, whatever the stream gives (Buffers, ArrayBuffers, views). */
+function asBytes(chunk) {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (typeof chunk === 'string') return new TextEncoder().encode(chunk);
+  throw new TypeError(`nar-tool: a stream chunk must be bytes, got ${typeof chunk}`);
+}
+
+/** The chunks of a web ReadableStream or of any (async) iterable of byte chunks. */
+async function* chunksOf(input) {
+  if (typeof input.getReader === 'function') {
+    const reader = input.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        yield asBytes(value);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  } else {
+    for await (const chunk of input) yield asBytes(chunk);
+  }
+}
+
+/**
+ * Decompresses `input` (none, xz, zstd, bzip2). Bytes in, bytes out; a stream in (a web
+ * ReadableStream, or an async iterable of chunks such as a Node Readable), a web ReadableStream
+ * of decompressed chunks out, decompressed as it is read (constant memory).
+ */
+export function decompress(input, compression) {
+  if (isByteArray(input) || input instanceof ArrayBuffer) {
+    return decompressBytes(asBytes(input), compression);
+  }
+  if (!input || (typeof input.getReader !== 'function' && typeof input[Symbol.asyncIterator] !== 'function'
+    && typeof input[Symbol.iterator] !== 'function')) {
+    throw new TypeError('nar-tool: decompress() takes a Uint8Array, a ReadableStream or an async iterable of chunks');
+  }
+  let decoder = null;
+  let chunks = null;
+  return new ReadableStream({
+    async start() {
+      if (!ready && autoInit) await autoInit();
+      decoder = new Decompressor(compression);
+      chunks = chunksOf(input);
+    },
+    async pull(controller) {
+      try {
+        for (;;) {
+          const { done, value } = await chunks.next();
+          if (done) {
+            const d = decoder;
+            decoder = null;
+            const rest = d.finish();
+            if (rest.length > 0) controller.enqueue(rest);
+            controller.close();
+            return;
+          }
+          const out = decoder.update(value);
+          if (out.length > 0) {
+            controller.enqueue(out);
+            return;
+          }
+        }
+      } catch (e) {
+        if (decoder) decoder.free();
+        decoder = null;
+        await chunks.return?.();
+        throw toError(e);
+      }
+    },
+    async cancel(reason) {
+      if (decoder) decoder.free();
+      decoder = null;
+      await chunks?.return?.(reason);
+    },
+  });
+}
+
+// ---- Verifying a cache
+
+/** The source for a string or URL: http(s) → httpSource, else (Node) a directory. */
+export function sourceFor(target, options = {}) {
+  if (isSource(target)) return target;
+  let url = null;
+  if (target instanceof URL) url = target;
+  else if (typeof target === 'string' && /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(target)) url = new URL(target);
+  if (url && (url.protocol === 'http:' || url.protocol === 'https:')) {
+    return httpSource(url, options);
+  }
+  if (localSource) return localSource(url ?? target, options);
+  if (typeof target === 'string') {
+    // In a browser, a relative string is a URL relative to the page.
+    const base = globalThis.location?.href;
+    if (base) return httpSource(new URL(target, base), options);
+  }
+  throw new TypeError(`nar-tool: cannot verify ${String(target)}: give a source object, a directory (Node) or an http(s) URL`);
+}
+
+/**
+ * Verifies a cache: every hash, size, signature, reference, URL and file. `target` is a RawSource
+ * (an object of async functions), a directory path (Node), or an http(s) URL. Gives the report
+ * `nar-tool verify --json` prints.
+ */
+export async function verifyCache(target, options = {}) {
+  if (!ready && autoInit) await autoInit();
+  checkReady();
+  const { fetch, headers, narinfos, roots, ...verifyOptions } = options;
+  const source = sourceFor(target, { fetch, headers, narinfos, roots });
+  try {
+    return await wasm.verifyCache(source, verifyOptions);
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+export { httpSource };

@@ -1,0 +1,253 @@
+// A RawSource over HTTP (fetch): a binary cache served at a base URL.
+//
+// HTTP binary caches have no listing, so the narinfos to check come from, in this order:
+//   1. `narinfos`: an explicit list (narinfo file names, hash parts, store paths or base names);
+//   2. `roots`: store paths (or hash parts) whose closure is followed through the narinfos'
+//      References, fetching each narinfo once;
+//   3. the listing `nar-tool serve` publishes at `<base>/_nar-tool/narinfos` (a JSON array of
+//      narinfo names); without it, listNarinfos() fails with an explanation.
+// The NAR files are listed (for the orphan check) only from `<base>/_nar-tool/nar-files`; without
+// it the orphan check is skipped.
+
+/** At most this much of a small file (nix-cache-info, a narinfo) is read. */
+export const SMALL_FILE_CAP = 16 * 1024 * 1024;
+
+const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/;
+
+/** Whether `x` looks like a RawSource already. */
+export function isSource(x) {
+  return (
+    x !== null &&
+    typeof x === 'object' &&
+    !(x instanceof URL) &&
+    typeof x.readFile === 'function' &&
+    typeof x.openFile === 'function' &&
+    typeof x.listNarinfos === 'function'
+  );
+}
+
+/** `<hashpart>.narinfo` for a narinfo name, hash part, base name or store path. */
+export function narinfoName(item) {
+  let s = String(item).trim();
+  if (s.endsWith('.narinfo')) s = s.slice(0, -'.narinfo'.length);
+  const slash = s.lastIndexOf('/');
+  if (slash >= 0) {
+    // /nix/store/<hash>-<name>[/sub/path]: the component after the store directory.
+    const parts = s.split('/').filter(Boolean);
+    const found = parts.find((p) => HASH_PART.test(p.slice(0, 32)) && (p.length === 32 || p[32] === '-'));
+    if (!found) throw new Error(`${JSON.stringify(item)} names no store path`);
+    s = found;
+  }
+  const hashPart = s.slice(0, 32);
+  if (!HASH_PART.test(hashPart) || (s.length > 32 && s[32] !== '-')) {
+    throw new Error(`${JSON.stringify(item)} is not a narinfo name, hash part or store path`);
+  }
+  return `${hashPart}.narinfo`;
+}
+
+function httpError(res, url) {
+  const status = `${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
+  return new Error(`HTTP ${status} for ${url}`);
+}
+
+function absent(res) {
+  return res.status === 404 || res.status === 410;
+}
+
+/** Reads at most `cap` + 1 bytes of a response body. */
+async function readCapped(res, cap) {
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const parts = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      total += value.length;
+      if (total > cap) break;
+    }
+  } finally {
+    if (total > cap) await reader.cancel().catch(() => {});
+    else reader.releaseLock();
+  }
+  const out = new Uint8Array(Math.min(total, cap + 1));
+  let at = 0;
+  for (const p of parts) {
+    const n = Math.min(p.length, out.length - at);
+    out.set(p.subarray(0, n), at);
+    at += n;
+    if (at === out.length) break;
+  }
+  return out;
+}
+
+/**
+ * A RawSource over `baseUrl` (the cache root; a trailing slash is added).
+ * Options: `fetch` (default globalThis.fetch), `headers` (sent with every request, e.g.
+ * authorization), `narinfos`, `roots` (see above).
+ */
+export function httpSource(baseUrl, options = {}) {
+  const base = new URL(String(baseUrl));
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  const doFetch = options.fetch ?? globalThis.fetch;
+  if (typeof doFetch !== 'function') throw new Error('nar-tool: httpSource needs fetch (Node >= 18 or a browser), or options.fetch');
+  const headers = options.headers ?? {};
+  /** narinfo texts fetched while discovering the closure, handed out once by readFile. */
+  const prefetched = new Map();
+
+  const urlOf = (path) => new URL(path.split('/').map(encodeURIComponent).join('/'), base).href;
+  const get = (path, init = {}) => doFetch(urlOf(path), { ...init, headers: { ...headers, ...(init.headers ?? {}) } });
+
+  async function readFile(path) {
+    if (prefetched.has(path)) {
+      const bytes = prefetched.get(path);
+      prefetched.delete(path);
+      return bytes;
+    }
+    const res = await get(path);
+    if (absent(res)) return null;
+    if (!res.ok) throw httpError(res, urlOf(path));
+    return readCapped(res, SMALL_FILE_CAP);
+  }
+
+  async function openFile(path) {
+    const res = await get(path);
+    if (absent(res)) return null;
+    if (!res.ok) throw httpError(res, urlOf(path));
+    if (!res.body) {
+      let body = new Uint8Array(await res.arrayBuffer());
+      return {
+        async next() {
+          const b = body;
+          body = null;
+          return b;
+        },
+        async close() {},
+      };
+    }
+    const reader = res.body.getReader();
+    let finished = false;
+    return {
+      async next() {
+        if (finished) return null;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) {
+            finished = true;
+            return null;
+          }
+          if (value.length > 0) return value;
+        }
+      },
+      async close() {
+        if (!finished) {
+          finished = true;
+          await reader.cancel().catch(() => {});
+        }
+      },
+    };
+  }
+
+  async function fileSize(path) {
+    let res = await get(path, { method: 'HEAD' });
+    if (absent(res)) return null;
+    if (res.ok) {
+      const len = res.headers.get('content-length');
+      const encoded = res.headers.get('content-encoding');
+      if (len !== null && /^\d+$/.test(len) && (!encoded || encoded === 'identity')) return Number(len);
+    }
+    // No usable HEAD: ask for the first byte and read the total from Content-Range.
+    res = await get(path, { headers: { range: 'bytes=0-0' } });
+    if (absent(res)) return null;
+    if (res.status === 206) {
+      await res.body?.cancel().catch(() => {});
+      const m = /\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '');
+      if (m) return Number(m[1]);
+    } else if (!res.ok) {
+      throw httpError(res, urlOf(path));
+    }
+    // Count the bytes (the server ignored the range, or gave no total).
+    let total = 0;
+    if (res.status === 206) res = await get(path);
+    if (!res.ok) throw httpError(res, urlOf(path));
+    const reader = res.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+    }
+    return total;
+  }
+
+  async function serveListing(what) {
+    const res = await get(`_nar-tool/${what}`);
+    if (!res.ok) return null;
+    let names;
+    try {
+      names = JSON.parse(new TextDecoder().decode(await readCapped(res, SMALL_FILE_CAP * 4)));
+    } catch {
+      return null;
+    }
+    return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : null;
+  }
+
+  /** The narinfo names in the closure of `roots` that the cache has (absent ones are the
+   *  missing references of their referrers). Each is fetched once and kept for readFile. */
+  async function closureOf(roots) {
+    const seen = new Set();
+    const queue = roots.map(narinfoName);
+    const rootNames = new Set(queue);
+    const names = [];
+    while (queue.length > 0) {
+      const batch = [...new Set(queue.splice(0, 16))].filter((n) => !seen.has(n));
+      for (const n of batch) seen.add(n);
+      const results = await Promise.all(
+        batch.map((n) =>
+          readFile(n).then(
+            (bytes) => [n, bytes],
+            () => [n, undefined], // unreadable now: verify reads it again and reports it
+          ),
+        ),
+      );
+      for (const [n, bytes] of results) {
+        if (bytes === null) {
+          if (rootNames.has(n)) throw new Error(`the cache has no ${n} (a root)`);
+          continue;
+        }
+        names.push(n);
+        if (bytes === undefined) continue;
+        prefetched.set(n, bytes);
+        const refs = /^References:(.*)$/m.exec(new TextDecoder().decode(bytes));
+        for (const r of (refs?.[1] ?? '').split(' ').filter(Boolean)) {
+          try {
+            const name = narinfoName(r);
+            if (!seen.has(name)) queue.push(name);
+          } catch {
+            // A malformed reference: verify reports the narinfo.
+          }
+        }
+      }
+    }
+    return names;
+  }
+
+  async function listNarinfos() {
+    if (options.narinfos) return [...new Set(options.narinfos.map(narinfoName))];
+    if (options.roots) return closureOf(options.roots);
+    const listed = await serveListing('narinfos');
+    if (listed) return listed;
+    throw new Error(
+      `${base.href} publishes no list of its narinfos (HTTP binary caches have none; ` +
+        '`nar-tool serve` has one): give the narinfos or the roots of a closure to check',
+    );
+  }
+
+  async function listNarFiles() {
+    if (options.narinfos || options.roots) return [];
+    return (await serveListing('nar-files')) ?? [];
+  }
+
+  return { readFile, openFile, fileSize, listNarinfos, listNarFiles, url: base.href };
+}

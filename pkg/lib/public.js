@@ -1,0 +1,25 @@
+// The public API shared by both entries (index.js for Node, browser.js for browsers).
+export {
+  parseNarInfo,
+  formatNarInfo,
+  fingerprint,
+  verifySignatures,
+  signNarInfo,
+  publicKeyOf,
+  nixbase32Encode,
+  nixbase32Decode,
+  hash,
+  parseStorePath,
+  parseCacheInfo,
+  listNar,
+  readNarFile,
+  NarVerifier,
+  Decompressor,
+  decompress,
+  verifyCache,
+  exitCode,
+  closure,
+  httpSource,
+  isInitialised,
+} from './api.js';
+export { narinfoName } from './http-source.js';
