@@ -899,17 +899,10 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let nar_files = match nar_tool::cache::verify::CacheStorage::list_nar_files(&storage) {
-        Ok(f) => f,
-        Err(e) => {
-            problems.push(v::Problem {
-                kind: v::ProblemKind::CheckFailed,
-                path: "nar".into(),
-                message: format!("cannot list nar/: {e}"),
-            });
-            Vec::new()
-        }
-    };
+    let nar_files = v::judge_nar_files(
+        nar_tool::cache::verify::CacheStorage::list_nar_files(&storage),
+        &mut problems,
+    );
     problems.extend(v::cross_check(&checks, &nar_files));
     let report = v::report(info_problems, checks, problems);
     if args.json {

@@ -5,3 +5,4 @@ pub mod metadata;
 pub mod order;
 pub mod refscan;
 pub mod verify;
+pub mod verify_async;

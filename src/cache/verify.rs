@@ -181,8 +181,16 @@ impl Unparsed {
     }
 }
 
+/// The most of `nix-cache-info` that is read.
+pub const MAX_CACHE_INFO_SIZE: usize = 64 * 1024;
+
 /// Checks `nix-cache-info`.
 pub fn check_cache_info(storage: &dyn CacheStorage, opts: &VerifyOptions) -> Vec<Problem> {
+    judge_cache_info(storage.read_small("nix-cache-info", MAX_CACHE_INFO_SIZE), opts)
+}
+
+/// Judges `nix-cache-info`'s bytes (or why they could not be read).
+pub fn judge_cache_info(read: io::Result<Option<Vec<u8>>>, opts: &VerifyOptions) -> Vec<Problem> {
     let p = |message: String| {
         vec![Problem {
             kind: ProblemKind::BadCacheInfo,
@@ -190,7 +198,7 @@ pub fn check_cache_info(storage: &dyn CacheStorage, opts: &VerifyOptions) -> Vec
             message,
         }]
     };
-    match storage.read_small("nix-cache-info", 64 * 1024) {
+    match read {
         Err(e) => p(format!("cannot be read: {e}")),
         Ok(None) => {
             p("missing: not a binary cache (expected a nix-cache-info file at the root)".into())
@@ -287,6 +295,29 @@ pub fn check_path(
     opts: &VerifyOptions,
     decoder: DecoderFn,
 ) -> PathCheck {
+    let mut out = judge_narinfo(
+        file_name,
+        storage.read_small(file_name, MAX_NARINFO_SIZE),
+        opts,
+    );
+    if let Some(info) = &out.narinfo {
+        let problem = check_file(storage, info, opts, decoder, &mut out.checked_bytes);
+        out.problems.extend(problem.map(|(kind, message)| Problem {
+            kind,
+            path: info.path(),
+            message,
+        }));
+    }
+    out
+}
+
+/// The first layer: a narinfo file's bytes (or why they could not be read) → its problems, and
+/// the parsed narinfo if there is one (then its file is to be checked).
+pub fn judge_narinfo(
+    file_name: &str,
+    read: io::Result<Option<Vec<u8>>>,
+    opts: &VerifyOptions,
+) -> PathCheck {
     let mut out = PathCheck::default();
     let mut problem = |kind: ProblemKind, path: &str, message: String| {
         out.problems.push(Problem {
@@ -295,7 +326,7 @@ pub fn check_path(
             message,
         })
     };
-    let text = match storage.read_small(file_name, MAX_NARINFO_SIZE) {
+    let text = match read {
         Ok(Some(bytes)) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
@@ -358,113 +389,195 @@ pub fn check_path(
         );
     }
     if !opts.trusted_keys.is_empty() {
-        match info.check_signatures(&opts.trusted_keys) {
-            Err(e) => problem(ProblemKind::BadSignature, &path, e.to_string()),
-            Ok(check) if !check.invalid.is_empty() => problem(
-                ProblemKind::BadSignature,
-                &path,
-                format!(
-                    "signature by {} does not verify: the narinfo was changed after signing",
-                    check.invalid.join(", ")
-                ),
-            ),
-            Ok(check) if check.valid.is_empty() => {
-                let names: Vec<&str> = opts.trusted_keys.iter().map(|k| k.name()).collect();
-                let found = if info.sigs.is_empty() {
-                    "no signatures".to_string()
-                } else {
-                    format!(
-                        "signatures by {}",
-                        info.sigs
-                            .iter()
-                            .map(|s| s.split(':').next().unwrap_or(""))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                problem(
-                    ProblemKind::Untrusted,
-                    &path,
-                    format!(
-                        "no valid signature by a trusted key (expected one of {}, found {found})",
-                        names.join(", ")
-                    ),
-                );
-            }
-            Ok(_) => {}
+        if let Some((kind, message)) = judge_signatures(&info, &opts.trusted_keys) {
+            problem(kind, &path, message);
         }
     }
-    check_file(storage, &info, opts, decoder, &mut out);
     out.narinfo = Some(info);
     out
 }
 
-fn check_file(
-    storage: &dyn CacheStorage,
-    info: &NarInfo,
-    opts: &VerifyOptions,
-    decoder: DecoderFn,
-    out: &mut PathCheck,
-) {
-    let path = info.path();
-    let mut problem = |kind: ProblemKind, message: String| {
-        out.problems.push(Problem {
-            kind,
-            path: path.clone(),
-            message,
-        })
-    };
-    if let Err(why) = url_is_inside(&info.url) {
-        problem(
+fn judge_signatures(info: &NarInfo, trusted: &[PublicKey]) -> Option<(ProblemKind, String)> {
+    match info.check_signatures(trusted) {
+        Err(e) => Some((ProblemKind::BadSignature, e.to_string())),
+        Ok(check) if !check.invalid.is_empty() => Some((
+            ProblemKind::BadSignature,
+            format!(
+                "signature by {} does not verify: the narinfo was changed after signing",
+                check.invalid.join(", ")
+            ),
+        )),
+        Ok(check) if check.valid.is_empty() => {
+            let names: Vec<&str> = trusted.iter().map(|k| k.name()).collect();
+            let found = if info.sigs.is_empty() {
+                "no signatures".to_string()
+            } else {
+                format!(
+                    "signatures by {}",
+                    info.sigs
+                        .iter()
+                        .map(|s| s.split(':').next().unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Some((
+                ProblemKind::Untrusted,
+                format!(
+                    "no valid signature by a trusted key (expected one of {}, found {found})",
+                    names.join(", ")
+                ),
+            ))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// A problem found in a path's file (the path is the narinfo's).
+pub type FileProblem = (ProblemKind, String);
+
+/// The second layer: the URL must stay inside the cache (else the file is not even looked at).
+pub fn judge_url(info: &NarInfo) -> Option<FileProblem> {
+    url_is_inside(&info.url).err().map(|why| {
+        (
             ProblemKind::UrlOutsideCache,
             format!(
                 "URL {:?} resolves outside the cache ({why}); not read",
                 info.url
             ),
-        );
-        return;
-    }
-    let size = match storage.size(&info.url) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return problem(
-                ProblemKind::MissingNar,
-                format!("{} does not exist", info.url),
-            )
-        }
-        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
-    };
-    if let Some(expected) = info.file_size {
-        if expected != size {
-            return problem(
+        )
+    })
+}
+
+/// The file's presence and size (`Ok(None)`: absent).
+pub fn judge_size(info: &NarInfo, size: &io::Result<Option<u64>>) -> Option<FileProblem> {
+    match size {
+        Ok(Some(size)) => match info.file_size {
+            Some(expected) if expected != *size => Some((
                 ProblemKind::FileSizeMismatch,
                 format!(
                     "{}: FileSize is {expected}, the file has {size} bytes",
                     info.url
                 ),
-            );
+            )),
+            _ => None,
+        },
+        Ok(None) => Some(missing(info)),
+        Err(e) => Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
+    }
+}
+
+fn missing(info: &NarInfo) -> FileProblem {
+    (
+        ProblemKind::MissingNar,
+        format!("{} does not exist", info.url),
+    )
+}
+
+/// The compression method a narinfo names, or why it cannot be checked.
+pub fn judge_compression(info: &NarInfo) -> Result<Compression, FileProblem> {
+    info.compression
+        .parse::<Compression>()
+        .map_err(|e| (ProblemKind::CheckFailed, format!("{}: {e}", info.url)))
+}
+
+/// What reading a NAR file found, however it was read (pulled natively, pushed in wasm).
+pub struct ContentFindings {
+    pub file_hash: crate::hash::Hash,
+    pub file_bytes: u64,
+    /// The file could not be read to its end.
+    pub read_error: Option<String>,
+    nar: Result<(crate::hash::Hash, u64), NarFailure>,
+}
+
+/// The last layers: file hash, then decompression and NAR structure, then NAR size and hash.
+pub fn judge_contents(info: &NarInfo, found: &ContentFindings) -> Option<FileProblem> {
+    let url = &info.url;
+    if let Some(e) = &found.read_error {
+        return Some((ProblemKind::CheckFailed, format!("{url}: read error: {e}")));
+    }
+    if let Some(expected) = &info.file_hash {
+        if *expected != found.file_hash {
+            return Some((
+                ProblemKind::FileHashMismatch,
+                format!(
+                    "{url}: FileHash is {expected}, the file hashes to {}",
+                    found
+                        .file_hash
+                        .to_prefixed(crate::hash::Encoding::Nixbase32)
+                ),
+            ));
         }
     }
-    if !opts.check_contents {
-        return;
+    match &found.nar {
+        // The decoders' own words differ between the native and the pure ones: the verdict
+        // must not, so it names only the method.
+        Err(NarFailure::Decompress) => Some((
+            ProblemKind::MalformedNar,
+            format!(
+                "{url}: does not decompress as {}: the compressed data is corrupt or cut short",
+                info.compression
+            ),
+        )),
+        Err(NarFailure::TooLong) => Some((
+            ProblemKind::NarSizeMismatch,
+            format!("{url}: NarSize is {}, the NAR is longer", info.nar_size),
+        )),
+        Err(NarFailure::Nar(e)) => Some((
+            ProblemKind::MalformedNar,
+            format!("{url}: not a valid NAR: {e}"),
+        )),
+        Ok((_, nar_size)) if *nar_size != info.nar_size => Some((
+            ProblemKind::NarSizeMismatch,
+            format!(
+                "{url}: NarSize is {}, the NAR has {nar_size} bytes",
+                info.nar_size
+            ),
+        )),
+        Ok((nar_hash, _)) if nar_hash.algo() != info.nar_hash.algo() => Some((
+            ProblemKind::CheckFailed,
+            format!(
+                "NarHash uses {}, only sha256 is checked",
+                info.nar_hash.algo()
+            ),
+        )),
+        Ok((nar_hash, _)) if *nar_hash != info.nar_hash => Some((
+            ProblemKind::NarHashMismatch,
+            format!("{url}: NarHash is {}, the NAR hashes to {nar_hash}", info.nar_hash),
+        )),
+        Ok(_) => None,
     }
-    let method = match info.compression.parse::<Compression>() {
+}
+
+/// The file layers, reading through `storage` (natively: pulled, and pipelined when worth it).
+fn check_file(
+    storage: &dyn CacheStorage,
+    info: &NarInfo,
+    opts: &VerifyOptions,
+    decoder: DecoderFn,
+    checked_bytes: &mut u64,
+) -> Option<FileProblem> {
+    if let Some(p) = judge_url(info) {
+        return Some(p);
+    }
+    if let Some(p) = judge_size(info, &storage.size(&info.url)) {
+        return Some(p);
+    }
+    if !opts.check_contents {
+        return None;
+    }
+    let method = match judge_compression(info) {
         Ok(m) => m,
-        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
+        Err(p) => return Some(p),
     };
     let file = match storage.open(&info.url) {
         Ok(Some(f)) => f,
-        Ok(None) => {
-            return problem(
-                ProblemKind::MissingNar,
-                format!("{} does not exist", info.url),
-            )
-        }
-        Err(e) => return problem(ProblemKind::CheckFailed, format!("{}: {e}", info.url)),
+        Ok(None) => return Some(missing(info)),
+        Err(e) => return Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
     };
     let mut raw = HashingReader::new(HashAlgo::Sha256, file);
-    let nar_result = (|| -> Result<(crate::hash::Hash, u64), NarFailure> {
-        let decoded = decoder(method, Box::new(&mut raw)).map_err(NarFailure::Decompress)?;
+    let nar = (|| -> Result<(crate::hash::Hash, u64), NarFailure> {
+        let decoded = decoder(method, Box::new(&mut raw)).map_err(|_| NarFailure::Decompress)?;
         let capped = Capped {
             inner: decoded,
             left: info.nar_size,
@@ -484,83 +597,181 @@ fn check_file(
     // Hash the rest of the file too (trailing bytes after the compressed stream count).
     let drained = io::copy(&mut raw, &mut io::sink());
     let (file_hash, file_bytes, _) = raw.finish();
-    out.checked_bytes += file_bytes;
-    if let Err(e) = drained {
-        return problem(
-            ProblemKind::CheckFailed,
-            format!("{}: read error: {e}", info.url),
-        );
-    }
-    if let Some(expected) = &info.file_hash {
-        if *expected != file_hash {
-            return problem(
-                ProblemKind::FileHashMismatch,
-                format!(
-                    "{}: FileHash is {expected}, the file hashes to {}",
-                    info.url,
-                    file_hash.to_prefixed(expected_encoding(expected))
-                ),
-            );
+    *checked_bytes += file_bytes;
+    judge_contents(
+        info,
+        &ContentFindings {
+            file_hash,
+            file_bytes,
+            read_error: drained.err().map(|e| e.to_string()),
+            nar,
+        },
+    )
+}
+
+/// The file layers pushed chunk by chunk (for async hosts: wasm's JS sources). Bounded memory
+/// whatever the file: decompression stops at the NarSize the narinfo claims.
+pub struct NarFileCheck {
+    file: crate::hash::Hasher,
+    file_bytes: u64,
+    decoder: crate::compression::Decoder,
+    nar: NarStream,
+    failure: Option<NarFailure>,
+}
+
+/// The decompressed side: hashed, counted, capped and parsed (and listed, if asked).
+struct NarStream {
+    hasher: crate::hash::Hasher,
+    bytes: u64,
+    limit: u64,
+    parser: crate::nar::NarPushParser,
+    listing: Option<crate::nar::listing::ListingBuilder>,
+}
+
+impl NarStream {
+    /// Takes decompressed bytes: the first `limit` go to the parser, any more is a failure.
+    fn take(&mut self, piece: &[u8]) -> Result<(), NarFailure> {
+        let room = usize::try_from(self.limit - self.bytes).unwrap_or(usize::MAX);
+        let (fits, excess) = piece.split_at(piece.len().min(room));
+        self.hasher.update(fits);
+        self.bytes += fits.len() as u64;
+        let listing = &mut self.listing;
+        self.parser
+            .update(fits, &mut |event| {
+                if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
+                    l.push(node);
+                }
+            })
+            .map_err(NarFailure::Nar)?;
+        if excess.is_empty() {
+            return Ok(());
+        }
+        // More than NarSize. As on the pull path, the first NarSize bytes are judged first: a
+        // structural fault in them wins; running out of them means the NAR is longer.
+        match self.finish() {
+            Err(NarFailure::Nar(e))
+                if !matches!(e.kind, crate::nar::NarErrorKind::UnexpectedEof { .. }) =>
+            {
+                Err(NarFailure::Nar(e))
+            }
+            _ => Err(NarFailure::TooLong),
         }
     }
-    match nar_result {
-        Err(NarFailure::Decompress(e)) => problem(
-            ProblemKind::MalformedNar,
-            format!(
-                "{}: does not decompress as {}: {e}",
-                info.url, info.compression
-            ),
-        ),
-        Err(NarFailure::Nar(e)) => match &e.kind {
-            crate::nar::NarErrorKind::Io(io)
-                if io.get_ref().is_some_and(|inner| inner.is::<NarTooLong>()) =>
-            {
-                problem(
-                    ProblemKind::NarSizeMismatch,
-                    format!(
-                        "{}: NarSize is {}, the NAR is longer",
-                        info.url, info.nar_size
-                    ),
-                )
+
+    fn finish(&mut self) -> Result<(), NarFailure> {
+        let listing = &mut self.listing;
+        self.parser
+            .finish(&mut |event| {
+                if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
+                    l.push(node);
+                }
+            })
+            .map(|_| ())
+            .map_err(NarFailure::Nar)
+    }
+}
+
+/// What a [`NarFileCheck`] found, for callers outside the cache verifier (wasm's `NarVerifier`).
+pub struct NarSummary {
+    pub file_hash: crate::hash::Hash,
+    pub file_bytes: u64,
+    pub nar_hash: crate::hash::Hash,
+    pub nar_bytes: u64,
+    pub listing: Option<crate::nar::listing::Listing>,
+}
+
+impl NarFileCheck {
+    /// A check of a file compressed with `method` whose NAR must not exceed `nar_size_limit`
+    /// bytes; with `listing`, the NAR's `.ls` listing is built on the way.
+    pub fn new(method: Compression, nar_size_limit: u64, listing: bool) -> NarFileCheck {
+        NarFileCheck {
+            file: crate::hash::Hasher::new(HashAlgo::Sha256),
+            file_bytes: 0,
+            decoder: crate::compression::Decoder::new(method),
+            nar: NarStream {
+                hasher: crate::hash::Hasher::new(HashAlgo::Sha256),
+                bytes: 0,
+                limit: nar_size_limit,
+                parser: crate::nar::NarPushParser::new(Limits {
+                    max_file_size: nar_size_limit,
+                    ..Limits::default()
+                }),
+                listing: listing.then(Default::default),
+            },
+            failure: None,
+        }
+    }
+
+    /// Takes the next piece of the file. After a failure the rest is only hashed (FileHash
+    /// covers the whole file).
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.file.update(chunk);
+        self.file_bytes += chunk.len() as u64;
+        if self.failure.is_none() {
+            let nar = &mut self.nar;
+            if let Err(e) = self.decoder.update(chunk, &mut |piece| nar.take(piece)) {
+                self.failure = Some(e.into());
             }
-            crate::nar::NarErrorKind::Io(io) => problem(
-                ProblemKind::MalformedNar,
-                format!(
-                    "{}: does not decompress as {} (at NAR byte {}): {io}",
-                    info.url, info.compression, e.offset
-                ),
-            ),
-            _ => problem(
-                ProblemKind::MalformedNar,
-                format!("{}: not a valid NAR: {e}", info.url),
-            ),
-        },
-        Ok((nar_hash, nar_size)) => {
-            if nar_size != info.nar_size {
-                problem(
-                    ProblemKind::NarSizeMismatch,
-                    format!(
-                        "{}: NarSize is {}, the NAR has {nar_size} bytes",
-                        info.url, info.nar_size
-                    ),
-                );
-            } else if nar_hash.algo() == info.nar_hash.algo() && nar_hash != info.nar_hash {
-                problem(
-                    ProblemKind::NarHashMismatch,
-                    format!(
-                        "{}: NarHash is {}, the NAR hashes to {nar_hash}",
-                        info.url, info.nar_hash
-                    ),
-                );
-            } else if nar_hash.algo() != info.nar_hash.algo() {
-                problem(
-                    ProblemKind::CheckFailed,
-                    format!(
-                        "NarHash uses {}, only sha256 is checked",
-                        info.nar_hash.algo()
-                    ),
-                );
+        }
+    }
+
+    fn end(&mut self) {
+        if self.failure.is_none() {
+            let nar = &mut self.nar;
+            if let Err(e) = self.decoder.finish(&mut |piece| nar.take(piece)) {
+                self.failure = Some(e.into());
+            } else if let Err(e) = self.nar.finish() {
+                self.failure = Some(e);
             }
+        }
+    }
+
+    /// The findings for [`judge_contents`]; `read_error` if the file could not be read to its end.
+    pub fn finish(mut self, read_error: Option<String>) -> ContentFindings {
+        if read_error.is_none() {
+            self.end();
+        }
+        let nar = match self.failure {
+            Some(f) => Err(f),
+            None => Ok((self.nar.hasher.finish(), self.nar.bytes)),
+        };
+        ContentFindings {
+            file_hash: self.file.finish(),
+            file_bytes: self.file_bytes,
+            read_error,
+            nar,
+        }
+    }
+
+    /// Ends the input and summarises it, or says (as the CLI would) why it is no valid
+    /// (compressed) NAR.
+    pub fn summary(mut self, what: &str) -> Result<NarSummary, String> {
+        self.end();
+        match self.failure {
+            Some(NarFailure::Nar(e)) => Err(format!("{what}: not a valid NAR: {e}")),
+            Some(NarFailure::Decompress) => Err(format!(
+                "{what}: does not decompress: the compressed data is corrupt or cut short"
+            )),
+            Some(NarFailure::TooLong) => Err(format!(
+                "{what}: the NAR is longer than {} bytes",
+                self.nar.limit
+            )),
+            None => Ok(NarSummary {
+                file_hash: self.file.finish(),
+                file_bytes: self.file_bytes,
+                nar_hash: self.nar.hasher.finish(),
+                nar_bytes: self.nar.bytes,
+                listing: self.nar.listing.and_then(|l| l.finish()),
+            }),
+        }
+    }
+}
+
+impl From<crate::compression::PushError<NarFailure>> for NarFailure {
+    fn from(e: crate::compression::PushError<NarFailure>) -> NarFailure {
+        match e {
+            crate::compression::PushError::Decode(_) => NarFailure::Decompress,
+            crate::compression::PushError::Sink(f) => f,
         }
     }
 }
@@ -578,7 +789,7 @@ fn hash_and_parse<R: Read>(nar: R, nar_size: u64) -> Result<(crate::hash::Hash, 
         .unwrap_or(NAR_BUFFER)
         .clamp(16 * 1024, NAR_BUFFER);
     let mut reader = NarReader::with_limits(io::BufReader::with_capacity(capacity, hashed), limits);
-    while reader.next().map_err(NarFailure::Nar)?.is_some() {}
+    while reader.next().map_err(NarFailure::from_reader)?.is_some() {}
     let (hash, count, _) = reader.into_inner().into_inner().finish();
     Ok((hash, count))
 }
@@ -679,7 +890,7 @@ mod pipelined {
                     ..Limits::default()
                 };
                 let mut reader = NarReader::with_limits(&mut chunks, limits);
-                while reader.next().map_err(NarFailure::Nar)?.is_some() {}
+                while reader.next().map_err(NarFailure::from_reader)?.is_some() {}
                 drop(reader);
                 Ok((chunks.hasher.finish(), chunks.count))
             });
@@ -784,13 +995,28 @@ mod pipelined {
     }
 }
 
-fn expected_encoding(_h: &crate::hash::Hash) -> crate::hash::Encoding {
-    crate::hash::Encoding::Nixbase32
+/// Why a NAR stream failed its check.
+#[derive(Debug)]
+enum NarFailure {
+    /// The file does not decompress.
+    Decompress,
+    /// It decompresses to more than NarSize.
+    TooLong,
+    /// It decompresses, but not to a valid NAR.
+    Nar(NarError),
 }
 
-enum NarFailure {
-    Decompress(io::Error),
-    Nar(NarError),
+impl NarFailure {
+    /// A pull reader's error: I/O errors below it are the decoder's (or the cap's).
+    fn from_reader(e: NarError) -> NarFailure {
+        match &e.kind {
+            crate::nar::NarErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<NarTooLong>()) => {
+                NarFailure::TooLong
+            }
+            crate::nar::NarErrorKind::Io(_) => NarFailure::Decompress,
+            _ => NarFailure::Nar(e),
+        }
+    }
 }
 
 /// The checks across paths: references without narinfos, and NAR files no narinfo names.
@@ -882,14 +1108,19 @@ pub fn verify_cache(
             c
         })
         .collect();
-    let nar_files = storage.list_nar_files().unwrap_or_default();
+    let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
     listing_problems.extend(cross_check(&checks, &nar_files));
     report(info_problems, checks, listing_problems)
 }
 
 /// The narinfo names, sorted, or a problem if they cannot be listed.
 pub fn list(storage: &dyn CacheStorage) -> (Vec<String>, Vec<Problem>) {
-    match storage.list_narinfos() {
+    judge_listing(storage.list_narinfos())
+}
+
+/// The narinfo names of a listing, sorted, or a problem if there is none.
+pub fn judge_listing(listed: io::Result<Vec<String>>) -> (Vec<String>, Vec<Problem>) {
+    match listed {
         Ok(mut names) => {
             names.sort();
             (names, Vec::new())
@@ -903,6 +1134,21 @@ pub fn list(storage: &dyn CacheStorage) -> (Vec<String>, Vec<Problem>) {
             }],
         ),
     }
+}
+
+/// The files under `nar/`, or a problem if they cannot be listed (then no orphans are found).
+pub fn judge_nar_files(
+    listed: io::Result<Vec<String>>,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    listed.unwrap_or_else(|e| {
+        problems.push(Problem {
+            kind: ProblemKind::CheckFailed,
+            path: "nar".into(),
+            message: format!("cannot list nar/: {e}"),
+        });
+        Vec::new()
+    })
 }
 
 /// Pure-Rust decoders, for callers without a faster one.
@@ -1050,16 +1296,27 @@ mod tests {
         };
         match result {
             Ok((hash, len)) => format!("ok {hash} {len}"),
-            Err(NarFailure::Nar(e)) => {
-                let too_long = matches!(&e.kind, crate::nar::NarErrorKind::Io(io)
-                    if io.get_ref().is_some_and(|i| i.is::<NarTooLong>()));
-                format!("nar (too long: {too_long}) {e}")
-            }
-            Err(NarFailure::Decompress(e)) => format!("decompress {e}"),
+            Err(NarFailure::Nar(e)) => format!("nar {e}"),
+            Err(NarFailure::TooLong) => "nar (too long: true)".to_string(),
+            Err(NarFailure::Decompress) => "decompress".to_string(),
         }
     }
 
-    /// The pipeline gives exactly the sequential verdicts: hashes, lengths, errors and their
+    /// The push check's verdict on `data` fed in pieces of `step` bytes.
+    fn pushed(data: &[u8], nar_size: u64, step: usize) -> String {
+        let mut check = NarFileCheck::new(Compression::None, nar_size, false);
+        for piece in data.chunks(step) {
+            check.update(piece);
+        }
+        match check.finish(None).nar {
+            Ok((hash, len)) => format!("ok {hash} {len}"),
+            Err(NarFailure::Nar(e)) => format!("nar {e}"),
+            Err(NarFailure::TooLong) => "nar (too long: true)".to_string(),
+            Err(NarFailure::Decompress) => "decompress".to_string(),
+        }
+    }
+
+    /// The pipeline (and the push check) gives exactly the sequential verdicts: hashes, lengths, errors and their
     /// offsets — whatever the read sizes of the source, and whether the machine is busy or not.
     #[test]
     fn pipelined_and_sequential_agree() {
@@ -1090,9 +1347,14 @@ mod tests {
                 let sequential = verdict(false, &data, nar_size, step, error);
                 let pipelined = verdict(true, &data, nar_size, step, error);
                 assert_eq!(sequential, pipelined, "{name}, reads of {step}");
+                if error.is_none() {
+                    assert_eq!(sequential, pushed(&data, nar_size, step), "{name}: push");
+                }
                 if name == "good" || name == "claims more" {
                     // (NarSize is compared with the length by the caller.)
                     assert!(sequential.starts_with("ok "), "{sequential}");
+                } else if name.starts_with("error") {
+                    assert_eq!(sequential, "decompress", "{name}");
                 } else {
                     assert!(sequential.starts_with("nar "), "{name}: {sequential}");
                 }

@@ -1,7 +1,9 @@
 //! NAR (`nix-archive-1`): the grammar ([`wire`]), a strict streaming [`reader`], a streaming
-//! [`writer`], an in-memory [`tree`] for tests and small archives, and the `.ls` [`listing`].
+//! [`writer`], an in-memory [`tree`] for tests and small archives, and the `.ls` [`listing`];
+//! [`push`] drives the same reader with bytes as they arrive (for async hosts).
 
 pub mod listing;
+pub mod push;
 pub mod reader;
 pub mod tree;
 pub mod wire;
@@ -10,6 +12,7 @@ pub mod writer;
 use std::fmt;
 use std::io;
 
+pub use push::{NarPushParser, PushEvent};
 pub use reader::{Event, Limits, NarReader};
 pub use writer::NarWriter;
 

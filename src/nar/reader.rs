@@ -510,6 +510,32 @@ impl<R: Read> NarReader<R> {
         }
     }
 
+    /// The source, for the push parser to refill.
+    pub(super) fn source_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    pub(super) fn source(&self) -> &R {
+        &self.inner
+    }
+
+    /// Bytes of the current file's contents not yet read (0 outside contents).
+    pub(super) fn contents_left(&self) -> u64 {
+        match self.state {
+            State::Contents { remaining, .. } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Counts `n` bytes of the current file's contents as read (the push parser takes them from
+    /// its buffer itself); `n` ≤ [`Self::contents_left`].
+    pub(super) fn skip_contents_taken(&mut self, n: u64) {
+        if let State::Contents { remaining, .. } = &mut self.state {
+            *remaining -= n;
+            self.pos += n;
+        }
+    }
+
     /// Reads the whole archive, checking it, and returns the number of bytes.
     pub fn validate_all(mut self) -> Result<u64, NarError> {
         while self.next()?.is_some() {}
