@@ -121,7 +121,6 @@ export class NarVerifier {
   /** Ends the stream (and frees the verifier). */
   finish(): NarSummary;
   free(): void;
-  [Symbol.dispose](): void;
 }
 
 export class Decompressor {
@@ -129,7 +128,6 @@ export class Decompressor {
   update(chunk: Uint8Array): Uint8Array;
   finish(): Uint8Array;
   free(): void;
-  [Symbol.dispose](): void;
 }
 
 /** Chunks of bytes: a web ReadableStream, or an (async) iterable such as a Node Readable. */

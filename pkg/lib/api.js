@@ -129,9 +129,6 @@ export class NarVerifier {
       }
     }
   }
-  [Symbol.dispose]() {
-    this.free();
-  }
 }
 
 /** A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes. */
@@ -164,8 +161,18 @@ export class Decompressor {
       }
     }
   }
-  [Symbol.dispose]() {
-    this.free();
+}
+
+// `using v = new NarVerifier()` where the runtime has explicit resource management.
+if (typeof Symbol.dispose === 'symbol') {
+  for (const C of [NarVerifier, Decompressor]) {
+    Object.defineProperty(C.prototype, Symbol.dispose, {
+      value() {
+        this.free();
+      },
+      writable: true,
+      configurable: true,
+    });
   }
 }
 

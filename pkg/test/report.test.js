@@ -1,0 +1,95 @@
+// The report renderings on their own (no wasm): byte formatting as Rust's, GitHub escaping,
+// JUnit escaping, the JSON form.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { githubAnnotations, humanBytes, jsonReport, junitXml, summaryLine, textReport } from '../lib/report.js';
+
+test('humanBytes: nar-tool\'s units and Rust\'s {:.1} (ties to even on the exact value)', () => {
+  const cases = [
+    [0, '0 B'],
+    [1, '1 B'],
+    [1023, '1023 B'],
+    [1024, '1.0 KiB'],
+    [1280, '1.2 KiB'], // 1.25: a tie, to even
+    [1792, '1.8 KiB'], // 1.75: a tie, to even
+    [1331, '1.3 KiB'],
+    [1536, '1.5 KiB'],
+    [3 * 1024 + 51, '3.0 KiB'], // 3.0498
+    [3 * 1024 + 52, '3.1 KiB'], // 3.0508
+    [1048575, '1024.0 KiB'], // under a MiB: stays KiB, rounds up
+    [1048576, '1.0 MiB'],
+    [1406752, '1.3 MiB'],
+    [1.5 * 2 ** 30, '1.5 GiB'],
+    [2 ** 40, '1.0 TiB'],
+    [2 ** 50, '1024.0 TiB'],
+    [2.25 * 2 ** 40, '2.2 TiB'],
+  ];
+  for (const [n, s] of cases) assert.equal(humanBytes(n), s, String(n));
+});
+
+const report = {
+  ok: false,
+  paths: 2,
+  checked_bytes: 2048,
+  problems: [
+    { kind: 'missing-nar', path: '/nix/store/aaaa-x', message: 'nar/x.nar.xz does not exist' },
+    { kind: 'check-failed', path: '/nix/store/bbbb-y,z', message: '100% odd:\r\nline two' },
+    { kind: 'orphan-nar', path: 'nar/a:b,c', message: 'no narinfo points to this file (a warning)' },
+  ],
+};
+
+test('text and summary as nar-tool verify prints them', () => {
+  assert.equal(summaryLine('c', report), 'c: 2 paths, 2.0 KiB read, FAILED: 2 problems, 1 warnings');
+  assert.equal(
+    textReport('c', report),
+    'missing-nar /nix/store/aaaa-x: nar/x.nar.xz does not exist\n' +
+      'check-failed /nix/store/bbbb-y,z: 100% odd:\r\nline two\n' +
+      'orphan-nar nar/a:b,c: no narinfo points to this file (a warning)\n' +
+      'c: 2 paths, 2.0 KiB read, FAILED: 2 problems, 1 warnings\n',
+  );
+  assert.equal(summaryLine('c', { ok: true, paths: 0, checked_bytes: 0, problems: [] }), 'c: 0 paths, 0 B read, OK: 0 problems, 0 warnings');
+});
+
+test('GitHub annotations: % CR LF escaped in data, and : , too in properties', () => {
+  assert.equal(
+    githubAnnotations(report),
+    '::error title=missing-nar,file=/nix/store/aaaa-x::nar/x.nar.xz does not exist\n' +
+      '::error title=check-failed,file=/nix/store/bbbb-y%2Cz::100%25 odd:%0D%0Aline two\n' +
+      '::warning title=orphan-nar,file=nar/a%3Ab%2Cc::no narinfo points to this file (a warning)\n',
+  );
+});
+
+test('JSON: serde_json\'s pretty form, keys in the Rust order whatever the input order', () => {
+  const shuffled = {
+    problems: [{ message: 'm\u0001"\\', path: 'p', kind: 'k' }],
+    checked_bytes: 5,
+    paths: 1,
+    ok: false,
+  };
+  assert.equal(
+    jsonReport(shuffled),
+    '{\n  "ok": false,\n  "paths": 1,\n  "checked_bytes": 5,\n  "problems": [\n    {\n      "kind": "k",\n      "path": "p",\n      "message": "m\\u0001\\"\\\\"\n    }\n  ]\n}\n',
+  );
+  assert.equal(jsonReport({ ok: true, paths: 0, checked_bytes: 0, problems: [] }), '{\n  "ok": true,\n  "paths": 0,\n  "checked_bytes": 0,\n  "problems": []\n}\n');
+});
+
+test('JUnit: escaping of text and attributes, control characters made visible, counts', () => {
+  const xml = junitXml({
+    cache: 'a "cache" <&>',
+    report: {
+      ...report,
+      problems: [...report.problems, { kind: 'malformed-narinfo', path: 'bad\u0001.narinfo', message: "it's <bad> & \u0000" }],
+    },
+    paths: ['/nix/store/aaaa-x', '/nix/store/bbbb-y,z', 'bad\u0001.narinfo', '/nix/store/cccc-fine'],
+    seconds: 1.5,
+    timestamp: new Date(0),
+  });
+  assert.match(xml, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<testsuites name="nar-cache-verify" tests="5" failures="2" errors="1" time="1.500">\n/);
+  assert.match(xml, /<testsuite name="a &quot;cache&quot; &lt;&amp;&gt;" tests="5" failures="2" errors="1" skipped="0" time="1.500" timestamp="1970-01-01T00:00:00">/);
+  assert.match(xml, /<testcase classname="a &quot;cache&quot; &lt;&amp;&gt;" name="\/nix\/store\/cccc-fine"\/>/);
+  assert.match(xml, /name="bad\\u\{1\}.narinfo">\n {6}<failure type="malformed-narinfo" message="it&apos;s &lt;bad&gt; &amp; \\u\{0\}">/);
+  assert.match(xml, /<error type="check-failed" message="100% odd:&#13;&#10;line two">check-failed \/nix\/store\/bbbb-y,z: 100% odd:&#13;\nline two<\/error>/);
+  assert.match(xml, /<system-out>orphan-nar nar\/a:b,c: no narinfo points to this file \(a warning\)<\/system-out>/);
+  assert.doesNotMatch(xml, /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/);
+});

@@ -1,0 +1,126 @@
+// Type-checked (not run) by `npm test`: `tsc --noEmit -p test/tsconfig.json`. Uses the whole
+// API through the package's own name, as a consumer would (the `types` export condition).
+
+import {
+  init,
+  isInitialised,
+  parseNarInfo,
+  formatNarInfo,
+  fingerprint,
+  verifySignatures,
+  signNarInfo,
+  publicKeyOf,
+  nixbase32Encode,
+  nixbase32Decode,
+  hash,
+  parseStorePath,
+  parseCacheInfo,
+  listNar,
+  readNarFile,
+  NarVerifier,
+  Decompressor,
+  decompress,
+  verifyCache,
+  exitCode,
+  closure,
+  dirSource,
+  httpSource,
+  narinfoName,
+  type NarInfo,
+  type Listing,
+  type ListingNode,
+  type NarSummary,
+  type RawSource,
+  type Report,
+  type Problem,
+  type ProblemKind,
+  type VerifyOptions,
+  type SignatureCheck,
+  type StorePathParts,
+  type CacheInfo,
+} from 'nar-tool';
+
+async function main(): Promise<number> {
+  await init();
+  const ready: boolean = isInitialised();
+
+  const info: NarInfo = parseNarInfo('StorePath: /nix/store/…\n');
+  const text: string = formatNarInfo(info);
+  const fp: string = fingerprint(info);
+  const sigs: SignatureCheck = verifySignatures(info, ['k:AAAA']);
+  const valid: string[] = sigs.valid;
+  const signed: NarInfo = signNarInfo(info, 'k:AAAA');
+  const pub: string = publicKeyOf('k:AAAA');
+  const size: number | null = info.fileSize;
+  const extra: [string, string][] = signed.extra;
+
+  const b32: string = nixbase32Encode(new Uint8Array(32));
+  const bytes: Uint8Array = nixbase32Decode(b32);
+  const h: string = hash(bytes, 'sha512', 'sri');
+  // @ts-expect-error: not an algorithm
+  hash(bytes, 'sha3');
+  const sp: StorePathParts = parseStorePath('/gnu/store/x', '/gnu/store');
+  const ci: CacheInfo = parseCacheInfo('StoreDir: /nix/store\n');
+  const prio: number | null = ci.priority;
+
+  const listing: Listing = listNar(bytes);
+  const walk = (n: ListingNode): number => {
+    switch (n.type) {
+      case 'regular':
+        return n.size + n.narOffset + (n.executable ? 1 : 0);
+      case 'symlink':
+        return n.target.length;
+      case 'directory':
+        return Object.values(n.entries).reduce((a, c) => a + walk(c), 0);
+    }
+  };
+  walk(listing.root);
+  const file: Uint8Array = readNarFile(bytes, 'bin/hello');
+
+  const v = new NarVerifier('xz');
+  v.update(bytes);
+  const summary: NarSummary = v.finish();
+  const fh: string | undefined = summary.fileHash;
+  new NarVerifier().free();
+
+  const d = new Decompressor('zstd');
+  const out: Uint8Array[] = [d.update(bytes), d.finish()];
+  const flat: Uint8Array = decompress(bytes, 'bzip2');
+  const stream: ReadableStream<Uint8Array> = decompress(new Blob([new Uint8Array(8)]).stream(), "xz");
+
+  const source: RawSource = {
+    async readFile(path: string) {
+      return path === 'nix-cache-info' ? new TextEncoder().encode('StoreDir: /nix/store\n') : null;
+    },
+    async openFile() {
+      return { next: async () => null };
+    },
+    async listNarinfos() {
+      return [];
+    },
+  };
+  const options: VerifyOptions = {
+    trustedKeys: [pub],
+    checkContents: false,
+    storeDir: '/nix/store',
+    only: [narinfoName('/nix/store/…')],
+    onProgress: ({ done, total, path, bytes }) => console.log(done, total, path, bytes),
+  };
+  const reports: Report[] = [
+    await verifyCache(source, options),
+    await verifyCache('./cache'),
+    await verifyCache(new URL('https://cache.example.org/'), { roots: ['/nix/store/…'], headers: { authorization: 'Bearer x' } }),
+    await verifyCache(dirSource('./cache')),
+    await verifyCache(httpSource('https://cache.example.org', { fetch: globalThis.fetch, narinfos: ['abc.narinfo'] })),
+  ];
+  const first: Problem | undefined = reports[0]?.problems[0];
+  const kind: ProblemKind | undefined = first?.kind;
+  const paths: string[] = closure([info], [info.storePath]);
+  const checked: number = reports[0]!.checked_bytes;
+  // @ts-expect-error: no such option
+  await verifyCache(source, { trustedKey: 'x' });
+  void [ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked];
+  return exitCode(reports[0]!);
+}
+
+void main;

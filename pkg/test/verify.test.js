@@ -1,0 +1,229 @@
+// verifyCache over every kind of source: the corpus caches verify clean through a directory, a
+// path, a file: URL, HTTP (an in-process server and `nar-tool serve`) and a source of one's own.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, statSync, symlinkSync, renameSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import * as nar from '../index.js';
+import { CACHES, CORPUS_KEY, STORE_PATHS, copyCache, serveDir, hashPart, listFiles, narFile, nativeBin, narinfoFile, storePath } from '../tools/test-helpers.js';
+
+const CORPUS_CACHES = readdirSync(CACHES).sort();
+const TOTAL_BYTES = (cache) =>
+  readdirSync(path.join(CACHES, cache, 'nar')).reduce((n, f) => n + statSync(path.join(CACHES, cache, 'nar', f)).size, 0);
+
+test('the corpus caches verify clean from a directory source, with the corpus key where signed', async () => {
+  for (const cache of CORPUS_CACHES) {
+    const keys = cache === 'unsigned' ? [] : [CORPUS_KEY];
+    const report = await nar.verifyCache(nar.dirSource(path.join(CACHES, cache)), { trustedKeys: keys });
+    assert.deepEqual(report, { ok: true, paths: 9, checked_bytes: TOTAL_BYTES(cache), problems: [] }, cache);
+    assert.equal(nar.exitCode(report), 0);
+  }
+});
+
+test('the unsigned corpus cache with a trusted key: every path is untrusted (exit 2)', async () => {
+  const report = await nar.verifyCache(path.join(CACHES, 'unsigned'), { trustedKeys: [CORPUS_KEY] });
+  assert.equal(report.ok, false);
+  assert.deepEqual(report.problems.map((p) => [p.kind, p.path]), [...STORE_PATHS].sort().map((p) => ['untrusted', p]));
+  assert.equal(nar.exitCode(report), 2);
+});
+
+test('verifyCache takes a path, a file: URL or a source; checkContents false reads no NAR', async () => {
+  const dir = path.join(CACHES, 'zstd');
+  const a = await nar.verifyCache(dir);
+  const b = await nar.verifyCache(pathToFileURL(dir));
+  const c = await nar.verifyCache(pathToFileURL(dir).href);
+  assert.deepEqual(a, b);
+  assert.deepEqual(a, c);
+  assert.equal(a.ok, true);
+  const quick = await nar.verifyCache(dir, { checkContents: false });
+  assert.deepEqual(quick, { ok: true, paths: 9, checked_bytes: 0, problems: [] });
+});
+
+test('onProgress: once per path, done counting up to total', async () => {
+  const seen = [];
+  await nar.verifyCache(path.join(CACHES, 'xz'), { onProgress: (p) => seen.push({ ...p }) });
+  assert.ok(seen.length >= 9, `${seen.length} progress calls`);
+  const last = seen[seen.length - 1];
+  assert.equal(last.total, 9);
+  assert.equal(last.done, 9);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].done >= seen[i - 1].done);
+  for (const p of seen) assert.equal(typeof p.path, 'string');
+});
+
+test('only: just the named narinfos are checked', async () => {
+  const only = [narinfoFile(storePath('closure-top')), narinfoFile(storePath('single-exe'))];
+  const report = await nar.verifyCache(path.join(CACHES, 'xz'), { only, trustedKeys: [CORPUS_KEY] });
+  assert.equal(report.paths, 2);
+});
+
+test('dirSource: streams in chunks of at most 1 MiB, lists like DirStorage, stays inside the cache', async () => {
+  const c = copyCache('none');
+  try {
+    const src = nar.dirSource(c.dir);
+    const edge = path.relative(c.dir, narFile(c.dir, storePath('edge-cases')));
+    const f = await src.openFile(edge);
+    const sizes = [];
+    for (let chunk; (chunk = await f.next()) !== null; ) sizes.push(chunk.length);
+    assert.equal(sizes.reduce((a, b) => a + b, 0), statSync(path.join(c.dir, edge)).size);
+    assert.ok(sizes.length >= 2 && sizes.every((s) => s <= 1 << 20), String(sizes));
+    assert.equal(await f.next(), null);
+    assert.equal(await src.fileSize(edge), statSync(path.join(c.dir, edge)).size);
+    assert.equal(await src.readFile('nar/absent.nar'), null);
+    assert.equal(await src.openFile('nar/absent.nar'), null);
+    assert.equal(await src.fileSize('nar/absent.nar'), null);
+    assert.equal(await src.fileSize('nar'), null, 'a directory is not a file');
+    assert.deepEqual((await src.listNarinfos()).sort(), STORE_PATHS.map(narinfoFile).sort());
+    assert.deepEqual((await src.listNarFiles()).sort(), listFiles(path.join(c.dir, 'nar')).map((n) => `nar/${n}`));
+    for (const bad of ['../x', '/etc/passwd', 'nar/../../x', 'a//b', '', 'x\0y']) {
+      await assert.rejects(src.readFile(bad), /is not a path inside the cache/, bad);
+      await assert.rejects(src.openFile(bad), /is not a path inside the cache/, bad);
+    }
+    // A symlink out of the cache is refused; one inside is followed.
+    writeFileSync(path.join(c.parent, 'outside'), 'secret');
+    symlinkSync(path.join(c.parent, 'outside'), path.join(c.dir, 'nar', 'out-link'));
+    await assert.rejects(src.readFile('nar/out-link'), { message: 'nar/out-link links outside the cache' });
+    symlinkSync(edge.slice('nar/'.length), path.join(c.dir, 'nar', 'in-link'));
+    assert.equal(await src.fileSize('nar/in-link'), statSync(path.join(c.dir, edge)).size);
+    // Hidden files are not listed.
+    writeFileSync(path.join(c.dir, '.hidden.narinfo'), 'x');
+    writeFileSync(path.join(c.dir, 'nar', '.tmp'), 'x');
+    assert.ok(!(await src.listNarinfos()).includes('.hidden.narinfo'));
+    assert.ok(!(await src.listNarFiles()).includes('nar/.tmp'));
+    assert.throws(() => nar.dirSource(path.join(c.parent, 'absent')), { message: 'No such file or directory (os error 2)' });
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('a source of one\'s own (in memory); a throwing source gives check-failed', async () => {
+  const dir = path.join(CACHES, 'xz');
+  const files = new Map(listFiles(dir).map((f) => [f, new Uint8Array(readFileSync(path.join(dir, f)))]));
+  const memory = {
+    readFile: async (p) => files.get(p) ?? null,
+    openFile: async (p) => {
+      const bytes = files.get(p);
+      if (!bytes) return null;
+      let at = 0;
+      return { next: async () => (at >= bytes.length ? null : bytes.subarray(at, (at += 1000))) };
+    },
+    listNarinfos: async () => [...files.keys()].filter((f) => f.endsWith('.narinfo')),
+  };
+  const report = await nar.verifyCache(memory, { trustedKeys: [CORPUS_KEY] });
+  assert.deepEqual(report, { ok: true, paths: 9, checked_bytes: TOTAL_BYTES('xz'), problems: [] });
+
+  const lib = storePath('libdemo-1.0');
+  const url = nar.parseNarInfo(new TextDecoder().decode(files.get(narinfoFile(lib)))).url;
+  const failing = {
+    ...memory,
+    openFile: async (p) => {
+      if (p === url) throw new Error('disk on fire');
+      return memory.openFile(p);
+    },
+  };
+  const bad = await nar.verifyCache(failing, { trustedKeys: [CORPUS_KEY] });
+  assert.equal(bad.ok, false);
+  assert.deepEqual(bad.problems.map((p) => [p.kind, p.path]), [['check-failed', lib]]);
+  assert.match(bad.problems[0].message, /disk on fire/);
+  assert.equal(nar.exitCode(bad), 4);
+
+  const unlistable = { ...memory, listNarinfos: async () => { throw new Error('no listing'); } };
+  const r = await nar.verifyCache(unlistable);
+  assert.deepEqual(r.problems.map((p) => [p.kind, p.path]), [['check-failed', '.']]);
+  assert.match(r.problems[0].message, /no listing/);
+});
+
+test('httpSource: the corpus caches over HTTP (listing of nar-tool serve, explicit narinfos, roots)', async () => {
+  for (const cache of ['xz', 'zstd', 'bzip2', 'none']) {
+    const server = await serveDir(path.join(CACHES, cache), { listing: true });
+    try {
+      const expected = { ok: true, paths: 9, checked_bytes: TOTAL_BYTES(cache), problems: [] };
+      assert.deepEqual(await nar.verifyCache(server.url, { trustedKeys: [CORPUS_KEY] }), expected, cache);
+      assert.deepEqual(await nar.verifyCache(nar.httpSource(server.url), { trustedKeys: [CORPUS_KEY] }), expected);
+    } finally {
+      await server.close();
+    }
+  }
+  // No listing: explicit narinfos (any form), or the closure of roots.
+  const server = await serveDir(path.join(CACHES, 'xz'));
+  try {
+    await assert.rejects(nar.httpSource(server.url).listNarinfos(), /publishes no list of its narinfos/);
+    const top = storePath('closure-top');
+    const some = await nar.verifyCache(server.url, { narinfos: [top, hashPart(storePath('single-exe')), narinfoFile(storePath('app-0.9'))] });
+    assert.equal(some.paths, 3);
+    const all = await nar.verifyCache(server.url, { narinfos: STORE_PATHS, trustedKeys: [CORPUS_KEY] });
+    assert.deepEqual(all, { ok: true, paths: 9, checked_bytes: TOTAL_BYTES('xz'), problems: [] });
+    server.requests.length = 0;
+    const closure = await nar.verifyCache(server.url, { roots: [top], trustedKeys: [CORPUS_KEY] });
+    const infos = STORE_PATHS.map((p) => nar.parseNarInfo(readFileSync(path.join(CACHES, 'xz', narinfoFile(p)), 'utf8')));
+    assert.deepEqual(closure, { ok: true, paths: nar.closure(infos, [top]).length, checked_bytes: closure.checked_bytes, problems: [] });
+    // Each narinfo fetched once.
+    const gets = server.requests.filter((r) => r.startsWith('GET ') && r.endsWith('.narinfo'));
+    assert.equal(gets.length, new Set(gets).size);
+    await assert.rejects(
+      nar.httpSource(server.url, { roots: ['/nix/store/00000000000000000000000000000000-absent'] }).listNarinfos(),
+      /has no 00000000000000000000000000000000.narinfo/,
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+test('httpSource: servers without HEAD or Content-Length; damage is found over HTTP too', async () => {
+  const c = copyCache('xz');
+  try {
+    for (const opts of [{ head: false }, { contentLength: false }]) {
+      const server = await serveDir(c.dir, { listing: true, ...opts });
+      try {
+        const r = await nar.verifyCache(server.url, { trustedKeys: [CORPUS_KEY], checkContents: false });
+        assert.deepEqual(r.problems, [], JSON.stringify(opts));
+      } finally {
+        await server.close();
+      }
+    }
+    const lib = storePath('libdemo-1.0');
+    renameSync(narFile(c.dir, lib), path.join(c.parent, 'gone'));
+    const server = await serveDir(c.dir, { listing: true });
+    try {
+      const r = await nar.verifyCache(server.url);
+      assert.deepEqual(r.problems.map((p) => [p.kind, p.path]), [['missing-nar', lib]]);
+      const viaDir = await nar.verifyCache(c.dir);
+      assert.deepEqual(r, viaDir);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('httpSource over `nar-tool serve` (its narinfo and nar-file listings)', async (t) => {
+  const bin = nativeBin();
+  if (!bin) return t.skip('no native nar-tool (cargo build)');
+  const c = copyCache('zstd');
+  mkdirSync(path.join(c.parent, 'empty-inspector'));
+  const child = spawn(bin, ['serve', c.dir, '--listen', '127.0.0.1:0', '--quiet', '--inspector', path.join(c.parent, 'empty-inspector')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  try {
+    const url = await new Promise((resolve, reject) => {
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d;
+        const m = /on (http:\/\/[^\s]+)/.exec(err);
+        if (m) resolve(`${m[1]}/`);
+      });
+      child.on('exit', (code) => reject(new Error(`nar-tool serve exited ${code}: ${err}`)));
+    });
+    writeFileSync(path.join(c.dir, 'nar', 'stray.nar.zst'), 'stray');
+    const r = await nar.verifyCache(url, { trustedKeys: [CORPUS_KEY] });
+    assert.deepEqual(r.problems.map((p) => [p.kind, p.path]), [['orphan-nar', 'nar/stray.nar.zst']]);
+    assert.equal(r.ok, true);
+    assert.equal(r.paths, 9);
+  } finally {
+    child.kill();
+    c.cleanup();
+  }
+});
