@@ -3,7 +3,8 @@
 //! The pure core — [`nixbase32`], [`hash`], [`store_path`], [`nar`], [`narinfo`], [`signing`],
 //! [`cache_info`] — takes bytes, `Read`/`Write` streams and strings, never the file system or the
 //! network, and compiles to `wasm32-unknown-unknown`. The native [`host`] adapter (file system
-//! dump/restore, the Nix DB, fast codecs) is compiled only for native targets.
+//! dump/restore, the Nix DB, fast codecs) is compiled only for native targets; `wasm` (the
+//! JavaScript API) only for wasm32.
 //!
 //! Everything streams: a NAR of any size goes through in constant memory, and no length read
 //! from an input is allocated before it is checked against a limit.
@@ -20,3 +21,7 @@ pub mod store_path;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod host;
+
+/// The JavaScript API (the npm package in `pkg/`).
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;

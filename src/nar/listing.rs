@@ -133,6 +133,75 @@ impl ListingBuilder {
     }
 }
 
+/// How many symlinks [`Listing::resolve`] follows before giving up (as Linux's `MAXSYMLINKS`).
+pub const MAX_SYMLINK_HOPS: usize = 40;
+
+impl Listing {
+    /// Finds the node at `path` (`bin/hello`; empty for the root), following symlinks inside the
+    /// archive, including in the last component. Returns the resolved path and the node. A link
+    /// that leaves the archive (absolute, or `..` past the root) is refused, as are loops.
+    pub fn resolve(&self, path: &str) -> Result<(String, &ListingNode), String> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut at: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = todo.pop() {
+            if part == ".." {
+                if at.pop().is_none() {
+                    return Err(format!("{path:?} leads out of the archive"));
+                }
+                continue;
+            }
+            let mut node = &self.root;
+            for name in &at {
+                node = match node {
+                    ListingNode::Directory { entries } => &entries[name],
+                    _ => unreachable!("only directories are entered"),
+                };
+            }
+            let ListingNode::Directory { entries } = node else {
+                return Err(format!("{:?} is not a directory", at.join("/")));
+            };
+            let Some(child) = entries.get(&part) else {
+                at.push(part);
+                return Err(format!("no file {:?} in the archive", at.join("/")));
+            };
+            if let ListingNode::Symlink { target } = child {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(format!("{path:?}: too many levels of symbolic links"));
+                }
+                if target.starts_with('/') {
+                    return Err(format!(
+                        "{}/{part} is a symlink to {target:?}, outside the archive",
+                        at.join("/")
+                    ));
+                }
+                todo.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .rev()
+                        .map(str::to_string),
+                );
+                continue;
+            }
+            at.push(part);
+        }
+        let mut node = &self.root;
+        for name in &at {
+            if let ListingNode::Directory { entries } = node {
+                node = &entries[name];
+            }
+        }
+        Ok((at.join("/"), node))
+    }
+}
+
 /// Splits an in-archive path into components; `..` and empty components are refused.
 pub fn split_path(path: &str) -> Result<Vec<&[u8]>, String> {
     let mut parts = Vec::new();

@@ -1,0 +1,621 @@
+//! The JavaScript API (wasm-bindgen): conversions only, every check and format is the core's.
+//! Names are camelCase; values cross as plain JS objects shaped like the CLI's `--json` output
+//! (they go through JSON, so they are exactly what `nar-tool … --json` prints); errors are JS
+//! `Error`s carrying the core's messages. See `pkg/WASM-API.md` for the contract.
+
+use std::io;
+
+use js_sys::{Function, Promise, Reflect, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
+use crate::cache::verify_async::{self, AsyncCacheSource, ChunkStream};
+use crate::cache_info::CacheInfo;
+use crate::compression::{self, Compression};
+use crate::hash::{Encoding, Hash, HashAlgo};
+use crate::nar::listing::{Listing, ListingNode};
+use crate::narinfo::NarInfo;
+use crate::signing::{PublicKey, SecretKey};
+use crate::store_path::{StoreDir, StorePath};
+
+type JsResult<T> = Result<T, JsError>;
+
+/// A JS value shaped like `value`'s JSON.
+fn to_js<T: Serialize>(value: &T) -> JsResult<JsValue> {
+    let json = serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))?;
+    js_sys::JSON::parse(&json).map_err(|_| JsError::new("internal: unparsable JSON"))
+}
+
+/// A Rust value from a JS value, through JSON.
+fn from_js<T: for<'de> Deserialize<'de>>(value: &JsValue, what: &str) -> JsResult<T> {
+    let json: String = js_sys::JSON::stringify(value)
+        .map_err(|_| JsError::new(&format!("{what}: not serialisable to JSON")))?
+        .into();
+    serde_json::from_str(&json).map_err(|e| JsError::new(&format!("{what}: {e}")))
+}
+
+fn err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Narinfos, keys, signatures
+
+/// A narinfo as JS sees it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsNarInfo {
+    store_path: String,
+    url: String,
+    compression: String,
+    #[serde(default)]
+    file_hash: Option<String>,
+    #[serde(default)]
+    file_size: Option<u64>,
+    nar_hash: String,
+    nar_size: u64,
+    #[serde(default)]
+    references: Vec<String>,
+    #[serde(default)]
+    deriver: Option<String>,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    sigs: Vec<String>,
+    #[serde(default)]
+    ca: Option<String>,
+    #[serde(default)]
+    extra: Vec<(String, String)>,
+}
+
+impl From<&NarInfo> for JsNarInfo {
+    fn from(i: &NarInfo) -> JsNarInfo {
+        JsNarInfo {
+            store_path: i.path(),
+            url: i.url.clone(),
+            compression: i.compression.clone(),
+            file_hash: i.file_hash.as_ref().map(Hash::to_string),
+            file_size: i.file_size,
+            nar_hash: i.nar_hash.to_string(),
+            nar_size: i.nar_size,
+            references: i.references.iter().map(|r| r.base_name().to_string()).collect(),
+            deriver: i.deriver.as_ref().map(|d| d.base_name().to_string()),
+            system: i.system.clone(),
+            sigs: i.sigs.clone(),
+            ca: i.ca.clone(),
+            extra: i.extra.clone(),
+        }
+    }
+}
+
+impl JsNarInfo {
+    /// Checked as a narinfo file would be: written out as one, then parsed.
+    fn to_narinfo(&self) -> JsResult<NarInfo> {
+        let mut text = format!(
+            "StorePath: {}\nURL: {}\nCompression: {}\n",
+            self.store_path, self.url, self.compression
+        );
+        if let Some(h) = &self.file_hash {
+            text += &format!("FileHash: {h}\n");
+        }
+        if let Some(s) = self.file_size {
+            text += &format!("FileSize: {s}\n");
+        }
+        text += &format!(
+            "NarHash: {}\nNarSize: {}\nReferences: {}\n",
+            self.nar_hash,
+            self.nar_size,
+            self.references.join(" ")
+        );
+        if let Some(d) = &self.deriver {
+            text += &format!("Deriver: {d}\n");
+        }
+        if let Some(s) = &self.system {
+            text += &format!("System: {s}\n");
+        }
+        for sig in &self.sigs {
+            text += &format!("Sig: {sig}\n");
+        }
+        if let Some(ca) = &self.ca {
+            text += &format!("CA: {ca}\n");
+        }
+        for (k, v) in &self.extra {
+            text += &format!("{k}: {v}\n");
+        }
+        NarInfo::parse(&text).map_err(err)
+    }
+}
+
+fn narinfo_from_js(info: &JsValue) -> JsResult<NarInfo> {
+    from_js::<JsNarInfo>(info, "narinfo")?.to_narinfo()
+}
+
+#[wasm_bindgen(js_name = parseNarInfo)]
+pub fn parse_narinfo(text: &str) -> JsResult<JsValue> {
+    to_js(&JsNarInfo::from(&NarInfo::parse(text).map_err(err)?))
+}
+
+#[wasm_bindgen(js_name = formatNarInfo)]
+pub fn format_narinfo(info: JsValue) -> JsResult<String> {
+    Ok(narinfo_from_js(&info)?.to_text())
+}
+
+#[wasm_bindgen]
+pub fn fingerprint(info: JsValue) -> JsResult<String> {
+    narinfo_from_js(&info)?.fingerprint().map_err(err)
+}
+
+#[derive(Serialize)]
+struct JsSignatureCheck {
+    valid: Vec<String>,
+    invalid: Vec<String>,
+    unknown: Vec<String>,
+    malformed: Vec<String>,
+}
+
+#[wasm_bindgen(js_name = verifySignatures)]
+pub fn verify_signatures(info: JsValue, trusted_keys: Vec<String>) -> JsResult<JsValue> {
+    let keys = parse_keys(&trusted_keys)?;
+    let check = narinfo_from_js(&info)?
+        .check_signatures(&keys)
+        .map_err(err)?;
+    to_js(&JsSignatureCheck {
+        valid: check.valid,
+        invalid: check.invalid,
+        unknown: check.unknown,
+        malformed: check.malformed,
+    })
+}
+
+fn parse_keys(keys: &[String]) -> JsResult<Vec<PublicKey>> {
+    keys.iter()
+        .map(|k| PublicKey::parse(k).map_err(|e| err(format!("trusted key {k:?}: {e}"))))
+        .collect()
+}
+
+#[wasm_bindgen(js_name = signNarInfo)]
+pub fn sign_narinfo(info: JsValue, secret_key: &str) -> JsResult<JsValue> {
+    let key = SecretKey::parse(secret_key).map_err(err)?;
+    let mut info = narinfo_from_js(&info)?;
+    info.sign(&key).map_err(err)?;
+    to_js(&JsNarInfo::from(&info))
+}
+
+#[wasm_bindgen(js_name = publicKeyOf)]
+pub fn public_key_of(secret_key: &str) -> JsResult<String> {
+    Ok(SecretKey::parse(secret_key)
+        .map_err(err)?
+        .public_key()
+        .to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hashes, store paths, nix-cache-info
+
+#[wasm_bindgen(js_name = nixbase32Encode)]
+pub fn nixbase32_encode(bytes: &[u8]) -> String {
+    crate::nixbase32::encode(bytes)
+}
+
+#[wasm_bindgen(js_name = nixbase32Decode)]
+pub fn nixbase32_decode(text: &str) -> JsResult<Vec<u8>> {
+    crate::nixbase32::decode(text).map_err(err)
+}
+
+#[wasm_bindgen]
+pub fn hash(bytes: &[u8], algo: &str, encoding: Option<String>) -> JsResult<String> {
+    let algo: HashAlgo = algo.parse().map_err(err)?;
+    let h = Hash::of(algo, bytes);
+    Ok(match encoding.as_deref().unwrap_or("nixbase32") {
+        "nixbase32" => h.to_prefixed(Encoding::Nixbase32),
+        "base16" => h.to_prefixed(Encoding::Base16),
+        "base64" => h.to_prefixed(Encoding::Base64),
+        "sri" => h.to_sri(),
+        other => {
+            return Err(err(format!(
+                "unknown encoding {other:?} (expected nixbase32, base16, base64 or sri)"
+            )))
+        }
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsStorePath {
+    store_dir: String,
+    hash_part: String,
+    name: String,
+    version: String,
+    base_name: String,
+    path: String,
+}
+
+#[wasm_bindgen(js_name = parseStorePath)]
+pub fn parse_store_path(path: &str, store_dir: Option<String>) -> JsResult<JsValue> {
+    let dir = StoreDir::new(store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?;
+    let p = dir.parse_path(path).map_err(err)?;
+    let (name, version) = p.name_and_version();
+    to_js(&JsStorePath {
+        store_dir: dir.as_str().to_string(),
+        hash_part: p.hash_part().to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+        base_name: p.base_name().to_string(),
+        path: dir.display(&p),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsCacheInfo {
+    store_dir: Option<String>,
+    want_mass_query: bool,
+    priority: Option<i64>,
+}
+
+#[wasm_bindgen(js_name = parseCacheInfo)]
+pub fn parse_cache_info(text: &str) -> JsResult<JsValue> {
+    let info = CacheInfo::parse(text).map_err(err)?;
+    to_js(&JsCacheInfo {
+        store_dir: info.store_dir,
+        want_mass_query: info.want_mass_query.unwrap_or(false),
+        priority: info.priority,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// NARs and compression
+
+#[wasm_bindgen(js_name = listNar)]
+pub fn list_nar(nar: &[u8]) -> JsResult<JsValue> {
+    to_js(&Listing::from_nar(nar).map_err(err)?)
+}
+
+/// The bytes of the regular file at `path` in an archive, symlinks inside it followed.
+#[wasm_bindgen(js_name = readNarFile)]
+pub fn read_nar_file(nar: &[u8], path: &str) -> JsResult<Vec<u8>> {
+    let listing = Listing::from_nar(nar).map_err(err)?;
+    let (resolved, node) = listing.resolve(path).map_err(err)?;
+    match node {
+        ListingNode::Regular {
+            size,
+            nar_offset: Some(offset),
+            ..
+        } => {
+            // The listing came from these very bytes, so the range is inside them.
+            let start = *offset as usize;
+            Ok(nar[start..start + *size as usize].to_vec())
+        }
+        _ => Err(err(format!("{resolved:?} is not a regular file"))),
+    }
+}
+
+/// Resolves `path` in a listing (symlinks followed): `{ path, node }`.
+#[wasm_bindgen(js_name = resolveNarPath)]
+pub fn resolve_nar_path(listing: JsValue, path: &str) -> JsResult<JsValue> {
+    let listing: Listing = from_js(&listing, "listing")?;
+    let (resolved, node) = listing.resolve(path).map_err(err)?;
+    #[derive(Serialize)]
+    struct Resolved<'a> {
+        path: String,
+        node: &'a ListingNode,
+    }
+    to_js(&Resolved {
+        path: resolved,
+        node,
+    })
+}
+
+fn parse_compression(name: &str) -> JsResult<Compression> {
+    name.parse().map_err(err)
+}
+
+/// Streams a NAR (or, given a compression, a compressed NAR) through: its hash, size and
+/// listing, in constant memory.
+#[wasm_bindgen]
+pub struct NarVerifier {
+    check: Option<NarFileCheck>,
+    compressed: bool,
+}
+
+#[wasm_bindgen]
+impl NarVerifier {
+    #[wasm_bindgen(constructor)]
+    pub fn new(compression: Option<String>) -> JsResult<NarVerifier> {
+        let method = match compression.as_deref() {
+            Some(c) => parse_compression(c)?,
+            None => Compression::None,
+        };
+        Ok(NarVerifier {
+            check: Some(NarFileCheck::new(method, u64::MAX, true)),
+            compressed: compression.is_some(),
+        })
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> JsResult<()> {
+        match &mut self.check {
+            Some(c) => {
+                c.update(chunk);
+                Ok(())
+            }
+            None => Err(err("NarVerifier: finish() was already called")),
+        }
+    }
+
+    /// `{ narHash, narSize, listing, fileHash?, fileSize? }`, or an `Error` saying what is wrong.
+    pub fn finish(&mut self) -> JsResult<JsValue> {
+        let check = self
+            .check
+            .take()
+            .ok_or_else(|| err("NarVerifier: finish() was already called"))?;
+        let s = check.summary("the input").map_err(err)?;
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Summary {
+            nar_hash: String,
+            nar_size: u64,
+            listing: Option<Listing>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file_hash: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file_size: Option<u64>,
+        }
+        to_js(&Summary {
+            nar_hash: s.nar_hash.to_string(),
+            nar_size: s.nar_bytes,
+            listing: s.listing,
+            file_hash: self.compressed.then(|| s.file_hash.to_string()),
+            file_size: self.compressed.then_some(s.file_bytes),
+        })
+    }
+}
+
+/// A streaming decompressor: `update(chunk)` → the bytes it completes; `finish()` → the rest.
+#[wasm_bindgen]
+pub struct Decompressor {
+    decoder: compression::Decoder,
+}
+
+#[wasm_bindgen]
+impl Decompressor {
+    #[wasm_bindgen(constructor)]
+    pub fn new(compression: &str) -> JsResult<Decompressor> {
+        Ok(Decompressor {
+            decoder: compression::Decoder::new(parse_compression(compression)?),
+        })
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> JsResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decoder
+            .update(chunk, &mut |b| -> Result<(), ()> {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .map_err(push_error)?;
+        Ok(out)
+    }
+
+    pub fn finish(&mut self) -> JsResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decoder
+            .finish(&mut |b| -> Result<(), ()> {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .map_err(push_error)?;
+        Ok(out)
+    }
+}
+
+fn push_error(e: compression::PushError<()>) -> JsError {
+    match e {
+        compression::PushError::Decode(e) => err(e),
+        compression::PushError::Sink(()) => err("internal: output refused"),
+    }
+}
+
+/// Decompresses a whole buffer (at most 4 GiB of output).
+#[wasm_bindgen]
+pub fn decompress(bytes: &[u8], compression: &str) -> JsResult<Vec<u8>> {
+    compression::decode_all(parse_compression(compression)?, bytes, u32::MAX.into()).map_err(err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verifying a cache through JS sources
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JsVerifyOptions {
+    trusted_keys: Vec<String>,
+    check_contents: Option<bool>,
+    store_dir: Option<String>,
+    only: Option<Vec<String>>,
+}
+
+/// A JS error's message (or the value's text).
+fn js_message(e: &JsValue) -> String {
+    if let Some(e) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn io_error(e: JsValue) -> io::Error {
+    io::Error::other(js_message(&e))
+}
+
+/// Calls `obj.name(...args)` if it is a function and awaits what it returns; `None` if absent.
+async fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Option<io::Result<JsValue>> {
+    let f = Reflect::get(obj, &JsValue::from_str(name)).ok()?;
+    let f = f.dyn_into::<Function>().ok()?;
+    let array: js_sys::Array = args.iter().collect();
+    let returned = match f.apply(obj, &array) {
+        Ok(v) => v,
+        Err(e) => return Some(Err(io_error(e))),
+    };
+    Some(
+        JsFuture::from(Promise::resolve(&returned))
+            .await
+            .map_err(io_error),
+    )
+}
+
+fn bytes_or_none(v: JsValue, what: &str) -> io::Result<Option<Vec<u8>>> {
+    if v.is_null() || v.is_undefined() {
+        return Ok(None);
+    }
+    if let Some(a) = v.dyn_ref::<Uint8Array>() {
+        return Ok(Some(a.to_vec()));
+    }
+    if let Some(b) = v.dyn_ref::<js_sys::ArrayBuffer>() {
+        return Ok(Some(Uint8Array::new(b).to_vec()));
+    }
+    Err(io::Error::other(format!(
+        "{what}: expected a Uint8Array or null"
+    )))
+}
+
+fn strings(v: JsValue, what: &str) -> io::Result<Vec<String>> {
+    let array = v
+        .dyn_into::<js_sys::Array>()
+        .map_err(|_| io::Error::other(format!("{what}: expected an array of strings")))?;
+    array
+        .iter()
+        .map(|s| {
+            s.as_string()
+                .ok_or_else(|| io::Error::other(format!("{what}: expected an array of strings")))
+        })
+        .collect()
+}
+
+/// The host's source (see `RawSource` in pkg/WASM-API.md).
+struct JsSource(JsValue);
+
+/// A stream object with an async `next()` giving `Uint8Array`s, then `null`.
+struct JsStream(JsValue);
+
+impl ChunkStream for JsStream {
+    async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match call(&self.0, "next", &[]).await {
+            None => Err(io::Error::other("the stream has no next() method")),
+            Some(r) => bytes_or_none(r?, "next()"),
+        }
+    }
+}
+
+impl AsyncCacheSource for JsSource {
+    type Stream = JsStream;
+
+    async fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let r = call(&self.0, "readFile", &[rel.into()])
+            .await
+            .unwrap_or_else(|| Err(io::Error::other("the source has no readFile()")))?;
+        match bytes_or_none(r, "readFile()")? {
+            Some(b) if b.len() > limit => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{rel} is larger than {limit} bytes"),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    async fn size(&self, rel: &str) -> Option<io::Result<Option<u64>>> {
+        let r = call(&self.0, "fileSize", &[rel.into()]).await?;
+        Some(r.and_then(|v| {
+            if v.is_null() || v.is_undefined() {
+                return Ok(None);
+            }
+            match v.as_f64() {
+                Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
+                _ => Err(io::Error::other("fileSize(): expected a size or null")),
+            }
+        }))
+    }
+
+    async fn open(&self, rel: &str) -> io::Result<Option<JsStream>> {
+        let r = call(&self.0, "openFile", &[rel.into()])
+            .await
+            .unwrap_or_else(|| Err(io::Error::other("the source has no openFile()")))?;
+        Ok((!r.is_null() && !r.is_undefined()).then_some(JsStream(r)))
+    }
+
+    async fn list_narinfos(&self) -> io::Result<Vec<String>> {
+        let r = call(&self.0, "listNarinfos", &[])
+            .await
+            .unwrap_or_else(|| Err(io::Error::other("the source has no listNarinfos()")))?;
+        strings(r, "listNarinfos()")
+    }
+
+    async fn list_nar_files(&self) -> Option<io::Result<Vec<String>>> {
+        let r = call(&self.0, "listNarFiles", &[]).await?;
+        Some(r.and_then(|v| strings(v, "listNarFiles()")))
+    }
+}
+
+/// Verifies a cache through `source`; resolves to the report `nar-tool verify --json` prints.
+#[wasm_bindgen(js_name = verifyCache)]
+pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, JsError> {
+    let o: JsVerifyOptions = if options.is_undefined() || options.is_null() {
+        JsVerifyOptions::default()
+    } else {
+        from_js(&options, "options")?
+    };
+    let on_progress = if options.is_object() {
+        Reflect::get(&options, &"onProgress".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok())
+    } else {
+        None
+    };
+    let opts = VerifyOptions {
+        trusted_keys: parse_keys(&o.trusted_keys)?,
+        check_contents: o.check_contents.unwrap_or(true),
+        store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
+    };
+    let source = JsSource(source);
+    let report = verify_async::verify_cache(&source, &opts, o.only.as_deref(), |p| {
+        if let Some(f) = &on_progress {
+            let event = js_sys::Object::new();
+            let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);
+            let _ = set("done", (p.done as f64).into());
+            let _ = set("total", (p.total as f64).into());
+            let _ = set("path", p.path.into());
+            let _ = set("bytes", (p.bytes as f64).into());
+            let _ = f.call1(&JsValue::NULL, &event);
+        }
+    })
+    .await;
+    to_js(&report)
+}
+
+/// The exit code `nar-tool verify` gives for a report.
+#[wasm_bindgen(js_name = exitCode)]
+pub fn exit_code(report: JsValue) -> JsResult<u8> {
+    Ok(from_js::<Report>(&report, "report")?.exit_code())
+}
+
+/// The store paths in the closure of `roots` (store paths or base names) among `infos`.
+#[wasm_bindgen]
+pub fn closure(infos: JsValue, roots: Vec<String>) -> JsResult<Vec<String>> {
+    let infos: Vec<JsNarInfo> = from_js(&infos, "narinfos")?;
+    let infos: Vec<NarInfo> = infos
+        .iter()
+        .map(JsNarInfo::to_narinfo)
+        .collect::<JsResult<_>>()?;
+    let roots: Vec<StorePath> = roots
+        .iter()
+        .map(|r| {
+            let base = r.rsplit('/').next().unwrap_or(r);
+            StorePath::from_base_name(base).map_err(|e| err(format!("{r:?}: {e}")))
+        })
+        .collect::<JsResult<_>>()?;
+    let dir = infos.first().map(|i| i.store_dir.clone()).unwrap_or_default();
+    Ok(crate::narinfo::closure(&infos, &roots)
+        .into_iter()
+        .map(|p| dir.display(p))
+        .collect())
+}
