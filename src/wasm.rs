@@ -15,7 +15,7 @@ use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
 use crate::cache::verify_async::{self, AsyncCacheSource, ChunkStream};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression};
-use crate::hash::{Encoding, Hash, HashAlgo};
+use crate::hash::{Encoding, Hash, HashAlgo, Sha256Host};
 use crate::nar::listing::{Listing, ListingNode};
 use crate::narinfo::NarInfo;
 use crate::signing::{PublicKey, SecretKey};
@@ -323,14 +323,20 @@ pub struct NarVerifier {
 
 #[wasm_bindgen]
 impl NarVerifier {
+    /// `sha256`: optionally, a factory of faster hashers (`() => ({ update, digest })`).
     #[wasm_bindgen(constructor)]
-    pub fn new(compression: Option<String>) -> JsResult<NarVerifier> {
+    pub fn new(compression: Option<String>, sha256: Option<Function>) -> JsResult<NarVerifier> {
         let method = match compression.as_deref() {
             Some(c) => parse_compression(c)?,
             None => Compression::None,
         };
         Ok(NarVerifier {
-            check: Some(NarFileCheck::new(method, u64::MAX, true)),
+            check: Some(NarFileCheck::with_sha256(
+                method,
+                u64::MAX,
+                true,
+                &sha256_factory(sha256),
+            )),
             compressed: compression.is_some(),
         })
     }
@@ -492,8 +498,47 @@ fn strings(v: JsValue, what: &str) -> io::Result<Vec<String>> {
         .collect()
 }
 
-/// The host's source (see `RawSource` in pkg/WASM-API.md).
-struct JsSource(JsValue);
+/// A SHA-256 of the host's: `factory()` gives `{ update(bytes), digest() → Uint8Array }`.
+struct JsSha256(JsValue);
+
+impl Sha256Host for JsSha256 {
+    fn update(&mut self, data: &[u8]) {
+        // A view of wasm memory, read synchronously by the host (which cannot call back into
+        // wasm meanwhile, so the memory cannot move under it).
+        let view = unsafe { Uint8Array::view(data) };
+        if let Ok(f) = Reflect::get(&self.0, &"update".into()) {
+            if let Some(f) = f.dyn_ref::<Function>() {
+                let _ = f.call1(&self.0, &view);
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Hash {
+        let digest = Reflect::get(&self.0, &"digest".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok())
+            .and_then(|f| f.call0(&self.0).ok())
+            .and_then(|d| bytes_or_none(d, "digest()").ok().flatten())
+            .unwrap_or_default();
+        // A host hasher that fails gives a digest no narinfo matches (never a false "ok").
+        Hash::from_digest(HashAlgo::Sha256, &digest)
+            .unwrap_or_else(|| Hash::from_digest(HashAlgo::Sha256, &[0; 32]).expect("32 bytes"))
+    }
+}
+
+/// A SHA-256 factory from an optional JS function.
+fn sha256_factory(f: Option<Function>) -> impl Fn() -> Box<dyn Sha256Host> {
+    move || match &f {
+        Some(f) => match f.call0(&JsValue::NULL) {
+            Ok(h) if h.is_object() => Box::new(JsSha256(h)) as Box<dyn Sha256Host>,
+            _ => crate::hash::builtin_sha256(),
+        },
+        None => crate::hash::builtin_sha256(),
+    }
+}
+
+/// The host's source (see `RawSource` in pkg/WASM-API.md), and its SHA-256 if it has one.
+struct JsSource(JsValue, Option<Function>);
 
 /// A stream object with an async `next()` giving `Uint8Array`s, then `null`.
 struct JsStream(JsValue);
@@ -554,6 +599,10 @@ impl AsyncCacheSource for JsSource {
         let r = call(&self.0, "listNarFiles", &[]).await?;
         Some(r.and_then(|v| strings(v, "listNarFiles()")))
     }
+
+    fn sha256(&self) -> Box<dyn Sha256Host> {
+        sha256_factory(self.1.clone())()
+    }
 }
 
 /// Verifies a cache through `source`; resolves to the report `nar-tool verify --json` prints.
@@ -564,19 +613,14 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
     } else {
         from_js(&options, "options")?
     };
-    let on_progress = if options.is_object() {
-        Reflect::get(&options, &"onProgress".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<Function>().ok())
-    } else {
-        None
-    };
+    let on_progress = function_option(&options, "onProgress");
+    let sha256 = function_option(&options, "sha256");
     let opts = VerifyOptions {
         trusted_keys: parse_keys(&o.trusted_keys)?,
         check_contents: o.check_contents.unwrap_or(true),
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
     };
-    let source = JsSource(source);
+    let source = JsSource(source, sha256);
     let report = verify_async::verify_cache(&source, &opts, o.only.as_deref(), |p| {
         if let Some(f) = &on_progress {
             let event = js_sys::Object::new();
@@ -590,6 +634,16 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
     })
     .await;
     to_js(&report)
+}
+
+/// `options[name]` if it is a function.
+fn function_option(options: &JsValue, name: &str) -> Option<Function> {
+    if !options.is_object() {
+        return None;
+    }
+    Reflect::get(options, &name.into())
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
 }
 
 /// The exit code `nar-tool verify` gives for a report.

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
-use crate::hash::{HashAlgo, HashingReader};
+use crate::hash::{HashAlgo, HashingReader, Sha256Factory, Sha256Host};
 use crate::nar::{Limits, NarError, NarReader};
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 use crate::signing::PublicKey;
@@ -612,7 +612,7 @@ fn check_file(
 /// The file layers pushed chunk by chunk (for async hosts: wasm's JS sources). Bounded memory
 /// whatever the file: decompression stops at the NarSize the narinfo claims.
 pub struct NarFileCheck {
-    file: crate::hash::Hasher,
+    file: Box<dyn Sha256Host>,
     file_bytes: u64,
     decoder: crate::compression::Decoder,
     nar: NarStream,
@@ -621,7 +621,8 @@ pub struct NarFileCheck {
 
 /// The decompressed side: hashed, counted, capped and parsed (and listed, if asked).
 struct NarStream {
-    hasher: crate::hash::Hasher,
+    /// `None` for an uncompressed file: then the NAR is the file, hashed once.
+    hasher: Option<Box<dyn Sha256Host>>,
     bytes: u64,
     limit: u64,
     parser: crate::nar::NarPushParser,
@@ -633,7 +634,9 @@ impl NarStream {
     fn take(&mut self, piece: &[u8]) -> Result<(), NarFailure> {
         let room = usize::try_from(self.limit - self.bytes).unwrap_or(usize::MAX);
         let (fits, excess) = piece.split_at(piece.len().min(room));
-        self.hasher.update(fits);
+        if let Some(h) = &mut self.hasher {
+            h.update(fits);
+        }
         self.bytes += fits.len() as u64;
         let listing = &mut self.listing;
         self.parser
@@ -684,12 +687,22 @@ impl NarFileCheck {
     /// A check of a file compressed with `method` whose NAR must not exceed `nar_size_limit`
     /// bytes; with `listing`, the NAR's `.ls` listing is built on the way.
     pub fn new(method: Compression, nar_size_limit: u64, listing: bool) -> NarFileCheck {
+        Self::with_sha256(method, nar_size_limit, listing, &crate::hash::builtin_sha256)
+    }
+
+    /// As [`NarFileCheck::new`], hashing with the host's SHA-256.
+    pub fn with_sha256(
+        method: Compression,
+        nar_size_limit: u64,
+        listing: bool,
+        sha256: Sha256Factory<'_>,
+    ) -> NarFileCheck {
         NarFileCheck {
-            file: crate::hash::Hasher::new(HashAlgo::Sha256),
+            file: sha256(),
             file_bytes: 0,
             decoder: crate::compression::Decoder::new(method),
             nar: NarStream {
-                hasher: crate::hash::Hasher::new(HashAlgo::Sha256),
+                hasher: (method != Compression::None).then(sha256),
                 bytes: 0,
                 limit: nar_size_limit,
                 parser: crate::nar::NarPushParser::new(Limits {
@@ -726,20 +739,30 @@ impl NarFileCheck {
         }
     }
 
+    /// The hashes: of the file, and of the NAR (for an uncompressed file that went through
+    /// whole, they are the same bytes).
+    fn hashes(self) -> (crate::hash::Hash, Result<crate::hash::Hash, NarFailure>) {
+        let file = self.file.finish();
+        let nar = match (self.failure, self.nar.hasher) {
+            (Some(f), _) => Err(f),
+            (None, Some(h)) => Ok(h.finish()),
+            (None, None) => Ok(file.clone()),
+        };
+        (file, nar)
+    }
+
     /// The findings for [`judge_contents`]; `read_error` if the file could not be read to its end.
     pub fn finish(mut self, read_error: Option<String>) -> ContentFindings {
         if read_error.is_none() {
             self.end();
         }
-        let nar = match self.failure {
-            Some(f) => Err(f),
-            None => Ok((self.nar.hasher.finish(), self.nar.bytes)),
-        };
+        let (file_bytes, nar_bytes) = (self.file_bytes, self.nar.bytes);
+        let (file_hash, nar) = self.hashes();
         ContentFindings {
-            file_hash: self.file.finish(),
-            file_bytes: self.file_bytes,
+            file_hash,
+            file_bytes,
             read_error,
-            nar,
+            nar: nar.map(|h| (h, nar_bytes)),
         }
     }
 
@@ -747,21 +770,21 @@ impl NarFileCheck {
     /// (compressed) NAR.
     pub fn summary(mut self, what: &str) -> Result<NarSummary, String> {
         self.end();
-        match self.failure {
-            Some(NarFailure::Nar(e)) => Err(format!("{what}: not a valid NAR: {e}")),
-            Some(NarFailure::Decompress) => Err(format!(
+        let (file_bytes, nar_bytes, limit) = (self.file_bytes, self.nar.bytes, self.nar.limit);
+        let mut listing = self.nar.listing.take();
+        let (file_hash, nar) = self.hashes();
+        match nar {
+            Err(NarFailure::Nar(e)) => Err(format!("{what}: not a valid NAR: {e}")),
+            Err(NarFailure::Decompress) => Err(format!(
                 "{what}: does not decompress: the compressed data is corrupt or cut short"
             )),
-            Some(NarFailure::TooLong) => Err(format!(
-                "{what}: the NAR is longer than {} bytes",
-                self.nar.limit
-            )),
-            None => Ok(NarSummary {
-                file_hash: self.file.finish(),
-                file_bytes: self.file_bytes,
-                nar_hash: self.nar.hasher.finish(),
-                nar_bytes: self.nar.bytes,
-                listing: self.nar.listing.and_then(|l| l.finish()),
+            Err(NarFailure::TooLong) => Err(format!("{what}: the NAR is longer than {limit} bytes")),
+            Ok(nar_hash) => Ok(NarSummary {
+                file_hash,
+                file_bytes,
+                nar_hash,
+                nar_bytes,
+                listing: listing.take().and_then(|l| l.finish()),
             }),
         }
     }

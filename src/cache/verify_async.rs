@@ -10,6 +10,7 @@ use super::verify::{
     judge_nar_files, judge_narinfo, judge_size, judge_url, report, FileProblem, NarFileCheck,
     PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE,
 };
+use crate::hash::{builtin_sha256, Sha256Host};
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 
 /// A file arriving in pieces.
@@ -33,6 +34,10 @@ pub trait AsyncCacheSource {
     async fn list_narinfos(&self) -> io::Result<Vec<String>>;
     /// `nar/<name>` paths; `None` if the source cannot list (then orphans are not looked for).
     async fn list_nar_files(&self) -> Option<io::Result<Vec<String>>>;
+    /// A SHA-256 hasher: the built-in one unless the host has a faster one.
+    fn sha256(&self) -> Box<dyn Sha256Host> {
+        builtin_sha256()
+    }
 }
 
 /// How far a verification has come.
@@ -144,7 +149,8 @@ async fn check_file<S: AsyncCacheSource>(
         Ok(None) => return judge_size(info, &Ok(None)),
         Err(e) => return Some((super::verify::ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
     };
-    let mut check = method.map(|m| NarFileCheck::new(m, info.nar_size, false));
+    let mut check =
+        method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
     let mut counted = 0u64;
     let mut read_error = None;
     loop {
