@@ -4,6 +4,7 @@
 //! deduplication, deterministic output whatever the number of jobs, loud errors that leave the
 //! cache valid, --paths-from, and a cache that is valid at every moment even when the build is
 //! killed (SIGKILL) and then completed by running it again.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

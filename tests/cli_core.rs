@@ -1,4 +1,5 @@
 //! The command line: exit codes, `ls`, `cat`, keys and signing, hashing, against the corpus.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The README's main job: `nar-tool demo` lays out a sample store with no Nix, builds a signed
 //! cache and verifies it; when Nix is installed, Nix substitutes from that cache.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 use std::process::Command;
 

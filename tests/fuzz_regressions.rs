@@ -1,5 +1,6 @@
 //! Replays every saved fuzz input (crashes found by `cargo fuzz`, and seeds) through exactly the
 //! code the fuzz targets run (`fuzz/checks.rs`), plus the corpus files; none may panic.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 #[path = "../fuzz/checks.rs"]
 mod checks;

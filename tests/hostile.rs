@@ -1,5 +1,6 @@
 //! Hostile input: a table of broken or malicious NARs and narinfos, each with the error it must
 //! give and where; truncation at every offset; short reads; and restores that must leave nothing.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

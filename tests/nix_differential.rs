@@ -3,6 +3,7 @@
 //! we signed (and refuse it once edited or when our key is not trusted).
 //!
 //! Skipped, with a SKIP line, when `nix-store` is not on PATH.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

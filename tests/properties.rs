@@ -1,4 +1,5 @@
 //! Property tests: round trips of every format for generated values.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

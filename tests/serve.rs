@@ -1,6 +1,7 @@
 //! `nar-tool serve` over loopback: what Nix needs (content types, HEAD, ranges, conditional
 //! requests), path-traversal attempts refused, concurrent clients served every byte, the real Nix
 //! substituting a closure over HTTP, and a clean stop on Ctrl-C.
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 mod common;
 

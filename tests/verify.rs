@@ -8,6 +8,7 @@
 //!   both library paths; the copy is checked clean before it is damaged.
 //! - `nix store verify` (Nix 2.8, if installed) over the same damaged caches: wherever Nix
 //!   reports a problem, so do we. What Nix misses and we catch is listed in [`NIX_MISSES`].
+#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 use std::collections::BTreeMap;
 use std::fs;

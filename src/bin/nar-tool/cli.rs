@@ -1,5 +1,4 @@
-//! The `nar-tool` command line: parses flags, calls the library, maps errors to exit codes
-//! (0 success, 1 bad input or a failed check, 2 usage).
+//! The command line: parses flags, calls the library, maps errors to exit codes.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -348,7 +347,7 @@ impl From<AlgoArg> for HashAlgo {
     }
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
