@@ -103,7 +103,7 @@ const PROBE = {
   fileHash: null,
   fileSize: null,
   narHash: 'sha256:0000000000000000000000000000000000000000000000000000',
-  narSize: 0,
+  narSize: 8,
   references: [],
   deriver: null,
   system: null,
@@ -112,8 +112,15 @@ const PROBE = {
   extra: [],
 };
 
+/** Throws nar-tool's message for a key that does not parse. */
 function checkKey(key) {
-  verifySignatures(PROBE, [key]);
+  try {
+    verifySignatures(PROBE, [key]);
+  } catch (e) {
+    // verifySignatures names the key it could not parse; the message here names it already.
+    const prefix = `trusted key ${rustDebug(key)}: `;
+    throw new Error(e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message);
+  }
 }
 
 function trustedKeys(opts) {

@@ -93,6 +93,17 @@ function call(obj, method, ...args) {
   }
 }
 
+/** Releases a wasm object's memory (once; a freed or consumed one is left alone). */
+function freeQuietly(obj) {
+  if (obj && obj.__wbg_ptr !== 0) {
+    try {
+      obj.free();
+    } catch {
+      // Nothing more to release.
+    }
+  }
+}
+
 /**
  * Streams a NAR (or, given a compression, a compressed NAR) in constant memory: its hash, size
  * and listing at the end. Throws at the first malformed byte.
@@ -115,19 +126,17 @@ export class NarVerifier {
   finish() {
     const inner = this.#inner;
     this.#inner = null;
-    return call(inner, 'finish');
+    try {
+      return call(inner, 'finish');
+    } finally {
+      freeQuietly(inner);
+    }
   }
   /** Releases the wasm memory (also done by finish()). */
   free() {
     const inner = this.#inner;
     this.#inner = null;
-    if (inner) {
-      try {
-        inner.free();
-      } catch {
-        // Already consumed by finish() on the Rust side.
-      }
-    }
+    freeQuietly(inner);
   }
 }
 
@@ -148,18 +157,16 @@ export class Decompressor {
   finish() {
     const inner = this.#inner;
     this.#inner = null;
-    return call(inner, 'finish');
+    try {
+      return call(inner, 'finish');
+    } finally {
+      freeQuietly(inner);
+    }
   }
   free() {
     const inner = this.#inner;
     this.#inner = null;
-    if (inner) {
-      try {
-        inner.free();
-      } catch {
-        // Already consumed by finish().
-      }
-    }
+    freeQuietly(inner);
   }
 }
 

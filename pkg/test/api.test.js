@@ -8,7 +8,7 @@ import { createReadStream, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as nar from '../index.js';
-import { CACHES, CORPUS, CORPUS_KEY, CORPUS_SECRET, STORE_PATHS, baseName, corpusNar, hashPart, storePath } from '../tools/test-helpers.js';
+import { CACHES, CORPUS, CORPUS_KEY, CORPUS_SECRET, STORE_PATHS, baseName, corpusNar, generateSecretKey, hashPart, storePath } from '../tools/test-helpers.js';
 
 const NIX_HASHES = new Map(
   readFileSync(path.join(CORPUS, 'nix-hash.txt'), 'utf8')
@@ -134,18 +134,19 @@ test('fingerprint: 1;path;NarHash;NarSize;full references', () => {
   assert.equal(nar.fingerprint(info), `1;${top};${info.narHash};472;${info.references.map((r) => `/nix/store/${r}`).join(',')}`);
 });
 
-test('verifySignatures: valid, invalid after an edit, unknown keys, malformed lines', () => {
+test('verifySignatures: valid, invalid after an edit, unknown keys; malformed lines and keys throw', () => {
   const top = storePath('closure-top');
   const info = nar.parseNarInfo(narinfoText('xz', top));
   assert.deepEqual(nar.verifySignatures(info, [CORPUS_KEY]), { valid: ['corpus-public-1'], invalid: [], unknown: [], malformed: [] });
   assert.deepEqual(nar.verifySignatures({ ...info, narSize: info.narSize + 1 }, [CORPUS_KEY]).invalid, ['corpus-public-1']);
-  const other = nar.publicKeyOf('other-1:' + Buffer.alloc(64, 9).toString('base64'));
-  const r = nar.verifySignatures(info, [other]);
+  const other = generateSecretKey('other-1');
+  assert.equal(nar.publicKeyOf(other.secret), other.public);
+  assert.throws(() => nar.publicKeyOf(`other-1:${Buffer.alloc(64, 9).toString('base64')}`), /does not belong/);
+  const r = nar.verifySignatures(info, [other.public]);
   assert.deepEqual(r.valid, []);
   assert.deepEqual(r.unknown, ['corpus-public-1']);
-  const m = nar.verifySignatures({ ...info, sigs: [...info.sigs, 'no-colon-here'] }, [CORPUS_KEY]);
-  assert.deepEqual(m.valid, ['corpus-public-1']);
-  assert.deepEqual(m.malformed, ['no-colon-here']);
+  // A Sig line that is no signature makes the narinfo malformed (as parseNarInfo says).
+  assert.throws(() => nar.verifySignatures({ ...info, sigs: [...info.sigs, 'no-colon-here'] }, [CORPUS_KEY]), /not of the form NAME:BASE64/);
   assert.throws(() => nar.verifySignatures(info, ['bad']), Error);
 });
 
@@ -167,12 +168,13 @@ test('parseStorePath: parts, version, store directory', () => {
   assert.deepEqual(nar.parseStorePath(p), {
     storeDir: '/nix/store',
     hashPart: hashPart(p),
-    name: 'libdemo-1.0-public',
+    name: 'libdemo', // as Nix's DrvName splits it: the name before the version
     version: '1.0-public',
     baseName: baseName(p),
     path: p,
   });
   assert.equal(nar.parseStorePath(storePath('closure-top')).version, '');
+  assert.equal(nar.parseStorePath(storePath('closure-top')).name, 'closure-top-public');
   const other = nar.parseStorePath(`/gnu/store/${baseName(p)}`, '/gnu/store');
   assert.equal(other.storeDir, '/gnu/store');
   assert.throws(() => nar.parseStorePath(`/gnu/store/${baseName(p)}`), Error);
