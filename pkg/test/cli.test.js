@@ -76,6 +76,8 @@ test('errors before verifying exit 1 with nar-tool\'s messages (missing cache, b
     ['--trusted-key', 'name:AAAA', path.join(CACHES, 'xz')],
     ['--trusted-key-file', path.join(dir, 'absent'), path.join(CACHES, 'xz')],
     ['--trusted-key-file', path.join(dir, 'keys'), path.join(CACHES, 'xz')],
+    ['--store-dir', 'relative/store', path.join(CACHES, 'xz')],
+    ['--store-dir', '/nix/store/', path.join(CACHES, 'xz')],
   ];
   const bin = nativeBin();
   for (const args of cases) {
