@@ -153,3 +153,79 @@ pub fn nixbase32(data: &[u8]) {
         assert_eq!(StorePath::from_parts(&p.digest(), p.name()).unwrap(), p);
     }
 }
+
+/// The push parser gives the pull reader's events and verdict for any input in any chunking
+/// (the first byte picks the chunk size); the push decoders never panic and agree with their
+/// own pull adapter.
+pub fn push(data: &[u8]) {
+    use nar_tool::compression::{self, Compression, Decoder};
+    use nar_tool::nar::{NarPushParser, PushEvent};
+    let Some((&first, data)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 64) + 1;
+
+    // Pull: events, then the verdict.
+    let mut r = NarReader::new(data);
+    let mut pulled = Vec::new();
+    let pull_end = loop {
+        match r.next() {
+            Ok(Some(e)) => pulled.push(format!("{e:?}")),
+            Ok(None) => break Ok(r.position()),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    // Push, in pieces.
+    let mut p = NarPushParser::default();
+    let mut pushed = Vec::new();
+    let mut on = |e: PushEvent<'_>| {
+        if let PushEvent::Node(n) = e {
+            pushed.push(format!("{n:?}"));
+        }
+    };
+    let mut push_end = None;
+    for piece in data.chunks(chunk) {
+        if let Err(e) = p.update(piece, &mut on) {
+            push_end = Some(Err(e.to_string()));
+            break;
+        }
+    }
+    let push_end = push_end.unwrap_or_else(|| p.finish(&mut on).map_err(|e| e.to_string()));
+    assert_eq!(push_end, pull_end);
+    if pull_end.is_ok() {
+        assert_eq!(pushed, pulled);
+    }
+
+    // Decoders: same verdict and bytes pushed in pieces and pulled; never a panic.
+    for method in [Compression::Xz, Compression::Zstd, Compression::Bzip2] {
+        let mut pushed = Vec::new();
+        let mut d = Decoder::new(method);
+        let mut sink = |b: &[u8]| -> Result<(), ()> {
+            pushed.extend_from_slice(b);
+            if pushed.len() > 1 << 24 {
+                return Err(());
+            }
+            Ok(())
+        };
+        let mut ok = true;
+        for piece in data.chunks(chunk) {
+            if d.update(piece, &mut sink).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        let ok = ok && d.finish(&mut sink).is_ok();
+        let mut pulled = Vec::new();
+        let pull_ok = compression::decoder(method, data)
+            .unwrap()
+            .take(1 << 24)
+            .read_to_end(&mut pulled)
+            .is_ok();
+        if pushed.len() < 1 << 24 && pulled.len() < 1 << 24 {
+            assert_eq!(ok, pull_ok, "{method}");
+            if ok {
+                assert_eq!(pushed, pulled, "{method}");
+            }
+        }
+    }
+}

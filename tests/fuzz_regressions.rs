@@ -80,3 +80,10 @@ fn the_checks_catch_what_they_should() {
     checks::narinfo(&text);
     checks::nixbase32(b"0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
 }
+
+#[test]
+fn push_inputs_do_not_panic() {
+    let mut inputs = regressions("push");
+    inputs.extend(files_in(&corpus().join("nar")));
+    replay("push", &inputs, checks::push);
+}
