@@ -375,6 +375,160 @@ fn serves_the_inspector_and_its_wasm_never_escaping() {
     }
 }
 
+/// Reads one response (head and Content-Length body) from a kept-alive connection.
+fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = reply
+        .header("Content-Length")
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0);
+    reply.body = vec![0; len];
+    r.read_exact(&mut reply.body).unwrap();
+    reply
+}
+
+#[test]
+fn keeps_connections_alive_and_answers_pipelined_requests_in_order() {
+    let s = start("xz");
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    let nar = &nar_files(&s.cache)[0];
+    let pipelined = format!(
+        "GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD /{nar} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /{nar} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /missing.narinfo HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    conn.write_all(pipelined.as_bytes()).unwrap();
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let info = read_reply(&mut r);
+    assert_eq!(info.status, 200);
+    assert_eq!(
+        info.body,
+        std::fs::read(s.cache.join("nix-cache-info")).unwrap()
+    );
+    assert_eq!(info.header("Connection"), Some("keep-alive"));
+    // HEAD: the length of the file, no body (the next reply follows at once).
+    let head = read_reply_head_only(&mut r);
+    let bytes = std::fs::read(s.cache.join(nar)).unwrap();
+    assert_eq!(head, bytes.len().to_string());
+    let whole = read_reply(&mut r);
+    assert_eq!((whole.status, whole.body == bytes), (200, true));
+    assert_eq!(read_reply(&mut r).status, 404);
+    // Still open: one more request on the same connection, asking to close.
+    conn.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let last = read_reply(&mut r);
+    assert_eq!(
+        (last.status, last.header("Connection")),
+        (200, Some("close"))
+    );
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the server closes after Connection: close");
+}
+
+/// A HEAD reply's Content-Length (its head only: HEAD has no body).
+fn read_reply_head_only(r: &mut BufReader<TcpStream>) -> String {
+    let mut len = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            return len;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length:") {
+            len = v.trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn a_new_connection_is_served_while_many_others_sit_idle() {
+    // Browsers open several connections at once and keep them open: none of them may hold up
+    // another (tiny_http's task pool could leave a new connection unread until one closed).
+    let s = start("xz");
+    for round in 0..20 {
+        let idle: Vec<TcpStream> = (0..12)
+            .map(|_| TcpStream::connect(&s.addr).unwrap())
+            .collect();
+        let t0 = std::time::Instant::now();
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let addr = s.addr.clone();
+                std::thread::spawn(move || get(&addr, "/nix-cache-info").status)
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "round {round}: requests waited {:?} behind idle connections",
+            t0.elapsed()
+        );
+        drop(idle);
+    }
+}
+
+#[test]
+fn malformed_requests_get_400_and_http10_closes() {
+    let s = start("none");
+    for raw in [
+        "NONSENSE\r\n\r\n",
+        "GET /nix-cache-info HTTP/2.0\r\n\r\n",
+        "GET nix-cache-info HTTP/1.1\r\n\r\n",
+        "GET /nix-cache-info HTTP/1.1\r\nno colon here\r\n\r\n",
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.write_all(raw.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{raw:?}: {text}");
+    }
+    let mut huge = String::from("GET /nix-cache-info HTTP/1.1\r\n");
+    for i in 0..2000 {
+        huge.push_str(&format!("X-Filler-{i}: {}\r\n", "y".repeat(20)));
+    }
+    huge.push_str("\r\n");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    let _ = c.write_all(huge.as_bytes());
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400 "));
+    // HTTP/1.0 without keep-alive: one reply, then the connection closes.
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.write_all(b"GET /nix-cache-info HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200 "));
+}
+
 #[test]
 fn nix_substitutes_a_closure_over_http() {
     if Command::new("nix").arg("--version").output().is_err() {

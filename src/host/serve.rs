@@ -1,21 +1,42 @@
 //! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
-//! requests, ETag / Last-Modified), plus the inspector at `/`. Nothing outside the directory is
-//! ever read: paths with `..`, NUL or backslashes are refused (400), symlinks resolving outside
-//! are treated as absent (404).
+//! requests, ETag / Last-Modified), plus the inspector at `/` and its wasm build at `/wasm/`.
+//! Nothing outside these directories is ever read: paths with `..`, NUL or backslashes are
+//! refused (400), symlinks resolving outside are treated as absent (404).
+//!
+//! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
+//! two JSON listings: `GET /_nar-tool/narinfos` (`["<hashpart>.narinfo", …]`, sorted) and
+//! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted).
+//!
+//! The HTTP/1.1 server is a small one of our own over `std::net`: a thread per connection
+//! (keep-alive, pipelining, an idle timeout, at most [`MAX_CONNECTIONS`] at once) and at most
+//! `threads` responses being produced at once. (tiny_http 0.12, used before, hands connections to
+//! a task pool that can lose a wake-up when several arrive together, as a browser's do: such a
+//! connection then waits, unread, until another one closes.)
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+/// Connections served at once; more are answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a connection may sit idle (or take to send a request head) before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write may block on a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// The largest request body a GET or HEAD may carry (read and ignored).
+const MAX_IGNORED_BODY: u64 = 64 * 1024;
 
 pub struct ServeOptions {
     pub root: PathBuf,
     pub listen: String,
+    /// Responses produced at once (each connection has its own thread; this bounds the work).
     pub threads: usize,
     /// Static files of the inspector, served at `/` (a cache has no `index.html`).
     pub inspector: Option<PathBuf>,
@@ -25,14 +46,19 @@ pub struct ServeOptions {
     pub log: bool,
 }
 
-/// A running server; dropping it does not stop it: set the flag given to [`Served::run`].
+/// A bound server; [`Served::run`] serves until its stop flag is set.
 pub struct Served {
-    server: Arc<Server>,
+    listener: TcpListener,
+    site: Arc<Site>,
+}
+
+/// What is served, and how.
+struct Site {
     root: PathBuf,
     inspector: Option<PathBuf>,
     wasm: Option<PathBuf>,
-    threads: usize,
     log: bool,
+    permits: Semaphore,
 }
 
 impl Served {
@@ -47,85 +73,443 @@ impl Served {
                 ),
             ));
         }
-        let server = Server::http(&opts.listen)
-            .map_err(|e| io::Error::other(format!("cannot listen on {}: {e}", opts.listen)))?;
+        let listener = TcpListener::bind(&opts.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
+        })?;
         let inspector = opts.inspector.as_ref().and_then(|p| p.canonicalize().ok());
         let wasm = opts.wasm.as_ref().and_then(|p| p.canonicalize().ok());
         Ok(Served {
-            server: Arc::new(server),
-            root,
-            inspector,
-            wasm,
-            threads: opts.threads.max(1),
-            log: opts.log,
+            listener,
+            site: Arc::new(Site {
+                root,
+                inspector,
+                wasm,
+                log: opts.log,
+                permits: Semaphore::new(opts.threads.max(1)),
+            }),
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn address(&self) -> String {
-        self.server.server_addr().to_string()
+        self.listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 
-    /// Serves until `stop` is set.
+    /// Serves until `stop` is set: stops accepting at once; connections finish the response
+    /// they are writing and close.
     pub fn run(self, stop: Arc<AtomicBool>) {
-        std::thread::scope(|s| {
-            for _ in 0..self.threads {
-                s.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
-                        match self.server.recv_timeout(Duration::from_millis(200)) {
-                            Ok(Some(req)) => self.handle(req),
-                            Ok(None) => {}
-                            Err(_) => break,
+        let addr = self.listener.local_addr().ok();
+        let done = Arc::new(AtomicBool::new(false));
+        // `accept` blocks: once `stop` is set, a connection to ourselves wakes it.
+        let waker = {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if let (false, Some(addr)) = (done.load(Ordering::Relaxed), addr) {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+                }
+            })
+        };
+        let live = Arc::new(AtomicUsize::new(0));
+        for conn in self.listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: let others finish, then go on.
+                    if self.site.log {
+                        eprintln!("accept: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            };
+            if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                let _ = refuse(stream);
+                continue;
+            }
+            live.fetch_add(1, Ordering::Relaxed);
+            let (site, stop, live2) = (self.site.clone(), stop.clone(), live.clone());
+            let spawned = std::thread::Builder::new()
+                .name("serve-connection".into())
+                .spawn(move || {
+                    site.connection(stream, &stop);
+                    live2.fetch_sub(1, Ordering::Relaxed);
+                });
+            if spawned.is_err() {
+                live.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let _ = waker.join();
+    }
+}
+
+/// Too many connections: a 503 and close.
+fn refuse(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
+    )?;
+    stream.shutdown(Shutdown::Both)
+}
+
+/// A counting semaphore: at most `n` holders at once.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Semaphore {
+        Semaphore {
+            free: Mutex::new(n),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// A parsed request head.
+struct Head {
+    method: String,
+    target: String,
+    /// HTTP/1.1 (else 1.0)
+    http11: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client wants the connection kept after this exchange.
+    fn keep_alive(&self) -> bool {
+        let conn = self.get("Connection").map(str::to_ascii_lowercase);
+        match conn {
+            Some(c) if c.split(',').any(|t| t.trim() == "close") => false,
+            Some(c) if c.split(',').any(|t| t.trim() == "keep-alive") => true,
+            _ => self.http11,
+        }
+    }
+}
+
+enum HeadError {
+    /// The connection ended (or idled out) between requests: close quietly.
+    Closed,
+    /// A malformed or oversized head: answer 400 and close.
+    Bad(&'static str),
+}
+
+/// Reads one request head; `Closed` at a clean end of the connection.
+fn read_head(r: &mut impl BufRead) -> Result<Head, HeadError> {
+    let mut total = 0usize;
+    let mut line = Vec::new();
+    let mut next_line = |r: &mut dyn BufRead, line: &mut Vec<u8>| -> Result<bool, HeadError> {
+        line.clear();
+        let n = r
+            .take((MAX_HEAD - total.min(MAX_HEAD) + 1) as u64)
+            .read_until(b'\n', line)
+            .map_err(|_| HeadError::Closed)?;
+        total += n;
+        if total > MAX_HEAD {
+            return Err(HeadError::Bad("request head too large"));
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(HeadError::Closed); // the connection ended mid-line
+        }
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Ok(true)
+    };
+    // Request line (empty lines before it are allowed).
+    loop {
+        if !next_line(r, &mut line)? {
+            return Err(HeadError::Closed);
+        }
+        if !line.is_empty() {
+            break;
+        }
+    }
+    let request_line =
+        String::from_utf8(line.clone()).map_err(|_| HeadError::Bad("request line is not UTF-8"))?;
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Bad("malformed request line"));
+    };
+    let http11 = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(HeadError::Bad("unsupported HTTP version")),
+    };
+    if method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !target.starts_with('/')
+    {
+        return Err(HeadError::Bad("malformed request line"));
+    }
+    let mut headers = Vec::new();
+    loop {
+        if !next_line(r, &mut line)? {
+            return Err(HeadError::Closed);
+        }
+        if line.is_empty() {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let (k, v) = text
+            .split_once(':')
+            .ok_or(HeadError::Bad("malformed header"))?;
+        if k.is_empty() || k.contains(|c: char| c.is_whitespace()) {
+            return Err(HeadError::Bad("malformed header"));
+        }
+        headers.push((k.to_string(), v.trim().to_string()));
+        if headers.len() > 100 {
+            return Err(HeadError::Bad("too many headers"));
+        }
+    }
+    Ok(Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        http11,
+        headers,
+    })
+}
+
+/// A response to write.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+}
+
+enum Body {
+    /// No body at all (304): no Content-Length either.
+    None,
+    Bytes(Vec<u8>),
+    /// `len` bytes of a file from `offset`.
+    File(File, u64, u64),
+}
+
+impl Reply {
+    fn text(status: u16, text: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: Body::Bytes(text.as_bytes().to_vec()),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn len(&self) -> Option<u64> {
+        match &self.body {
+            Body::None => None,
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_, _, len) => Some(*len),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Writes `reply`; the body only when `with_body`. Returns the body bytes written.
+fn send(out: &mut TcpStream, reply: Reply, with_body: bool, keep_alive: bool) -> io::Result<u64> {
+    let mut w = BufWriter::with_capacity(8192, &mut *out);
+    write!(w, "HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status))?;
+    write!(
+        w,
+        "Server: nar-tool\r\nDate: {}\r\n",
+        httpdate::fmt_http_date(SystemTime::now())
+    )?;
+    for (k, v) in &reply.headers {
+        write!(w, "{k}: {v}\r\n")?;
+    }
+    if let Some(len) = reply.len() {
+        write!(w, "Content-Length: {len}\r\n")?;
+    }
+    w.write_all(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    })?;
+    if !with_body {
+        w.flush()?;
+        return Ok(0);
+    }
+    match reply.body {
+        Body::None => {
+            w.flush()?;
+            Ok(0)
+        }
+        Body::Bytes(b) => {
+            w.write_all(&b)?;
+            w.flush()?;
+            Ok(b.len() as u64)
+        }
+        Body::File(mut f, offset, len) => {
+            w.flush()?;
+            drop(w);
+            f.seek(SeekFrom::Start(offset))?;
+            // File to socket: std copies with sendfile/splice where it can.
+            let n = io::copy(&mut f.take(len), out)?;
+            if n != len {
+                // The file shrank under us: the framing is broken, the connection must go.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            Ok(n)
+        }
+    }
+}
+
+impl Site {
+    /// Serves one connection's requests until it closes, idles out, or `stop` is set.
+    fn connection(&self, stream: TcpStream, stop: &AtomicBool) {
+        let remote = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let Ok(read_half) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::with_capacity(8192, read_half);
+        let mut out = stream;
+        while !stop.load(Ordering::Relaxed) {
+            let head = match read_head(&mut reader) {
+                Ok(h) => h,
+                Err(HeadError::Closed) => break,
+                Err(HeadError::Bad(why)) => {
+                    let _ = send(
+                        &mut out,
+                        Reply::text(400, &format!("bad request: {why}\n")),
+                        true,
+                        false,
+                    );
+                    if self.log {
+                        eprintln!("{remote} bad request: {why}");
+                    }
+                    // Let the client read the 400 before the close (closing with unread input
+                    // would reset the connection and could destroy the reply in flight).
+                    let _ = out.shutdown(Shutdown::Write);
+                    let _ = reader
+                        .get_ref()
+                        .set_read_timeout(Some(Duration::from_secs(1)));
+                    let _ = io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink());
+                    break;
+                }
+            };
+            let mut keep_alive = head.keep_alive() && !stop.load(Ordering::Relaxed);
+            let get_or_head = head.method == "GET" || head.method == "HEAD";
+            // GET and HEAD carry no body worth reading: skip a small one, refuse anything else.
+            if head.get("Transfer-Encoding").is_some() || !get_or_head {
+                keep_alive = false;
+            } else if let Some(n) = head.get("Content-Length") {
+                match n.parse::<u64>() {
+                    Ok(n) if n <= MAX_IGNORED_BODY => {
+                        if io::copy(&mut (&mut reader).take(n), &mut io::sink()).ok() != Some(n) {
+                            break;
                         }
                     }
-                });
-            }
-        });
-    }
-
-    fn handle(&self, req: Request) {
-        let method = req.method().clone();
-        let url = req.url().to_string();
-        let remote = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (status, bytes) = match self.respond(req) {
-            Ok(r) => r,
-            Err(e) => {
-                if self.log {
-                    eprintln!("{remote} \"{method} {url}\" error: {e}");
+                    _ => keep_alive = false,
                 }
-                return;
             }
-        };
-        if self.log {
-            eprintln!("{remote} \"{method} {url}\" {status} {bytes}");
+            let reply = {
+                let _permit = self.permits.acquire();
+                self.route(&head)
+            };
+            let status = reply.status;
+            let result = send(&mut out, reply, head.method != "HEAD", keep_alive);
+            if self.log {
+                match &result {
+                    Ok(bytes) => eprintln!(
+                        "{remote} \"{} {}\" {status} {bytes}",
+                        head.method, head.target
+                    ),
+                    Err(e) => eprintln!(
+                        "{remote} \"{} {}\" {status} error: {e}",
+                        head.method, head.target
+                    ),
+                }
+            }
+            if result.is_err() || !keep_alive {
+                break;
+            }
         }
+        let _ = out.shutdown(Shutdown::Both);
     }
 
-    fn respond(&self, req: Request) -> io::Result<(u16, u64)> {
-        let cors = header("Access-Control-Allow-Origin", "*");
-        if !matches!(req.method(), Method::Get | Method::Head) {
-            let r = Response::from_string("only GET and HEAD\n")
-                .with_status_code(405)
-                .with_header(header("Allow", "GET, HEAD"))
-                .with_header(cors);
-            req.respond(r)?;
-            return Ok((405, 0));
+    /// The reply to a request.
+    fn route(&self, head: &Head) -> Reply {
+        let cors = ("Access-Control-Allow-Origin", "*".to_string());
+        if head.method != "GET" && head.method != "HEAD" {
+            let mut r = Reply::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
+            r.headers.push(cors);
+            return r;
         }
-        let path = req
-            .url()
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("/")
-            .to_string();
-        let rel = match decode_path(&path) {
+        let path = head.target.split(['?', '#']).next().unwrap_or("/");
+        let rel = match decode_path(path) {
             Ok(rel) => rel,
             Err(why) => {
-                req.respond(
-                    Response::from_string(format!("bad path: {why}\n"))
-                        .with_status_code(400)
-                        .with_header(cors),
-                )?;
-                return Ok((400, 0));
+                let mut r = Reply::text(400, &format!("bad path: {why}\n"));
+                r.headers.push(cors);
+                return r;
             }
         };
         if let Some(what) = rel.strip_prefix("_nar-tool/") {
@@ -139,18 +523,27 @@ impl Served {
                 _ => None,
             };
             if let Some(names) = names {
-                let mut body = serde_json::to_vec(&names?).map_err(io::Error::other)?;
-                body.push(b'\n');
-                let len = body.len() as u64;
-                let r = Response::from_data(body)
-                    .with_header(header("Content-Type", "application/json"))
-                    .with_header(header("Cache-Control", "no-cache"))
-                    .with_header(cors);
-                req.respond(r)?;
-                return Ok((200, len));
+                let mut r =
+                    match names.and_then(|n| serde_json::to_vec(&n).map_err(io::Error::other)) {
+                        Ok(mut body) => {
+                            body.push(b'\n');
+                            Reply {
+                                status: 200,
+                                headers: vec![
+                                    ("Content-Type", "application/json".into()),
+                                    ("Cache-Control", "no-cache".into()),
+                                ],
+                                body: Body::Bytes(body),
+                            }
+                        }
+                        Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
+                    };
+                r.headers.push(cors);
+                return r;
             }
         }
-        let file = if rel.is_empty() || rel.ends_with('/') {
+        let dir_index = rel.is_empty() || rel.ends_with('/');
+        let file = if dir_index {
             self.inspector_file(&format!("{rel}index.html"))
         } else {
             self.cache_file(&rel)
@@ -158,28 +551,27 @@ impl Served {
                 .or_else(|| self.inspector_file(&rel))
         };
         let Some(file) = file else {
-            if rel.is_empty() {
+            let mut r = if rel.is_empty() {
                 let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.root.display().to_string()));
-                req.respond(
-                    Response::from_string(page)
-                        .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                        .with_header(cors),
-                )?;
-                return Ok((200, 0));
-            }
-            req.respond(
-                Response::from_string("not found\n")
-                    .with_status_code(404)
-                    .with_header(cors),
-            )?;
-            return Ok((404, 0));
+                Reply {
+                    status: 200,
+                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+                    body: Body::Bytes(page.into_bytes()),
+                }
+            } else {
+                Reply::text(404, "not found\n")
+            };
+            r.headers.push(cors);
+            return r;
         };
-        let name = if rel.is_empty() || rel.ends_with('/') {
-            "index.html"
-        } else {
-            &rel
+        let name = if dir_index { "index.html" } else { &rel };
+        let mut r = match file_reply(head, &file, content_type(name)) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Reply::text(404, "not found\n"),
+            Err(e) => Reply::text(500, &format!("cannot read the file: {e}\n")),
         };
-        serve_file(req, &file, content_type(name), cors)
+        r.headers.push(cors);
+        r
     }
 
     /// A regular file inside the cache, if `rel` names one (symlinks resolving outside do not).
@@ -231,10 +623,6 @@ fn list_dir(dir: &Path, prefix: &str, keep: impl Fn(&str) -> bool) -> io::Result
 fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
     let real = root.join(rel).canonicalize().ok()?;
     (real.starts_with(root) && real.is_file()).then_some(real)
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
 }
 
 fn html_escape(s: &str) -> String {
@@ -302,6 +690,7 @@ fn content_type(rel: &str) -> &'static str {
 }
 
 /// Which bytes a `Range:` header asks for: `Ok(None)` for the whole file.
+#[allow(clippy::result_unit_err)]
 pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
@@ -333,13 +722,9 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
-fn serve_file(
-    req: Request,
-    path: &Path,
-    content_type: &str,
-    cors: Header,
-) -> io::Result<(u16, u64)> {
-    let mut file = File::open(path)?;
+/// A file's reply: 200, 206 for a satisfiable single range, 304 when the client has it, 416.
+fn file_reply(head: &Head, path: &Path, content_type: &str) -> io::Result<Reply> {
+    let file = File::open(path)?;
     let meta = file.metadata()?;
     let size = meta.len();
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
@@ -349,87 +734,49 @@ fn serve_file(
         mtime.as_secs(),
         mtime.subsec_nanos()
     );
-    let last_modified = httpdate::fmt_http_date(modified);
-    let get = |name: &'static str| {
-        req.headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str().to_string())
-    };
-    let common = |r: Response<Box<dyn Read + Send>>| {
-        r.with_chunked_threshold(usize::MAX)
-            .with_header(header("Content-Type", content_type))
-            .with_header(header("ETag", &etag))
-            .with_header(header("Last-Modified", &last_modified))
-            .with_header(header("Accept-Ranges", "bytes"))
-            .with_header(cors.clone())
-    };
-    let not_modified = match (get("If-None-Match"), get("If-Modified-Since")) {
+    let headers = vec![
+        ("Content-Type", content_type.to_string()),
+        ("ETag", etag.clone()),
+        ("Last-Modified", httpdate::fmt_http_date(modified)),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    let not_modified = match (head.get("If-None-Match"), head.get("If-Modified-Since")) {
         (Some(tags), _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
-        (None, Some(since)) => httpdate::parse_http_date(&since).is_ok_and(|t: SystemTime| {
-            modified
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                <= t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+        (None, Some(since)) => httpdate::parse_http_date(since).is_ok_and(|t: SystemTime| {
+            mtime.as_secs() <= t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
         }),
         _ => false,
     };
     if not_modified {
-        req.respond(common(Response::new(
-            StatusCode(304),
-            vec![],
-            Box::new(io::empty()),
-            Some(0),
-            None,
-        )))?;
-        return Ok((304, 0));
+        return Ok(Reply {
+            status: 304,
+            headers,
+            body: Body::None,
+        });
     }
-    let range = match get("Range") {
-        Some(r) => parse_range(&r, size),
+    let range = match head.get("Range") {
+        Some(r) => parse_range(r, size),
         None => Ok(None),
     };
-    match range {
-        Err(()) => {
-            let r = common(Response::new(
-                StatusCode(416),
-                vec![],
-                Box::new(io::empty()),
-                Some(0),
-                None,
-            ))
-            .with_header(header("Content-Range", &format!("bytes */{size}")));
-            req.respond(r)?;
-            Ok((416, 0))
+    Ok(match range {
+        Err(()) => Reply {
+            status: 416,
+            headers,
+            body: Body::Bytes(Vec::new()),
         }
-        Ok(None) => {
-            req.respond(common(Response::new(
-                StatusCode(200),
-                vec![],
-                Box::new(file),
-                Some(size as usize),
-                None,
-            )))?;
-            Ok((200, size))
+        .header("Content-Range", format!("bytes */{size}")),
+        Ok(None) => Reply {
+            status: 200,
+            headers,
+            body: Body::File(file, 0, size),
+        },
+        Ok(Some((start, end))) => Reply {
+            status: 206,
+            headers,
+            body: Body::File(file, start, end - start + 1),
         }
-        Ok(Some((start, end))) => {
-            file.seek(SeekFrom::Start(start))?;
-            let len = end - start + 1;
-            let r = common(Response::new(
-                StatusCode(206),
-                vec![],
-                Box::new(file.take(len)),
-                Some(len as usize),
-                None,
-            ))
-            .with_header(header(
-                "Content-Range",
-                &format!("bytes {start}-{end}/{size}"),
-            ));
-            req.respond(r)?;
-            Ok((206, len))
-        }
-    }
+        .header("Content-Range", format!("bytes {start}-{end}/{size}")),
+    })
 }
 
 #[cfg(test)]
