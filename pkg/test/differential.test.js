@@ -222,7 +222,7 @@ const cases = [
   }, [['missing-nar', LIBDEMO], ['check-failed', FILE], ['untrusted', TOP], ['orphan-nar', 'nar/stray.nar.xz']], 7, { sortExpected: true }],
   ['unsigned-cache-with-key', 'unsigned', () => {}, null, 2, { expectKinds: false }],
   ['cache-is-empty', 'xz', (c) => { rmSync(c.dir, { recursive: true }); mkdirSync(c.dir); }, [['bad-cache-info', 'nix-cache-info']], 1],
-  ['cache-is-a-file', 'xz', (c) => { rmSync(c.dir, { recursive: true }); writeFileSync(c.dir, 'x'); }, [['check-failed', '.'], ['bad-cache-info', 'nix-cache-info']], 5],
+  ['cache-is-a-file', 'xz', (c) => { rmSync(c.dir, { recursive: true }); writeFileSync(c.dir, 'x'); }, [['check-failed', '.'], ['check-failed', 'nar'], ['bad-cache-info', 'nix-cache-info']], 5],
   ['narinfo-line-order-and-unknown-keys', 'xz', (c) => {
     const lines = narinfoLines(c.dir, TOP).reverse();
     lines.push(['System', 'x86_64-linux'], ['X-Whatever', 'yes']);
