@@ -8,7 +8,7 @@ use std::io;
 use super::verify::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
     judge_nar_files, judge_narinfo, judge_size, judge_url, report, FileProblem, NarFileCheck,
-    PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE,
+    PathCheck, Problem, ProblemKind, Report, VerifyOptions, MAX_CACHE_INFO_SIZE,
 };
 use crate::hash::{builtin_sha256, Sha256Host};
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
@@ -120,34 +120,26 @@ async fn check_file<S: AsyncCacheSource>(
     if let Some(p) = judge_url(info) {
         return Some(p);
     }
-    // When the source can tell the size, a wrong one stops here, before reading; otherwise
-    // it is counted on the way and judged first after reading.
+    // A source that can tell the size lets a wrong one stop the check before any reading, as
+    // natively. Otherwise the file is read (and counted) in any case, and judged in the same
+    // order afterwards: size first, then the rest.
     let known_size = source.size(&info.url).await;
     if let Some(size) = &known_size {
         if let Some(p) = judge_size(info, size) {
             return Some(p);
         }
-    }
-    let method = if opts.check_contents {
-        match judge_compression(info) {
-            Ok(m) => Some(m),
-            Err(p) => {
-                if known_size.is_some() {
-                    return Some(p);
-                }
-                None
-            }
+        if !opts.check_contents {
+            return None;
         }
-    } else {
-        None
-    };
-    if known_size.is_some() && method.is_none() {
-        return None;
+        if let Err(p) = judge_compression(info) {
+            return Some(p);
+        }
     }
+    let method = judge_compression(info).ok().filter(|_| opts.check_contents);
     let mut stream = match source.open(&info.url).await {
         Ok(Some(s)) => s,
         Ok(None) => return judge_size(info, &Ok(None)),
-        Err(e) => return Some((super::verify::ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
+        Err(e) => return Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
     };
     let mut check =
         method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
@@ -171,18 +163,21 @@ async fn check_file<S: AsyncCacheSource>(
     if known_size.is_none() {
         if let Some(e) = &read_error {
             return Some((
-                super::verify::ProblemKind::CheckFailed,
+                ProblemKind::CheckFailed,
                 format!("{}: read error: {e}", info.url),
             ));
         }
         if let Some(p) = judge_size(info, &Ok(Some(counted))) {
             return Some(p);
         }
-        if let Err(p) = judge_compression(info) {
-            return opts.check_contents.then_some(p);
+        if !opts.check_contents {
+            return None;
         }
     }
-    let check = check?;
+    let Some(check) = check else {
+        // Only when the compression is unknown (and the size was counted).
+        return judge_compression(info).err();
+    };
     let found = check.finish(read_error);
     *checked_bytes += found.file_bytes;
     judge_contents(info, &found)
