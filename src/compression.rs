@@ -444,8 +444,12 @@ struct Zstd {
 enum ZstdState {
     Header,
     /// Inside a frame; `last_block` once its last block has been decoded.
-    Blocks { last_block: bool },
-    Skip { left: u64 },
+    Blocks {
+        last_block: bool,
+    },
+    Skip {
+        left: u64,
+    },
 }
 
 /// Largest frame header (magic, descriptor, window, dictionary id, content size).
@@ -520,7 +524,11 @@ impl Codec for Zstd {
                         left: left - n as u64,
                     }
                 };
-                Ok(step(n, 0, if n == 0 { Flow::NeedInput } else { Flow::Again }))
+                Ok(step(
+                    n,
+                    0,
+                    if n == 0 { Flow::NeedInput } else { Flow::Again },
+                ))
             }
             ZstdState::Blocks { last_block } => {
                 // Drain what is decoded before decoding more.

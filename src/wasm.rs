@@ -81,7 +81,11 @@ impl From<&NarInfo> for JsNarInfo {
             file_size: i.file_size,
             nar_hash: i.nar_hash.to_string(),
             nar_size: i.nar_size,
-            references: i.references.iter().map(|r| r.base_name().to_string()).collect(),
+            references: i
+                .references
+                .iter()
+                .map(|r| r.base_name().to_string())
+                .collect(),
             deriver: i.deriver.as_ref().map(|d| d.base_name().to_string()),
             system: i.system.clone(),
             sigs: i.sigs.clone(),
@@ -667,7 +671,10 @@ pub fn closure(infos: JsValue, roots: Vec<String>) -> JsResult<Vec<String>> {
             StorePath::from_base_name(base).map_err(|e| err(format!("{r:?}: {e}")))
         })
         .collect::<JsResult<_>>()?;
-    let dir = infos.first().map(|i| i.store_dir.clone()).unwrap_or_default();
+    let dir = infos
+        .first()
+        .map(|i| i.store_dir.clone())
+        .unwrap_or_default();
     Ok(crate::narinfo::closure(&infos, &roots)
         .into_iter()
         .map(|p| dir.display(p))

@@ -87,7 +87,10 @@ fn concatenated_streams_decode_in_turn() {
         packed.extend(pack(method, &b));
         let (out, _) = push(method, &packed, 1000).unwrap();
         assert_eq!(out.len(), a.len() + b.len(), "{method}");
-        assert!(out[..a.len()] == a[..] && out[a.len()..] == b[..], "{method}");
+        assert!(
+            out[..a.len()] == a[..] && out[a.len()..] == b[..],
+            "{method}"
+        );
     }
     // Padding that is not a multiple of four is refused.
     let mut packed = pack(Compression::Xz, &a);
@@ -103,7 +106,8 @@ fn truncation_and_corruption_are_refused_never_panic() {
         for cut in [0, 1, 5, packed.len() / 3, packed.len() - 1] {
             let e = push(method, &packed[..cut], 4096).expect_err("truncated");
             assert!(
-                matches!(e, DecodeError::Truncated(m) if m == method) || matches!(e, DecodeError::Corrupt(_)),
+                matches!(e, DecodeError::Truncated(m) if m == method)
+                    || matches!(e, DecodeError::Corrupt(_)),
                 "{method} cut at {cut}: {e:?}"
             );
             if cut > 0 {
@@ -111,18 +115,29 @@ fn truncation_and_corruption_are_refused_never_panic() {
                 let r = compression::decoder(method, &packed[..cut])
                     .unwrap()
                     .read_to_end(&mut sink);
-                assert!(r.is_err(), "{method} cut at {cut}: the pull adapter must fail");
+                assert!(
+                    r.is_err(),
+                    "{method} cut at {cut}: the pull adapter must fail"
+                );
             }
         }
         // A flipped byte in the middle: refused (every format here checks its data).
         let mut bad = packed.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x55;
-        assert!(push(method, &bad, 4096).map(|(o, _)| o != data).unwrap_or(true), "{method}");
+        assert!(
+            push(method, &bad, 4096)
+                .map(|(o, _)| o != data)
+                .unwrap_or(true),
+            "{method}"
+        );
         // Garbage after the stream is refused.
         let mut trailing = packed.clone();
         trailing.extend_from_slice(b"garbage!");
-        assert!(push(method, &trailing, 4096).is_err(), "{method}: trailing garbage");
+        assert!(
+            push(method, &trailing, 4096).is_err(),
+            "{method}: trailing garbage"
+        );
     }
 }
 
@@ -138,7 +153,7 @@ fn hostile_headers_are_refused_before_allocating() {
         .position(|w| w == [0x21, 0x01])
         .expect("an LZMA2 filter");
     packed[12 + filter + 2] = 39; // the largest dictionary the format can name
-    // Fix the block header's CRC32 so the decoder gets as far as the dictionary.
+                                  // Fix the block header's CRC32 so the decoder gets as far as the dictionary.
     let crc = crc32(&packed[12..12 + header_len - 4]);
     packed[12 + header_len - 4..12 + header_len].copy_from_slice(&crc.to_le_bytes());
     let e = push(Compression::Xz, &packed, 4096).unwrap_err();
@@ -166,7 +181,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

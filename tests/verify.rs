@@ -551,7 +551,11 @@ fn native_and_pure_decoders_agree_on_the_corpus() {
             let pure = pure_report(&dir, &opts);
             assert_eq!(native, pure, "{name}, key {key}");
             assert_eq!(async_report(&dir, &opts, true), native, "{name}: async");
-            assert_eq!(async_report(&dir, &opts, false), native, "{name}: async, sizes counted");
+            assert_eq!(
+                async_report(&dir, &opts, false),
+                native,
+                "{name}: async, sizes counted"
+            );
             let (m, cli_report) = cli(
                 &dir,
                 &key_args(key).iter().map(String::as_str).collect::<Vec<_>>(),

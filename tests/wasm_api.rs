@@ -70,7 +70,9 @@ fn narinfo_round_trip_and_fields() {
     assert_eq!(get(&info, "narSize").as_f64(), Some(NAR.len() as f64));
     assert_eq!(wasm::format_narinfo(info.clone()).unwrap(), NARINFO);
     let fp = wasm::fingerprint(info.clone()).unwrap();
-    assert!(fp.starts_with("1;/nix/store/mnc6w5scb0k600cvh9ss511kmyvx9xc5-single-file-public;sha256:"));
+    assert!(
+        fp.starts_with("1;/nix/store/mnc6w5scb0k600cvh9ss511kmyvx9xc5-single-file-public;sha256:")
+    );
 }
 
 #[wasm_bindgen_test]
@@ -87,7 +89,10 @@ fn signatures() {
     let signed = wasm::sign_narinfo(info, SECRET_KEY.trim()).unwrap();
     let check = wasm::verify_signatures(signed, vec![PUBLIC_KEY.trim().to_string()]).unwrap();
     assert_eq!(Array::from(&get(&check, "valid")).length(), 1);
-    assert_eq!(wasm::public_key_of(SECRET_KEY.trim()).unwrap(), PUBLIC_KEY.trim());
+    assert_eq!(
+        wasm::public_key_of(SECRET_KEY.trim()).unwrap(),
+        PUBLIC_KEY.trim()
+    );
 }
 
 #[wasm_bindgen_test]
@@ -112,12 +117,19 @@ fn hashes_and_store_paths() {
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
     let bytes = wasm::nixbase32_decode("0ysj00x31q08vxsznqd9pmvwa0rrzza8").unwrap();
-    assert_eq!(wasm::nixbase32_encode(&bytes), "0ysj00x31q08vxsznqd9pmvwa0rrzza8");
-    let p = wasm::parse_store_path("/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public", None)
-        .unwrap();
+    assert_eq!(
+        wasm::nixbase32_encode(&bytes),
+        "0ysj00x31q08vxsznqd9pmvwa0rrzza8"
+    );
+    let p = wasm::parse_store_path(
+        "/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public",
+        None,
+    )
+    .unwrap();
     assert_eq!(get_str(&p, "hashPart"), "5qk0fgkb9sfxmrbqjcs803wd2rjkaigy");
     assert_eq!(get_str(&p, "name"), "libdemo");
-    let ci = wasm::parse_cache_info("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n").unwrap();
+    let ci =
+        wasm::parse_cache_info("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n").unwrap();
     assert_eq!(get(&ci, "priority").as_f64(), Some(30.0));
 }
 
@@ -137,8 +149,14 @@ fn nar_listing_reading_and_streaming() {
     }
     let s = v.finish().unwrap();
     assert_eq!(get(&s, "narSize").as_f64(), Some(LIBDEMO_NAR.len() as f64));
-    assert_eq!(get_str(&s, "narHash"), wasm::hash(LIBDEMO_NAR, "sha256", None).unwrap());
-    assert_eq!(String::from(js_sys::JSON::stringify(&get(&s, "listing")).unwrap()), json);
+    assert_eq!(
+        get_str(&s, "narHash"),
+        wasm::hash(LIBDEMO_NAR, "sha256", None).unwrap()
+    );
+    assert_eq!(
+        String::from(js_sys::JSON::stringify(&get(&s, "listing")).unwrap()),
+        json
+    );
     // A damaged stream is refused with the reader's message.
     let mut v = wasm::NarVerifier::new(None, None).unwrap();
     v.update(&LIBDEMO_NAR[..100]).unwrap();
@@ -187,7 +205,12 @@ async fn verify_cache_clean_and_damaged() {
     let map = cache_files(&files);
     for with_sizes in [true, false] {
         let report = verify(&map, with_sizes).await;
-        assert_eq!(get(&report, "ok"), JsValue::TRUE, "{:?}", js_sys::JSON::stringify(&report));
+        assert_eq!(
+            get(&report, "ok"),
+            JsValue::TRUE,
+            "{:?}",
+            js_sys::JSON::stringify(&report)
+        );
         assert_eq!(get(&report, "paths").as_f64(), Some(1.0));
         assert_eq!(wasm::exit_code(report).unwrap(), 0);
     }

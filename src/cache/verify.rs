@@ -186,7 +186,10 @@ pub const MAX_CACHE_INFO_SIZE: usize = 64 * 1024;
 
 /// Checks `nix-cache-info`.
 pub fn check_cache_info(storage: &dyn CacheStorage, opts: &VerifyOptions) -> Vec<Problem> {
-    judge_cache_info(storage.read_small("nix-cache-info", MAX_CACHE_INFO_SIZE), opts)
+    judge_cache_info(
+        storage.read_small("nix-cache-info", MAX_CACHE_INFO_SIZE),
+        opts,
+    )
 }
 
 /// Judges `nix-cache-info`'s bytes (or why they could not be read).
@@ -543,7 +546,10 @@ pub fn judge_contents(info: &NarInfo, found: &ContentFindings) -> Option<FilePro
         )),
         Ok((nar_hash, _)) if *nar_hash != info.nar_hash => Some((
             ProblemKind::NarHashMismatch,
-            format!("{url}: NarHash is {}, the NAR hashes to {nar_hash}", info.nar_hash),
+            format!(
+                "{url}: NarHash is {}, the NAR hashes to {nar_hash}",
+                info.nar_hash
+            ),
         )),
         Ok(_) => None,
     }
@@ -687,7 +693,12 @@ impl NarFileCheck {
     /// A check of a file compressed with `method` whose NAR must not exceed `nar_size_limit`
     /// bytes; with `listing`, the NAR's `.ls` listing is built on the way.
     pub fn new(method: Compression, nar_size_limit: u64, listing: bool) -> NarFileCheck {
-        Self::with_sha256(method, nar_size_limit, listing, &crate::hash::builtin_sha256)
+        Self::with_sha256(
+            method,
+            nar_size_limit,
+            listing,
+            &crate::hash::builtin_sha256,
+        )
     }
 
     /// As [`NarFileCheck::new`], hashing with the host's SHA-256.
@@ -778,7 +789,9 @@ impl NarFileCheck {
             Err(NarFailure::Decompress) => Err(format!(
                 "{what}: does not decompress: the compressed data is corrupt or cut short"
             )),
-            Err(NarFailure::TooLong) => Err(format!("{what}: the NAR is longer than {limit} bytes")),
+            Err(NarFailure::TooLong) => {
+                Err(format!("{what}: the NAR is longer than {limit} bytes"))
+            }
             Ok(nar_hash) => Ok(NarSummary {
                 file_hash,
                 file_bytes,
@@ -1033,7 +1046,9 @@ impl NarFailure {
     /// A pull reader's error: I/O errors below it are the decoder's (or the cap's).
     fn from_reader(e: NarError) -> NarFailure {
         match &e.kind {
-            crate::nar::NarErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<NarTooLong>()) => {
+            crate::nar::NarErrorKind::Io(io)
+                if io.get_ref().is_some_and(|i| i.is::<NarTooLong>()) =>
+            {
                 NarFailure::TooLong
             }
             crate::nar::NarErrorKind::Io(_) => NarFailure::Decompress,

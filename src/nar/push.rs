@@ -46,7 +46,10 @@ struct RanDry;
 
 impl std::fmt::Display for RanDry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "internal error: a NAR step needed more than {MAX_STEP} bytes")
+        write!(
+            f,
+            "internal error: a NAR step needed more than {MAX_STEP} bytes"
+        )
     }
 }
 
@@ -193,15 +196,38 @@ mod tests {
         let long_target = "t".repeat(MAX_TARGET_LEN);
         let tree = Node::Directory(
             [
-                (b"a".to_vec(), Node::Regular { executable: false, contents: vec![7; 100_000] }),
-                (b"b".to_vec(), Node::Regular { executable: true, contents: b"#!/bin/sh\n".to_vec() }),
-                (b"c".to_vec(), Node::Symlink { target: long_target.into_bytes() }),
+                (
+                    b"a".to_vec(),
+                    Node::Regular {
+                        executable: false,
+                        contents: vec![7; 100_000],
+                    },
+                ),
+                (
+                    b"b".to_vec(),
+                    Node::Regular {
+                        executable: true,
+                        contents: b"#!/bin/sh\n".to_vec(),
+                    },
+                ),
+                (
+                    b"c".to_vec(),
+                    Node::Symlink {
+                        target: long_target.into_bytes(),
+                    },
+                ),
                 (
                     "n".repeat(MAX_NAME_LEN).into_bytes(),
                     Node::Directory(
-                        [(b"e".to_vec(), Node::Regular { executable: false, contents: Vec::new() })]
-                            .into_iter()
-                            .collect(),
+                        [(
+                            b"e".to_vec(),
+                            Node::Regular {
+                                executable: false,
+                                contents: Vec::new(),
+                            },
+                        )]
+                        .into_iter()
+                        .collect(),
                     ),
                 ),
             ]
@@ -221,7 +247,8 @@ mod tests {
                     if let Event::Regular { .. } = e {
                         let mut data = Vec::new();
                         if let Err(e) = r.contents().read_to_end(&mut data) {
-                            let e = NarError::from_io(e).map_or_else(|e| e.to_string(), |e| e.to_string());
+                            let e = NarError::from_io(e)
+                                .map_or_else(|e| e.to_string(), |e| e.to_string());
                             return (out, Err(e));
                         }
                         out.push(format!("{} bytes", data.len()));
