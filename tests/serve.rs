@@ -307,6 +307,42 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
 }
 
 #[test]
+fn gives_narinfo_texts_a_page_at_a_time() {
+    let s = start("xz");
+    #[derive(serde::Deserialize)]
+    struct Page {
+        total: usize,
+        items: Vec<(String, Option<String>)>,
+    }
+    let page = |q: &str| -> Page {
+        let r = get(&s.addr, &format!("/_nar-tool/narinfo-texts{q}"));
+        assert_eq!(r.status, 200, "{q}");
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let names: Vec<String> =
+        serde_json::from_slice(&get(&s.addr, "/_nar-tool/narinfos").body).unwrap();
+    let mut seen = Vec::new();
+    for offset in (0..names.len()).step_by(4) {
+        let p = page(&format!("?offset={offset}&limit=4"));
+        assert_eq!(p.total, 9);
+        for (name, text) in p.items {
+            assert_eq!(
+                text.as_deref().map(str::as_bytes),
+                Some(std::fs::read(s.cache.join(&name)).unwrap().as_slice())
+            );
+            seen.push(name);
+        }
+    }
+    assert_eq!(seen, names, "the pages cover the listing, in order");
+    assert_eq!(page("").items.len(), 9, "default: the first 1000");
+    assert!(page("?offset=100").items.is_empty());
+    assert_eq!(
+        get(&s.addr, "/_nar-tool/narinfo-texts?offset=x").status,
+        400
+    );
+}
+
+#[test]
 fn serves_the_inspector_and_its_wasm_never_escaping() {
     let s = start_with("none", |tmp| {
         let www = tmp.join("www");

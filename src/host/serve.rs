@@ -5,8 +5,9 @@
 //! refused (400), symlinks resolving outside are treated as absent (404).
 //!
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
-//! two JSON listings: `GET /_nar-tool/narinfos` (`["<hashpart>.narinfo", …]`, sorted) and
-//! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted).
+//! JSON listings: `GET /_nar-tool/narinfos` (`["<hashpart>.narinfo", …]`, sorted),
+//! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted) and, to load many narinfos in few
+//! requests, `GET /_nar-tool/narinfo-texts?offset=O&limit=L` (see [`Site::narinfo_texts`]).
 //!
 //! The HTTP/1.1 server is a small one of our own over `std::net`: a thread per connection
 //! (keep-alive, pipelining, an idle timeout, at most [`MAX_CONNECTIONS`] at once) and at most
@@ -30,6 +31,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
+/// The most narinfos one `narinfo-texts` reply carries.
+const MAX_TEXTS_PAGE: usize = 5000;
+/// Narinfos larger than this are left for the inspector to fetch (and judge) by itself.
+const MAX_NARINFO: u64 = 1 << 20;
 /// The largest request body a GET or HEAD may carry (read and ignored).
 const MAX_IGNORED_BODY: u64 = 64 * 1024;
 
@@ -513,31 +518,31 @@ impl Site {
             }
         };
         if let Some(what) = rel.strip_prefix("_nar-tool/") {
-            let names = match what {
-                "narinfos" => Some(list_dir(&self.root, "", |n| {
-                    n.len() == 32 + 8 && n.ends_with(".narinfo")
-                })),
-                "nar-files" => Some(list_dir(&self.root.join("nar"), "nar/", |n| {
-                    !n.starts_with('.')
-                })),
+            let query = head.target.split_once('?').map_or("", |(_, q)| q);
+            let json = match what {
+                "narinfos" => Some(self.narinfo_names().and_then(to_json)),
+                "nar-files" => Some(
+                    list_dir(&self.root.join("nar"), "nar/", |n| !n.starts_with('.'))
+                        .and_then(to_json),
+                ),
+                "narinfo-texts" => Some(self.narinfo_texts(query)),
                 _ => None,
             };
-            if let Some(names) = names {
-                let mut r =
-                    match names.and_then(|n| serde_json::to_vec(&n).map_err(io::Error::other)) {
-                        Ok(mut body) => {
-                            body.push(b'\n');
-                            Reply {
-                                status: 200,
-                                headers: vec![
-                                    ("Content-Type", "application/json".into()),
-                                    ("Cache-Control", "no-cache".into()),
-                                ],
-                                body: Body::Bytes(body),
-                            }
-                        }
-                        Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
-                    };
+            if let Some(json) = json {
+                let mut r = match json {
+                    Ok(body) => Reply {
+                        status: 200,
+                        headers: vec![
+                            ("Content-Type", "application/json".into()),
+                            ("Cache-Control", "no-cache".into()),
+                        ],
+                        body: Body::Bytes(body),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        Reply::text(400, &format!("{e}\n"))
+                    }
+                    Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
+                };
                 r.headers.push(cors);
                 return r;
             }
@@ -572,6 +577,53 @@ impl Site {
         };
         r.headers.push(cors);
         r
+    }
+
+    fn narinfo_names(&self) -> io::Result<Vec<String>> {
+        list_dir(&self.root, "", |n| {
+            n.len() == 32 + 8 && n.ends_with(".narinfo")
+        })
+    }
+
+    /// `narinfo-texts?offset=O&limit=L`: the narinfos O..O+L of the sorted listing, with their
+    /// contents, so the inspector need not make one request per narinfo:
+    /// `{"total": N, "items": [["<hashpart>.narinfo", "<text>" | null], …]}` (null: not UTF-8,
+    /// or gone meanwhile; the inspector then fetches it by itself).
+    fn narinfo_texts(&self, query: &str) -> io::Result<Vec<u8>> {
+        let mut offset = 0usize;
+        let mut limit = 1000usize;
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            let n = v.parse::<usize>().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("bad {k}: {v:?}"))
+            });
+            match k {
+                "offset" => offset = n?,
+                "limit" => limit = n?.min(MAX_TEXTS_PAGE),
+                _ => {}
+            }
+        }
+        let names = self.narinfo_names()?;
+        let items: Vec<(String, Option<String>)> = names
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|n| {
+                let text = inside(&self.root, n)
+                    .filter(|p| p.metadata().is_ok_and(|m| m.len() <= MAX_NARINFO))
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|b| String::from_utf8(b).ok());
+                (n.clone(), text)
+            })
+            .collect();
+        #[derive(serde::Serialize)]
+        struct Page {
+            total: usize,
+            items: Vec<(String, Option<String>)>,
+        }
+        to_json(Page {
+            total: names.len(),
+            items,
+        })
     }
 
     /// A regular file inside the cache, if `rel` names one (symlinks resolving outside do not).
@@ -618,6 +670,12 @@ fn list_dir(dir: &Path, prefix: &str, keep: impl Fn(&str) -> bool) -> io::Result
     }
     names.sort();
     Ok(names)
+}
+
+fn to_json(value: impl serde::Serialize) -> io::Result<Vec<u8>> {
+    let mut body = serde_json::to_vec(&value).map_err(io::Error::other)?;
+    body.push(b'\n');
+    Ok(body)
 }
 
 fn inside(root: &Path, rel: &str) -> Option<PathBuf> {

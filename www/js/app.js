@@ -1,0 +1,398 @@
+// The inspector: boot (wasm, the cache to open), routing, the open and keys views, the global
+// keyboard (/ search, Esc back) and drag-and-drop of a cache folder.
+//
+// Routes: #/ paths · #/path/<hash> · #/path/<hash>/files/<a>/<b> · #/verify · #/keys · #/open
+// The cache: ?cache=<URL> (default: this page's origin, i.e. nar-tool serve), &roots=<a,b> for a
+// cache that cannot be listed; or a local folder (picked or dropped, kept in memory only).
+
+import { h, errorMessage, formatCount } from './util.js';
+import { app, saveKeys } from './state.js';
+import { Cache } from './cache.js';
+import { httpSource, filesSource, cacheFiles } from './source.js';
+import { pathsView, currentPathsView } from './paths.js';
+import { pathView } from './pathview.js';
+import { filesView, forgetNars } from './files.js';
+import { verifyView, resetVerify, job } from './verify.js';
+
+const main = document.getElementById('main');
+const search = document.getElementById('search');
+const label = document.getElementById('cache-label');
+const progressEl = document.getElementById('progress');
+
+let openError = null;
+let loading = false;
+let lastRoute = null;
+/** Set by Esc back to the table: the active row gets the focus once the table is shown. */
+let focusTable = false;
+
+// ---------------------------------------------------------------- progress
+
+function setProgress(text, done, total) {
+  progressEl.hidden = false;
+  const pct = total ? Math.min(100, (100 * done) / total) : 0;
+  progressEl.querySelector('.progress-bar > div').style.width = `${pct}%`;
+  progressEl.setAttribute('aria-valuenow', String(Math.round(pct)));
+  progressEl.querySelector('.progress-text').textContent = text;
+}
+
+function clearProgress() {
+  progressEl.hidden = true;
+}
+
+// ---------------------------------------------------------------- wasm
+
+async function loadWasm() {
+  const m = await import('../wasm/nar_tool.js');
+  await m.default();
+  return m;
+}
+
+// ---------------------------------------------------------------- opening a cache
+
+async function openCache(source, roots = []) {
+  resetVerify();
+  forgetNars();
+  openError = null;
+  loading = true;
+  const cache = new Cache(app.wasm, source);
+  app.cache = cache;
+  label.textContent = source.label;
+  label.title = source.label;
+  render();
+  try {
+    setProgress(`Opening ${source.label}…`, 0, 0);
+    await cache.open();
+    const t0 = performance.now();
+    if (cache.listed) {
+      const total = cache.narinfoNames.length;
+      let last = 0;
+      await cache.loadNarinfos(cache.narinfoNames, (done) => {
+        const now = performance.now();
+        if (now - last > 80 || done === total) {
+          last = now;
+          setProgress(`Loading narinfos: ${formatCount(done)} / ${formatCount(total)}`, done, total);
+        }
+      });
+    }
+    if (roots.length) await addRoots(roots);
+    cache.loadMs = performance.now() - t0;
+  } catch (e) {
+    openError = `Cannot open ${source.label}: ${errorMessage(e)}`;
+    app.cache = null;
+    label.textContent = '';
+  } finally {
+    loading = false;
+    clearProgress();
+  }
+  render();
+}
+
+async function addRoots(roots) {
+  const cache = app.cache;
+  await cache.addRoots(roots, (done, known) => setProgress(`Following references: ${formatCount(done)} / ${formatCount(known)} narinfos`, done, known));
+  clearProgress();
+}
+
+function openUrl(url, roots = []) {
+  const u = new URL(location.href);
+  u.search = '';
+  u.searchParams.set('cache', url);
+  if (roots.length) u.searchParams.set('roots', roots.join(','));
+  u.hash = '#/';
+  if (u.href === location.href) location.reload();
+  else location.href = u.href;
+}
+
+async function openFiles(pairs) {
+  let found;
+  try {
+    found = cacheFiles(pairs);
+  } catch (e) {
+    openError = errorMessage(e);
+    render();
+    return;
+  }
+  // Forget any ?cache= so a reload does not reopen something else silently.
+  if (location.search) history.replaceState(null, '', location.pathname + '#/');
+  else if (location.hash !== '#/') location.hash = '#/';
+  await openCache(filesSource(found.files, found.label));
+}
+
+/** Files of a dropped folder, as [relative path, File] pairs. */
+async function droppedFiles(items) {
+  const pairs = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      const f = await new Promise((res, rej) => entry.file(res, rej));
+      pairs.push([prefix + entry.name, f]);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+        if (!batch.length) break;
+        await Promise.all(batch.map((b) => walk(b, `${prefix}${entry.name}/`)));
+      }
+    }
+  };
+  const entries = [...items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+  await Promise.all(entries.map((e) => walk(e, '')));
+  return pairs;
+}
+
+// ---------------------------------------------------------------- views
+
+function openView(params) {
+  const defaultUrl = app.cache?.source.kind === 'http' ? app.cache.source.base : new URL('./', location.href).href;
+  const urlInput = h('input', { type: 'url', id: 'cache-url', value: defaultUrl, 'aria-label': 'Binary cache URL', required: true });
+  const folder = h('input', { type: 'file', id: 'folder-input', webkitdirectory: true, multiple: true, hidden: true });
+  folder.addEventListener('change', () => {
+    const pairs = [...folder.files].map((f) => [f.webkitRelativePath || f.name, f]);
+    if (pairs.length) openFiles(pairs);
+  });
+  const rootsInput = h('textarea', { id: 'roots', rows: '4', placeholder: '/nix/store/…-hello-2.12\nor a hash part: 12221svl9zlcqbffq6hxanhsxsk7wlyr', 'aria-label': 'Roots' },
+    params.get('root') ?? '');
+  const canRoots = app.cache && !app.cache.listed;
+  return h('div', null,
+    h('h1', null, 'Open a binary cache'),
+    h('p', { class: 'muted' }, 'Everything is read in this browser: nothing is uploaded, and nothing but the cache is fetched.'),
+    openError ? h('div', { class: 'notice bad', id: 'open-error' }, openError) : null,
+    h('div', { class: 'open-grid' },
+      h('section', { class: 'card' },
+        h('h2', null, 'By URL'),
+        h('form', { onsubmit: (e) => { e.preventDefault(); openUrl(urlInput.value.trim()); } },
+          urlInput, h('button', { type: 'submit', class: 'primary' }, 'Open')),
+        h('p', { class: 'muted' }, 'nar-tool serve, or any binary cache that allows cross-origin requests (CORS). ',
+          'A cache other than nar-tool serve cannot be listed: you will be asked for store paths to start from.')),
+      h('section', { class: 'card' },
+        h('h2', null, 'A local folder'),
+        h('button', { type: 'button', id: 'choose-folder', onclick: () => folder.click() }, 'Choose a cache folder…'), folder,
+        h('div', { class: 'dropzone' }, 'or drop the folder anywhere on this page')),
+      canRoots ? h('section', { class: 'card', id: 'roots-card' },
+        h('h2', null, 'Roots'),
+        h('p', { class: 'muted' }, `${app.cache.label} cannot be listed. Give store paths (or hash parts), one per line: their closures are loaded.`),
+        rootsInput,
+        h('div', { class: 'actions' }, h('button', { type: 'button', class: 'primary', id: 'load-roots', onclick: async () => {
+          const roots = rootsInput.value.split(/[\s,]+/).filter(Boolean);
+          try {
+            await addRoots(roots);
+            if (app.cache.source.kind === 'http') {
+              const u = new URL(location.href);
+              const all = [...(u.searchParams.get('roots')?.split(',').filter(Boolean) ?? []), ...roots];
+              u.searchParams.set('roots', [...new Set(all)].join(','));
+              u.hash = '#/';
+              history.replaceState(null, '', u.href);
+            }
+            location.hash = '#/';
+            render();
+          } catch (e) {
+            openError = errorMessage(e);
+            render();
+          }
+        } }, 'Load closures'))) : null));
+}
+
+function keysView() {
+  const area = h('textarea', { id: 'keys-input', rows: '6', spellcheck: 'false', 'aria-label': 'Trusted public keys, one per line' }, app.keys.join('\n'));
+  const status = h('span', { class: 'muted', id: 'keys-status', 'aria-live': 'polite' });
+  const names = new Map();
+  for (const e of app.cache?.entries ?? []) {
+    for (const s of e.info?.sigs ?? []) {
+      const n = s.slice(0, s.indexOf(':'));
+      names.set(n, (names.get(n) ?? 0) + 1);
+    }
+  }
+  const save = () => {
+    const keys = area.value.split('\n').map((k) => k.trim()).filter(Boolean);
+    const bad = keys.filter((k) => !/^[^:\s]+:[A-Za-z0-9+/]{43}=$/.test(k));
+    saveKeys(keys);
+    status.textContent = `Saved ${keys.length} key${keys.length === 1 ? '' : 's'}.` +
+      (bad.length ? ` Not in the name:base64 form of an ed25519 public key: ${bad.join(', ')}` : '');
+  };
+  return h('div', null,
+    h('h1', null, 'Trusted public keys'),
+    h('p', null, 'One per line, as in nix.conf’s ', h('code', null, 'trusted-public-keys'), ' (',
+      h('code', null, 'name:base64'), '). Signatures are checked against them in the table, on each path and when verifying. ',
+      'They are kept in this browser only (localStorage).'),
+    area,
+    h('div', { class: 'actions' }, h('button', { type: 'button', class: 'primary', id: 'keys-save', onclick: save }, 'Save'), status),
+    names.size ? h('p', { class: 'muted' }, 'Signatures in this cache are by: ',
+      [...names].map(([n, c], i) => [i ? ', ' : '', h('code', null, n), ` (${c})`]), '.') : null);
+}
+
+function noCacheView() {
+  return openView(new URLSearchParams());
+}
+
+// ---------------------------------------------------------------- routing
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#/, '') || '/';
+  const [path, query = ''] = raw.split('?');
+  const parts = path.split('/').filter(Boolean).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  return { parts, params: new URLSearchParams(query), raw };
+}
+
+function parentRoute() {
+  const { parts } = parseRoute();
+  if (parts[0] === 'path' && parts.length > 3) return '#/' + parts.slice(0, -1).map(encodeURIComponent).join('/');
+  if (parts[0] === 'path' && parts.length === 3) return `#/path/${parts[1]}`;
+  return '#/';
+}
+
+export function render() {
+  const { parts, params } = parseRoute();
+  const pv = currentPathsView();
+  if (pv && main.contains(pv.el)) pv.scrollTop = pv.table.el.scrollTop;
+  main.className = '';
+  for (const a of document.querySelectorAll('.bar nav a')) a.removeAttribute('aria-current');
+  const nav = (id) => document.getElementById(id)?.setAttribute('aria-current', 'page');
+  const route = parts[0] ?? '';
+  const routeKey = location.hash;
+  const changed = routeKey !== lastRoute;
+  lastRoute = routeKey;
+
+  if (!app.wasm) return;
+  if (route === 'keys') {
+    nav('nav-keys');
+    main.replaceChildren(keysView());
+  } else if (route === 'open' || (!app.cache && !loading) || (route === '' && app.cache && !loading && !app.cache.listed && !app.cache.entries.length)) {
+    nav('nav-open');
+    main.replaceChildren(route === 'open' ? openView(params) : noCacheView());
+  } else if (loading) {
+    main.replaceChildren(h('p', { class: 'muted loading' }, `Opening ${app.cache?.label ?? ''}…`));
+  } else if (route === 'verify') {
+    nav('nav-verify');
+    main.replaceChildren(verifyView());
+  } else if (route === 'path' && parts[1]) {
+    if (parts[2] === 'files') main.replaceChildren(filesView(parts[1], parts.slice(3)));
+    else main.replaceChildren(pathView(parts[1]));
+    if (changed) main.scrollTop = 0;
+  } else {
+    nav('nav-paths');
+    main.className = 'table-view';
+    const v = pathsView();
+    main.replaceChildren(v.el);
+    v.table.el.scrollTop = v.scrollTop;
+    v.table.schedule(true);
+    if (focusTable) {
+      focusTable = false;
+      v.table.focusActive();
+      return;
+    }
+  }
+  if (changed && route !== '' && document.activeElement !== search) main.focus({ preventScroll: true });
+}
+app.rerender = render;
+
+// ---------------------------------------------------------------- keyboard, search, drop
+
+function typing(el) {
+  return el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);
+}
+
+document.addEventListener('keydown', (e) => {
+  if (e.key === '/' && !typing(document.activeElement) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    e.preventDefault();
+    search.focus();
+    search.select();
+  } else if (e.key === 'Escape') {
+    if (document.activeElement === search) {
+      if (search.value) {
+        search.value = '';
+        currentPathsView()?.setQuery('');
+      } else {
+        currentPathsView()?.table.focusActive();
+      }
+      e.preventDefault();
+      return;
+    }
+    if (typing(document.activeElement)) {
+      document.activeElement.blur();
+      return;
+    }
+    const { parts } = parseRoute();
+    if (parts.length) {
+      e.preventDefault();
+      const back = parentRoute();
+      focusTable = back === '#/';
+      location.hash = back;
+    }
+  }
+});
+
+search.addEventListener('input', () => {
+  if (!app.cache || loading) return;
+  if (parseRoute().parts.length) location.hash = '#/';
+  const v = pathsView();
+  v.setQuery(search.value);
+});
+search.addEventListener('keydown', (e) => {
+  const v = currentPathsView();
+  if (!v) return;
+  if (e.key === 'ArrowDown') {
+    e.preventDefault();
+    v.table.setActive(0, true);
+  } else if (e.key === 'Enter') {
+    e.preventDefault();
+    const first = v.table.rows[0];
+    if (first) location.hash = `#/path/${first.hash}`;
+  }
+});
+
+window.addEventListener('hashchange', render);
+
+const overlay = document.getElementById('drop-overlay');
+let dragDepth = 0;
+window.addEventListener('dragenter', (e) => {
+  if (!e.dataTransfer?.types.includes('Files')) return;
+  dragDepth++;
+  overlay.hidden = false;
+});
+window.addEventListener('dragleave', () => {
+  if (--dragDepth <= 0) {
+    dragDepth = 0;
+    overlay.hidden = true;
+  }
+});
+window.addEventListener('dragover', (e) => e.preventDefault());
+window.addEventListener('drop', async (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  overlay.hidden = true;
+  const pairs = await droppedFiles(e.dataTransfer.items);
+  if (pairs.length) await openFiles(pairs);
+});
+
+// ---------------------------------------------------------------- boot
+
+async function boot() {
+  const t0 = performance.now();
+  try {
+    app.wasm = await loadWasm();
+    app.timings.wasm = Math.round(performance.now() - t0);
+  } catch (e) {
+    main.replaceChildren(h('div', { class: 'notice bad', id: 'wasm-error' },
+      h('strong', null, 'The WebAssembly build could not be loaded. '), errorMessage(e), h('br'),
+      'Build it at the repository root with ', h('code', null, 'wasm-pack build --target web --out-dir pkg/wasm --no-opt'),
+      '; nar-tool serve serves pkg/wasm at /wasm/ (or copy it to www/wasm/).'));
+    return;
+  }
+  const params = new URLSearchParams(location.search);
+  const roots = (params.get('roots') ?? '').split(',').filter(Boolean);
+  const url = params.get('cache') ?? new URL('./', location.href).href;
+  window.__inspector = { app, job };
+  await openCache(httpSource(url), roots);
+  app.timings.open = Math.round(performance.now() - t0);
+  if (!params.get('cache') && !app.cache) openError = null; // no cache here: just offer to open one
+  render();
+  app.timings.ready = Math.round(performance.now() - t0);
+  document.body.dataset.ready = 'true';
+}
+
+boot();

@@ -1,0 +1,242 @@
+// A cache as the page sees it: its nix-cache-info and every narinfo loaded (fetched with bounded
+// concurrency, parsed by the wasm layer), with the derived columns of the paths table and the
+// reverse references. A cache that cannot be listed (any HTTP cache but nar-tool serve) is
+// explored from roots the user gives, following references.
+
+import { pool, errorMessage } from './util.js';
+
+const decoder = new TextDecoder();
+const TEXTS_PAGE = 2000;
+const HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
+
+export class Cache {
+  constructor(wasm, source) {
+    this.wasm = wasm;
+    this.source = source;
+    this.entries = [];
+    this.byHash = new Map();
+    this.listed = false;
+    this.narinfoNames = [];
+    this.narFiles = null;
+    this.cacheInfo = null;
+    this.cacheInfoText = null;
+    this.cacheInfoError = null;
+    this._referrers = null;
+    this.storeDir = '/nix/store';
+  }
+
+  get label() {
+    return this.source.label;
+  }
+
+  /** Reads nix-cache-info and lists the narinfos when the cache can be listed. */
+  async open() {
+    const bytes = await this.source.readFile('nix-cache-info');
+    if (!bytes) throw new Error(`${this.label} has no nix-cache-info: not a binary cache`);
+    this.cacheInfoText = decoder.decode(bytes);
+    try {
+      this.cacheInfo = this.wasm.parseCacheInfo(this.cacheInfoText);
+      if (this.cacheInfo.storeDir) this.storeDir = this.cacheInfo.storeDir;
+    } catch (e) {
+      this.cacheInfoError = errorMessage(e);
+    }
+    const names = await this.source.listNarinfos();
+    this.listed = names != null;
+    this.narinfoNames = names ?? [];
+    this.narFiles = this.listed ? await this.source.listNarFiles() : null;
+  }
+
+  /**
+   * Loads narinfos by file name ("<hashpart>.narinfo"); onProgress(done, total). From nar-tool
+   * serve, pages of narinfo texts first (a few requests instead of one per narinfo); whatever
+   * they miss, and any other cache, one fetch per narinfo with bounded concurrency.
+   */
+  async loadNarinfos(names, onProgress) {
+    let fresh = names.filter((n) => !this.byHash.has(n.slice(0, -'.narinfo'.length)));
+    const total = fresh.length;
+    let done = 0;
+    if (this.source.narinfoTexts && fresh.length > 50) {
+      const wanted = new Set(fresh);
+      const pages = [];
+      for (let o = 0; o < names.length; o += TEXTS_PAGE) pages.push(o);
+      let supported = true;
+      await pool(pages, 3, async (offset) => {
+        if (!supported) return;
+        const page = await this.source.narinfoTexts(offset, TEXTS_PAGE);
+        if (!page) {
+          supported = false;
+          return;
+        }
+        for (const [name, text] of page.items) {
+          if (text == null || !wanted.delete(name)) continue;
+          this.add(this.entryFromText(name, text));
+          done++;
+        }
+        onProgress?.(done, total);
+      });
+      fresh = [...wanted];
+    }
+    const limit = this.source.kind === 'http' ? 12 : 24;
+    await pool(fresh, limit, async (name) => this.add(await this.fetchEntry(name)), () => onProgress?.(++done, total));
+    this.changed();
+  }
+
+  entryFromText(file, text) {
+    const entry = { file, hash: file.slice(0, -'.narinfo'.length), text, info: null, error: null, absent: false };
+    try {
+      entry.info = this.wasm.parseNarInfo(text);
+    } catch (e) {
+      entry.error = errorMessage(e);
+    }
+    this.derive(entry);
+    return entry;
+  }
+
+  /**
+   * Loads the closures of `roots` (store paths, base names or hash parts), following references
+   * breadth-first. Returns the hash parts of the roots. onProgress(done, known).
+   */
+  async addRoots(roots, onProgress) {
+    const rootHashes = [];
+    for (const r of roots) {
+      const base = r.trim().replace(/^.*\//, '').replace(/\.narinfo$/, '');
+      const hash = base.slice(0, 32);
+      if (!HASH_RE.test(hash)) throw new Error(`not a store path, base name or hash part: ${r.trim()}`);
+      rootHashes.push(hash);
+    }
+    const seen = new Set(rootHashes);
+    let frontier = [...new Set(rootHashes)];
+    let done = 0;
+    while (frontier.length) {
+      const next = [];
+      const limit = this.source.kind === 'http' ? 12 : 24;
+      await pool(frontier, limit, async (hash) => {
+        let e = this.byHash.get(hash);
+        if (!e) this.add((e = await this.fetchEntry(`${hash}.narinfo`)));
+        for (const ref of e.info?.references ?? []) {
+          const h = ref.slice(0, 32);
+          if (!seen.has(h)) {
+            seen.add(h);
+            next.push(h);
+          }
+        }
+      }, () => onProgress?.(++done, seen.size));
+      frontier = next;
+    }
+    this.narinfoNames = this.entries.filter((e) => !e.absent).map((e) => e.file).sort();
+    this.changed();
+    return rootHashes;
+  }
+
+  async fetchEntry(file) {
+    const entry = { file, hash: file.slice(0, -'.narinfo'.length), text: null, info: null, error: null, absent: false };
+    try {
+      const bytes = await this.source.readFile(file);
+      if (!bytes) {
+        entry.absent = true;
+        entry.error = `${file} is not in the cache`;
+      } else {
+        return this.entryFromText(file, decoder.decode(bytes));
+      }
+    } catch (e) {
+      entry.error = errorMessage(e);
+    }
+    this.derive(entry);
+    return entry;
+  }
+
+  /** The columns of the paths table, computed once. */
+  derive(e) {
+    const info = e.info;
+    e.storePath = info?.storePath ?? null;
+    e.baseName = e.storePath ? e.storePath.slice(e.storePath.lastIndexOf('/') + 1) : e.file;
+    e.name = e.baseName.length > 33 ? e.baseName.slice(33) : e.baseName;
+    e.version = '';
+    if (e.storePath) {
+      try {
+        const p = this.wasm.parseStorePath(e.storePath, this.storeDir);
+        e.version = p.version || '';
+        e.name = p.name;
+        e.hashMismatch = p.hashPart !== e.hash;
+      } catch (err) {
+        e.pathError = errorMessage(err);
+      }
+    }
+    // The package name without its version, as the table shows it beside the version.
+    e.pname = e.version && e.name.endsWith('-' + e.version) ? e.name.slice(0, -e.version.length - 1) : e.name;
+    e.narSize = info?.narSize ?? null;
+    e.fileSize = info?.fileSize ?? null;
+    e.compression = info?.compression ?? '';
+    e.sigCount = info?.sigs?.length ?? 0;
+    e.refCount = info?.references?.length ?? 0;
+    e.search = `${e.baseName}\n${e.hash}`.toLowerCase();
+    e.sigStatus = null;
+  }
+
+  add(entry) {
+    if (this.byHash.has(entry.hash)) return;
+    this.byHash.set(entry.hash, entry);
+    this.entries.push(entry);
+  }
+
+  changed() {
+    this._referrers = null;
+  }
+
+  entryOfBaseName(base) {
+    return this.byHash.get(base.slice(0, 32)) ?? null;
+  }
+
+  entryOfStorePath(path) {
+    return this.entryOfBaseName(path.slice(path.lastIndexOf('/') + 1));
+  }
+
+  /** The entries whose narinfos reference `e` (itself excluded). */
+  referrers(e) {
+    if (!this._referrers) {
+      const m = new Map();
+      for (const r of this.entries) {
+        for (const ref of r.info?.references ?? []) {
+          const h = ref.slice(0, 32);
+          if (h === r.hash) continue;
+          if (!m.has(h)) m.set(h, []);
+          m.get(h).push(r);
+        }
+      }
+      this._referrers = m;
+    }
+    return this._referrers.get(e.hash) ?? [];
+  }
+
+  /**
+   * The closure of `e` (the wasm layer's `closure`, given the narinfos reachable from `e` rather
+   * than all of them: a large cache's infos cross into wasm in a fraction of the time), with its
+   * sizes and the references missing from the cache.
+   */
+  closure(e) {
+    const reachable = new Map([[e.hash, e]]);
+    const missing = new Set();
+    const todo = [e];
+    while (todo.length) {
+      const x = todo.pop();
+      for (const ref of x.info?.references ?? []) {
+        const r = this.entryOfBaseName(ref);
+        if (!r || !r.info) missing.add(ref);
+        else if (!reachable.has(r.hash)) {
+          reachable.set(r.hash, r);
+          todo.push(r);
+        }
+      }
+    }
+    const paths = this.wasm.closure([...reachable.values()].map((x) => x.info), [e.storePath]);
+    let narSize = 0;
+    let fileSize = 0;
+    for (const p of paths) {
+      const x = this.entryOfStorePath(p);
+      narSize += x?.narSize ?? 0;
+      fileSize += x?.fileSize ?? 0;
+    }
+    return { paths, narSize, fileSize, missing: [...missing].sort() };
+  }
+
+}

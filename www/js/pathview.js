@@ -1,0 +1,146 @@
+// One store path: every narinfo field, signatures against the trusted keys, references and
+// referrers, the closure (size, tree), problems from the last verification.
+
+import { h, formatBytes, formatCount } from './util.js';
+import { app, pathHref, filesHref, pathLink, sigStatus, sigLineStatus, statusPill, problemsOf } from './state.js';
+import { startVerify } from './verify.js';
+
+export function pathView(hash) {
+  const cache = app.cache;
+  const e = cache.byHash.get(hash);
+  if (!e) {
+    return h('div', null, h('h1', null, `${hash}: not in this cache`),
+      h('p', null, cache.listed ? 'No narinfo has this hash part.' : 'Not loaded. ',
+        cache.listed ? null : h('a', { href: `#/open?root=${hash}` }, 'Load it as a root')));
+  }
+  if (!e.info) {
+    return h('div', null, h('h1', null, e.file),
+      h('div', { class: 'notice bad' }, e.absent ? 'This narinfo is not in the cache.' : `This narinfo cannot be parsed: ${e.error}`),
+      e.text != null ? [h('h2', null, 'As stored'), h('pre', { class: 'content' }, e.text)] : null,
+      problemsSection(e));
+  }
+  const info = e.info;
+  const closure = cache.closure(e);
+  const referrers = cache.referrers(e).sort((a, b) => a.baseName.localeCompare(b.baseName));
+  const nar = cache.source.kind === 'http' ? cache.source.url(info.url) : null;
+
+  return h('div', { class: 'path-view' },
+    h('h1', null, e.baseName),
+    h('div', { class: 'muted mono' }, info.storePath, ' ',
+      h('button', { type: 'button', class: 'copy', title: 'Copy the store path', onclick: (ev) => copy(info.storePath, ev.target) }, 'copy')),
+    h('div', { class: 'actions' },
+      h('a', { class: 'button', href: filesHref(e.hash), id: 'browse-files' }, 'Browse files'),
+      h('button', { type: 'button', onclick: () => verifyClosure(e, closure.paths) }, `Verify this closure (${closure.paths.length})`),
+      nar ? h('a', { class: 'button', href: nar, download: info.url.split('/').pop() }, 'Download NAR file') : null,
+      e.hashMismatch ? h('span', { class: 'pill bad' }, 'file name and StorePath differ') : null),
+    problemsSection(e),
+    h('h2', null, 'narinfo'),
+    fieldsTable(e),
+    h('details', null, h('summary', null, 'As stored'), h('pre', { class: 'content' }, e.text)),
+    h('div', { class: 'cols' },
+      h('section', null,
+        h('h2', null, `References (${info.references.length})`),
+        info.references.length ? h('ul', { class: 'links' }, info.references.map((r) =>
+          h('li', null, pathLink(r), r.slice(0, 32) === e.hash ? h('span', { class: 'muted' }, ' (itself)') : null))) : h('p', { class: 'muted' }, 'None.')),
+      h('section', null,
+        h('h2', null, `Referrers (${referrers.length})`),
+        referrers.length ? h('ul', { class: 'links' }, referrers.map((r) => h('li', null, h('a', { href: pathHref(r.hash) }, r.baseName))))
+          : h('p', { class: 'muted' }, cache.listed ? 'None in this cache.' : 'None among the paths loaded.'))),
+    h('h2', null, 'Closure'),
+    h('p', null,
+      h('strong', { id: 'closure-count' }, formatCount(closure.paths.length)), ' paths, ',
+      h('strong', { id: 'closure-size', title: `${closure.narSize} bytes` }, formatBytes(closure.narSize)), ' unpacked (NAR size), ',
+      h('strong', { title: `${closure.fileSize} bytes` }, formatBytes(closure.fileSize)), ' to download',
+      closure.missing.length ? [', ', h('span', { class: 'pill bad' }, `${closure.missing.length} missing`)] : null, '.'),
+    closure.missing.length ? h('p', null, 'Missing from the cache: ', closure.missing.map((m) => [h('code', null, m), ' '])) : null,
+    closureTree(e),
+    h('details', null, h('summary', null, `All ${closure.paths.length} paths of the closure`),
+      h('ul', { class: 'links' }, closure.paths.map((p) => h('li', null, pathLink(p))))),
+  );
+}
+
+function fieldsTable(e) {
+  const info = e.info;
+  const st = sigStatus(e);
+  const row = (k, ...v) => h('tr', null, h('th', { scope: 'row' }, k), h('td', null, ...v));
+  const bytes = (n) => (n == null ? '—' : [`${n} `, h('span', { class: 'muted' }, `(${formatBytes(n)})`)]);
+  const url = app.cache.source.kind === 'http' ? h('a', { href: app.cache.source.url(info.url) }, info.url) : info.url;
+  return h('table', { class: 'kv', id: 'narinfo-fields' },
+    h('tbody', null,
+      row('StorePath', info.storePath),
+      row('URL', url),
+      row('Compression', info.compression),
+      row('FileHash', info.fileHash ?? '—'),
+      row('FileSize', bytes(info.fileSize)),
+      row('NarHash', info.narHash),
+      row('NarSize', bytes(info.narSize)),
+      row('References', info.references.length ? info.references.join(' ') : h('span', { class: 'muted' }, '(none)')),
+      info.deriver ? row('Deriver', info.deriver) : null,
+      info.system ? row('System', info.system) : null,
+      info.sigs.length
+        ? info.sigs.map((s) => row('Sig', s, ' ', st ? statusPill(sigLineStatus(st, s)) : null))
+        : row('Sig', h('span', { class: 'muted' }, '(unsigned)')),
+      st ? null : row('', h('span', { class: 'muted' }, 'Signatures are not checked: ', h('a', { href: '#/keys' }, 'add trusted keys'), '.')),
+      st && st.error ? row('', h('span', { class: 'pill bad' }, st.error)) : null,
+      info.ca ? row('CA', info.ca) : null,
+      (info.extra ?? []).map(([k, v]) => row(k, v)),
+      row('Fingerprint', fingerprint(info))));
+}
+
+function fingerprint(info) {
+  try {
+    return app.wasm.fingerprint(info);
+  } catch (err) {
+    return h('span', { class: 'pill bad' }, err.message);
+  }
+}
+
+function problemsSection(e) {
+  const ps = problemsOf(e);
+  if (!ps.length) return null;
+  return h('div', { class: 'notice bad', id: 'path-problems' },
+    h('strong', null, 'The last verification found:'),
+    h('ul', null, ps.map((p) => h('li', null, h('code', null, p.kind), ' ', p.message))));
+}
+
+/** The closure as a collapsible tree; children are built when a node is first opened. */
+function closureTree(root) {
+  const cache = app.cache;
+  const node = (base, ancestors, open) => {
+    const e = cache.entryOfBaseName(base);
+    if (!e || !e.info) return h('div', { class: 'leaf' }, pathLink(base));
+    const refs = e.info.references.filter((r) => r.slice(0, 32) !== e.hash).sort();
+    const label = [h('a', { href: pathHref(e.hash) }, e.baseName), h('span', { class: 'size' }, formatBytes(e.narSize))];
+    if (!refs.length) return h('div', { class: 'leaf' }, label);
+    if (ancestors.has(e.hash)) return h('div', { class: 'leaf' }, label, h('span', { class: 'muted' }, ' (cycle)'));
+    const d = h('details', { open }, h('summary', null, label, h('span', { class: 'size' }, `${refs.length} refs`)));
+    let filled = false;
+    const fill = () => {
+      if (filled) return;
+      filled = true;
+      const anc = new Set(ancestors).add(e.hash);
+      for (const r of refs) d.append(node(r, anc, false));
+    };
+    if (open) fill();
+    d.addEventListener('toggle', () => d.open && fill());
+    return d;
+  };
+  return h('div', { class: 'tree', id: 'closure-tree' }, node(root.baseName, new Set(), true));
+}
+
+function verifyClosure(e, paths) {
+  const names = paths.map((p) => app.cache.entryOfStorePath(p)).filter((x) => x).map((x) => x.file);
+  startVerify({ only: names, label: `the closure of ${e.baseName} (${names.length} paths)` });
+  location.hash = '#/verify';
+}
+
+async function copy(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = 'copied';
+  } catch {
+    button.textContent = 'select and copy';
+  }
+  setTimeout(() => { button.textContent = 'copy'; }, 1500);
+}
+

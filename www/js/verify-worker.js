@@ -1,0 +1,57 @@
+// Verifies a cache off the page's thread: the wasm layer's verifyCache over a RawSource built on
+// fetch (an HTTP cache) or on File objects (a local folder). Cancelling terminates the worker.
+//
+// in:  { source, narinfos, narFiles, options: { trustedKeys, checkContents, only } }
+// out: { type: 'progress', done, total, path, bytes } (at most every 100 ms, and the last one)
+//      { type: 'report', report, exitCode } | { type: 'error', message }
+
+import { fromDescription, rawSource } from './source.js';
+
+let wasmPromise = null;
+function loadWasm() {
+  return (wasmPromise ??= import('../wasm/nar_tool.js').then(async (m) => {
+    await m.default();
+    return m;
+  }));
+}
+
+self.onmessage = async (ev) => {
+  const { source, narinfos, narFiles, options } = ev.data;
+  try {
+    const wasm = await loadWasm();
+    const src = fromDescription(source, { noStore: true });
+    const raw = rawSource(src, narinfos, narFiles, options);
+    let last = 0;
+    let pending = null;
+    const onProgress = (p) => {
+      pending = { type: 'progress', done: p.done, total: p.total, path: p.path, bytes: p.bytes };
+      const now = Date.now();
+      if (now - last >= 100 || p.done === p.total) {
+        last = now;
+        self.postMessage(pending);
+        pending = null;
+      }
+    };
+    const opts = {
+      trustedKeys: options.trustedKeys ?? [],
+      checkContents: options.checkContents !== false,
+      onProgress,
+    };
+    if (options.storeDir) opts.storeDir = options.storeDir;
+    if (options.only) opts.only = options.only;
+    const report = await wasm.verifyCache(raw, opts);
+    if (pending) self.postMessage(pending);
+    self.postMessage({ type: 'report', report: plain(report), exitCode: wasm.exitCode(report) });
+  } catch (e) {
+    self.postMessage({ type: 'error', message: e && e.message ? e.message : String(e) });
+  }
+};
+
+/** The report as plain data (it may come back as Maps from serde-wasm-bindgen). */
+function plain(v) {
+  if (v instanceof Map) return Object.fromEntries([...v].map(([k, x]) => [k, plain(x)]));
+  if (Array.isArray(v)) return v.map(plain);
+  if (typeof v === 'bigint') return Number(v);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
+}

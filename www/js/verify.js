@@ -1,0 +1,200 @@
+// Verification in a Web Worker (the wasm verifyCache), with progress, cancel, and the problems
+// listed with the CLI's kinds and messages. One job at a time; it outlives view changes.
+
+import { h, formatBytes, formatCount } from './util.js';
+import { app, pathHref, problemHash } from './state.js';
+import { describe } from './source.js';
+
+export const job = {
+  running: false,
+  worker: null,
+  label: '',
+  progress: null,
+  report: null,
+  exitCode: null,
+  error: null,
+  cancelled: false,
+  startedAt: 0,
+  elapsed: 0,
+  checkContents: true,
+};
+
+const listeners = new Set();
+function emit(type = 'state') {
+  for (const f of listeners) f(type);
+  updateBadge();
+}
+
+/** Starts verifying `only` (narinfo names; default: every narinfo known). */
+export function startVerify({ only = null, label = null, checkContents = job.checkContents } = {}) {
+  const cache = app.cache;
+  if (!cache) return;
+  cancelVerify(false);
+  const narinfos = cache.listed ? cache.narinfoNames : cache.entries.filter((e) => !e.absent).map((e) => e.file);
+  Object.assign(job, {
+    running: true,
+    label: label ?? (cache.listed ? `the whole cache (${formatCount(narinfos.length)} narinfos)` : `the ${formatCount(narinfos.length)} narinfos loaded`),
+    progress: { done: 0, total: (only ?? narinfos).length, path: '', bytes: 0 },
+    report: null,
+    exitCode: null,
+    error: null,
+    cancelled: false,
+    startedAt: performance.now(),
+    elapsed: 0,
+    checkContents,
+  });
+  const worker = new Worker(new URL('./verify-worker.js', import.meta.url), { type: 'module' });
+  job.worker = worker;
+  worker.onmessage = (ev) => {
+    const m = ev.data;
+    if (job.worker !== worker) return;
+    if (m.type === 'progress') {
+      job.progress = m;
+      emit('progress');
+      return;
+    } else {
+      job.running = false;
+      job.elapsed = performance.now() - job.startedAt;
+      worker.terminate();
+      job.worker = null;
+      if (m.type === 'report') {
+        job.report = m.report;
+        job.exitCode = m.exitCode;
+        indexProblems(m.report);
+      } else {
+        job.error = m.message;
+      }
+    }
+    emit();
+  };
+  worker.onerror = (ev) => {
+    if (job.worker !== worker) return;
+    job.running = false;
+    job.error = ev.message || 'the verify worker failed to start';
+    job.worker = null;
+    emit();
+  };
+  worker.postMessage({
+    source: describe(cache.source),
+    narinfos,
+    narFiles: only ? null : cache.narFiles,
+    options: { trustedKeys: app.keys, checkContents, only, storeDir: cache.storeDir },
+  });
+  emit();
+}
+
+export function cancelVerify(notify = true) {
+  if (!job.worker) return;
+  job.worker.terminate();
+  job.worker = null;
+  job.running = false;
+  job.cancelled = true;
+  job.elapsed = performance.now() - job.startedAt;
+  if (notify) emit();
+}
+
+function indexProblems(report) {
+  app.problems = new Map();
+  for (const p of report.problems) {
+    const hash = problemHash(p.path);
+    if (!hash) continue;
+    if (!app.problems.has(hash)) app.problems.set(hash, []);
+    app.problems.get(hash).push(p);
+  }
+}
+
+export function resetVerify() {
+  cancelVerify(false);
+  Object.assign(job, { label: '', progress: null, report: null, error: null, cancelled: false, exitCode: null });
+  app.problems = new Map();
+  updateBadge();
+}
+
+function updateBadge() {
+  const b = document.getElementById('verify-badge');
+  if (!b) return;
+  b.hidden = false;
+  if (job.running) {
+    const p = job.progress;
+    b.className = 'badge';
+    b.textContent = p && p.total ? `${Math.floor((100 * p.done) / p.total)}%` : '…';
+  } else if (job.report) {
+    const failures = job.report.problems.filter((p) => p.kind !== 'orphan-nar').length;
+    b.className = failures ? 'badge bad' : 'badge ok';
+    b.textContent = failures ? String(failures) : '✓';
+  } else {
+    b.hidden = true;
+  }
+}
+
+/** The CLI's summary line (`nar-tool verify` without --json). */
+function summaryLine(report) {
+  const failures = report.problems.filter((p) => p.kind !== 'orphan-nar').length;
+  const warnings = report.problems.length - failures;
+  return `${app.cache.label}: ${report.paths} paths, ${formatBytes(report.checked_bytes)} read, ${report.ok ? 'OK' : 'FAILED'}: ${failures} problems, ${warnings} warnings`;
+}
+
+export function verifyView() {
+  const el = h('div', { class: 'verify-view' });
+  const render = (type) => {
+    if (!el.isConnected && el.childNodes.length) {
+      listeners.delete(render);
+      return;
+    }
+    const old = el.querySelector('#verify-status');
+    if (type === 'progress' && old) old.replaceWith(statusLine());
+    else el.replaceChildren(...content());
+  };
+  listeners.add(render);
+  render();
+  return el;
+}
+
+function statusLine() {
+  const p = job.progress;
+  const pct = job.report ? 100 : p && p.total ? (100 * p.done) / p.total : 0;
+  return h('div', { class: 'verify-status', id: 'verify-status' },
+    h('div', { class: 'meter', role: 'progressbar', 'aria-valuenow': String(Math.round(pct)), 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-label': 'Verification progress' },
+      h('div', { style: { width: `${pct}%` } })),
+    h('span', null, `${job.running ? 'Checking' : 'Checked'} ${job.label}: `,
+      p ? `${formatCount(p.done)} / ${formatCount(p.total)} paths, ${formatBytes(p.bytes)} read` : '',
+      job.running && p?.path ? h('span', { class: 'muted' }, ` · ${p.path}`) : null,
+      !job.running ? ` · ${(job.elapsed / 1000).toFixed(1)} s` : null));
+}
+
+function content() {
+  const cache = app.cache;
+  const out = [h('h1', null, 'Verify')];
+  const contents = h('input', { type: 'checkbox', id: 'check-contents', checked: job.checkContents, onchange: (e) => { job.checkContents = e.target.checked; } });
+  out.push(h('p', null, 'Every hash, size, signature, reference, URL and file, as ', h('code', null, 'nar-tool verify'),
+    ' checks them, in a worker (this page stays usable). ',
+    app.keys.length ? `Signatures are checked against ${app.keys.length} trusted key${app.keys.length > 1 ? 's' : ''}. `
+      : ['No trusted keys: signatures are not checked (', h('a', { href: '#/keys' }, 'add keys'), '). ']));
+  out.push(h('div', { class: 'actions' },
+    h('button', { type: 'button', class: 'primary', id: 'verify-all', disabled: job.running, onclick: () => startVerify() },
+      cache.listed ? 'Verify the whole cache' : 'Verify the paths loaded'),
+    h('button', { type: 'button', id: 'verify-cancel', disabled: !job.running, onclick: () => cancelVerify() }, 'Cancel'),
+    h('label', null, contents, ' read and hash every NAR (off: narinfos, signatures and file sizes only)')));
+  if (job.label) out.push(statusLine());
+  if (job.cancelled) out.push(h('div', { class: 'notice', id: 'verify-cancelled' }, 'Cancelled.'));
+  if (job.error) out.push(h('div', { class: 'notice bad', id: 'verify-error' }, `Verification could not run: ${job.error}`));
+  if (job.report) {
+    const r = job.report;
+    out.push(h('p', { class: `summary ${r.ok ? 'ok' : 'bad'}`, id: 'verify-summary' }, summaryLine(r), ` (exit status ${job.exitCode})`));
+    if (r.problems.length) {
+      out.push(h('table', { class: 'problems', id: 'problems' },
+        h('thead', null, h('tr', null, h('th', null, 'Kind'), h('th', null, 'Path'), h('th', null, 'Message'))),
+        h('tbody', null, r.problems.map((p) => {
+          const hash = problemHash(p.path);
+          const e = hash ? cache.byHash.get(hash) : null;
+          return h('tr', { class: 'problem' },
+            h('td', null, h('span', { class: `pill ${p.kind === 'orphan-nar' ? 'warn' : 'bad'} kind` }, p.kind)),
+            h('td', { class: 'path' }, e ? h('a', { href: pathHref(e.hash) }, p.path) : p.path),
+            h('td', { class: 'msg' }, p.message));
+        }))));
+      out.push(h('details', null, h('summary', null, 'As the CLI prints them'),
+        h('pre', { class: 'content', id: 'problems-text' }, r.problems.map((p) => `${p.kind} ${p.path}: ${p.message}`).join('\n') + '\n' + summaryLine(r))));
+    }
+  }
+  return out;
+}
