@@ -139,6 +139,13 @@ async function droppedFiles(items) {
   return pairs;
 }
 
+/** What was dropped: a folder (walked), else loose files taken as the cache's top level. */
+async function dropped(dataTransfer) {
+  const pairs = await droppedFiles(dataTransfer.items);
+  if (pairs.length) return pairs;
+  return [...dataTransfer.files].map((f) => [f.name, f]);
+}
+
 // ---------------------------------------------------------------- views
 
 function openView(params) {
@@ -283,10 +290,11 @@ export function render() {
     if (focusTable) {
       focusTable = false;
       v.table.focusActive();
-      return;
     }
   }
   if (changed && route !== '' && document.activeElement !== search) main.focus({ preventScroll: true });
+  const h1 = main.querySelector('h1')?.textContent;
+  document.title = `${route === '' || !h1 ? 'Store paths' : h1} · nar-tool inspector`;
 }
 app.rerender = render;
 
@@ -365,7 +373,7 @@ window.addEventListener('drop', async (e) => {
   e.preventDefault();
   dragDepth = 0;
   overlay.hidden = true;
-  const pairs = await droppedFiles(e.dataTransfer.items);
+  const pairs = await dropped(e.dataTransfer);
   if (pairs.length) await openFiles(pairs);
 });
 

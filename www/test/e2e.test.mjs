@@ -182,6 +182,8 @@ test('one path: signatures against a trusted key, references, the closure', asyn
   await page.click(`a[href="#/path/${APP}"]`);
   await page.waitForFunction((h) => location.hash === `#/path/${h}`, APP);
   assert.match(await page.textContent('h1'), /app-0\.9-public/);
+  await page.waitForSelector('#closure-tree');
+  await shot(page, 'inspector.png'); // docs/inspector.png, shown by the README, is a copy
   // In the table, the signature column says the signature is valid.
   await page.goto(s.url + '#/');
   await rowsShown(page).first().waitFor();
