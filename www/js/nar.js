@@ -22,8 +22,9 @@ export class NarAccess {
     this._listingPromise = null;
   }
 
+  /** NARs up to this size are read whole (`fullLimit` on the cache: a hook for the tests). */
   get small() {
-    return this.info.narSize <= FULL_LIMIT;
+    return this.info.narSize <= (this.cache.fullLimit ?? FULL_LIMIT);
   }
 
   listingOnce(onProgress) {

@@ -261,6 +261,25 @@ test('a cache without .ls listings: the listing comes from the NAR, checked agai
   assert.match(status, /hash and size match the narinfo/);
 });
 
+test('large NARs are streamed, never held whole: listing, ranges, slices', async (t) => {
+  // Every NAR counts as large here (the threshold is lowered through a test hook).
+  for (const [name, expectFrom] of [['xz', /\.ls/], ['xz-parallel', /the NAR \(streamed\)/], ['none', /\.ls/], ['bzip2', /\.ls/]]) {
+    const s = await serve(copyCache(name));
+    const page = await openPage(t, s.url);
+    await page.evaluate(() => { window.__inspector.app.cache.fullLimit = 0; });
+    await page.goto(s.url + `#/path/${LIBDEMO}/files/include/demo.h`);
+    await page.waitForSelector('#file-contents pre.text');
+    assert.equal(await page.textContent('#file-contents pre'), 'int demo(void);\n', name);
+    assert.match(await page.textContent('#nar-status'), expectFrom, name);
+    await page.goto(s.url + `#/path/${LIBDEMO}/files/lib/libdemo.so.1`);
+    await page.waitForSelector('#file-contents pre.hex');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-file')]);
+    const real = execFileSync(narToolBin(), ['cat', join(corpus, `nar/${LIBDEMO}-libdemo-1.0-public.nar`), '/lib/libdemo.so']);
+    assert.ok(readFileSync(await download.path()).equals(real), `${name}: the streamed file = nar-tool cat`);
+    assert.equal(await page.evaluate(() => window.__inspector.app.cache.fullLimit), 0, 'no reload happened');
+  }
+});
+
 test('verifies the cache clean, as the CLI does', async (t) => {
   const cache = copyCache('xz');
   const s = await serve(cache);
