@@ -168,6 +168,21 @@ fn serves_a_binary_cache_with_the_right_types_and_bytes() {
         404
     );
     assert_eq!(request(&s.addr, "POST", "/nix-cache-info", &[]).status, 405);
+    let pre = request(
+        &s.addr,
+        "OPTIONS",
+        &format!("/{nar}"),
+        &[
+            ("Origin", "http://elsewhere.example"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "range"),
+        ],
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("Access-Control-Allow-Origin"), Some("*"));
+    assert!(pre
+        .header("Access-Control-Allow-Headers")
+        .is_some_and(|h| h.contains("Range")));
 }
 
 #[test]

@@ -324,7 +324,7 @@ struct Reply {
 }
 
 enum Body {
-    /// No body at all (304): no Content-Length either.
+    /// No body at all (204, 304): no Content-Length either.
     None,
     Bytes(Vec<u8>),
     /// `len` bytes of a file from `offset`.
@@ -357,6 +357,7 @@ impl Reply {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         206 => "Partial Content",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -461,7 +462,7 @@ impl Site {
                 }
             };
             let mut keep_alive = head.keep_alive() && !stop.load(Ordering::Relaxed);
-            let get_or_head = head.method == "GET" || head.method == "HEAD";
+            let get_or_head = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS");
             // GET and HEAD carry no body worth reading: skip a small one, refuse anything else.
             if head.get("Transfer-Encoding").is_some() || !get_or_head {
                 keep_alive = false;
@@ -503,6 +504,23 @@ impl Site {
     /// The reply to a request.
     fn route(&self, head: &Head) -> Reply {
         let cors = ("Access-Control-Allow-Origin", "*".to_string());
+        if head.method == "OPTIONS" {
+            // A CORS preflight (the inspector served from elsewhere, sending Range, say).
+            return Reply {
+                status: 204,
+                headers: vec![
+                    cors,
+                    ("Access-Control-Allow-Methods", "GET, HEAD".into()),
+                    (
+                        "Access-Control-Allow-Headers",
+                        "Range, If-None-Match, If-Modified-Since".into(),
+                    ),
+                    ("Access-Control-Max-Age", "86400".into()),
+                    ("Allow", "GET, HEAD, OPTIONS".into()),
+                ],
+                body: Body::None,
+            };
+        }
         if head.method != "GET" && head.method != "HEAD" {
             let mut r = Reply::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
             r.headers.push(cors);
@@ -576,6 +594,10 @@ impl Site {
             Err(e) => Reply::text(500, &format!("cannot read the file: {e}\n")),
         };
         r.headers.push(cors);
+        r.headers.push((
+            "Access-Control-Expose-Headers",
+            "Content-Range, Accept-Ranges, ETag, Last-Modified".into(),
+        ));
         r
     }
 
