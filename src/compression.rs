@@ -1,5 +1,5 @@
 //! Compression methods of binary caches and their pure-Rust decoders (usable in wasm): xz
-//! (xz4rust), zstd (ruzstd), bzip2 (libbz2-rs); concatenated streams/frames are decoded in turn.
+//! (lzma-rust2), zstd (ruzstd), bzip2 (libbz2-rs); concatenated streams/frames are decoded in turn.
 //!
 //! Every decoder is push-driven ([`Decoder`]: feed input as it arrives, take output as it is
 //! made), so an async host (JS `fetch`, a Web Worker) can stream a multi-GB NAR through without
@@ -361,30 +361,17 @@ impl Codec for Identity {
     }
 }
 
-/// xz: streams in turn, with the zero padding the format allows between them.
+/// xz: lzma-rust2's sans-I/O stream decoder (concatenated streams and their padding included),
+/// with a memory limit checked before a dictionary is allocated.
 struct Xz {
-    decoder: Box<xz4rust::XzDecoder<'static>>,
-    in_stream: bool,
-    /// Zero bytes of stream padding since the last stream ended.
-    padding: usize,
+    stream: lzma_rust2::XzStream,
 }
 
 impl Xz {
     fn new() -> Xz {
+        let limit_kib = u32::try_from(MAX_XZ_DICT / 1024).unwrap_or(u32::MAX) + 1024;
         Xz {
-            decoder: xz4rust::XzDecoder::in_heap_with_alloc_dict_size(4096, MAX_XZ_DICT),
-            in_stream: true,
-            padding: 0,
-        }
-    }
-
-    fn check_padding(&self) -> Result<(), DecodeError> {
-        if self.padding % 4 == 0 {
-            Ok(())
-        } else {
-            Err(DecodeError::Corrupt(
-                "xz: stream padding is not a multiple of four bytes".into(),
-            ))
+            stream: lzma_rust2::XzStream::new_mem_limit(true, limit_kib),
         }
     }
 }
@@ -395,39 +382,28 @@ impl Codec for Xz {
     }
 
     fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError> {
-        use xz4rust::{XzError, XzNextBlockResult};
-        if self.in_stream {
-            return match self.decoder.decode(input, output) {
-                Ok(XzNextBlockResult::NeedMoreData(0, 0)) => Ok(step(0, 0, Flow::NeedInput)),
-                Ok(XzNextBlockResult::NeedMoreData(c, p)) => Ok(step(c, p, Flow::Again)),
-                Ok(XzNextBlockResult::EndOfStream(c, p)) => {
-                    self.in_stream = false;
-                    self.padding = 0;
-                    Ok(step(c, p, Flow::Again))
-                }
-                Err(XzError::NeedsLargerInputBuffer) => Ok(step(0, 0, Flow::NeedInput)),
-                Err(XzError::DictionaryTooLarge(size)) => Err(DecodeError::Corrupt(format!(
-                    "xz: the stream needs a {} MiB dictionary, more than the {} MiB allowed",
-                    size >> 20,
+        use lzma_rust2::{Action, Status};
+        let action = if last { Action::Finish } else { Action::Run };
+        let r = self.stream.process(input, output, action).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("mem_limit") || e.contains("memory") {
+                DecodeError::Corrupt(format!(
+                    "xz: the stream needs a dictionary larger than the {} MiB allowed",
                     MAX_XZ_DICT >> 20
-                ))),
-                Err(e) => Err(DecodeError::Corrupt(format!("xz: {e}"))),
-            };
-        }
-        // Between streams: zero padding, then another stream or the end of the input.
-        let zeros = input.iter().take_while(|&&b| b == 0).count();
-        self.padding += zeros;
-        if zeros < input.len() {
-            self.check_padding()?;
-            self.decoder.reset();
-            self.in_stream = true;
-            return Ok(step(zeros, 0, Flow::Again));
-        }
-        if last {
-            self.check_padding()?;
-            return Ok(step(zeros, 0, Flow::Done));
-        }
-        Ok(step(zeros, 0, Flow::NeedInput))
+                ))
+            } else if e.contains("end of") || e.contains("EOF") || e.contains("truncated") {
+                DecodeError::Truncated(Compression::Xz)
+            } else {
+                DecodeError::Corrupt(format!("xz: {e}"))
+            }
+        })?;
+        let flow = match r.status {
+            Status::StreamEnd if last && r.bytes_consumed == input.len() => Flow::Done,
+            Status::StreamEnd => Flow::Again,
+            Status::Ok if r.bytes_consumed == 0 && r.bytes_produced == 0 => Flow::NeedInput,
+            Status::Ok => Flow::Again,
+        };
+        Ok(step(r.bytes_consumed, r.bytes_produced, flow))
     }
 }
 
