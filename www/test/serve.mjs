@@ -15,9 +15,13 @@ export function narToolBin() {
   return bin;
 }
 
-/** Serves `cache`; resolves to { url, addr, stop(), log } once it listens. */
+/**
+ * Serves `cache` with this checkout's inspector (www/) and wasm build (pkg/wasm), whatever binary
+ * runs; resolves to { url, addr, stop(), log } once it listens.
+ */
 export function startServe(cache, { threads = 8, args = [], quiet = true } = {}) {
   const child = spawn(narToolBin(), ['serve', '--listen', '127.0.0.1:0', '--threads', String(threads),
+    '--inspector', join(repo, 'www'), '--wasm', join(repo, 'pkg/wasm'),
     ...(quiet ? ['--quiet'] : []), ...args, cache], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolveStart, reject) => {
