@@ -278,11 +278,14 @@ pub fn list_nar(nar: &[u8]) -> JsResult<JsValue> {
     to_js(&Listing::from_nar(nar).map_err(err)?)
 }
 
-/// The bytes of the regular file at `path` in an archive, symlinks inside it followed.
+/// The bytes of the regular file at `path` in an archive, symlinks inside it followed (absolute
+/// ones too if they point into `storePath`, the archive's own store path).
 #[wasm_bindgen(js_name = readNarFile)]
-pub fn read_nar_file(nar: &[u8], path: &str) -> JsResult<Vec<u8>> {
+pub fn read_nar_file(nar: &[u8], path: &str, store_path: Option<String>) -> JsResult<Vec<u8>> {
     let listing = Listing::from_nar(nar).map_err(err)?;
-    let (resolved, node) = listing.resolve(path).map_err(err)?;
+    let (resolved, node) = listing
+        .resolve(path, store_path.as_deref())
+        .map_err(err)?;
     match node {
         ListingNode::Regular {
             size,
@@ -297,11 +300,17 @@ pub fn read_nar_file(nar: &[u8], path: &str) -> JsResult<Vec<u8>> {
     }
 }
 
-/// Resolves `path` in a listing (symlinks followed): `{ path, node }`.
+/// Resolves `path` in a listing (symlinks followed, as [`read_nar_file`]): `{ path, node }`.
 #[wasm_bindgen(js_name = resolveNarPath)]
-pub fn resolve_nar_path(listing: JsValue, path: &str) -> JsResult<JsValue> {
+pub fn resolve_nar_path(
+    listing: JsValue,
+    path: &str,
+    store_path: Option<String>,
+) -> JsResult<JsValue> {
     let listing: Listing = from_js(&listing, "listing")?;
-    let (resolved, node) = listing.resolve(path).map_err(err)?;
+    let (resolved, node) = listing
+        .resolve(path, store_path.as_deref())
+        .map_err(err)?;
     #[derive(Serialize)]
     struct Resolved<'a> {
         path: String,

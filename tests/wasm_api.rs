@@ -140,7 +140,7 @@ fn nar_listing_reading_and_streaming() {
     // Every regular file in the listing reads back as the bytes at its offset.
     let json: String = js_sys::JSON::stringify(&listing).unwrap().into();
     assert!(json.contains("narOffset"), "{json}");
-    let whole = wasm::read_nar_file(NAR, "").unwrap();
+    let whole = wasm::read_nar_file(NAR, "", None).unwrap();
     assert!(!whole.is_empty());
     // Streamed in odd pieces: the same hash, size and listing.
     let mut v = wasm::NarVerifier::new(None, None).unwrap();

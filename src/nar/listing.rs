@@ -139,8 +139,14 @@ pub const MAX_SYMLINK_HOPS: usize = 40;
 impl Listing {
     /// Finds the node at `path` (`bin/hello`; empty for the root), following symlinks inside the
     /// archive, including in the last component. Returns the resolved path and the node. A link
-    /// that leaves the archive (absolute, or `..` past the root) is refused, as are loops.
-    pub fn resolve(&self, path: &str) -> Result<(String, &ListingNode), String> {
+    /// that leaves the archive (absolute, or `..` past the root) is refused, as are loops; an
+    /// absolute link into `root_path` (the archive's own store path, as Nix outputs often have:
+    /// `/nix/store/…-foo/lib/x`) stays inside.
+    pub fn resolve(
+        &self,
+        path: &str,
+        root_path: Option<&str>,
+    ) -> Result<(String, &ListingNode), String> {
         let mut todo: Vec<String> = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
@@ -175,14 +181,26 @@ impl Listing {
                 if hops > MAX_SYMLINK_HOPS {
                     return Err(format!("{path:?}: too many levels of symbolic links"));
                 }
-                if target.starts_with('/') {
-                    return Err(format!(
-                        "{}/{part} is a symlink to {target:?}, outside the archive",
-                        at.join("/")
-                    ));
-                }
+                let inside = root_path
+                    .map(|r| r.trim_end_matches('/'))
+                    .and_then(|r| target.strip_prefix(r))
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+                let relative = match inside {
+                    // From the root again.
+                    Some(rest) => {
+                        at.clear();
+                        rest
+                    }
+                    None if target.starts_with('/') => {
+                        return Err(format!(
+                            "{}/{part} is a symlink to {target:?}, outside the archive",
+                            at.join("/")
+                        ))
+                    }
+                    None => target.as_str(),
+                };
                 todo.extend(
-                    target
+                    relative
                         .split('/')
                         .filter(|c| !c.is_empty() && *c != ".")
                         .rev()
@@ -263,4 +281,40 @@ pub fn find<R: Read>(
         }
     }
     Ok(Err(format!("no file {path:?} in the archive")))
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    fn listing() -> Listing {
+        let json = r#"{"version":1,"root":{"type":"directory","entries":{
+            "bin":{"type":"directory","entries":{
+                "hello":{"type":"regular","size":5,"executable":true,"narOffset":100},
+                "hi":{"type":"symlink","target":"hello"},
+                "abs":{"type":"symlink","target":"/nix/store/aaaa-x/bin/hello"},
+                "out":{"type":"symlink","target":"/etc/passwd"},
+                "up":{"type":"symlink","target":"../../x"},
+                "loop":{"type":"symlink","target":"loop"}}},
+            "lib":{"type":"symlink","target":"bin"}}}}"#;
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn resolves_inside_and_refuses_escapes() {
+        let l = listing();
+        let ok = |p: &str, root: Option<&str>| l.resolve(p, root).map(|(p, _)| p);
+        assert_eq!(ok("bin/hello", None).unwrap(), "bin/hello");
+        assert_eq!(ok("bin/hi", None).unwrap(), "bin/hello");
+        assert_eq!(ok("lib/hi", None).unwrap(), "bin/hello");
+        assert_eq!(ok("./bin//../bin/hi", None).unwrap(), "bin/hello");
+        assert!(ok("bin/abs", None).unwrap_err().contains("outside the archive"));
+        assert_eq!(ok("bin/abs", Some("/nix/store/aaaa-x")).unwrap(), "bin/hello");
+        assert!(ok("bin/abs", Some("/nix/store/aaaa")).is_err());
+        assert!(ok("bin/out", Some("/nix/store/aaaa-x")).is_err());
+        assert!(ok("bin/up", None).unwrap_err().contains("leads out"));
+        assert!(ok("bin/loop", None).unwrap_err().contains("too many levels"));
+        assert!(ok("bin/nope", None).unwrap_err().contains("no file"));
+        assert!(ok("bin/hello/x", None).unwrap_err().contains("not a directory"));
+    }
 }
