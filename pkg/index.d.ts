@@ -102,7 +102,7 @@ export interface Listing {
 
 export function listNar(nar: Uint8Array): Listing;
 /** A file inside a NAR (`bin/hello`, or "" for a root file); symlinks inside are followed. */
-export function readNarFile(nar: Uint8Array, path: string): Uint8Array;
+export function readNarFile(nar: Uint8Array, path: string, storePath?: string): Uint8Array;
 
 export interface NarSummary {
   narHash: string;
