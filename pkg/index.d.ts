@@ -101,8 +101,19 @@ export interface Listing {
 }
 
 export function listNar(nar: Uint8Array): Listing;
-/** A file inside a NAR (`bin/hello`, or "" for a root file); symlinks inside are followed. */
+/**
+ * A file inside a NAR (`bin/hello`, or "" for a root file); symlinks inside are followed (absolute
+ * ones into `storePath`, the NAR's own store path, count as inside).
+ */
 export function readNarFile(nar: Uint8Array, path: string, storePath?: string): Uint8Array;
+/** Follows `path` through a listing's symlinks, as readNarFile does: the path reached and its node. */
+export function resolveNarPath(listing: Listing, path: string, storePath?: string): { path: string; node: ListingNode };
+
+/**
+ * A factory of SHA-256 hashers the verifier uses instead of its own (portable, slower) code.
+ * `update` gets a view of wasm memory: consume it at once, do not keep it.
+ */
+export type Sha256Factory = () => { update(bytes: Uint8Array): void; digest(): Uint8Array };
 
 export interface NarSummary {
   narHash: string;
@@ -115,7 +126,8 @@ export interface NarSummary {
 
 /** Streams a NAR (compressed when given a compression) through in constant memory. */
 export class NarVerifier {
-  constructor(compression?: Compression | string);
+  /** `sha256`: default in Node, node:crypto's (OpenSSL); null: the wasm's own. */
+  constructor(compression?: Compression | string | null, sha256?: Sha256Factory | null);
   /** Throws at the first malformed byte. */
   update(chunk: Uint8Array): void;
   /** Ends the stream (and frees the verifier). */
@@ -214,6 +226,8 @@ export interface VerifyOptions {
   /** Narinfo file names to check (a closure); default all. */
   only?: string[];
   onProgress?: (progress: VerifyProgress) => void;
+  /** The SHA-256 to hash with: default in Node, node:crypto's (several times faster); null: the wasm's own. */
+  sha256?: Sha256Factory | null;
 }
 
 export interface HttpSourceOptions {

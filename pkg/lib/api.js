@@ -11,17 +11,21 @@ let ready = false;
 let autoInit = null;
 /** Set by the entry: turns a string/URL that is not http(s) into a source (Node: a directory). */
 let localSource = null;
+/** Set by the entry: the host's SHA-256 factory (Node: node:crypto), used unless told otherwise. */
+let hostSha256 = null;
 
 /** @internal Called by the entries. */
-export function configure({ initialised, init, local }) {
+export function configure({ initialised, init, local, sha256 }) {
   if (initialised) ready = true;
   if (init) autoInit = init;
   if (local) localSource = local;
+  if (sha256) hostSha256 = sha256;
 }
 
-/** @internal */
-export function markReady() {
-  ready = true;
+/** The SHA-256 factory to hand the wasm: the caller's, else the host's; null/false: the wasm's own. */
+function sha256Option(given) {
+  if (given === undefined) return hostSha256 ?? undefined;
+  return given || undefined;
 }
 
 export function isInitialised() {
@@ -79,6 +83,7 @@ export const parseCacheInfo = wrap('parseCacheInfo');
 
 export const listNar = wrap('listNar');
 export const readNarFile = wrap('readNarFile');
+export const resolveNarPath = wrap('resolveNarPath');
 export const exitCode = wrap('exitCode');
 export const closure = wrap('closure');
 const decompressBytes = wrap('decompress');
@@ -110,10 +115,14 @@ function freeQuietly(obj) {
  */
 export class NarVerifier {
   #inner;
-  constructor(compression) {
+  /**
+   * `compression`: the file's (then fileHash/fileSize are given too); `sha256`: a factory of
+   * SHA-256 hashers (default in Node: node:crypto's; null: the wasm's own).
+   */
+  constructor(compression, sha256) {
     checkReady();
     try {
-      this.#inner = compression === undefined ? new wasm.NarVerifier() : new wasm.NarVerifier(compression);
+      this.#inner = new wasm.NarVerifier(compression ?? undefined, sha256Option(sha256));
     } catch (e) {
       throw toError(e);
     }
@@ -296,8 +305,10 @@ export function sourceFor(target, options = {}) {
 export async function verifyCache(target, options = {}) {
   if (!ready && autoInit) await autoInit();
   checkReady();
-  const { fetch, headers, narinfos, roots, ...verifyOptions } = options;
+  const { fetch, headers, narinfos, roots, sha256, ...verifyOptions } = options;
   const source = sourceFor(target, { fetch, headers, narinfos, roots });
+  const hasher = sha256Option(sha256);
+  if (hasher) verifyOptions.sha256 = hasher;
   try {
     return await wasm.verifyCache(source, verifyOptions);
   } catch (e) {

@@ -13,6 +13,7 @@ export {
   parseCacheInfo,
   listNar,
   readNarFile,
+  resolveNarPath,
   NarVerifier,
   Decompressor,
   decompress,

@@ -312,6 +312,35 @@ test('NarVerifier with a compression: the file hash and size of every corpus cac
   }
 });
 
+test('NarVerifier: the same results with the wasm\'s SHA-256 (null) and a hasher of one\'s own', () => {
+  const p = storePath('libdemo-1.0');
+  const info = nar.parseNarInfo(narinfoText('xz', p));
+  const file = readFileSync(path.join(CACHES, 'xz', info.url));
+  let updates = 0;
+  const mine = () => {
+    const h = createHash('sha256');
+    return { update: (b) => { updates++; h.update(b); }, digest: () => new Uint8Array(h.digest()) };
+  };
+  const results = [undefined, null, mine].map((sha256) => feed(new nar.NarVerifier('xz', sha256), file, 5000));
+  assert.deepStrictEqual(results[1], results[0]);
+  assert.deepStrictEqual(results[2], results[0]);
+  assert.equal(results[0].fileHash, info.fileHash);
+  assert.ok(updates > 0);
+  assert.deepStrictEqual(feed(new nar.NarVerifier(null, null), corpusNar(p), 999).narHash, info.narHash);
+});
+
+test('readNarFile: an absolute symlink into the NAR\'s own store path stays inside, given that path', () => {
+  const sym = storePath('bare-symlink');
+  const edge = storePath('edge-cases');
+  // bare-symlink is a symlink to <edge-cases>/run.sh: inside edge-cases' NAR such a link resolves.
+  const target = listingOf(sym).root.target;
+  assert.equal(target, `${edge}/run.sh`);
+  const edgeNar = corpusNar(edge);
+  assert.deepEqual(nar.resolveNarPath(listingOf(edge), 'link-rel', edge).path, 'run.sh');
+  assert.deepEqual(nar.readNarFile(edgeNar, 'run.sh', edge), nar.readNarFile(edgeNar, 'link-rel'));
+  assert.throws(() => nar.readNarFile(edgeNar, 'link-abs', edge), Error, '/etc/hostname is outside');
+});
+
 test('NarVerifier: throws at a malformed byte, and at a truncated end', () => {
   const bytes = Buffer.from(corpusNar(storePath('tool-2.3')));
   const bad = Buffer.from(bytes);

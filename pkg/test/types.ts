@@ -17,6 +17,7 @@ import {
   parseCacheInfo,
   listNar,
   readNarFile,
+  resolveNarPath,
   NarVerifier,
   Decompressor,
   decompress,
@@ -38,6 +39,7 @@ import {
   type SignatureCheck,
   type StorePathParts,
   type CacheInfo,
+  type Sha256Factory,
 } from 'nar-tool';
 
 async function main(): Promise<number> {
@@ -75,7 +77,11 @@ async function main(): Promise<number> {
     }
   };
   walk(listing.root);
-  const file: Uint8Array = readNarFile(bytes, 'bin/hello');
+  const file: Uint8Array = readNarFile(bytes, 'bin/hello', '/nix/store/…');
+  const resolved: ListingNode = resolveNarPath(listing, 'bin/hello').node;
+  const sha256: Sha256Factory = () => ({ update: (b: Uint8Array) => void b, digest: () => new Uint8Array(32) });
+  new NarVerifier(null, sha256).free();
+  new NarVerifier('zstd', null).free();
 
   const v = new NarVerifier('xz');
   v.update(bytes);
@@ -105,6 +111,7 @@ async function main(): Promise<number> {
     storeDir: '/nix/store',
     only: [narinfoName('/nix/store/…')],
     onProgress: ({ done, total, path, bytes }) => console.log(done, total, path, bytes),
+    sha256,
   };
   const reports: Report[] = [
     await verifyCache(source, options),
@@ -119,7 +126,7 @@ async function main(): Promise<number> {
   const checked: number = reports[0]!.checked_bytes;
   // @ts-expect-error: no such option
   await verifyCache(source, { trustedKey: 'x' });
-  void [ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked];
+  void [resolved, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked];
   return exitCode(reports[0]!);
 }
 

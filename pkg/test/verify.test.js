@@ -4,6 +4,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync, symlinkSync, renameSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -51,6 +52,30 @@ test('onProgress: once per path, done counting up to total', async () => {
   assert.equal(last.done, 9);
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i].done >= seen[i - 1].done);
   for (const p of seen) assert.equal(typeof p.path, 'string');
+});
+
+test('sha256: Node\'s OpenSSL by default, the wasm\'s own with null, or the caller\'s; the same reports', async () => {
+  const dir = path.join(CACHES, 'xz');
+  let made = 0;
+  let bytes = 0;
+  const counting = () => {
+    made++;
+    const h = createHash('sha256');
+    return { update: (b) => { bytes += b.length; h.update(b); }, digest: () => new Uint8Array(h.digest()) };
+  };
+  const byDefault = await nar.verifyCache(dir, { trustedKeys: [CORPUS_KEY] });
+  const own = await nar.verifyCache(dir, { trustedKeys: [CORPUS_KEY], sha256: null });
+  const theirs = await nar.verifyCache(dir, { trustedKeys: [CORPUS_KEY], sha256: counting });
+  assert.deepEqual(own, byDefault);
+  assert.deepEqual(theirs, byDefault);
+  assert.equal(byDefault.ok, true);
+  assert.ok(made >= 18, `${made} hashers: a file hash and a NAR hash per path`);
+  assert.ok(bytes >= byDefault.checked_bytes, 'every byte of the files went through it');
+  // A hasher that lies is believed: every NAR hash "mismatches".
+  const lying = () => ({ update() {}, digest: () => new Uint8Array(32) });
+  const lied = await nar.verifyCache(dir, { sha256: lying });
+  assert.equal(lied.ok, false);
+  assert.ok(lied.problems.every((p) => p.kind === 'file-hash-mismatch'), JSON.stringify(lied.problems[0]));
 });
 
 test('only: just the named narinfos are checked', async () => {
