@@ -283,9 +283,7 @@ pub fn list_nar(nar: &[u8]) -> JsResult<JsValue> {
 #[wasm_bindgen(js_name = readNarFile)]
 pub fn read_nar_file(nar: &[u8], path: &str, store_path: Option<String>) -> JsResult<Vec<u8>> {
     let listing = Listing::from_nar(nar).map_err(err)?;
-    let (resolved, node) = listing
-        .resolve(path, store_path.as_deref())
-        .map_err(err)?;
+    let (resolved, node) = listing.resolve(path, store_path.as_deref()).map_err(err)?;
     match node {
         ListingNode::Regular {
             size,
@@ -308,9 +306,7 @@ pub fn resolve_nar_path(
     store_path: Option<String>,
 ) -> JsResult<JsValue> {
     let listing: Listing = from_js(&listing, "listing")?;
-    let (resolved, node) = listing
-        .resolve(path, store_path.as_deref())
-        .map_err(err)?;
+    let (resolved, node) = listing.resolve(path, store_path.as_deref()).map_err(err)?;
     #[derive(Serialize)]
     struct Resolved<'a> {
         path: String,

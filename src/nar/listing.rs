@@ -308,13 +308,22 @@ mod resolve_tests {
         assert_eq!(ok("bin/hi", None).unwrap(), "bin/hello");
         assert_eq!(ok("lib/hi", None).unwrap(), "bin/hello");
         assert_eq!(ok("./bin//../bin/hi", None).unwrap(), "bin/hello");
-        assert!(ok("bin/abs", None).unwrap_err().contains("outside the archive"));
-        assert_eq!(ok("bin/abs", Some("/nix/store/aaaa-x")).unwrap(), "bin/hello");
+        assert!(ok("bin/abs", None)
+            .unwrap_err()
+            .contains("outside the archive"));
+        assert_eq!(
+            ok("bin/abs", Some("/nix/store/aaaa-x")).unwrap(),
+            "bin/hello"
+        );
         assert!(ok("bin/abs", Some("/nix/store/aaaa")).is_err());
         assert!(ok("bin/out", Some("/nix/store/aaaa-x")).is_err());
         assert!(ok("bin/up", None).unwrap_err().contains("leads out"));
-        assert!(ok("bin/loop", None).unwrap_err().contains("too many levels"));
+        assert!(ok("bin/loop", None)
+            .unwrap_err()
+            .contains("too many levels"));
         assert!(ok("bin/nope", None).unwrap_err().contains("no file"));
-        assert!(ok("bin/hello/x", None).unwrap_err().contains("not a directory"));
+        assert!(ok("bin/hello/x", None)
+            .unwrap_err()
+            .contains("not a directory"));
     }
 }
