@@ -9,39 +9,63 @@
 //! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted) and, to load many narinfos in few
 //! requests, `GET /_nar-tool/narinfo-texts?offset=O&limit=L` (see [`Site::narinfo_texts`]).
 //!
-//! The HTTP/1.1 server is a small one of our own over `std::net`: a thread per connection
-//! (keep-alive, pipelining, an idle timeout, at most [`MAX_CONNECTIONS`] at once) and at most
-//! `threads` responses being produced at once. (tiny_http 0.12, used before, hands connections to
-//! a task pool that can lose a wake-up when several arrive together, as a browser's do: such a
-//! connection then waits, unread, until another one closes.)
+//! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining, the header-read
+//! timeout), on a tokio runtime of `threads` workers. This module decides only which file or
+//! listing a request gets ([`Site::route`], blocking file-system work, run on tokio's blocking
+//! pool) and streams file bodies in [`CHUNK`]-sized reads as the client takes them, so a NAR of
+//! any size is sent in constant memory. At most [`MAX_CONNECTIONS`] connections are served at
+//! once (more are answered 503); a connection idle for [`IDLE_TIMEOUT`] (or that long sending a
+//! request head) is closed, as is one whose client stops reading for [`WRITE_TIMEOUT`]. On stop,
+//! no new connection is accepted, idle ones close, and responses in flight get
+//! [`SHUTDOWN_GRACE`] to finish. (tiny_http 0.12, used first, hands connections to a task pool
+//! that can lose a wake-up when several arrive together, as a browser's do: such a connection
+//! then waits, unread, until another one closes.)
 
+use std::convert::Infallible;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_io_timeout::TimeoutWriter;
 
 /// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections beyond [`MAX_CONNECTIONS`] being answered 503 at once; more are just closed.
+const MAX_REFUSING: usize = 64;
 /// How long a connection may sit idle (or take to send a request head) before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a write may block on a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest request head (request line and headers) accepted.
-const MAX_HEAD: usize = 16 * 1024;
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write may wait for a client that does not read before the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a stop, how long responses in flight may take to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// File bodies are read and sent in pieces of this size.
+pub const CHUNK: usize = 256 * 1024;
 /// The most narinfos one `narinfo-texts` reply carries.
 const MAX_TEXTS_PAGE: usize = 5000;
 /// Narinfos larger than this are left for the inspector to fetch (and judge) by itself.
 const MAX_NARINFO: u64 = 1 << 20;
-/// The largest request body a GET or HEAD may carry (read and ignored).
-const MAX_IGNORED_BODY: u64 = 64 * 1024;
 
 pub struct ServeOptions {
     pub root: PathBuf,
     pub listen: String,
-    /// Responses produced at once (each connection has its own thread; this bounds the work).
+    /// Worker threads of the runtime (file reads and routing run on its blocking pool).
     pub threads: usize,
     /// Static files of the inspector, served at `/` (a cache has no `index.html`).
     pub inspector: Option<PathBuf>,
@@ -54,6 +78,7 @@ pub struct ServeOptions {
 /// A bound server; [`Served::run`] serves until its stop flag is set.
 pub struct Served {
     listener: TcpListener,
+    threads: usize,
     site: Arc<Site>,
 }
 
@@ -63,7 +88,6 @@ struct Site {
     inspector: Option<PathBuf>,
     wasm: Option<PathBuf>,
     log: bool,
-    permits: Semaphore,
 }
 
 impl Served {
@@ -85,12 +109,12 @@ impl Served {
         let wasm = opts.wasm.as_ref().and_then(|p| p.canonicalize().ok());
         Ok(Served {
             listener,
+            threads: opts.threads.max(1),
             site: Arc::new(Site {
                 root,
                 inspector,
                 wasm,
                 log: opts.log,
-                permits: Semaphore::new(opts.threads.max(1)),
             }),
         })
     }
@@ -103,220 +127,115 @@ impl Served {
             .unwrap_or_default()
     }
 
-    /// Serves until `stop` is set: stops accepting at once; connections finish the response
-    /// they are writing and close.
-    pub fn run(self, stop: Arc<AtomicBool>) {
-        let addr = self.listener.local_addr().ok();
-        let done = Arc::new(AtomicBool::new(false));
-        // `accept` blocks: once `stop` is set, a connection to ourselves wakes it.
-        let waker = {
-            let (stop, done) = (stop.clone(), done.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if let (false, Some(addr)) = (done.load(Ordering::Relaxed), addr) {
-                    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-                }
-            })
+    /// Serves until `stop` is set: stops accepting at once, closes idle connections, and lets
+    /// responses in flight finish for up to [`SHUTDOWN_GRACE`].
+    pub fn run(self, stop: Arc<AtomicBool>) -> io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads)
+            .thread_name("serve")
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(self.serve(stop));
+        // What is left (connections past the grace, file reads in flight) is abandoned.
+        runtime.shutdown_background();
+        result
+    }
+
+    async fn serve(self, stop: Arc<AtomicBool>) -> io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let site = self.site;
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(IDLE_TIMEOUT)
+            .title_case_headers(true);
+        let mut refusing = http.clone();
+        refusing.keep_alive(false);
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
+        let graceful = GracefulShutdown::new();
+        let stopped = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         };
-        let live = Arc::new(AtomicUsize::new(0));
-        for conn in self.listener.incoming() {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors and the like: let others finish, then go on.
-                    if self.site.log {
-                        eprintln!("accept: {e}");
+        tokio::pin!(stopped);
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: let others finish, then go on.
+                        if site.log {
+                            eprintln!("accept: {e}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
                     }
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
+                },
             };
-            if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                let _ = refuse(stream);
+            let _ = stream.set_nodelay(true);
+            let mut io = TimeoutWriter::new(stream);
+            io.set_timeout(Some(WRITE_TIMEOUT));
+            let io = TokioIo::new(Box::pin(io));
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                // Too many connections: a 503 (when not too many of those either) and close.
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    let conn = refusing.serve_connection(
+                        io,
+                        service_fn(|_| async {
+                            let reply = Reply::text(503, "too many connections\n")
+                                .header("Retry-After", "1");
+                            Ok::<_, Infallible>(reply.into_response(false, None))
+                        }),
+                    );
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                        drop(refusal);
+                    });
+                }
                 continue;
-            }
-            live.fetch_add(1, Ordering::Relaxed);
-            let (site, stop, live2) = (self.site.clone(), stop.clone(), live.clone());
-            let spawned = std::thread::Builder::new()
-                .name("serve-connection".into())
-                .spawn(move || {
-                    site.connection(stream, &stop);
-                    live2.fetch_sub(1, Ordering::Relaxed);
-                });
-            if spawned.is_err() {
-                live.fetch_sub(1, Ordering::Relaxed);
-            }
+            };
+            let for_service = site.clone();
+            let service = service_fn(move |req| {
+                let site = for_service.clone();
+                async move { Ok::<_, Infallible>(site.answer(req, remote).await) }
+            });
+            let conn = graceful.watch(http.serve_connection(io, service));
+            let log = site.log;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    // hyper has answered a malformed head itself (400, 431, …); other errors
+                    // (a client gone, an idle timeout) are not worth a line.
+                    if log && e.is_parse() {
+                        eprintln!("{remote} bad request: {e}");
+                    }
+                }
+                drop(permit);
+            });
         }
-        done.store(true, Ordering::Relaxed);
-        let _ = waker.join();
+        drop(listener);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        Ok(())
     }
 }
 
-/// Too many connections: a 503 and close.
-fn refuse(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    stream.write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
-    )?;
-    stream.shutdown(Shutdown::Both)
-}
-
-/// A counting semaphore: at most `n` holders at once.
-struct Semaphore {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-struct Permit<'a>(&'a Semaphore);
-
-impl Semaphore {
-    fn new(n: usize) -> Semaphore {
-        Semaphore {
-            free: Mutex::new(n),
-            cv: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.cv.notify_one();
-    }
-}
-
-/// A parsed request head.
+/// A parsed request head, as routing needs it.
 struct Head {
     method: String,
+    /// The path and query, as sent.
     target: String,
-    /// HTTP/1.1 (else 1.0)
-    http11: bool,
-    headers: Vec<(String, String)>,
+    headers: HeaderMap,
 }
 
 impl Head {
     fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the client wants the connection kept after this exchange.
-    fn keep_alive(&self) -> bool {
-        let conn = self.get("Connection").map(str::to_ascii_lowercase);
-        match conn {
-            Some(c) if c.split(',').any(|t| t.trim() == "close") => false,
-            Some(c) if c.split(',').any(|t| t.trim() == "keep-alive") => true,
-            _ => self.http11,
-        }
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-enum HeadError {
-    /// The connection ended (or idled out) between requests: close quietly.
-    Closed,
-    /// A malformed or oversized head: answer 400 and close.
-    Bad(&'static str),
-}
-
-/// Reads one request head; `Closed` at a clean end of the connection.
-fn read_head(r: &mut impl BufRead) -> Result<Head, HeadError> {
-    let mut total = 0usize;
-    let mut line = Vec::new();
-    let mut next_line = |r: &mut dyn BufRead, line: &mut Vec<u8>| -> Result<bool, HeadError> {
-        line.clear();
-        let n = r
-            .take((MAX_HEAD - total.min(MAX_HEAD) + 1) as u64)
-            .read_until(b'\n', line)
-            .map_err(|_| HeadError::Closed)?;
-        total += n;
-        if total > MAX_HEAD {
-            return Err(HeadError::Bad("request head too large"));
-        }
-        if n == 0 {
-            return Ok(false);
-        }
-        if line.last() != Some(&b'\n') {
-            return Err(HeadError::Closed); // the connection ended mid-line
-        }
-        line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        Ok(true)
-    };
-    // Request line (empty lines before it are allowed).
-    loop {
-        if !next_line(r, &mut line)? {
-            return Err(HeadError::Closed);
-        }
-        if !line.is_empty() {
-            break;
-        }
-    }
-    let request_line =
-        String::from_utf8(line.clone()).map_err(|_| HeadError::Bad("request line is not UTF-8"))?;
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Bad("malformed request line"));
-    };
-    let http11 = match version {
-        "HTTP/1.1" => true,
-        "HTTP/1.0" => false,
-        _ => return Err(HeadError::Bad("unsupported HTTP version")),
-    };
-    if method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-        || !target.starts_with('/')
-    {
-        return Err(HeadError::Bad("malformed request line"));
-    }
-    let mut headers = Vec::new();
-    loop {
-        if !next_line(r, &mut line)? {
-            return Err(HeadError::Closed);
-        }
-        if line.is_empty() {
-            break;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let (k, v) = text
-            .split_once(':')
-            .ok_or(HeadError::Bad("malformed header"))?;
-        if k.is_empty() || k.contains(|c: char| c.is_whitespace()) {
-            return Err(HeadError::Bad("malformed header"));
-        }
-        headers.push((k.to_string(), v.trim().to_string()));
-        if headers.len() > 100 {
-            return Err(HeadError::Bad("too many headers"));
-        }
-    }
-    Ok(Head {
-        method: method.to_string(),
-        target: target.to_string(),
-        http11,
-        headers,
-    })
-}
-
-/// A response to write.
+/// A response to send.
 struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
@@ -352,153 +271,228 @@ impl Reply {
             Body::File(_, _, len) => Some(*len),
         }
     }
-}
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        206 => "Partial Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        416 => "Range Not Satisfiable",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
-/// Writes `reply`; the body only when `with_body`. Returns the body bytes written.
-fn send(out: &mut TcpStream, reply: Reply, with_body: bool, keep_alive: bool) -> io::Result<u64> {
-    let mut w = BufWriter::with_capacity(8192, &mut *out);
-    write!(w, "HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status))?;
-    write!(
-        w,
-        "Server: nar-tool\r\nDate: {}\r\n",
-        httpdate::fmt_http_date(SystemTime::now())
-    )?;
-    for (k, v) in &reply.headers {
-        write!(w, "{k}: {v}\r\n")?;
-    }
-    if let Some(len) = reply.len() {
-        write!(w, "Content-Length: {len}\r\n")?;
-    }
-    w.write_all(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n"
-    } else {
-        b"Connection: close\r\n\r\n"
-    })?;
-    if !with_body {
-        w.flush()?;
-        return Ok(0);
-    }
-    match reply.body {
-        Body::None => {
-            w.flush()?;
-            Ok(0)
-        }
-        Body::Bytes(b) => {
-            w.write_all(&b)?;
-            w.flush()?;
-            Ok(b.len() as u64)
-        }
-        Body::File(mut f, offset, len) => {
-            w.flush()?;
-            drop(w);
-            f.seek(SeekFrom::Start(offset))?;
-            // File to socket: std copies with sendfile/splice where it can.
-            let n = io::copy(&mut f.take(len), out)?;
-            if n != len {
-                // The file shrank under us: the framing is broken, the connection must go.
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ));
+    /// The hyper response: headers, and the body unless `head_only` (its Content-Length is
+    /// kept). A file must already be positioned at its range's start.
+    fn into_response(self, head_only: bool, log: Option<LogLine>) -> Response<Outgoing> {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let len = self.len();
+        let data = match self.body {
+            _ if head_only => Data::Empty,
+            Body::None => Data::Empty,
+            Body::Bytes(b) if b.is_empty() => Data::Empty,
+            Body::Bytes(b) => Data::Bytes(Bytes::from(b)),
+            Body::File(_, _, 0) => Data::Empty,
+            Body::File(f, _, len) => Data::File {
+                left: len,
+                next: read_piece(f, len),
+            },
+        };
+        let mut response = Response::new(Outgoing {
+            data,
+            sent: 0,
+            error: None,
+            log: log.map(|l| LogLine {
+                status: self.status,
+                ..l
+            }),
+        });
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("Server", HeaderValue::from_static("nar-tool"));
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::try_from(value),
+            ) {
+                headers.append(name, value);
             }
-            Ok(n)
+        }
+        if let Some(len) = len {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        response
+    }
+}
+
+/// A request's log line, printed when its response is done (or abandoned).
+struct LogLine {
+    remote: SocketAddr,
+    /// `METHOD target`
+    request: String,
+    status: u16,
+}
+
+/// A response body: bytes in memory, or a range of a file read [`CHUNK`] by [`CHUNK`] on the
+/// blocking pool, one piece ahead of the one hyper is sending: constant memory, and a client that
+/// reads slowly slows only the reads for its own response.
+struct Outgoing {
+    data: Data,
+    sent: u64,
+    error: Option<String>,
+    log: Option<LogLine>,
+}
+
+enum Data {
+    Empty,
+    Bytes(Bytes),
+    /// `left` bytes of a file still to send, the next piece of them being read.
+    File {
+        left: u64,
+        next: JoinHandle<io::Result<(File, Vec<u8>)>>,
+    },
+}
+
+/// Reads the next piece of the `left` bytes to send from `file` (positioned at the first).
+fn read_piece(file: File, left: u64) -> JoinHandle<io::Result<(File, Vec<u8>)>> {
+    tokio::task::spawn_blocking(move || {
+        let n = left.min(CHUNK as u64);
+        let mut piece = Vec::with_capacity(n as usize);
+        (&file).take(n).read_to_end(&mut piece)?;
+        if (piece.len() as u64) < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being sent",
+            ));
+        }
+        Ok((file, piece))
+    })
+}
+
+impl hyper::body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        let chunk = match &mut this.data {
+            Data::Empty => return Poll::Ready(None),
+            Data::Bytes(b) => std::mem::take(b),
+            Data::File { left, next } => {
+                let read = match Pin::new(&mut *next).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e))),
+                };
+                let (file, piece) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        // The framing is broken: hyper closes the connection.
+                        this.data = Data::Empty;
+                        this.error = Some(e.to_string());
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                };
+                *left -= piece.len() as u64;
+                let chunk = Bytes::from(piece);
+                if *left > 0 {
+                    *next = read_piece(file, *left);
+                    this.sent += chunk.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                chunk
+            }
+        };
+        this.data = Data::Empty;
+        this.sent += chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.data, Data::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(match &self.data {
+            Data::Empty => 0,
+            Data::Bytes(b) => b.len() as u64,
+            Data::File { left, .. } => *left,
+        })
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        let Some(log) = &self.log else { return };
+        let LogLine {
+            remote,
+            request,
+            status,
+        } = log;
+        match (&self.error, &self.data) {
+            (Some(e), _) => eprintln!("{remote} \"{request}\" {status} error: {e}"),
+            (None, Data::Empty) => eprintln!("{remote} \"{request}\" {status} {}", self.sent),
+            (None, _) => eprintln!(
+                "{remote} \"{request}\" {status} error: connection closed after {} bytes",
+                self.sent
+            ),
         }
     }
 }
 
 impl Site {
-    /// Serves one connection's requests until it closes, idles out, or `stop` is set.
-    fn connection(&self, stream: TcpStream, stop: &AtomicBool) {
-        let remote = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let Ok(read_half) = stream.try_clone() else {
-            return;
+    /// The response to one request.
+    async fn answer(
+        self: Arc<Site>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Outgoing> {
+        // A body on a GET or HEAD means nothing: hyper skips it (or closes the connection).
+        let (parts, _body) = req.into_parts();
+        let head_only = parts.method == Method::HEAD;
+        let log = self.log.then(|| LogLine {
+            remote,
+            request: format!("{} {}", parts.method, parts.uri),
+            status: 0,
+        });
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let reply = if !target.starts_with('/') {
+            // Not a path (an authority, `*`): as malformed as a bad request line, so close.
+            Reply::text(400, "bad request: the target is not a path\n")
+                .header("Connection", "close")
+        } else {
+            let head = Head {
+                method: parts.method.as_str().to_string(),
+                target: target.to_string(),
+                headers: parts.headers,
+            };
+            let site = self.clone();
+            tokio::task::spawn_blocking(move || site.prepare(&head))
+                .await
+                .unwrap_or_else(|e| Reply::text(500, &format!("internal error: {e}\n")))
         };
-        let mut reader = BufReader::with_capacity(8192, read_half);
-        let mut out = stream;
-        while !stop.load(Ordering::Relaxed) {
-            let head = match read_head(&mut reader) {
-                Ok(h) => h,
-                Err(HeadError::Closed) => break,
-                Err(HeadError::Bad(why)) => {
-                    let _ = send(
-                        &mut out,
-                        Reply::text(400, &format!("bad request: {why}\n")),
-                        true,
-                        false,
-                    );
-                    if self.log {
-                        eprintln!("{remote} bad request: {why}");
-                    }
-                    // Let the client read the 400 before the close (closing with unread input
-                    // would reset the connection and could destroy the reply in flight).
-                    let _ = out.shutdown(Shutdown::Write);
-                    let _ = reader
-                        .get_ref()
-                        .set_read_timeout(Some(Duration::from_secs(1)));
-                    let _ = io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink());
-                    break;
+        reply.into_response(head_only, log)
+    }
+
+    /// [`Site::route`], with a file body positioned at the start of its range, or read already
+    /// when it is at most a [`CHUNK`] (narinfos, most inspector files; not for HEAD).
+    fn prepare(&self, head: &Head) -> Reply {
+        let mut reply = self.route(head);
+        if let Body::File(file, offset, len) = &mut reply.body {
+            let mut read = || -> io::Result<Option<Vec<u8>>> {
+                file.seek(SeekFrom::Start(*offset))?;
+                if *len > CHUNK as u64 || head.method == "HEAD" {
+                    return Ok(None);
                 }
+                let mut bytes = Vec::with_capacity(*len as usize);
+                (&*file).take(*len).read_to_end(&mut bytes)?;
+                if (bytes.len() as u64) < *len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being read",
+                    ));
+                }
+                Ok(Some(bytes))
             };
-            let mut keep_alive = head.keep_alive() && !stop.load(Ordering::Relaxed);
-            let get_or_head = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-            // GET and HEAD carry no body worth reading: skip a small one, refuse anything else.
-            if head.get("Transfer-Encoding").is_some() || !get_or_head {
-                keep_alive = false;
-            } else if let Some(n) = head.get("Content-Length") {
-                match n.parse::<u64>() {
-                    Ok(n) if n <= MAX_IGNORED_BODY => {
-                        if io::copy(&mut (&mut reader).take(n), &mut io::sink()).ok() != Some(n) {
-                            break;
-                        }
-                    }
-                    _ => keep_alive = false,
-                }
-            }
-            let reply = {
-                let _permit = self.permits.acquire();
-                self.route(&head)
-            };
-            let status = reply.status;
-            let result = send(&mut out, reply, head.method != "HEAD", keep_alive);
-            if self.log {
-                match &result {
-                    Ok(bytes) => eprintln!(
-                        "{remote} \"{} {}\" {status} {bytes}",
-                        head.method, head.target
-                    ),
-                    Err(e) => eprintln!(
-                        "{remote} \"{} {}\" {status} error: {e}",
-                        head.method, head.target
-                    ),
-                }
-            }
-            if result.is_err() || !keep_alive {
-                break;
+            match read() {
+                Ok(None) => {}
+                Ok(Some(bytes)) => reply.body = Body::Bytes(bytes),
+                Err(e) => return Reply::text(500, &format!("cannot read the file: {e}\n")),
             }
         }
-        let _ = out.shutdown(Shutdown::Both);
+        reply
     }
 
     /// The reply to a request.

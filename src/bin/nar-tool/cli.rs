@@ -109,7 +109,7 @@ enum Command {
         cache: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Worker threads
+        /// Worker threads of the HTTP server (tokio runtime)
         #[arg(long, default_value_t = 8)]
         threads: usize,
         /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
@@ -505,7 +505,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cache.display(),
                 served.address()
             );
-            served.run(stop);
+            served.run(stop).context("serving")?;
             eprintln!("stopped");
         }
         Command::Narinfo {
