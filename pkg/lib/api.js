@@ -109,29 +109,22 @@ function freeQuietly(obj) {
   }
 }
 
-/**
- * Streams a NAR (or, given a compression, a compressed NAR) in constant memory: its hash, size
- * and listing at the end. Throws at the first malformed byte.
- */
-export class NarVerifier {
+/** A wasm stream object: update() with each chunk, finish() once (which frees it), or free(). */
+class WasmStream {
   #inner;
-  /**
-   * `compression`: the file's (then fileHash/fileSize are given too); `sha256`: a factory of
-   * SHA-256 hashers (default in Node: node:crypto's; null: the wasm's own).
-   */
-  constructor(compression, sha256) {
+  constructor(make) {
     checkReady();
     try {
-      this.#inner = new wasm.NarVerifier(compression ?? undefined, sha256Option(sha256));
+      this.#inner = make();
     } catch (e) {
       throw toError(e);
     }
   }
   /** Feeds the next bytes. */
   update(chunk) {
-    call(this.#inner, 'update', chunk);
+    return call(this.#inner, 'update', chunk);
   }
-  /** Ends the stream: `{ narHash, narSize, listing, fileHash?, fileSize? }`. Frees the verifier. */
+  /** Ends the stream and frees the wasm object. */
   finish() {
     const inner = this.#inner;
     this.#inner = null;
@@ -149,33 +142,29 @@ export class NarVerifier {
   }
 }
 
-/** A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes. */
-export class Decompressor {
-  #inner;
-  constructor(compression) {
-    checkReady();
-    try {
-      this.#inner = new wasm.Decompressor(compression);
-    } catch (e) {
-      throw toError(e);
-    }
+/**
+ * Streams a NAR (or, given a compression, a compressed NAR) in constant memory: its hash, size
+ * and listing at the end (`finish()` → `{ narHash, narSize, listing, fileHash?, fileSize? }`).
+ * Throws at the first malformed byte.
+ */
+export class NarVerifier extends WasmStream {
+  /**
+   * `compression`: the file's (then fileHash/fileSize are given too); `sha256`: a factory of
+   * SHA-256 hashers (default in Node: node:crypto's; null: the wasm's own).
+   */
+  constructor(compression, sha256) {
+    super(() => new wasm.NarVerifier(compression ?? undefined, sha256Option(sha256)));
   }
+  /** Feeds the next bytes. */
   update(chunk) {
-    return call(this.#inner, 'update', chunk);
+    super.update(chunk);
   }
-  finish() {
-    const inner = this.#inner;
-    this.#inner = null;
-    try {
-      return call(inner, 'finish');
-    } finally {
-      freeQuietly(inner);
-    }
-  }
-  free() {
-    const inner = this.#inner;
-    this.#inner = null;
-    freeQuietly(inner);
+}
+
+/** A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes. */
+export class Decompressor extends WasmStream {
+  constructor(compression) {
+    super(() => new wasm.Decompressor(compression));
   }
 }
 
