@@ -644,13 +644,8 @@ impl NarStream {
             h.update(fits);
         }
         self.bytes += fits.len() as u64;
-        let listing = &mut self.listing;
         self.parser
-            .update(fits, &mut |event| {
-                if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
-                    l.push(node);
-                }
-            })
+            .update(fits, &mut list_into(&mut self.listing))
             .map_err(NarFailure::Nar)?;
         if excess.is_empty() {
             return Ok(());
@@ -668,15 +663,21 @@ impl NarStream {
     }
 
     fn finish(&mut self) -> Result<(), NarFailure> {
-        let listing = &mut self.listing;
         self.parser
-            .finish(&mut |event| {
-                if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
-                    l.push(node);
-                }
-            })
+            .finish(&mut list_into(&mut self.listing))
             .map(|_| ())
             .map_err(NarFailure::Nar)
+    }
+}
+
+/// The parser's event handler: nodes go into the listing, if one is being built.
+fn list_into(
+    listing: &mut Option<crate::nar::listing::ListingBuilder>,
+) -> impl FnMut(crate::nar::PushEvent<'_>) + '_ {
+    move |event| {
+        if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
+            l.push(node);
+        }
     }
 }
 
