@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use nar_tool::cache_info::CacheInfo;
 use nar_tool::hash::{Encoding, Hash, HashAlgo};
-use nar_tool::host::fs::{dump_path, CaseHack};
+use nar_tool::host::fs::{dump_path, nar_size, CaseHack};
 use nar_tool::nar::listing::Listing;
 use nar_tool::nar::tree::Node;
 use nar_tool::nar::{Event, NarReader, NarWriter};
@@ -139,6 +139,8 @@ fn dump_of_every_store_path_matches_nix() {
         );
         let lib = dump_path(&on_disk, Vec::new(), CaseHack(false)).unwrap();
         assert!(lib == expected, "dump_path {base} differs");
+        let size = nar_size(&on_disk, CaseHack(false)).unwrap();
+        assert_eq!(size, expected.len() as u64, "nar_size of {base}");
     }
 }
 

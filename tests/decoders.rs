@@ -9,7 +9,7 @@ use nar_tool::compression::{self, Compression, DecodeError, Decoder, PushError};
 use nar_tool::host::codec::Encoder;
 
 fn pack(method: Compression, data: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new(method, None, 1, Vec::new()).unwrap();
+    let mut e = Encoder::new(method, None, data.len() as u64, 1, Vec::new()).unwrap();
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }

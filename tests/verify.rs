@@ -172,7 +172,7 @@ fn replace_nar_file(dir: &Path, store_path: &str, bytes: &[u8]) {
 }
 
 fn compress(method: Compression, data: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new(method, None, 1, Vec::new()).unwrap();
+    let mut e = Encoder::new(method, None, data.len() as u64, 1, Vec::new()).unwrap();
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
@@ -201,7 +201,7 @@ fn nar_str(out: &mut Vec<u8>, s: &[u8]) {
 
 /// zstd of `len` zero bytes after `head`, then `tail`, streamed (never all in memory).
 fn zstd_bomb(head: &[u8], len: u64, tail: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new(Compression::Zstd, Some(19), 1, Vec::new()).unwrap();
+    let mut e = Encoder::new(Compression::Zstd, Some(19), 0, 1, Vec::new()).unwrap();
     e.write_all(head).unwrap();
     io::copy(&mut io::repeat(0).take(len), &mut e).unwrap();
     e.write_all(tail).unwrap();
@@ -230,7 +230,7 @@ const BOMB: u64 = 200_000_000;
 
 /// A valid NAR of a directory of `files` files of `each` zeros, zstd-compressed, streamed.
 fn zstd_directory_bomb(files: usize, each: u64) -> Vec<u8> {
-    let mut e = Encoder::new(Compression::Zstd, Some(19), 1, Vec::new()).unwrap();
+    let mut e = Encoder::new(Compression::Zstd, Some(19), 0, 1, Vec::new()).unwrap();
     let mut head = Vec::new();
     for t in [&b"nix-archive-1"[..], b"(", b"type", b"directory"] {
         nar_str(&mut head, t);

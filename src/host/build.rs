@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
 use crate::host::atomic::write_atomic;
 use crate::host::codec::{parallel_pieces, Encoder};
 use crate::host::db::NixDb;
-use crate::host::fs::{dump_into, CaseHack};
+use crate::host::fs::{dump_into, nar_size, CaseHack};
 use crate::nar::listing::Listing;
 use crate::nar::NarWriter;
 use crate::narinfo::NarInfo;
@@ -68,8 +69,12 @@ pub struct BuildOptions {
 /// What happened, for progress bars and the summary.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// The number of paths known so far to be in the cache's closure grew.
+    /// The number of paths known so far to be in the cache's closure grew; `nar_bytes` is their
+    /// total NAR size when the metadata gives every size up front (not when scanning).
     Total { paths: u64, nar_bytes: Option<u64> },
+    /// NAR bytes archived so far (paths already in the cache count whole), a few times a second
+    /// while paths are being compressed.
+    Bytes { nar_bytes: u64 },
     /// A path is done (`written` false when its narinfo already existed).
     PathDone {
         path: StorePath,
@@ -170,6 +175,9 @@ fn physical_store(opts: &BuildOptions) -> PathBuf {
         .join(opts.store_dir.as_str().trim_start_matches('/'))
 }
 
+/// How often progress reports the bytes archived while paths are being compressed.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(150);
+
 /// One path's work, done on a worker thread.
 struct Done {
     info: PathInfo,
@@ -224,18 +232,21 @@ impl Drop for ThreadLease<'_> {
 }
 
 /// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
-struct NarSink<W: Write> {
+struct NarSink<'a, W: Write> {
     nar_hash: Hasher,
     nar_size: u64,
     scanner: Option<RefScanner>,
     encoder: Encoder<W>,
+    /// Bytes archived by every worker, for progress.
+    archived: &'a AtomicU64,
 }
 
-impl<W: Write> Write for NarSink<W> {
+impl<W: Write> Write for NarSink<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.encoder.write_all(buf)?;
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
+        self.archived.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if let Some(s) = &mut self.scanner {
             s.update(buf);
         }
@@ -246,12 +257,17 @@ impl<W: Write> Write for NarSink<W> {
     }
 }
 
-fn process(
-    opts: &BuildOptions,
-    budget: &ThreadBudget,
-    mut info: PathInfo,
-    candidates: Option<&[StorePath]>,
-) -> Result<Done, BuildError> {
+/// What the workers share.
+struct Workers<'a> {
+    opts: &'a BuildOptions,
+    budget: ThreadBudget,
+    /// With `--scan-references`: the store paths a NAR may refer to.
+    candidates: Option<&'a [StorePath]>,
+    archived: AtomicU64,
+}
+
+fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
+    let opts = workers.opts;
     let full = opts.store_dir.display(&info.path);
     let physical = physical_store(opts).join(info.path.base_name());
     let path_err = |message: String| BuildError::Path {
@@ -267,9 +283,17 @@ fn process(
         .suffix(".tmp")
         .tempfile_in(&nar_dir)
         .map_err(io_at(&nar_dir))?;
-    // As many threads as the encoder can use on this NAR (its size is unknown when scanning).
-    let pieces = parallel_pieces(opts.compression, info.nar_size.unwrap_or(0));
-    let lease = budget.take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
+    // The NAR's size decides how it is compressed (xz blocks, dictionary): from the metadata,
+    // or, when scanning, from the tree's metadata (checked against the NAR written, below).
+    let expected_size = match info.nar_size {
+        Some(size) => size,
+        None => nar_size(&physical, CaseHack(false)).map_err(|e| path_err(e.to_string()))?,
+    };
+    // As many threads as the encoder can use on this NAR.
+    let pieces = parallel_pieces(opts.compression, expected_size);
+    let lease = workers
+        .budget
+        .take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
     let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
     let file = HashingWriter::new(
         HashAlgo::Sha256,
@@ -278,14 +302,15 @@ fn process(
             tmp.as_file().try_clone().map_err(io_at(tmp.path()))?,
         ),
     );
-    let encoder = Encoder::new(opts.compression, opts.level, threads, file)
+    let encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
-    let scanner = candidates.map(|c| RefScanner::new(c.iter()));
+    let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
     let sink = NarSink {
         nar_hash: Hasher::new(HashAlgo::Sha256),
         nar_size: 0,
         scanner,
         encoder,
+        archived: &workers.archived,
     };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
@@ -301,6 +326,7 @@ fn process(
         nar_size,
         scanner,
         encoder,
+        ..
     } = sink;
     let nar_hash = nar_hash.finish();
     let file = encoder.finish().map_err(io_at(tmp.path()))?;
@@ -323,6 +349,10 @@ fn process(
         if expected != nar_size {
             return Err(path_err(format!("NAR size mismatch: the store metadata records {expected} bytes, the contents give {nar_size}")));
         }
+    } else if expected_size != nar_size {
+        return Err(path_err(format!(
+            "the path changed while it was archived ({expected_size} bytes of NAR, then {nar_size})"
+        )));
     }
     if let Some(scanner) = scanner {
         info.references = scanner.finish();
@@ -467,18 +497,25 @@ pub fn build_cache(
             queue.push(p.clone());
         }
     }
-    progress(Progress::Total {
-        paths: seen.len() as u64,
-        nar_bytes: None,
-    });
+    // The closure's total NAR size, while every size is known (not when scanning).
+    let mut total_bytes: Option<u64> = Some(0);
+    // NAR bytes of the paths already in the cache.
+    let mut skipped_bytes = 0u64;
+    // The number of paths last given in `Progress::Total`.
+    let mut announced = 0u64;
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("build-cache-{i}"))
         .build()
         .map_err(|e| BuildError::Input(format!("cannot start worker threads: {e}")))?;
-    let budget = ThreadBudget::new(opts.jobs);
-    let budget = &budget;
+    let workers = Workers {
+        opts,
+        budget: ThreadBudget::new(opts.jobs),
+        candidates,
+        archived: AtomicU64::new(0),
+    };
+    let workers = &workers;
     let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
     let mut in_flight = 0usize;
     let mut first_error: Option<BuildError> = None;
@@ -487,7 +524,9 @@ pub fn build_cache(
 
     pool.in_place_scope(|scope| -> Result<(), BuildError> {
         loop {
-            // Hand out work: look up each queued path; skip it if its narinfo exists.
+            // Take in the queued paths: skip those whose narinfo exists, look the others up,
+            // and follow references (known up front from metadata, or once a path is scanned).
+            let mut to_build: Vec<PathInfo> = Vec::new();
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
                 let narinfo_path = opts.to.join(format!("{}.narinfo", path.hash_part()));
@@ -497,24 +536,20 @@ pub fn build_cache(
                     read_existing(&narinfo_path)?
                 };
                 let references = match &existing {
-                    Some(info) => info.references.iter().cloned().collect::<BTreeSet<_>>(),
+                    Some(info) => {
+                        skipped_bytes += info.nar_size;
+                        total_bytes = total_bytes.map(|t| t + info.nar_size);
+                        info.references.iter().cloned().collect::<BTreeSet<_>>()
+                    }
                     None => match metadata.lookup(&path, &opts.store_dir) {
-                        Ok(info) if candidates.is_none() => {
-                            let refs = info.references.clone();
-                            let tx = tx.clone();
-                            in_flight += 1;
-                            scope.spawn(move |_| {
-                                let _ = tx.send(process(opts, budget, info, None));
-                            });
-                            refs
-                        }
                         Ok(info) => {
-                            let tx = tx.clone();
-                            in_flight += 1;
-                            scope.spawn(move |_| {
-                                let _ = tx.send(process(opts, budget, info, candidates));
-                            });
-                            BTreeSet::new()
+                            total_bytes = total_bytes.zip(info.nar_size).map(|(t, n)| t + n);
+                            let refs = match candidates {
+                                None => info.references.clone(),
+                                Some(_) => BTreeSet::new(),
+                            };
+                            to_build.push(info);
+                            refs
                         }
                         Err(e) => {
                             first_error = Some(e);
@@ -538,13 +573,40 @@ pub fn build_cache(
                     });
                 }
                 if opts.closure {
-                    enqueue(&references, &mut seen, &mut queue, &mut progress);
+                    enqueue(&references, &mut seen, &mut queue);
                 }
+            }
+            if seen.len() as u64 != announced {
+                announced = seen.len() as u64;
+                progress(Progress::Total {
+                    paths: seen.len() as u64,
+                    nar_bytes: total_bytes,
+                });
+            }
+            // Largest first, so that a big path never starts last and runs alone.
+            to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
+            for info in to_build {
+                let tx = tx.clone();
+                in_flight += 1;
+                scope.spawn(move |_| {
+                    let _ = tx.send(process(workers, info));
+                });
             }
             if in_flight == 0 {
                 break;
             }
-            let result = rx.recv().expect("workers hold a sender while running");
+            let result = match rx.recv_timeout(PROGRESS_INTERVAL) {
+                Ok(result) => result,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    progress(Progress::Bytes {
+                        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+                    });
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("workers hold a sender while running")
+                }
+            };
             in_flight -= 1;
             match result {
                 Err(e) => {
@@ -557,7 +619,7 @@ pub fn build_cache(
                     let path = done.info.path.clone();
                     let references = done.info.references.clone();
                     if opts.closure {
-                        enqueue(&references, &mut seen, &mut queue, &mut progress);
+                        enqueue(&references, &mut seen, &mut queue);
                     } else {
                         // Without the closure, references outside the given paths are not waited for.
                         let outside: Vec<StorePath> = references
@@ -597,23 +659,11 @@ pub fn build_cache(
     Ok(summary)
 }
 
-fn enqueue(
-    refs: &BTreeSet<StorePath>,
-    seen: &mut HashSet<StorePath>,
-    queue: &mut Vec<StorePath>,
-    progress: &mut impl FnMut(Progress),
-) {
-    let before = seen.len();
+fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>) {
     for r in refs {
         if seen.insert(r.clone()) {
             queue.push(r.clone());
         }
-    }
-    if seen.len() > before {
-        progress(Progress::Total {
-            paths: seen.len() as u64,
-            nar_bytes: None,
-        });
     }
 }
 

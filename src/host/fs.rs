@@ -94,6 +94,16 @@ pub fn dump_into<W: Write>(
     })
 }
 
+/// The size of `path`'s NAR, from the tree's metadata alone (file contents are not read): to
+/// plan how a NAR is compressed before it is written.
+pub fn nar_size(path: &Path, case_hack: CaseHack) -> Result<u64, DumpError> {
+    let w = NarWriter::new(io::sink()).map_err(nar_err(path))?;
+    let w = walk::walk(path, w, case_hack, |w, executable, size, _, _| {
+        w.regular_with(executable, size, |_| Ok(size))
+    })?;
+    Ok(w.written())
+}
+
 /// Why a restore failed. Nothing is left at DEST when it does.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
