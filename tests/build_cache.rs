@@ -1854,3 +1854,79 @@ fn live_db_with_an_uncheckpointed_wal_is_read_as_committed() {
     let err = expect_failure(&res, "path invalidated in the WAL");
     assert!(err.contains(SINGLE_FILE), "{err}");
 }
+
+/// A tmpfs of `size` mounted at a new directory, unmounted when dropped; None where this process
+/// may not mount (not root, no mount namespace), which only CI must not be.
+struct SmallDisk {
+    dir: TempTree,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = TempTree::new();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_and_leaves_the_cache_valid() {
+    let Some(disk) = SmallDisk::mount("3m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to mount a tmpfs for this test"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let root = extract_root_tar();
+    let cache = disk.dir.path().join("cache");
+    build_ok(&args(&[
+        "--to",
+        &s(&cache),
+        "--store-root",
+        &s(root.path()),
+        APP,
+    ]));
+    let before = snapshot(&cache);
+    // A store path of 4 MiB that does not compress, found by scanning: more than the disk holds.
+    let big = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-incompressible";
+    let physical = root.path().join(big.trim_start_matches('/'));
+    fs::create_dir_all(&physical).unwrap();
+    fs::write(physical.join("noise"), Rng::new(7).bytes(4 << 20)).unwrap();
+    let err = expect_failure(
+        &build_cache(&args(&[
+            "--to",
+            &s(&cache),
+            "--store-root",
+            &s(root.path()),
+            "--scan-references",
+            "--no-closure",
+            big,
+        ])),
+        "full disk",
+    );
+    assert!(
+        err.contains("No space left on device")
+            && err.contains(big)
+            && err.contains(&s(&cache.join("nar"))),
+        "the message says what failed, for which path and where: {err}"
+    );
+    assert_eq!(
+        snapshot(&cache),
+        before,
+        "a failed build leaves the cache as it was (no temporaries either)"
+    );
+    check_cache(&cache, true);
+}

@@ -7,6 +7,7 @@
 //! cache is valid at every moment, an interrupted build is completed by running it again, and
 //! identical NARs are stored once.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufWriter, Write};
@@ -24,8 +25,9 @@ use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
 use crate::host::atomic::write_atomic;
 use crate::host::codec::{parallel_pieces, Encoder};
 use crate::host::db::NixDb;
-use crate::host::fs::{dump_into, nar_size, CaseHack};
+use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
 use crate::nar::listing::Listing;
+use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
 use crate::narinfo::NarInfo;
 use crate::nixbase32;
@@ -239,11 +241,16 @@ struct NarSink<'a, W: Write> {
     encoder: Encoder<W>,
     /// Bytes archived by every worker, for progress.
     archived: &'a AtomicU64,
+    /// Set when writing the compressed output failed.
+    output_failed: &'a Cell<bool>,
 }
 
 impl<W: Write> Write for NarSink<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.encoder.write_all(buf)?;
+        if let Err(e) = self.encoder.write_all(buf) {
+            self.output_failed.set(true);
+            return Err(e);
+        }
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
         self.archived.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -253,7 +260,9 @@ impl<W: Write> Write for NarSink<'_, W> {
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.encoder.flush()
+        let flushed = self.encoder.flush();
+        self.output_failed.set(flushed.is_err());
+        flushed
     }
 }
 
@@ -305,22 +314,30 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     let encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
+    let output_failed = Cell::new(false);
     let sink = NarSink {
         nar_hash: Hasher::new(HashAlgo::Sha256),
         nar_size: 0,
         scanner,
         encoder,
         archived: &workers.archived,
+        output_failed: &output_failed,
     };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
         writer = writer.record_listing();
     }
-    let writer =
-        dump_into(&physical, writer, CaseHack(false)).map_err(|e| path_err(e.to_string()))?;
-    let (sink, listing) = writer
-        .finish_with_listing()
-        .map_err(|e| path_err(e.to_string()))?;
+    // A failed write of the output (a full disk) is told apart from a failed read of the tree:
+    // both reach here as I/O errors.
+    let write_err = |e: io::Error| path_err(format!("cannot write {}: {e}", tmp.path().display()));
+    let writer = dump_into(&physical, writer, CaseHack(false)).map_err(|e| match e {
+        DumpError::Io { source, .. } if output_failed.get() => write_err(source),
+        e => path_err(e.to_string()),
+    })?;
+    let (sink, listing) = writer.finish_with_listing().map_err(|e| match e {
+        WriteError::Io(source) if output_failed.get() => write_err(source),
+        e => path_err(e.to_string()),
+    })?;
     let NarSink {
         nar_hash,
         nar_size,
@@ -329,14 +346,14 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         ..
     } = sink;
     let nar_hash = nar_hash.finish();
-    let file = encoder.finish().map_err(io_at(tmp.path()))?;
+    let file = encoder.finish().map_err(write_err)?;
     drop(lease);
     let (file_hash, file_size, buffered) = file.finish();
     buffered
         .into_inner()
-        .map_err(|e| io_at(tmp.path())(e.into_error()))?
+        .map_err(|e| write_err(e.into_error()))?
         .sync_data()
-        .map_err(io_at(tmp.path()))?;
+        .map_err(write_err)?;
 
     if let Some(expected) = &info.nar_hash {
         if *expected != nar_hash {
