@@ -22,7 +22,7 @@ use crate::cache::refscan::RefScanner;
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
-use crate::host::atomic::write_atomic;
+use crate::host::atomic::{write_atomic, EarlyWriteback};
 use crate::host::codec::{parallel_pieces, Encoder};
 use crate::host::db::NixDb;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
@@ -308,7 +308,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         HashAlgo::Sha256,
         BufWriter::with_capacity(
             256 * 1024,
-            tmp.as_file().try_clone().map_err(io_at(tmp.path()))?,
+            EarlyWriteback::new(tmp.as_file().try_clone().map_err(io_at(tmp.path()))?),
         ),
     );
     let encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
@@ -352,7 +352,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?
-        .sync_data()
+        .sync()
         .map_err(write_err)?;
 
     if let Some(expected) = &info.nar_hash {

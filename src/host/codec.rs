@@ -21,9 +21,11 @@ const XZ_SPLIT_FROM: u64 = 16 << 20;
 /// thread in memory.
 const XZ_MAX_BLOCK: u64 = 32 << 20;
 
-/// Input zstd's multi-threaded mode gives each worker at the default level: a job of 4 × the
-/// 2 MiB window of level 3 (higher levels have larger jobs: extra threads then just wait).
-const ZSTD_JOB_SIZE: u64 = 8 << 20;
+/// Input each worker of zstd's multi-threaded mode takes at a time, at levels up to 3 (2 MiB
+/// window): 4 MiB rather than zstd's default of 4 windows, so that the first job starts and
+/// the last one ends sooner (~5 % less wall time on a 50 MiB NAR, ~0.2 % larger). Higher
+/// levels keep zstd's default (larger jobs: there, extra threads just wait).
+const ZSTD_JOB_SIZE: u64 = 4 << 20;
 
 /// The uncompressed size of one xz block for a NAR of `nar_size` bytes. A function of the size
 /// alone (never of the number of threads), so a NAR always compresses to the same bytes.
@@ -150,6 +152,9 @@ impl<W: Write> Encoder<W> {
                 let mut e = zstd::stream::write::Encoder::new(out, level as i32)?;
                 // zstd's multi-threaded mode gives the same bytes for any number of workers ≥ 1.
                 e.multithread(threads)?;
+                if level <= 3 {
+                    e.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE as u32))?;
+                }
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
             }
