@@ -3,8 +3,9 @@
 # store paths from the same store (/nix/store, read through the default DB
 # /nix/var/nix/db/db.sqlite), for (a) a real tree of ~50 MB or more, (b) a generated tree of many
 # small files and (c) a memory probe (a generated path of NAR_BENCH_BIG_MB MiB, one run, zstd).
-# For zstd and xz: wall time (hyperfine; the target directory is removed before every run),
-# CPU time, size of nar/ (du -sb), peak RSS (GNU time), and the ratios ours/Nix's.
+# For zstd and xz: wall time (GNU time, in interleaved rounds whose order alternates; the target
+# directory is removed before every run), CPU time, size of nar/ (du -sb), peak RSS, and the
+# ratios ours/Nix's.
 # A benchmark, not a test: run it on demand, on a quiet machine. See benches/README.md.
 #
 #   benches/build_cache.sh [REAL_TREE]
@@ -12,8 +13,8 @@
 # Environment:
 #   NAR_BENCH_REAL         the real tree (default: the first argument, else the largest
 #                          /usr/lib/python3*, else the stable Rust toolchain's lib/rustlib)
-#   NAR_BENCH_RUNS         hyperfine runs per command and order (default 2: each pair runs twice,
-#                          ours first then Nix first, so 4 runs each; xz on ~50 MB takes a while)
+#   NAR_BENCH_RUNS         rounds per order (default 2: 2 rounds with ours first and 2 with Nix
+#                          first, so 4 runs each; xz on ~50 MB takes a while)
 #   NAR_BENCH_SMALL_FILES  files in the many-small-files tree (default 20000)
 #   NAR_BENCH_BIG_MB       size of the memory probe's path in MiB (default 256; 0 to skip)
 #   NAR_BENCH_METHODS      compressions (default "zstd xz")
@@ -23,7 +24,7 @@
 #                          idle (≤ 10 % busy; default 60); the table shows how busy they still were
 #
 # Requires: cargo, nix and nix-store (Nix; NIX_REMOTE=local is set here, run as a user who may
-# write /nix), hyperfine, GNU time at /usr/bin/time, python3.
+# write /nix), GNU time at /usr/bin/time, python3.
 # Writes bench-results/build_cache.txt (the table) and bench-results/build_cache.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +43,8 @@ jobs_arg=()
 if [ -n "${NAR_BENCH_JOBS:-}" ]; then jobs_arg=(--jobs "$NAR_BENCH_JOBS"); fi
 
 die() { echo "build_cache.sh: $*" >&2; exit 1; }
-for tool in cargo nix nix-store hyperfine python3; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix and hyperfine)"
+for tool in cargo nix nix-store python3; do
+  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix)"
 done
 [ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
 [ -f /nix/var/nix/db/db.sqlite ] || die "no Nix DB at /nix/var/nix/db/db.sqlite"
@@ -166,33 +167,39 @@ measure() { # label path method runs
   "$bin" hash "$path" >/dev/null
   local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method $path"
   local nix_cmd="nix --extra-experimental-features nix-command copy --to file://$nixd?compression=$method $path"
-  local json=$work/$label-$method
-  local busy b
+  local runs_file=$work/$label-$method.runs
+  : > "$runs_file"
+  local busy b i who
   busy=$(wait_quiet)
-  if [ "$n" -gt 0 ]; then
-    # Both orders: whichever runs second on this kind of machine is not in the same state
-    # (page cache, file system journal, other load) as the first.
-    hyperfine --runs "$n" --warmup 0 --style basic -N \
-      --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
-      --export-json "$json-a.json" -n ours "$ours_cmd" -n nix "$nix_cmd" >&2
-    b=$(wait_quiet)
-    [ "$b" -gt "$busy" ] && busy=$b
-    hyperfine --runs "$n" --warmup 0 --style basic -N \
-      --prepare "rm -rf $ours $nixd $XDG_CACHE_HOME" \
-      --export-json "$json-b.json" -n nix "$nix_cmd" -n ours "$ours_cmd" >&2
-  fi
-  # Peak RSS (and the caches measured for size) from one more run of each.
-  rm -rf "$ours" "$nixd" "$XDG_CACHE_HOME"
-  /usr/bin/time -f '%M %e %U %S' -o "$work/time-ours" $ours_cmd
-  /usr/bin/time -f '%M %e %U %S' -o "$work/time-nix" $nix_cmd 2>/dev/null
+  # Interleaved rounds, the order alternating (ours first, then Nix first, ...): slow drifts of a
+  # shared machine's speed then fall on both alike, and each round's pair gives one ratio.
+  # The targets are removed before every run; the last run of each leaves the caches measured.
+  for ((i = 1; i <= 2 * n; i++)); do
+    if [ $((i % 2)) = 1 ]; then order="ours nix"; else order="nix ours"; fi
+    for who in $order; do
+      rm -rf "$ours" "$nixd" "$XDG_CACHE_HOME"
+      if [ "$who" = ours ]; then
+        /usr/bin/time -f '%e %U %S %M' -o "$work/t" $ours_cmd
+      else
+        /usr/bin/time -f '%e %U %S %M' -o "$work/t" $nix_cmd 2>/dev/null
+      fi
+      printf '%s\t%s\t%s\n' "$i" "$who" "$(cat "$work/t")" >> "$runs_file"
+    done
+    if [ "$i" = "$n" ]; then
+      b=$(wait_quiet)
+      [ "$b" -gt "$busy" ] && busy=$b
+    fi
+  done
+  # The last round left only the second command's cache: one more run of the other.
+  if [ -z "$(ls "$ours"/*.narinfo 2>/dev/null)" ]; then $ours_cmd; fi
+  if [ -z "$(ls "$nixd"/*.narinfo 2>/dev/null)" ]; then $nix_cmd 2>/dev/null; fi
   # Both must have produced the path, with the same NAR.
   local a b
   a=$(grep -h '^NarHash' "$ours"/*.narinfo)
   b=$(grep -h '^NarHash' "$nixd"/*.narinfo)
   [ "$a" = "$b" ] || die "$label $method: different NarHash: ours '$a', Nix's '$b'"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
-    "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" \
-    "$(cat "$work/time-ours")" "$(cat "$work/time-nix")" "$json" "$n" "$busy" >> "$rows"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
+    "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" "$runs_file" "$busy" >> "$rows"
 }
 
 for method in $methods; do
@@ -200,7 +207,7 @@ for method in $methods; do
   if wanted small-files; then measure small-files "$small_path" "$method" "$runs"; fi
 done
 if [ -n "$big_path" ] && wanted big; then
-  measure "big-${big_mb}MiB" "$big_path" zstd 0
+  measure "big-${big_mb}MiB" "$big_path" zstd 1
 fi
 
 python3 - "$rows" "$results_dir" "$real" "$(nproc)" "$(cat /proc/loadavg)" "$("$bin" --version 2>/dev/null || echo nar-tool)" "$(nix --version)" <<'EOF'
@@ -208,24 +215,21 @@ import json, os, statistics, sys, time
 rows_path, results_dir, real, cores, loadavg, ours_version, nix_version = sys.argv[1:8]
 rows = []
 for line in open(rows_path):
-    label, method, nar, size_o, size_n, t_o, t_n, js, n, busy = line.rstrip("\n").split("\t")
-    rss_o, el_o, us_o, sy_o = t_o.split()
-    rss_n, el_n, us_n, sy_n = t_n.split()
+    label, method, nar, size_o, size_n, runs_file, busy = line.rstrip("\n").split("\t")
     r = dict(tree=label, method=method, nar_bytes=int(nar), size_ours=int(size_o), size_nix=int(size_n),
-             rss_ours_kb=int(rss_o), rss_nix_kb=int(rss_n), busy=int(busy))
-    if int(n) > 0:
-        # Pool the runs of both orders.
-        runs = [{x["command"]: x for x in json.load(open(f"{js}-{o}.json"))["results"]} for o in "ab"]
-        for who in ("ours", "nix"):
-            times = [t for res in runs for t in res[who]["times"]]
-            r[f"wall_{who}"] = statistics.mean(times)
-            r[f"wall_{who}_sd"] = statistics.stdev(times) if len(times) > 1 else 0.0
-            r[f"wall_{who}_min"] = min(times)
-            r[f"cpu_{who}"] = statistics.mean(res[who]["user"] + res[who]["system"] for res in runs)
-    else:
-        r.update(wall_ours=float(el_o), wall_nix=float(el_n), wall_ours_sd=0.0, wall_nix_sd=0.0,
-                 wall_ours_min=float(el_o), wall_nix_min=float(el_n),
-                 cpu_ours=float(us_o) + float(sy_o), cpu_nix=float(us_n) + float(sy_n))
+             busy=int(busy))
+    runs = {}  # round -> who -> (wall, cpu, rss KiB)
+    for l in open(runs_file):
+        rnd, who, wall, user, sys_, rss = l.split()
+        runs.setdefault(rnd, {})[who] = (float(wall), float(user) + float(sys_), int(rss))
+    for who in ("ours", "nix"):
+        walls = [x[who][0] for x in runs.values()]
+        r[f"wall_{who}"] = statistics.median(walls)
+        r[f"wall_{who}_min"] = min(walls)
+        r[f"cpu_{who}"] = statistics.median(x[who][1] for x in runs.values())
+        r[f"rss_{who}_kb"] = max(x[who][2] for x in runs.values())
+    r["rounds"] = len(runs)
+    r["paired_ratio"] = statistics.median(x["ours"][0] / x["nix"][0] for x in runs.values())
     rows.append(r)
 
 targets = {"zstd": (0.5, 1.0), "xz": (0.5, 1.02)}
@@ -235,14 +239,14 @@ lines.append(f"build-cache vs nix copy --to file://  ({time.strftime('%Y-%m-%d %
              f"load avg at the end: {loadavg.split()[0]} {loadavg.split()[1]} {loadavg.split()[2]})")
 lines.append(f"{ours_version}; {nix_version}; real tree: {real}")
 lines.append("")
-hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'busy':>5} | {'wall ours':>12} {'wall Nix':>12} {'ratio':>6} {'(min)':>6} | "
+hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'busy':>5} | {'wall ours':>9} {'wall Nix':>9} {'ratio':>6} {'(min)':>6} {'runs':>4} | "
        f"{'CPU ours':>8} {'CPU Nix':>8} | {'size ours':>10} {'size Nix':>10} {'ratio':>6} | "
        f"{'RSS ours':>9} {'RSS Nix':>9} | target")
 lines.append(hdr)
 lines.append("-" * len(hdr))
 met_all = True
 for r in rows:
-    wr = r["wall_ours"] / r["wall_nix"]
+    wr = r["paired_ratio"]
     wmin = r["wall_ours_min"] / r["wall_nix_min"]
     sr = r["size_ours"] / r["size_nix"]
     t = targets.get(r["method"])
@@ -256,15 +260,16 @@ for r in rows:
         verdict = ""
     lines.append(
         f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} {r['busy']:>4}% | "
-        f"{r['wall_ours']:>6.2f}±{r['wall_ours_sd']:<4.2f}s {r['wall_nix']:>6.2f}±{r['wall_nix_sd']:<4.2f}s "
-        f"{wr:>5.2f}× {wmin:>5.2f}× | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
+        f"{r['wall_ours']:>8.2f}s {r['wall_nix']:>8.2f}s "
+        f"{wr:>5.2f}× {wmin:>5.2f}× {r['rounds']:>4} | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
         f"{mib(r['size_ours']):>8.2f}Mi {mib(r['size_nix']):>8.2f}Mi {sr:>5.3f}× | "
         f"{r['rss_ours_kb']/1024:>7.1f}Mi {r['rss_nix_kb']/1024:>7.1f}Mi | {verdict}")
 lines.append("")
-lines.append("wall: hyperfine mean ± σ over both orders (ratio of means, and of the fastest runs); CPU: user+system;")
+lines.append("wall: median over interleaved rounds (order alternating); ratio: median of the rounds' ours/Nix")
+lines.append("ratios; (min): fastest over fastest; runs: rounds; CPU: median user+system;")
 lines.append("busy: how busy the cores were (other work) just before the pair's runs, at most (the script waits")
 lines.append(f"up to NAR_BENCH_WAIT s for <= 10 %); above that, the other work competes for the cores.")
-lines.append("size: du -sb of nar/; RSS: GNU time's maximum resident set size of one run.")
+lines.append("size: du -sb of nar/; RSS: GNU time's maximum resident set size, the largest of the runs.")
 text = "\n".join(lines) + "\n"
 print(text)
 open(os.path.join(results_dir, "build_cache.txt"), "w").write(text)

@@ -1930,3 +1930,77 @@ fn a_full_disk_is_reported_and_leaves_the_cache_valid() {
     );
     check_cache(&cache, true);
 }
+
+#[test]
+fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
+    use nar_tool::host::build::{build_cache, BuildOptions, MetadataSource, Progress};
+    use nar_tool::store_path::StoreDir;
+    let (root, registration, paths) = mixed_store();
+    let out = TempTree::new();
+    let store_dir = StoreDir::new("/nix/store").unwrap();
+    for scan in [false, true] {
+        let cache = out.path().join(format!("scan-{scan}"));
+        let opts = BuildOptions {
+            to: cache.clone(),
+            store_root: root.path().to_path_buf(),
+            store_dir: store_dir.clone(),
+            metadata: match scan {
+                true => MetadataSource::Scan,
+                false => MetadataSource::Registration(registration.clone()),
+            },
+            compression: Compression::Xz,
+            level: None,
+            jobs: 2,
+            keys: Vec::new(),
+            nar_listing: false,
+            closure: true,
+            force: false,
+            priority: 30,
+            want_mass_query: true,
+            paths: paths
+                .iter()
+                .map(|p| store_dir.parse_path(p).unwrap())
+                .collect(),
+        };
+        let mut events = Vec::new();
+        let summary = build_cache(&opts, |p| events.push(p)).unwrap();
+        let totals: Vec<(u64, Option<u64>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Progress::Total { paths, nar_bytes } => Some((*paths, *nar_bytes)),
+                _ => None,
+            })
+            .collect();
+        let bytes: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Progress::Bytes { nar_bytes } => Some(*nar_bytes),
+                _ => None,
+            })
+            .collect();
+        let done = events
+            .iter()
+            .filter(|e| matches!(e, Progress::PathDone { .. }))
+            .count();
+        assert_eq!(
+            done as u64, summary.paths,
+            "scan {scan}: a PathDone per path"
+        );
+        assert_eq!(totals.last().unwrap().0, summary.paths, "scan {scan}");
+        assert!(
+            bytes.windows(2).all(|w| w[0] <= w[1]) && !bytes.is_empty(),
+            "scan {scan}: archived bytes are reported and only grow: {bytes:?}"
+        );
+        if scan {
+            assert!(
+                totals.iter().all(|t| t.1.is_none()),
+                "sizes unknown when scanning"
+            );
+        } else {
+            // The registration gives the whole closure and its size before any work.
+            assert_eq!(totals.len(), 1, "{totals:?}");
+            assert_eq!(totals[0].1, Some(summary.nar_bytes));
+            assert!(bytes.iter().all(|b| *b <= summary.nar_bytes));
+        }
+    }
+}
