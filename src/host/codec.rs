@@ -134,17 +134,25 @@ impl<W: Write> Encoder<W> {
             Compression::None => Encoder::None(out),
             Compression::Xz => {
                 // Plain LZMA2 with a CRC64 check and no BCJ filter, as Nix writes: decodable by
-                // Nix 2.8 and by pure-Rust decoders. The multi-threaded encoder is used even with
-                // one thread so that block layout (and so the bytes) never depend on `threads`.
+                // Nix 2.8 and by pure-Rust decoders. Block layout (and so the bytes) depends on
+                // `nar_size` alone, never on `threads`: a NAR of one block gets the
+                // single-threaded encoder (no threads to start for each small path), a larger
+                // one the multi-threaded encoder even with one thread.
                 let mut filters = liblzma::stream::Filters::new();
                 filters.lzma2(&xz_options(level, nar_size)?);
-                let stream = liblzma::stream::MtStreamBuilder::new()
-                    .filters(filters)
-                    .threads(threads)
-                    .block_size(xz_block_size(nar_size))
-                    .check(liblzma::stream::Check::Crc64)
-                    .encoder()
-                    .map_err(io::Error::other)?;
+                let block_size = xz_block_size(nar_size);
+                let check = liblzma::stream::Check::Crc64;
+                let stream = if block_size >= nar_size {
+                    liblzma::stream::Stream::new_stream_encoder(&filters, check)
+                } else {
+                    liblzma::stream::MtStreamBuilder::new()
+                        .filters(filters)
+                        .threads(threads)
+                        .block_size(block_size)
+                        .check(check)
+                        .encoder()
+                }
+                .map_err(io::Error::other)?;
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
             }
             Compression::Zstd => {
