@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
@@ -239,8 +239,9 @@ struct NarSink<'a, W: Write> {
     nar_size: u64,
     scanner: Option<RefScanner>,
     encoder: Encoder<W>,
-    /// Bytes archived by every worker, for progress.
-    archived: &'a AtomicU64,
+    /// Bytes archived by every worker, for progress, when the encoder does not count them
+    /// itself.
+    archived: Option<&'a AtomicU64>,
     /// Set when writing the compressed output failed.
     output_failed: &'a Cell<bool>,
 }
@@ -253,7 +254,9 @@ impl<W: Write> Write for NarSink<'_, W> {
         }
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
-        self.archived.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if let Some(archived) = self.archived {
+            archived.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
         if let Some(s) = &mut self.scanner {
             s.update(buf);
         }
@@ -272,7 +275,8 @@ struct Workers<'a> {
     budget: ThreadBudget,
     /// With `--scan-references`: the store paths a NAR may refer to.
     candidates: Option<&'a [StorePath]>,
-    archived: AtomicU64,
+    /// NAR bytes compressed so far, all paths together.
+    archived: Arc<AtomicU64>,
 }
 
 fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
@@ -311,8 +315,9 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
             EarlyWriteback::new(tmp.as_file().try_clone().map_err(io_at(tmp.path()))?),
         ),
     );
-    let encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
+    let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
+    let counted_by_encoder = encoder.report_progress(&workers.archived);
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
     let output_failed = Cell::new(false);
     let sink = NarSink {
@@ -320,7 +325,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         nar_size: 0,
         scanner,
         encoder,
-        archived: &workers.archived,
+        archived: (!counted_by_encoder).then_some(&*workers.archived),
         output_failed: &output_failed,
     };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
@@ -530,7 +535,7 @@ pub fn build_cache(
         opts,
         budget: ThreadBudget::new(opts.jobs),
         candidates,
-        archived: AtomicU64::new(0),
+        archived: Arc::new(AtomicU64::new(0)),
     };
     let workers = &workers;
     let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();

@@ -3,6 +3,10 @@
 
 use std::io::{self, Read, Write};
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::xz::{Lzma2, XzWriter};
 use crate::compression::Compression;
 
 /// The default xz filter: LZMA2 from preset 6 with a 16 MiB dictionary and a shallower match
@@ -51,7 +55,7 @@ pub fn parallel_pieces(method: Compression, nar_size: u64) -> u64 {
 /// A streaming compressor; call [`Encoder::finish`] to end the stream.
 pub enum Encoder<W: Write> {
     None(W),
-    Xz(liblzma::write::XzEncoder<W>),
+    Xz(XzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Bzip2(bzip2::write::BzEncoder<W>),
 }
@@ -100,22 +104,24 @@ fn xz_preset_dict(level: u32) -> u32 {
     }
 }
 
-/// The LZMA2 options for a NAR of `nar_size` bytes: the dictionary never exceeds the NAR (the
+/// The LZMA2 settings for a NAR of `nar_size` bytes: the dictionary never exceeds the NAR (the
 /// output would be no smaller; the match finder's tables, allocated and cleared per path, would).
-fn xz_options(level: Option<u32>, nar_size: u64) -> io::Result<liblzma::stream::LzmaOptions> {
-    let mut options =
-        liblzma::stream::LzmaOptions::new_preset(level.unwrap_or(6)).map_err(io::Error::other)?;
-    let dict = if level.is_none() {
-        options
-            .nice_len(XZ_DEFAULT_NICE_LEN)
-            .depth(XZ_DEFAULT_DEPTH);
-        XZ_DEFAULT_DICT
-    } else {
-        xz_preset_dict(level.unwrap_or(6))
-    };
+fn xz_settings(level: Option<u32>, nar_size: u64) -> Lzma2 {
     let needed = u32::try_from(nar_size.max(4096).next_power_of_two()).unwrap_or(u32::MAX);
-    options.dict_size(dict.min(needed));
-    Ok(options)
+    match level {
+        None => Lzma2 {
+            preset: 6,
+            dict_size: XZ_DEFAULT_DICT.min(needed),
+            nice_len: Some(XZ_DEFAULT_NICE_LEN),
+            depth: Some(XZ_DEFAULT_DEPTH),
+        },
+        Some(level) => Lzma2 {
+            preset: level,
+            dict_size: xz_preset_dict(level).min(needed),
+            nice_len: None,
+            depth: None,
+        },
+    }
 }
 
 impl<W: Write> Encoder<W> {
@@ -138,22 +144,14 @@ impl<W: Write> Encoder<W> {
                 // `nar_size` alone, never on `threads`: a NAR of one block gets the
                 // single-threaded encoder (no threads to start for each small path), a larger
                 // one the multi-threaded encoder even with one thread.
-                let mut filters = liblzma::stream::Filters::new();
-                filters.lzma2(&xz_options(level, nar_size)?);
                 let block_size = xz_block_size(nar_size);
-                let check = liblzma::stream::Check::Crc64;
-                let stream = if block_size >= nar_size {
-                    liblzma::stream::Stream::new_stream_encoder(&filters, check)
-                } else {
-                    liblzma::stream::MtStreamBuilder::new()
-                        .filters(filters)
-                        .threads(threads)
-                        .block_size(block_size)
-                        .check(check)
-                        .encoder()
-                }
-                .map_err(io::Error::other)?;
-                Encoder::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
+                let blocks = (block_size < nar_size).then_some(block_size);
+                Encoder::Xz(XzWriter::new(
+                    xz_settings(level, nar_size),
+                    blocks,
+                    threads,
+                    out,
+                )?)
             }
             Compression::Zstd => {
                 let level = level.unwrap_or_else(|| default_level(method));
@@ -171,6 +169,18 @@ impl<W: Write> Encoder<W> {
                 bzip2::Compression::new(level.unwrap_or_else(|| default_level(method)).clamp(1, 9)),
             )),
         })
+    }
+
+    /// Has the encoder add the uncompressed bytes it has compressed, as it does, to `counter`;
+    /// false if it cannot (its input buffer is then small: count the bytes given to it).
+    pub fn report_progress(&mut self, counter: &Arc<AtomicU64>) -> bool {
+        match self {
+            Encoder::Xz(xz) => {
+                xz.report_progress(Arc::clone(counter));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Ends the stream and gives back the sink.

@@ -10,3 +10,4 @@ pub mod fs;
 pub mod serve;
 pub mod storage;
 mod walk;
+mod xz;

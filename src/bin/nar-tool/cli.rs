@@ -1037,6 +1037,7 @@ impl BuildProgress {
                             );
                         }
                         bar.set_length(total);
+                        bar.set_message(format!("{}/{} paths", self.paths_done, paths));
                     }
                     None => bar.set_length(paths),
                 }
