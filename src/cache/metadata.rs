@@ -61,11 +61,7 @@ pub fn parse_registration(
             .ok_or_else(|| fail(last, format!("file ends where {what} was expected")))
     };
     let mut last = 0;
-    loop {
-        let (i, path_line) = match next("a store path", last) {
-            Ok(l) => l,
-            Err(_) => break,
-        };
+    while let Ok((i, path_line)) = next("a store path", last) {
         if path_line.is_empty() {
             last = i;
             continue;

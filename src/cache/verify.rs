@@ -891,7 +891,7 @@ mod pipelined {
                 _ => std::fs::read_to_string("/proc/loadavg")
                     .ok()
                     .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-                    .map_or(true, |load| load + 1.0 <= cores as f64),
+                    .is_none_or(|load| load + 1.0 <= cores as f64),
             };
             (cores, idle)
         });

@@ -279,12 +279,10 @@ mod tests {
         };
         for piece in nar.chunks(chunk) {
             if let Err(e) = p.update(piece, &mut on) {
-                drop(on);
                 return (out, Err(e.to_string()));
             }
         }
         let end = p.finish(&mut on).map_err(|e| e.to_string());
-        drop(on);
         if let Some(len) = contents.take() {
             out.push(format!("{len} bytes"));
         }

@@ -22,12 +22,16 @@ pub enum Node {
     Directory(BTreeMap<Vec<u8>, Node>),
 }
 
+/// A directory being read: the name it will be stored under in its parent (none at the root),
+/// and its entries so far.
+type OpenDir = (Option<Vec<u8>>, BTreeMap<Vec<u8>, Node>);
+
 impl Node {
     /// Reads a whole archive into memory (checked as strictly as the streaming reader does).
     pub fn from_nar(nar: impl Read) -> Result<Node, NarError> {
         let mut reader = NarReader::new(nar);
         // Open directories: the name each will be stored under in its parent, and its entries.
-        let mut stack: Vec<(Option<Vec<u8>>, BTreeMap<Vec<u8>, Node>)> = Vec::new();
+        let mut stack: Vec<OpenDir> = Vec::new();
         let mut root = None;
         while let Some(event) = reader.next()? {
             let (name, node) = match event {
