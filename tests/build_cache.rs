@@ -480,18 +480,14 @@ fn nix(args: &[&str]) -> Output {
 fn nix_substitutes(cache: &Path, what: &str) {
     let trusted = public_key();
     let dest = TempTree::new();
-    let mut copy = vec![
-        "copy".to_string(),
-        "--from".into(),
-        format!("file://{}", cache.display()),
-        "--to".into(),
-        format!("local?root={}", dest.path().display()),
-        "--option".into(),
-        "trusted-public-keys".into(),
-        trusted.clone(),
-    ];
-    copy.extend(store_paths());
-    let out = nix(&copy.iter().map(String::as_str).collect::<Vec<_>>());
+    let paths = store_paths();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let out = nix_copy_from(
+        &format!("file://{}", cache.display()),
+        dest.path(),
+        &trusted,
+        &paths,
+    );
     assert!(
         out.status.success(),
         "{what}: nix copy from our cache failed: {}",
@@ -1931,6 +1927,65 @@ fn a_full_disk_is_reported_and_leaves_the_cache_valid() {
     check_cache(&cache, true);
 }
 
+/// Checks a build's progress events: the total first (with the closure's NAR size when the
+/// metadata gives it, in one go), a `PathDone` per path, bytes that only grow and end at the
+/// total.
+fn check_progress(
+    events: &[nar_tool::host::build::Progress],
+    nar_bytes: u64,
+    paths: u64,
+    sizes_known: bool,
+    what: &str,
+) {
+    use nar_tool::host::build::Progress;
+    assert!(
+        matches!(events[0], Progress::Total { .. }),
+        "{what}: {:?}",
+        events[0]
+    );
+    let totals: Vec<(u64, Option<u64>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Progress::Total { paths, nar_bytes } => Some((*paths, *nar_bytes)),
+            _ => None,
+        })
+        .collect();
+    let bytes: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Progress::Bytes { nar_bytes } => Some(*nar_bytes),
+            _ => None,
+        })
+        .collect();
+    let done = events
+        .iter()
+        .filter(|e| matches!(e, Progress::PathDone { .. }))
+        .count();
+    assert_eq!(done as u64, paths, "{what}: a PathDone per path");
+    assert_eq!(totals.last().unwrap().0, paths, "{what}");
+    assert!(
+        bytes.windows(2).all(|w| w[0] <= w[1]),
+        "{what}: archived bytes only grow: {bytes:?}"
+    );
+    assert_eq!(
+        bytes.last(),
+        Some(&nar_bytes),
+        "{what}: the bytes end at the total"
+    );
+    if sizes_known {
+        assert_eq!(
+            totals,
+            vec![(paths, Some(nar_bytes))],
+            "{what}: all known up front"
+        );
+    } else {
+        assert!(
+            totals.iter().all(|t| t.1.is_none()),
+            "{what}: sizes unknown when scanning"
+        );
+    }
+}
+
 #[test]
 fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
     use nar_tool::host::build::{build_cache, BuildOptions, MetadataSource, Progress};
@@ -1962,45 +2017,32 @@ fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
                 .map(|p| store_dir.parse_path(p).unwrap())
                 .collect(),
         };
-        let mut events = Vec::new();
-        let summary = build_cache(&opts, |p| events.push(p)).unwrap();
-        let totals: Vec<(u64, Option<u64>)> = events
-            .iter()
-            .filter_map(|e| match e {
-                Progress::Total { paths, nar_bytes } => Some((*paths, *nar_bytes)),
-                _ => None,
-            })
-            .collect();
-        let bytes: Vec<u64> = events
-            .iter()
-            .filter_map(|e| match e {
-                Progress::Bytes { nar_bytes } => Some(*nar_bytes),
-                _ => None,
-            })
-            .collect();
-        let done = events
-            .iter()
-            .filter(|e| matches!(e, Progress::PathDone { .. }))
-            .count();
-        assert_eq!(
-            done as u64, summary.paths,
-            "scan {scan}: a PathDone per path"
+        let run = || {
+            let mut events = Vec::new();
+            let summary = build_cache(&opts, |p| events.push(p)).unwrap();
+            (events, summary)
+        };
+        let (events, summary) = run();
+        check_progress(
+            &events,
+            summary.nar_bytes,
+            summary.paths,
+            !scan,
+            &format!("scan {scan}"),
         );
-        assert_eq!(totals.last().unwrap().0, summary.paths, "scan {scan}");
-        assert!(
-            bytes.windows(2).all(|w| w[0] <= w[1]) && !bytes.is_empty(),
-            "scan {scan}: archived bytes are reported and only grow: {bytes:?}"
+        // Run again: every path is already there, and the total still comes first.
+        let (events, again) = run();
+        assert_eq!(again.skipped, summary.paths);
+        // (The narinfos give every size, even where scanning could not.)
+        check_progress(
+            &events,
+            summary.nar_bytes,
+            summary.paths,
+            true,
+            &format!("scan {scan}, rerun"),
         );
-        if scan {
-            assert!(
-                totals.iter().all(|t| t.1.is_none()),
-                "sizes unknown when scanning"
-            );
-        } else {
-            // The registration gives the whole closure and its size before any work.
-            assert_eq!(totals.len(), 1, "{totals:?}");
-            assert_eq!(totals[0].1, Some(summary.nar_bytes));
-            assert!(bytes.iter().all(|b| *b <= summary.nar_bytes));
-        }
+        assert!(events
+            .iter()
+            .all(|e| !matches!(e, Progress::PathDone { written: true, .. })));
     }
 }

@@ -2,6 +2,8 @@
 //! cache and verifies it; when Nix is installed, Nix substitutes from that cache.
 #![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -52,24 +54,12 @@ fn demo_builds_and_verifies_a_cache_nix_accepts() {
         .to_string();
     let key = std::fs::read_to_string(dir.join("cache-key.public")).unwrap();
     let root = tmp.path().join("client");
-    let status = Command::new("nix")
-        .env("NIX_REMOTE", "local")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "copy",
-            "--from",
-        ])
-        .arg(format!("file://{}", dir.join("cache").display()))
-        .arg("--to")
-        .arg(format!("local?root={}", root.display()))
-        .args(["--option", "trusted-public-keys", key.trim()])
-        .arg(&top)
-        .status()
-        .unwrap();
+    let from = format!("file://{}", dir.join("cache").display());
+    let out = common::nix_copy_from(&from, &root, &key, &[&top]);
     assert!(
-        status.success(),
-        "nix could not substitute from the demo cache"
+        out.status.success(),
+        "nix could not substitute from the demo cache: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(root
         .join(top.trim_start_matches('/'))

@@ -601,21 +601,12 @@ fn nix_substitutes_a_closure_over_http() {
     let client = tempfile::tempdir().unwrap();
     let key = std::fs::read_to_string(common::corpus().join("keys/public")).unwrap();
     let top = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public";
-    let status = Command::new("nix")
-        .env("NIX_REMOTE", "local")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "copy",
-            "--from",
-        ])
-        .arg(format!("http://{}", s.addr))
-        .arg("--to")
-        .arg(format!("local?root={}", client.path().display()))
-        .args(["--option", "trusted-public-keys", key.trim(), top])
-        .status()
-        .unwrap();
-    assert!(status.success(), "nix copy over http failed");
+    let out = common::nix_copy_from(&format!("http://{}", s.addr), client.path(), &key, &[top]);
+    assert!(
+        out.status.success(),
+        "nix copy over http failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Vec<String> = std::fs::read_dir(client.path().join("nix/store"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

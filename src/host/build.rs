@@ -242,16 +242,11 @@ struct NarSink<'a, W: Write> {
     /// Bytes archived by every worker, for progress, when the encoder does not count them
     /// itself.
     archived: Option<&'a AtomicU64>,
-    /// Set when writing the compressed output failed.
-    output_failed: &'a Cell<bool>,
 }
 
 impl<W: Write> Write for NarSink<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Err(e) = self.encoder.write_all(buf) {
-            self.output_failed.set(true);
-            return Err(e);
-        }
+        self.encoder.write_all(buf)?;
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
         if let Some(archived) = self.archived {
@@ -263,9 +258,34 @@ impl<W: Write> Write for NarSink<'_, W> {
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        let flushed = self.encoder.flush();
-        self.output_failed.set(flushed.is_err());
-        flushed
+        self.encoder.flush()
+    }
+}
+
+/// The NAR file being written, remembering whether a write to it failed (a full disk), so that
+/// such a failure is not blamed on the file of the tree being read when it surfaced.
+struct WatchedOutput<'a> {
+    file: EarlyWriteback,
+    failed: &'a Cell<bool>,
+}
+
+impl WatchedOutput<'_> {
+    fn watch<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            self.failed.set(true);
+        }
+        result
+    }
+}
+
+impl Write for WatchedOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf);
+        self.watch(written)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.file.flush();
+        self.watch(flushed)
     }
 }
 
@@ -277,6 +297,24 @@ struct Workers<'a> {
     candidates: Option<&'a [StorePath]>,
     /// NAR bytes compressed so far, all paths together.
     archived: Arc<AtomicU64>,
+}
+
+/// [`process`], with a panic turned into an error naming the path: a worker that died silently
+/// would leave the publishing thread waiting for it.
+fn process_or_report_panic(workers: &Workers, info: PathInfo) -> Result<Done, BuildError> {
+    let path = workers.opts.store_dir.display(&info.path);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(workers, info)))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(BuildError::Path {
+                path,
+                message: format!("internal error (a worker panicked: {why}); please report it"),
+            })
+        })
 }
 
 fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
@@ -303,30 +341,32 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         None => nar_size(&physical, CaseHack(false)).map_err(|e| path_err(e.to_string()))?,
     };
     // As many threads as the encoder can use on this NAR.
-    let pieces = parallel_pieces(opts.compression, expected_size);
+    let pieces = parallel_pieces(opts.compression, opts.level, expected_size);
     let lease = workers
         .budget
         .take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
     let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
+    let output_failed = Cell::new(false);
     let file = HashingWriter::new(
         HashAlgo::Sha256,
         BufWriter::with_capacity(
             256 * 1024,
-            EarlyWriteback::new(tmp.as_file().try_clone().map_err(io_at(tmp.path()))?),
+            WatchedOutput {
+                file: EarlyWriteback::new(tmp.as_file().try_clone().map_err(io_at(tmp.path()))?),
+                failed: &output_failed,
+            },
         ),
     );
     let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
     let counted_by_encoder = encoder.report_progress(&workers.archived);
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
-    let output_failed = Cell::new(false);
     let sink = NarSink {
         nar_hash: Hasher::new(HashAlgo::Sha256),
         nar_size: 0,
         scanner,
         encoder,
         archived: (!counted_by_encoder).then_some(&*workers.archived),
-        output_failed: &output_failed,
     };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
@@ -351,12 +391,16 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         ..
     } = sink;
     let nar_hash = nar_hash.finish();
-    let file = encoder.finish().map_err(write_err)?;
+    let file = encoder.finish().map_err(|e| match output_failed.get() {
+        true => write_err(e),
+        false => path_err(format!("compressor: {e}")),
+    })?;
     drop(lease);
     let (file_hash, file_size, buffered) = file.finish();
     buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?
+        .file
         .sync()
         .map_err(write_err)?;
 
@@ -525,6 +569,7 @@ pub fn build_cache(
     let mut skipped_bytes = 0u64;
     // The number of paths last given in `Progress::Total`.
     let mut announced = 0u64;
+    let mut last_bytes_report = Instant::now();
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
@@ -549,6 +594,8 @@ pub fn build_cache(
             // Take in the queued paths: skip those whose narinfo exists, look the others up,
             // and follow references (known up front from metadata, or once a path is scanned).
             let mut to_build: Vec<PathInfo> = Vec::new();
+            // Paths already in the cache, reported once the total they belong to is.
+            let mut already_there: Vec<Progress> = Vec::new();
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
                 let narinfo_path = opts.to.join(format!("{}.narinfo", path.hash_part()));
@@ -559,13 +606,15 @@ pub fn build_cache(
                 };
                 let references = match &existing {
                     Some(info) => {
-                        skipped_bytes += info.nar_size;
-                        total_bytes = total_bytes.map(|t| t + info.nar_size);
+                        skipped_bytes = skipped_bytes.saturating_add(info.nar_size);
+                        total_bytes = total_bytes.map(|t| t.saturating_add(info.nar_size));
                         info.references.iter().cloned().collect::<BTreeSet<_>>()
                     }
                     None => match metadata.lookup(&path, &opts.store_dir) {
                         Ok(info) => {
-                            total_bytes = total_bytes.zip(info.nar_size).map(|(t, n)| t + n);
+                            total_bytes = total_bytes
+                                .zip(info.nar_size)
+                                .map(|(t, n)| t.saturating_add(n));
                             let refs = match candidates {
                                 None => info.references.clone(),
                                 Some(_) => BTreeSet::new(),
@@ -588,7 +637,7 @@ pub fn build_cache(
                             .map(|d| publish(opts, &d, &mut summary, &mut progress))
                             .transpose()?;
                     }
-                    progress(Progress::PathDone {
+                    already_there.push(Progress::PathDone {
                         path,
                         nar_size: info.nar_size,
                         written: false,
@@ -605,26 +654,29 @@ pub fn build_cache(
                     nar_bytes: total_bytes,
                 });
             }
+            already_there.into_iter().for_each(&mut progress);
             // Largest first, so that a big path never starts last and runs alone.
             to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
             for info in to_build {
                 let tx = tx.clone();
                 in_flight += 1;
                 scope.spawn(move |_| {
-                    let _ = tx.send(process(workers, info));
+                    let _ = tx.send(process_or_report_panic(workers, info));
                 });
             }
             if in_flight == 0 {
                 break;
             }
-            let result = match rx.recv_timeout(PROGRESS_INTERVAL) {
+            let received = rx.recv_timeout(PROGRESS_INTERVAL);
+            if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
+                last_bytes_report = Instant::now();
+                progress(Progress::Bytes {
+                    nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+                });
+            }
+            let result = match received {
                 Ok(result) => result,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    progress(Progress::Bytes {
-                        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
-                    });
-                    continue;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     unreachable!("workers hold a sender while running")
                 }
@@ -667,6 +719,9 @@ pub fn build_cache(
     if let Some(e) = first_error {
         return Err(e);
     }
+    progress(Progress::Bytes {
+        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+    });
     if let Some((path, missing)) = order.stuck().next() {
         let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
         return Err(BuildError::Path {

@@ -13,7 +13,7 @@ use crate::compression::Compression;
 /// search (nice length 32, depth 12). On real trees (measured on CPython's 50 MiB library, see
 /// benches/README.md) it needs ~22 % less CPU than Nix's preset 6 for output within ~0.7 % of its
 /// size: the larger dictionary wins back what the shorter search loses. An explicit `--level N`
-/// is plain preset N.
+/// is preset N (its dictionary, like this one, never larger than the NAR).
 const XZ_DEFAULT_DICT: u32 = 16 << 20;
 const XZ_DEFAULT_NICE_LEN: u32 = 32;
 const XZ_DEFAULT_DEPTH: u32 = 12;
@@ -43,10 +43,14 @@ fn xz_block_size(nar_size: u64) -> u64 {
 
 /// How many threads the encoder can keep busy on a NAR of `nar_size` bytes: one per xz block or
 /// zstd job, the pieces the multi-threaded encoders hand out (1 for bzip2 and none).
-pub fn parallel_pieces(method: Compression, nar_size: u64) -> u64 {
+pub fn parallel_pieces(method: Compression, level: Option<u32>, nar_size: u64) -> u64 {
     match method {
         Compression::Xz => nar_size.div_ceil(xz_block_size(nar_size)),
-        Compression::Zstd => nar_size.div_ceil(ZSTD_JOB_SIZE),
+        // Above level 3, zstd's own job size: 4 windows, at least 8 MiB (an estimate).
+        Compression::Zstd => match level.unwrap_or(3) {
+            0..=3 => nar_size.div_ceil(ZSTD_JOB_SIZE),
+            _ => nar_size.div_ceil(8 << 20),
+        },
         Compression::None | Compression::Bzip2 => 1,
     }
     .max(1)
@@ -107,7 +111,11 @@ fn xz_preset_dict(level: u32) -> u32 {
 /// The LZMA2 settings for a NAR of `nar_size` bytes: the dictionary never exceeds the NAR (the
 /// output would be no smaller; the match finder's tables, allocated and cleared per path, would).
 fn xz_settings(level: Option<u32>, nar_size: u64) -> Lzma2 {
-    let needed = u32::try_from(nar_size.max(4096).next_power_of_two()).unwrap_or(u32::MAX);
+    let needed = nar_size
+        .max(4096)
+        .checked_next_power_of_two()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(u32::MAX);
     match level {
         None => Lzma2 {
             preset: 6,
@@ -262,8 +270,8 @@ mod tests {
     #[test]
     fn xz_blocks_are_even_and_bounded() {
         const MIB: u64 = 1 << 20;
-        assert_eq!(parallel_pieces(Compression::Xz, 0), 1);
-        assert_eq!(parallel_pieces(Compression::Xz, 15 * MIB), 1);
+        assert_eq!(parallel_pieces(Compression::Xz, None, 0), 1);
+        assert_eq!(parallel_pieces(Compression::Xz, None, 15 * MIB), 1);
         for size in [
             16 * MIB,
             50 * MIB,
@@ -273,7 +281,7 @@ mod tests {
             10 << 30,
         ] {
             let block = xz_block_size(size);
-            let blocks = parallel_pieces(Compression::Xz, size);
+            let blocks = parallel_pieces(Compression::Xz, None, size);
             assert!(
                 blocks % 2 == 0 && block <= XZ_MAX_BLOCK,
                 "{size}: {blocks} × {block}"

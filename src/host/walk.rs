@@ -717,6 +717,7 @@ fn readlink_at(dir: RawFd, name: &CStr) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::testing::FailingSink;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     static NEVER: AtomicBool = AtomicBool::new(false);
@@ -915,32 +916,13 @@ mod tests {
         }
     }
 
-    /// A sink that fails after `left` bytes.
-    struct Failing {
-        left: usize,
-    }
-
-    impl Write for Failing {
-        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-            if self.left == 0 {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "closed"));
-            }
-            let n = data.len().min(self.left);
-            self.left -= n;
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn errors_stop_both_threads() {
         let dir = tree();
         let root = dir.path().join("root");
         // The writer fails: the error is the write's, reported with the root.
         for left in [0, 100, CHUNK_SIZE + 5] {
-            match pipelined(&root, Failing { left }, CaseHack(false), false) {
+            match pipelined(&root, FailingSink { left }, CaseHack(false), false) {
                 Err(DumpError::Io { path, source }) => {
                     assert_eq!(path, root);
                     assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);

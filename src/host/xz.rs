@@ -23,15 +23,17 @@ pub struct Lzma2 {
 
 /// An `.xz` stream (LZMA2, CRC64, no BCJ filter) written to `out`.
 pub struct XzWriter<W: Write> {
-    // Boxed: liblzma keeps pointers into neither, but the stream must not move mid-call, and
-    // the options outlive the encoder's initialisation whatever liblzma copies.
     stream: Box<sys::lzma_stream>,
+    /// liblzma copies the filter options when the encoder starts; kept anyway, at no cost.
     _options: Box<sys::lzma_options_lzma>,
     out: Option<W>,
     buf: Vec<u8>,
     /// Uncompressed bytes compressed so far are added here as they are.
     progress: Option<Arc<AtomicU64>>,
     reported: u64,
+    /// A step failed: liblzma may have taken input whose output was lost, so the stream can
+    /// only be abandoned.
+    failed: bool,
 }
 
 // SAFETY: the stream is only ever used through `&mut self`, from one thread at a time;
@@ -106,6 +108,7 @@ impl<W: Write> XzWriter<W> {
             buf: vec![0; 256 * 1024],
             progress: None,
             reported: 0,
+            failed: false,
         })
     }
 
@@ -116,6 +119,17 @@ impl<W: Write> XzWriter<W> {
 
     /// One `lzma_code` call on what `next_in` points at; writes out what it produced.
     fn step(&mut self, action: sys::lzma_action) -> io::Result<sys::lzma_ret> {
+        if self.failed {
+            return Err(io::Error::other(
+                "xz: the stream failed earlier and cannot go on",
+            ));
+        }
+        let result = self.step_once(action);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn step_once(&mut self, action: sys::lzma_action) -> io::Result<sys::lzma_ret> {
         self.stream.next_out = self.buf.as_mut_ptr();
         self.stream.avail_out = self.buf.len();
         // SAFETY: the stream was initialised by an encoder; next_in/avail_in describe a live
@@ -181,6 +195,7 @@ impl<W: Write> Drop for XzWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::testing::FailingSink;
     use std::io::Read;
 
     fn settings() -> Lzma2 {
@@ -218,6 +233,24 @@ mod tests {
                 .unwrap();
             assert!(out == data, "{blocks:?}: round trip");
         }
+    }
+
+    #[test]
+    fn after_a_failed_write_the_stream_refuses_to_go_on() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..(2 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let mut w = XzWriter::new(settings(), None, 1, FailingSink { left: 1000 }).unwrap();
+        assert!(w.write_all(&noise).is_err(), "the sink filled up");
+        let again = w.write_all(b"more").unwrap_err();
+        assert!(again.to_string().contains("failed earlier"), "{again}");
+        assert!(w.finish().is_err());
     }
 
     #[test]

@@ -465,3 +465,24 @@ pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
+
+/// The real Nix's `nix copy --from FROM --to local?root=ROOT PATHS`, trusting `trusted_key`:
+/// how a client substitutes from a cache (a `file://` or `http://` substituter).
+pub fn nix_copy_from(from: &str, root: &Path, trusted_key: &str, paths: &[&str]) -> Output {
+    Command::new("nix")
+        .env("NIX_REMOTE", "local")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--from",
+            from,
+        ])
+        .arg("--to")
+        .arg(format!("local?root={}", root.display()))
+        .args(["--option", "trusted-public-keys", trusted_key.trim()])
+        .args(paths)
+        .stdin(Stdio::null())
+        .output()
+        .expect("nix runs")
+}
