@@ -234,24 +234,18 @@ impl Drop for ThreadLease<'_> {
 }
 
 /// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
-struct NarSink<'a, W: Write> {
+struct NarSink<W: Write> {
     nar_hash: Hasher,
     nar_size: u64,
     scanner: Option<RefScanner>,
     encoder: Encoder<W>,
-    /// Bytes archived by every worker, for progress, when the encoder does not count them
-    /// itself.
-    archived: Option<&'a AtomicU64>,
 }
 
-impl<W: Write> Write for NarSink<'_, W> {
+impl<W: Write> Write for NarSink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.encoder.write_all(buf)?;
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
-        if let Some(archived) = self.archived {
-            archived.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        }
         if let Some(s) = &mut self.scanner {
             s.update(buf);
         }
@@ -359,14 +353,13 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     );
     let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
-    let counted_by_encoder = encoder.report_progress(&workers.archived);
+    encoder.report_progress(&workers.archived);
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
     let sink = NarSink {
         nar_hash: Hasher::new(HashAlgo::Sha256),
         nar_size: 0,
         scanner,
         encoder,
-        archived: (!counted_by_encoder).then_some(&*workers.archived),
     };
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
@@ -388,7 +381,6 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         nar_size,
         scanner,
         encoder,
-        ..
     } = sink;
     let nar_hash = nar_hash.finish();
     let file = encoder.finish().map_err(|e| match output_failed.get() {

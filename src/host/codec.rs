@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::xz::{Lzma2, XzWriter};
@@ -57,7 +57,14 @@ pub fn parallel_pieces(method: Compression, level: Option<u32>, nar_size: u64) -
 }
 
 /// A streaming compressor; call [`Encoder::finish`] to end the stream.
-pub enum Encoder<W: Write> {
+pub struct Encoder<W: Write> {
+    codec: Codec<W>,
+    /// Where bytes compressed are counted ([`Encoder::report_progress`]), for codecs that
+    /// cannot tell: theirs is the count of bytes given to them.
+    fed: Option<Arc<AtomicU64>>,
+}
+
+enum Codec<W: Write> {
     None(W),
     Xz(XzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -144,8 +151,8 @@ impl<W: Write> Encoder<W> {
         out: W,
     ) -> io::Result<Encoder<W>> {
         let threads = threads.max(1);
-        Ok(match method {
-            Compression::None => Encoder::None(out),
+        let codec = match method {
+            Compression::None => Codec::None(out),
             Compression::Xz => {
                 // Plain LZMA2 with a CRC64 check and no BCJ filter, as Nix writes: decodable by
                 // Nix 2.8 and by pure-Rust decoders. Block layout (and so the bytes) depends on
@@ -154,7 +161,7 @@ impl<W: Write> Encoder<W> {
                 // one the multi-threaded encoder even with one thread.
                 let block_size = xz_block_size(nar_size);
                 let blocks = (block_size < nar_size).then_some(block_size);
-                Encoder::Xz(XzWriter::new(
+                Codec::Xz(XzWriter::new(
                     xz_settings(level, nar_size),
                     blocks,
                     threads,
@@ -170,53 +177,56 @@ impl<W: Write> Encoder<W> {
                     e.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE as u32))?;
                 }
                 e.include_checksum(true)?;
-                Encoder::Zstd(e)
+                Codec::Zstd(e)
             }
-            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
+            Compression::Bzip2 => Codec::Bzip2(bzip2::write::BzEncoder::new(
                 out,
                 bzip2::Compression::new(level.unwrap_or_else(|| default_level(method)).clamp(1, 9)),
             )),
-        })
+        };
+        Ok(Encoder { codec, fed: None })
     }
 
-    /// Has the encoder add the uncompressed bytes it has compressed, as it does, to `counter`;
-    /// false if it cannot (its input buffer is then small: count the bytes given to it).
-    pub fn report_progress(&mut self, counter: &Arc<AtomicU64>) -> bool {
-        match self {
-            Encoder::Xz(xz) => {
-                xz.report_progress(Arc::clone(counter));
-                true
-            }
-            _ => false,
+    /// Has the encoder add the uncompressed bytes it has compressed, as it does, to `counter`.
+    /// xz tells (its multi-threaded encoder takes whole blocks in long before compressing
+    /// them); the others take small buffers in, so the bytes given to them are counted.
+    pub fn report_progress(&mut self, counter: &Arc<AtomicU64>) {
+        match &mut self.codec {
+            Codec::Xz(xz) => xz.report_progress(Arc::clone(counter)),
+            _ => self.fed = Some(Arc::clone(counter)),
         }
     }
 
     /// Ends the stream and gives back the sink.
     pub fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::None(w) => Ok(w),
-            Encoder::Xz(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
-            Encoder::Bzip2(e) => e.finish(),
+        match self.codec {
+            Codec::None(w) => Ok(w),
+            Codec::Xz(e) => e.finish(),
+            Codec::Zstd(e) => e.finish(),
+            Codec::Bzip2(e) => e.finish(),
         }
     }
 }
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::None(w) => w.write(buf),
-            Encoder::Xz(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
-            Encoder::Bzip2(e) => e.write(buf),
+        let n = match &mut self.codec {
+            Codec::None(w) => w.write(buf),
+            Codec::Xz(e) => e.write(buf),
+            Codec::Zstd(e) => e.write(buf),
+            Codec::Bzip2(e) => e.write(buf),
+        }?;
+        if let Some(fed) = &self.fed {
+            fed.fetch_add(n as u64, Ordering::Relaxed);
         }
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::None(w) => w.flush(),
-            Encoder::Xz(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
-            Encoder::Bzip2(e) => e.flush(),
+        match &mut self.codec {
+            Codec::None(w) => w.flush(),
+            Codec::Xz(e) => e.flush(),
+            Codec::Zstd(e) => e.flush(),
+            Codec::Bzip2(e) => e.flush(),
         }
     }
 }
