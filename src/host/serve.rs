@@ -346,17 +346,22 @@ enum Data {
 /// Reads the next piece of the `left` bytes to send from `file` (positioned at the first).
 fn read_piece(file: File, left: u64) -> JoinHandle<io::Result<(File, Vec<u8>)>> {
     tokio::task::spawn_blocking(move || {
-        let n = left.min(CHUNK as u64);
-        let mut piece = Vec::with_capacity(n as usize);
-        (&file).take(n).read_to_end(&mut piece)?;
-        if (piece.len() as u64) < n {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while being sent",
-            ));
-        }
+        let piece = read_exactly(&file, left.min(CHUNK as u64))?;
         Ok((file, piece))
     })
+}
+
+/// The next `n` bytes of `file` (at most a [`CHUNK`]), all of them or an error.
+fn read_exactly(file: &File, n: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(n as usize);
+    file.take(n).read_to_end(&mut bytes)?;
+    if (bytes.len() as u64) < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file shrank while being read",
+        ));
+    }
+    Ok(bytes)
 }
 
 impl hyper::body::Body for Outgoing {
@@ -476,15 +481,7 @@ impl Site {
                 if *len > CHUNK as u64 || head.method == "HEAD" {
                     return Ok(None);
                 }
-                let mut bytes = Vec::with_capacity(*len as usize);
-                (&*file).take(*len).read_to_end(&mut bytes)?;
-                if (bytes.len() as u64) < *len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file shrank while being read",
-                    ));
-                }
-                Ok(Some(bytes))
+                read_exactly(file, *len).map(Some)
             };
             match read() {
                 Ok(None) => {}
@@ -497,13 +494,21 @@ impl Site {
 
     /// The reply to a request.
     fn route(&self, head: &Head) -> Reply {
-        let cors = ("Access-Control-Allow-Origin", "*".to_string());
+        let mut reply = self.dispatch(head);
+        // Every reply may be read by the inspector served from elsewhere.
+        reply
+            .headers
+            .push(("Access-Control-Allow-Origin", "*".into()));
+        reply
+    }
+
+    /// The reply to a request, before the CORS header every reply gets.
+    fn dispatch(&self, head: &Head) -> Reply {
         if head.method == "OPTIONS" {
             // A CORS preflight (the inspector served from elsewhere, sending Range, say).
             return Reply {
                 status: 204,
                 headers: vec![
-                    cors,
                     ("Access-Control-Allow-Methods", "GET, HEAD".into()),
                     (
                         "Access-Control-Allow-Headers",
@@ -516,18 +521,12 @@ impl Site {
             };
         }
         if head.method != "GET" && head.method != "HEAD" {
-            let mut r = Reply::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
-            r.headers.push(cors);
-            return r;
+            return Reply::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
         }
         let path = head.target.split(['?', '#']).next().unwrap_or("/");
         let rel = match decode_path(path) {
             Ok(rel) => rel,
-            Err(why) => {
-                let mut r = Reply::text(400, &format!("bad path: {why}\n"));
-                r.headers.push(cors);
-                return r;
-            }
+            Err(why) => return Reply::text(400, &format!("bad path: {why}\n")),
         };
         if let Some(what) = rel.strip_prefix("_nar-tool/") {
             let query = head.target.split_once('?').map_or("", |(_, q)| q);
@@ -541,7 +540,7 @@ impl Site {
                 _ => None,
             };
             if let Some(json) = json {
-                let mut r = match json {
+                return match json {
                     Ok(body) => Reply {
                         status: 200,
                         headers: vec![
@@ -555,8 +554,6 @@ impl Site {
                     }
                     Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
                 };
-                r.headers.push(cors);
-                return r;
             }
         }
         let dir_index = rel.is_empty() || rel.ends_with('/');
@@ -568,7 +565,7 @@ impl Site {
                 .or_else(|| self.inspector_file(&rel))
         };
         let Some(file) = file else {
-            let mut r = if rel.is_empty() {
+            return if rel.is_empty() {
                 let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.root.display().to_string()));
                 Reply {
                     status: 200,
@@ -578,8 +575,6 @@ impl Site {
             } else {
                 Reply::text(404, "not found\n")
             };
-            r.headers.push(cors);
-            return r;
         };
         let name = if dir_index { "index.html" } else { &rel };
         let mut r = match file_reply(head, &file, content_type(name)) {
@@ -587,7 +582,6 @@ impl Site {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Reply::text(404, "not found\n"),
             Err(e) => Reply::text(500, &format!("cannot read the file: {e}\n")),
         };
-        r.headers.push(cors);
         r.headers.push((
             "Access-Control-Expose-Headers",
             "Content-Range, Accept-Ranges, ETag, Last-Modified".into(),
