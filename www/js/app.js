@@ -62,7 +62,6 @@ async function openCache(source, roots = []) {
   try {
     setProgress(`Opening ${source.label}…`, 0, 0);
     await cache.open();
-    const t0 = performance.now();
     if (cache.listed) {
       const total = cache.narinfoNames.length;
       let last = 0;
@@ -75,7 +74,6 @@ async function openCache(source, roots = []) {
       });
     }
     if (roots.length) await addRoots(roots);
-    cache.loadMs = performance.now() - t0;
   } catch (e) {
     openError = `Cannot open ${source.label}: ${errorMessage(e)}`;
     app.cache = null;
@@ -380,10 +378,8 @@ window.addEventListener('drop', async (e) => {
 // ---------------------------------------------------------------- boot
 
 async function boot() {
-  const t0 = performance.now();
   try {
     app.wasm = await loadWasm();
-    app.timings.wasm = Math.round(performance.now() - t0);
   } catch (e) {
     main.replaceChildren(h('div', { class: 'notice bad', id: 'wasm-error' },
       h('strong', null, 'The WebAssembly build could not be loaded. '), errorMessage(e), h('br'),
@@ -396,10 +392,8 @@ async function boot() {
   const url = params.get('cache') ?? new URL('./', location.href).href;
   window.__inspector = { app, job };
   await openCache(httpSource(url), roots);
-  app.timings.open = Math.round(performance.now() - t0);
   if (!params.get('cache') && !app.cache) openError = null; // no cache here: just offer to open one
   render();
-  app.timings.ready = Math.round(performance.now() - t0);
   document.body.dataset.ready = 'true';
 }
 

@@ -98,10 +98,7 @@ export function pathsView() {
     },
     refresh() {
       if (v.sorted.length !== cache.entries.length) v.resort();
-      else {
-        table.range = [-1, -1];
-        table.render();
-      }
+      else table.schedule(true);
     },
   };
   view = v;

@@ -11,8 +11,6 @@ export const app = {
   keysVersion: 0,
   /** Problems from the last verification, by hash part. */
   problems: new Map(),
-  /** Milliseconds from the start of boot: wasm loaded, cache opened, page ready. */
-  timings: {},
   /** Re-renders the current view (set by app.js). */
   rerender: () => {},
 };
