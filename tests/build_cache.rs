@@ -200,7 +200,8 @@ fn leftovers(dir: &Path) -> Vec<String> {
         if let Ok(rd) = fs::read_dir(&d) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with('.') {
+                // `.nar-tool/` is nar-tool's own state (writers' owner locks), not a leftover.
+                if n.starts_with('.') && n != ".nar-tool" {
                     v.push(s(&d.join(n)));
                 }
             }

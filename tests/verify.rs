@@ -24,7 +24,8 @@ use nar_tool::cache::verify::{
 use nar_tool::compression::Compression;
 use nar_tool::hash::{Hash, HashAlgo};
 use nar_tool::host::codec::Encoder;
-use nar_tool::host::storage::{native_decoder, DirStorage};
+use nar_tool::host::dir_storage::DirStorage;
+use nar_tool::host::storage::native_decoder;
 use nar_tool::signing::{PublicKey, SecretKey};
 
 const CACHES: [&str; 6] = ["xz", "zstd", "bzip2", "none", "xz-parallel", "unsigned"];
@@ -433,7 +434,7 @@ fn memory_storage(dir: &Path) -> MemoryStorage {
 
 /// The library on the native path: the directory, C-backed decoders.
 fn native_report(dir: &Path, opts: &VerifyOptions) -> Report {
-    let storage = DirStorage::new(dir).unwrap();
+    let storage = DirStorage::open(dir).unwrap();
     v::verify_cache(&storage, opts, native_decoder, |_| {})
 }
 
@@ -1298,7 +1299,7 @@ fn urls_outside_the_cache_are_never_read() {
             (r, rec.asked.into_inner().unwrap())
         }
         for (r, asked) in [
-            run(DirStorage::new(cache.path()).unwrap(), native_decoder),
+            run(DirStorage::open(cache.path()).unwrap(), native_decoder),
             run(memory_storage(cache.path()), v::pure_decoder),
         ] {
             assert!(

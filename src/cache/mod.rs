@@ -1,8 +1,10 @@
 //! The cache engine's pure parts: store metadata from the formats Nix exports, reference
 //! scanning, and the order in which a cache's narinfos may be published.
 
+pub mod layout;
 pub mod metadata;
 pub mod order;
 pub mod refscan;
+pub mod storage;
 pub mod verify;
 pub mod verify_async;

@@ -1,11 +1,18 @@
 //! `build-cache`: turns store paths and their closure into a flat-file binary cache.
 //!
-//! One pass per path — walk → NAR → NAR hash, size, references (when scanning) and listing →
-//! compressor → file hash and size → a temporary file renamed to `nar/<filehash>.nar.<ext>` —
-//! with paths in parallel. The calling thread publishes: `.ls`, then the narinfo, each written to
-//! a temporary name and renamed, narinfos only once all their references are published. So the
-//! cache is valid at every moment, an interrupted build is completed by running it again, and
-//! identical NARs are stored once.
+//! Everything goes through the storage layer ([`StorageWrite`]): a directory here, any backend
+//! through [`build_cache_into`].
+//!
+//! One pass per path, paths in parallel: walk → NAR → NAR hash, size, references (when
+//! scanning) and listing → compressor → file hash and size, streamed into a staged object. The
+//! worker then stages the path's `.ls` and narinfo too (so a full disk fails the path before its
+//! NAR becomes visible, not after), and commits the NAR as `nar/<filehash>.nar.<ext>` (an
+//! existing NAR of that name is reused only once its size and hash check out). The calling
+//! thread publishes in batches: one durability barrier for the whole batch (NARs, staged
+//! narinfos), then the narinfos' commits, each only once all its references are published. So
+//! the cache is valid at every moment, durable at the cost of one barrier per batch instead of
+//! a sync per file, an interrupted build is completed by running it again, and identical NARs
+//! are stored once.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -16,20 +23,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
 use crate::cache::order::PublishOrder;
 use crate::cache::refscan::RefScanner;
+use crate::cache::storage::{Put, Staged, StorageWrite};
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
-use crate::host::atomic::{write_atomic, EarlyWriteback};
 use crate::host::codec::{parallel_pieces, Encoder};
 use crate::host::db::NixDb;
+use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
-use crate::nar::listing::Listing;
 use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
-use crate::narinfo::NarInfo;
+use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 use crate::nixbase32;
 use crate::signing::SecretKey;
 use crate::store_path::{
@@ -183,13 +191,18 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(150);
 /// One path's work, done on a worker thread.
 struct Done {
     info: PathInfo,
-    nar_hash: Hash,
     nar_size: u64,
-    file_hash: Hash,
     file_size: u64,
     deduplicated: bool,
-    listing: Option<Listing>,
+    /// The narinfo and the `.ls` listing, written and waiting for their commits.
+    narinfo: Box<dyn Staged>,
+    listing: Option<Box<dyn Staged>>,
 }
+
+/// Narinfos ready to publish wait at most this long for a batch to fill.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// The most narinfos published after one barrier.
+const BATCH_MAX: usize = 512;
 
 /// Compressor threads, shared by the paths being compressed at once: a path whose NAR the
 /// multi-threaded encoders can split (several xz blocks or zstd jobs) gets the threads no other
@@ -259,7 +272,7 @@ impl<W: Write> Write for NarSink<W> {
 /// The NAR file being written, remembering whether a write to it failed (a full disk), so that
 /// such a failure is not blamed on the file of the tree being read when it surfaced.
 struct WatchedOutput<'a> {
-    file: EarlyWriteback,
+    file: Box<dyn Staged>,
     failed: &'a Cell<bool>,
 }
 
@@ -286,6 +299,7 @@ impl Write for WatchedOutput<'_> {
 /// What the workers share.
 struct Workers<'a> {
     opts: &'a BuildOptions,
+    storage: &'a dyn StorageWrite,
     budget: ThreadBudget,
     /// With `--scan-references`: the store paths a NAR may refer to.
     candidates: Option<&'a [StorePath]>,
@@ -313,6 +327,7 @@ fn process_or_report_panic(workers: &Workers, info: PathInfo) -> Result<Done, Bu
 
 fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     let opts = workers.opts;
+    let storage = workers.storage;
     let full = opts.store_dir.display(&info.path);
     let physical = physical_store(opts).join(info.path.base_name());
     let path_err = |message: String| BuildError::Path {
@@ -322,12 +337,10 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     fs::symlink_metadata(&physical)
         .map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
 
-    let nar_dir = opts.to.join("nar");
-    let tmp = tempfile::Builder::new()
-        .prefix(".nar-")
-        .suffix(".tmp")
-        .tempfile_in(&nar_dir)
-        .map_err(io_at(&nar_dir))?;
+    let staged = storage
+        .stage(KeyDir::Nar)
+        .map_err(|e| path_err(format!("cannot stage its NAR: {e}")))?;
+    let staged_name = staged.name();
     // The NAR's size decides how it is compressed (xz blocks, dictionary): from the metadata,
     // or, when scanning, from the tree's metadata (checked against the NAR written, below).
     let expected_size = match info.nar_size {
@@ -346,7 +359,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         BufWriter::with_capacity(
             256 * 1024,
             WatchedOutput {
-                file: EarlyWriteback::new(tmp.as_file().try_clone().map_err(io_at(tmp.path()))?),
+                file: staged,
                 failed: &output_failed,
             },
         ),
@@ -367,7 +380,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     }
     // A failed write of the output (a full disk) is told apart from a failed read of the tree:
     // both reach here as I/O errors.
-    let write_err = |e: io::Error| path_err(format!("cannot write {}: {e}", tmp.path().display()));
+    let write_err = |e: io::Error| path_err(format!("cannot write {staged_name}: {e}"));
     let writer = dump_into(&physical, writer, CaseHack(false)).map_err(|e| match e {
         DumpError::Io { source, .. } if output_failed.get() => write_err(source),
         e => path_err(e.to_string()),
@@ -389,12 +402,11 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     })?;
     drop(lease);
     let (file_hash, file_size, buffered) = file.finish();
-    buffered
+    let mut staged = buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?
-        .file
-        .sync()
-        .map_err(write_err)?;
+        .file;
+    staged.finish_writing().map_err(write_err)?;
 
     if let Some(expected) = &info.nar_hash {
         if *expected != nar_hash {
@@ -429,75 +441,151 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
                 Some(ContentAddress::Fixed(FileIngestion::Recursive, nar_hash.clone()).to_string());
         }
     }
-    let final_path = nar_dir.join(format!(
-        "{}.nar{}",
-        nixbase32::encode(file_hash.digest()),
-        opts.compression.extension()
-    ));
-    let deduplicated = final_path.exists();
-    if !deduplicated {
-        tmp.as_file()
-            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .map_err(io_at(&final_path))?;
-        tmp.persist(&final_path)
-            .map_err(|e| io_at(&final_path)(e.error))?;
-    }
+    let nar_key = CacheKey::nar_file(
+        &nixbase32::encode(file_hash.digest()),
+        opts.compression.extension(),
+    )
+    .map_err(|e| path_err(e.to_string()))?;
+    let hash_part = info.path.hash_part().to_string();
+    // The listing and the narinfo are staged before the NAR is committed: a full disk fails
+    // here, leaving no NAR without its narinfo.
+    let listing = match &listing {
+        Some(listing) => Some(stage_small(
+            storage,
+            listing.to_json().as_bytes(),
+            &format!("{hash_part}.ls"),
+        )?),
+        None => None,
+    };
+    let narinfo = narinfo_of(
+        opts, &info, &nar_key, &nar_hash, nar_size, &file_hash, file_size,
+    )?;
+    let narinfo = stage_small(
+        storage,
+        narinfo.to_text().as_bytes(),
+        &format!("{hash_part}.narinfo"),
+    )?;
+    let deduplicated = commit_nar(storage, staged, &nar_key, &file_hash, file_size, opts.force)
+        .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
     Ok(Done {
         info,
-        nar_hash,
         nar_size,
-        file_hash,
         file_size,
         deduplicated,
+        narinfo,
         listing,
     })
 }
 
-fn narinfo_of(opts: &BuildOptions, d: &Done) -> Result<NarInfo, BuildError> {
-    let mut info = NarInfo {
+/// A small object written into a staged one, for a commit later.
+fn stage_small(
+    storage: &dyn StorageWrite,
+    data: &[u8],
+    what: &str,
+) -> Result<Box<dyn Staged>, BuildError> {
+    let err = |e: io::Error| {
+        BuildError::Input(format!(
+            "cannot write {what} into {}: {e}",
+            storage.describe()
+        ))
+    };
+    let mut staged = storage.stage(KeyDir::Root).map_err(err)?;
+    staged.write_all(data).map_err(err)?;
+    staged.finish_writing().map_err(err)?;
+    Ok(staged)
+}
+
+/// Commits a NAR under its key, unless one of that name is there already and checks out (its
+/// size and file hash): then it is reused and `true` returned. One that does not check out is
+/// replaced, and so is every one with `force`.
+fn commit_nar(
+    storage: &dyn StorageWrite,
+    staged: Box<dyn Staged>,
+    key: &CacheKey,
+    file_hash: &Hash,
+    file_size: u64,
+    force: bool,
+) -> io::Result<bool> {
+    if !force && storage.stat(key)?.is_some() {
+        if existing_nar_is(storage, key, file_hash, file_size)? {
+            return Ok(true);
+        }
+        staged.commit(key, Put::Replace)?;
+        return Ok(false);
+    }
+    let how = if force { Put::Replace } else { Put::IfAbsent };
+    // Another builder may have committed the same NAR meanwhile: it is named by its hash.
+    Ok(staged.commit(key, how)? == crate::cache::storage::Committed::AlreadyThere)
+}
+
+/// Whether the stored object has this size and SHA-256.
+fn existing_nar_is(
+    storage: &dyn StorageWrite,
+    key: &CacheKey,
+    file_hash: &Hash,
+    file_size: u64,
+) -> io::Result<bool> {
+    let Some(mut object) = storage.open(key)? else {
+        return Ok(false);
+    };
+    if object.meta.size != file_size {
+        return Ok(false);
+    }
+    let mut hasher = HashingWriter::new(file_hash.algo(), io::sink());
+    io::copy(&mut object.body, &mut hasher)?;
+    let (hash, size, _) = hasher.finish();
+    Ok(size == file_size && hash == *file_hash)
+}
+
+fn narinfo_of(
+    opts: &BuildOptions,
+    info: &PathInfo,
+    nar_key: &CacheKey,
+    nar_hash: &Hash,
+    nar_size: u64,
+    file_hash: &Hash,
+    file_size: u64,
+) -> Result<NarInfo, BuildError> {
+    let mut narinfo = NarInfo {
         store_dir: opts.store_dir.clone(),
-        store_path: d.info.path.clone(),
-        url: format!(
-            "nar/{}.nar{}",
-            nixbase32::encode(d.file_hash.digest()),
-            opts.compression.extension()
-        ),
+        store_path: info.path.clone(),
+        url: nar_key.to_string(),
         compression: opts.compression.name().to_string(),
-        file_hash: Some(d.file_hash.clone()),
-        file_size: Some(d.file_size),
-        nar_hash: d.nar_hash.clone(),
-        nar_size: d.nar_size,
-        references: d.info.references.iter().cloned().collect(),
-        deriver: d.info.deriver.clone(),
+        file_hash: Some(file_hash.clone()),
+        file_size: Some(file_size),
+        nar_hash: nar_hash.clone(),
+        nar_size,
+        references: info.references.iter().cloned().collect(),
+        deriver: info.deriver.clone(),
         system: None,
-        sigs: d.info.sigs.clone(),
-        ca: d.info.ca.clone(),
+        sigs: info.sigs.clone(),
+        ca: info.ca.clone(),
         extra: Vec::new(),
     };
     for key in &opts.keys {
-        info.sign(key).map_err(|e| BuildError::Path {
-            path: info.path(),
+        narinfo.sign(key).map_err(|e| BuildError::Path {
+            path: narinfo.path(),
             message: e.to_string(),
         })?;
     }
-    Ok(info)
+    Ok(narinfo)
 }
 
-/// Prepares the cache directory: folders, `nix-cache-info`, leftovers of an interrupted run.
-fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
-    for dir in [
-        opts.to.clone(),
-        opts.to.join("nar"),
-        opts.to.join("log"),
-        opts.to.join("realisations"),
-    ] {
-        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    }
-    let info_path = opts.to.join("nix-cache-info");
-    match fs::read_to_string(&info_path) {
-        Ok(text) => {
+/// Gets the cache ready: the storage (folders, leftovers of writers that died) and
+/// `nix-cache-info`, checked against the store if there is one.
+fn prepare(storage: &dyn StorageWrite, opts: &BuildOptions) -> Result<(), BuildError> {
+    let where_ = storage.describe();
+    storage
+        .prepare()
+        .map_err(|e| BuildError::Input(format!("cannot write to {where_}: {e}")))?;
+    let existing = storage
+        .read_small(&CacheKey::CacheInfo, 64 << 10)
+        .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
+    match existing {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let existing = CacheInfo::parse(&text)
-                .map_err(|e| BuildError::Input(format!("{}: {e}", info_path.display())))?;
+                .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
             if let Some(dir) = existing
                 .store_dir
                 .as_deref()
@@ -510,29 +598,36 @@ fn prepare(opts: &BuildOptions) -> Result<(), BuildError> {
                 )));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        None => {
             let mut info = CacheInfo::new(opts.store_dir.as_str());
             info.want_mass_query = opts.want_mass_query.then_some(true);
             info.priority = Some(opts.priority);
-            write_atomic(&info_path, info.to_text().as_bytes(), 0o644)
-                .map_err(io_at(&info_path))?;
-        }
-        Err(e) => return Err(io_at(&info_path)(e)),
-    }
-    // Temporaries of an interrupted run (named by us: `.nar-*.tmp`, `.*.tmp-*`).
-    for dir in [opts.to.clone(), opts.to.join("nar")] {
-        for entry in fs::read_dir(&dir).map_err(io_at(&dir))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp-")) {
-                let _ = fs::remove_file(entry.path());
-            }
+            storage
+                .put_if_absent(&CacheKey::CacheInfo, info.to_text().as_bytes())
+                .and_then(|_| storage.barrier())
+                .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
         }
     }
     Ok(())
 }
 
-/// Builds (or completes) the cache. `progress` is called on the calling thread.
+/// Builds (or completes) the cache in the directory `opts.to`. `progress` is called on the
+/// calling thread.
 pub fn build_cache(
+    opts: &BuildOptions,
+    progress: impl FnMut(Progress),
+) -> Result<BuildSummary, BuildError> {
+    if opts.paths.is_empty() {
+        return Err(BuildError::Input("no store paths given".into()));
+    }
+    let storage = DirStorage::create(&opts.to)
+        .map_err(|e| BuildError::Input(format!("cannot open the cache: {e}")))?;
+    build_cache_into(&storage, opts, progress)
+}
+
+/// Builds (or completes) the cache in `storage` (`opts.to` only names it in messages).
+pub fn build_cache_into(
+    storage: &dyn StorageWrite,
     opts: &BuildOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<BuildSummary, BuildError> {
@@ -540,7 +635,7 @@ pub fn build_cache(
     if opts.paths.is_empty() {
         return Err(BuildError::Input("no store paths given".into()));
     }
-    prepare(opts)?;
+    prepare(storage, opts)?;
     let metadata = Metadata::open(opts)?;
     let candidates = match &metadata {
         Metadata::Scan { candidates } => Some(candidates.as_slice()),
@@ -570,6 +665,7 @@ pub fn build_cache(
         .map_err(|e| BuildError::Input(format!("cannot start worker threads: {e}")))?;
     let workers = Workers {
         opts,
+        storage,
         budget: ThreadBudget::new(opts.jobs),
         candidates,
         archived: Arc::new(AtomicU64::new(0)),
@@ -580,6 +676,8 @@ pub fn build_cache(
     let mut first_error: Option<BuildError> = None;
     // Finished work waiting to be published (by path).
     let mut finished: HashMap<StorePath, Done> = HashMap::new();
+    // Work whose references are published: published at the next barrier.
+    let mut batch = Batch::default();
 
     pool.in_place_scope(|scope| -> Result<(), BuildError> {
         loop {
@@ -590,11 +688,10 @@ pub fn build_cache(
             let mut already_there: Vec<Progress> = Vec::new();
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
-                let narinfo_path = opts.to.join(format!("{}.narinfo", path.hash_part()));
                 let existing = if opts.force {
                     None
                 } else {
-                    read_existing(&narinfo_path)?
+                    read_existing(storage, &path)?
                 };
                 let references = match &existing {
                     Some(info) => {
@@ -624,10 +721,7 @@ pub fn build_cache(
                     summary.paths += 1;
                     summary.skipped += 1;
                     for p in order.ready(path.clone(), &references) {
-                        finished
-                            .remove(&p)
-                            .map(|d| publish(opts, &d, &mut summary, &mut progress))
-                            .transpose()?;
+                        batch.extend(finished.remove(&p));
                     }
                     already_there.push(Progress::PathDone {
                         path,
@@ -659,7 +753,10 @@ pub fn build_cache(
             if in_flight == 0 {
                 break;
             }
-            let received = rx.recv_timeout(PROGRESS_INTERVAL);
+            if batch.due() {
+                batch.publish(storage, &mut summary, &mut progress)?;
+            }
+            let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
             if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
                 last_bytes_report = Instant::now();
                 progress(Progress::Bytes {
@@ -699,9 +796,7 @@ pub fn build_cache(
                     }
                     finished.insert(path.clone(), done);
                     for p in order.ready(path, &references) {
-                        if let Some(d) = finished.remove(&p) {
-                            publish(opts, &d, &mut summary, &mut progress)?;
-                        }
+                        batch.extend(finished.remove(&p));
                     }
                 }
             }
@@ -711,6 +806,7 @@ pub fn build_cache(
     if let Some(e) = first_error {
         return Err(e);
     }
+    batch.publish(storage, &mut summary, &mut progress)?;
     progress(Progress::Bytes {
         nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
     });
@@ -736,44 +832,101 @@ fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mu
     }
 }
 
-fn read_existing(path: &Path) -> Result<Option<NarInfo>, BuildError> {
-    match fs::read_to_string(path) {
-        Ok(text) => NarInfo::parse(&text).map(Some).map_err(|e| {
-            BuildError::Input(format!(
-                "{}: existing narinfo is corrupt ({e}); rerun with --force",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_at(path)(e)),
-    }
+fn read_existing(
+    storage: &dyn StorageWrite,
+    path: &StorePath,
+) -> Result<Option<NarInfo>, BuildError> {
+    let key = CacheKey::narinfo(path.hash_part()).map_err(|e| BuildError::Input(e.to_string()))?;
+    let at = || storage.locate(&key);
+    let Some(bytes) = storage
+        .read_small(&key, MAX_NARINFO_SIZE as u64)
+        .map_err(|e| BuildError::Input(format!("{}: {e}", at())))?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        BuildError::Input(format!(
+            "{}: existing narinfo is not UTF-8; rerun with --force",
+            at()
+        ))
+    })?;
+    NarInfo::parse(&text).map(Some).map_err(|e| {
+        BuildError::Input(format!(
+            "{}: existing narinfo is corrupt ({e}); rerun with --force",
+            at()
+        ))
+    })
 }
 
-fn publish(
-    opts: &BuildOptions,
-    d: &Done,
-    summary: &mut BuildSummary,
-    progress: &mut impl FnMut(Progress),
-) -> Result<(), BuildError> {
-    let hash_part = d.info.path.hash_part();
-    if let Some(listing) = &d.listing {
-        let ls = opts.to.join(format!("{hash_part}.ls"));
-        write_atomic(&ls, listing.to_json().as_bytes(), 0o644).map_err(io_at(&ls))?;
+/// Narinfos whose NARs and references are stored, published together after one barrier.
+#[derive(Default)]
+struct Batch {
+    ready: Vec<Done>,
+    since: Option<Instant>,
+}
+
+impl Batch {
+    fn extend(&mut self, done: Option<Done>) {
+        if let Some(done) = done {
+            self.since.get_or_insert_with(Instant::now);
+            self.ready.push(done);
+        }
     }
-    let narinfo = narinfo_of(opts, d)?;
-    let path = opts.to.join(format!("{hash_part}.narinfo"));
-    write_atomic(&path, narinfo.to_text().as_bytes(), 0o644).map_err(io_at(&path))?;
-    summary.paths += 1;
-    summary.written += 1;
-    summary.deduplicated += u64::from(d.deduplicated);
-    summary.nar_bytes += d.nar_size;
-    summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
-    progress(Progress::PathDone {
-        path: d.info.path.clone(),
-        nar_size: d.nar_size,
-        written: true,
-    });
-    Ok(())
+
+    /// Full, or waiting long enough.
+    fn due(&self) -> bool {
+        self.ready.len() >= BATCH_MAX || self.since.is_some_and(|t| t.elapsed() >= BATCH_WINDOW)
+    }
+
+    /// How long to wait for a worker before the batch falls due.
+    fn wait(&self, at_most: Duration) -> Duration {
+        match self.since {
+            Some(t) => BATCH_WINDOW.saturating_sub(t.elapsed()).min(at_most),
+            None => at_most,
+        }
+    }
+
+    /// One barrier (every NAR, listing and narinfo of the batch becomes durable), then the
+    /// commits, in the order the paths became ready: a narinfo after its references.
+    fn publish(
+        &mut self,
+        storage: &dyn StorageWrite,
+        summary: &mut BuildSummary,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(), BuildError> {
+        self.since = None;
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let where_ = storage.describe();
+        storage
+            .barrier()
+            .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
+        for d in self.ready.drain(..) {
+            let hash_part = d.info.path.hash_part().to_string();
+            let commit = |staged: Box<dyn Staged>, name: String| {
+                let key = CacheKey::parse(&name).map_err(|e| BuildError::Input(e.to_string()))?;
+                staged
+                    .commit(&key, Put::Replace)
+                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))
+            };
+            if let Some(listing) = d.listing {
+                commit(listing, format!("{hash_part}.ls"))?;
+            }
+            commit(d.narinfo, format!("{hash_part}.narinfo"))?;
+            summary.paths += 1;
+            summary.written += 1;
+            summary.deduplicated += u64::from(d.deduplicated);
+            summary.nar_bytes += d.nar_size;
+            summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
+            progress(Progress::PathDone {
+                path: d.info.path.clone(),
+                nar_size: d.nar_size,
+                written: true,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How long a build took, for messages.

@@ -6,6 +6,7 @@ pub mod build;
 pub mod codec;
 pub mod db;
 pub mod demo;
+pub mod dir_storage;
 pub mod fs;
 pub mod serve;
 pub mod storage;

@@ -22,11 +22,10 @@
 //! then waits, unread, until another one closes.)
 
 use std::convert::Infallible;
-use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +43,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutWriter;
+
+use crate::cache::layout::{CacheKey, KeyDir};
+use crate::cache::storage::{list_keys, list_narinfo_names, Object, ReadSeek, StorageRead};
+use crate::host::dir_storage::{Beneath, DirStorage};
 
 /// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -84,34 +87,35 @@ pub struct Served {
 
 /// What is served, and how.
 struct Site {
-    root: PathBuf,
-    inspector: Option<PathBuf>,
-    wasm: Option<PathBuf>,
+    /// The cache: only its keys are served from it, opened once each (no look by name first).
+    cache: Box<dyn StorageRead>,
+    inspector: Option<Beneath>,
+    wasm: Option<Beneath>,
     log: bool,
 }
 
 impl Served {
     pub fn bind(opts: &ServeOptions) -> io::Result<Served> {
-        let root = opts.root.canonicalize()?;
-        if !root.join("nix-cache-info").is_file() {
+        let cache = DirStorage::open(&opts.root)?;
+        if cache.stat(&CacheKey::CacheInfo)?.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
                     "{} has no nix-cache-info: not a binary cache",
-                    root.display()
+                    opts.root.display()
                 ),
             ));
         }
         let listener = TcpListener::bind(&opts.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
         })?;
-        let inspector = opts.inspector.as_ref().and_then(|p| p.canonicalize().ok());
-        let wasm = opts.wasm.as_ref().and_then(|p| p.canonicalize().ok());
+        let inspector = opts.inspector.as_ref().and_then(|p| Beneath::open(p).ok());
+        let wasm = opts.wasm.as_ref().and_then(|p| Beneath::open(p).ok());
         Ok(Served {
             listener,
             threads: opts.threads.max(1),
             site: Arc::new(Site {
-                root,
+                cache: Box::new(cache),
                 inspector,
                 wasm,
                 log: opts.log,
@@ -247,7 +251,7 @@ enum Body {
     None,
     Bytes(Vec<u8>),
     /// `len` bytes of a file from `offset`.
-    File(File, u64, u64),
+    File(Box<dyn ReadSeek>, u64, u64),
 }
 
 impl Reply {
@@ -339,20 +343,23 @@ enum Data {
     /// `left` bytes of a file still to send, the next piece of them being read.
     File {
         left: u64,
-        next: JoinHandle<io::Result<(File, Vec<u8>)>>,
+        next: JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>>,
     },
 }
 
 /// Reads the next piece of the `left` bytes to send from `file` (positioned at the first).
-fn read_piece(file: File, left: u64) -> JoinHandle<io::Result<(File, Vec<u8>)>> {
+fn read_piece(
+    mut file: Box<dyn ReadSeek>,
+    left: u64,
+) -> JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>> {
     tokio::task::spawn_blocking(move || {
-        let piece = read_exactly(&file, left.min(CHUNK as u64))?;
+        let piece = read_exactly(&mut file, left.min(CHUNK as u64))?;
         Ok((file, piece))
     })
 }
 
 /// The next `n` bytes of `file` (at most a [`CHUNK`]), all of them or an error.
-fn read_exactly(file: &File, n: u64) -> io::Result<Vec<u8>> {
+fn read_exactly(file: &mut dyn ReadSeek, n: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(n as usize);
     file.take(n).read_to_end(&mut bytes)?;
     if (bytes.len() as u64) < n {
@@ -481,7 +488,7 @@ impl Site {
                 if *len > CHUNK as u64 || head.method == "HEAD" {
                     return Ok(None);
                 }
-                read_exactly(file, *len).map(Some)
+                read_exactly(&mut **file, *len).map(Some)
             };
             match read() {
                 Ok(None) => {}
@@ -532,10 +539,7 @@ impl Site {
             let query = head.target.split_once('?').map_or("", |(_, q)| q);
             let json = match what {
                 "narinfos" => Some(self.narinfo_names().and_then(to_json)),
-                "nar-files" => Some(
-                    list_dir(&self.root.join("nar"), "nar/", |n| !n.starts_with('.'))
-                        .and_then(to_json),
-                ),
+                "nar-files" => Some(self.nar_file_names().and_then(to_json)),
                 "narinfo-texts" => Some(self.narinfo_texts(query)),
                 _ => None,
             };
@@ -557,16 +561,35 @@ impl Site {
             }
         }
         let dir_index = rel.is_empty() || rel.ends_with('/');
-        let file = if dir_index {
-            self.inspector_file(&format!("{rel}index.html"))
+        // A cache key is answered from the cache alone; anything else from the wasm build or
+        // the inspector's files. Each is opened once, and what is sent is what was opened.
+        let opened: io::Result<Option<(Object, &'static str)>> = if dir_index {
+            static_file(self.inspector.as_ref(), &format!("{rel}index.html"))
+        } else if let Ok(key) = CacheKey::parse(&rel) {
+            self.cache
+                .open(&key)
+                .map(|o| o.map(|o| (o, key.content_type())))
+        } else if let Some(name) = rel.strip_prefix("wasm/").filter(|_| self.wasm.is_some()) {
+            static_file(self.wasm.as_ref(), name)
         } else {
-            self.cache_file(&rel)
-                .or_else(|| self.wasm_file(&rel))
-                .or_else(|| self.inspector_file(&rel))
+            static_file(self.inspector.as_ref(), &rel)
         };
-        let Some(file) = file else {
+        let opened = match opened {
+            Ok(opened) => opened,
+            // A symlink leading out, a FIFO, a directory: not something this server has.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+                ) =>
+            {
+                None
+            }
+            Err(_) => return Reply::text(500, "cannot read the file\n"),
+        };
+        let Some((object, content_type)) = opened else {
             return if rel.is_empty() {
-                let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.root.display().to_string()));
+                let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.cache.describe()));
                 Reply {
                     status: 200,
                     headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
@@ -576,12 +599,7 @@ impl Site {
                 Reply::text(404, "not found\n")
             };
         };
-        let name = if dir_index { "index.html" } else { &rel };
-        let mut r = match file_reply(head, &file, content_type(name)) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Reply::text(404, "not found\n"),
-            Err(e) => Reply::text(500, &format!("cannot read the file: {e}\n")),
-        };
+        let mut r = file_reply(head, object, content_type);
         r.headers.push((
             "Access-Control-Expose-Headers",
             "Content-Range, Accept-Ranges, ETag, Last-Modified".into(),
@@ -589,10 +607,23 @@ impl Site {
         r
     }
 
+    /// The narinfo names, by the one rule every face uses (`bogus.narinfo` too: the verifier
+    /// reports it).
     fn narinfo_names(&self) -> io::Result<Vec<String>> {
-        list_dir(&self.root, "", |n| {
-            n.len() == 32 + 8 && n.ends_with(".narinfo")
-        })
+        list_narinfo_names(&*self.cache)
+    }
+
+    /// The files under `nar/`: NAR keys, and names there that are not (the verifier reports
+    /// them).
+    fn nar_file_names(&self) -> io::Result<Vec<String>> {
+        let (keys, strays) = list_keys(&*self.cache, KeyDir::Nar)?;
+        let mut names: Vec<String> = keys
+            .iter()
+            .map(|k| k.to_string())
+            .chain(strays.into_iter().map(|(name, _)| name))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// `narinfo-texts?offset=O&limit=L`: the narinfos O..O+L of the sorted listing, with their
@@ -618,9 +649,9 @@ impl Site {
             .skip(offset)
             .take(limit)
             .map(|n| {
-                let text = inside(&self.root, n)
-                    .filter(|p| p.metadata().is_ok_and(|m| m.len() <= MAX_NARINFO))
-                    .and_then(|p| std::fs::read(p).ok())
+                let text = CacheKey::parse(n)
+                    .ok()
+                    .and_then(|key| self.cache.read_small(&key, MAX_NARINFO).ok().flatten())
                     .and_then(|b| String::from_utf8(b).ok());
                 (n.clone(), text)
             })
@@ -635,62 +666,26 @@ impl Site {
             items,
         })
     }
-
-    /// A regular file inside the cache, if `rel` names one (symlinks resolving outside do not).
-    fn cache_file(&self, rel: &str) -> Option<PathBuf> {
-        inside(&self.root, rel)
-    }
-
-    fn inspector_file(&self, rel: &str) -> Option<PathBuf> {
-        self.inspector
-            .as_ref()
-            .and_then(|dir| inside(dir, rel.trim_start_matches('/')))
-    }
-
-    /// `/wasm/<file>` from the wasm build directory, when one is configured.
-    fn wasm_file(&self, rel: &str) -> Option<PathBuf> {
-        let name = rel.strip_prefix("wasm/")?;
-        self.wasm.as_ref().and_then(|dir| inside(dir, name))
-    }
 }
 
-/// The names of the regular files directly in `dir` (symlinks resolving to regular files inside
-/// the directory count; others do not) that `keep` accepts, prefixed and sorted. A missing
-/// directory lists as empty.
-fn list_dir(dir: &Path, prefix: &str, keep: impl Fn(&str) -> bool) -> io::Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for e in entries {
-        let e = e?;
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        if !keep(&name) {
-            continue;
-        }
-        let ft = e.file_type()?;
-        let regular = ft.is_file() || (ft.is_symlink() && inside(dir, &name).is_some());
-        if regular {
-            names.push(format!("{prefix}{name}"));
-        }
-    }
-    names.sort();
-    Ok(names)
+/// A static file (inspector, wasm build) opened beneath its folder.
+fn static_file(dir: Option<&Beneath>, rel: &str) -> io::Result<Option<(Object, &'static str)>> {
+    let Some(dir) = dir else { return Ok(None) };
+    Ok(dir.open_regular(rel)?.map(|(file, meta)| {
+        (
+            Object {
+                meta,
+                body: Box::new(file),
+            },
+            content_type(rel),
+        )
+    }))
 }
 
 fn to_json(value: impl serde::Serialize) -> io::Result<Vec<u8>> {
     let mut body = serde_json::to_vec(&value).map_err(io::Error::other)?;
     body.push(b'\n');
     Ok(body)
-}
-
-fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let real = root.join(rel).canonicalize().ok()?;
-    (real.starts_with(root) && real.is_file()).then_some(real)
 }
 
 fn html_escape(s: &str) -> String {
@@ -791,17 +786,12 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// A file's reply: 200, 206 for a satisfiable single range, 304 when the client has it, 416.
-fn file_reply(head: &Head, path: &Path, content_type: &str) -> io::Result<Reply> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    let size = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let mtime = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let etag = format!(
-        "\"{size:x}-{:x}{:09x}\"",
-        mtime.as_secs(),
-        mtime.subsec_nanos()
-    );
+fn file_reply(head: &Head, object: Object, content_type: &str) -> Reply {
+    let Object { meta, body: file } = object;
+    let size = meta.size;
+    let mtime = Duration::from_secs(meta.modified.unwrap_or(0));
+    let modified = UNIX_EPOCH + mtime;
+    let etag = meta.etag;
     let headers = vec![
         ("Content-Type", content_type.to_string()),
         ("ETag", etag.clone()),
@@ -816,17 +806,17 @@ fn file_reply(head: &Head, path: &Path, content_type: &str) -> io::Result<Reply>
         _ => false,
     };
     if not_modified {
-        return Ok(Reply {
+        return Reply {
             status: 304,
             headers,
             body: Body::None,
-        });
+        };
     }
     let range = match head.get("Range") {
         Some(r) => parse_range(r, size),
         None => Ok(None),
     };
-    Ok(match range {
+    match range {
         Err(()) => Reply {
             status: 416,
             headers,
@@ -844,7 +834,7 @@ fn file_reply(head: &Head, path: &Path, content_type: &str) -> io::Result<Reply>
             body: Body::File(file, start, end - start + 1),
         }
         .header("Content-Range", format!("bytes {start}-{end}/{size}")),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -855,7 +855,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
         check_contents: !args.no_contents,
         store_dir: StoreDir::new(&args.store_dir)?,
     };
-    let storage = nar_tool::host::storage::DirStorage::new(&args.cache)
+    let storage = nar_tool::host::dir_storage::DirStorage::open(&args.cache)
         .with_context(|| format!("opening cache {}", args.cache.display()))?;
     let jobs = jobs_or_cores(args.jobs);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
