@@ -468,13 +468,21 @@ fn verify_through_the_storage_layer_reads_no_symlink_out() {
     let dir = TempTree::new();
     let cache = dir.path().join("cache");
     build_ok(&cache, root.path(), &[LIBDEMO], &[]);
-    let narinfo = cache.join("5qk0fgkb9sfxmrbqjcs803wd2rjkaigy.narinfo");
-    let moved = dir.path().join("elsewhere.narinfo");
-    fs::rename(&narinfo, &moved).unwrap();
-    std::os::unix::fs::symlink(&moved, &narinfo).unwrap();
-    let out = run(&["verify", cache.to_str().unwrap()], b"");
+    let nar = nar_files(&cache).remove(0);
+    let moved = dir.path().join("elsewhere.nar");
+    fs::rename(&nar, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &nar).unwrap();
+    let out = run(&["verify", &s(&cache)], b"");
     assert!(!out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("not followed"), "{report}");
-    let _ = s(&cache);
+    // A narinfo that is a symlink out of the cache is not part of it: not listed, not read.
+    let narinfo = cache.join("5qk0fgkb9sfxmrbqjcs803wd2rjkaigy.narinfo");
+    fs::rename(&moved, &nar).unwrap();
+    let outside = dir.path().join("elsewhere.narinfo");
+    fs::rename(&narinfo, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &narinfo).unwrap();
+    let out = run(&["verify", "--json", &s(&cache)], b"");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["paths"], 0, "{report}");
 }

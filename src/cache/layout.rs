@@ -205,7 +205,7 @@ fn check_hash_part(hash: &str) -> Result<(), &'static str> {
 fn check_nar_file(file: &str) -> Result<(), &'static str> {
     const WHY: &str = "a NAR file is named <hash>.nar or <hash>.nar.<compression extension>";
     let (stem, ext) = match file.split_once(".nar") {
-        Some((stem, rest)) if rest.is_empty() => (stem, None),
+        Some((stem, "")) => (stem, None),
         Some((stem, rest)) => (stem, Some(rest.strip_prefix('.').ok_or(WHY)?)),
         None => return Err(WHY),
     };

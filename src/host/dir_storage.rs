@@ -539,9 +539,16 @@ impl StorageRead for DirStorage {
             },
         };
         let entries = Dir::new(fd).map_err(|e| errno_io(e, self.display(dir.path())))?;
-        Ok(Box::new(entries.filter_map(|entry| match entry {
+        let prefix = dir.prefix();
+        Ok(Box::new(entries.filter_map(move |entry| match entry {
             Err(e) => Some(Err(io::Error::from(e))),
             Ok(entry) if entry.file_type() == FileType::Directory => None,
+            // A symlink is part of the cache only if it leads to a regular file inside it.
+            Ok(entry) if matches!(entry.file_type(), FileType::Symlink | FileType::Unknown) => {
+                let name = utf8_name(entry.file_name())?;
+                let inside = self.beneath.open_regular(&format!("{prefix}{name}"));
+                matches!(inside, Ok(Some(_))).then_some(Ok(name))
+            }
             Ok(entry) => utf8_name(entry.file_name()).map(Ok),
         })))
     }

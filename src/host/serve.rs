@@ -343,15 +343,18 @@ enum Data {
     /// `left` bytes of a file still to send, the next piece of them being read.
     File {
         left: u64,
-        next: JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>>,
+        next: PieceRead,
     },
 }
+
+/// The next piece of a body being read, and the stream to read the rest from.
+type PieceRead = JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>>;
 
 /// Reads the next piece of the `left` bytes to send from `file` (positioned at the first).
 fn read_piece(
     mut file: Box<dyn ReadSeek>,
     left: u64,
-) -> JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>> {
+) -> PieceRead {
     tokio::task::spawn_blocking(move || {
         let piece = read_exactly(&mut file, left.min(CHUNK as u64))?;
         Ok((file, piece))

@@ -178,12 +178,15 @@ pub trait StorageWrite: StorageRead {
     fn lock(&self, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<StorageLock>>;
 }
 
+/// A name that claims to be part of the cache but is not a key, and why.
+pub type Stray = (String, KeyError);
+
 /// A folder's listing, classified: the keys, and the names that claim to be part of the cache
 /// but are not keys (reported, never read). Sorted.
 pub fn list_keys<S: StorageRead + ?Sized>(
     storage: &S,
     dir: KeyDir,
-) -> io::Result<(Vec<CacheKey>, Vec<(String, KeyError)>)> {
+) -> io::Result<(Vec<CacheKey>, Vec<Stray>)> {
     let mut keys = Vec::new();
     let mut strays = Vec::new();
     for name in storage.list(dir)? {

@@ -1,0 +1,15 @@
+//! One module per subcommand: its arguments and its `run`.
+
+pub mod build_cache;
+pub mod cat;
+pub mod demo;
+pub mod dump;
+pub mod hash;
+pub mod key;
+pub mod ls;
+pub mod narinfo;
+pub mod restore;
+pub mod serve;
+pub mod sign;
+pub mod store_path;
+pub mod verify;

@@ -1,0 +1,91 @@
+//! `nar-tool narinfo check`: parse narinfo files and check their signatures.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+use nar_tool::signing::PublicKey;
+
+use crate::util::read_narinfo;
+
+/// Check narinfo files
+#[derive(clap::Args)]
+pub struct NarinfoArgs {
+    #[command(subcommand)]
+    command: NarinfoCommand,
+}
+
+#[derive(Subcommand)]
+enum NarinfoCommand {
+    /// Parse each narinfo and, with trusted keys, check its signatures; exit 1 on any problem
+    Check {
+        #[arg(required = true)]
+        narinfos: Vec<PathBuf>,
+        /// A trusted public key `name:base64` (repeatable); each narinfo needs a valid signature by one
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+}
+
+pub fn run(args: NarinfoArgs) -> Result<ExitCode> {
+    let NarinfoCommand::Check {
+        narinfos,
+        trusted_keys,
+    } = args.command;
+    let trusted = trusted_keys
+        .iter()
+        .map(|k| PublicKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut failed = 0;
+    for path in &narinfos {
+        match check_narinfo(path, &trusted) {
+            Ok(msg) => println!("ok   {}: {msg}", path.display()),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {}: {e:#}", path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} narinfos failed", narinfos.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
+    let info = read_narinfo(path)?;
+    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    if path.file_name().is_some_and(|n| {
+        n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected
+    }) {
+        bail!(
+            "file name does not match StorePath {} (expected {expected})",
+            info.path()
+        );
+    }
+    if trusted.is_empty() {
+        return Ok(format!(
+            "{} (signatures not checked: no --trusted-key)",
+            info.path()
+        ));
+    }
+    let check = info.check_signatures(trusted)?;
+    if !check.invalid.is_empty() {
+        bail!(
+            "{}: signature by {} does not verify (changed after signing?)",
+            info.path(),
+            check.invalid.join(", ")
+        );
+    }
+    if check.valid.is_empty() {
+        bail!("{}: no valid signature by a trusted key", info.path());
+    }
+    Ok(format!(
+        "{} (signed by {})",
+        info.path(),
+        check.valid.join(", ")
+    ))
+}

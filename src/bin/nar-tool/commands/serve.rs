@@ -1,0 +1,76 @@
+//! `nar-tool serve`: serve a cache directory over HTTP until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use nar_tool::host::serve::{ServeOptions, Served};
+
+/// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /); Ctrl-C stops
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The cache directory
+    cache: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Worker threads of the HTTP server (tokio runtime)
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
+    #[arg(long)]
+    inspector: Option<PathBuf>,
+    /// Directory of the wasm build, served at /wasm/ for the inspector [default: pkg/wasm beside the inspector's www/, if present]
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Do not log requests
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let ServeArgs {
+        cache,
+        listen,
+        threads,
+        inspector,
+        wasm,
+        quiet,
+    } = args;
+    let inspector = inspector.or_else(default_inspector);
+    let wasm = wasm.or_else(|| {
+        let dir = inspector.as_ref()?.join("../pkg/wasm");
+        dir.is_dir().then_some(dir)
+    });
+    let opts = ServeOptions {
+        root: cache.clone(),
+        listen,
+        threads,
+        inspector,
+        wasm,
+        log: !quiet,
+    };
+    let served = Served::bind(&opts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    eprintln!(
+        "serving {} on http://{} (Ctrl-C stops)",
+        cache.display(),
+        served.address()
+    );
+    served.run(stop).context("serving")?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The inspector's files when running from a checkout (`www/` beside `target/`).
+fn default_inspector() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .map(|a| a.join("www"))
+        .find(|w| w.join("index.html").is_file())
+}

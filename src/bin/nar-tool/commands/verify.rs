@@ -1,0 +1,140 @@
+//! `nar-tool verify`: check every file of a binary cache, paths in parallel.
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use nar_tool::cache::verify::{self as v, CacheStorage, Report, VerifyOptions};
+use nar_tool::host::dir_storage::DirStorage;
+use nar_tool::host::storage::native_decoder;
+use nar_tool::signing::PublicKey;
+use nar_tool::store_path::StoreDir;
+
+use crate::progress::progress_bar;
+use crate::util::{human_bytes, jobs_or_cores};
+
+/// Verify a binary cache: every hash, size, signature, reference, URL and file.
+/// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
+/// missing), 2 (untrusted or bad signatures), 4 (a check could not run)
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The cache directory
+    cache: PathBuf,
+    /// A trusted public key `name:base64` (repeatable); every path then needs a valid signature by one
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
+    /// A file holding trusted public keys, one per line or space-separated (repeatable)
+    #[arg(long = "trusted-key-file", value_name = "FILE")]
+    trusted_key_files: Vec<PathBuf>,
+    /// Do not read NARs: check narinfos, presence and sizes of files, signatures, references only
+    #[arg(long)]
+    no_contents: bool,
+    /// Paths checked at once [default: the number of cores]
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// The store directory the cache must be for
+    #[arg(long, default_value = "/nix/store")]
+    store_dir: String,
+    /// Print the report as one JSON document
+    #[arg(long)]
+    json: bool,
+    /// No progress bar
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub fn run(args: VerifyArgs) -> Result<ExitCode> {
+    let mut keys = Vec::new();
+    for k in &args.trusted_keys {
+        keys.push(PublicKey::parse(k).with_context(|| format!("--trusted-key {k:?}"))?);
+    }
+    for f in &args.trusted_key_files {
+        let text = fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for k in text.split_whitespace() {
+            keys.push(PublicKey::parse(k).with_context(|| format!("{}", f.display()))?);
+        }
+    }
+    let opts = VerifyOptions {
+        trusted_keys: keys,
+        check_contents: !args.no_contents,
+        store_dir: StoreDir::new(&args.store_dir)?,
+    };
+    let report = verify_cache(
+        &args.cache,
+        &opts,
+        jobs_or_cores(args.jobs),
+        !args.quiet && !args.json,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&args.cache, &report)?;
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Checks the cache directory `cache`, `jobs` paths at once, with a progress bar if `progress`.
+pub fn verify_cache(
+    cache: &Path,
+    opts: &VerifyOptions,
+    jobs: usize,
+    progress: bool,
+) -> Result<Report> {
+    let storage =
+        DirStorage::open(cache).with_context(|| format!("opening cache {}", cache.display()))?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+
+    let info_problems = v::check_cache_info(&storage, opts);
+    let (names, mut problems) = v::list(&storage);
+    let bar = progress_bar(
+        progress,
+        names.len() as u64,
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
+    );
+    let checks: Vec<v::PathCheck> = pool.install(|| {
+        names
+            .par_iter()
+            .map(|n| {
+                let c = v::check_path(&storage, n, opts, native_decoder);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                c
+            })
+            .collect()
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let nar_files = v::judge_nar_files(storage.list_nar_files(), &mut problems);
+    problems.extend(v::cross_check(&checks, &nar_files));
+    Ok(v::report(info_problems, checks, problems))
+}
+
+/// Prints the report's problems, one a line, and a summary line to stdout.
+pub fn print_report(cache: &Path, report: &Report) -> Result<()> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    for p in &report.problems {
+        writeln!(out, "{} {}: {}", p.kind, p.path, p.message)?;
+    }
+    let failures = report
+        .problems
+        .iter()
+        .filter(|p| !p.kind.is_warning())
+        .count();
+    let warnings = report.problems.len() - failures;
+    writeln!(
+        out,
+        "{}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
+        cache.display(),
+        report.paths,
+        human_bytes(report.checked_bytes),
+        if report.ok { "OK" } else { "FAILED" }
+    )?;
+    out.flush()?;
+    Ok(())
+}
