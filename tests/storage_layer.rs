@@ -486,3 +486,42 @@ fn verify_through_the_storage_layer_reads_no_symlink_out() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["paths"], 0, "{report}");
 }
+
+#[test]
+fn sign_and_narinfo_check_refuse_a_fifo_at_once() {
+    let dir = TempTree::new();
+    let key = dir.path().join("key.sec");
+    let public = dir.path().join("key.pub");
+    let out = run(
+        &[
+            "key",
+            "generate",
+            "t-1",
+            "--secret",
+            &s(&key),
+            "--public",
+            &s(&public),
+        ],
+        b"",
+    );
+    assert!(out.status.success());
+    for name in ["5qk0fgkb9sfxmrbqjcs803wd2rjkaigy.narinfo", "other.narinfo"] {
+        let fifo = dir.path().join(name);
+        mkfifo(&fifo);
+        for args in [
+            vec![
+                "sign",
+                "--key",
+                key.to_str().unwrap(),
+                fifo.to_str().unwrap(),
+            ],
+            vec!["narinfo", "check", fifo.to_str().unwrap()],
+        ] {
+            let out = run_within(&args, Duration::from_secs(10));
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let said = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("FIFO"), "{args:?}: {said}");
+        }
+    }
+}

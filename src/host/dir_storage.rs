@@ -725,8 +725,17 @@ impl StorageWrite for DirStorage {
         data: &[u8],
         expected: Option<&str>,
     ) -> io::Result<bool> {
-        // Writers that compare and swap serialise on one lock; the rename is atomic for readers.
-        let lock = self.lock_file("compare-and-swap")?;
+        // Writers that compare and swap serialise on a lock of the owners' folder, which
+        // exists while any writer is registered (as this one now is); the rename is atomic for
+        // readers. A descriptor of its own, so that threads exclude each other too.
+        let owner = self.owner()?;
+        let lock = rustix::fs::openat(
+            &owner.owners_dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
         rustix::fs::flock(&lock, FlockOperation::LockExclusive).map_err(io::Error::from)?;
         let current = self.stat(key)?.map(|m| m.etag);
         if current.as_deref() != expected {

@@ -351,10 +351,7 @@ enum Data {
 type PieceRead = JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>>;
 
 /// Reads the next piece of the `left` bytes to send from `file` (positioned at the first).
-fn read_piece(
-    mut file: Box<dyn ReadSeek>,
-    left: u64,
-) -> PieceRead {
+fn read_piece(mut file: Box<dyn ReadSeek>, left: u64) -> PieceRead {
     tokio::task::spawn_blocking(move || {
         let piece = read_exactly(&mut file, left.min(CHUNK as u64))?;
         Ok((file, piece))

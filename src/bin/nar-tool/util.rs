@@ -2,13 +2,17 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
+use nar_tool::cache::layout::CacheKey;
+use nar_tool::cache::storage::{StorageRead, StorageWrite};
 use nar_tool::hash::{Hash, HashAlgo, HashingWriter};
+use nar_tool::host::atomic::write_atomic;
+use nar_tool::host::dir_storage::{Beneath, DirStorage};
 use nar_tool::host::fs::{dump_path, CaseHack};
-use nar_tool::narinfo::NarInfo;
+use nar_tool::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 use nar_tool::signing::SecretKey;
 
 /// A NAR file, or stdin for `-`, buffered.
@@ -35,10 +39,98 @@ pub fn read_secret_key(path: &Path) -> Result<SecretKey> {
     SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))
 }
 
-/// A parsed narinfo file.
-pub fn read_narinfo(path: &Path) -> Result<NarInfo> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    NarInfo::parse(&text).with_context(|| format!("{}", path.display()))
+/// A narinfo file given on the command line. One named as a cache key (`<hashpart>.narinfo`) is
+/// read and replaced through its folder as a directory cache; any other through its folder's
+/// safe opener. Either way: regular files only, never blocking on a FIFO, never through a
+/// symlink leading out of the folder.
+pub struct NarinfoFile {
+    pub info: NarInfo,
+    /// The cache the file is a key of, its key and the ETag it was read with.
+    in_cache: Option<(DirStorage, CacheKey, String)>,
+}
+
+impl NarinfoFile {
+    pub fn read(path: &Path) -> Result<NarinfoFile> {
+        let (dir, name) = split_file(path)?;
+        let key = CacheKey::parse(&name)
+            .ok()
+            .filter(|k| matches!(k, CacheKey::NarInfo(_)));
+        let (bytes, in_cache) = match key {
+            Some(key) => {
+                let storage = DirStorage::open(&dir)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let object = storage
+                    .open(&key)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .with_context(|| format!("reading {}: no such file", path.display()))?;
+                let etag = object.meta.etag.clone();
+                let bytes = read_limited(object.body, object.meta.size, path)?;
+                (bytes, Some((storage, key, etag)))
+            }
+            None => {
+                let beneath =
+                    Beneath::open(&dir).with_context(|| format!("reading {}", path.display()))?;
+                let (file, meta) = beneath
+                    .open_regular(&name)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .with_context(|| format!("reading {}: no such file", path.display()))?;
+                (read_limited(file, meta.size, path)?, None)
+            }
+        };
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+        let info = NarInfo::parse(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(NarinfoFile { info, in_cache })
+    }
+
+    /// Replaces the file with `info`'s text, atomically; in a cache only if nobody changed it
+    /// since it was read.
+    pub fn replace(&self, path: &Path) -> Result<()> {
+        let text = self.info.to_text();
+        match &self.in_cache {
+            Some((storage, key, etag)) => {
+                let replaced = storage
+                    .replace_if_unchanged(key, text.as_bytes(), Some(etag))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                if !replaced {
+                    bail!(
+                        "{} changed while it was being signed; run again",
+                        path.display()
+                    );
+                }
+                Ok(())
+            }
+            None => write_atomic(path, text.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display())),
+        }
+    }
+}
+
+fn split_file(path: &Path) -> Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: not a file name", path.display()))?
+        .to_string();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name))
+}
+
+fn read_limited(body: impl Read, size: u64, path: &Path) -> Result<Vec<u8>> {
+    if size > MAX_NARINFO_SIZE as u64 {
+        bail!(
+            "{}: {size} bytes, more than a narinfo may have ({MAX_NARINFO_SIZE})",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    body.take(MAX_NARINFO_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// `n` bytes in B, KiB, MiB, GiB or TiB.

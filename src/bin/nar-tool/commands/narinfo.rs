@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use nar_tool::signing::PublicKey;
 
-use crate::util::read_narinfo;
+use crate::util::NarinfoFile;
 
 /// Check narinfo files
 #[derive(clap::Args)]
@@ -56,7 +56,7 @@ pub fn run(args: NarinfoArgs) -> Result<ExitCode> {
 }
 
 fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
-    let info = read_narinfo(path)?;
+    let info = NarinfoFile::read(path)?.info;
     let expected = format!("{}.narinfo", info.store_path.hash_part());
     if path.file_name().is_some_and(|n| {
         n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected

@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use nar_tool::host::atomic::write_atomic;
-
-use crate::util::{read_narinfo, read_secret_key};
+use crate::util::{read_secret_key, NarinfoFile};
 
 /// Sign narinfo files in place (adds a `Sig:` line; the file is replaced atomically)
 #[derive(clap::Args)]
@@ -26,13 +24,13 @@ pub fn run(args: SignArgs) -> Result<ExitCode> {
         .map(|k| read_secret_key(k))
         .collect::<Result<Vec<_>>>()?;
     for path in &args.narinfos {
-        let mut info = read_narinfo(path)?;
+        let mut file = NarinfoFile::read(path)?;
         for key in &keys {
-            info.sign(key)
+            file.info
+                .sign(key)
                 .with_context(|| format!("{}", path.display()))?;
         }
-        write_atomic(path, info.to_text().as_bytes(), 0o644)
-            .with_context(|| format!("writing {}", path.display()))?;
+        file.replace(path)?;
     }
     Ok(ExitCode::SUCCESS)
 }
