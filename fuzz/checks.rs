@@ -1,4 +1,4 @@
-//! What each fuzz target checks, shared with `tests/fuzz_regressions.rs` (which includes this
+//! What each fuzz target checks, shared with `tests/it/fuzz_regressions.rs` (which includes this
 //! file by path), so a saved crash input replays through exactly the same code.
 //! Every function must return normally for every input; a panic is a bug.
 

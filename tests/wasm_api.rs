@@ -1,6 +1,11 @@
 //! The JavaScript API, run in Node by `wasm-pack test --node -- --test wasm_api` (wasm32 only):
 //! the exported functions on corpus files, errors as JS `Error`s with the core's messages, and
 //! `verifyCache` over an in-memory JS source, clean and damaged.
+//!
+//! A binary of its own, not a module of `tests/it` (the native tests): it is built only for
+//! wasm32 and run by wasm-bindgen-test's runner in Node (`scripts/test-pkg.sh`), so
+//! `wasm-pack test --node -- --test wasm_api` compiles this file alone, and `tests/it` stays
+//! native with no per-module `cfg`.
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Array, Reflect, Uint8Array};

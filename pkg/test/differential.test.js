@@ -1,8 +1,8 @@
-// Native vs wasm: each damaged cache (the damage table of tests/verify.rs, and a few more) is
+// Native vs wasm: each damaged cache (the damage table of tests/it/verify.rs, and a few more) is
 // verified by the native `nar-tool verify` and by `nar-cache-verify` (the wasm build, through
 // dirSource) over the same files; their JSON reports, text outputs and exit codes must be
 // identical, byte for byte (decoder error texts included). Each damage is also checked to give
-// the problems it is meant to give, as in tests/verify.rs.
+// the problems it is meant to give, as in tests/it/verify.rs.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -256,7 +256,7 @@ test('native and wasm verifiers agree on every damaged cache (JSON, text, exit c
           failures.push(`${label}: no report from nar-tool: ${native.stderr}`);
         }
         if (mode.length === 1 && mode[0] === '--json' && opts.expectKinds !== false && expected) {
-          // The damage does what it is meant to (as in tests/verify.rs).
+          // The damage does what it is meant to (as in tests/it/verify.rs).
           const want = opts.sortExpected ? [...expected].sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)) : expected;
           let got;
           try {

@@ -1,7 +1,6 @@
 //! The pure push decoders (what wasm uses) against the native C codecs and the corpus: same
 //! bytes in any chunking, truncation and corruption refused, concatenated streams decoded,
 //! output of well-compressed input bounded per step.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 use std::io::{Read, Write};
 
@@ -193,7 +192,7 @@ fn crc32(data: &[u8]) -> u32 {
 
 #[test]
 fn corpus_nars_decode_in_every_compression() {
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus");
+    let corpus = crate::common::corpus();
     let mut checked = 0;
     for cache in ["xz", "xz-parallel", "zstd", "bzip2", "none"] {
         let dir = corpus.join("caches").join(cache);

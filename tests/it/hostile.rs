@@ -1,13 +1,10 @@
 //! Hostile input: a table of broken or malicious NARs and narinfos, each with the error it must
 //! give and where; truncation at every offset; short reads; and restores that must leave nothing.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::fs;
 use std::io::{self, Read};
 
-use common::*;
+use crate::common::*;
 use nar_tool::host::fs::{restore_path, CaseHack, RestoreError};
 use nar_tool::nar::listing::Listing;
 use nar_tool::nar::tree::Node;

@@ -1,14 +1,11 @@
 //! Golden tests: everything the real Nix 2.8 wrote into the corpus is reproduced byte for byte.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use nar_tool::cache_info::CacheInfo;
 use nar_tool::hash::{Encoding, Hash, HashAlgo};
 use nar_tool::host::fs::{dump_path, nar_size, CaseHack};

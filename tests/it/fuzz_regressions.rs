@@ -1,12 +1,13 @@
 //! Replays every saved fuzz input (crashes found by `cargo fuzz`, and seeds) through exactly the
 //! code the fuzz targets run (`fuzz/checks.rs`), plus the corpus files; none may panic.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../fuzz/checks.rs"]
 mod checks;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::common::{corpus, fixtures};
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
@@ -21,16 +22,10 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn regressions(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fuzz-regressions")
-        .join(target);
+    let dir = fixtures().join("fuzz-regressions").join(target);
     let v = files_in(&dir);
     assert!(!v.is_empty(), "no inputs in {}", dir.display());
     v
-}
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
 }
 
 fn replay(target: &str, inputs: &[PathBuf], check: fn(&[u8])) {

@@ -3,16 +3,13 @@
 //! we signed (and refuse it once edited or when our key is not trusted).
 //!
 //! Skipped, with a SKIP line, when `nix-store` is not on PATH.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use nar_tool::nar::tree::Node;
 
 const TREES: usize = 300;

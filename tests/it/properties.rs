@@ -1,14 +1,11 @@
 //! Property tests: round trips of every format for generated values.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
-use common::{dir_names, ShortReads, TempTree};
+use crate::common::{self, dir_names, ShortReads, TempTree};
 use nar_tool::hash::{Encoding, Hash, HashAlgo};
 use nar_tool::host::fs::{dump_path, restore_path, CaseHack, RestoreStats};
 use nar_tool::nar::listing::{Listing, ListingNode};

@@ -8,7 +8,6 @@
 //!   both library paths; the copy is checked clean before it is damaged.
 //! - `nix store verify` (Nix 2.8, if installed) over the same damaged caches: wherever Nix
 //!   reports a problem, so do we. What Nix misses and we catch is listed in [`NIX_MISSES`].
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::common::{bin, corpus};
 use nar_tool::cache::verify::{
     self as v, CacheStorage, MemoryStorage, ProblemKind, Report, VerifyOptions,
 };
@@ -40,10 +40,6 @@ const TOP: &str = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-publi
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
-}
 
 fn corpus_key() -> String {
     fs::read_to_string(corpus().join("keys/public"))
@@ -373,11 +369,7 @@ fn cli(dir: &Path, args: &[&str]) -> (Measured, Report) {
             .chain(args)
             .map(|a| std::ffi::OsStr::new(*a)),
     );
-    let m = run_rss(
-        env!("CARGO_BIN_EXE_nar-tool"),
-        &all,
-        Duration::from_secs(120),
-    );
+    let m = run_rss(bin(), &all, Duration::from_secs(120));
     let report: Report = serde_json::from_str(&m.stdout).unwrap_or_else(|e| {
         panic!(
             "verify {} {args:?}: exit {}, not a JSON report ({e}):\n{}\n{}",
@@ -1349,7 +1341,7 @@ fn json_schema_and_text_output() {
     let key = corpus_key();
     let run = |extra: &[&str]| {
         run_measured(
-            Command::new(env!("CARGO_BIN_EXE_nar-tool"))
+            Command::new(bin())
                 .arg("verify")
                 .arg(d)
                 .args(["--trusted-key", &key, "-q"])
@@ -1446,9 +1438,7 @@ fn json_schema_and_text_output() {
     let (m, r) = cli(cache.path(), &[]);
     assert_eq!((m.code, r.ok, r.problems.len()), (0, true, 1));
     let text = run_measured(
-        Command::new(env!("CARGO_BIN_EXE_nar-tool"))
-            .arg("verify")
-            .arg(cache.path()),
+        Command::new(bin()).arg("verify").arg(cache.path()),
         Duration::from_secs(60),
     );
     assert!(text

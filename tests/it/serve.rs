@@ -1,14 +1,13 @@
 //! `nar-tool serve` over loopback: what Nix needs (content types, HEAD, ranges, conditional
 //! requests), path-traversal attempts refused, concurrent clients served every byte, the real Nix
 //! substituting a closure over HTTP, and a clean stop on Ctrl-C.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::common;
 
 struct Server {
     child: Child,

@@ -1,16 +1,15 @@
 //! The README's main job: `nar-tool demo` lays out a sample store with no Nix, builds a signed
 //! cache and verifies it; when Nix is installed, Nix substitutes from that cache.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::process::Command;
+
+use crate::common;
 
 #[test]
 fn demo_builds_and_verifies_a_cache_nix_accepts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_nar-tool"))
+    let out = Command::new(common::bin())
         .arg("demo")
         .arg(&dir)
         .output()

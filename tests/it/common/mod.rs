@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: fixture paths, running the built CLI, NAR byte
 //! builders, a seeded RNG and random trees, and extracting the corpus store.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -175,15 +174,6 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // NAR bytes by hand
 
-/// Concatenates `str(t)` of each token.
-pub fn toks(tokens: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for t in tokens {
-        put_str(&mut v, t);
-    }
-    v
-}
-
 /// A tiny builder for hand-made (possibly broken) archives.
 #[derive(Default, Clone)]
 pub struct NarBytes(pub Vec<u8>);
@@ -220,9 +210,6 @@ impl NarBytes {
     }
     pub fn len(&self) -> u64 {
         self.0.len() as u64
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
     pub fn bytes(self) -> Vec<u8> {
         self.0

@@ -4,9 +4,6 @@
 //! deduplication, deterministic output whatever the number of jobs, loud errors that leave the
 //! cache valid, --paths-from, and a cache that is valid at every moment even when the build is
 //! killed (SIGKILL) and then completed by running it again.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nar_tool::compression::{self, Compression};
 use nar_tool::hash::{to_hex, Hash, HashAlgo};
 use nar_tool::host::fs::{dump_path, CaseHack};

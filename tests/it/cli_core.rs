@@ -1,7 +1,4 @@
 //! The command line: exit codes, `ls`, `cat`, keys and signing, hashing, against the corpus.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes, the real Nix
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use nar_tool::hash::{Encoding, Hash, HashAlgo};
 use nar_tool::nar::tree::Node;
 use nar_tool::narinfo::NarInfo;

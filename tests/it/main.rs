@@ -1,0 +1,18 @@
+//! The integration tests, one binary (one link, one run): each module is the test file it was,
+//! sharing `common`. Native only: the file system, processes, the real Nix. (The wasm32 tests of
+//! the JavaScript API are `tests/wasm_api.rs`, a binary of their own.)
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+mod build_cache;
+mod cli_core;
+mod core_golden;
+mod decoders;
+mod demo;
+mod fuzz_regressions;
+mod hostile;
+mod nix_differential;
+mod properties;
+mod serve;
+mod verify;
