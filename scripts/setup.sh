@@ -19,6 +19,11 @@ apt_install() {
 have cargo || { echo "setup: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
 [ $minimal = 1 ] && exit 0
 
+# The lints scripts/test.sh runs first: cargo fmt and cargo clippy.
+installed=$(rustup component list --installed)
+for component in rustfmt clippy; do
+  grep -q "^$component" <<<"$installed" || rustup component add "$component"
+done
 # The real Nix for differential tests, xz/zstd/bzip2 CLIs and hyperfine for benchmarks.
 apt_install nix-bin xz-utils zstd bzip2 hyperfine time
 # The library must also build for the browser and Node.

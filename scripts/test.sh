@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test: sets the machine up, then unit, golden, property, hostile-input, CLI and
-# differential (real Nix) tests, the fuzz-crash replay, and the wasm32 build of the library.
+# Runs every test: sets the machine up; checks formatting, clippy's lints and the docs first (so
+# they fail fast); then unit, golden, property, hostile-input, CLI and differential (real Nix)
+# tests and the fuzz-crash replay (one integration-test binary, tests/it), and the wasm32 build of
+# the library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export NIX_REMOTE=local
+echo "== lints: rustfmt, clippy (warnings are errors), rustdoc (warnings are errors)"
+cargo fmt --check
+cargo clippy --quiet --all-targets -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --quiet --no-deps
 echo "== wasm32 build of the library"
 cargo build --quiet --lib --target wasm32-unknown-unknown
 echo "== cargo test"

@@ -7,11 +7,11 @@
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
 //! JSON listings: `GET /_nar-tool/narinfos` (`["<hashpart>.narinfo", …]`, sorted),
 //! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted) and, to load many narinfos in few
-//! requests, `GET /_nar-tool/narinfo-texts?offset=O&limit=L` (see [`Site::narinfo_texts`]).
+//! requests, `GET /_nar-tool/narinfo-texts?offset=O&limit=L` (see `Site::narinfo_texts`).
 //!
 //! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining, the header-read
 //! timeout), on a tokio runtime of `threads` workers. This module decides only which file or
-//! listing a request gets ([`Site::route`], blocking file-system work, run on tokio's blocking
+//! listing a request gets (`Site::route`, blocking file-system work, run on tokio's blocking
 //! pool) and streams file bodies in [`CHUNK`]-sized reads as the client takes them, so a NAR of
 //! any size is sent in constant memory. At most [`MAX_CONNECTIONS`] connections are served at
 //! once (more are answered 503); a connection idle for [`IDLE_TIMEOUT`] (or that long sending a
