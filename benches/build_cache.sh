@@ -2,13 +2,18 @@
 # Benchmark of `nar-tool build-cache` against `nix copy --to file://DIR?compression=C`: the same
 # store paths from the same store (/nix/store, read through the default DB
 # /nix/var/nix/db/db.sqlite), for (a) a real tree of ~50 MB or more, (b) a generated tree of many
-# small files and (c) a memory probe (a generated path of NAR_BENCH_BIG_MB MiB, one run, zstd).
+# small files, (c) many small store paths (NAR_BENCH_SMALL_PATHS generated paths of 3 small files
+# each, in a chroot store of their own: the tools read them from there, Nix with `nix copy
+# --from STORE`, nar-tool with `--store-root STORE --paths-from LIST`) and (d) a memory probe (a
+# generated path of NAR_BENCH_BIG_MB MiB, one run, zstd).
 # For zstd and xz: wall time (GNU time, in interleaved rounds whose order alternates; the target
 # directory is removed before every run), CPU time, size of nar/ (du -sb), peak RSS, and the
 # ratios ours/Nix's.
 # A benchmark, not a test: run it on demand, on a quiet machine. See benches/README.md.
 #
 #   benches/build_cache.sh [REAL_TREE]
+#   benches/build_cache.sh CASE...      only these cases: real small-files small-paths big
+#                                       (e.g. `benches/build_cache.sh small-paths`)
 #
 # Environment:
 #   NAR_BENCH_REAL         the real tree (default: the first argument, else the largest
@@ -16,9 +21,11 @@
 #   NAR_BENCH_RUNS         rounds per order (default 2: 2 rounds with ours first and 2 with Nix
 #                          first, so 4 runs each; xz on ~50 MB takes a while)
 #   NAR_BENCH_SMALL_FILES  files in the many-small-files tree (default 20000)
+#   NAR_BENCH_SMALL_PATHS  store paths of the many-small-paths case (default 2000)
 #   NAR_BENCH_BIG_MB       size of the memory probe's path in MiB (default 256; 0 to skip)
 #   NAR_BENCH_METHODS      compressions (default "zstd xz")
-#   NAR_BENCH_ONLY         space-separated subset of: real small-files big (default: all three)
+#   NAR_BENCH_ONLY         space-separated subset of: real small-files small-paths big (default:
+#                          all; CASE arguments replace it)
 #   NAR_BENCH_JOBS         --jobs for nar-tool (default: its own, the number of cores)
 #   NAR_BENCH_WAIT         seconds to wait, before each order of each pair, for the cores to be
 #                          idle (≤ 10 % busy; default 60); the table shows how busy they still were
@@ -27,43 +34,44 @@
 # write /nix), GNU time at /usr/bin/time, python3.
 # Writes bench-results/build_cache.txt (the table) and bench-results/build_cache.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+source "$(dirname "$0")/lib.sh"
 export NIX_REMOTE=local
-export LC_ALL=C
 
+cases="real small-files small-paths big"
 runs=${NAR_BENCH_RUNS:-2}
 small_files=${NAR_BENCH_SMALL_FILES:-20000}
+small_paths=${NAR_BENCH_SMALL_PATHS:-2000}
 big_mb=${NAR_BENCH_BIG_MB:-256}
 methods=${NAR_BENCH_METHODS:-zstd xz}
-only=${NAR_BENCH_ONLY:-real small-files big}
+real=${NAR_BENCH_REAL:-}
+picked=
+for arg in "$@"; do
+  case " $cases " in
+    *" $arg "*) picked+=" $arg" ;;
+    *) real=$arg ;;
+  esac
+done
+only=${picked:-${NAR_BENCH_ONLY:-$cases}}
 wait_max=${NAR_BENCH_WAIT:-60}
 wanted() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 jobs_arg=()
 if [ -n "${NAR_BENCH_JOBS:-}" ]; then jobs_arg=(--jobs "$NAR_BENCH_JOBS"); fi
 
-die() { echo "build_cache.sh: $*" >&2; exit 1; }
-for tool in cargo nix nix-store python3; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix)"
-done
-[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+need cargo nix nix-store python3
+need_gnu_time
 [ -f /nix/var/nix/db/db.sqlite ] || die "no Nix DB at /nix/var/nix/db/db.sqlite"
 
 results_dir=$root/bench-results
 mkdir -p "$results_dir"
-work=$(mktemp -d "${TMPDIR:-/tmp}/build-cache-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_work build-cache-bench
 # Nix remembers what a binary cache holds (~/.cache/nix/binary-cache-v*.sqlite): a removed
 # target would look complete to the next `nix copy`. Give it a cache of its own, wiped before
 # every run.
 export XDG_CACHE_HOME=$work/xdg
 
-echo "== cargo build --release" >&2
-cargo build --release --quiet
-bin=$root/target/release/nar-tool
+bin=$(release_bin)
 
 # --- the trees, added to the store --------------------------------------------------------------
-real=${NAR_BENCH_REAL:-${1:-}}
 if [ -z "$real" ]; then
   real=$(du -s /usr/lib/python3* 2>/dev/null | sort -rn | head -1 | cut -f2 || true)
   if [ -z "$real" ]; then
@@ -74,9 +82,10 @@ fi
 
 gen=$work/gen
 mkdir -p "$gen"
-python3 - "$gen" "$small_files" "$big_mb" "$real" <<'EOF'
+python3 - "$gen" "$small_files" "$big_mb" "$real" "$only" "$small_paths" <<'EOF'
 import os, random, sys
 out, count, big_mb, real = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+only, path_count = sys.argv[5].split(), int(sys.argv[6])
 rng = random.Random(20240601)
 # Contents are consecutive slices of the real tree's text files (sorted walk, up to 64 MiB,
 # wrapping around if the tree has less), so they compress like source code does: a word salad
@@ -103,7 +112,7 @@ def text(n):
 # (b) many small files: ~100 per directory, sizes 0..~8 KiB (mostly small), some executables,
 # symlinks, a few binary (random) files.
 small = os.path.join(out, "small-files")
-for i in range(count):
+for i in range(count if "small-files" in only else 0):
     d = os.path.join(small, "d%03d" % (i // 100 // 10), "s%03d" % (i // 100))
     os.makedirs(d, exist_ok=True)
     n = int(min(8192, rng.lognormvariate(6.5, 1.2)))
@@ -115,99 +124,93 @@ for i in range(count):
     if i % 97 == 0:
         os.symlink("f%05d.rs" % i, os.path.join(d, "l%05d" % i))
 # (c) the memory probe: one big file, half text, half random, in 1 MiB pieces.
-if big_mb > 0:
+if big_mb > 0 and "big" in only:
     big = os.path.join(out, "big")
     os.makedirs(big)
     with open(os.path.join(big, "blob"), "wb") as f:
         block = text(1 << 20)
         for i in range(big_mb):
             f.write(block if i % 2 == 0 else rng.randbytes(1 << 20))
+# (d) many small store paths, each of 3 small text files (~0.7 KB typical, at most 4 KiB; one
+# executable), every one a different slice of the pool, so no two NARs are the same; the same
+# paths whichever other cases were generated.
+rng, cursor = random.Random(20240602), 0
+for i in range(path_count if "small-paths" in only else 0):
+    p = os.path.join(out, "small-paths", "sp-%04d" % i)
+    for sub, name in (("bin", "sp-%04d" % i), ("lib", "data.txt"), ("share/doc", "README")):
+        os.makedirs(os.path.join(p, sub), exist_ok=True)
+        with open(os.path.join(p, sub, name), "wb") as f:
+            f.write(text(int(min(4096, rng.lognormvariate(6.5, 0.8)))))
+    os.chmod(os.path.join(p, "bin", "sp-%04d" % i), 0o755)
 EOF
 
-echo "== adding the trees to /nix/store" >&2
-real_path=$(nix-store --add "$real")
-small_path=$(nix-store --add "$gen/small-files")
-big_path=
-if [ "$big_mb" -gt 0 ]; then big_path=$(nix-store --add "$gen/big"); fi
+echo "== adding the trees to /nix/store, the small paths to a chroot store" >&2
+if wanted real; then nix-store --add "$real" >"$work/real.list"; fi
+if wanted small-files; then nix-store --add "$gen/small-files" >"$work/small-files.list"; fi
+if wanted big && [ "$big_mb" -gt 0 ]; then nix-store --add "$gen/big" >"$work/big.list"; fi
+small_store=$work/store
+if wanted small-paths; then store_add "$small_store" "$gen"/small-paths/* >"$work/small-paths.list"; fi
 rm -rf "$gen"
-
-cpu_busy() { # percent of all cores busy (not idle, not waiting for I/O) over the next second
-  local a b i busy=0 total=0
-  read -r -a a </proc/stat
-  sleep 1
-  read -r -a b </proc/stat
-  for ((i = 1; i < ${#a[@]}; i++)); do
-    total=$((total + b[i] - a[i]))
-    if [ "$i" != 4 ] && [ "$i" != 5 ]; then busy=$((busy + b[i] - a[i])); fi
-  done
-  echo $((100 * busy / (total > 0 ? total : 1)))
-}
-wait_quiet() { # waits until the cores are ≤ 10 % busy, at most $wait_max s; prints the last reading
-  local start=$SECONDS b
-  while :; do
-    b=$(cpu_busy)
-    if [ "$b" -le 10 ] || [ $((SECONDS - start)) -ge "$wait_max" ]; then
-      echo "$b"
-      return
-    fi
-    sleep 2
-  done
-}
 
 rows=$work/rows.tsv
 : > "$rows"
-measure() { # label path method runs
-  local label=$1 path=$2 method=$3 n=$4
+measure() { # label method runs list [store]: the paths listed in LIST, from the chroot store
+  # STORE (else /nix/store)
+  local label=$1 method=$2 n=$3 list=$4 store=${5:-}
   local ours=$work/ours nixd=$work/nix
-  local nar_size
-  nar_size=$(nix --extra-experimental-features nix-command path-info --json "$path" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["narSize"])')
-  echo "== $label ($path, NAR $nar_size bytes), $method" >&2
+  local paths nar_size
+  mapfile -t paths <"$list"
+  nar_size=$($nix3 path-info --json ${store:+--store "$store"} "${paths[@]}" \
+    | python3 -c 'import json,sys; print(sum(p["narSize"] for p in json.load(sys.stdin)))')
+  echo "== $label (${#paths[@]} path(s): ${paths[0]}..., NAR $nar_size bytes), $method" >&2
   # Warm the page cache once.
-  "$bin" hash "$path" >/dev/null
-  local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method $path"
-  local nix_cmd="nix --extra-experimental-features nix-command copy --to file://$nixd?compression=$method $path"
+  find "${paths[@]/#/$store}" -type f -exec cat {} + >/dev/null
+  local ours_cmd="$bin build-cache --quiet ${jobs_arg[*]} --to $ours --compression $method"
+  if [ -n "$store" ]; then ours_cmd+=" --store-root $store --paths-from $list"; else ours_cmd+=" ${paths[*]}"; fi
+  local nix_cmd
+  nix_cmd="$(nix_copy_cmd "$nixd" "$method" "$store") ${paths[*]}"
   local runs_file=$work/$label-$method.runs
   : > "$runs_file"
   local busy b i who
-  busy=$(wait_quiet)
+  busy=$(wait_quiet "$wait_max")
   # Interleaved rounds, the order alternating (ours first, then Nix first, ...): slow drifts of a
   # shared machine's speed then fall on both alike, and each round's pair gives one ratio.
   # The targets are removed before every run; the last run of each leaves the caches measured.
   for ((i = 1; i <= 2 * n; i++)); do
-    if [ $((i % 2)) = 1 ]; then order="ours nix"; else order="nix ours"; fi
-    for who in $order; do
+    for who in $(round_order "$i" nix ours); do
       rm -rf "$ours" "$nixd" "$XDG_CACHE_HOME"
       if [ "$who" = ours ]; then
-        /usr/bin/time -f '%e %U %S %M' -o "$work/t" $ours_cmd
+        gnu_time "$work/t" $ours_cmd
       else
-        /usr/bin/time -f '%e %U %S %M' -o "$work/t" $nix_cmd 2>/dev/null
+        gnu_time "$work/t" $nix_cmd 2>/dev/null
       fi
       printf '%s\t%s\t%s\n' "$i" "$who" "$(cat "$work/t")" >> "$runs_file"
     done
     if [ "$i" = "$n" ]; then
-      b=$(wait_quiet)
+      b=$(wait_quiet "$wait_max")
       [ "$b" -gt "$busy" ] && busy=$b
     fi
   done
   # The last round left only the second command's cache: one more run of the other.
-  if [ -z "$(ls "$ours"/*.narinfo 2>/dev/null)" ]; then $ours_cmd; fi
-  if [ -z "$(ls "$nixd"/*.narinfo 2>/dev/null)" ]; then $nix_cmd 2>/dev/null; fi
-  # Both must have produced the path, with the same NAR.
+  if [ -z "$(ls "$ours" 2>/dev/null | grep -m1 '\.narinfo$' || true)" ]; then $ours_cmd; fi
+  if [ -z "$(ls "$nixd" 2>/dev/null | grep -m1 '\.narinfo$' || true)" ]; then $nix_cmd 2>/dev/null; fi
+  # Both must have produced every path, with the same NARs.
   local a b
-  a=$(grep -h '^NarHash' "$ours"/*.narinfo)
-  b=$(grep -h '^NarHash' "$nixd"/*.narinfo)
-  [ "$a" = "$b" ] || die "$label $method: different NarHash: ours '$a', Nix's '$b'"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "$nar_size" \
+  a=$(cat "$ours"/*.narinfo | grep '^NarHash' | sort)
+  b=$(cat "$nixd"/*.narinfo | grep '^NarHash' | sort)
+  [ "$(wc -l <<<"$a")" = "${#paths[@]}" ] || die "$label $method: $(wc -l <<<"$a") narinfos, not ${#paths[@]}"
+  [ "$a" = "$b" ] || die "$label $method: different NarHashes, ours and Nix's"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$method" "${#paths[@]}" "$nar_size" \
     "$(du -sb "$ours/nar" | cut -f1)" "$(du -sb "$nixd/nar" | cut -f1)" "$runs_file" "$busy" >> "$rows"
 }
 
 for method in $methods; do
-  if wanted real; then measure real "$real_path" "$method" "$runs"; fi
-  if wanted small-files; then measure small-files "$small_path" "$method" "$runs"; fi
+  if wanted real; then measure real "$method" "$runs" "$work/real.list"; fi
+  if wanted small-files; then measure small-files "$method" "$runs" "$work/small-files.list"; fi
+  if wanted small-paths; then measure small-paths "$method" "$runs" "$work/small-paths.list" "$small_store"; fi
 done
-if [ -n "$big_path" ] && wanted big; then
-  measure "big-${big_mb}MiB" "$big_path" zstd 1
+if [ -s "$work/big.list" ]; then
+  measure "big-${big_mb}MiB" zstd 1 "$work/big.list"
 fi
 
 python3 - "$rows" "$results_dir" "$real" "$(nproc)" "$(cat /proc/loadavg)" "$("$bin" --version 2>/dev/null || echo nar-tool)" "$(nix --version)" <<'EOF'
@@ -215,9 +218,9 @@ import json, os, statistics, sys, time
 rows_path, results_dir, real, cores, loadavg, ours_version, nix_version = sys.argv[1:8]
 rows = []
 for line in open(rows_path):
-    label, method, nar, size_o, size_n, runs_file, busy = line.rstrip("\n").split("\t")
-    r = dict(tree=label, method=method, nar_bytes=int(nar), size_ours=int(size_o), size_nix=int(size_n),
-             busy=int(busy))
+    label, method, paths, nar, size_o, size_n, runs_file, busy = line.rstrip("\n").split("\t")
+    r = dict(tree=label, method=method, paths=int(paths), nar_bytes=int(nar), size_ours=int(size_o),
+             size_nix=int(size_n), busy=int(busy))
     runs = {}  # round -> who -> (wall, cpu, rss KiB)
     for l in open(runs_file):
         rnd, who, wall, user, sys_, rss = l.split()
@@ -239,7 +242,7 @@ lines.append(f"build-cache vs nix copy --to file://  ({time.strftime('%Y-%m-%d %
              f"load avg at the end: {loadavg.split()[0]} {loadavg.split()[1]} {loadavg.split()[2]})")
 lines.append(f"{ours_version}; {nix_version}; real tree: {real}")
 lines.append("")
-hdr = (f"{'tree':<14} {'comp':<5} {'NAR MiB':>8} {'busy':>5} | {'wall ours':>9} {'wall Nix':>9} {'ratio':>6} {'(min)':>6} {'runs':>4} | "
+hdr = (f"{'tree':<14} {'comp':<5} {'paths':>5} {'NAR MiB':>8} {'busy':>5} | {'wall ours':>9} {'wall Nix':>9} {'ratio':>6} {'(min)':>6} {'runs':>4} | "
        f"{'CPU ours':>8} {'CPU Nix':>8} | {'size ours':>10} {'size Nix':>10} {'ratio':>6} | "
        f"{'RSS ours':>9} {'RSS Nix':>9} | target")
 lines.append(hdr)
@@ -259,7 +262,7 @@ for r in rows:
     else:
         verdict = ""
     lines.append(
-        f"{r['tree']:<14} {r['method']:<5} {mib(r['nar_bytes']):>8.1f} {r['busy']:>4}% | "
+        f"{r['tree']:<14} {r['method']:<5} {r['paths']:>5} {mib(r['nar_bytes']):>8.1f} {r['busy']:>4}% | "
         f"{r['wall_ours']:>8.2f}s {r['wall_nix']:>8.2f}s "
         f"{wr:>5.2f}× {wmin:>5.2f}× {r['rounds']:>4} | {r['cpu_ours']:>7.2f}s {r['cpu_nix']:>7.2f}s | "
         f"{mib(r['size_ours']):>8.2f}Mi {mib(r['size_nix']):>8.2f}Mi {sr:>5.3f}× | "

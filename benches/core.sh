@@ -22,10 +22,8 @@
 # Requires: cargo, nix-hash and nix-store (Nix; NIX_REMOTE=local is set here), hyperfine,
 # GNU time at /usr/bin/time, python3 (tree generation and the table), cmp.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+source "$(dirname "$0")/lib.sh"
 export NIX_REMOTE=local
-export LC_ALL=C
 
 runs=${NAR_BENCH_RUNS:-3}
 rounds=${NAR_BENCH_ROUNDS:-3}
@@ -35,21 +33,13 @@ only=${NAR_BENCH_ONLY:-real synthetic big}
 bench_dir=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}
 results_dir=$root/bench-results
 mkdir -p "$results_dir" "$bench_dir"
-work=$(mktemp -d "${TMPDIR:-/tmp}/nar-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_work nar-bench
 
-die() { echo "core.sh: $*" >&2; exit 1; }
-for tool in cargo nix-hash nix-store hyperfine python3 cmp; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix and hyperfine)"
-done
-[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+need cargo nix-hash nix-store hyperfine python3 cmp
+need_gnu_time
 
 # ---------------------------------------------------------------------------------------------
-echo "== cargo build --release"
-cargo build --release --quiet --bin nar-tool
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-ours=$target_dir/release/nar-tool
-[ -x "$ours" ] || die "no binary at $ours"
+ours=$(release_bin)
 
 # ---------------------------------------------------------------------------------------------
 # The trees.
@@ -133,10 +123,7 @@ describe() {  # files, directories, symlinks, bytes of regular files
 }
 
 # ---------------------------------------------------------------------------------------------
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "== load average: $(load) (on $(nproc) cores; measure on a quiet machine)"
-busy=$(awk -v n="$(nproc)" '{print ($1 > 0.5 * n) ? 1 : 0}' /proc/loadavg)
-[ "$busy" = 1 ] && echo "core.sh: warning: the machine is busy, numbers will be noisy" >&2
+warn_if_busy
 
 # Correctness first: the same hash strings, the same dump bytes.
 for i in "${!names[@]}"; do
@@ -168,7 +155,6 @@ done
 # bottleneck of both and hide the difference.
 # Peak memory: GNU time's maximum resident set size (what `/usr/bin/time -v` calls "Maximum
 # resident set size") of the tool alone, median of 3 runs.
-q() { printf '%q' "$1"; }
 peak_kb() {  # median max-RSS of the command (in KiB); its stdout goes to the given sink
   local sink=$1; shift
   local vals=()
@@ -183,21 +169,6 @@ peak_kb() {  # median max-RSS of the command (in KiB); its stdout goes to the gi
   printf '%s\n' "${vals[@]}" | sort -n | sed -n 2p
 }
 hz=$(getconf CLK_TCK)
-cpu_ticks() {  # busy and total ticks of all cores since boot
-  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
-}
-wait_quiet() {  # until the cores are ≤ 10 % busy over a second (at most $wait_max s)
-  local t0=$SECONDS b0 t0_ b1 t1
-  while :; do
-    read -r b0 t0_ < <(cpu_ticks)
-    sleep 1
-    read -r b1 t1 < <(cpu_ticks)
-    if [ $((100 * (b1 - b0))) -le $((10 * (t1 - t0_))) ] || [ $((SECONDS - t0)) -ge "$wait_max" ]; then
-      return
-    fi
-    sleep 4
-  done
-}
 max_other=${NAR_BENCH_MAX_OTHER:-0.15}
 
 rows=$work/rows.tsv
@@ -216,7 +187,7 @@ for i in "${!names[@]}"; do
     sh -c "$nix_cmd" && sh -c "$our_cmd"  # warm-up
     while [ "$kept" -lt "$rounds" ]; do
       tries=$((tries + 1))
-      wait_quiet
+      wait_quiet "$wait_max" >/dev/null
       local pair=(-n "nix $op" "$nix_cmd" -n "nar-tool $op" "$our_cmd")
       [ $((tries % 2)) = 0 ] && pair=(-n "nar-tool $op" "$our_cmd" -n "nix $op" "$nix_cmd")
       read -r b0 t0 < <(cpu_ticks)

@@ -37,9 +37,7 @@
 # Requires: cargo, node >= 20, wasm-pack (scripts/setup.sh), python3, GNU time at /usr/bin/time.
 # Writes bench-results/node-verify.txt and bench-results/node-verify.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
-export LC_ALL=C
+source "$(dirname "$0")/lib.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 runs=${NAR_BENCH_RUNS:-3}
@@ -49,16 +47,12 @@ bench_root=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}
 bench_dir=$bench_root/node-verify
 results_dir=$root/bench-results
 mkdir -p "$results_dir" "$bench_dir"
-work=$(mktemp -d "${TMPDIR:-/tmp}/nar-node-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_work nar-node-bench
 
-die() { echo "node-verify.sh: $*" >&2; exit 1; }
-for tool in cargo node python3; do command -v "$tool" >/dev/null || die "$tool is missing"; done
-[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+need cargo node python3
+need_gnu_time
 
-echo "== cargo build --release"
-cargo build --release --quiet --bin nar-tool
-ours=$root/target/release/nar-tool
+ours=$(release_bin)
 if [ ! -f pkg/wasm/nar_tool_bg.wasm ] || [ -n "$(find src Cargo.toml Cargo.lock -newer pkg/wasm/nar_tool_bg.wasm -print -quit)" ]; then
   echo "== wasm build (pkg/)"
   (cd pkg && npm run --silent build)
@@ -115,12 +109,8 @@ done
 cd "$root"
 
 # ---------------------------------------------------------------------------------------------
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "== load average: $(load) (on $(nproc) cores; measure on a quiet machine)"
-busy=$(awk -v n="$(nproc)" '{print ($1 > 0.5 * n) ? 1 : 0}' /proc/loadavg)
-[ "$busy" = 1 ] && echo "node-verify.sh: warning: the machine is busy, numbers will be noisy" >&2
+warn_if_busy
 
-q() { printf '%q' "$1"; }
 runs_tsv=$work/runs.tsv
 meta=$work/meta.tsv
 : >"$runs_tsv"
@@ -132,7 +122,7 @@ if [ "${NAR_BENCH_RT:-0}" = 1 ]; then
   rt=(chrt -f 10)
 fi
 timed() {  # cache label command
-  "${rt[@]}" /usr/bin/time -f '%e %U %S %M' -o "$work/time" sh -c "$3" >/dev/null 2>"$work/err" ||
+  gnu_time "$work/time" "${rt[@]}" sh -c "$3" >/dev/null 2>"$work/err" ||
     die "$2 failed on $1: $3: $(cat "$work/err")"
   printf '%s\t%s\t%s\n' "$1" "$2" "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
 }
@@ -155,10 +145,8 @@ for c in $only; do
   printf '%s\t%s\t%s\n' "$c" "$file_bytes" "$nar_bytes" >>"$meta"
   echo "== big-$c: $nar_bytes bytes of NAR in $file_bytes bytes of $c"
   for l in "${labels[@]}"; do sh -c "${cmd[$l]}" >/dev/null 2>&1; done
-  n=${#labels[@]}
   for r in $(seq 1 "$runs"); do
-    for i in $(seq 0 $((n - 1))); do
-      l=${labels[$(((i + r) % n))]}
+    for l in $(round_order "$r" "${labels[@]}"); do
       timed "$c" "$l" "${cmd[$l]}"
     done
     echo "   round $r/$runs: $(awk -v c="$c" -F'\t' '$1 == c {k[$2] = $3 "s " int($6 / 1024) "MiB"} END {for (l in k) printf "%s %s  ", l, k[l]}' "$runs_tsv")(load $(load))"

@@ -15,20 +15,19 @@
 #   LOAD_CLIENTS   space-separated client counts (default "1 16 64 256")
 #   LOAD_THREADS   serve --threads (default 8)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
 seconds=${LOAD_SECONDS:-15}
 clients=${LOAD_CLIENTS:-1 16 64 256}
 threads=${LOAD_THREADS:-8}
 
-cargo build --quiet --release --bin nar-tool
-export NAR_TOOL_BIN="$PWD/target/release/nar-tool"
+NAR_TOOL_BIN=$(release_bin)
+export NAR_TOOL_BIN
 mkdir -p bench-results
 out="bench-results/serve-load.jsonl"
 : > "$out"
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+make_work nar-serve-load
 cp -r tests/fixtures/corpus/caches/zstd "$work/small"
 chmod -R u+w "$work/small"
 # The large cache: 16 files of 8 MiB of random bytes, served as NAR files (serve does not care

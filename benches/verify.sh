@@ -40,10 +40,8 @@
 # python3, xz, zstd, sha256sum, xargs; openssl (optional floor).
 # Writes bench-results/verify.txt (the table) and bench-results/verify.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+source "$(dirname "$0")/lib.sh"
 export NIX_REMOTE=local
-export LC_ALL=C
 
 runs=${NAR_BENCH_RUNS:-5}
 if [ "${NAR_BENCH_QUICK:-0}" = 1 ]; then runs=2; fi
@@ -51,22 +49,14 @@ only=${NAR_BENCH_ONLY:-big-xz big-zstd small-xz small-zstd}
 bench_dir=${NAR_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nar-tool-bench}/verify
 results_dir=$root/bench-results
 mkdir -p "$results_dir" "$bench_dir"
-work=$(mktemp -d "${TMPDIR:-/tmp}/nar-verify-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_work nar-verify-bench
 
-die() { echo "verify.sh: $*" >&2; exit 1; }
-for tool in cargo nix nix-store python3 xz zstd sha256sum xargs; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs Nix)"
-done
-[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is missing: apt-get install time"
+need cargo nix nix-store python3 xz zstd sha256sum xargs
+need_gnu_time
 have_openssl=0
 command -v openssl >/dev/null && have_openssl=1
 
-echo "== cargo build --release"
-cargo build --release --quiet --bin nar-tool
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-ours=$target_dir/release/nar-tool
-[ -x "$ours" ] || die "no binary at $ours"
+ours=$(release_bin)
 
 # ---------------------------------------------------------------------------------------------
 # The datasets (built once; delete $bench_dir to rebuild).
@@ -96,7 +86,7 @@ if [ ! -s big-path ]; then
   else
     cp -r "$src" big-src/tree
   fi
-  nix-store --store "$store" --add big-src >big-path.tmp && mv big-path.tmp big-path
+  store_add "$store" big-src >big-path.tmp && mv big-path.tmp big-path
 fi
 if [ ! -s small-paths ]; then
   echo "== the 1000 small paths"
@@ -125,7 +115,7 @@ for i in range(1000):
     for j, p in enumerate(files[3 * i:3 * i + 3]):
         shutil.copy(p, f"{out}/{j}-{os.path.basename(p)}")
 EOF
-  nix-store --store "$store" --add small-src/* >small-paths.tmp && mv small-paths.tmp small-paths
+  store_add "$store" small-src/* >small-paths.tmp && mv small-paths.tmp small-paths
 fi
 for c in xz zstd; do
   if [ ! -e "big-$c/.complete" ]; then
@@ -144,12 +134,8 @@ done
 cd "$root"
 
 # ---------------------------------------------------------------------------------------------
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "== load average: $(load) (on $(nproc) cores; measure on a quiet machine)"
-busy=$(awk -v n="$(nproc)" '{print ($1 > 0.5 * n) ? 1 : 0}' /proc/loadavg)
-[ "$busy" = 1 ] && echo "verify.sh: warning: the machine is busy, numbers will be noisy" >&2
+warn_if_busy
 
-q() { printf '%q' "$1"; }
 O=$(q "$ours")
 K=$(q "$key")
 runs_tsv=$work/runs.tsv
@@ -166,7 +152,7 @@ fi
 timed() {  # mode cache label command
   local prefix=()
   [ "$1" = rt ] && prefix=(env NAR_TOOL_VERIFY_PIPELINE=1 chrt -f 10)
-  "${prefix[@]}" /usr/bin/time -f '%e %U %S %M' -o "$work/time" sh -c "$4" >/dev/null 2>&1 ||
+  gnu_time "$work/time" "${prefix[@]}" sh -c "$4" >/dev/null 2>&1 ||
     die "$3 failed on $2: $4"
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
 }
@@ -178,7 +164,7 @@ for name in $only; do
   case $name in *-xz) dec="xz -dc" ;; *-zstd) dec="zstd -dc" ;; esac
   declare -A cmd=(
     [ours]="$O verify $D --trusted-key $K -q"
-    [nix]="nix --extra-experimental-features nix-command store verify --store file://$D --all --option trusted-public-keys $K --option substituters ''"
+    [nix]="$nix3 store verify --store file://$D --all --option trusted-public-keys $K --option substituters ''"
     [floor-sha256sum]="find $D/nar -type f -print0 | xargs -0 -P $(nproc) -n 16 sh -c 'for f; do $dec \"\$f\" | sha256sum; done' _"
   )
   labels=(ours nix floor-sha256sum)
@@ -200,10 +186,8 @@ for name in $only; do
   # Page cache warm (one run of each first), then $runs rounds, the order rotating each round
   # so that a burst of other work on the machine falls on every command alike.
   for l in "${labels[@]}"; do sh -c "${cmd[$l]}" >/dev/null 2>&1; done
-  n=${#labels[@]}
   for r in $(seq 1 "$runs"); do
-    for i in $(seq 0 $((n - 1))); do
-      l=${labels[$(((i + r) % n))]}
+    for l in $(round_order "$r" "${labels[@]}"); do
       timed "$mode" "$name" "$l" "${cmd[$l]}"
     done
     echo "   round $r/$runs: $(awk -v m="$mode" -v c="$name" -F'\t' '$1 == m && $2 == c {k[$3] = $4} END {for (l in k) printf "%s %ss  ", l, k[l]}' "$runs_tsv")(load $(load))"
