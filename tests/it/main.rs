@@ -15,4 +15,5 @@ mod hostile;
 mod nix_differential;
 mod properties;
 mod serve;
+mod storage_layer;
 mod verify;

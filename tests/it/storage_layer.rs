@@ -2,9 +2,6 @@
 //! it broken: a symlink swapped in while `serve` answers, FIFOs planted at every kind of key, a
 //! `nar` folder that is a symlink out of the cache, two builders into one cache, an existing NAR
 //! that is corrupt, a full disk at the narinfo, and a `bogus.narinfo` listed alike everywhere.
-#![cfg(not(target_arch = "wasm32"))] // native: the file system, processes
-
-mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{extract_root_tar, run, TempTree};
+use crate::common::{self, extract_root_tar, run, TempTree};
 
 const APP: &str = "/nix/store/swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public";
 const LIBDEMO: &str = "/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public";
