@@ -12,7 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
-use crate::cache::verify_async::{self, AsyncCacheSource, ChunkStream};
+use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression};
 use crate::hash::{Encoding, Hash, HashAlgo, Sha256Host};
@@ -630,7 +630,7 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
     };
     let source = JsSource(source, sha256);
-    let report = verify_async::verify_cache(&source, &opts, o.only.as_deref(), |p| {
+    let report = push::verify_cache(&source, &opts, o.only.as_deref(), |p| {
         if let Some(f) = &on_progress {
             let event = js_sys::Object::new();
             let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);

@@ -446,7 +446,7 @@ fn pure_report(dir: &Path, opts: &VerifyOptions) -> Report {
 /// The async verifier (what wasm runs, pushed chunk by chunk) over the files in memory; with
 /// `sizes`, the source tells file sizes up front (a directory), else they are counted (`fetch`).
 fn async_report(dir: &Path, opts: &VerifyOptions, sizes: bool) -> Report {
-    use nar_tool::cache::verify_async::{self as va, AsyncCacheSource, ChunkStream};
+    use nar_tool::cache::verify::push::{self as va, AsyncCacheSource, ChunkStream};
     struct Source {
         files: MemoryStorage,
         sizes: bool,
