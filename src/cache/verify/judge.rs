@@ -13,6 +13,7 @@ use crate::narinfo::NarInfo;
 use crate::signing::PublicKey;
 use crate::store_path::StorePath;
 
+/// What a malformed narinfo still tells: its hash part (from the file name) and the `URL:` line.
 #[derive(Debug, Clone, Default)]
 pub struct Unparsed {
     pub hash_part: Option<String>,
@@ -33,16 +34,11 @@ impl Unparsed {
     }
 }
 
-
 /// Judges `nix-cache-info`'s bytes (or why they could not be read).
 pub fn judge_cache_info(read: io::Result<Option<Vec<u8>>>, opts: &VerifyOptions) -> Vec<Problem> {
-    let p = |message: String| {
-        vec![Problem {
-            kind: ProblemKind::BadCacheInfo,
-            path: "nix-cache-info".into(),
-            message,
-        }]
-    };
+    let problem =
+        |message: String| Problem::new(ProblemKind::BadCacheInfo, "nix-cache-info", message);
+    let p = |message: String| vec![problem(message)];
     match read {
         Err(e) => p(format!("cannot be read: {e}")),
         Ok(None) => {
@@ -54,10 +50,11 @@ pub fn judge_cache_info(read: io::Result<Option<Vec<u8>>>, opts: &VerifyOptions)
         {
             Err(e) => p(format!("unparsable: {e}")),
             Ok(info) => match info.store_dir {
-                Some(d) if d != opts.store_dir.as_str() => p(format!(
+                Some(d) if d != opts.store_dir.as_str() => vec![problem(format!(
                     "StoreDir is {d:?}, expected {:?}",
                     opts.store_dir.as_str()
-                )),
+                ))
+                .comparing(&opts.store_dir, Some(d))],
                 _ => Vec::new(),
             },
         },
@@ -94,7 +91,7 @@ pub fn url_is_inside(url: &str) -> Result<(), &'static str> {
     }
 }
 
-
+/// The first layer: a narinfo file's bytes (or why they could not be read) → its problems, and
 /// the parsed narinfo if there is one (then its file is to be checked).
 pub fn judge_narinfo(
     file_name: &str,
@@ -103,11 +100,7 @@ pub fn judge_narinfo(
 ) -> PathCheck {
     let mut out = PathCheck::default();
     let mut problem = |kind: ProblemKind, path: &str, message: String| {
-        out.problems.push(Problem {
-            kind,
-            path: path.to_string(),
-            message,
-        })
+        out.problems.push(Problem::new(kind, path, message))
     };
     let text = match read {
         Ok(Some(bytes)) => match String::from_utf8(bytes) {
@@ -154,26 +147,32 @@ pub fn judge_narinfo(
     };
     let path = info.path();
     if info.store_dir != opts.store_dir {
-        problem(
-            ProblemKind::MalformedNarinfo,
-            &path,
-            format!(
-                "StorePath is in {}, the cache is for {}",
-                info.store_dir, opts.store_dir
-            ),
+        out.problems.push(
+            Problem::new(
+                ProblemKind::MalformedNarinfo,
+                &path,
+                format!(
+                    "StorePath is in {}, the cache is for {}",
+                    info.store_dir, opts.store_dir
+                ),
+            )
+            .comparing(&opts.store_dir, Some(&info.store_dir)),
         );
     }
     let expected_name = format!("{}.narinfo", info.store_path.hash_part());
     if file_name != expected_name {
-        problem(
-            ProblemKind::HashPartMismatch,
-            &path,
-            format!("file {file_name} holds the narinfo of {path} (expected {expected_name})"),
+        out.problems.push(
+            Problem::new(
+                ProblemKind::HashPartMismatch,
+                &path,
+                format!("file {file_name} holds the narinfo of {path} (expected {expected_name})"),
+            )
+            .comparing(&expected_name, Some(file_name)),
         );
     }
     if !opts.trusted_keys.is_empty() {
         if let Some((kind, message)) = judge_signatures(&info, &opts.trusted_keys) {
-            problem(kind, &path, message);
+            out.problems.push(Problem::new(kind, &path, message));
         }
     }
     out.narinfo = Some(info);
@@ -217,12 +216,15 @@ fn judge_signatures(info: &NarInfo, trusted: &[PublicKey]) -> Option<(ProblemKin
 }
 
 /// A problem found in a path's file (the path is the narinfo's).
-pub type FileProblem = (ProblemKind, String);
+fn file_problem(info: &NarInfo, kind: ProblemKind, message: String) -> Problem {
+    Problem::new(kind, info.path(), message)
+}
 
 /// The second layer: the URL must stay inside the cache (else the file is not even looked at).
-pub fn judge_url(info: &NarInfo) -> Option<FileProblem> {
+pub fn judge_url(info: &NarInfo) -> Option<Problem> {
     url_is_inside(&info.url).err().map(|why| {
-        (
+        file_problem(
+            info,
             ProblemKind::UrlOutsideCache,
             format!(
                 "URL {:?} resolves outside the cache ({why}); not read",
@@ -233,35 +235,50 @@ pub fn judge_url(info: &NarInfo) -> Option<FileProblem> {
 }
 
 /// The file's presence and size (`Ok(None)`: absent).
-pub fn judge_size(info: &NarInfo, size: &io::Result<Option<u64>>) -> Option<FileProblem> {
+pub fn judge_size(info: &NarInfo, size: &io::Result<Option<u64>>) -> Option<Problem> {
     match size {
         Ok(Some(size)) => match info.file_size {
-            Some(expected) if expected != *size => Some((
-                ProblemKind::FileSizeMismatch,
-                format!(
-                    "{}: FileSize is {expected}, the file has {size} bytes",
-                    info.url
-                ),
-            )),
+            Some(expected) if expected != *size => Some(
+                file_problem(
+                    info,
+                    ProblemKind::FileSizeMismatch,
+                    format!(
+                        "{}: FileSize is {expected}, the file has {size} bytes",
+                        info.url
+                    ),
+                )
+                .comparing(expected, Some(size)),
+            ),
             _ => None,
         },
         Ok(None) => Some(missing(info)),
-        Err(e) => Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
+        Err(e) => Some(unreadable(info, e)),
     }
 }
 
-pub(super) fn missing(info: &NarInfo) -> FileProblem {
-    (
+/// The file is absent.
+pub fn missing(info: &NarInfo) -> Problem {
+    file_problem(
+        info,
         ProblemKind::MissingNar,
         format!("{} does not exist", info.url),
     )
 }
 
+/// The file could not be looked at (or its compression is not one that can be checked).
+pub fn unreadable(info: &NarInfo, why: impl std::fmt::Display) -> Problem {
+    file_problem(
+        info,
+        ProblemKind::CheckFailed,
+        format!("{}: {why}", info.url),
+    )
+}
+
 /// The compression method a narinfo names, or why it cannot be checked.
-pub fn judge_compression(info: &NarInfo) -> Result<Compression, FileProblem> {
+pub fn judge_compression(info: &NarInfo) -> Result<Compression, Problem> {
     info.compression
         .parse::<Compression>()
-        .map_err(|e| (ProblemKind::CheckFailed, format!("{}: {e}", info.url)))
+        .map_err(|e| unreadable(info, e))
 }
 
 /// What reading a NAR file found, however it was read (pulled natively, pushed in wasm).
@@ -274,65 +291,71 @@ pub struct ContentFindings {
 }
 
 /// The last layers: file hash, then decompression and NAR structure, then NAR size and hash.
-pub fn judge_contents(info: &NarInfo, found: &ContentFindings) -> Option<FileProblem> {
+pub fn judge_contents(info: &NarInfo, found: &ContentFindings) -> Option<Problem> {
     let url = &info.url;
+    let problem = |kind: ProblemKind, message: String| file_problem(info, kind, message);
     if let Some(e) = &found.read_error {
-        return Some((ProblemKind::CheckFailed, format!("{url}: read error: {e}")));
+        return Some(unreadable(info, format_args!("read error: {e}")));
     }
     if let Some(expected) = &info.file_hash {
         if *expected != found.file_hash {
-            return Some((
-                ProblemKind::FileHashMismatch,
-                format!(
-                    "{url}: FileHash is {expected}, the file hashes to {}",
-                    found
-                        .file_hash
-                        .to_prefixed(crate::hash::Encoding::Nixbase32)
-                ),
-            ));
+            let file_hash = found
+                .file_hash
+                .to_prefixed(crate::hash::Encoding::Nixbase32);
+            return Some(
+                problem(
+                    ProblemKind::FileHashMismatch,
+                    format!("{url}: FileHash is {expected}, the file hashes to {file_hash}"),
+                )
+                .comparing(expected, Some(file_hash)),
+            );
         }
     }
-    match &found.nar {
+    Some(match &found.nar {
         // The decoders' own words differ between the native and the pure ones: the verdict
         // must not, so it names only the method.
-        Err(NarFailure::Decompress) => Some((
+        Err(NarFailure::Decompress) => problem(
             ProblemKind::MalformedNar,
             format!(
                 "{url}: does not decompress as {}: the compressed data is corrupt or cut short",
                 info.compression
             ),
-        )),
-        Err(NarFailure::TooLong) => Some((
+        ),
+        Err(NarFailure::TooLong) => problem(
             ProblemKind::NarSizeMismatch,
             format!("{url}: NarSize is {}, the NAR is longer", info.nar_size),
-        )),
-        Err(NarFailure::Nar(e)) => Some((
+        )
+        .comparing(info.nar_size, None::<u64>),
+        Err(NarFailure::Nar(e)) => problem(
             ProblemKind::MalformedNar,
             format!("{url}: not a valid NAR: {e}"),
-        )),
-        Ok((_, nar_size)) if *nar_size != info.nar_size => Some((
+        ),
+        Ok((_, nar_size)) if *nar_size != info.nar_size => problem(
             ProblemKind::NarSizeMismatch,
             format!(
                 "{url}: NarSize is {}, the NAR has {nar_size} bytes",
                 info.nar_size
             ),
-        )),
-        Ok((nar_hash, _)) if nar_hash.algo() != info.nar_hash.algo() => Some((
+        )
+        .comparing(info.nar_size, Some(nar_size)),
+        Ok((nar_hash, _)) if nar_hash.algo() != info.nar_hash.algo() => problem(
             ProblemKind::CheckFailed,
             format!(
                 "NarHash uses {}, only sha256 is checked",
                 info.nar_hash.algo()
             ),
-        )),
-        Ok((nar_hash, _)) if *nar_hash != info.nar_hash => Some((
+        )
+        .comparing(nar_hash.algo(), Some(info.nar_hash.algo())),
+        Ok((nar_hash, _)) if *nar_hash != info.nar_hash => problem(
             ProblemKind::NarHashMismatch,
             format!(
                 "{url}: NarHash is {}, the NAR hashes to {nar_hash}",
                 info.nar_hash
             ),
-        )),
-        Ok(_) => None,
-    }
+        )
+        .comparing(&info.nar_hash, Some(nar_hash)),
+        Ok(_) => return None,
+    })
 }
 
 /// Why a NAR stream failed its check.
@@ -366,14 +389,14 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
             .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
             .collect();
         for r in missing {
-            problems.push(Problem {
-                kind: ProblemKind::MissingReference,
-                path: info.path(),
-                message: format!(
+            problems.push(Problem::new(
+                ProblemKind::MissingReference,
+                info.path(),
+                format!(
                     "references {}, which has no narinfo in the cache (the closure is incomplete)",
                     info.store_dir.display(r)
                 ),
-            });
+            ));
         }
     }
     let used: BTreeSet<&str> = checks
@@ -388,11 +411,11 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
         .collect();
     for f in nar_files {
         if !used.contains(f.as_str()) {
-            problems.push(Problem {
-                kind: ProblemKind::OrphanNar,
-                path: f.clone(),
-                message: "no narinfo points to this file (a warning)".into(),
-            });
+            problems.push(Problem::new(
+                ProblemKind::OrphanNar,
+                f.clone(),
+                "no narinfo points to this file (a warning)",
+            ));
         }
     }
     problems
@@ -407,11 +430,11 @@ pub fn judge_listing(listed: io::Result<Vec<String>>) -> (Vec<String>, Vec<Probl
         }
         Err(e) => (
             Vec::new(),
-            vec![Problem {
-                kind: ProblemKind::CheckFailed,
-                path: ".".into(),
-                message: format!("cannot list the cache: {e}"),
-            }],
+            vec![Problem::new(
+                ProblemKind::CheckFailed,
+                ".",
+                format!("cannot list the cache: {e}"),
+            )],
         ),
     }
 }
@@ -422,11 +445,11 @@ pub fn judge_nar_files(
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
     listed.unwrap_or_else(|e| {
-        problems.push(Problem {
-            kind: ProblemKind::CheckFailed,
-            path: "nar".into(),
-            message: format!("cannot list nar/: {e}"),
-        });
+        problems.push(Problem::new(
+            ProblemKind::CheckFailed,
+            "nar",
+            format!("cannot list nar/: {e}"),
+        ));
         Vec::new()
     })
 }

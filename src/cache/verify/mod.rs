@@ -29,8 +29,8 @@ pub mod storage;
 
 pub use judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, url_is_inside, ContentFindings,
-    FileProblem, Unparsed,
+    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, url_is_inside,
+    ContentFindings, Unparsed,
 };
 pub use pull::{check_cache_info, check_path, list, pure_decoder, verify_cache, DecoderFn};
 pub use push::{NarFileCheck, NarSummary};
@@ -110,6 +110,37 @@ pub struct Problem {
     pub kind: ProblemKind,
     pub path: String,
     pub message: String,
+    /// When the judgment compared two values: the one the cache claims (a narinfo's FileSize,
+    /// NarHash…, the store directory asked for, the narinfo file name its store path implies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// … and the one found (absent when it is not known: a NAR longer than NarSize is not
+    /// decompressed to its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            path: path.into(),
+            message: message.into(),
+            expected: None,
+            found: None,
+        }
+    }
+
+    /// With the two values a judgment compared (the message already tells them in words).
+    fn comparing(
+        mut self,
+        expected: impl fmt::Display,
+        found: Option<impl fmt::Display>,
+    ) -> Problem {
+        self.expected = Some(expected.to_string());
+        self.found = found.map(|f| f.to_string());
+        self
+    }
 }
 
 /// The whole verdict (the `--json` document).
@@ -160,7 +191,6 @@ pub struct PathCheck {
     pub problems: Vec<Problem>,
     pub checked_bytes: u64,
 }
-
 
 /// The most of `nix-cache-info` that is read.
 pub const MAX_CACHE_INFO_SIZE: usize = 64 * 1024;

@@ -6,12 +6,12 @@ use std::io::{self, Read};
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, ContentFindings, FileProblem,
+    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, ContentFindings,
     NarFailure,
 };
 use super::report::report;
 use super::storage::CacheStorage;
-use super::{PathCheck, Problem, ProblemKind, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
 use crate::compression::Compression;
 use crate::hash::{HashAlgo, HashingReader};
 use crate::nar::{Limits, NarError, NarReader};
@@ -81,15 +81,10 @@ pub fn check_path(
     );
     if let Some(info) = &out.narinfo {
         let problem = check_file(storage, info, opts, decoder, &mut out.checked_bytes);
-        out.problems.extend(problem.map(|(kind, message)| Problem {
-            kind,
-            path: info.path(),
-            message,
-        }));
+        out.problems.extend(problem);
     }
     out
 }
-
 
 /// The file layers, reading through `storage` (natively: pulled, and pipelined when worth it).
 fn check_file(
@@ -98,7 +93,7 @@ fn check_file(
     opts: &VerifyOptions,
     decoder: DecoderFn,
     checked_bytes: &mut u64,
-) -> Option<FileProblem> {
+) -> Option<Problem> {
     if let Some(p) = judge_url(info) {
         return Some(p);
     }
@@ -115,7 +110,7 @@ fn check_file(
     let file = match storage.open(&info.url) {
         Ok(Some(f)) => f,
         Ok(None) => return Some(missing(info)),
-        Err(e) => return Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
+        Err(e) => return Some(unreadable(info, e)),
     };
     let mut raw = HashingReader::new(HashAlgo::Sha256, file);
     let nar = (|| -> Result<(crate::hash::Hash, u64), NarFailure> {
@@ -150,7 +145,6 @@ fn check_file(
         },
     )
 }
-
 
 /// Hashes and parses a decompressed NAR: its SHA-256 and length, or why it is no NAR.
 fn hash_and_parse<R: Read>(nar: R, nar_size: u64) -> Result<(crate::hash::Hash, u64), NarFailure> {
@@ -371,7 +365,6 @@ mod pipelined {
     }
 }
 
-
 impl NarFailure {
     /// A pull reader's error: I/O errors below it are the decoder's (or the cap's).
     fn from_reader(e: NarError) -> NarFailure {
@@ -413,7 +406,6 @@ pub fn verify_cache(
 pub fn list(storage: &dyn CacheStorage) -> (Vec<String>, Vec<Problem>) {
     judge_listing(storage.list_narinfos())
 }
-
 
 /// Pure-Rust decoders, for callers without a faster one.
 pub fn pure_decoder<'a>(
@@ -587,4 +579,3 @@ mod tests {
         }
     }
 }
-

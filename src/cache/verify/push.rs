@@ -7,11 +7,10 @@ use std::io;
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, ContentFindings, FileProblem,
-    NarFailure,
+    judge_nar_files, judge_narinfo, judge_size, judge_url, unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
-use super::{PathCheck, Problem, ProblemKind, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
 use crate::compression::Compression;
 use crate::hash::{builtin_sha256, Sha256Factory, Sha256Host};
 use crate::nar::Limits;
@@ -106,11 +105,7 @@ pub async fn check_path<S: AsyncCacheSource>(
     let mut out = judge_narinfo(file_name, read, opts);
     if let Some(info) = &out.narinfo {
         let problem = check_file(source, info, opts, &mut out.checked_bytes).await;
-        out.problems.extend(problem.map(|(kind, message)| Problem {
-            kind,
-            path: info.path(),
-            message,
-        }));
+        out.problems.extend(problem);
     }
     out
 }
@@ -120,7 +115,7 @@ async fn check_file<S: AsyncCacheSource>(
     info: &NarInfo,
     opts: &VerifyOptions,
     checked_bytes: &mut u64,
-) -> Option<FileProblem> {
+) -> Option<Problem> {
     if let Some(p) = judge_url(info) {
         return Some(p);
     }
@@ -143,7 +138,7 @@ async fn check_file<S: AsyncCacheSource>(
     let mut stream = match source.open(&info.url).await {
         Ok(Some(s)) => s,
         Ok(None) => return judge_size(info, &Ok(None)),
-        Err(e) => return Some((ProblemKind::CheckFailed, format!("{}: {e}", info.url))),
+        Err(e) => return Some(unreadable(info, e)),
     };
     let mut check =
         method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
@@ -166,10 +161,7 @@ async fn check_file<S: AsyncCacheSource>(
     }
     if known_size.is_none() {
         if let Some(e) = &read_error {
-            return Some((
-                ProblemKind::CheckFailed,
-                format!("{}: read error: {e}", info.url),
-            ));
+            return Some(unreadable(info, format_args!("read error: {e}")));
         }
         if let Some(p) = judge_size(info, &Ok(Some(counted))) {
             return Some(p);
@@ -187,6 +179,7 @@ async fn check_file<S: AsyncCacheSource>(
     judge_contents(info, &found)
 }
 
+/// The file layers pushed chunk by chunk (for async hosts: wasm's JS sources). Bounded memory
 /// whatever the file: decompression stops at the NarSize the narinfo claims.
 pub struct NarFileCheck {
     file: Box<dyn Sha256Host>,
@@ -383,4 +376,3 @@ impl From<crate::compression::PushError<NarFailure>> for NarFailure {
         }
     }
 }
-
