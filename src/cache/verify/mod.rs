@@ -14,6 +14,8 @@
 //! - [`pull`]: the sequential pull driver over a [`CacheStorage`] ([`storage`]);
 //! - [`push`]: the async push driver over JS-like chunk sources (wasm);
 //! - [`report`](mod@report): the report assembled from the judgments, and its renderings.
+//!
+//! The native parallel driver is `crate::host::verify`.
 
 use std::fmt;
 
@@ -32,7 +34,9 @@ pub use judge::{
     judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, url_is_inside,
     ContentFindings, Unparsed,
 };
-pub use pull::{check_cache_info, check_path, list, pure_decoder, verify_cache, DecoderFn};
+pub use pull::{
+    check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_with, DecoderFn,
+};
 pub use push::{NarFileCheck, NarSummary};
 pub use report::report;
 pub use storage::{CacheStorage, MemoryStorage};

@@ -380,23 +380,37 @@ impl NarFailure {
     }
 }
 
-/// Verifies a whole cache sequentially (the native CLI runs [`check_path`] in parallel itself).
+/// Verifies a whole cache sequentially (the native CLI runs [`check_path`] in parallel:
+/// `crate::host::verify`).
 pub fn verify_cache(
     storage: &dyn CacheStorage,
     opts: &VerifyOptions,
     decoder: DecoderFn,
     mut on_path: impl FnMut(&PathCheck),
 ) -> Report {
+    verify_cache_with(storage, opts, |names| {
+        names
+            .iter()
+            .map(|n| {
+                let c = check_path(storage, n, opts, decoder);
+                on_path(&c);
+                c
+            })
+            .collect()
+    })
+}
+
+/// Verifies a whole cache, `check_all` checking the narinfos named (sorted) with [`check_path`]
+/// in whatever order it likes: `nix-cache-info` first, then the paths, then what is checked
+/// across them.
+pub fn verify_cache_with(
+    storage: &dyn CacheStorage,
+    opts: &VerifyOptions,
+    check_all: impl FnOnce(&[String]) -> Vec<PathCheck>,
+) -> Report {
     let info_problems = check_cache_info(storage, opts);
     let (names, mut listing_problems) = list(storage);
-    let checks: Vec<PathCheck> = names
-        .iter()
-        .map(|n| {
-            let c = check_path(storage, n, opts, decoder);
-            on_path(&c);
-            c
-        })
-        .collect();
+    let checks = check_all(&names);
     let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
     listing_problems.extend(cross_check(&checks, &nar_files));
     report(info_problems, checks, listing_problems)

@@ -1,17 +1,16 @@
-//! `nar-tool verify`: check every file of a binary cache, paths in parallel.
+//! `nar-tool verify`: check every file of a binary cache, paths in parallel (`host::verify`).
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use rayon::prelude::*;
 
 use nar_tool::cache::verify::report::{render, Rendering};
-use nar_tool::cache::verify::{self as v, CacheStorage, Report, VerifyOptions};
+use nar_tool::cache::verify::{Report, VerifyOptions};
 use nar_tool::host::dir_storage::DirStorage;
-use nar_tool::host::storage::native_decoder;
 use nar_tool::signing::PublicKey;
 use nar_tool::store_path::StoreDir;
 
@@ -88,33 +87,31 @@ pub fn verify_cache(
 ) -> Result<Report> {
     let storage =
         DirStorage::open(cache).with_context(|| format!("opening cache {}", cache.display()))?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
-
-    let info_problems = v::check_cache_info(&storage, opts);
-    let (names, mut problems) = v::list(&storage);
-    let bar = progress_bar(
-        progress,
-        names.len() as u64,
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
-    );
-    let checks: Vec<v::PathCheck> = pool.install(|| {
-        names
-            .par_iter()
-            .map(|n| {
-                let c = v::check_path(&storage, n, opts, native_decoder);
-                if let Some(bar) = &bar {
-                    bar.inc(1);
-                }
-                c
-            })
-            .collect()
-    });
-    if let Some(bar) = &bar {
+    // The bar appears once the narinfos are listed (it knows their number then).
+    let bar = OnceLock::new();
+    let report = nar_tool::host::verify::verify_cache(
+        &storage,
+        opts,
+        jobs,
+        |paths| {
+            bar.get_or_init(|| {
+                progress_bar(
+                    progress,
+                    paths as u64,
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
+                )
+            });
+        },
+        |_| {
+            if let Some(Some(bar)) = bar.get() {
+                bar.inc(1);
+            }
+        },
+    )?;
+    if let Some(Some(bar)) = bar.get() {
         bar.finish_and_clear();
     }
-    let nar_files = v::judge_nar_files(storage.list_nar_files(), &mut problems);
-    problems.extend(v::cross_check(&checks, &nar_files));
-    Ok(v::report(info_problems, checks, problems))
+    Ok(report)
 }
 
 /// Prints the report to stdout as the library renders it (text: the problems, one a line, and a
