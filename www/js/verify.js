@@ -181,14 +181,18 @@ function content() {
     out.push(h('p', { class: `summary ${r.ok ? 'ok' : 'bad'}`, id: 'verify-summary' }, rendered(r, 'summary'), ` (exit status ${job.exitCode})`));
     if (r.problems.length) {
       out.push(h('table', { class: 'problems', id: 'problems' },
-        h('thead', null, h('tr', null, h('th', null, 'Kind'), h('th', null, 'Path'), h('th', null, 'Message'))),
+        h('thead', null, h('tr', null, h('th', null, 'Kind'), h('th', null, 'Path'), h('th', null, 'Message'), h('th', null, 'Expected / found'))),
         h('tbody', null, r.problems.map((p) => {
           const hash = problemHash(p.path);
           const e = hash ? cache.byHash.get(hash) : null;
-          return h('tr', { class: 'problem' },
+          // What the check compared, when it compared two values (`found` is unknown for a NAR
+          // longer than NarSize); kept on the row too, as the report has it.
+          const compared = Object.fromEntries(['expected', 'found'].filter((k) => p[k] !== undefined).map((k) => [k, p[k]]));
+          return h('tr', { class: 'problem', dataset: compared },
             h('td', null, h('span', { class: `pill ${p.kind === 'orphan-nar' ? 'warn' : 'bad'} kind` }, p.kind)),
             h('td', { class: 'path' }, e ? h('a', { href: pathHref(e.hash) }, p.path) : p.path),
-            h('td', { class: 'msg' }, p.message));
+            h('td', { class: 'msg' }, p.message),
+            h('td', { class: 'compared' }, Object.entries(compared).map(([k, v]) => h('div', null, `${k} `, h('code', null, v)))));
         }))));
       out.push(h('details', null, h('summary', null, 'As the CLI prints them'),
         h('pre', { class: 'content', id: 'problems-text' }, rendered(r, 'text'))));
