@@ -177,6 +177,13 @@ export interface Problem {
   /** A store path, a narinfo file name, `nix-cache-info`, `nar/<file>` or `.` */
   path: string;
   message: string;
+  /**
+   * Present when the check compared two values (sizes, hashes, the narinfo's file name, the
+   * store directory…): the value the cache claims, e.g. the narinfo's FileSize.
+   */
+  expected?: string;
+  /** …and the value found (absent when not known: a NAR longer than NarSize). */
+  found?: string;
 }
 
 /** What `nar-tool verify --json` prints. */
@@ -256,6 +263,29 @@ export function verifyCache(
 ): Promise<Report>;
 /** 0 when ok (warnings included), else the sum of 1 (corrupt/missing), 2 (signatures), 4 (check failed). */
 export function exitCode(report: Report): number;
+
+/**
+ * How a report is rendered: `text` is what `nar-tool verify` prints (a line per problem, then the
+ * summary line), `summary` that summary line alone, `json` the `--json` document, `github` GitHub
+ * Actions annotations then the summary line, `junit` a JUnit XML report. Every rendering ends
+ * with a newline.
+ */
+export type ReportFormat = 'text' | 'summary' | 'json' | 'github' | 'junit';
+
+export interface JunitOptions {
+  /** The store paths checked, one testcase each (a malformed narinfo by its file name). */
+  paths?: string[];
+  /** How long the verification took. */
+  seconds?: number;
+  /** When it ran, in seconds since the Unix epoch (default: now). */
+  timestamp?: number;
+}
+
+/**
+ * A report rendered exactly as nar-tool renders it (the same code); `cache` is the cache as the
+ * user named it, for the summary line.
+ */
+export function renderReport(report: Report, cache: string, format?: ReportFormat, junit?: JunitOptions): string;
 /** Full store paths in the closure of `roots` among `infos`, sorted; missing references skipped. */
 export function closure(infos: NarInfo[], roots: string[]): string[];
 

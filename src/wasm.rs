@@ -1,7 +1,8 @@
 //! The JavaScript API (wasm-bindgen): conversions only, every check and format is the core's.
 //! Names are camelCase; values cross as plain JS objects shaped like the CLI's `--json` output
-//! (they go through JSON, so they are exactly what `nar-tool … --json` prints); errors are JS
-//! `Error`s carrying the core's messages. See `pkg/WASM-API.md` for the contract.
+//! (through JSON, or for verify reports with serde-wasm-bindgen, so they are exactly what
+//! `nar-tool … --json` prints); errors are JS `Error`s carrying the core's messages. See
+//! `pkg/WASM-API.md` for the contract.
 
 use std::io;
 
@@ -11,8 +12,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
+use crate::cache::verify::report::{render, Junit, Rendering};
 use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
-use crate::cache::verify_async::{self, AsyncCacheSource, ChunkStream};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression};
 use crate::hash::{Encoding, Hash, HashAlgo, Sha256Host};
@@ -35,6 +37,18 @@ fn from_js<T: for<'de> Deserialize<'de>>(value: &JsValue, what: &str) -> JsResul
         .map_err(|_| JsError::new(&format!("{what}: not serialisable to JSON")))?
         .into();
     serde_json::from_str(&json).map_err(|e| JsError::new(&format!("{what}: {e}")))
+}
+
+/// A plain JS value (objects, not `Map`s) for a Rust value, with serde-wasm-bindgen.
+fn to_value<T: Serialize>(value: &T) -> JsResult<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(err)
+}
+
+/// A Rust value from a JS value, with serde-wasm-bindgen.
+fn from_value<T: for<'de> Deserialize<'de>>(value: JsValue, what: &str) -> JsResult<T> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| err(format!("{what}: {e}")))
 }
 
 fn err(e: impl std::fmt::Display) -> JsError {
@@ -630,7 +644,7 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
     };
     let source = JsSource(source, sha256);
-    let report = verify_async::verify_cache(&source, &opts, o.only.as_deref(), |p| {
+    let report = push::verify_cache(&source, &opts, o.only.as_deref(), |p| {
         if let Some(f) = &on_progress {
             let event = js_sys::Object::new();
             let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);
@@ -642,7 +656,7 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         }
     })
     .await;
-    to_js(&report)
+    to_value(&report)
 }
 
 /// `options[name]` if it is a function.
@@ -658,7 +672,56 @@ fn function_option(options: &JsValue, name: &str) -> Option<Function> {
 /// The exit code `nar-tool verify` gives for a report.
 #[wasm_bindgen(js_name = exitCode)]
 pub fn exit_code(report: JsValue) -> JsResult<u8> {
-    Ok(from_js::<Report>(&report, "report")?.exit_code())
+    Ok(from_value::<Report>(report, "report")?.exit_code())
+}
+
+/// What a JUnit rendering needs besides the report.
+#[derive(Deserialize, Default)]
+struct JsJunit {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    seconds: f64,
+    /// Seconds since the Unix epoch; default now.
+    timestamp: Option<f64>,
+}
+
+/// A report rendered as `nar-tool verify` prints it (`text`, the default), its summary line
+/// (`summary`), its `--json` document (`json`), GitHub Actions annotations (`github`) or a JUnit
+/// XML report (`junit`, with `junit` = `{ paths, seconds, timestamp }`).
+#[wasm_bindgen(js_name = renderReport)]
+pub fn render_report(
+    report: JsValue,
+    cache: &str,
+    format: Option<String>,
+    junit: JsValue,
+) -> JsResult<String> {
+    let report: Report = from_value(report, "report")?;
+    let junit: JsJunit = if junit.is_undefined() || junit.is_null() {
+        JsJunit::default()
+    } else {
+        from_value(junit, "junit")?
+    };
+    let how = match format.as_deref().unwrap_or("text") {
+        "text" => Rendering::Text,
+        "summary" => Rendering::Summary,
+        "json" => Rendering::Json,
+        "github" => Rendering::Github,
+        "junit" => Rendering::Junit(Junit {
+            paths: &junit.paths,
+            seconds: junit.seconds,
+            timestamp: junit
+                .timestamp
+                .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
+                .max(0.0) as u64,
+        }),
+        other => {
+            return Err(err(format!(
+                "unknown report format {other:?} (text, summary, json, github, junit)"
+            )))
+        }
+    };
+    Ok(render(&report, cache, how))
 }
 
 /// The store paths in the closure of `roots` (store paths or base names) among `infos`.

@@ -7,9 +7,8 @@
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync, renameSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import path from 'node:path';
-import { verifyCache, dirSource, httpSource, verifySignatures, exitCode, parseNarInfo } from '../index.js';
+import { verifyCache, dirSource, httpSource, verifySignatures, exitCode, parseNarInfo, renderReport } from '../index.js';
 import { ioError, rustDebug } from '../lib/dir-source.js';
-import { textReport, jsonReport, githubAnnotations, junitXml, summaryLine } from '../lib/report.js';
 
 const NAME = 'nar-cache-verify';
 const USAGE = `Usage: ${NAME} [OPTIONS] <CACHE>`;
@@ -263,19 +262,14 @@ async function main() {
   let junitFailed = false;
   if (opts.junit !== undefined) {
     try {
-      writeAtomic(opts.junit, junitXml({ cache: opts.cache, report, paths: paths(), seconds }));
+      const timestamp = Math.floor(Date.now() / 1000);
+      writeAtomic(opts.junit, renderReport(report, opts.cache, 'junit', { paths: paths(), seconds, timestamp }));
     } catch (e) {
       process.stderr.write(`${NAME}: error: writing ${opts.junit}: ${ioError(e).message}\n`);
       junitFailed = true;
     }
   }
-  if (opts.json) {
-    process.stdout.write(jsonReport(report));
-  } else if (opts.github) {
-    process.stdout.write(githubAnnotations(report) + summaryLine(opts.cache, report) + '\n');
-  } else {
-    process.stdout.write(textReport(opts.cache, report));
-  }
+  process.stdout.write(renderReport(report, opts.cache, opts.json ? 'json' : opts.github ? 'github' : 'text'));
   process.exitCode = junitFailed && code === 0 ? 1 : code;
 }
 

@@ -85,6 +85,7 @@ export const listNar = wrap('listNar');
 export const readNarFile = wrap('readNarFile');
 export const resolveNarPath = wrap('resolveNarPath');
 export const exitCode = wrap('exitCode');
+export const renderReport = wrap('renderReport');
 export const closure = wrap('closure');
 const decompressBytes = wrap('decompress');
 

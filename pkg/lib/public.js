@@ -19,6 +19,7 @@ export {
   decompress,
   verifyCache,
   exitCode,
+  renderReport,
   closure,
   httpSource,
   isInitialised,

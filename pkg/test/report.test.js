@@ -1,11 +1,20 @@
-// The report renderings on their own (no wasm): byte formatting as Rust's, GitHub escaping,
-// JUnit escaping, the JSON form.
+// The report renderings (the wasm's renderReport, the one renderer the native CLI uses too):
+// byte formatting, GitHub escaping, JUnit escaping, the JSON form.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { githubAnnotations, humanBytes, jsonReport, junitXml, summaryLine, textReport } from '../lib/report.js';
+import { renderReport } from '../index.js';
 
-test('humanBytes: nar-tool\'s units and Rust\'s {:.1} (ties to even on the exact value)', () => {
+const summaryLine = (cache, report) => renderReport(report, cache, 'summary').replace(/\n$/, '');
+const textReport = (cache, report) => renderReport(report, cache, 'text');
+const jsonReport = (report) => renderReport(report, '', 'json');
+const githubAnnotations = (report) => renderReport(report, '', 'github').replace(/[^\n]*\n$/, '');
+const junitXml = ({ cache, report, paths, seconds, timestamp }) =>
+  renderReport(report, cache, 'junit', { paths, seconds, timestamp: timestamp.getTime() / 1000 });
+/** Bytes as the summary line gives them. */
+const humanBytes = (n) => summaryLine('c', { ok: true, paths: 0, checked_bytes: n, problems: [] }).match(/, (.*) read,/)[1];
+
+test('bytes: nar-tool\'s units and Rust\'s {:.1} (ties to even on the exact value)', () => {
   const cases = [
     [0, '0 B'],
     [1, '1 B'],
@@ -62,14 +71,14 @@ test('GitHub annotations: % CR LF escaped in data, and : , too in properties', (
 
 test('JSON: serde_json\'s pretty form, keys in the Rust order whatever the input order', () => {
   const shuffled = {
-    problems: [{ message: 'm\u0001"\\', path: 'p', kind: 'k' }],
+    problems: [{ message: 'm\u0001"\\', path: 'p', kind: 'check-failed' }],
     checked_bytes: 5,
     paths: 1,
     ok: false,
   };
   assert.equal(
     jsonReport(shuffled),
-    '{\n  "ok": false,\n  "paths": 1,\n  "checked_bytes": 5,\n  "problems": [\n    {\n      "kind": "k",\n      "path": "p",\n      "message": "m\\u0001\\"\\\\"\n    }\n  ]\n}\n',
+    '{\n  "ok": false,\n  "paths": 1,\n  "checked_bytes": 5,\n  "problems": [\n    {\n      "kind": "check-failed",\n      "path": "p",\n      "message": "m\\u0001\\"\\\\"\n    }\n  ]\n}\n',
   );
   assert.equal(jsonReport({ ok: true, paths: 0, checked_bytes: 0, problems: [] }), '{\n  "ok": true,\n  "paths": 0,\n  "checked_bytes": 0,\n  "problems": []\n}\n');
 });
@@ -92,4 +101,17 @@ test('JUnit: escaping of text and attributes, control characters made visible, c
   assert.match(xml, /<error type="check-failed" message="100% odd:&#13;&#10;line two">check-failed \/nix\/store\/bbbb-y,z: 100% odd:&#13;\nline two<\/error>/);
   assert.match(xml, /<system-out>orphan-nar nar\/a:b,c: no narinfo points to this file \(a warning\)<\/system-out>/);
   assert.doesNotMatch(xml, /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/);
+});
+
+test('JSON and JS: expected and found only when the judgment compared two values', () => {
+  const compared = { kind: 'file-size-mismatch', path: '/nix/store/aaaa-x', message: 'nar/x: FileSize is 4, the file has 5 bytes', expected: '4', found: '5' };
+  const r = { ok: false, paths: 1, checked_bytes: 5, problems: [compared, report.problems[0]] };
+  assert.equal(
+    jsonReport(r),
+    '{\n  "ok": false,\n  "paths": 1,\n  "checked_bytes": 5,\n  "problems": [\n    {\n      "kind": "file-size-mismatch",\n      "path": "/nix/store/aaaa-x",\n      "message": "nar/x: FileSize is 4, the file has 5 bytes",\n      "expected": "4",\n      "found": "5"\n    },\n' +
+      '    {\n      "kind": "missing-nar",\n      "path": "/nix/store/aaaa-x",\n      "message": "nar/x.nar.xz does not exist"\n    }\n  ]\n}\n',
+  );
+  // The text stays the message alone.
+  assert.equal(textReport('c', r).split('\n')[0], 'file-size-mismatch /nix/store/aaaa-x: nar/x: FileSize is 4, the file has 5 bytes');
+  assert.throws(() => renderReport(r, 'c', 'yaml'), /unknown report format "yaml"/);
 });

@@ -23,6 +23,7 @@ import {
   decompress,
   verifyCache,
   exitCode,
+  renderReport,
   closure,
   dirSource,
   httpSource,
@@ -35,6 +36,7 @@ import {
   type Report,
   type Problem,
   type ProblemKind,
+  type ReportFormat,
   type VerifyOptions,
   type SignatureCheck,
   type StorePathParts,
@@ -124,9 +126,18 @@ async function main(): Promise<number> {
   const kind: ProblemKind | undefined = first?.kind;
   const paths: string[] = closure([info], [info.storePath]);
   const checked: number = reports[0]!.checked_bytes;
+  const compared: [string | undefined, string | undefined] = [first?.expected, first?.found];
+  const format: ReportFormat = 'github';
+  const rendered: string[] = [
+    renderReport(reports[0]!, './cache'),
+    renderReport(reports[0]!, './cache', format),
+    renderReport(reports[0]!, './cache', 'junit', { paths: ['/nix/store/…'], seconds: 1.5, timestamp: 0 }),
+  ];
+  // @ts-expect-error: no such format
+  renderReport(reports[0]!, './cache', 'yaml');
   // @ts-expect-error: no such option
   await verifyCache(source, { trustedKey: 'x' });
-  void [resolved, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked];
+  void [resolved, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked, compared, rendered];
   return exitCode(reports[0]!);
 }
 

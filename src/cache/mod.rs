@@ -7,4 +7,3 @@ pub mod order;
 pub mod refscan;
 pub mod storage;
 pub mod verify;
-pub mod verify_async;

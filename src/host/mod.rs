@@ -1,5 +1,5 @@
 //! Native-only services: the file system (dump, restore, atomic writes), the Nix database,
-//! fast C-backed codecs, and the cache builder.
+//! fast C-backed codecs, the cache builder, and the parallel cache verifier.
 
 pub mod atomic;
 pub mod build;
@@ -10,6 +10,7 @@ pub mod dir_storage;
 pub mod fs;
 pub mod serve;
 pub mod storage;
+pub mod verify;
 mod walk;
 mod xz;
 

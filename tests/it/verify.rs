@@ -438,7 +438,7 @@ fn pure_report(dir: &Path, opts: &VerifyOptions) -> Report {
 /// The async verifier (what wasm runs, pushed chunk by chunk) over the files in memory; with
 /// `sizes`, the source tells file sizes up front (a directory), else they are counted (`fetch`).
 fn async_report(dir: &Path, opts: &VerifyOptions, sizes: bool) -> Report {
-    use nar_tool::cache::verify_async::{self as va, AsyncCacheSource, ChunkStream};
+    use nar_tool::cache::verify::push::{self as va, AsyncCacheSource, ChunkStream};
     struct Source {
         files: MemoryStorage,
         sizes: bool,
@@ -1447,6 +1447,46 @@ fn json_schema_and_text_output() {
         .last()
         .unwrap()
         .contains("OK: 0 problems, 1 warnings"));
+}
+
+/// Where a judgment compares two values, the problem carries them (`expected`, `found`), the same
+/// through the CLI and every library path; elsewhere they are absent from the JSON.
+#[test]
+fn expected_and_found() {
+    let cache = Cache::copy("xz");
+    let d = cache.path();
+    let size = fs::metadata(nar_file(d, LIBDEMO)).unwrap().len();
+    set_field(d, LIBDEMO, "FileSize", "1");
+    remove_field(d, TOP, "Sig");
+    let key = corpus_key();
+    let (m, r) = cli(d, &["--trusted-key", &key]);
+    assert_eq!(m.code, 3);
+    let compared: Vec<_> = r
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.expected.as_deref(), p.found.as_deref()))
+        .collect();
+    let size = size.to_string();
+    assert_eq!(
+        compared,
+        [
+            (
+                ProblemKind::FileSizeMismatch,
+                Some("1"),
+                Some(size.as_str())
+            ),
+            (ProblemKind::Untrusted, None, None),
+        ]
+    );
+    let opts = VerifyOptions {
+        trusted_keys: vec![PublicKey::parse(&key).unwrap()],
+        ..VerifyOptions::default()
+    };
+    assert_eq!(native_report(d, &opts), r);
+    assert_eq!(pure_report(d, &opts), r);
+    assert_eq!(async_report(d, &opts, false), r);
+    let doc: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+    assert!(doc["problems"][1].get("expected").is_none());
 }
 
 // ---------------------------------------------------------------------------------------------

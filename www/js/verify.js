@@ -127,11 +127,9 @@ function updateBadge() {
   }
 }
 
-/** The CLI's summary line (`nar-tool verify` without --json). */
-function summaryLine(report) {
-  const failures = report.problems.filter((p) => p.kind !== 'orphan-nar').length;
-  const warnings = report.problems.length - failures;
-  return `${app.cache.label}: ${report.paths} paths, ${formatBytes(report.checked_bytes)} read, ${report.ok ? 'OK' : 'FAILED'}: ${failures} problems, ${warnings} warnings`;
+/** The report as `nar-tool verify` prints it: its summary line, or (`text`) all of it. */
+function rendered(report, format) {
+  return app.wasm.renderReport(report, app.cache.label, format).trimEnd();
 }
 
 export function verifyView() {
@@ -180,20 +178,24 @@ function content() {
   if (job.error) out.push(h('div', { class: 'notice bad', id: 'verify-error' }, `Verification could not run: ${job.error}`));
   if (job.report) {
     const r = job.report;
-    out.push(h('p', { class: `summary ${r.ok ? 'ok' : 'bad'}`, id: 'verify-summary' }, summaryLine(r), ` (exit status ${job.exitCode})`));
+    out.push(h('p', { class: `summary ${r.ok ? 'ok' : 'bad'}`, id: 'verify-summary' }, rendered(r, 'summary'), ` (exit status ${job.exitCode})`));
     if (r.problems.length) {
       out.push(h('table', { class: 'problems', id: 'problems' },
-        h('thead', null, h('tr', null, h('th', null, 'Kind'), h('th', null, 'Path'), h('th', null, 'Message'))),
+        h('thead', null, h('tr', null, h('th', null, 'Kind'), h('th', null, 'Path'), h('th', null, 'Message'), h('th', null, 'Expected / found'))),
         h('tbody', null, r.problems.map((p) => {
           const hash = problemHash(p.path);
           const e = hash ? cache.byHash.get(hash) : null;
-          return h('tr', { class: 'problem' },
+          // What the check compared, when it compared two values (`found` is unknown for a NAR
+          // longer than NarSize); kept on the row too, as the report has it.
+          const compared = Object.fromEntries(['expected', 'found'].filter((k) => p[k] !== undefined).map((k) => [k, p[k]]));
+          return h('tr', { class: 'problem', dataset: compared },
             h('td', null, h('span', { class: `pill ${p.kind === 'orphan-nar' ? 'warn' : 'bad'} kind` }, p.kind)),
             h('td', { class: 'path' }, e ? h('a', { href: pathHref(e.hash) }, p.path) : p.path),
-            h('td', { class: 'msg' }, p.message));
+            h('td', { class: 'msg' }, p.message),
+            h('td', { class: 'compared' }, Object.entries(compared).map(([k, v]) => h('div', null, `${k} `, h('code', null, v)))));
         }))));
       out.push(h('details', null, h('summary', null, 'As the CLI prints them'),
-        h('pre', { class: 'content', id: 'problems-text' }, r.problems.map((p) => `${p.kind} ${p.path}: ${p.message}`).join('\n') + '\n' + summaryLine(r))));
+        h('pre', { class: 'content', id: 'problems-text' }, rendered(r, 'text'))));
     }
   }
   return out;

@@ -90,6 +90,8 @@ async function pageProblems(page) {
     kind: r.cells[0].textContent.trim(),
     path: r.cells[1].textContent.trim(),
     message: r.cells[2].textContent.trim(),
+    // What the check compared, when it compared two values (as in the CLI's JSON).
+    ...r.dataset,
   })));
 }
 

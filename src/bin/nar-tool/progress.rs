@@ -4,9 +4,8 @@ use std::io::{self, IsTerminal};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use nar_tool::cache::verify::report::human_bytes;
 use nar_tool::host::build::Progress;
-
-use crate::util::human_bytes;
 
 /// The progress bar of `build-cache` (on a TTY only): in NAR bytes, with rate and ETA, when the
 /// metadata gives every path's size up front; in paths when scanning.

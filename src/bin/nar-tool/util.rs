@@ -133,22 +133,6 @@ fn read_limited(body: impl Read, size: u64, path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// `n` bytes in B, KiB, MiB, GiB or TiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// `--jobs`, or the number of cores.
 pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
     jobs.unwrap_or_else(|| {

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use nar_tool::cache::verify::report::human_bytes;
 use nar_tool::compression::Compression;
 use nar_tool::host::build::{BuildOptions, MetadataSource};
 use nar_tool::store_path::{StoreDir, StorePath};
 
 use crate::progress::BuildProgress;
-use crate::util::{human_bytes, jobs_or_cores, read_secret_key};
+use crate::util::{jobs_or_cores, read_secret_key};
 
 /// The default `Priority:` of a new cache's nix-cache-info.
 pub const DEFAULT_PRIORITY: i64 = 30;

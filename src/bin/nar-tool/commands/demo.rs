@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
+use nar_tool::cache::verify::report::Rendering;
 use nar_tool::cache::verify::VerifyOptions;
 use nar_tool::compression::Compression;
 use nar_tool::host::build::{build_cache, BuildOptions, MetadataSource};
@@ -77,7 +78,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         ..VerifyOptions::default()
     };
     let report = verify::verify_cache(&cache, &opts, jobs_or_cores(None), false)?;
-    verify::print_report(&cache, &report)?;
+    verify::print_report(&cache, &report, Rendering::Text)?;
     println!("\nUse it with Nix: nix copy --from file://{} --option trusted-public-keys \"$(cat {})\" {top_text}", cache.canonicalize()?.display(), public.display());
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -1,21 +1,21 @@
-//! `nar-tool verify`: check every file of a binary cache, paths in parallel.
+//! `nar-tool verify`: check every file of a binary cache, paths in parallel (`host::verify`).
 
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use rayon::prelude::*;
 
-use nar_tool::cache::verify::{self as v, CacheStorage, Report, VerifyOptions};
+use nar_tool::cache::verify::report::{render, Rendering};
+use nar_tool::cache::verify::{Report, VerifyOptions};
 use nar_tool::host::dir_storage::DirStorage;
-use nar_tool::host::storage::native_decoder;
 use nar_tool::signing::PublicKey;
 use nar_tool::store_path::StoreDir;
 
 use crate::progress::progress_bar;
-use crate::util::{human_bytes, jobs_or_cores};
+use crate::util::jobs_or_cores;
 
 /// Verify a binary cache: every hash, size, signature, reference, URL and file.
 /// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
@@ -69,11 +69,12 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
         jobs_or_cores(args.jobs),
         !args.quiet && !args.json,
     )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let how = if args.json {
+        Rendering::Json
     } else {
-        print_report(&args.cache, &report)?;
-    }
+        Rendering::Text
+    };
+    print_report(&args.cache, &report, how)?;
     Ok(ExitCode::from(report.exit_code()))
 }
 
@@ -86,55 +87,38 @@ pub fn verify_cache(
 ) -> Result<Report> {
     let storage =
         DirStorage::open(cache).with_context(|| format!("opening cache {}", cache.display()))?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
-
-    let info_problems = v::check_cache_info(&storage, opts);
-    let (names, mut problems) = v::list(&storage);
-    let bar = progress_bar(
-        progress,
-        names.len() as u64,
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
-    );
-    let checks: Vec<v::PathCheck> = pool.install(|| {
-        names
-            .par_iter()
-            .map(|n| {
-                let c = v::check_path(&storage, n, opts, native_decoder);
-                if let Some(bar) = &bar {
-                    bar.inc(1);
-                }
-                c
-            })
-            .collect()
-    });
-    if let Some(bar) = &bar {
+    // The bar appears once the narinfos are listed (it knows their number then).
+    let bar = OnceLock::new();
+    let report = nar_tool::host::verify::verify_cache(
+        &storage,
+        opts,
+        jobs,
+        |paths| {
+            bar.get_or_init(|| {
+                progress_bar(
+                    progress,
+                    paths as u64,
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
+                )
+            });
+        },
+        |_| {
+            if let Some(Some(bar)) = bar.get() {
+                bar.inc(1);
+            }
+        },
+    )?;
+    if let Some(Some(bar)) = bar.get() {
         bar.finish_and_clear();
     }
-    let nar_files = v::judge_nar_files(storage.list_nar_files(), &mut problems);
-    problems.extend(v::cross_check(&checks, &nar_files));
-    Ok(v::report(info_problems, checks, problems))
+    Ok(report)
 }
 
-/// Prints the report's problems, one a line, and a summary line to stdout.
-pub fn print_report(cache: &Path, report: &Report) -> Result<()> {
-    let mut out = BufWriter::new(io::stdout().lock());
-    for p in &report.problems {
-        writeln!(out, "{} {}: {}", p.kind, p.path, p.message)?;
-    }
-    let failures = report
-        .problems
-        .iter()
-        .filter(|p| !p.kind.is_warning())
-        .count();
-    let warnings = report.problems.len() - failures;
-    writeln!(
-        out,
-        "{}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
-        cache.display(),
-        report.paths,
-        human_bytes(report.checked_bytes),
-        if report.ok { "OK" } else { "FAILED" }
-    )?;
+/// Prints the report to stdout as the library renders it (text: the problems, one a line, and a
+/// summary line).
+pub fn print_report(cache: &Path, report: &Report, how: Rendering<'_>) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(render(report, &cache.display().to_string(), how).as_bytes())?;
     out.flush()?;
     Ok(())
 }

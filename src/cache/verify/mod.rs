@@ -1,0 +1,200 @@
+//! The cache verifier: trusts nothing. It reads a cache (a directory natively, async sources in
+//! wasm) and reports [`Problem`]s — every hash, size, signature, reference, URL and file — with
+//! the same kinds and messages on every platform.
+//!
+//! Per path the checks go layer by layer (narinfo → URL → file size/hash → decompression and NAR
+//! structure → NAR size/hash) and report the first layer that fails, so one damage gives one
+//! problem. Memory is bounded whatever the NAR size: files are streamed, and decompression stops
+//! as soon as it passes the NarSize the narinfo claims.
+//!
+//! One room per concern:
+//! - this module: the types ([`ProblemKind`], [`Problem`], [`Report`], [`VerifyOptions`],
+//!   [`PathCheck`]);
+//! - [`judge`]: the pure judgments, layer by layer (bytes and findings in, problems out);
+//! - [`pull`]: the sequential pull driver over a [`CacheStorage`] ([`storage`]);
+//! - [`push`]: the async push driver over JS-like chunk sources (wasm);
+//! - [`report`](mod@report): the report assembled from the judgments, and its renderings.
+//!
+//! The native parallel driver is `crate::host::verify`.
+
+use std::fmt;
+
+use crate::narinfo::NarInfo;
+use crate::signing::PublicKey;
+use crate::store_path::StoreDir;
+
+pub mod judge;
+pub mod pull;
+pub mod push;
+pub mod report;
+pub mod storage;
+
+pub use judge::{
+    cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
+    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, url_is_inside,
+    ContentFindings, Unparsed,
+};
+pub use pull::{
+    check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_with, DecoderFn,
+};
+pub use push::{NarFileCheck, NarSummary};
+pub use report::report;
+pub use storage::{CacheStorage, MemoryStorage};
+
+/// What kind of problem.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    BadCacheInfo,
+    MalformedNarinfo,
+    HashPartMismatch,
+    UrlOutsideCache,
+    MissingNar,
+    FileSizeMismatch,
+    FileHashMismatch,
+    MalformedNar,
+    NarSizeMismatch,
+    NarHashMismatch,
+    MissingReference,
+    BadSignature,
+    Untrusted,
+    OrphanNar,
+    /// A check could not run (an I/O error, an unsupported compression).
+    CheckFailed,
+}
+
+impl ProblemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::BadCacheInfo => "bad-cache-info",
+            ProblemKind::MalformedNarinfo => "malformed-narinfo",
+            ProblemKind::HashPartMismatch => "hash-part-mismatch",
+            ProblemKind::UrlOutsideCache => "url-outside-cache",
+            ProblemKind::MissingNar => "missing-nar",
+            ProblemKind::FileSizeMismatch => "file-size-mismatch",
+            ProblemKind::FileHashMismatch => "file-hash-mismatch",
+            ProblemKind::MalformedNar => "malformed-nar",
+            ProblemKind::NarSizeMismatch => "nar-size-mismatch",
+            ProblemKind::NarHashMismatch => "nar-hash-mismatch",
+            ProblemKind::MissingReference => "missing-reference",
+            ProblemKind::BadSignature => "bad-signature",
+            ProblemKind::Untrusted => "untrusted",
+            ProblemKind::OrphanNar => "orphan-nar",
+            ProblemKind::CheckFailed => "check-failed",
+        }
+    }
+
+    /// The exit-status bit, as `nix store verify`: 1 corrupt or missing, 2 signatures, 4 a check
+    /// that could not run; 0 for warnings.
+    pub fn exit_bit(self) -> u8 {
+        match self {
+            ProblemKind::OrphanNar => 0,
+            ProblemKind::BadSignature | ProblemKind::Untrusted => 2,
+            ProblemKind::CheckFailed => 4,
+            _ => 1,
+        }
+    }
+
+    pub fn is_warning(self) -> bool {
+        self.exit_bit() == 0
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One problem: what, about which store path (or file), and expected vs found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub path: String,
+    pub message: String,
+    /// When the judgment compared two values: the one the cache claims (a narinfo's FileSize,
+    /// NarHash…, the store directory asked for, the narinfo file name its store path implies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// … and the one found (absent when it is not known: a NAR longer than NarSize is not
+    /// decompressed to its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            path: path.into(),
+            message: message.into(),
+            expected: None,
+            found: None,
+        }
+    }
+
+    /// With the two values a judgment compared (the message already tells them in words).
+    fn comparing(
+        mut self,
+        expected: impl fmt::Display,
+        found: Option<impl fmt::Display>,
+    ) -> Problem {
+        self.expected = Some(expected.to_string());
+        self.found = found.map(|f| f.to_string());
+        self
+    }
+}
+
+/// The whole verdict (the `--json` document).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub ok: bool,
+    pub paths: u64,
+    pub checked_bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// 0 when all is well (orphans alone included), else the sum of the problems' bits.
+    pub fn exit_code(&self) -> u8 {
+        self.problems
+            .iter()
+            .fold(0, |acc, p| acc | p.kind.exit_bit())
+    }
+}
+
+#[derive(Clone)]
+pub struct VerifyOptions {
+    /// Keys whose signatures count; empty: signatures are not checked.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Read and check every NAR (off: only narinfos, presence, file sizes, signatures, references).
+    pub check_contents: bool,
+    /// The store directory the cache must be for.
+    pub store_dir: StoreDir,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            trusted_keys: Vec::new(),
+            check_contents: true,
+            store_dir: StoreDir::default(),
+        }
+    }
+}
+
+/// What checking one narinfo found.
+#[derive(Debug, Clone, Default)]
+pub struct PathCheck {
+    pub narinfo: Option<NarInfo>,
+    /// Set when the narinfo is malformed: what can still be told about it, so that its referrers
+    /// and its NAR are not reported again as missing references and an orphan.
+    pub unparsed: Option<Unparsed>,
+    pub problems: Vec<Problem>,
+    pub checked_bytes: u64,
+}
+
+/// The most of `nix-cache-info` that is read.
+pub const MAX_CACHE_INFO_SIZE: usize = 64 * 1024;

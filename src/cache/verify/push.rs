@@ -1,0 +1,378 @@
+//! The async push driver (wasm: JS sources over `fetch` or a folder the user picked). Same
+//! layers, judgments and report as the pull driver ([`super::pull`]); the files arrive as chunk
+//! streams and each NAR is pushed through a [`NarFileCheck`] (pure decoders, bounded memory).
+//! Paths are checked one after another: wasm has one thread.
+
+use std::io;
+
+use super::judge::{
+    cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
+    judge_nar_files, judge_narinfo, judge_size, judge_url, unreadable, ContentFindings, NarFailure,
+};
+use super::report::report;
+use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use crate::compression::Compression;
+use crate::hash::{builtin_sha256, Sha256Factory, Sha256Host};
+use crate::nar::Limits;
+use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
+
+/// A file arriving in pieces.
+#[allow(async_fn_in_trait)] // used by single-threaded hosts only
+pub trait ChunkStream {
+    /// The next piece; `None` at the end.
+    async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// Async read access to a cache, by paths relative to its root.
+#[allow(async_fn_in_trait)]
+pub trait AsyncCacheSource {
+    type Stream: ChunkStream;
+    /// A whole small file, refused past `limit` bytes; `Ok(None)` if absent.
+    async fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>>;
+    /// A file's size, `Ok(None)` if absent; `None` if the source cannot tell without reading it.
+    async fn size(&self, rel: &str) -> Option<io::Result<Option<u64>>>;
+    /// The file's contents, `Ok(None)` if absent.
+    async fn open(&self, rel: &str) -> io::Result<Option<Self::Stream>>;
+    /// `<hashpart>.narinfo` names at the root.
+    async fn list_narinfos(&self) -> io::Result<Vec<String>>;
+    /// `nar/<name>` paths; `None` if the source cannot list (then orphans are not looked for).
+    async fn list_nar_files(&self) -> Option<io::Result<Vec<String>>>;
+    /// A SHA-256 hasher: the built-in one unless the host has a faster one.
+    fn sha256(&self) -> Box<dyn Sha256Host> {
+        builtin_sha256()
+    }
+}
+
+/// How far a verification has come.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    /// The narinfo file just checked.
+    pub path: &'a str,
+    /// File bytes read so far.
+    pub bytes: u64,
+}
+
+/// Verifies the cache `source` holds: the narinfos named in `only` (all if `None`), their files,
+/// `nix-cache-info`, references and (if the source can list `nar/`) orphans.
+pub async fn verify_cache<S: AsyncCacheSource>(
+    source: &S,
+    opts: &VerifyOptions,
+    only: Option<&[String]>,
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Report {
+    let info_problems = judge_cache_info(
+        source
+            .read_small("nix-cache-info", MAX_CACHE_INFO_SIZE)
+            .await,
+        opts,
+    );
+    let (mut names, mut problems) = match only {
+        Some(names) => judge_listing(Ok(names.to_vec())),
+        None => judge_listing(source.list_narinfos().await),
+    };
+    names.dedup();
+    let mut checks = Vec::with_capacity(names.len());
+    let mut bytes = 0;
+    for (i, name) in names.iter().enumerate() {
+        let check = check_path(source, name, opts).await;
+        bytes += check.checked_bytes;
+        checks.push(check);
+        on_progress(Progress {
+            done: i + 1,
+            total: names.len(),
+            path: name,
+            bytes,
+        });
+    }
+    // Orphans only make sense when the whole cache was checked.
+    let nar_files = match (only, source.list_nar_files().await) {
+        (None, Some(listed)) => judge_nar_files(listed, &mut problems),
+        _ => Vec::new(),
+    };
+    problems.extend(cross_check(&checks, &nar_files));
+    report(info_problems, checks, problems)
+}
+
+/// Checks one narinfo and its file, as [`super::pull::check_path`] does.
+pub async fn check_path<S: AsyncCacheSource>(
+    source: &S,
+    file_name: &str,
+    opts: &VerifyOptions,
+) -> PathCheck {
+    let read = source.read_small(file_name, MAX_NARINFO_SIZE).await;
+    let mut out = judge_narinfo(file_name, read, opts);
+    if let Some(info) = &out.narinfo {
+        let problem = check_file(source, info, opts, &mut out.checked_bytes).await;
+        out.problems.extend(problem);
+    }
+    out
+}
+
+async fn check_file<S: AsyncCacheSource>(
+    source: &S,
+    info: &NarInfo,
+    opts: &VerifyOptions,
+    checked_bytes: &mut u64,
+) -> Option<Problem> {
+    if let Some(p) = judge_url(info) {
+        return Some(p);
+    }
+    // A source that can tell the size lets a wrong one stop the check before any reading, as
+    // natively. Otherwise the file is read (and counted) in any case, and judged in the same
+    // order afterwards: size first, then the rest.
+    let known_size = source.size(&info.url).await;
+    if let Some(size) = &known_size {
+        if let Some(p) = judge_size(info, size) {
+            return Some(p);
+        }
+        if !opts.check_contents {
+            return None;
+        }
+        if let Err(p) = judge_compression(info) {
+            return Some(p);
+        }
+    }
+    let method = judge_compression(info).ok().filter(|_| opts.check_contents);
+    let mut stream = match source.open(&info.url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return judge_size(info, &Ok(None)),
+        Err(e) => return Some(unreadable(info, e)),
+    };
+    let mut check =
+        method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
+    let mut counted = 0u64;
+    let mut read_error = None;
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(chunk)) => {
+                counted += chunk.len() as u64;
+                if let Some(c) = &mut check {
+                    c.update(&chunk);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if known_size.is_none() {
+        if let Some(e) = &read_error {
+            return Some(unreadable(info, format_args!("read error: {e}")));
+        }
+        if let Some(p) = judge_size(info, &Ok(Some(counted))) {
+            return Some(p);
+        }
+        if !opts.check_contents {
+            return None;
+        }
+    }
+    let Some(check) = check else {
+        // Only when the compression is unknown (and the size was counted).
+        return judge_compression(info).err();
+    };
+    let found = check.finish(read_error);
+    *checked_bytes += found.file_bytes;
+    judge_contents(info, &found)
+}
+
+/// The file layers pushed chunk by chunk (for async hosts: wasm's JS sources). Bounded memory
+/// whatever the file: decompression stops at the NarSize the narinfo claims.
+pub struct NarFileCheck {
+    file: Box<dyn Sha256Host>,
+    file_bytes: u64,
+    decoder: crate::compression::Decoder,
+    nar: NarStream,
+    failure: Option<NarFailure>,
+}
+
+/// The decompressed side: hashed, counted, capped and parsed (and listed, if asked).
+struct NarStream {
+    /// `None` for an uncompressed file: then the NAR is the file, hashed once.
+    hasher: Option<Box<dyn Sha256Host>>,
+    bytes: u64,
+    limit: u64,
+    parser: crate::nar::NarPushParser,
+    listing: Option<crate::nar::listing::ListingBuilder>,
+}
+
+impl NarStream {
+    /// Takes decompressed bytes: the first `limit` go to the parser, any more is a failure.
+    fn take(&mut self, piece: &[u8]) -> Result<(), NarFailure> {
+        let room = usize::try_from(self.limit - self.bytes).unwrap_or(usize::MAX);
+        let (fits, excess) = piece.split_at(piece.len().min(room));
+        if let Some(h) = &mut self.hasher {
+            h.update(fits);
+        }
+        self.bytes += fits.len() as u64;
+        self.parser
+            .update(fits, &mut list_into(&mut self.listing))
+            .map_err(NarFailure::Nar)?;
+        if excess.is_empty() {
+            return Ok(());
+        }
+        // More than NarSize. As on the pull path, the first NarSize bytes are judged first: a
+        // structural fault in them wins; running out of them means the NAR is longer.
+        match self.finish() {
+            Err(NarFailure::Nar(e))
+                if !matches!(e.kind, crate::nar::NarErrorKind::UnexpectedEof { .. }) =>
+            {
+                Err(NarFailure::Nar(e))
+            }
+            _ => Err(NarFailure::TooLong),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), NarFailure> {
+        self.parser
+            .finish(&mut list_into(&mut self.listing))
+            .map(|_| ())
+            .map_err(NarFailure::Nar)
+    }
+}
+
+/// The parser's event handler: nodes go into the listing, if one is being built.
+fn list_into(
+    listing: &mut Option<crate::nar::listing::ListingBuilder>,
+) -> impl FnMut(crate::nar::PushEvent<'_>) + '_ {
+    move |event| {
+        if let (Some(l), crate::nar::PushEvent::Node(node)) = (listing.as_mut(), event) {
+            l.push(node);
+        }
+    }
+}
+
+/// What a [`NarFileCheck`] found, for callers outside the cache verifier (wasm's `NarVerifier`).
+pub struct NarSummary {
+    pub file_hash: crate::hash::Hash,
+    pub file_bytes: u64,
+    pub nar_hash: crate::hash::Hash,
+    pub nar_bytes: u64,
+    pub listing: Option<crate::nar::listing::Listing>,
+}
+
+impl NarFileCheck {
+    /// A check of a file compressed with `method` whose NAR must not exceed `nar_size_limit`
+    /// bytes; with `listing`, the NAR's `.ls` listing is built on the way.
+    pub fn new(method: Compression, nar_size_limit: u64, listing: bool) -> NarFileCheck {
+        Self::with_sha256(
+            method,
+            nar_size_limit,
+            listing,
+            &crate::hash::builtin_sha256,
+        )
+    }
+
+    /// As [`NarFileCheck::new`], hashing with the host's SHA-256.
+    pub fn with_sha256(
+        method: Compression,
+        nar_size_limit: u64,
+        listing: bool,
+        sha256: Sha256Factory<'_>,
+    ) -> NarFileCheck {
+        NarFileCheck {
+            file: sha256(),
+            file_bytes: 0,
+            decoder: crate::compression::Decoder::new(method),
+            nar: NarStream {
+                hasher: (method != Compression::None).then(sha256),
+                bytes: 0,
+                limit: nar_size_limit,
+                parser: crate::nar::NarPushParser::new(Limits {
+                    max_file_size: nar_size_limit,
+                    ..Limits::default()
+                }),
+                listing: listing.then(Default::default),
+            },
+            failure: None,
+        }
+    }
+
+    /// Takes the next piece of the file. After a failure the rest is only hashed (FileHash
+    /// covers the whole file).
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.file.update(chunk);
+        self.file_bytes += chunk.len() as u64;
+        if self.failure.is_none() {
+            let nar = &mut self.nar;
+            if let Err(e) = self.decoder.update(chunk, &mut |piece| nar.take(piece)) {
+                self.failure = Some(e.into());
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if self.failure.is_none() {
+            let nar = &mut self.nar;
+            if let Err(e) = self.decoder.finish(&mut |piece| nar.take(piece)) {
+                self.failure = Some(e.into());
+            } else if let Err(e) = self.nar.finish() {
+                self.failure = Some(e);
+            }
+        }
+    }
+
+    /// The hashes: of the file, and of the NAR (for an uncompressed file that went through
+    /// whole, they are the same bytes).
+    fn hashes(self) -> (crate::hash::Hash, Result<crate::hash::Hash, NarFailure>) {
+        let file = self.file.finish();
+        let nar = match (self.failure, self.nar.hasher) {
+            (Some(f), _) => Err(f),
+            (None, Some(h)) => Ok(h.finish()),
+            (None, None) => Ok(file.clone()),
+        };
+        (file, nar)
+    }
+
+    /// The findings for [`judge_contents`]; `read_error` if the file could not be read to its end.
+    pub fn finish(mut self, read_error: Option<String>) -> ContentFindings {
+        if read_error.is_none() {
+            self.end();
+        }
+        let (file_bytes, nar_bytes) = (self.file_bytes, self.nar.bytes);
+        let (file_hash, nar) = self.hashes();
+        ContentFindings {
+            file_hash,
+            file_bytes,
+            read_error,
+            nar: nar.map(|h| (h, nar_bytes)),
+        }
+    }
+
+    /// Ends the input and summarises it, or says (as the CLI would) why it is no valid
+    /// (compressed) NAR.
+    pub fn summary(mut self, what: &str) -> Result<NarSummary, String> {
+        self.end();
+        let (file_bytes, nar_bytes, limit) = (self.file_bytes, self.nar.bytes, self.nar.limit);
+        let mut listing = self.nar.listing.take();
+        let (file_hash, nar) = self.hashes();
+        match nar {
+            Err(NarFailure::Nar(e)) => Err(format!("{what}: not a valid NAR: {e}")),
+            Err(NarFailure::Decompress) => Err(format!(
+                "{what}: does not decompress: the compressed data is corrupt or cut short"
+            )),
+            Err(NarFailure::TooLong) => {
+                Err(format!("{what}: the NAR is longer than {limit} bytes"))
+            }
+            Ok(nar_hash) => Ok(NarSummary {
+                file_hash,
+                file_bytes,
+                nar_hash,
+                nar_bytes,
+                listing: listing.take().and_then(|l| l.finish()),
+            }),
+        }
+    }
+}
+
+impl From<crate::compression::PushError<NarFailure>> for NarFailure {
+    fn from(e: crate::compression::PushError<NarFailure>) -> NarFailure {
+        match e {
+            crate::compression::PushError::Decode(_) => NarFailure::Decompress,
+            crate::compression::PushError::Sink(f) => f,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! How the pull driver reads a cache: [`CacheStorage`], by paths relative to the cache root, and
+//! an in-memory one. (The native directory is `crate::host::storage::DirStorage`.)
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+/// Read access to a cache, by paths relative to its root (`nix-cache-info`, `nar/…`).
+pub trait CacheStorage: Sync {
+    /// A whole small file, refused past `limit` bytes; `Ok(None)` if absent.
+    fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>>;
+    /// A stream over a file; `Ok(None)` if absent.
+    fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>>;
+    /// A file's size; `Ok(None)` if absent.
+    fn size(&self, rel: &str) -> io::Result<Option<u64>>;
+    /// File names of the narinfos at the root (`<hashpart>.narinfo`).
+    fn list_narinfos(&self) -> io::Result<Vec<String>>;
+    /// Paths of the files under `nar/` (`nar/<name>`), for orphan detection.
+    fn list_nar_files(&self) -> io::Result<Vec<String>>;
+}
+
+/// An in-memory cache (file path → bytes), for tests and the wasm layer.
+#[derive(Default, Clone)]
+pub struct MemoryStorage {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl CacheStorage for MemoryStorage {
+    fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        match self.files.get(rel) {
+            Some(b) if b.len() > limit => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{rel} is larger than {limit} bytes"),
+            )),
+            other => Ok(other.cloned()),
+        }
+    }
+    fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>> {
+        Ok(self
+            .files
+            .get(rel)
+            .map(|b| Box::new(&b[..]) as Box<dyn Read>))
+    }
+    fn size(&self, rel: &str) -> io::Result<Option<u64>> {
+        Ok(self.files.get(rel).map(|b| b.len() as u64))
+    }
+    fn list_narinfos(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|k| !k.contains('/') && k.ends_with(".narinfo"))
+            .cloned()
+            .collect())
+    }
+    fn list_nar_files(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|k| k.starts_with("nar/"))
+            .cloned()
+            .collect())
+    }
+}
