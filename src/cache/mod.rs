@@ -1,6 +1,8 @@
-//! The cache engine's pure parts: store metadata from the formats Nix exports, reference
-//! scanning, and the order in which a cache's narinfos may be published.
+//! The cache engine's pure parts: store metadata from the formats Nix exports, the reference
+//! graph (closures, referrers, why-depends), reference scanning, and the order in which a
+//! cache's narinfos may be published.
 
+pub mod graph;
 pub mod layout;
 pub mod metadata;
 pub mod order;
