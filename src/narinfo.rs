@@ -292,25 +292,6 @@ impl NarInfo {
     }
 }
 
-/// The store paths in the closure of `roots` among `infos` (roots included), sorted; references
-/// without a narinfo are left out.
-pub fn closure<'a>(
-    infos: &'a [NarInfo],
-    roots: impl IntoIterator<Item = &'a StorePath>,
-) -> Vec<&'a StorePath> {
-    let by_path: std::collections::HashMap<&StorePath, &NarInfo> =
-        infos.iter().map(|i| (&i.store_path, i)).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo: Vec<&StorePath> = roots.into_iter().collect();
-    while let Some(p) = todo.pop() {
-        let Some(info) = by_path.get(p) else { continue };
-        if seen.insert(&info.store_path) {
-            todo.extend(info.references.iter());
-        }
-    }
-    seen.into_iter().collect()
-}
-
 /// The signing fingerprint of a path's metadata.
 pub fn fingerprint(
     store_dir: &StoreDir,

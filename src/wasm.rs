@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::cache::graph::Graph;
 use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
 use crate::cache::verify::report::{render, Junit, Rendering};
 use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
@@ -743,7 +744,8 @@ pub fn closure(infos: JsValue, roots: Vec<String>) -> JsResult<Vec<String>> {
         .first()
         .map(|i| i.store_dir.clone())
         .unwrap_or_default();
-    Ok(crate::narinfo::closure(&infos, &roots)
+    Ok(Graph::from_narinfos(&infos)
+        .closure(&roots)
         .into_iter()
         .map(|p| dir.display(p))
         .collect())

@@ -2,7 +2,7 @@
 //! hash and size, content address, signatures — read from closureInfo's `registration`
 //! (`nix-store --dump-db`) or `nix path-info --json`. (The Nix SQLite DB is read by the host.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::hash::{Hash, HashAlgo};
 use crate::store_path::{StoreDir, StorePath};
@@ -182,25 +182,6 @@ pub fn parse_path_info_json(
         }
         info.ca = v.get("ca").and_then(|c| c.as_str()).map(str::to_string);
         out.push(info);
-    }
-    Ok(out)
-}
-
-/// The closure of `roots` under `references_of`, every path once, in no particular order;
-/// `Err(path)` for a path `references_of` does not know.
-pub fn closure<'a>(
-    roots: impl IntoIterator<Item = &'a StorePath>,
-    known: &'a HashMap<StorePath, PathInfo>,
-) -> Result<BTreeMap<StorePath, &'a PathInfo>, StorePath> {
-    let mut out = BTreeMap::new();
-    let mut todo: Vec<&StorePath> = roots.into_iter().collect();
-    while let Some(p) = todo.pop() {
-        if out.contains_key(p) {
-            continue;
-        }
-        let info = known.get(p).ok_or_else(|| p.clone())?;
-        out.insert(p.clone(), info);
-        todo.extend(info.references.iter().filter(|r| !out.contains_key(*r)));
     }
     Ok(out)
 }
