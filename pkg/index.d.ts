@@ -292,6 +292,42 @@ export function closure(infos: NarInfo[], roots: string[]): string[];
 /** `<hashpart>.narinfo` for a narinfo name, hash part, base name or store path. */
 export function narinfoName(item: string): string;
 
+// ---- The reference graph
+
+/** A closure, and the paths it reaches that have no narinfo. */
+export interface ClosureWithMissing {
+  /** Store paths with a narinfo, roots included, sorted. */
+  paths: string[];
+  /** Roots and references without a narinfo, sorted. */
+  missing: string[];
+}
+
+/**
+ * The references among narinfos, built once (and grown with add()), computed by the wasm core.
+ * Paths in: store paths or base names; out: store paths (in the store directory of the first
+ * narinfo added). Call free() when done.
+ */
+export class CacheGraph {
+  /** Only `storePath` and `references` of each narinfo are read. */
+  constructor(infos?: Pick<NarInfo, 'storePath' | 'references'>[]);
+  /** The number of store paths with a narinfo. */
+  readonly size: number;
+  /** Adds narinfos; a later one for a store path replaces an earlier one. */
+  add(infos: Pick<NarInfo, 'storePath' | 'references'>[]): this;
+  /** Store paths with a narinfo in the closure of `roots`, roots included, sorted; the others skipped. */
+  closure(roots: string[]): string[];
+  closureWithMissing(roots: string[]): ClosureWithMissing;
+  /** Store paths whose narinfos reference `path` directly (itself too if it refers to itself), sorted. */
+  referrers(path: string): string[];
+  /**
+   * Why `from` depends on `to`, as `nix why-depends`: the shortest chain of references from `from`
+   * to `to`, both included (`[from]` when they are the same); of several, the first in store path
+   * order. null when `to` is not in the closure of `from`.
+   */
+  whyDepends(from: string, to: string): string[] | null;
+  free(): void;
+}
+
 // ---- Initialisation
 
 /**

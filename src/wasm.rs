@@ -1,8 +1,8 @@
 //! The JavaScript API (wasm-bindgen): conversions only, every check and format is the core's.
 //! Names are camelCase; values cross as plain JS objects shaped like the CLI's `--json` output
-//! (through JSON, or for verify reports with serde-wasm-bindgen, so they are exactly what
-//! `nar-tool … --json` prints); errors are JS `Error`s carrying the core's messages. See
-//! `pkg/WASM-API.md` for the contract.
+//! (through JSON, or for verify reports and the graph with serde-wasm-bindgen, so they are
+//! exactly what `nar-tool … --json` prints); errors are JS `Error`s carrying the core's messages.
+//! See `pkg/WASM-API.md` for the contract.
 
 use std::io;
 
@@ -725,28 +725,123 @@ pub fn render_report(
     Ok(render(&report, cache, how))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The reference graph
+
+/// What the graph reads of a narinfo (any other field is ignored).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphEntry {
+    store_path: String,
+    #[serde(default)]
+    references: Vec<String>,
+}
+
+/// A store path given as a full path or a base name.
+fn store_path_arg(path: &str) -> JsResult<StorePath> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    StorePath::from_base_name(base).map_err(|e| err(format!("{path:?}: {e}")))
+}
+
+fn store_path_args(paths: &[String]) -> JsResult<Vec<StorePath>> {
+    paths.iter().map(|p| store_path_arg(p)).collect()
+}
+
+/// The references among narinfos, built once (and grown with `add`), for closures, referrers
+/// and why-depends; paths go out as full store paths.
+#[wasm_bindgen]
+pub struct CacheGraph {
+    graph: Graph,
+    /// The store directory of the first narinfo added.
+    store_dir: Option<StoreDir>,
+}
+
+#[wasm_bindgen]
+impl CacheGraph {
+    /// A graph of `infos` (narinfos: only `storePath` and `references` are read), or an empty one.
+    #[wasm_bindgen(constructor)]
+    pub fn new(infos: JsValue) -> JsResult<CacheGraph> {
+        let mut g = CacheGraph {
+            graph: Graph::new(),
+            store_dir: None,
+        };
+        g.add(infos)?;
+        Ok(g)
+    }
+
+    /// Adds narinfos (a later one for a store path replaces an earlier one).
+    pub fn add(&mut self, infos: JsValue) -> JsResult<()> {
+        if infos.is_undefined() || infos.is_null() {
+            return Ok(());
+        }
+        let entries: Vec<GraphEntry> = from_value(infos, "narinfos")?;
+        for e in entries {
+            let (dir, base) = e.store_path.rsplit_once('/').unwrap_or(("", &e.store_path));
+            let path = StorePath::from_base_name(base)
+                .map_err(|x| err(format!("storePath {:?}: {x}", e.store_path)))?;
+            if self.store_dir.is_none() {
+                let dir = StoreDir::new(dir)
+                    .map_err(|x| err(format!("storePath {:?}: {x}", e.store_path)))?;
+                self.store_dir = Some(dir);
+            }
+            let refs = store_path_args(&e.references)?;
+            self.graph.insert(path, refs);
+        }
+        Ok(())
+    }
+
+    /// The number of store paths with a narinfo.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.graph.len()
+    }
+
+    fn display(&self, paths: Vec<&StorePath>) -> Vec<String> {
+        let dir = self.store_dir.clone().unwrap_or_default();
+        paths.into_iter().map(|p| dir.display(p)).collect()
+    }
+
+    /// The store paths with a narinfo in the closure of `roots` (store paths or base names),
+    /// roots included, sorted; references without a narinfo are skipped.
+    pub fn closure(&self, roots: Vec<String>) -> JsResult<Vec<String>> {
+        let roots = store_path_args(&roots)?;
+        Ok(self.display(self.graph.closure(&roots)))
+    }
+
+    /// `{ paths, missing }`: the closure as `closure` gives it, and the roots and references in
+    /// it without a narinfo, sorted.
+    #[wasm_bindgen(js_name = closureWithMissing)]
+    pub fn closure_with_missing(&self, roots: Vec<String>) -> JsResult<JsValue> {
+        #[derive(Serialize)]
+        struct Out {
+            paths: Vec<String>,
+            missing: Vec<String>,
+        }
+        let roots = store_path_args(&roots)?;
+        let c = self.graph.closure_with_missing(&roots);
+        to_value(&Out {
+            paths: self.display(c.paths),
+            missing: self.display(c.missing),
+        })
+    }
+
+    /// The store paths whose narinfos reference `path` (itself too if it refers to itself), sorted.
+    pub fn referrers(&self, path: &str) -> JsResult<Vec<String>> {
+        Ok(self.display(self.graph.referrers(&store_path_arg(path)?)))
+    }
+
+    /// The shortest chain of references from `from` to `to` (both included; the first in store
+    /// path order among the shortest), or `null` when `to` is not in `from`'s closure.
+    #[wasm_bindgen(js_name = whyDepends)]
+    pub fn why_depends(&self, from: &str, to: &str) -> JsResult<JsValue> {
+        let (from, to) = (store_path_arg(from)?, store_path_arg(to)?);
+        let chain = self.graph.why_depends(&from, &to);
+        to_value(&chain.map(|c| self.display(c)))
+    }
+}
+
 /// The store paths in the closure of `roots` (store paths or base names) among `infos`.
 #[wasm_bindgen]
 pub fn closure(infos: JsValue, roots: Vec<String>) -> JsResult<Vec<String>> {
-    let infos: Vec<JsNarInfo> = from_js(&infos, "narinfos")?;
-    let infos: Vec<NarInfo> = infos
-        .iter()
-        .map(JsNarInfo::to_narinfo)
-        .collect::<JsResult<_>>()?;
-    let roots: Vec<StorePath> = roots
-        .iter()
-        .map(|r| {
-            let base = r.rsplit('/').next().unwrap_or(r);
-            StorePath::from_base_name(base).map_err(|e| err(format!("{r:?}: {e}")))
-        })
-        .collect::<JsResult<_>>()?;
-    let dir = infos
-        .first()
-        .map(|i| i.store_dir.clone())
-        .unwrap_or_default();
-    Ok(Graph::from_narinfos(&infos)
-        .closure(&roots)
-        .into_iter()
-        .map(|p| dir.display(p))
-        .collect())
+    CacheGraph::new(infos)?.closure(roots)
 }

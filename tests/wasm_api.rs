@@ -237,3 +237,85 @@ async fn verify_cache_clean_and_damaged() {
     let problems = Array::from(&get(&report, "problems"));
     assert_eq!(get_str(&problems.get(0), "kind"), "missing-nar");
 }
+
+const CORPUS_XZ: [&str; 9] = [
+    include_str!("fixtures/corpus/caches/xz/12221svl9zlcqbffq6hxanhsxsk7wlyr.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/3cpw9v40wr678399d4nz2bv4rzvl3r2d.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/8bswc883h867a21h70j0gvrppyavddgp.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/gn07vq3ysff2m4mz8scgjm7nmgaffhih.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/l3x0p6waaizfa1gbn5zzzjdfdkry4czk.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/mnc6w5scb0k600cvh9ss511kmyvx9xc5.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/swf7rrkcsawh9sa0zhm4bchjhphk6mjv.narinfo"),
+    include_str!("fixtures/corpus/caches/xz/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp.narinfo"),
+];
+
+fn store(base: &str) -> String {
+    format!("/nix/store/{base}")
+}
+
+fn strings(v: &JsValue) -> Vec<String> {
+    Array::from(v)
+        .iter()
+        .map(|s| s.as_string().unwrap())
+        .collect()
+}
+
+#[wasm_bindgen_test]
+fn cache_graph_closures_referrers_why_depends() {
+    let top = store("z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public");
+    let app = store("swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public");
+    let tool = store("l3x0p6waaizfa1gbn5zzzjdfdkry4czk-tool-2.3-public");
+    let libdemo = store("5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public");
+    let edge = store("12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public");
+    let symlink = store("8bswc883h867a21h70j0gvrppyavddgp-bare-symlink-public");
+    // Every narinfo but libdemo's (the third).
+    let infos: Array = CORPUS_XZ
+        .iter()
+        .filter(|t| !t.starts_with(&format!("StorePath: {libdemo}\n")))
+        .map(|t| wasm::parse_narinfo(t).unwrap())
+        .collect();
+    let mut graph = wasm::CacheGraph::new(infos.clone().into()).unwrap();
+    assert_eq!(graph.size(), 8);
+    let closure = graph.closure(vec![top.clone()]).unwrap();
+    assert_eq!(closure.len(), 7);
+    assert!(closure.windows(2).all(|w| w[0] < w[1]) && closure.contains(&top));
+    assert_eq!(
+        wasm::closure(infos.into(), vec![top.clone()]).unwrap(),
+        closure
+    );
+    // libdemo has no narinfo: skipped by closure, reported by closureWithMissing.
+    let c = graph.closure_with_missing(vec![top.clone()]).unwrap();
+    assert_eq!(strings(&get(&c, "paths")), closure);
+    assert_eq!(strings(&get(&c, "missing")), vec![libdemo.clone()]);
+    // Direct referrers, a self-reference included; base names accepted.
+    let libdemo_base = libdemo.trim_start_matches("/nix/store/");
+    assert_eq!(
+        graph.referrers(libdemo_base).unwrap(),
+        vec![tool.clone(), app.clone()]
+    );
+    assert_eq!(
+        graph.referrers(&tool).unwrap(),
+        vec![tool.clone(), app.clone()]
+    );
+    // The shortest chain; of two, the first in store path order (bare-symlink before app).
+    let chain = graph.why_depends(&top, &libdemo).unwrap();
+    assert_eq!(
+        strings(&chain),
+        vec![top.clone(), app.clone(), libdemo.clone()]
+    );
+    let chain = graph.why_depends(&top, &edge).unwrap();
+    assert_eq!(strings(&chain), vec![top.clone(), symlink, edge]);
+    assert!(graph.why_depends(&libdemo, &top).unwrap().is_null());
+    // Grown with libdemo's narinfo: in the closure, nothing missing.
+    let more: Array = [wasm::parse_narinfo(CORPUS_XZ[2]).unwrap()]
+        .iter()
+        .collect();
+    graph.add(more.into()).unwrap();
+    assert_eq!(graph.size(), 9);
+    let c = graph.closure_with_missing(vec![top.clone()]).unwrap();
+    assert_eq!(strings(&get(&c, "paths")).len(), 8);
+    assert_eq!(Array::from(&get(&c, "missing")).length(), 0);
+    let e = message(graph.closure(vec!["not-a-path".into()]).unwrap_err());
+    assert!(e.starts_with("\"not-a-path\""), "{e}");
+}

@@ -169,9 +169,59 @@ export class Decompressor extends WasmStream {
   }
 }
 
+// ---- The reference graph
+
+/**
+ * The references among narinfos, built once (and grown with add()): closures, referrers and
+ * why-depends, computed by the wasm core. Paths in: store paths or base names; out: store paths.
+ * free() releases its wasm memory.
+ */
+export class CacheGraph {
+  #inner;
+  constructor(infos) {
+    checkReady();
+    try {
+      this.#inner = new wasm.CacheGraph(infos ?? []);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+  /** The number of store paths with a narinfo. */
+  get size() {
+    if (!this.#inner) throw new Error('nar-tool: this object was freed');
+    return this.#inner.size;
+  }
+  /** Adds narinfos (a later one for a store path replaces an earlier one). */
+  add(infos) {
+    call(this.#inner, 'add', infos);
+    return this;
+  }
+  /** Store paths with a narinfo in the closure of `roots`, roots included, sorted. */
+  closure(roots) {
+    return call(this.#inner, 'closure', roots);
+  }
+  /** `{ paths, missing }`: the closure, and the roots and references in it without a narinfo. */
+  closureWithMissing(roots) {
+    return call(this.#inner, 'closureWithMissing', roots);
+  }
+  /** Store paths whose narinfos reference `path` (itself too if it refers to itself), sorted. */
+  referrers(path) {
+    return call(this.#inner, 'referrers', path);
+  }
+  /** The shortest chain of references from `from` to `to` (both included), or null. */
+  whyDepends(from, to) {
+    return call(this.#inner, 'whyDepends', from, to);
+  }
+  free() {
+    const inner = this.#inner;
+    this.#inner = null;
+    freeQuietly(inner);
+  }
+}
+
 // `using v = new NarVerifier()` where the runtime has explicit resource management.
 if (typeof Symbol.dispose === 'symbol') {
-  for (const C of [NarVerifier, Decompressor]) {
+  for (const C of [NarVerifier, Decompressor, CacheGraph]) {
     Object.defineProperty(C.prototype, Symbol.dispose, {
       value() {
         this.free();

@@ -21,6 +21,7 @@ export {
   exitCode,
   renderReport,
   closure,
+  CacheGraph,
   httpSource,
   isInitialised,
 } from './api.js';

@@ -218,6 +218,33 @@ test('closure: the closure of closure-top among the corpus narinfos', () => {
   assert.deepEqual(nar.closure(infos.filter((i) => i.storePath !== storePath('single-exe')), [top]), [...expected].filter((p) => p !== storePath('single-exe')).sort());
 });
 
+test('CacheGraph: closures with what is missing, referrers, why-depends, grown with add()', () => {
+  const infos = STORE_PATHS.map((p) => nar.parseNarInfo(narinfoText('xz', p)));
+  const [top, app, tool, lib, edge, symlink] = ['closure-top', 'app-0.9', 'tool-2.3', 'libdemo-1.0', 'edge-cases', 'bare-symlink'].map(storePath);
+  const graph = new nar.CacheGraph(infos.filter((i) => i.storePath !== lib));
+  try {
+    assert.equal(graph.size, 8);
+    const all = nar.closure(infos, [top]);
+    assert.deepEqual(graph.closure([top]), all.filter((p) => p !== lib));
+    assert.deepEqual(graph.closureWithMissing([baseName(top)]), { paths: all.filter((p) => p !== lib), missing: [lib] });
+    // Direct referrers, sorted; tool refers to itself.
+    assert.deepEqual(graph.referrers(lib), [tool, app].sort());
+    assert.deepEqual(graph.referrers(tool), [tool, app].sort());
+    assert.deepEqual(graph.referrers(top), []);
+    // The shortest chain; of two (through bare-symlink and app), the first in store path order.
+    assert.deepEqual(graph.whyDepends(top, lib), [top, app, lib]);
+    assert.deepEqual(graph.whyDepends(top, edge), [top, [symlink, app].sort()[0], edge]);
+    assert.deepEqual(graph.whyDepends(top, top), [top]);
+    assert.equal(graph.whyDepends(lib, top), null);
+    assert.equal(graph.add([infos.find((i) => i.storePath === lib)]), graph);
+    assert.deepEqual(graph.closureWithMissing([top]), { paths: all, missing: [] });
+    assert.throws(() => graph.referrers('not a path'), (e) => e instanceof Error && /not a path/.test(e.message));
+  } finally {
+    graph.free();
+  }
+  assert.throws(() => graph.closure([top]), /freed/);
+});
+
 // ---- NARs
 
 test('listNar: every corpus NAR gives the .ls document Nix wrote', () => {

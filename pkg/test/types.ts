@@ -43,6 +43,7 @@ import {
   type CacheInfo,
   type Sha256Factory,
 } from 'nar-tool';
+import { CacheGraph, type ClosureWithMissing } from 'nar-tool';
 
 async function main(): Promise<number> {
   await init();
@@ -141,4 +142,18 @@ async function main(): Promise<number> {
   return exitCode(reports[0]!);
 }
 
+function graphs(info: NarInfo): void {
+  const graph = new CacheGraph([info]).add([{ storePath: info.storePath, references: [] }]);
+  const n: number = graph.size;
+  const paths: string[] = graph.closure([info.storePath]);
+  const c: ClosureWithMissing = graph.closureWithMissing(['abc-name']);
+  const referrers: string[] = graph.referrers(info.storePath);
+  const chain: string[] | null = graph.whyDepends(info.storePath, c.missing[0]!);
+  // @ts-expect-error: roots are an array
+  graph.closure(info.storePath);
+  void [n, paths, referrers, chain];
+  new CacheGraph().free();
+}
+
 void main;
+void graphs;
