@@ -9,6 +9,8 @@
 // The NAR files are listed (for the orphan check) only from `<base>/_nar-tool/nar-files`; without
 // it the orphan check is skipped.
 
+import { CacheGraph, parseNarInfo } from './api.js';
+
 /** At most this much of a small file (nix-cache-info, a narinfo) is read. */
 export const SMALL_FILE_CAP = 16 * 1024 * 1024;
 
@@ -194,41 +196,54 @@ export function httpSource(baseUrl, options = {}) {
   }
 
   /** The narinfo names in the closure of `roots` that the cache has (absent ones are the
-   *  missing references of their referrers). Each is fetched once and kept for readFile. */
+   *  missing references of their referrers), level by level: what the narinfos fetched so far
+   *  reference and do not have (the wasm CacheGraph's missing paths) is fetched next. Each is
+   *  fetched once and kept for readFile. A narinfo that cannot be parsed is listed (verify
+   *  reports it), its references not followed. */
   async function closureOf(roots) {
-    const seen = new Set();
-    const queue = roots.map(narinfoName);
-    const rootNames = new Set(queue);
+    const rootNames = new Set(roots.map(narinfoName));
+    const rootPaths = [];
+    const tried = new Set();
     const names = [];
-    while (queue.length > 0) {
-      const batch = [...new Set(queue.splice(0, 16))].filter((n) => !seen.has(n));
-      for (const n of batch) seen.add(n);
-      const results = await Promise.all(
-        batch.map((n) =>
-          readFile(n).then(
-            (bytes) => [n, bytes],
-            () => [n, undefined], // unreadable now: verify reads it again and reports it
-          ),
-        ),
-      );
-      for (const [n, bytes] of results) {
-        if (bytes === null) {
-          if (rootNames.has(n)) throw new Error(`the cache has no ${n} (a root)`);
-          continue;
-        }
-        names.push(n);
-        if (bytes === undefined) continue;
-        prefetched.set(n, bytes);
-        const refs = /^References:(.*)$/m.exec(new TextDecoder().decode(bytes));
-        for (const r of (refs?.[1] ?? '').split(' ').filter(Boolean)) {
-          try {
-            const name = narinfoName(r);
-            if (!seen.has(name)) queue.push(name);
-          } catch {
-            // A malformed reference: verify reports the narinfo.
+    const graph = new CacheGraph();
+    try {
+      for (let level = [...rootNames]; level.length > 0; ) {
+        for (const n of level) tried.add(n);
+        for (let at = 0; at < level.length; at += 16) {
+          const batch = level.slice(at, at + 16);
+          const results = await Promise.all(
+            batch.map((n) =>
+              readFile(n).then(
+                (bytes) => [n, bytes],
+                () => [n, undefined], // unreadable now: verify reads it again and reports it
+              ),
+            ),
+          );
+          for (const [n, bytes] of results) {
+            if (bytes === null) {
+              if (rootNames.has(n)) throw new Error(`the cache has no ${n} (a root)`);
+              continue;
+            }
+            names.push(n);
+            if (bytes === undefined) continue;
+            prefetched.set(n, bytes);
+            let info;
+            try {
+              info = parseNarInfo(new TextDecoder().decode(bytes));
+            } catch {
+              continue; // malformed: verify reports the narinfo
+            }
+            graph.add([info]);
+            if (rootNames.has(n)) rootPaths.push(info.storePath);
           }
         }
+        level = graph
+          .closureWithMissing(rootPaths)
+          .missing.map(narinfoName)
+          .filter((n) => !tried.has(n));
       }
+    } finally {
+      graph.free();
     }
     return names;
   }

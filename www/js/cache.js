@@ -1,7 +1,8 @@
 // A cache as the page sees it: its nix-cache-info and every narinfo loaded (fetched with bounded
 // concurrency, parsed by the wasm layer), with the derived columns of the paths table and the
-// reverse references. A cache that cannot be listed (any HTTP cache but nar-tool serve) is
-// explored from roots the user gives, following references.
+// reference graph (the wasm CacheGraph: closures, referrers, why-depends). A cache that cannot be
+// listed (any HTTP cache but nar-tool serve) is explored from roots the user gives, following
+// references.
 
 import { pool, errorMessage } from './util.js';
 
@@ -21,7 +22,9 @@ export class Cache {
     this.cacheInfo = null;
     this.cacheInfoText = null;
     this.cacheInfoError = null;
-    this._referrers = null;
+    this._graph = null;
+    /** Narinfos loaded since the graph was last asked for, added to it in one call. */
+    this._graphPending = [];
     this.storeDir = '/nix/store';
   }
 
@@ -78,7 +81,6 @@ export class Cache {
     }
     const limit = this.source.kind === 'http' ? 12 : 24;
     await pool(fresh, limit, async (name) => this.add(await this.fetchEntry(name)), () => onProgress?.(++done, total));
-    this.changed();
   }
 
   entryFromText(file, text) {
@@ -94,7 +96,8 @@ export class Cache {
 
   /**
    * Loads the closures of `roots` (store paths, base names or hash parts), following references
-   * breadth-first. Returns the hash parts of the roots. onProgress(done, known).
+   * level by level: what the graph reaches and has no narinfo for is fetched next. Returns the
+   * hash parts of the roots. onProgress(done, known).
    */
   async addRoots(roots, onProgress) {
     const rootHashes = [];
@@ -104,27 +107,17 @@ export class Cache {
       if (!HASH_RE.test(hash)) throw new Error(`not a store path, base name or hash part: ${r.trim()}`);
       rootHashes.push(hash);
     }
-    const seen = new Set(rootHashes);
-    let frontier = [...new Set(rootHashes)];
+    const unloaded = (hashes) => [...new Set(hashes)].filter((h) => !this.byHash.has(h));
+    const limit = this.source.kind === 'http' ? 12 : 24;
     let done = 0;
-    while (frontier.length) {
-      const next = [];
-      const limit = this.source.kind === 'http' ? 12 : 24;
-      await pool(frontier, limit, async (hash) => {
-        let e = this.byHash.get(hash);
-        if (!e) this.add((e = await this.fetchEntry(`${hash}.narinfo`)));
-        for (const ref of e.info?.references ?? []) {
-          const h = ref.slice(0, 32);
-          if (!seen.has(h)) {
-            seen.add(h);
-            next.push(h);
-          }
-        }
-      }, () => onProgress?.(++done, seen.size));
-      frontier = next;
+    for (let level = unloaded(rootHashes); ; ) {
+      const known = done + level.length;
+      await pool(level, limit, async (hash) => this.add(await this.fetchEntry(`${hash}.narinfo`)), () => onProgress?.(++done, known));
+      const rootPaths = rootHashes.map((h) => this.byHash.get(h)?.storePath).filter((p) => p);
+      level = unloaded(this.graph.closureWithMissing(rootPaths).missing.map((p) => baseNameOf(p).slice(0, 32)));
+      if (!level.length) break;
     }
     this.narinfoNames = this.entries.filter((e) => !e.absent).map((e) => e.file).sort();
-    this.changed();
     return rootHashes;
   }
 
@@ -177,10 +170,17 @@ export class Cache {
     if (this.byHash.has(entry.hash)) return;
     this.byHash.set(entry.hash, entry);
     this.entries.push(entry);
+    if (entry.info) this._graphPending.push(entry.info);
   }
 
-  changed() {
-    this._referrers = null;
+  /** The wasm CacheGraph of every narinfo loaded. */
+  get graph() {
+    this._graph ??= new this.wasm.CacheGraph();
+    if (this._graphPending.length) {
+      this._graph.add(this._graphPending);
+      this._graphPending = [];
+    }
+    return this._graph;
   }
 
   entryOfBaseName(base) {
@@ -193,42 +193,12 @@ export class Cache {
 
   /** The entries whose narinfos reference `e` (itself excluded). */
   referrers(e) {
-    if (!this._referrers) {
-      const m = new Map();
-      for (const r of this.entries) {
-        for (const ref of r.info?.references ?? []) {
-          const h = ref.slice(0, 32);
-          if (h === r.hash) continue;
-          if (!m.has(h)) m.set(h, []);
-          m.get(h).push(r);
-        }
-      }
-      this._referrers = m;
-    }
-    return this._referrers.get(e.hash) ?? [];
+    return this.graph.referrers(e.storePath).filter((p) => p !== e.storePath).map((p) => this.entryOfStorePath(p)).filter((x) => x);
   }
 
-  /**
-   * The closure of `e` (the wasm layer's `closure`, given the narinfos reachable from `e` rather
-   * than all of them: a large cache's infos cross into wasm in a fraction of the time), with its
-   * sizes and the references missing from the cache.
-   */
+  /** The closure of `e`, with its sizes and the references missing from the cache (base names). */
   closure(e) {
-    const reachable = new Map([[e.hash, e]]);
-    const missing = new Set();
-    const todo = [e];
-    while (todo.length) {
-      const x = todo.pop();
-      for (const ref of x.info?.references ?? []) {
-        const r = this.entryOfBaseName(ref);
-        if (!r || !r.info) missing.add(ref);
-        else if (!reachable.has(r.hash)) {
-          reachable.set(r.hash, r);
-          todo.push(r);
-        }
-      }
-    }
-    const paths = this.wasm.closure([...reachable.values()].map((x) => x.info), [e.storePath]);
+    const { paths, missing } = this.graph.closureWithMissing([e.storePath]);
     let narSize = 0;
     let fileSize = 0;
     for (const p of paths) {
@@ -236,7 +206,15 @@ export class Cache {
       narSize += x?.narSize ?? 0;
       fileSize += x?.fileSize ?? 0;
     }
-    return { paths, narSize, fileSize, missing: [...missing].sort() };
+    return { paths, narSize, fileSize, missing: missing.map(baseNameOf) };
   }
 
+  /** Why `e` depends on `dep` (a store path): the shortest chain of store paths, or null. */
+  whyDepends(e, dep) {
+    return this.graph.whyDepends(e.storePath, dep);
+  }
+}
+
+function baseNameOf(path) {
+  return path.slice(path.lastIndexOf('/') + 1);
 }

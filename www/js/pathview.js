@@ -1,5 +1,5 @@
 // One store path: every narinfo field, signatures against the trusted keys, references and
-// referrers, the closure (size, tree), problems from the last verification.
+// referrers, the closure (size, tree, why each path is in it), problems from the last verification.
 
 import { h, formatBytes, formatCount } from './util.js';
 import { app, pathHref, filesHref, pathLink, sigStatus, sigLineStatus, statusPill, problemsOf } from './state.js';
@@ -55,7 +55,7 @@ export function pathView(hash) {
     closure.missing.length ? h('p', null, 'Missing from the cache: ', closure.missing.map((m) => [h('code', null, m), ' '])) : null,
     closureTree(e),
     h('details', null, h('summary', null, `All ${closure.paths.length} paths of the closure`),
-      h('ul', { class: 'links' }, closure.paths.map((p) => h('li', null, pathLink(p))))),
+      h('ul', { class: 'links', id: 'closure-paths' }, closure.paths.map((p) => h('li', null, pathLink(p), p === info.storePath ? null : whyButton(e, p))))),
   );
 }
 
@@ -126,6 +126,16 @@ function closureTree(root) {
     return d;
   };
   return h('div', { class: 'tree', id: 'closure-tree' }, node(root.baseName, new Set(), true));
+}
+
+/** A button that shows why `e` depends on `path`: the shortest chain of references, as nix why-depends. */
+function whyButton(e, path) {
+  const b = h('button', { type: 'button', class: 'why', title: 'The shortest chain of references that brings it into the closure' }, 'why?');
+  b.addEventListener('click', () => {
+    const chain = app.cache.whyDepends(e, path) ?? [];
+    b.replaceWith(h('span', { class: 'why-chain' }, ': ', chain.map((p, i) => [i ? ' → ' : '', pathLink(p)])));
+  });
+  return b;
 }
 
 function verifyClosure(e, paths) {

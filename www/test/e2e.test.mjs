@@ -179,6 +179,11 @@ test('one path: signatures against a trusted key, references, the closure', asyn
   // The disclosure triangle (the name itself is a link to the path).
   await tree.locator('details details summary', { hasText: 'app-0.9' }).first().click({ position: { x: 4, y: 8 } });
   await tree.locator('a', { hasText: 'tool-2.3-public' }).first().waitFor();
+  // Why the closure holds libdemo: closure-top → app → libdemo, the shortest chain.
+  await page.locator('summary', { hasText: 'paths of the closure' }).click();
+  await page.locator('#closure-paths li', { hasText: 'libdemo-1.0-public' }).locator('button.why').click();
+  const why = await page.locator('#closure-paths li', { hasText: 'libdemo-1.0-public' }).locator('.why-chain').textContent();
+  assert.match(why, /^: \w{32}-closure-top-public → \w{32}-app-0\.9-public → \w{32}-libdemo-1\.0-public$/);
   await shot(page, 'path.png');
   // A reference is a link to its path.
   await page.click(`a[href="#/path/${APP}"]`);
