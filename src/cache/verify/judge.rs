@@ -63,36 +63,29 @@ pub fn judge_cache_info(read: io::Result<Option<Vec<u8>>>, opts: &VerifyOptions)
 
 /// Whether a narinfo URL stays inside the cache: relative, no scheme, no `..`, no oddities.
 pub fn url_is_inside(url: &str) -> Result<(), &'static str> {
-    if url.is_empty() {
-        Err("it is empty")
-    } else if url.starts_with('/') || url.starts_with('\\') {
-        Err("it is absolute")
-    } else if url.contains("://")
-        || url
-            .split('/')
-            .next()
-            .is_some_and(|first| first.contains(':'))
-    {
-        Err("it has a scheme")
-    } else if url.contains('\\')
-        || url.contains('\0')
-        || url.contains('?')
-        || url.contains('#')
-        || url.contains('%')
-    {
-        Err("it contains '\\\\', NUL, '?', '#' or '%'")
-    } else if url
-        .split('/')
-        .any(|c| c == ".." || c == "." || c.is_empty())
-    {
-        Err("it has \"..\", \".\" or empty components")
-    } else {
-        Ok(())
-    }
+    crate::cache::layout::resolve_url(url).map(drop)
 }
 
 /// The first layer: a narinfo file's bytes (or why they could not be read) → its problems, and
 /// the parsed narinfo if there is one (then its file is to be checked).
+/// A listed name that is not `<hashpart>.narinfo` (`bogus.narinfo`): judged by its name alone,
+/// never read, the same way by every driver.
+pub fn judge_narinfo_name(file_name: &str) -> Option<PathCheck> {
+    let why = match crate::cache::layout::CacheKey::parse(file_name) {
+        Ok(crate::cache::layout::CacheKey::NarInfo(_)) => return None,
+        Ok(_) => "not a narinfo".to_string(),
+        Err(e) => e.why.to_string(),
+    };
+    let mut out = PathCheck::default();
+    out.problems.push(Problem::new(
+        ProblemKind::MalformedNarinfo,
+        file_name,
+        format!("not a narinfo name ({why}); not read"),
+    ));
+    out.unparsed = Some(Unparsed::new(file_name, None));
+    Some(out)
+}
+
 pub fn judge_narinfo(
     file_name: &str,
     read: io::Result<Option<Vec<u8>>>,

@@ -31,8 +31,8 @@ pub mod storage;
 
 pub use judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, url_is_inside,
-    ContentFindings, Unparsed,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, missing, unreadable,
+    url_is_inside, ContentFindings, Unparsed,
 };
 pub use pull::{
     check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_with, DecoderFn,

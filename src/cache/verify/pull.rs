@@ -6,8 +6,8 @@ use std::io::{self, Read};
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, missing, unreadable, ContentFindings,
-    NarFailure,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, missing, unreadable,
+    ContentFindings, NarFailure,
 };
 use super::report::report;
 use super::storage::CacheStorage;
@@ -74,6 +74,9 @@ pub fn check_path(
     opts: &VerifyOptions,
     decoder: DecoderFn,
 ) -> PathCheck {
+    if let Some(out) = judge_narinfo_name(file_name) {
+        return out;
+    }
     let mut out = judge_narinfo(
         file_name,
         storage.read_small(file_name, MAX_NARINFO_SIZE),

@@ -7,7 +7,8 @@ use std::io;
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_size, judge_url, unreadable, ContentFindings, NarFailure,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, unreadable,
+    ContentFindings, NarFailure,
 };
 use super::report::report;
 use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
@@ -101,6 +102,9 @@ pub async fn check_path<S: AsyncCacheSource>(
     file_name: &str,
     opts: &VerifyOptions,
 ) -> PathCheck {
+    if let Some(out) = judge_narinfo_name(file_name) {
+        return out;
+    }
     let read = source.read_small(file_name, MAX_NARINFO_SIZE).await;
     let mut out = judge_narinfo(file_name, read, opts);
     if let Some(info) = &out.narinfo {
