@@ -30,8 +30,13 @@ make_work() { # PREFIX: sets `work` to a new directory under $TMPDIR, removed on
 }
 
 # Builds nar-tool (release) and prints the binary's path, wherever the target directory is
-# (CARGO_TARGET_DIR, .cargo/config).
+# (CARGO_TARGET_DIR, .cargo/config); NAR_TOOL_BIN names a binary built already instead.
 release_bin() {
+  if [ -n "${NAR_TOOL_BIN:-}" ]; then
+    [ -x "$NAR_TOOL_BIN" ] || die "NAR_TOOL_BIN=$NAR_TOOL_BIN is not an executable"
+    echo "$NAR_TOOL_BIN"
+    return
+  fi
   echo "== cargo build --release" >&2
   cargo build --release --quiet --bin nar-tool
   local bin
