@@ -522,3 +522,54 @@ fn sign_and_narinfo_check_refuse_a_fifo_at_once() {
         }
     }
 }
+
+#[test]
+fn the_builder_and_the_verifier_run_on_any_backend() {
+    use nar_tool::cache::storage::memory::MemoryStorage;
+    use nar_tool::cache::storage::{list_narinfo_names, StorageRead};
+    use nar_tool::cache::verify::{pure_decoder, verify_cache, VerifyOptions};
+    use nar_tool::compression::Compression;
+    use nar_tool::host::build::{build_cache, build_cache_into, BuildOptions, MetadataSource};
+    use nar_tool::store_path::StoreDir;
+
+    let root = extract_root_tar();
+    let store_dir = StoreDir::new("/nix/store").unwrap();
+    let dir = TempTree::new();
+    let opts = BuildOptions {
+        to: dir.path().join("cache"),
+        store_root: root.path().to_path_buf(),
+        store_dir: store_dir.clone(),
+        metadata: MetadataSource::Db(root.path().join("nix/var/nix/db/db.sqlite")),
+        compression: Compression::Zstd,
+        level: None,
+        jobs: 2,
+        keys: Vec::new(),
+        nar_listing: true,
+        closure: true,
+        force: false,
+        priority: 30,
+        want_mass_query: false,
+        paths: vec![store_dir.parse_path(APP).unwrap()],
+    };
+    let memory = MemoryStorage::new();
+    let in_memory = build_cache_into(&memory, &opts, |_| {}).unwrap();
+    let on_disk = build_cache(&opts, |_| {}).unwrap();
+    assert_eq!(in_memory.written, on_disk.written);
+    let names = list_narinfo_names(&memory).unwrap();
+    assert_eq!(names.len() as u64, in_memory.written);
+    // The same objects, byte for byte, in memory and in the directory.
+    for name in &names {
+        let key = nar_tool::cache::layout::CacheKey::parse(name).unwrap();
+        let bytes = StorageRead::read_small(&memory, &key, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, fs::read(opts.to.join(name)).unwrap(), "{name}");
+    }
+    let verify_opts = VerifyOptions {
+        trusted_keys: Vec::new(),
+        check_contents: true,
+        store_dir,
+    };
+    let report = verify_cache(&memory, &verify_opts, pure_decoder, |_| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
