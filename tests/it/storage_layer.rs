@@ -573,3 +573,54 @@ fn the_builder_and_the_verifier_run_on_any_backend() {
     let report = verify_cache(&memory, &verify_opts, pure_decoder, |_| {});
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// Runs a future whose every await is ready at once (the blocking adapter's).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn the_pull_and_push_verifiers_agree_through_the_async_storage_face() {
+    use nar_tool::cache::storage::async_read::Blocking;
+    use nar_tool::cache::verify::{pull, push, VerifyOptions};
+    use nar_tool::host::dir_storage::DirStorage;
+    use nar_tool::host::storage::native_decoder;
+    use nar_tool::store_path::StoreDir;
+
+    let root = extract_root_tar();
+    let dir = TempTree::new();
+    let cache = dir.path().join("cache");
+    build_ok(&cache, root.path(), &[APP], &["--nar-listing"]);
+    // Damage: a bogus narinfo name, a stray in nar/, a corrupt NAR, a missing one, a FIFO.
+    fs::write(cache.join("bogus.narinfo"), "StorePath: x\n").unwrap();
+    fs::write(cache.join("nar/junk"), b"x").unwrap();
+    let mut nars = nar_files(&cache);
+    nars.retain(|p| p.extension().is_some_and(|e| e == "zst"));
+    let mut bytes = fs::read(&nars[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&nars[0], bytes).unwrap();
+    fs::remove_file(&nars[1]).unwrap();
+    fs::remove_file(&nars[2]).unwrap();
+    mkfifo(&nars[2]);
+
+    let opts = VerifyOptions {
+        trusted_keys: Vec::new(),
+        check_contents: true,
+        store_dir: StoreDir::new("/nix/store").unwrap(),
+    };
+    let storage = DirStorage::open(&cache).unwrap();
+    let pulled = pull::verify_cache(&storage, &opts, native_decoder, |_| {});
+    let pushed = block_on(push::verify_cache(&Blocking(storage), &opts, None, |_| {}));
+    assert!(pulled.problems.len() >= 5, "{:?}", pulled.problems);
+    assert_eq!(
+        serde_json::to_value(&pulled).unwrap(),
+        serde_json::to_value(&pushed).unwrap()
+    );
+}

@@ -15,6 +15,7 @@
 //! Backends: [`memory::MemoryStorage`] here (tests, wasm); the directory backend is native
 //! (`host::dir_storage`). [`conformance`] is the test template every backend passes.
 
+pub mod async_read;
 pub mod conformance;
 pub mod memory;
 

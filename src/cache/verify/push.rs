@@ -17,12 +17,7 @@ use crate::hash::{builtin_sha256, Sha256Factory, Sha256Host};
 use crate::nar::Limits;
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 
-/// A file arriving in pieces.
-#[allow(async_fn_in_trait)] // used by single-threaded hosts only
-pub trait ChunkStream {
-    /// The next piece; `None` at the end.
-    async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>>;
-}
+pub use crate::cache::storage::async_read::ChunkStream;
 
 /// Async read access to a cache, by paths relative to its root.
 #[allow(async_fn_in_trait)]
