@@ -1,8 +1,9 @@
 //! `<hashpart>.narinfo`: parsing (strict, with line numbers; unknown keys kept), writing in Nix's
 //! exact line order, the signing fingerprint and signatures.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
+use crate::compression::{Compression, UnsupportedCompression};
 use crate::hash::{Hash, HashAlgo};
 use crate::signing::{check_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
 use crate::store_path::{StoreDir, StorePath};
@@ -25,6 +26,65 @@ fn err<T>(line: Option<usize>, message: impl Into<String>) -> Result<T, NarInfoE
     })
 }
 
+/// A narinfo's `Compression:`: a method this crate decodes, or another one Nix names (`br`,
+/// `lz4`, `lzip`, `gzip`, …), kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NarCompression {
+    Known(Compression),
+    Other(String),
+}
+
+impl NarCompression {
+    pub fn parse(name: &str) -> NarCompression {
+        match name.parse() {
+            Ok(c) => NarCompression::Known(c),
+            Err(_) => NarCompression::Other(name.to_string()),
+        }
+    }
+
+    /// The name, as a narinfo writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            NarCompression::Known(c) => c.name(),
+            NarCompression::Other(name) => name,
+        }
+    }
+
+    /// The method, if this crate decodes it.
+    pub fn method(&self) -> Result<Compression, UnsupportedCompression> {
+        match self {
+            NarCompression::Known(c) => Ok(*c),
+            NarCompression::Other(name) => Err(UnsupportedCompression(name.clone())),
+        }
+    }
+
+    /// The file extension Nix gives a NAR compressed so (`.xz`), if it knows the method.
+    pub fn extension(&self) -> Option<&'static str> {
+        Some(match self {
+            NarCompression::Known(c) => c.extension(),
+            NarCompression::Other(name) => match name.as_str() {
+                "br" => ".br",
+                "lz4" => ".lz4",
+                "lzip" => ".lzip",
+                "gzip" => ".gz",
+                _ => return None,
+            },
+        })
+    }
+}
+
+impl fmt::Display for NarCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for NarCompression {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A parsed narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarInfo {
@@ -33,7 +93,7 @@ pub struct NarInfo {
     /// Relative to the cache root: `nar/<filehash>.nar.xz`.
     pub url: String,
     /// `xz`, `zstd`, `bzip2`, `none`, …; `bzip2` when the file has no `Compression:`.
-    pub compression: String,
+    pub compression: NarCompression,
     pub file_hash: Option<Hash>,
     pub file_size: Option<u64>,
     pub nar_hash: Hash,
@@ -124,7 +184,7 @@ impl NarInfo {
                     store = Some((dir, path));
                 }
                 "URL" => url = Some(value.to_string()),
-                "Compression" => compression = Some(value.to_string()),
+                "Compression" => compression = Some(value),
                 "FileHash" => file_hash = Some(parse_hash("FileHash")?),
                 "FileSize" => file_size = Some(parse_u64("FileSize")?),
                 "NarHash" => nar_hash = Some(parse_hash("NarHash")?),
@@ -188,9 +248,9 @@ impl NarInfo {
             store_dir,
             store_path,
             url,
-            compression: compression
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| "bzip2".to_string()),
+            compression: NarCompression::parse(
+                compression.filter(|c| !c.is_empty()).unwrap_or("bzip2"),
+            ),
             file_hash,
             file_size,
             nar_hash,
@@ -274,21 +334,6 @@ impl NarInfo {
             self.sigs.iter().map(String::as_str),
             trusted,
         ))
-    }
-
-    /// The file extension Nix uses for a compression method (`.xz`), if it knows it.
-    pub fn compression_extension(compression: &str) -> Option<&'static str> {
-        Some(match compression {
-            "none" => "",
-            "xz" => ".xz",
-            "bzip2" => ".bz2",
-            "zstd" => ".zst",
-            "br" => ".br",
-            "lz4" => ".lz4",
-            "lzip" => ".lzip",
-            "gzip" => ".gz",
-            _ => return None,
-        })
     }
 }
 

@@ -91,7 +91,7 @@ impl From<&NarInfo> for JsNarInfo {
         JsNarInfo {
             store_path: i.path(),
             url: i.url.clone(),
-            compression: i.compression.clone(),
+            compression: i.compression.to_string(),
             file_hash: i.file_hash.as_ref().map(Hash::to_string),
             file_size: i.file_size,
             nar_hash: i.nar_hash.to_string(),

@@ -37,7 +37,7 @@ use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
 use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
-use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
+use crate::narinfo::{NarCompression, NarInfo, MAX_NARINFO_SIZE};
 use crate::nixbase32;
 use crate::signing::SecretKey;
 use crate::store_path::{
@@ -550,7 +550,7 @@ fn narinfo_of(
         store_dir: opts.store_dir.clone(),
         store_path: info.path.clone(),
         url: nar_key.to_string(),
-        compression: opts.compression.name().to_string(),
+        compression: NarCompression::Known(opts.compression),
         file_hash: Some(file_hash.clone()),
         file_size: Some(file_size),
         nar_hash: nar_hash.clone(),

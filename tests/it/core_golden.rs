@@ -279,7 +279,7 @@ fn every_narinfo_parses_and_is_rewritten_byte_for_byte() {
             );
             assert_eq!(ni.ca.as_deref(), pi.get("ca").and_then(|d| d.as_str()));
             // The compressed file exists with the recorded hash and size, at the URL.
-            let ext = NarInfo::compression_extension(&ni.compression).unwrap();
+            let ext = ni.compression.extension().unwrap();
             assert!(
                 ni.url.ends_with(&format!(".nar{ext}")),
                 "{} URL {}",

@@ -203,7 +203,7 @@ fn corpus_nars_decode_in_every_compression() {
             }
             let info = nar_tool::narinfo::NarInfo::parse(&std::fs::read_to_string(&path).unwrap())
                 .unwrap();
-            let method: Compression = info.compression.parse().unwrap();
+            let method: Compression = info.compression.method().unwrap();
             let packed = std::fs::read(dir.join(&info.url)).unwrap();
             let expected = std::fs::read(
                 corpus

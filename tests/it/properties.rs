@@ -222,7 +222,7 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
                 store_dir,
                 store_path,
                 url,
-                compression,
+                compression: nar_tool::narinfo::NarCompression::parse(&compression),
                 file_hash,
                 file_size,
                 nar_hash,

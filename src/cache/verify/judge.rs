@@ -269,9 +269,7 @@ pub fn unreadable(info: &NarInfo, why: impl std::fmt::Display) -> Problem {
 
 /// The compression method a narinfo names, or why it cannot be checked.
 pub fn judge_compression(info: &NarInfo) -> Result<Compression, Problem> {
-    info.compression
-        .parse::<Compression>()
-        .map_err(|e| unreadable(info, e))
+    info.compression.method().map_err(|e| unreadable(info, e))
 }
 
 /// What reading a NAR file found, however it was read (pulled natively, pushed in wasm).
