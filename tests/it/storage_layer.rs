@@ -304,16 +304,21 @@ fn a_nar_folder_that_links_out_is_never_written_through() {
 #[test]
 fn two_builders_into_one_cache_both_succeed() {
     let root = extract_root_tar();
+    let secret = common::corpus().join("keys/secret");
+    let public = fs::read_to_string(common::corpus().join("keys/public")).unwrap();
+    let paths = common::store_paths();
+    let dir = TempTree::new();
     for round in 0..6 {
-        let dir = TempTree::new();
-        let cache = dir.path().join("cache");
+        let cache = dir.path().join(format!("cache-{round}"));
         let spawn = |jobs: &str| {
             Command::new(common::bin())
                 .args(["build-cache", "--quiet", "--jobs", jobs, "--to"])
                 .arg(&cache)
                 .arg("--store-root")
                 .arg(root.path())
-                .args(common::store_paths())
+                .arg("--sign")
+                .arg(&secret)
+                .args(&paths)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -329,6 +334,28 @@ fn two_builders_into_one_cache_both_succeed() {
             );
         }
         assert_verifies(&cache, &format!("round {round}"));
+        assert!(
+            !cache.join(".nar-tool").exists(),
+            "round {round}: the builders' state is gone once both are done"
+        );
+    }
+    if !common::have("nix") {
+        assert!(std::env::var_os("CI").is_none(), "CI has Nix");
+        return;
+    }
+    // The real Nix substitutes the whole closure from the last cache the two built together.
+    let client = TempTree::new();
+    let from = format!("file://{}", dir.path().join("cache-5").display());
+    let wanted: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let out = common::nix_copy_from(&from, client.path(), &public, &wanted);
+    assert!(
+        out.status.success(),
+        "nix copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in &wanted {
+        let restored = client.path().join(p.trim_start_matches('/'));
+        assert!(fs::symlink_metadata(&restored).is_ok(), "{p}");
     }
 }
 
