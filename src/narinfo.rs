@@ -102,8 +102,8 @@ pub struct NarInfo {
     pub references: Vec<StorePath>,
     pub deriver: Option<StorePath>,
     pub system: Option<String>,
-    /// Signature lines (`name:base64`), as found.
-    pub sigs: Vec<String>,
+    /// Signatures (`Sig: name:base64`), each checked to be one when parsed.
+    pub sigs: Vec<Signature>,
     /// Content address (`fixed:r:sha256:…`, `text:sha256:…`).
     pub ca: Option<String>,
     /// Keys this parser does not know, kept in order and written back after the known ones.
@@ -217,13 +217,10 @@ impl NarInfo {
                     }
                 }
                 "System" => system = Some(value.to_string()),
-                "Sig" => {
-                    Signature::parse(value).map_err(|e| NarInfoError {
-                        line: n,
-                        message: format!("Sig: {e}"),
-                    })?;
-                    sigs.push(value.to_string())
-                }
+                "Sig" => sigs.push(Signature::parse(value).map_err(|e| NarInfoError {
+                    line: n,
+                    message: format!("Sig: {e}"),
+                })?),
                 "CA" => ca = Some(value.to_string()),
                 "" => return err(n, "empty key"),
                 _ => extra.push((key.to_string(), value.to_string())),
@@ -242,7 +239,7 @@ impl NarInfo {
             return err(None, "missing required field NarSize");
         };
         // Nix keeps signatures as a set: sorted, without duplicates (and writes them so).
-        sigs.sort();
+        sigs.sort_by_key(|s: &Signature| s.to_string());
         sigs.dedup();
         Ok(NarInfo {
             store_dir,
@@ -291,7 +288,7 @@ impl NarInfo {
         if let Some(sys) = &self.system {
             let _ = writeln!(s, "System: {sys}");
         }
-        let mut sigs: Vec<&String> = self.sigs.iter().collect();
+        let mut sigs: Vec<String> = self.sigs.iter().map(Signature::to_string).collect();
         sigs.sort();
         sigs.dedup();
         for sig in sigs {
@@ -319,7 +316,7 @@ impl NarInfo {
 
     /// Adds this key's signature (once).
     pub fn sign(&mut self, key: &SecretKey) -> Result<(), NarInfoError> {
-        let sig = key.sign(self.fingerprint()?.as_bytes()).to_string();
+        let sig = key.sign(self.fingerprint()?.as_bytes());
         if !self.sigs.contains(&sig) {
             self.sigs.push(sig);
         }
@@ -329,9 +326,10 @@ impl NarInfo {
     /// Checks the signatures against trusted keys.
     pub fn check_signatures(&self, trusted: &[PublicKey]) -> Result<SignatureCheck, NarInfoError> {
         let fp = self.fingerprint()?;
+        let texts: Vec<String> = self.sigs.iter().map(Signature::to_string).collect();
         Ok(check_signatures(
             fp.as_bytes(),
-            self.sigs.iter().map(String::as_str),
+            texts.iter().map(String::as_str),
             trusted,
         ))
     }

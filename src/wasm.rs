@@ -103,7 +103,7 @@ impl From<&NarInfo> for JsNarInfo {
                 .collect(),
             deriver: i.deriver.as_ref().map(|d| d.base_name().to_string()),
             system: i.system.clone(),
-            sigs: i.sigs.clone(),
+            sigs: i.sigs.iter().map(ToString::to_string).collect(),
             ca: i.ca.clone(),
             extra: i.extra.clone(),
         }

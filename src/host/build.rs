@@ -39,7 +39,7 @@ use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
 use crate::narinfo::{NarCompression, NarInfo, MAX_NARINFO_SIZE};
 use crate::nixbase32;
-use crate::signing::SecretKey;
+use crate::signing::{SecretKey, Signature};
 use crate::store_path::{
     make_fixed_output_path, ContentAddress, FileIngestion, StoreDir, StorePath,
 };
@@ -558,7 +558,18 @@ fn narinfo_of(
         references: info.references.iter().cloned().collect(),
         deriver: info.deriver.clone(),
         system: None,
-        sigs: info.sigs.clone(),
+        sigs: info
+            .sigs
+            .iter()
+            .map(|s| {
+                Signature::parse(s).map_err(|e| BuildError::Path {
+                    path: opts.store_dir.display(&info.path),
+                    message: format!(
+                        "the store metadata has a signature that is not one ({e}); refusing to publish it"
+                    ),
+                })
+            })
+            .collect::<Result<_, _>>()?,
         ca: info.ca.clone(),
         extra: Vec::new(),
     };

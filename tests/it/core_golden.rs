@@ -353,7 +353,7 @@ fn signatures_verify_and_are_reproduced() {
             // ed25519 is deterministic: our signature is Nix's.
             assert_eq!(
                 secret.sign(fp.as_bytes()).to_string(),
-                ni.sigs[0],
+                ni.sigs[0].to_string(),
                 "{}",
                 file.display()
             );

@@ -230,7 +230,10 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
                 references,
                 deriver,
                 system,
-                sigs,
+                sigs: sigs
+                    .iter()
+                    .map(|s| nar_tool::signing::Signature::parse(s).unwrap())
+                    .collect(),
                 ca,
                 extra: extra.into_iter().collect(),
             }

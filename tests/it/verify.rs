@@ -706,7 +706,7 @@ fn cases() -> Vec<Case> {
                 info.sigs.clear();
                 info.sign(&SecretKey::from_seed("other-1", &[9; 32]))
                     .unwrap();
-                set_field(c.path(), TOP, "Sig", &info.sigs[0]);
+                set_field(c.path(), TOP, "Sig", &info.sigs[0].to_string());
             },
             &[(Untrusted, TOP)],
             2,

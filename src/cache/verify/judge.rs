@@ -191,7 +191,7 @@ fn judge_signatures(info: &NarInfo, trusted: &[PublicKey]) -> Option<(ProblemKin
                     "signatures by {}",
                     info.sigs
                         .iter()
-                        .map(|s| s.split(':').next().unwrap_or(""))
+                        .map(|s| s.key_name())
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
