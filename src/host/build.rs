@@ -194,6 +194,8 @@ struct Done {
     nar_size: u64,
     file_size: u64,
     deduplicated: bool,
+    /// A NAR that replaces one of its name, waiting for the batch's barrier.
+    replacing: Option<(Box<dyn Staged>, CacheKey)>,
     /// The narinfo and the `.ls` listing, written and waiting for their commits.
     narinfo: Box<dyn Staged>,
     listing: Option<Box<dyn Staged>>,
@@ -465,13 +467,19 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         narinfo.to_text().as_bytes(),
         &format!("{hash_part}.narinfo"),
     )?;
-    let deduplicated = commit_nar(storage, staged, &nar_key, &file_hash, file_size, opts.force)
+    let stored = commit_nar(storage, staged, &nar_key, &file_hash, file_size, opts.force)
         .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
+    let (deduplicated, replacing) = match stored {
+        NarStored::New => (false, None),
+        NarStored::Reused => (true, None),
+        NarStored::Replacing(staged) => (false, Some((staged, nar_key))),
+    };
     Ok(Done {
         info,
         nar_size,
         file_size,
         deduplicated,
+        replacing,
         narinfo,
         listing,
     })
@@ -495,9 +503,19 @@ fn stage_small(
     Ok(staged)
 }
 
-/// Commits a NAR under its key, unless one of that name is there already and checks out (its
-/// size and file hash): then it is reused and `true` returned. One that does not check out is
-/// replaced, and so is every one with `force`.
+/// What became of a path's NAR.
+enum NarStored {
+    /// Committed under a free key (durable at the batch's barrier, before its narinfo shows).
+    New,
+    /// A NAR of that name was there and checks out (size and file hash): reused.
+    Reused,
+    /// Replaces one of that name (with `--force`, or one that does not check out): committed
+    /// only after the batch's barrier, since narinfos already published may point to it.
+    Replacing(Box<dyn Staged>),
+}
+
+/// Commits a NAR under its key, unless one of that name is there already and checks out; a
+/// NAR to replace waits for the batch (see [`NarStored::Replacing`]).
 fn commit_nar(
     storage: &dyn StorageWrite,
     staged: Box<dyn Staged>,
@@ -505,17 +523,26 @@ fn commit_nar(
     file_hash: &Hash,
     file_size: u64,
     force: bool,
-) -> io::Result<bool> {
-    if !force && storage.stat(key)?.is_some() {
-        if existing_nar_is(storage, key, file_hash, file_size)? {
-            return Ok(true);
+) -> io::Result<NarStored> {
+    if storage.stat(key)?.is_some() {
+        if !force && existing_nar_is(storage, key, file_hash, file_size)? {
+            return Ok(NarStored::Reused);
         }
-        staged.commit(key, Put::Replace)?;
-        return Ok(false);
+        return Ok(NarStored::Replacing(staged));
     }
-    let how = if force { Put::Replace } else { Put::IfAbsent };
-    // Another builder may have committed the same NAR meanwhile: it is named by its hash.
-    Ok(staged.commit(key, how)? == crate::cache::storage::Committed::AlreadyThere)
+    match staged.commit(key, Put::IfAbsent)? {
+        crate::cache::storage::Committed::Written => Ok(NarStored::New),
+        // Another writer committed one of that name meanwhile: reused only if it checks out.
+        crate::cache::storage::Committed::AlreadyThere => {
+            if existing_nar_is(storage, key, file_hash, file_size)? {
+                Ok(NarStored::Reused)
+            } else {
+                Err(io::Error::other(
+                    "a NAR of that name appeared meanwhile and does not match its name; run again",
+                ))
+            }
+        }
+    }
 }
 
 /// Whether the stored object has this size and SHA-256.
@@ -766,6 +793,10 @@ pub fn build_cache_into(
             }
             if batch.due() {
                 batch.publish(storage, &mut summary, &mut progress)?;
+                // The last narinfos' renames, durable before the build says it is done.
+                storage
+                    .barrier()
+                    .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
             }
             let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
             if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
@@ -818,6 +849,10 @@ pub fn build_cache_into(
         return Err(e);
     }
     batch.publish(storage, &mut summary, &mut progress)?;
+    // The last narinfos' renames, durable before the build says it is done.
+    storage
+        .barrier()
+        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
     progress(Progress::Bytes {
         nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
     });
@@ -921,6 +956,10 @@ impl Batch {
                     .commit(&key, Put::Replace)
                     .map_err(|e| BuildError::Input(format!("{where_}: {e}")))
             };
+            if let Some((nar, key)) = d.replacing {
+                nar.commit(&key, Put::Replace)
+                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
+            }
             if let Some(listing) = d.listing {
                 commit(listing, format!("{hash_part}.ls"))?;
             }

@@ -60,10 +60,20 @@ impl Beneath {
             Mode::empty(),
         )
         .map_err(|e| errno_io(e, path.display()))?;
+        // Whether this kernel (and its seccomp filter) has openat2, asked once: a later EPERM
+        // is about one file, not the system call.
+        let probe = rustix::fs::openat2(
+            &root,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH,
+        );
+        let no_openat2 = matches!(probe, Err(Errno::NOSYS) | Err(Errno::PERM));
         Ok(Beneath {
             root,
             path: path.to_path_buf(),
-            no_openat2: AtomicBool::new(false),
+            no_openat2: AtomicBool::new(no_openat2),
         })
     }
 
@@ -79,7 +89,12 @@ impl Beneath {
     /// Opens `rel` beneath the root: never out of it, never blocking.
     fn open_beneath(&self, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
         let flags = flags | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        if !self.no_openat2.load(Ordering::Relaxed) {
+        if self.no_openat2.load(Ordering::Relaxed) {
+            return walk_open(self.root.as_fd(), rel, flags);
+        }
+        // openat2 asks for a retry when a rename anywhere raced a `..` step of the lookup: a
+        // few tries, then the walk (which follows no symlink at all).
+        for _ in 0..8 {
             match rustix::fs::openat2(
                 &self.root,
                 rel,
@@ -87,13 +102,7 @@ impl Beneath {
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
             ) {
-                Err(Errno::NOSYS) | Err(Errno::PERM) => {
-                    self.no_openat2.store(true, Ordering::Relaxed);
-                }
-                Err(Errno::AGAIN) => {
-                    // openat2 asks for a retry when a rename raced the lookup.
-                    return self.open_beneath(rel, flags);
-                }
+                Err(Errno::AGAIN) => continue,
                 other => return other,
             }
         }
@@ -301,13 +310,19 @@ impl DirStorage {
             &owners_dir,
             hidden.as_str(),
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(0o644),
         )
         .map_err(|e| errno_io(e, self.display(&format!("{STATE_DIR}/owners/{hidden}"))))?;
-        rustix::fs::flock(&lock, FlockOperation::LockExclusive)
-            .map_err(|e| errno_io(e, "locking the owner file"))?;
-        rustix::fs::renameat(&owners_dir, hidden.as_str(), &owners_dir, token)
-            .map_err(|e| errno_io(e, "registering the owner file"))?;
+        let registered = rustix::fs::flock(&lock, FlockOperation::LockExclusive)
+            .map_err(|e| errno_io(e, "locking the owner file"))
+            .and_then(|()| {
+                rustix::fs::renameat(&owners_dir, hidden.as_str(), &owners_dir, token)
+                    .map_err(|e| errno_io(e, "registering the owner file"))
+            });
+        if let Err(e) = registered {
+            let _ = rustix::fs::unlinkat(&owners_dir, hidden.as_str(), AtFlags::empty());
+            return Err(e);
+        }
         Ok(Owner {
             token: token.to_string(),
             root: rustix::io::dup(&self.root).map_err(io::Error::from)?,
@@ -377,6 +392,19 @@ impl DirStorage {
 
     /// A lock file under `.nar-tool/locks/`.
     fn lock_file(&self, name: &str) -> io::Result<OwnedFd> {
+        // A writer that finishes removes `.nar-tool` when it is empty: if it vanishes between
+        // its creation and its opening, again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.open_lock_file(name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn open_lock_file(&self, name: &str) -> io::Result<OwnedFd> {
         let state = self.real_subdir(self.root.as_fd(), STATE_DIR, true)?;
         let locks = self.real_subdir(state.as_fd(), "locks", true)?;
         rustix::fs::openat(
@@ -402,12 +430,19 @@ fn tmp_owner(name: &str) -> Option<&str> {
 
 /// An owner is dead when its lock file is gone or its lock can be taken.
 fn owner_is_dead(owners_dir: &OwnedFd, token: &str) -> bool {
-    let fd = match rustix::fs::openat(
-        owners_dir,
-        token,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    // Read-write where we may (an exclusive lock over NFS needs it), else read-only.
+    let open = |access: OFlags| {
+        rustix::fs::openat(
+            owners_dir,
+            token,
+            access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let fd = match open(OFlags::RDWR).or_else(|e| match e {
+        Errno::ACCESS | Errno::ROFS => open(OFlags::RDONLY),
+        e => Err(e),
+    }) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return true,
         Err(_) => return false,
@@ -546,8 +581,20 @@ impl StorageRead for DirStorage {
             // A symlink is part of the cache only if it leads to a regular file inside it.
             Ok(entry) if matches!(entry.file_type(), FileType::Symlink | FileType::Unknown) => {
                 let name = utf8_name(entry.file_name())?;
-                let inside = self.beneath.open_regular(&format!("{prefix}{name}"));
-                matches!(inside, Ok(Some(_))).then_some(Ok(name))
+                match self.beneath.open_regular(&format!("{prefix}{name}")) {
+                    Ok(Some(_)) => Some(Ok(name)),
+                    // Dangling, leading out, or not a regular file: not part of the cache.
+                    Ok(None) => None,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
             }
             Ok(entry) => utf8_name(entry.file_name()).map(Ok),
         })))
@@ -741,7 +788,12 @@ impl StorageWrite for DirStorage {
         if current.as_deref() != expected {
             return Ok(false);
         }
-        self.put(key, data)?;
+        // The new object is durable before it replaces one that may be referred to.
+        let mut staged = self.stage(key.dir())?;
+        staged.write_all(data)?;
+        staged.finish_writing()?;
+        self.barrier()?;
+        staged.commit(key, Put::Replace)?;
         Ok(true)
     }
 
@@ -944,6 +996,38 @@ mod tests {
             std::fs::read(cache.path().join("nar/a.nar")).unwrap(),
             b"in flight"
         );
+    }
+
+    #[test]
+    fn a_cleaner_never_takes_a_live_writers_files() {
+        // One process writes while another keeps preparing (cleaning) the same cache, in a
+        // bounded loop: every commit must find its temporary file.
+        let cache = tempfile::tempdir().unwrap();
+        let writer = DirStorage::open(cache.path()).unwrap();
+        writer.prepare().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let cleaner = DirStorage::open(cache.path()).unwrap();
+                    cleaner.prepare().unwrap();
+                }
+            });
+            for i in 0..300 {
+                let mut staged = writer.stage(KeyDir::Nar).unwrap();
+                staged.write_all(&[i as u8; 100]).unwrap();
+                staged.finish_writing().unwrap();
+                std::thread::yield_now();
+                let k = key(&format!("nar/n{i}.nar"));
+                assert_eq!(
+                    staged.commit(&k, Put::IfAbsent).unwrap(),
+                    Committed::Written
+                );
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let (keys, _) = crate::cache::storage::list_keys(&writer, KeyDir::Nar).unwrap();
+        assert_eq!(keys.len(), 300);
     }
 
     #[test]

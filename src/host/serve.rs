@@ -473,7 +473,11 @@ impl Site {
             let site = self.clone();
             tokio::task::spawn_blocking(move || site.prepare(&head))
                 .await
-                .unwrap_or_else(|e| Reply::text(500, &format!("internal error: {e}\n")))
+                .unwrap_or_else(|e| {
+                    // The details go to the log, not to the client.
+                    eprintln!("internal error answering {target}: {e}");
+                    Reply::text(500, "internal error\n")
+                })
         };
         reply.into_response(head_only, log)
     }
@@ -789,7 +793,9 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 fn file_reply(head: &Head, object: Object, content_type: &str) -> Reply {
     let Object { meta, body: file } = object;
     let size = meta.size;
-    let mtime = Duration::from_secs(meta.modified.unwrap_or(0));
+    // HTTP dates end with the year 9999: a file dated later is sent as dated then.
+    const LAST_HTTP_DATE: u64 = 253_402_300_799;
+    let mtime = Duration::from_secs(meta.modified.unwrap_or(0).min(LAST_HTTP_DATE));
     let modified = UNIX_EPOCH + mtime;
     let etag = meta.etag;
     let headers = vec![

@@ -1,5 +1,6 @@
-//! The test template every storage backend passes: the memory backend in unit tests, the
-//! directory backend in integration tests (and, later, object storage against a real server).
+//! The test template every storage backend passes: the memory backend and the directory backend
+//! (through `openat2` and through the fallback walk) in unit tests, and, later, object storage
+//! against a real server.
 //! [`run`] panics with a message naming the failed property.
 
 use std::io::{Read, Write};
@@ -114,6 +115,16 @@ fn staging(storage: &dyn StorageWrite) {
     let (keys, strays) = list_keys(storage, KeyDir::Nar).unwrap();
     assert_eq!(keys, vec![k.clone()], "a dropped stage leaves nothing");
     assert!(strays.is_empty());
+    let raw: Vec<String> = storage
+        .list(KeyDir::Nar)
+        .unwrap()
+        .map(|n| n.unwrap())
+        .collect();
+    assert_eq!(
+        raw,
+        vec![k.file_name()],
+        "nothing else in the folder, not even a hidden temporary"
+    );
 
     let wrong = storage.stage(KeyDir::Nar).unwrap();
     assert!(
@@ -219,25 +230,42 @@ fn locks(storage: &dyn StorageWrite) {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn concurrent_writers(storage: &dyn StorageWrite) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let winners: Vec<AtomicUsize> = (0..25).map(|_| AtomicUsize::new(0)).collect();
     std::thread::scope(|s| {
         for t in 0..4u8 {
+            let winners = &winners;
             s.spawn(move || {
                 for i in 0..25u8 {
                     let k = key(&format!("nar/t{t}i{i}.nar"));
                     let mut staged = storage.stage(KeyDir::Nar).unwrap();
                     staged.write_all(&[t, i]).unwrap();
                     staged.commit(&k, Put::Replace).unwrap();
-                    // Every thread races for the same key too: one wins, the others see it.
-                    let shared = key("nar/shared.nar");
+                    // Every thread races for one key per round: exactly one wins.
+                    let shared = key(&format!("nar/shared{i}.nar"));
                     let mut staged = storage.stage(KeyDir::Nar).unwrap();
-                    staged.write_all(b"same").unwrap();
-                    staged.commit(&shared, Put::IfAbsent).unwrap();
+                    staged.write_all(&[b'w', t]).unwrap();
+                    if staged.commit(&shared, Put::IfAbsent).unwrap() == Committed::Written {
+                        winners[i as usize].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
     });
+    for (i, w) in winners.iter().enumerate() {
+        assert_eq!(
+            w.load(Ordering::Relaxed),
+            1,
+            "round {i}: one IfAbsent commit wins"
+        );
+        let bytes = read_all(storage, &key(&format!("nar/shared{i}.nar"))).unwrap();
+        assert!(
+            bytes.len() == 2 && bytes[0] == b'w',
+            "round {i}: a whole object"
+        );
+    }
     let (nars, strays) = list_keys(storage, KeyDir::Nar).unwrap();
-    assert_eq!(nars.len(), 101, "every committed object is listed once");
+    assert_eq!(nars.len(), 125, "every committed object is listed once");
     assert!(strays.is_empty());
     for k in nars {
         storage.delete(&k).unwrap();
