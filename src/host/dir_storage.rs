@@ -32,8 +32,8 @@ use rustix::io::Errno;
 
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::storage::{
-    check_lock_name, Committed, Object, ObjectMeta, Put, Staged, StorageLock, StorageRead,
-    StorageWrite,
+    check_lock_name, is_refused, Committed, Object, ObjectMeta, Put, Staged, StorageLock,
+    StorageRead, StorageWrite,
 };
 
 /// The folder of nar-tool's own state inside a cache (owners of temporary files, locks).
@@ -585,14 +585,7 @@ impl StorageRead for DirStorage {
                     Ok(Some(_)) => Some(Ok(name)),
                     // Dangling, leading out, or not a regular file: not part of the cache.
                     Ok(None) => None,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
-                        ) =>
-                    {
-                        None
-                    }
+                    Err(e) if is_refused(&e) => None,
                     Err(e) => Some(Err(e)),
                 }
             }

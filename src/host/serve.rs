@@ -45,7 +45,9 @@ use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutWriter;
 
 use crate::cache::layout::{CacheKey, KeyDir};
-use crate::cache::storage::{list_keys, list_narinfo_names, Object, ReadSeek, StorageRead};
+use crate::cache::storage::{
+    is_refused, list_keys, list_narinfo_names, Object, ReadSeek, StorageRead,
+};
 use crate::host::dir_storage::{Beneath, DirStorage};
 
 /// Connections served at once; more are answered 503 and closed.
@@ -581,14 +583,7 @@ impl Site {
         let opened = match opened {
             Ok(opened) => opened,
             // A symlink leading out, a FIFO, a directory: not something this server has.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
-                ) =>
-            {
-                None
-            }
+            Err(e) if is_refused(&e) => None,
             Err(_) => return Reply::text(500, "cannot read the file\n"),
         };
         let Some((object, content_type)) = opened else {

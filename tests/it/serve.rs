@@ -5,22 +5,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::common;
 
 struct Server {
-    child: Child,
+    process: common::ServeProcess,
     addr: String,
     _dir: tempfile::TempDir,
     cache: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Serves a copy of a corpus cache on a free loopback port.
@@ -34,27 +27,10 @@ fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Ser
     let cache = dir.path().join("cache");
     copy_dir(&common::corpus().join("caches").join(cache_name), &cache);
     let extra = extra(dir.path());
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
-        .args(&extra)
-        .arg(&cache)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    // Keep draining the request log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    let process = common::ServeProcess::start(&cache, &extra);
     Server {
-        child,
-        addr,
+        addr: process.addr.clone(),
+        process,
         _dir: dir,
         cache,
     }
@@ -612,10 +588,10 @@ fn nix_substitutes_a_closure_over_http() {
 fn stops_cleanly_on_ctrl_c() {
     let mut s = start("none");
     assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
-    unsafe_sigint(s.child.id());
+    unsafe_sigint(s.process.pid());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
+        if let Some(status) = s.process.try_wait().unwrap() {
             assert!(status.success(), "serve exited with {status}");
             break;
         }

@@ -4,10 +4,10 @@
 //! that is corrupt, a full disk at the narinfo, and a `bogus.narinfo` listed alike everywhere.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{self, extract_root_tar, run, TempTree};
@@ -99,36 +99,8 @@ fn nar_files(cache: &Path) -> Vec<PathBuf> {
     v
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(cache: &Path) -> Server {
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
-        .arg(cache)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    Server { child, addr }
+fn serve(cache: &Path) -> common::ServeProcess {
+    common::ServeProcess::start(cache, &[])
 }
 
 /// One GET: the status and the body (a connection that fails gives status 0).

@@ -221,6 +221,16 @@ pub fn list_narinfo_names<S: StorageRead + ?Sized>(storage: &S) -> io::Result<Ve
     Ok(names)
 }
 
+/// Whether an error from opening a key means that nothing the cache holds is there: a name that
+/// leads outside the cache, or something other than a regular object (a FIFO, a directory).
+/// Listings leave such names out and `serve` answers 404 for them.
+pub fn is_refused(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+    )
+}
+
 /// Checks a lock name (letters, digits, `-`).
 pub fn check_lock_name(name: &str) -> io::Result<()> {
     if !name.is_empty()

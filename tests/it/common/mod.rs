@@ -473,3 +473,51 @@ pub fn nix_copy_from(from: &str, root: &Path, trusted_key: &str, paths: &[&str])
         .output()
         .expect("nix runs")
 }
+
+/// A `nar-tool serve` process on a free loopback port, killed when dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl ServeProcess {
+    /// Serves `cache` with `extra` arguments; returns once the server says where it listens.
+    pub fn start(cache: &Path, extra: &[String]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
+            .args(extra)
+            .arg(cache)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        // Keep draining the request log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        ServeProcess { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
