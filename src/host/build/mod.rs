@@ -1,0 +1,447 @@
+//! `build-cache`: turns store paths and their closure into a flat-file binary cache.
+//!
+//! Everything goes through the storage layer ([`StorageWrite`]): a directory here, any backend
+//! through [`build_cache_into`].
+//!
+//! One pass per path, paths in parallel: walk → NAR → NAR hash, size, references (when
+//! scanning) and listing → compressor → file hash and size, streamed into a staged object. The
+//! worker then stages the path's `.ls` and narinfo too (so a full disk fails the path before its
+//! NAR becomes visible, not after), and commits the NAR as `nar/<filehash>.nar.<ext>` (an
+//! existing NAR of that name is reused only once its size and hash check out). The calling
+//! thread publishes in batches: one durability barrier for the whole batch (NARs, staged
+//! narinfos), then the narinfos' commits, each only once all its references are published. So
+//! the cache is valid at every moment, durable at the cost of one barrier per batch instead of
+//! a sync per file, an interrupted build is completed by running it again, and identical NARs
+//! are stored once.
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::cache::layout::{CacheKey, KeyDir};
+use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
+use crate::cache::order::PublishOrder;
+use crate::cache::refscan::RefScanner;
+use crate::cache::storage::{Put, Staged, StorageWrite};
+use crate::cache_info::CacheInfo;
+use crate::compression::Compression;
+use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
+use crate::host::codec::{parallel_pieces, Encoder};
+use crate::host::db::NixDb;
+use crate::host::dir_storage::DirStorage;
+use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
+use crate::nar::writer::WriteError;
+use crate::nar::NarWriter;
+use crate::narinfo::{NarCompression, NarInfo, MAX_NARINFO_SIZE};
+use crate::nixbase32;
+use crate::signing::{SecretKey, Signature};
+use crate::store_path::{
+    make_fixed_output_path, ContentAddress, FileIngestion, StoreDir, StorePath,
+};
+
+/// Where references, derivers, NAR hashes and content addresses come from.
+#[derive(Debug, Clone)]
+pub enum MetadataSource {
+    /// The Nix SQLite DB (default: `ROOT/nix/var/nix/db/db.sqlite`).
+    Db(PathBuf),
+    /// closureInfo's `registration` / `nix-store --dump-db`.
+    Registration(PathBuf),
+    /// `nix path-info --json`.
+    PathInfoJson(PathBuf),
+    /// Scan each NAR for the hash parts of the store paths present.
+    Scan,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub to: PathBuf,
+    /// Physical root: `/nix/store/x` is read at `ROOT/nix/store/x`.
+    pub store_root: PathBuf,
+    pub store_dir: StoreDir,
+    pub metadata: MetadataSource,
+    pub compression: Compression,
+    pub level: Option<u32>,
+    pub jobs: usize,
+    pub keys: Vec<SecretKey>,
+    pub nar_listing: bool,
+    pub closure: bool,
+    pub force: bool,
+    pub priority: i64,
+    pub want_mass_query: bool,
+    pub paths: Vec<StorePath>,
+}
+
+/// What happened, for progress bars and the summary.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The number of paths known so far to be in the cache's closure grew; `nar_bytes` is their
+    /// total NAR size when the metadata gives every size up front (not when scanning).
+    Total { paths: u64, nar_bytes: Option<u64> },
+    /// NAR bytes archived so far (paths already in the cache count whole), a few times a second
+    /// while paths are being compressed.
+    Bytes { nar_bytes: u64 },
+    /// A path is done (`written` false when its narinfo already existed).
+    PathDone {
+        path: StorePath,
+        nar_size: u64,
+        written: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BuildSummary {
+    pub paths: u64,
+    pub written: u64,
+    pub skipped: u64,
+    /// NARs identical to one already stored (not stored again).
+    pub deduplicated: u64,
+    pub nar_bytes: u64,
+    pub file_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {message}")]
+    Path { path: String, message: String },
+    #[error("{0}")]
+    Metadata(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Metadata lookups, whatever the source.
+enum Metadata {
+    Known(HashMap<StorePath, PathInfo>),
+    Db(NixDb),
+    Scan { candidates: Vec<StorePath> },
+}
+
+impl Metadata {
+    fn open(opts: &BuildOptions) -> Result<Metadata, BuildError> {
+        let read = |p: &Path| fs::read_to_string(p).map_err(io_at(p));
+        let known = |infos: Vec<PathInfo>| {
+            Metadata::Known(infos.into_iter().map(|i| (i.path.clone(), i)).collect())
+        };
+        Ok(match &opts.metadata {
+            MetadataSource::Db(p) => Metadata::Db(
+                NixDb::open(p, &opts.store_dir).map_err(|e| BuildError::Metadata(e.to_string()))?,
+            ),
+            MetadataSource::Registration(p) => known(
+                parse_registration(&opts.store_dir, &read(p)?)
+                    .map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?,
+            ),
+            MetadataSource::PathInfoJson(p) => known(
+                parse_path_info_json(&opts.store_dir, &read(p)?)
+                    .map_err(|e| BuildError::Metadata(format!("{}: {e}", p.display())))?,
+            ),
+            MetadataSource::Scan => {
+                let dir = physical_store(opts);
+                let mut candidates = Vec::new();
+                for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+                    let entry = entry.map_err(io_at(&dir))?;
+                    if let Ok(p) = StorePath::from_base_name(&entry.file_name().to_string_lossy()) {
+                        candidates.push(p);
+                    }
+                }
+                Metadata::Scan { candidates }
+            }
+        })
+    }
+
+    /// Metadata of a path (for `Scan`, only its name: the rest comes from the NAR).
+    fn lookup(&self, path: &StorePath, store_dir: &StoreDir) -> Result<PathInfo, BuildError> {
+        let missing = || BuildError::Path {
+            path: store_dir.display(path),
+            message: "not a valid path in the given store metadata".into(),
+        };
+        match self {
+            Metadata::Known(map) => map.get(path).cloned().ok_or_else(missing),
+            Metadata::Db(db) => db
+                .lookup(path)
+                .map_err(|e| BuildError::Metadata(e.to_string()))?
+                .ok_or_else(missing),
+            Metadata::Scan { .. } => Ok(PathInfo::new(path.clone())),
+        }
+    }
+}
+
+fn physical_store(opts: &BuildOptions) -> PathBuf {
+    opts.store_root
+        .join(opts.store_dir.as_str().trim_start_matches('/'))
+}
+
+/// How often progress reports the bytes archived while paths are being compressed.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(150);
+
+/// One path's work, done on a worker thread.
+struct Done {
+    info: PathInfo,
+    nar_size: u64,
+    file_size: u64,
+    deduplicated: bool,
+    /// A NAR that replaces one of its name, waiting for the batch's barrier.
+    replacing: Option<(Box<dyn Staged>, CacheKey)>,
+    /// The narinfo and the `.ls` listing, written and waiting for their commits.
+    narinfo: Box<dyn Staged>,
+    listing: Option<Box<dyn Staged>>,
+}
+
+/// Narinfos ready to publish wait at most this long for a batch to fill.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// The most narinfos published after one barrier.
+const BATCH_MAX: usize = 512;
+
+mod publish;
+mod worker;
+
+use publish::{prepare, read_existing, Batch};
+use worker::{process_or_report_panic, ThreadBudget, Workers};
+
+/// Builds (or completes) the cache in the directory `opts.to`. `progress` is called on the
+/// calling thread.
+pub fn build_cache(
+    opts: &BuildOptions,
+    progress: impl FnMut(Progress),
+) -> Result<BuildSummary, BuildError> {
+    if opts.paths.is_empty() {
+        return Err(BuildError::Input("no store paths given".into()));
+    }
+    let storage = DirStorage::create(&opts.to)
+        .map_err(|e| BuildError::Input(format!("cannot open the cache: {e}")))?;
+    build_cache_into(&storage, opts, progress)
+}
+
+/// Builds (or completes) the cache in `storage` (`opts.to` only names it in messages).
+pub fn build_cache_into(
+    storage: &dyn StorageWrite,
+    opts: &BuildOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<BuildSummary, BuildError> {
+    let started = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(BuildError::Input("no store paths given".into()));
+    }
+    prepare(storage, opts)?;
+    let metadata = Metadata::open(opts)?;
+    let candidates = match &metadata {
+        Metadata::Scan { candidates } => Some(candidates.as_slice()),
+        _ => None,
+    };
+    let mut summary = BuildSummary::default();
+    let mut order = PublishOrder::new([]);
+    let mut seen: HashSet<StorePath> = HashSet::new();
+    let mut queue: Vec<StorePath> = Vec::new();
+    for p in &opts.paths {
+        if seen.insert(p.clone()) {
+            queue.push(p.clone());
+        }
+    }
+    // The closure's total NAR size, while every size is known (not when scanning).
+    let mut total_bytes: Option<u64> = Some(0);
+    // NAR bytes of the paths already in the cache.
+    let mut skipped_bytes = 0u64;
+    // The number of paths last given in `Progress::Total`.
+    let mut announced = 0u64;
+    let mut last_bytes_report = Instant::now();
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("build-cache-{i}"))
+        .build()
+        .map_err(|e| BuildError::Input(format!("cannot start worker threads: {e}")))?;
+    let workers = Workers {
+        opts,
+        storage,
+        budget: ThreadBudget::new(opts.jobs),
+        candidates,
+        archived: Arc::new(AtomicU64::new(0)),
+    };
+    let workers = &workers;
+    let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
+    let mut in_flight = 0usize;
+    let mut first_error: Option<BuildError> = None;
+    // Finished work waiting to be published (by path).
+    let mut finished: HashMap<StorePath, Done> = HashMap::new();
+    // Work whose references are published: published at the next barrier.
+    let mut batch = Batch::default();
+
+    pool.in_place_scope(|scope| -> Result<(), BuildError> {
+        loop {
+            // Take in the queued paths: skip those whose narinfo exists, look the others up,
+            // and follow references (known up front from metadata, or once a path is scanned).
+            let mut to_build: Vec<PathInfo> = Vec::new();
+            // Paths already in the cache, reported once the total they belong to is.
+            let mut already_there: Vec<Progress> = Vec::new();
+            while first_error.is_none() {
+                let Some(path) = queue.pop() else { break };
+                let existing = if opts.force {
+                    None
+                } else {
+                    read_existing(storage, &path)?
+                };
+                let references = match &existing {
+                    Some(info) => {
+                        skipped_bytes = skipped_bytes.saturating_add(info.nar_size);
+                        total_bytes = total_bytes.map(|t| t.saturating_add(info.nar_size));
+                        info.references.iter().cloned().collect::<BTreeSet<_>>()
+                    }
+                    None => match metadata.lookup(&path, &opts.store_dir) {
+                        Ok(info) => {
+                            total_bytes = total_bytes
+                                .zip(info.nar_size)
+                                .map(|(t, n)| t.saturating_add(n));
+                            let refs = match candidates {
+                                None => info.references.clone(),
+                                Some(_) => BTreeSet::new(),
+                            };
+                            to_build.push(info);
+                            refs
+                        }
+                        Err(e) => {
+                            first_error = Some(e);
+                            break;
+                        }
+                    },
+                };
+                if let Some(info) = existing {
+                    summary.paths += 1;
+                    summary.skipped += 1;
+                    for p in order.ready(path.clone(), &references) {
+                        batch.extend(finished.remove(&p));
+                    }
+                    already_there.push(Progress::PathDone {
+                        path,
+                        nar_size: info.nar_size,
+                        written: false,
+                    });
+                }
+                if opts.closure {
+                    enqueue(&references, &mut seen, &mut queue);
+                }
+            }
+            if seen.len() as u64 != announced {
+                announced = seen.len() as u64;
+                progress(Progress::Total {
+                    paths: seen.len() as u64,
+                    nar_bytes: total_bytes,
+                });
+            }
+            already_there.into_iter().for_each(&mut progress);
+            // Largest first, so that a big path never starts last and runs alone.
+            to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
+            for info in to_build {
+                let tx = tx.clone();
+                in_flight += 1;
+                scope.spawn(move |_| {
+                    let _ = tx.send(process_or_report_panic(workers, info));
+                });
+            }
+            if in_flight == 0 {
+                break;
+            }
+            if batch.due() {
+                batch.publish(storage, &mut summary, &mut progress)?;
+                // The last narinfos' renames, durable before the build says it is done.
+                storage
+                    .barrier()
+                    .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
+            }
+            let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
+            if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
+                last_bytes_report = Instant::now();
+                progress(Progress::Bytes {
+                    nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+                });
+            }
+            let result = match received {
+                Ok(result) => result,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("workers hold a sender while running")
+                }
+            };
+            in_flight -= 1;
+            match result {
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(done) => {
+                    if first_error.is_some() {
+                        continue;
+                    }
+                    let path = done.info.path.clone();
+                    let references = done.info.references.clone();
+                    if opts.closure {
+                        enqueue(&references, &mut seen, &mut queue);
+                    } else {
+                        // Without the closure, references outside the given paths are not waited for.
+                        let outside: Vec<StorePath> = references
+                            .iter()
+                            .filter(|r| !seen.contains(*r))
+                            .cloned()
+                            .collect();
+                        for r in outside {
+                            order.ready(r, &BTreeSet::new());
+                        }
+                    }
+                    finished.insert(path.clone(), done);
+                    for p in order.ready(path, &references) {
+                        batch.extend(finished.remove(&p));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    batch.publish(storage, &mut summary, &mut progress)?;
+    // The last narinfos' renames, durable before the build says it is done.
+    storage
+        .barrier()
+        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
+    progress(Progress::Bytes {
+        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+    });
+    if let Some((path, missing)) = order.stuck().next() {
+        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        return Err(BuildError::Path {
+            path: opts.store_dir.display(path),
+            message: format!(
+                "references {} were never published (a reference cycle?)",
+                missing.join(", ")
+            ),
+        });
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>) {
+    for r in refs {
+        if seen.insert(r.clone()) {
+            queue.push(r.clone());
+        }
+    }
+}
+
+/// How long a build took, for messages.
+pub fn human_duration(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}

@@ -1,0 +1,145 @@
+//! Publishing: the cache made ready, existing narinfos read, and ready paths published in
+//! batches (one barrier, then the commits in dependency order).
+
+use super::*;
+
+/// Gets the cache ready: the storage (folders, leftovers of writers that died) and
+/// `nix-cache-info`, checked against the store if there is one.
+pub(super) fn prepare(storage: &dyn StorageWrite, opts: &BuildOptions) -> Result<(), BuildError> {
+    let where_ = storage.describe();
+    storage
+        .prepare()
+        .map_err(|e| BuildError::Input(format!("cannot write to {where_}: {e}")))?;
+    let existing = storage
+        .read_small(&CacheKey::CacheInfo, 64 << 10)
+        .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
+    match existing {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let existing = CacheInfo::parse(&text)
+                .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
+            if let Some(dir) = existing
+                .store_dir
+                .as_deref()
+                .filter(|d| *d != opts.store_dir.as_str())
+            {
+                return Err(BuildError::Input(format!(
+                    "{} is a cache for store {dir}, not {}",
+                    opts.to.display(),
+                    opts.store_dir
+                )));
+            }
+        }
+        None => {
+            let mut info = CacheInfo::new(opts.store_dir.as_str());
+            info.want_mass_query = opts.want_mass_query.then_some(true);
+            info.priority = Some(opts.priority);
+            storage
+                .put_if_absent(&CacheKey::CacheInfo, info.to_text().as_bytes())
+                .and_then(|_| storage.barrier())
+                .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn read_existing(
+    storage: &dyn StorageWrite,
+    path: &StorePath,
+) -> Result<Option<NarInfo>, BuildError> {
+    let key = CacheKey::narinfo(path.hash_part()).map_err(|e| BuildError::Input(e.to_string()))?;
+    let at = || storage.locate(&key);
+    let Some(bytes) = storage
+        .read_small(&key, MAX_NARINFO_SIZE as u64)
+        .map_err(|e| BuildError::Input(format!("{}: {e}", at())))?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        BuildError::Input(format!(
+            "{}: existing narinfo is not UTF-8; rerun with --force",
+            at()
+        ))
+    })?;
+    NarInfo::parse(&text).map(Some).map_err(|e| {
+        BuildError::Input(format!(
+            "{}: existing narinfo is corrupt ({e}); rerun with --force",
+            at()
+        ))
+    })
+}
+
+/// Narinfos whose NARs and references are stored, published together after one barrier.
+#[derive(Default)]
+pub(super) struct Batch {
+    ready: Vec<Done>,
+    since: Option<Instant>,
+}
+
+impl Batch {
+    pub(super) fn extend(&mut self, done: Option<Done>) {
+        if let Some(done) = done {
+            self.since.get_or_insert_with(Instant::now);
+            self.ready.push(done);
+        }
+    }
+
+    /// Full, or waiting long enough.
+    pub(super) fn due(&self) -> bool {
+        self.ready.len() >= BATCH_MAX || self.since.is_some_and(|t| t.elapsed() >= BATCH_WINDOW)
+    }
+
+    /// How long to wait for a worker before the batch falls due.
+    pub(super) fn wait(&self, at_most: Duration) -> Duration {
+        match self.since {
+            Some(t) => BATCH_WINDOW.saturating_sub(t.elapsed()).min(at_most),
+            None => at_most,
+        }
+    }
+
+    /// One barrier (every NAR, listing and narinfo of the batch becomes durable), then the
+    /// commits, in the order the paths became ready: a narinfo after its references.
+    pub(super) fn publish(
+        &mut self,
+        storage: &dyn StorageWrite,
+        summary: &mut BuildSummary,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(), BuildError> {
+        self.since = None;
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let where_ = storage.describe();
+        storage
+            .barrier()
+            .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
+        for d in self.ready.drain(..) {
+            let hash_part = d.info.path.hash_part().to_string();
+            let commit = |staged: Box<dyn Staged>, name: String| {
+                let key = CacheKey::parse(&name).map_err(|e| BuildError::Input(e.to_string()))?;
+                staged
+                    .commit(&key, Put::Replace)
+                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))
+            };
+            if let Some((nar, key)) = d.replacing {
+                nar.commit(&key, Put::Replace)
+                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
+            }
+            if let Some(listing) = d.listing {
+                commit(listing, format!("{hash_part}.ls"))?;
+            }
+            commit(d.narinfo, format!("{hash_part}.narinfo"))?;
+            summary.paths += 1;
+            summary.written += 1;
+            summary.deduplicated += u64::from(d.deduplicated);
+            summary.nar_bytes += d.nar_size;
+            summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
+            progress(Progress::PathDone {
+                path: d.info.path.clone(),
+                nar_size: d.nar_size,
+                written: true,
+            });
+        }
+        Ok(())
+    }
+}

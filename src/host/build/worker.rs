@@ -1,0 +1,410 @@
+//! The workers: one pass per path (walk → NAR → hashes, references, listing → compressor →
+//! staged object), the narinfo and listing staged before the NAR is committed.
+
+use super::*;
+
+/// Compressor threads, shared by the paths being compressed at once: a path whose NAR the
+/// multi-threaded encoders can split (several xz blocks or zstd jobs) gets the threads no other
+/// path is using, so one big path keeps every core busy while many paths at once never ask for
+/// `jobs²` threads (and their buffers). The bytes written never depend on the number of threads.
+pub(super) struct ThreadBudget {
+    total: usize,
+    in_use: std::sync::Mutex<usize>,
+}
+
+/// Threads taken from a [`ThreadBudget`], given back when dropped.
+struct ThreadLease<'a> {
+    budget: &'a ThreadBudget,
+    threads: usize,
+}
+
+impl ThreadBudget {
+    pub(super) fn new(total: usize) -> ThreadBudget {
+        ThreadBudget {
+            total: total.max(1),
+            in_use: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Up to `want` threads, as many as are free, and always at least one.
+    fn take(&self, want: usize) -> ThreadLease<'_> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = want.min(self.total.saturating_sub(*in_use)).max(1);
+        *in_use += threads;
+        ThreadLease {
+            budget: self,
+            threads,
+        }
+    }
+}
+
+impl Drop for ThreadLease<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use -= self.threads;
+    }
+}
+
+/// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
+struct NarSink<W: Write> {
+    nar_hash: Hasher,
+    nar_size: u64,
+    scanner: Option<RefScanner>,
+    encoder: Encoder<W>,
+}
+
+impl<W: Write> Write for NarSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.encoder.write_all(buf)?;
+        self.nar_hash.update(buf);
+        self.nar_size += buf.len() as u64;
+        if let Some(s) = &mut self.scanner {
+            s.update(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+/// The NAR file being written, remembering whether a write to it failed (a full disk), so that
+/// such a failure is not blamed on the file of the tree being read when it surfaced.
+struct WatchedOutput<'a> {
+    file: Box<dyn Staged>,
+    failed: &'a Cell<bool>,
+}
+
+impl WatchedOutput<'_> {
+    fn watch<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            self.failed.set(true);
+        }
+        result
+    }
+}
+
+impl Write for WatchedOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf);
+        self.watch(written)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.file.flush();
+        self.watch(flushed)
+    }
+}
+
+/// What the workers share.
+pub(super) struct Workers<'a> {
+    pub(super) opts: &'a BuildOptions,
+    pub(super) storage: &'a dyn StorageWrite,
+    pub(super) budget: ThreadBudget,
+    /// With `--scan-references`: the store paths a NAR may refer to.
+    pub(super) candidates: Option<&'a [StorePath]>,
+    /// NAR bytes compressed so far, all paths together.
+    pub(super) archived: Arc<AtomicU64>,
+}
+
+/// [`process`], with a panic turned into an error naming the path: a worker that died silently
+/// would leave the publishing thread waiting for it.
+pub(super) fn process_or_report_panic(
+    workers: &Workers,
+    info: PathInfo,
+) -> Result<Done, BuildError> {
+    let path = workers.opts.store_dir.display(&info.path);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(workers, info)))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(BuildError::Path {
+                path,
+                message: format!("internal error (a worker panicked: {why}); please report it"),
+            })
+        })
+}
+
+fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
+    let opts = workers.opts;
+    let storage = workers.storage;
+    let full = opts.store_dir.display(&info.path);
+    let physical = physical_store(opts).join(info.path.base_name());
+    let path_err = |message: String| BuildError::Path {
+        path: full.clone(),
+        message,
+    };
+    fs::symlink_metadata(&physical)
+        .map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
+
+    let staged = storage
+        .stage(KeyDir::Nar)
+        .map_err(|e| path_err(format!("cannot stage its NAR: {e}")))?;
+    let staged_name = staged.name();
+    // The NAR's size decides how it is compressed (xz blocks, dictionary): from the metadata,
+    // or, when scanning, from the tree's metadata (checked against the NAR written, below).
+    let expected_size = match info.nar_size {
+        Some(size) => size,
+        None => nar_size(&physical, CaseHack(false)).map_err(|e| path_err(e.to_string()))?,
+    };
+    // As many threads as the encoder can use on this NAR.
+    let pieces = parallel_pieces(opts.compression, opts.level, expected_size);
+    let lease = workers
+        .budget
+        .take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
+    let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
+    let output_failed = Cell::new(false);
+    let file = HashingWriter::new(
+        HashAlgo::Sha256,
+        BufWriter::with_capacity(
+            256 * 1024,
+            WatchedOutput {
+                file: staged,
+                failed: &output_failed,
+            },
+        ),
+    );
+    let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
+        .map_err(|e| path_err(format!("compressor: {e}")))?;
+    encoder.report_progress(&workers.archived);
+    let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
+    let sink = NarSink {
+        nar_hash: Hasher::new(HashAlgo::Sha256),
+        nar_size: 0,
+        scanner,
+        encoder,
+    };
+    let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
+    if opts.nar_listing {
+        writer = writer.record_listing();
+    }
+    // A failed write of the output (a full disk) is told apart from a failed read of the tree:
+    // both reach here as I/O errors.
+    let write_err = |e: io::Error| path_err(format!("cannot write {staged_name}: {e}"));
+    let writer = dump_into(&physical, writer, CaseHack(false)).map_err(|e| match e {
+        DumpError::Io { source, .. } if output_failed.get() => write_err(source),
+        e => path_err(e.to_string()),
+    })?;
+    let (sink, listing) = writer.finish_with_listing().map_err(|e| match e {
+        WriteError::Io(source) if output_failed.get() => write_err(source),
+        e => path_err(e.to_string()),
+    })?;
+    let NarSink {
+        nar_hash,
+        nar_size,
+        scanner,
+        encoder,
+    } = sink;
+    let nar_hash = nar_hash.finish();
+    let file = encoder.finish().map_err(|e| match output_failed.get() {
+        true => write_err(e),
+        false => path_err(format!("compressor: {e}")),
+    })?;
+    drop(lease);
+    let (file_hash, file_size, buffered) = file.finish();
+    let mut staged = buffered
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?
+        .file;
+    staged.finish_writing().map_err(write_err)?;
+
+    if let Some(expected) = &info.nar_hash {
+        if *expected != nar_hash {
+            return Err(path_err(format!(
+                "NAR hash mismatch: the store metadata records {expected}, the contents hash to {nar_hash} (the store is corrupt or was modified; refusing to publish it)"
+            )));
+        }
+    }
+    if let Some(expected) = info.nar_size {
+        if expected != nar_size {
+            return Err(path_err(format!("NAR size mismatch: the store metadata records {expected} bytes, the contents give {nar_size}")));
+        }
+    } else if expected_size != nar_size {
+        return Err(path_err(format!(
+            "the path changed while it was archived ({expected_size} bytes of NAR, then {nar_size})"
+        )));
+    }
+    if let Some(scanner) = scanner {
+        info.references = scanner.finish();
+    }
+    if info.ca.is_none() {
+        // A path named by its own NAR hash is content-addressed (what `nix-store --add` makes).
+        let source = make_fixed_output_path(
+            &opts.store_dir,
+            info.path.name(),
+            FileIngestion::Recursive,
+            &nar_hash,
+        );
+        let self_only = info.references.iter().all(|r| *r == info.path);
+        if self_only && source.as_ref() == Ok(&info.path) {
+            info.ca =
+                Some(ContentAddress::Fixed(FileIngestion::Recursive, nar_hash.clone()).to_string());
+        }
+    }
+    let nar_key = CacheKey::nar_file(
+        &nixbase32::encode(file_hash.digest()),
+        opts.compression.extension(),
+    )
+    .map_err(|e| path_err(e.to_string()))?;
+    let hash_part = info.path.hash_part().to_string();
+    // The listing and the narinfo are staged before the NAR is committed: a full disk fails
+    // here, leaving no NAR without its narinfo.
+    let listing = match &listing {
+        Some(listing) => Some(stage_small(
+            storage,
+            listing.to_json().as_bytes(),
+            &format!("{hash_part}.ls"),
+        )?),
+        None => None,
+    };
+    let narinfo = narinfo_of(
+        opts, &info, &nar_key, &nar_hash, nar_size, &file_hash, file_size,
+    )?;
+    let narinfo = stage_small(
+        storage,
+        narinfo.to_text().as_bytes(),
+        &format!("{hash_part}.narinfo"),
+    )?;
+    let stored = commit_nar(storage, staged, &nar_key, &file_hash, file_size, opts.force)
+        .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
+    let (deduplicated, replacing) = match stored {
+        NarStored::New => (false, None),
+        NarStored::Reused => (true, None),
+        NarStored::Replacing(staged) => (false, Some((staged, nar_key))),
+    };
+    Ok(Done {
+        info,
+        nar_size,
+        file_size,
+        deduplicated,
+        replacing,
+        narinfo,
+        listing,
+    })
+}
+
+/// A small object written into a staged one, for a commit later.
+fn stage_small(
+    storage: &dyn StorageWrite,
+    data: &[u8],
+    what: &str,
+) -> Result<Box<dyn Staged>, BuildError> {
+    let err = |e: io::Error| {
+        BuildError::Input(format!(
+            "cannot write {what} into {}: {e}",
+            storage.describe()
+        ))
+    };
+    let mut staged = storage.stage(KeyDir::Root).map_err(err)?;
+    staged.write_all(data).map_err(err)?;
+    staged.finish_writing().map_err(err)?;
+    Ok(staged)
+}
+
+/// What became of a path's NAR.
+enum NarStored {
+    /// Committed under a free key (durable at the batch's barrier, before its narinfo shows).
+    New,
+    /// A NAR of that name was there and checks out (size and file hash): reused.
+    Reused,
+    /// Replaces one of that name (with `--force`, or one that does not check out): committed
+    /// only after the batch's barrier, since narinfos already published may point to it.
+    Replacing(Box<dyn Staged>),
+}
+
+/// Commits a NAR under its key, unless one of that name is there already and checks out; a
+/// NAR to replace waits for the batch (see [`NarStored::Replacing`]).
+fn commit_nar(
+    storage: &dyn StorageWrite,
+    staged: Box<dyn Staged>,
+    key: &CacheKey,
+    file_hash: &Hash,
+    file_size: u64,
+    force: bool,
+) -> io::Result<NarStored> {
+    if storage.stat(key)?.is_some() {
+        if !force && existing_nar_is(storage, key, file_hash, file_size)? {
+            return Ok(NarStored::Reused);
+        }
+        return Ok(NarStored::Replacing(staged));
+    }
+    match staged.commit(key, Put::IfAbsent)? {
+        crate::cache::storage::Committed::Written => Ok(NarStored::New),
+        // Another writer committed one of that name meanwhile: reused only if it checks out.
+        crate::cache::storage::Committed::AlreadyThere => {
+            if existing_nar_is(storage, key, file_hash, file_size)? {
+                Ok(NarStored::Reused)
+            } else {
+                Err(io::Error::other(
+                    "a NAR of that name appeared meanwhile and does not match its name; run again",
+                ))
+            }
+        }
+    }
+}
+
+/// Whether the stored object has this size and SHA-256.
+fn existing_nar_is(
+    storage: &dyn StorageWrite,
+    key: &CacheKey,
+    file_hash: &Hash,
+    file_size: u64,
+) -> io::Result<bool> {
+    let Some(mut object) = storage.open(key)? else {
+        return Ok(false);
+    };
+    if object.meta.size != file_size {
+        return Ok(false);
+    }
+    let mut hasher = HashingWriter::new(file_hash.algo(), io::sink());
+    io::copy(&mut object.body, &mut hasher)?;
+    let (hash, size, _) = hasher.finish();
+    Ok(size == file_size && hash == *file_hash)
+}
+
+fn narinfo_of(
+    opts: &BuildOptions,
+    info: &PathInfo,
+    nar_key: &CacheKey,
+    nar_hash: &Hash,
+    nar_size: u64,
+    file_hash: &Hash,
+    file_size: u64,
+) -> Result<NarInfo, BuildError> {
+    let mut narinfo = NarInfo {
+        store_dir: opts.store_dir.clone(),
+        store_path: info.path.clone(),
+        url: nar_key.to_string(),
+        compression: NarCompression::Known(opts.compression),
+        file_hash: Some(file_hash.clone()),
+        file_size: Some(file_size),
+        nar_hash: nar_hash.clone(),
+        nar_size,
+        references: info.references.iter().cloned().collect(),
+        deriver: info.deriver.clone(),
+        system: None,
+        sigs: info
+            .sigs
+            .iter()
+            .map(|s| {
+                Signature::parse(s).map_err(|e| BuildError::Path {
+                    path: opts.store_dir.display(&info.path),
+                    message: format!(
+                        "the store metadata has a signature that is not one ({e}); refusing to publish it"
+                    ),
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        ca: info.ca.clone(),
+        extra: Vec::new(),
+    };
+    for key in &opts.keys {
+        narinfo.sign(key).map_err(|e| BuildError::Path {
+            path: narinfo.path(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(narinfo)
+}
