@@ -106,8 +106,16 @@ export function listNar(nar: Uint8Array): Listing;
  * ones into `storePath`, the NAR's own store path, count as inside).
  */
 export function readNarFile(nar: Uint8Array, path: string, storePath?: string): Uint8Array;
-/** Follows `path` through a listing's symlinks, as readNarFile does: the path reached and its node. */
-export function resolveNarPath(listing: Listing, path: string, storePath?: string): { path: string; node: ListingNode };
+/**
+ * Follows `path` through a listing's symlinks, as readNarFile does: the path reached and its node,
+ * or, for a symlink leading out of the NAR, the absolute path it leads to (`..` past the root and
+ * relative links of a NAR that is a symlink need `storePath` for that; without it they throw).
+ */
+export function resolveNarPath(
+  listing: Listing,
+  path: string,
+  storePath?: string,
+): { path: string; node: ListingNode } | { outside: string };
 
 /**
  * A factory of SHA-256 hashers the verifier uses instead of its own (portable, slower) code.
