@@ -259,7 +259,14 @@ export interface HttpSourceOptions {
 /** A RawSource over a cache directory (Node only). Throws if the directory does not exist. */
 export function dirSource(dir: string | URL): RawSource & { root: string };
 /** A RawSource over an http(s) binary cache (see HttpSourceOptions for how narinfos are found). */
-export function httpSource(baseUrl: string | URL, options?: HttpSourceOptions): RawSource & { url: string };
+export function httpSource(baseUrl: string | URL, options?: HttpSourceOptions): HttpSource;
+/** What httpSource gives: a RawSource, its base URL, and byte ranges of a file. */
+export interface HttpSource extends RawSource {
+  /** The cache's base URL, with a trailing slash. */
+  url: string;
+  /** Bytes [start, end) of a file (a Range request; a server ignoring it still works); null: absent. */
+  readRange(path: string, start: number, end: number): Promise<Uint8Array | null>;
+}
 
 /**
  * Verifies a cache: a RawSource, a directory path (Node) or an http(s) URL. The report is the one
