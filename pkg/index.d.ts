@@ -106,8 +106,16 @@ export function listNar(nar: Uint8Array): Listing;
  * ones into `storePath`, the NAR's own store path, count as inside).
  */
 export function readNarFile(nar: Uint8Array, path: string, storePath?: string): Uint8Array;
-/** Follows `path` through a listing's symlinks, as readNarFile does: the path reached and its node. */
-export function resolveNarPath(listing: Listing, path: string, storePath?: string): { path: string; node: ListingNode };
+/**
+ * Follows `path` through a listing's symlinks, as readNarFile does: the path reached and its node,
+ * or, for a symlink leading out of the NAR, the absolute path it leads to (`..` past the root and
+ * relative links of a NAR that is a symlink need `storePath` for that; without it they throw).
+ */
+export function resolveNarPath(
+  listing: Listing,
+  path: string,
+  storePath?: string,
+): { path: string; node: ListingNode } | { outside: string };
 
 /**
  * A factory of SHA-256 hashers the verifier uses instead of its own (portable, slower) code.
@@ -251,7 +259,14 @@ export interface HttpSourceOptions {
 /** A RawSource over a cache directory (Node only). Throws if the directory does not exist. */
 export function dirSource(dir: string | URL): RawSource & { root: string };
 /** A RawSource over an http(s) binary cache (see HttpSourceOptions for how narinfos are found). */
-export function httpSource(baseUrl: string | URL, options?: HttpSourceOptions): RawSource & { url: string };
+export function httpSource(baseUrl: string | URL, options?: HttpSourceOptions): HttpSource;
+/** What httpSource gives: a RawSource, its base URL, and byte ranges of a file. */
+export interface HttpSource extends RawSource {
+  /** The cache's base URL, with a trailing slash. */
+  url: string;
+  /** Bytes [start, end) of a file (a Range request; a server ignoring it still works); null: absent. */
+  readRange(path: string, start: number, end: number): Promise<Uint8Array | null>;
+}
 
 /**
  * Verifies a cache: a RawSource, a directory path (Node) or an http(s) URL. The report is the one

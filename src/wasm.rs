@@ -19,7 +19,7 @@ use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression};
 use crate::hash::{Encoding, Hash, HashAlgo, Sha256Host};
-use crate::nar::listing::{Listing, ListingNode};
+use crate::nar::listing::{Listing, ListingNode, Resolved};
 use crate::narinfo::NarInfo;
 use crate::signing::{PublicKey, SecretKey};
 use crate::store_path::{StoreDir, StorePath};
@@ -298,22 +298,26 @@ pub fn list_nar(nar: &[u8]) -> JsResult<JsValue> {
 #[wasm_bindgen(js_name = readNarFile)]
 pub fn read_nar_file(nar: &[u8], path: &str, store_path: Option<String>) -> JsResult<Vec<u8>> {
     let listing = Listing::from_nar(nar).map_err(err)?;
-    let (resolved, node) = listing.resolve(path, store_path.as_deref()).map_err(err)?;
-    match node {
-        ListingNode::Regular {
-            size,
-            nar_offset: Some(offset),
-            ..
-        } => {
+    match listing.resolve(path, store_path.as_deref()).map_err(err)? {
+        Resolved::Inside(
+            _,
+            ListingNode::Regular {
+                size,
+                nar_offset: Some(offset),
+                ..
+            },
+        ) => {
             // The listing came from these very bytes, so the range is inside them.
             let start = *offset as usize;
             Ok(nar[start..start + *size as usize].to_vec())
         }
-        _ => Err(err(format!("{resolved:?} is not a regular file"))),
+        Resolved::Inside(resolved, _) => Err(err(format!("{resolved:?} is not a regular file"))),
+        Resolved::Outside(to) => Err(err(format!("{path:?} leads to {to}, outside the archive"))),
     }
 }
 
-/// Resolves `path` in a listing (symlinks followed, as [`read_nar_file`]): `{ path, node }`.
+/// Resolves `path` in a listing (symlinks followed, as [`read_nar_file`]): `{ path, node }`, or
+/// `{ outside }`, the absolute path a symlink leads to out of the archive.
 #[wasm_bindgen(js_name = resolveNarPath)]
 pub fn resolve_nar_path(
     listing: JsValue,
@@ -321,16 +325,18 @@ pub fn resolve_nar_path(
     store_path: Option<String>,
 ) -> JsResult<JsValue> {
     let listing: Listing = from_js(&listing, "listing")?;
-    let (resolved, node) = listing.resolve(path, store_path.as_deref()).map_err(err)?;
     #[derive(Serialize)]
-    struct Resolved<'a> {
-        path: String,
-        node: &'a ListingNode,
+    #[serde(untagged)]
+    enum Js<'a> {
+        Inside { path: String, node: &'a ListingNode },
+        Outside { outside: String },
     }
-    to_js(&Resolved {
-        path: resolved,
-        node,
-    })
+    to_js(
+        &match listing.resolve(path, store_path.as_deref()).map_err(err)? {
+            Resolved::Inside(path, node) => Js::Inside { path, node },
+            Resolved::Outside(outside) => Js::Outside { outside },
+        },
+    )
 }
 
 fn parse_compression(name: &str) -> JsResult<Compression> {

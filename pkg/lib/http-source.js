@@ -183,6 +183,16 @@ export function httpSource(baseUrl, options = {}) {
     return total;
   }
 
+  /** Bytes [start, end) of a file, by a Range request (a server ignoring it still works); null: absent. */
+  async function readRange(path, start, end) {
+    if (end <= start) return new Uint8Array(0);
+    const res = await get(path, { headers: { range: `bytes=${start}-${end - 1}` } });
+    if (absent(res)) return null;
+    if (!res.ok) throw httpError(res, urlOf(path));
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    return res.status === 206 ? bytes : bytes.slice(start, end);
+  }
+
   async function serveListing(what) {
     const res = await get(`_nar-tool/${what}`);
     if (!res.ok) return null;
@@ -264,5 +274,5 @@ export function httpSource(baseUrl, options = {}) {
     return (await serveListing('nar-files')) ?? [];
   }
 
-  return { readFile, openFile, fileSize, listNarinfos, listNarFiles, url: base.href };
+  return { readFile, openFile, fileSize, readRange, listNarinfos, listNarFiles, url: base.href };
 }

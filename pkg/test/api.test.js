@@ -366,6 +366,10 @@ test('readNarFile: an absolute symlink into the NAR\'s own store path stays insi
   assert.deepEqual(nar.resolveNarPath(listingOf(edge), 'link-rel', edge).path, 'run.sh');
   assert.deepEqual(nar.readNarFile(edgeNar, 'run.sh', edge), nar.readNarFile(edgeNar, 'link-rel'));
   assert.throws(() => nar.readNarFile(edgeNar, 'link-abs', edge), Error, '/etc/hostname is outside');
+  // A link out of the NAR: where it leads.
+  assert.deepEqual(nar.resolveNarPath(listingOf(edge), 'link-abs', edge), { outside: '/etc/hostname' });
+  assert.deepEqual(nar.resolveNarPath(listingOf(sym), 'x/../y', sym), { outside: `${edge}/run.sh/y` });
+  assert.deepEqual(nar.resolveNarPath(listingOf(edge), '../other/bin', edge), { outside: `${edge.slice(0, edge.lastIndexOf('/'))}/other/bin` });
 });
 
 test('NarVerifier: throws at a malformed byte, and at a truncated end', () => {

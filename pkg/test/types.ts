@@ -27,6 +27,7 @@ import {
   closure,
   dirSource,
   httpSource,
+  type HttpSource,
   narinfoName,
   type NarInfo,
   type Listing,
@@ -81,7 +82,8 @@ async function main(): Promise<number> {
   };
   walk(listing.root);
   const file: Uint8Array = readNarFile(bytes, 'bin/hello', '/nix/store/…');
-  const resolved: ListingNode = resolveNarPath(listing, 'bin/hello').node;
+  const resolved = resolveNarPath(listing, 'bin/hello', '/nix/store/…');
+  const where: ListingNode | string = 'outside' in resolved ? resolved.outside : resolved.node;
   const sha256: Sha256Factory = () => ({ update: (b: Uint8Array) => void b, digest: () => new Uint8Array(32) });
   new NarVerifier(null, sha256).free();
   new NarVerifier('zstd', null).free();
@@ -123,6 +125,9 @@ async function main(): Promise<number> {
     await verifyCache(dirSource('./cache')),
     await verifyCache(httpSource('https://cache.example.org', { fetch: globalThis.fetch, narinfos: ['abc.narinfo'] })),
   ];
+  const http: HttpSource = httpSource('https://cache.example.org/');
+  const range: Uint8Array | null = await http.readRange('nar/x.nar', 0, 10);
+  const base: string = http.url;
   const first: Problem | undefined = reports[0]?.problems[0];
   const kind: ProblemKind | undefined = first?.kind;
   const paths: string[] = closure([info], [info.storePath]);
@@ -138,7 +143,7 @@ async function main(): Promise<number> {
   renderReport(reports[0]!, './cache', 'yaml');
   // @ts-expect-error: no such option
   await verifyCache(source, { trustedKey: 'x' });
-  void [resolved, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked, compared, rendered];
+  void [resolved, where, range, base, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked, compared, rendered];
   return exitCode(reports[0]!);
 }
 

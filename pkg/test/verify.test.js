@@ -175,6 +175,9 @@ test('httpSource: the corpus caches over HTTP (listing of nar-tool serve, explic
   const server = await serveDir(path.join(CACHES, 'xz'));
   try {
     await assert.rejects(nar.httpSource(server.url).listNarinfos(), /publishes no list of its narinfos/);
+    // Byte ranges, from a server that ignores Range requests.
+    const info = readFileSync(path.join(CACHES, 'xz', 'nix-cache-info'));
+    assert.deepEqual(Buffer.from(await nar.httpSource(server.url).readRange('nix-cache-info', 3, 10)), info.subarray(3, 10));
     const top = storePath('closure-top');
     const some = await nar.verifyCache(server.url, { narinfos: [top, hashPart(storePath('single-exe')), narinfoFile(storePath('app-0.9'))] });
     assert.equal(some.paths, 3);
@@ -247,6 +250,12 @@ test('httpSource over `nar-tool serve` (its narinfo and nar-file listings)', asy
     assert.deepEqual(r.problems.map((p) => [p.kind, p.path]), [['orphan-nar', 'nar/stray.nar.zst']]);
     assert.equal(r.ok, true);
     assert.equal(r.paths, 9);
+    // Byte ranges, by Range requests.
+    const src = nar.httpSource(url);
+    const info = readFileSync(path.join(c.dir, 'nix-cache-info'));
+    assert.deepEqual(Buffer.from(await src.readRange('nix-cache-info', 3, 10)), info.subarray(3, 10));
+    assert.deepEqual(await src.readRange('nix-cache-info', 5, 5), new Uint8Array(0));
+    assert.equal(await src.readRange('nar/absent.nar.zst', 0, 1), null);
   } finally {
     child.kill();
     c.cleanup();

@@ -1,6 +1,7 @@
 //! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
-//! requests, ETag / Last-Modified), plus the inspector at `/` and its wasm build at `/wasm/`.
+//! requests, ETag / Last-Modified), plus the inspector at `/` and the npm package's browser entry
+//! it imports at `/pkg/` (`browser.js`, `lib/…`, and the wasm build at `/pkg/wasm/`).
 //! Nothing outside these directories is ever read: paths with `..`, NUL or backslashes are
 //! refused (400), symlinks resolving outside are treated as absent (404).
 //!
@@ -74,7 +75,10 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Static files of the inspector, served at `/` (a cache has no `index.html`).
     pub inspector: Option<PathBuf>,
-    /// The wasm build (`pkg/wasm`), served at `/wasm/` for the inspector.
+    /// The npm package (`pkg/`): its browser entry (`browser.js`, `lib/`) served at `/pkg/` for
+    /// the inspector; nothing else of it (tests, tools, `node_modules`).
+    pub pkg: Option<PathBuf>,
+    /// The wasm build, served at `/pkg/wasm/` [default: the package's `wasm/`].
     pub wasm: Option<PathBuf>,
     /// Log one line per request to stderr.
     pub log: bool,
@@ -92,6 +96,7 @@ struct Site {
     /// The cache: only its keys are served from it, opened once each (no look by name first).
     cache: Box<dyn StorageRead>,
     inspector: Option<Beneath>,
+    pkg: Option<Beneath>,
     wasm: Option<Beneath>,
     log: bool,
 }
@@ -112,13 +117,19 @@ impl Served {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
         })?;
         let inspector = opts.inspector.as_ref().and_then(|p| Beneath::open(p).ok());
-        let wasm = opts.wasm.as_ref().and_then(|p| Beneath::open(p).ok());
+        let pkg = opts.pkg.as_ref().and_then(|p| Beneath::open(p).ok());
+        let wasm = opts
+            .wasm
+            .clone()
+            .or_else(|| Some(opts.pkg.as_ref()?.join("wasm")))
+            .and_then(|p| Beneath::open(&p).ok());
         Ok(Served {
             listener,
             threads: opts.threads.max(1),
             site: Arc::new(Site {
                 cache: Box::new(cache),
                 inspector,
+                pkg,
                 wasm,
                 log: opts.log,
             }),
@@ -567,16 +578,25 @@ impl Site {
             }
         }
         let dir_index = rel.is_empty() || rel.ends_with('/');
-        // A cache key is answered from the cache alone; anything else from the wasm build or
-        // the inspector's files. Each is opened once, and what is sent is what was opened.
+        // A cache key is answered from the cache alone; anything else from the package's browser
+        // entry or the inspector's files. Each is opened once, and what is sent is what was
+        // opened.
         let opened: io::Result<Option<(Object, &'static str)>> = if dir_index {
             static_file(self.inspector.as_ref(), &format!("{rel}index.html"))
         } else if let Ok(key) = CacheKey::parse(&rel) {
             self.cache
                 .open(&key)
                 .map(|o| o.map(|o| (o, key.content_type())))
-        } else if let Some(name) = rel.strip_prefix("wasm/").filter(|_| self.wasm.is_some()) {
-            static_file(self.wasm.as_ref(), name)
+        } else if let Some(name) = rel
+            .strip_prefix("pkg/")
+            .filter(|_| self.pkg.is_some() || self.wasm.is_some())
+        {
+            match name.split_once('/') {
+                Some(("wasm", file)) => static_file(self.wasm.as_ref(), file),
+                Some(("lib", _)) => static_file(self.pkg.as_ref(), name),
+                None if name == "browser.js" => static_file(self.pkg.as_ref(), name),
+                _ => Ok(None),
+            }
         } else {
             static_file(self.inspector.as_ref(), &rel)
         };
@@ -667,7 +687,7 @@ impl Site {
     }
 }
 
-/// A static file (inspector, wasm build) opened beneath its folder.
+/// A static file (inspector, package, wasm build) opened beneath its folder.
 fn static_file(dir: Option<&Beneath>, rel: &str) -> io::Result<Option<(Object, &'static str)>> {
     let Some(dir) = dir else { return Ok(None) };
     Ok(dir.open_regular(rel)?.map(|(file, meta)| {

@@ -136,29 +136,83 @@ impl ListingBuilder {
 /// How many symlinks [`Listing::resolve`] follows before giving up (as Linux's `MAXSYMLINKS`).
 pub const MAX_SYMLINK_HOPS: usize = 40;
 
+/// Where a path leads in a listing ([`Listing::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved<'a> {
+    /// A node of the archive, at this path (`bin/hello`, no symlink in it; empty for the root).
+    Inside(String, &'a ListingNode),
+    /// Out of the archive through a symlink (or `..` past its root): the absolute path it leads
+    /// to, normalised, with the rest of the path appended (`/nix/store/…-bar/lib/x.so`).
+    Outside(String),
+}
+
+/// `/`-separated components, `.` and empty ones dropped, `..` taking one back: `/a/b`.
+fn normalise(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 impl Listing {
     /// Finds the node at `path` (`bin/hello`; empty for the root), following symlinks inside the
-    /// archive, including in the last component. Returns the resolved path and the node. A link
-    /// that leaves the archive (absolute, or `..` past the root) is refused, as are loops; an
-    /// absolute link into `root_path` (the archive's own store path, as Nix outputs often have:
-    /// `/nix/store/…-foo/lib/x`) stays inside.
-    pub fn resolve(
-        &self,
-        path: &str,
-        root_path: Option<&str>,
-    ) -> Result<(String, &ListingNode), String> {
+    /// archive, including in the last component; loops are refused. An absolute link into
+    /// `root_path` (the archive's own store path, as Nix outputs often have:
+    /// `/nix/store/…-foo/lib/x`) stays inside. A link that leaves the archive gives where it
+    /// leads ([`Resolved::Outside`]): an absolute one; `..` past the root and a relative link at
+    /// the root (an archive that is a symlink) when `root_path` tells the store directory, else
+    /// they are refused.
+    pub fn resolve(&self, path: &str, root_path: Option<&str>) -> Result<Resolved<'_>, String> {
+        let root_path = root_path.map(|r| r.trim_end_matches('/'));
+        let store_dir = root_path
+            .and_then(|r| r.rsplit_once('/'))
+            .map(|(dir, _)| dir);
         let mut todo: Vec<String> = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .rev()
             .map(str::to_string)
             .collect();
+        let rest = |todo: &[String]| {
+            todo.iter()
+                .rev()
+                .fold(String::new(), |out, c| format!("{out}/{c}"))
+        };
+        if let ListingNode::Symlink { target } = &self.root {
+            // The archive is a symlink: a relative target is relative to the store directory.
+            let base = match (target.starts_with('/'), store_dir) {
+                (true, _) => "",
+                (false, Some(dir)) => dir,
+                (false, None) => {
+                    return Err(format!(
+                        "the archive is a symlink to {target:?}, outside it"
+                    ))
+                }
+            };
+            return Ok(Resolved::Outside(normalise(&format!(
+                "{base}/{target}{}",
+                rest(&todo)
+            ))));
+        }
         let mut at: Vec<String> = Vec::new();
         let mut hops = 0;
         while let Some(part) = todo.pop() {
             if part == ".." {
                 if at.pop().is_none() {
-                    return Err(format!("{path:?} leads out of the archive"));
+                    return match store_dir {
+                        Some(dir) => Ok(Resolved::Outside(normalise(&format!(
+                            "{dir}{}",
+                            rest(&todo)
+                        )))),
+                        None => Err(format!("{path:?} leads out of the archive")),
+                    };
                 }
                 continue;
             }
@@ -182,7 +236,6 @@ impl Listing {
                     return Err(format!("{path:?}: too many levels of symbolic links"));
                 }
                 let inside = root_path
-                    .map(|r| r.trim_end_matches('/'))
                     .and_then(|r| target.strip_prefix(r))
                     .filter(|rest| rest.is_empty() || rest.starts_with('/'));
                 let relative = match inside {
@@ -192,10 +245,10 @@ impl Listing {
                         rest
                     }
                     None if target.starts_with('/') => {
-                        return Err(format!(
-                            "{}/{part} is a symlink to {target:?}, outside the archive",
-                            at.join("/")
-                        ))
+                        return Ok(Resolved::Outside(normalise(&format!(
+                            "{target}{}",
+                            rest(&todo)
+                        ))))
                     }
                     None => target.as_str(),
                 };
@@ -216,7 +269,7 @@ impl Listing {
                 node = &entries[name];
             }
         }
-        Ok((at.join("/"), node))
+        Ok(Resolved::Inside(at.join("/"), node))
     }
 }
 
@@ -301,22 +354,21 @@ mod resolve_tests {
     }
 
     #[test]
-    fn resolves_inside_and_refuses_escapes() {
+    fn resolves_inside_and_refuses_loops() {
         let l = listing();
-        let ok = |p: &str, root: Option<&str>| l.resolve(p, root).map(|(p, _)| p);
+        let ok = |p: &str, root: Option<&str>| match l.resolve(p, root) {
+            Ok(Resolved::Inside(p, _)) => Ok(p),
+            Ok(Resolved::Outside(to)) => Err(format!("outside: {to}")),
+            Err(e) => Err(e),
+        };
         assert_eq!(ok("bin/hello", None).unwrap(), "bin/hello");
         assert_eq!(ok("bin/hi", None).unwrap(), "bin/hello");
         assert_eq!(ok("lib/hi", None).unwrap(), "bin/hello");
         assert_eq!(ok("./bin//../bin/hi", None).unwrap(), "bin/hello");
-        assert!(ok("bin/abs", None)
-            .unwrap_err()
-            .contains("outside the archive"));
         assert_eq!(
             ok("bin/abs", Some("/nix/store/aaaa-x")).unwrap(),
             "bin/hello"
         );
-        assert!(ok("bin/abs", Some("/nix/store/aaaa")).is_err());
-        assert!(ok("bin/out", Some("/nix/store/aaaa-x")).is_err());
         assert!(ok("bin/up", None).unwrap_err().contains("leads out"));
         assert!(ok("bin/loop", None)
             .unwrap_err()
@@ -325,5 +377,44 @@ mod resolve_tests {
         assert!(ok("bin/hello/x", None)
             .unwrap_err()
             .contains("not a directory"));
+    }
+
+    #[test]
+    fn tells_where_a_link_out_of_the_archive_leads() {
+        let l = listing();
+        let out = |p: &str, root: Option<&str>| match l.resolve(p, root) {
+            Ok(Resolved::Outside(to)) => to,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(out("bin/abs", None), "/nix/store/aaaa-x/bin/hello");
+        assert_eq!(
+            out("bin/abs", Some("/nix/store/aaaa")),
+            "/nix/store/aaaa-x/bin/hello"
+        );
+        assert_eq!(out("bin/out", Some("/nix/store/aaaa-x")), "/etc/passwd");
+        assert_eq!(out("lib/out", None), "/etc/passwd");
+        // `..` past the root, in a link or in the path, leads into the store directory.
+        assert_eq!(out("bin/up", Some("/nix/store/aaaa-x")), "/nix/store/x");
+        assert_eq!(
+            out("../bbbb-y/./lib/../bin", Some("/nix/store/aaaa-x/")),
+            "/nix/store/bbbb-y/bin"
+        );
+        // An archive that is a symlink: a relative target is relative to the store directory.
+        let link = |target: &str| Listing {
+            version: 1,
+            root: ListingNode::Symlink {
+                target: target.into(),
+            },
+        };
+        let root = Some("/nix/store/aaaa-x");
+        assert_eq!(
+            link("bbbb-y/bin").resolve("hello", root),
+            Ok(Resolved::Outside("/nix/store/bbbb-y/bin/hello".into()))
+        );
+        assert_eq!(
+            link("/nix/store/bbbb-y").resolve("", None),
+            Ok(Resolved::Outside("/nix/store/bbbb-y".into()))
+        );
+        assert!(link("bbbb-y").resolve("", None).is_err());
     }
 }

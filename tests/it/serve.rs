@@ -332,29 +332,49 @@ fn gives_narinfo_texts_a_page_at_a_time() {
     );
 }
 
+/// The inspector's folder and the package's: its browser entry and wasm build at `/pkg/`.
+fn inspector_and_package(tmp: &Path) -> (PathBuf, PathBuf) {
+    let www = tmp.join("www");
+    let pkg = tmp.join("pkg");
+    std::fs::create_dir_all(www.join("js")).unwrap();
+    for dir in ["lib", "wasm", "test", "node_modules/x"] {
+        std::fs::create_dir_all(pkg.join(dir)).unwrap();
+    }
+    std::fs::write(
+        www.join("index.html"),
+        "<!doctype html><title>inspector</title>",
+    )
+    .unwrap();
+    std::fs::write(www.join("js/app.js"), "export {}").unwrap();
+    std::fs::write(www.join("style.css"), "body{}").unwrap();
+    std::fs::write(pkg.join("browser.js"), "export {}").unwrap();
+    std::fs::write(pkg.join("lib/api.js"), "export {}").unwrap();
+    std::fs::write(pkg.join("wasm/nar_tool.js"), "export default 1").unwrap();
+    std::fs::write(pkg.join("wasm/nar_tool_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    // What the browser entry does not need is not served.
+    for file in [
+        "index.js",
+        "package.json",
+        "test/a.js",
+        "node_modules/x/index.js",
+    ] {
+        std::fs::write(pkg.join(file), "secret").unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/passwd", pkg.join("wasm/passwd.js")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", pkg.join("lib/passwd.js")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", www.join("passwd.js")).unwrap();
+    (www, pkg)
+}
+
 #[test]
-fn serves_the_inspector_and_its_wasm_never_escaping() {
+fn serves_the_inspector_and_the_package_never_escaping() {
     let s = start_with("none", |tmp| {
-        let www = tmp.join("www");
-        let wasm = tmp.join("wasm-build");
-        std::fs::create_dir_all(www.join("js")).unwrap();
-        std::fs::create_dir_all(&wasm).unwrap();
-        std::fs::write(
-            www.join("index.html"),
-            "<!doctype html><title>inspector</title>",
-        )
-        .unwrap();
-        std::fs::write(www.join("js/app.js"), "export {}").unwrap();
-        std::fs::write(www.join("style.css"), "body{}").unwrap();
-        std::fs::write(wasm.join("nar_tool.js"), "export default 1").unwrap();
-        std::fs::write(wasm.join("nar_tool_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", wasm.join("passwd.js")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", www.join("passwd.js")).unwrap();
+        let (www, pkg) = inspector_and_package(tmp);
         vec![
             "--inspector".into(),
             www.display().to_string(),
-            "--wasm".into(),
-            wasm.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
         ]
     });
     let index = get(&s.addr, "/");
@@ -366,8 +386,10 @@ fn serves_the_inspector_and_its_wasm_never_escaping() {
     for (target, ty) in [
         ("/js/app.js", "text/javascript"),
         ("/style.css", "text/css"),
-        ("/wasm/nar_tool.js", "text/javascript"),
-        ("/wasm/nar_tool_bg.wasm", "application/wasm"),
+        ("/pkg/browser.js", "text/javascript"),
+        ("/pkg/lib/api.js", "text/javascript"),
+        ("/pkg/wasm/nar_tool.js", "text/javascript"),
+        ("/pkg/wasm/nar_tool_bg.wasm", "application/wasm"),
         ("/index.html", "text/html; charset=utf-8"),
     ] {
         let r = get(&s.addr, target);
@@ -378,27 +400,60 @@ fn serves_the_inspector_and_its_wasm_never_escaping() {
         );
     }
     assert_eq!(
-        get(&s.addr, "/wasm/nar_tool_bg.wasm").body,
+        get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").body,
         b"\0asm\x01\0\0\0"
     );
     // The cache itself is still served beside them.
     assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
     for target in [
-        "/wasm/passwd.js",
+        "/pkg/wasm/passwd.js",
+        "/pkg/lib/passwd.js",
         "/passwd.js",
-        "/wasm/../../etc/passwd",
-        "/wasm/%2e%2e/%2e%2e/etc/passwd",
+        "/pkg/index.js",
+        "/pkg/package.json",
+        "/pkg/test/a.js",
+        "/pkg/node_modules/x/index.js",
+        "/pkg/",
+        "/pkg/wasm/",
+        "/pkg/wasm/../../etc/passwd",
+        "/pkg/wasm/%2e%2e/%2e%2e/etc/passwd",
+        "/pkg/lib/%2e%2e/index.js",
         "/js/../../../etc/passwd",
-        "/wasm/",
-        "/wasm/missing.js",
+        "/pkg/wasm/missing.js",
+        "/wasm/nar_tool.js",
     ] {
         let r = get(&s.addr, target);
         assert!(matches!(r.status, 400 | 404), "{target}: {}", r.status);
+        let body = String::from_utf8_lossy(&r.body);
         assert!(
-            !String::from_utf8_lossy(&r.body).contains("root:"),
+            !body.contains("root:") && !body.contains("secret"),
             "{target} leaked"
         );
     }
+}
+
+#[test]
+fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
+    let s = start_with("none", |tmp| {
+        let (www, pkg) = inspector_and_package(tmp);
+        let wasm = tmp.join("wasm-build");
+        std::fs::create_dir_all(&wasm).unwrap();
+        std::fs::write(wasm.join("nar_tool.js"), "export default 2").unwrap();
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
+            "--wasm".into(),
+            wasm.display().to_string(),
+        ]
+    });
+    assert_eq!(
+        get(&s.addr, "/pkg/wasm/nar_tool.js").body,
+        b"export default 2"
+    );
+    assert_eq!(get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").status, 404);
+    assert_eq!(get(&s.addr, "/pkg/browser.js").status, 200);
 }
 
 /// Reads one response's status line and headers from a kept-alive connection (no body).

@@ -41,9 +41,10 @@ function clearProgress() {
 
 // ---------------------------------------------------------------- wasm
 
+/** The npm package's browser entry, served by nar-tool serve at /pkg/, its wasm initialised. */
 async function loadWasm() {
-  const m = await import('../wasm/nar_tool.js');
-  await m.default();
+  const m = await import('../pkg/browser.js');
+  await m.init();
   return m;
 }
 
@@ -384,14 +385,14 @@ async function boot() {
     main.replaceChildren(h('div', { class: 'notice bad', id: 'wasm-error' },
       h('strong', null, 'The WebAssembly build could not be loaded. '), errorMessage(e), h('br'),
       'Build it at the repository root with ', h('code', null, 'wasm-pack build --target web --out-dir pkg/wasm --no-opt'),
-      '; nar-tool serve serves pkg/wasm at /wasm/ (or copy it to www/wasm/).'));
+      '; nar-tool serve serves the package pkg/ at /pkg/ (or copy pkg/browser.js, pkg/lib/ and pkg/wasm/ to www/pkg/).'));
     return;
   }
   const params = new URLSearchParams(location.search);
   const roots = (params.get('roots') ?? '').split(',').filter(Boolean);
   const url = params.get('cache') ?? new URL('./', location.href).href;
   window.__inspector = { app, job };
-  await openCache(httpSource(url), roots);
+  await openCache(httpSource(app.wasm, url), roots);
   if (!params.get('cache') && !app.cache) openError = null; // no cache here: just offer to open one
   render();
   document.body.dataset.ready = 'true';

@@ -8,7 +8,6 @@ import { pool, errorMessage } from './util.js';
 
 const decoder = new TextDecoder();
 const TEXTS_PAGE = 2000;
-const HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
 
 export class Cache {
   constructor(wasm, source) {
@@ -100,13 +99,7 @@ export class Cache {
    * hash parts of the roots. onProgress(done, known).
    */
   async addRoots(roots, onProgress) {
-    const rootHashes = [];
-    for (const r of roots) {
-      const base = r.trim().replace(/^.*\//, '').replace(/\.narinfo$/, '');
-      const hash = base.slice(0, 32);
-      if (!HASH_RE.test(hash)) throw new Error(`not a store path, base name or hash part: ${r.trim()}`);
-      rootHashes.push(hash);
-    }
+    const rootHashes = roots.map((r) => this.wasm.narinfoName(r).slice(0, 32));
     const unloaded = (hashes) => [...new Set(hashes)].filter((h) => !this.byHash.has(h));
     const limit = this.source.kind === 'http' ? 12 : 24;
     let done = 0;

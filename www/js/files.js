@@ -3,7 +3,7 @@
 
 import { h, formatBytes, hexDump, asText, modeString, errorMessage } from './util.js';
 import { app, pathHref, filesHref } from './state.js';
-import { NarAccess, resolve, nodeAt } from './nar.js';
+import { NarAccess, nodeAt } from './nar.js';
 
 const TEXT_LIMIT = 1024 * 1024;
 const HEX_LIMIT = 64 * 1024;
@@ -68,8 +68,7 @@ function listingNote(e, a) {
 }
 
 function show(el, status, e, a, parts) {
-  const storePath = e.info.storePath;
-  const r = resolve(a.listing, storePath, parts);
+  const r = a.resolve(parts);
   status.replaceChildren(...listingNote(e, a));
   if (r.error) {
     el.append(h('div', { class: 'notice bad' }, r.error));

@@ -3,7 +3,7 @@
 // (the wasm layer lists them and reads files out of them); larger ones are streamed through the
 // wasm NarVerifier for the listing and through a Decompressor up to a file's bytes when read.
 
-import { concat } from './util.js';
+import { concat, errorMessage } from './util.js';
 
 export const FULL_LIMIT = 64 * 1024 * 1024;
 
@@ -72,8 +72,8 @@ export class NarAccess {
       this.listingFrom = 'the NAR (streamed)';
       return this.listing;
     } finally {
-      file.cancel?.();
-      freeQuietly(v);
+      file.close();
+      v.free();
     }
   }
 
@@ -97,7 +97,6 @@ export class NarAccess {
     const parts = [];
     let total = 0;
     let read = 0;
-    let finished = false;
     try {
       for (;;) {
         const chunk = await file.next();
@@ -111,15 +110,14 @@ export class NarAccess {
         if (total > FULL_LIMIT) throw new Error(`the NAR is larger than its NarSize (${this.info.narSize})`);
         onProgress?.(read, this.info.fileSize ?? this.info.narSize);
       }
-      finished = true;
       const out = dec.finish();
       if (out.length) {
         parts.push(out);
         total += out.length;
       }
     } finally {
-      file.cancel?.();
-      if (!finished) freeQuietly(dec);
+      file.close();
+      dec.free(); // a no-op after finish()
     }
     this.nar = concat(parts, total);
     this.narCheck = { narHash: this.wasm.hash(this.nar, 'sha256'), narSize: this.nar.length };
@@ -146,13 +144,28 @@ export class NarAccess {
     return this.streamSlice(start, end);
   }
 
+  /**
+   * Where path components lead in the listing, symlinks followed by the core (resolveNarPath,
+   * absolute ones into this store path staying inside): { node, parts } (the canonical
+   * components), { outside } (the absolute path a link leads to out of this store path), or
+   * { error }.
+   */
+  resolve(parts) {
+    let r;
+    try {
+      r = this.wasm.resolveNarPath(this.listing, parts.join('/'), this.info.storePath);
+    } catch (e) {
+      return { error: errorMessage(e) };
+    }
+    return r.outside ? r : { node: r.node, parts: r.path ? r.path.split('/') : [] };
+  }
+
   /** Decompresses the NAR from its start up to `end`, keeping bytes [start, end). */
   async streamSlice(start, end) {
     const file = await this.open();
     const dec = new this.wasm.Decompressor(this.compression);
     const out = new Uint8Array(end - start);
     let pos = 0;
-    let finished = false;
     const take = (chunk) => {
       const s = Math.max(pos, start);
       const e = Math.min(pos + chunk.length, end);
@@ -163,94 +176,18 @@ export class NarAccess {
       while (pos < end) {
         const chunk = await file.next();
         if (!chunk) {
-          finished = true;
-          take(dec.finish());
+              take(dec.finish());
           break;
         }
         take(dec.update(chunk));
       }
     } finally {
-      file.cancel?.();
-      if (!finished) freeQuietly(dec);
+      file.close();
+      dec.free(); // a no-op after finish()
     }
     if (pos < end) throw new Error('the NAR ends before the file does');
     return out;
   }
-}
-
-function freeQuietly(obj) {
-  try {
-    obj.free();
-  } catch {
-    /* already consumed */
-  }
-}
-
-function normalize(abs) {
-  const out = [];
-  for (const c of abs.split('/')) {
-    if (c === '' || c === '.') continue;
-    if (c === '..') out.pop();
-    else out.push(c);
-  }
-  return '/' + out.join('/');
-}
-
-/**
- * Resolves path components in a listing, following symlinks that stay inside this store path
- * (at most 40). Returns { node, parts } (parts: the canonical components), or { outside } with
- * the absolute path a link leads to outside the NAR, or { error }.
- */
-export function resolve(listing, storePath, parts, { followLast = true } = {}) {
-  const root = listing.root;
-  let stack = [];
-  let nodes = [root];
-  let todo = parts.filter((c) => c !== '');
-  let hops = 0;
-  const storeDir = storePath.slice(0, storePath.lastIndexOf('/'));
-  const jump = (target) => {
-    if (++hops > 40) return { error: 'too many levels of symbolic links' };
-    let comps;
-    if (target.startsWith('/')) {
-      if (target !== storePath && !target.startsWith(storePath + '/')) {
-        return { outside: normalize([target, ...todo].join('/')) };
-      }
-      comps = target.slice(storePath.length).split('/');
-      stack = [];
-      nodes = [root];
-    } else {
-      comps = target.split('/'); // relative to the link's directory, where we are
-    }
-    todo = [...comps.filter((c) => c !== ''), ...todo];
-    return null;
-  };
-  if (root.type === 'symlink' && (todo.length || followLast)) {
-    // A store path that is a symlink: its target is relative to the store directory.
-    const abs = normalize(root.target.startsWith('/') ? root.target : `${storeDir}/${root.target}`);
-    return { outside: normalize(todo.length ? `${abs}/${todo.join('/')}` : abs) };
-  }
-  while (todo.length) {
-    const c = todo.shift();
-    if (c === '.') continue;
-    if (c === '..') {
-      if (!stack.length) return { outside: normalize(`${storeDir}/${todo.join('/')}`) };
-      stack.pop();
-      nodes.pop();
-      continue;
-    }
-    const cur = nodes[nodes.length - 1];
-    if (cur.type !== 'directory') return { error: `/${stack.join('/')} is not a directory` };
-    const child = Object.hasOwn(cur.entries, c) ? cur.entries[c] : undefined;
-    if (!child) return { error: `no such file: /${[...stack, c].join('/')}` };
-    if (child.type === 'symlink' && (todo.length || followLast)) {
-      const r = jump(child.target);
-      if (r) return r;
-      continue;
-    }
-    stack.push(c);
-    nodes.push(child);
-  }
-  return { node: nodes[nodes.length - 1], parts: stack };
 }
 
 /** The node at exactly these components (no symlinks followed), or null. */

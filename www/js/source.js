@@ -1,54 +1,31 @@
-// Where a cache's files come from: an HTTP binary cache (fetch) or a local folder (File objects
-// from a directory picker or a drop; nothing is uploaded). The same code runs in the page and in
-// the verify worker, so it touches no DOM. Every method is a plain closure (no `this`), which is
-// what the wasm layer's RawSource wants.
+// Where a cache's files come from: an HTTP binary cache (the npm package's httpSource, over
+// fetch) or a local folder (File objects from a directory picker or a drop; nothing is uploaded).
+// The same code runs in the page and in the verify worker, so it touches no DOM. Every method is
+// a plain closure (no `this`), which is what the wasm layer's RawSource wants. `pkg` is the
+// package's browser entry (pkg/browser.js), imported by the caller.
 
-/** An HTTP binary cache at `base` (a URL; a trailing slash is added). */
-export function httpSource(base, { noStore = false } = {}) {
-  const root = base.endsWith('/') ? base : base + '/';
-  const init = noStore ? { cache: 'no-store' } : {};
+/**
+ * An HTTP binary cache at `base` (a URL; a trailing slash is added): the package's httpSource,
+ * with what the inspector adds: listNarinfos() gives null when the cache cannot be listed, and
+ * nar-tool serve's pages of narinfo texts.
+ */
+export function httpSource(pkg, base, { noStore = false } = {}) {
+  const src = pkg.httpSource(base, noStore ? { fetch: (u, init) => fetch(u, { ...init, cache: 'no-store' }) } : {});
+  const root = src.url;
   const url = (path) => new URL(path, root).href;
-  const absent = (r) => r.status === 404 || r.status === 410;
-  const fail = (path, r) => new Error(`${path}: HTTP ${r.status} ${r.statusText}`.trim());
-  const src = {
+  return {
+    ...src,
     kind: 'http',
     base: root,
     label: root,
     url,
-    async readFile(path) {
-      const r = await fetch(url(path), init);
-      if (absent(r)) return null;
-      if (!r.ok) throw fail(path, r);
-      return new Uint8Array(await r.arrayBuffer());
-    },
-    async openFile(path) {
-      const r = await fetch(url(path), init);
-      if (absent(r)) return null;
-      if (!r.ok) throw fail(path, r);
-      return streamOf(r.body);
-    },
-    async fileSize(path) {
-      const r = await fetch(url(path), { ...init, method: 'HEAD' });
-      if (absent(r)) return null;
-      if (!r.ok) throw fail(path, r);
-      const n = r.headers.get('Content-Length');
-      return n == null ? null : Number(n);
-    },
-    /** Bytes [start, end) of a file (a Range request; a server ignoring it still works). */
-    async readRange(path, start, end) {
-      if (end <= start) return new Uint8Array(0);
-      const r = await fetch(url(path), { ...init, headers: { Range: `bytes=${start}-${end - 1}` } });
-      if (absent(r)) return null;
-      if (!r.ok) throw fail(path, r);
-      const bytes = new Uint8Array(await r.arrayBuffer());
-      return r.status === 206 ? bytes : bytes.slice(start, end);
-    },
     /** The narinfo names, from nar-tool serve's listing; null when the cache cannot be listed. */
     async listNarinfos() {
-      return listing(url('_nar-tool/narinfos'));
-    },
-    async listNarFiles() {
-      return listing(url('_nar-tool/nar-files'));
+      try {
+        return await src.listNarinfos();
+      } catch {
+        return null;
+      }
     },
     /**
      * nar-tool serve's narinfos with their texts, a page at a time:
@@ -70,25 +47,9 @@ export function httpSource(base, { noStore = false } = {}) {
       }
     },
   };
-  return src;
 }
 
-async function listing(u) {
-  let r;
-  try {
-    r = await fetch(u, { cache: 'no-store' });
-  } catch {
-    return null;
-  }
-  if (!r.ok) return null;
-  try {
-    const names = await r.json();
-    return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : null;
-  } catch {
-    return null;
-  }
-}
-
+/** A File's bytes as a chunk stream, as the wasm layer's openFile gives them. */
 function streamOf(body) {
   const reader = body.getReader();
   return {
@@ -96,8 +57,8 @@ function streamOf(body) {
       const { done, value } = await reader.read();
       return done ? null : value;
     },
-    cancel() {
-      reader.cancel().catch(() => {});
+    async close() {
+      await reader.cancel().catch(() => {});
     },
   };
 }
@@ -160,8 +121,8 @@ export function describe(src) {
   return src.kind === 'http' ? { kind: 'http', base: src.base } : { kind: 'local', files: src.files, label: src.label };
 }
 
-export function fromDescription(d, opts) {
-  return d.kind === 'http' ? httpSource(d.base, opts) : filesSource(d.files, d.label);
+export function fromDescription(pkg, d, opts) {
+  return d.kind === 'http' ? httpSource(pkg, d.base, opts) : filesSource(d.files, d.label);
 }
 
 /**

@@ -5,6 +5,7 @@ import { h } from './util.js';
 const KEYS_STORAGE = 'nar-tool-inspector.trustedKeys';
 
 export const app = {
+  /** The npm package's browser entry (pkg/browser.js): the wasm core's functions and classes. */
   wasm: null,
   cache: null,
   keys: loadKeys(),

@@ -1,25 +1,18 @@
-// Verifies a cache off the page's thread: the wasm layer's verifyCache over a RawSource built on
-// fetch (an HTTP cache) or on File objects (a local folder). Cancelling terminates the worker.
+// Verifies a cache off the page's thread: the package's verifyCache over a RawSource built on
+// its httpSource (an HTTP cache) or on File objects (a local folder). Cancelling terminates the
+// worker.
 //
 // in:  { source, narinfos, narFiles, options: { trustedKeys, checkContents, only } }
 // out: { type: 'progress', done, total, path, bytes } (at most every 100 ms, and the last one)
 //      { type: 'report', report, exitCode } | { type: 'error', message }
 
+import * as pkg from '../pkg/browser.js';
 import { fromDescription, rawSource } from './source.js';
-
-let wasmPromise = null;
-function loadWasm() {
-  return (wasmPromise ??= import('../wasm/nar_tool.js').then(async (m) => {
-    await m.default();
-    return m;
-  }));
-}
 
 self.onmessage = async (ev) => {
   const { source, narinfos, narFiles, options } = ev.data;
   try {
-    const wasm = await loadWasm();
-    const src = fromDescription(source, { noStore: true });
+    const src = fromDescription(pkg, source, { noStore: true });
     const raw = rawSource(src, narinfos, narFiles, options);
     let last = 0;
     let pending = null;
@@ -39,9 +32,9 @@ self.onmessage = async (ev) => {
     };
     if (options.storeDir) opts.storeDir = options.storeDir;
     if (options.only) opts.only = options.only;
-    const report = await wasm.verifyCache(raw, opts);
+    const report = await pkg.verifyCache(raw, opts); // initialises the wasm
     if (pending) self.postMessage(pending);
-    self.postMessage({ type: 'report', report: plain(report), exitCode: wasm.exitCode(report) });
+    self.postMessage({ type: 'report', report: plain(report), exitCode: pkg.exitCode(report) });
   } catch (e) {
     self.postMessage({ type: 'error', message: e && e.message ? e.message : String(e) });
   }

@@ -16,12 +16,12 @@ export function narToolBin() {
 }
 
 /**
- * Serves `cache` with this checkout's inspector (www/) and wasm build (pkg/wasm), whatever binary
+ * Serves `cache` with this checkout's inspector (www/) and npm package (pkg/, with its wasm build), whatever binary
  * runs; resolves to { url, addr, stop(), log } once it listens.
  */
 export function startServe(cache, { threads = 8, args = [], quiet = true } = {}) {
   const child = spawn(narToolBin(), ['serve', '--listen', '127.0.0.1:0', '--threads', String(threads),
-    '--inspector', join(repo, 'www'), '--wasm', join(repo, 'pkg/wasm'),
+    '--inspector', join(repo, 'www'), '--pkg', join(repo, 'pkg'),
     ...(quiet ? ['--quiet'] : []), ...args, cache], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolveStart, reject) => {

@@ -22,7 +22,10 @@ pub struct ServeArgs {
     /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
     #[arg(long)]
     inspector: Option<PathBuf>,
-    /// Directory of the wasm build, served at /wasm/ for the inspector [default: pkg/wasm beside the inspector's www/, if present]
+    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /pkg/ [default: pkg/ beside the inspector's www/, if present]
+    #[arg(long)]
+    pkg: Option<PathBuf>,
+    /// Directory of the wasm build, served at /pkg/wasm/ [default: the package's wasm/]
     #[arg(long)]
     wasm: Option<PathBuf>,
     /// Do not log requests
@@ -36,19 +39,21 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         listen,
         threads,
         inspector,
+        pkg,
         wasm,
         quiet,
     } = args;
     let inspector = inspector.or_else(default_inspector);
-    let wasm = wasm.or_else(|| {
-        let dir = inspector.as_ref()?.join("../pkg/wasm");
-        dir.is_dir().then_some(dir)
+    let pkg = pkg.or_else(|| {
+        let dir = inspector.as_ref()?.join("../pkg");
+        dir.join("browser.js").is_file().then_some(dir)
     });
     let opts = ServeOptions {
         root: cache.clone(),
         listen,
         threads,
         inspector,
+        pkg,
         wasm,
         log: !quiet,
     };
