@@ -6,7 +6,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as nar from '../index.js';
@@ -212,6 +212,18 @@ const cases = [
     renameSync(f, path.join(c.dir, 'moved.nar.xz'));
     symlinkSync('../moved.nar.xz', f);
   }, [], 0],
+  ['nar-is-a-fifo', 'xz', (c) => { unlinkSync(narFile(c.dir, LIBDEMO)); execFileSync('mkfifo', [narFile(c.dir, LIBDEMO)]); }, [['check-failed', LIBDEMO]], 4],
+  ['narinfo-symlink-outside', 'xz', (c) => {
+    const f = path.join(c.dir, info(TOP));
+    const outside = path.join(c.parent, 'outside.narinfo');
+    renameSync(f, outside);
+    symlinkSync(outside, f);
+  }, [['orphan-nar', 'nar/0c8l40xc20lnqn6q0gags68napknnplfvr83gbpfg3iw3xpz8is1.nar.xz']], 0],
+  ['nar-dir-symlink-inside', 'xz', (c) => { renameSync(path.join(c.dir, 'nar'), path.join(c.dir, 'nar2')); symlinkSync('nar2', path.join(c.dir, 'nar')); }, [], 0],
+  ['nar-dir-symlink-outside', 'xz', (c) => {
+    renameSync(path.join(c.dir, 'nar'), path.join(c.parent, 'nar'));
+    symlinkSync(path.join(c.parent, 'nar'), path.join(c.dir, 'nar'));
+  }, null, 4, { expectKinds: false }],
   ['narinfo-other-store-dir', 'xz', (c) => setField(c.dir, TOP, 'StorePath', `/other/store/${baseName(TOP)}`), [['malformed-narinfo', `/other/store/${baseName(TOP)}`]], 1, { key: false }],
   ['other-store-dir-asked', 'xz', () => {}, null, 1, { args: ['--store-dir', '/gnu/store'], expectKinds: false, key: false }],
   ...['xz', 'zstd', 'bzip2'].map((m) => [`not-${m}`, m, (c) => {
