@@ -76,13 +76,22 @@ export function rustDebug(s) {
   return `${out}"`;
 }
 
+/**
+ * An error with Rust's io::ErrorKind where a rule depends on it (listing skips a symlink whose
+ * target is refused with PermissionDenied or InvalidData).
+ */
+function kindError(message, kind) {
+  return Object.assign(new Error(message), { kind });
+}
+
 /** An fs error about `what`, as the native backend words it (`<what>: <io::Error text>`). */
 function osError(e, what) {
   const err = ioError(e);
-  const out = new Error(`${what}: ${err.message}`);
-  out.code = err.code;
-  return out;
+  const kind = err.code === 'EACCES' || err.code === 'EPERM' ? 'PermissionDenied' : undefined;
+  return Object.assign(new Error(`${what}: ${err.message}`), { code: err.code, kind });
 }
+
+const notFollowed = (what) => kindError(`${what} is a symlink or leads outside the cache; not followed`, 'PermissionDenied');
 
 /** An error for an errno code (`ENOTDIR`), as fs gives them. */
 function errnoError(code) {
@@ -182,14 +191,14 @@ export function dirSource(dir) {
       const r = await beneath(rel);
       if (r.errno === 'ENOENT' || r.errno === 'ENOTDIR') return null;
       if (r.errno === 'EXDEV' || r.errno === 'ELOOP') {
-        throw new Error(`${display(rel)} is a symlink or leads outside the cache; not followed`);
+        throw notFollowed(display(rel));
       }
       if (r.errno) throw osError(r.error, display(rel));
       try {
         fh = await open(r.real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
       } catch (e) {
         if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
-        if (e.code === 'ELOOP') throw new Error(`${display(rel)} is a symlink or leads outside the cache; not followed`);
+        if (e.code === 'ELOOP') throw notFollowed(display(rel));
         throw osError(e, display(rel));
       }
       let st;
@@ -199,7 +208,7 @@ export function dirSource(dir) {
         throw osError(e, display(rel));
       }
       if (!st.isFile()) {
-        throw new Error(`${display(rel)} is not a regular file (found ${fileTypeName(st)}); refusing to read it`);
+        throw kindError(`${display(rel)} is not a regular file (found ${fileTypeName(st)}); refusing to read it`, 'InvalidData');
       }
       return { fh, size: st.size };
     } catch (e) {
@@ -217,7 +226,7 @@ export function dirSource(dir) {
       const r = await beneath(folder);
       if (r.errno === 'ENOENT') return [];
       if (r.errno === 'EXDEV' || r.errno === 'ELOOP') {
-        throw new Error(`${shown} is a symlink or leads outside the cache; not followed`);
+        throw notFollowed(shown);
       }
       if (r.errno) throw osError(r.error ?? errnoError(r.errno), shown);
       real = r.real;
@@ -234,9 +243,16 @@ export function dirSource(dir) {
       if (entry.isDirectory()) continue;
       const name = utf8Name(entry.name);
       if (name === null) continue;
-      // A symlink is part of the cache only if it leads to a regular file inside it.
+      // A symlink is part of the cache only if it leads to a regular file inside it (dangling,
+      // leading out or to something else: not listed; another error fails the listing).
       if (entry.isSymbolicLink()) {
-        const inside = await openRegular(`${prefix}${name}`).catch(() => null);
+        let inside;
+        try {
+          inside = await openRegular(`${prefix}${name}`);
+        } catch (e) {
+          if (e.kind === 'PermissionDenied' || e.kind === 'InvalidData') continue;
+          throw e;
+        }
         if (inside === null) continue;
         await inside.fh.close().catch(() => {});
       }
