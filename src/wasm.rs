@@ -13,6 +13,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::cache::graph::Graph;
+use crate::cache::layout::KeyDir;
+use crate::cache::storage;
 use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
 use crate::cache::verify::report::{render, Junit, Rendering};
 use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
@@ -461,6 +463,20 @@ pub fn decompress(bytes: &[u8], compression: &str) -> JsResult<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cache listings
+
+/// The names of a folder's listing (`dir`: "" for the root, "nar", "log" or "realisations") that
+/// are part of the cache, by the storage layer's rule ([`storage::listed_names`]).
+#[wasm_bindgen(js_name = listedNames)]
+pub fn listed_names(dir: &str, names: Vec<String>) -> JsResult<Vec<String>> {
+    let dir = KeyDir::ALL
+        .into_iter()
+        .find(|d| d.path() == dir)
+        .ok_or_else(|| err(format!("{dir:?} is not a folder of a binary cache")))?;
+    storage::listed_names(dir, names.into_iter().map(Ok)).map_err(err)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Verifying a cache through JS sources
 
 #[derive(Deserialize, Default)]
@@ -590,10 +606,17 @@ impl AsyncCacheSource for JsSource {
             .await
             .unwrap_or_else(|| Err(io::Error::other("the source has no readFile()")))?;
         match bytes_or_none(r, "readFile()")? {
-            Some(b) if b.len() > limit => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{rel} is larger than {limit} bytes"),
-            )),
+            Some(b) if b.len() > limit => {
+                // Its size as the storage layer words it: the source's, else what was read.
+                let size = match self.size(rel).await {
+                    Some(Ok(Some(size))) => size,
+                    _ => b.len() as u64,
+                };
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{rel} is larger than {limit} bytes (it has {size})"),
+                ))
+            }
             other => Ok(other),
         }
     }

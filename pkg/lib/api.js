@@ -87,6 +87,10 @@ export const resolveNarPath = wrap('resolveNarPath');
 export const exitCode = wrap('exitCode');
 export const renderReport = wrap('renderReport');
 export const closure = wrap('closure');
+
+// ---- Cache listings (for dirSource)
+
+export const listedNames = wrap('listedNames');
 const decompressBytes = wrap('decompress');
 
 /** Calls a method of a wasm object, turning what it throws into an Error. */

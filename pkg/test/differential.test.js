@@ -6,7 +6,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as nar from '../index.js';
@@ -121,6 +121,8 @@ function urlOutside(c, p, url, target) {
 }
 
 // ---- the table: [name, cache, damage, expected (kind, path) pairs, exit, options]
+// (options: key: false, verify without the corpus key; args, more arguments; expectKinds: false,
+// the problems are not checked; sortExpected; report: false, refused before verifying)
 
 const info = (p) => narinfoFile(p);
 const cases = [
@@ -128,7 +130,7 @@ const cases = [
   ['nar-truncated', 'xz', (c) => truncateSync(narFile(c.dir, LIBDEMO), statSync(narFile(c.dir, LIBDEMO)).size >> 1), [['file-size-mismatch', LIBDEMO]], 1],
   ['nar-byte-flipped', 'xz', (c) => flipMiddleByte(narFile(c.dir, LIBDEMO)), [['file-hash-mismatch', LIBDEMO]], 1],
   ['nar-byte-flipped-uncompressed', 'none', (c) => flipMiddleByte(narFile(c.dir, EDGE)), [['file-hash-mismatch', EDGE]], 1],
-  ['nar-is-a-directory', 'xz', (c) => { unlinkSync(narFile(c.dir, LIBDEMO)); mkdirSync(narFile(c.dir, LIBDEMO)); }, [['missing-nar', LIBDEMO]], 1],
+  ['nar-is-a-directory', 'xz', (c) => { unlinkSync(narFile(c.dir, LIBDEMO)); mkdirSync(narFile(c.dir, LIBDEMO)); }, [['check-failed', LIBDEMO]], 4],
   ['references-edited-after-signing', 'xz', (c) => setField(c.dir, TOP, 'References', field(c.dir, TOP, 'References').split(' ').filter((r) => r !== baseName(EXE)).join(' ')), [['bad-signature', TOP]], 2],
   ['deriver-edited', 'xz', (c) => setField(c.dir, TOP, 'Deriver', '00000000000000000000000000000000-evil.drv'), [], 0],
   ['signature-removed', 'xz', (c) => removeField(c.dir, TOP, 'Sig'), [['untrusted', TOP]], 2],
@@ -152,8 +154,10 @@ const cases = [
     const text = readFileSync(path.join(c.dir, info(TOP)), 'utf8');
     writeFileSync(path.join(c.dir, info(TOP)), text + `X-Padding: ${'x'.repeat(1 << 20)}\n`);
   }, [['orphan-nar', 'nar/0c8l40xc20lnqn6q0gags68napknnplfvr83gbpfg3iw3xpz8is1.nar.xz'], ['malformed-narinfo', info(TOP)]], 1],
+  ['narinfo-bogus-name', 'xz', (c) => writeFileSync(path.join(c.dir, 'bogus.narinfo'), readFileSync(path.join(c.dir, info(TOP)))), [['malformed-narinfo', 'bogus.narinfo']], 1],
   ['narinfo-renamed', 'xz', (c) => renameSync(path.join(c.dir, info(TOP)), path.join(c.dir, 'ffffffffffffffffffffffffffffffff.narinfo')), [['hash-part-mismatch', TOP]], 1],
-  ['narinfo-is-a-directory', 'xz', (c) => mkdirSync(path.join(c.dir, '00000000000000000000000000000000.narinfo')), [['check-failed', '00000000000000000000000000000000.narinfo']], 4],
+  // Directories are never listed (src/cache/storage/mod.rs): a narinfo's name on one is not seen.
+  ['narinfo-is-a-directory', 'xz', (c) => mkdirSync(path.join(c.dir, '00000000000000000000000000000000.narinfo')), [], 0],
   ['url-parent-parent', 'xz', (c) => urlOutside(c, FILE, '../../etc/passwd', '../../etc/passwd'), [['url-outside-cache', FILE]], 1],
   ['url-absolute', 'xz', (c) => urlOutside(c, FILE, '/etc/passwd', 'etc/passwd'), [['url-outside-cache', FILE]], 1],
   ['url-http', 'xz', (c) => urlOutside(c, FILE, 'http://x/y', 'http:/x/y'), [['url-outside-cache', FILE]], 1],
@@ -164,7 +168,7 @@ const cases = [
     unlinkSync(path.join(c.dir, `${hashPart(EXE)}.ls`));
   }, [['missing-reference', TOP]], 1],
   ['stray-nar', 'xz', (c) => writeFileSync(path.join(c.dir, 'nar/stray.nar.xz'), 'stray'), [['orphan-nar', 'nar/stray.nar.xz']], 0],
-  ['stray-directory-in-nar', 'xz', (c) => mkdirSync(path.join(c.dir, 'nar/subdir')), [['orphan-nar', 'nar/subdir']], 0],
+  ['stray-directory-in-nar', 'xz', (c) => mkdirSync(path.join(c.dir, 'nar/subdir')), [], 0],
   ['nar-dir-missing', 'xz', (c) => rmSync(path.join(c.dir, 'nar'), { recursive: true }), null, 1, { expectKinds: false }],
   ['nar-dir-is-a-file', 'none', (c) => { rmSync(path.join(c.dir, 'nar'), { recursive: true }); writeFileSync(path.join(c.dir, 'nar'), 'x'); }, null, null, { expectKinds: false }],
   ['cache-info-missing', 'xz', (c) => unlinkSync(path.join(c.dir, 'nix-cache-info')), [['bad-cache-info', 'nix-cache-info']], 1],
@@ -208,6 +212,18 @@ const cases = [
     renameSync(f, path.join(c.dir, 'moved.nar.xz'));
     symlinkSync('../moved.nar.xz', f);
   }, [], 0],
+  ['nar-is-a-fifo', 'xz', (c) => { unlinkSync(narFile(c.dir, LIBDEMO)); execFileSync('mkfifo', [narFile(c.dir, LIBDEMO)]); }, [['check-failed', LIBDEMO]], 4],
+  ['narinfo-symlink-outside', 'xz', (c) => {
+    const f = path.join(c.dir, info(TOP));
+    const outside = path.join(c.parent, 'outside.narinfo');
+    renameSync(f, outside);
+    symlinkSync(outside, f);
+  }, [['orphan-nar', 'nar/0c8l40xc20lnqn6q0gags68napknnplfvr83gbpfg3iw3xpz8is1.nar.xz']], 0],
+  ['nar-dir-symlink-inside', 'xz', (c) => { renameSync(path.join(c.dir, 'nar'), path.join(c.dir, 'nar2')); symlinkSync('nar2', path.join(c.dir, 'nar')); }, [], 0],
+  ['nar-dir-symlink-outside', 'xz', (c) => {
+    renameSync(path.join(c.dir, 'nar'), path.join(c.parent, 'nar'));
+    symlinkSync(path.join(c.parent, 'nar'), path.join(c.dir, 'nar'));
+  }, null, 4, { expectKinds: false }],
   ['narinfo-other-store-dir', 'xz', (c) => setField(c.dir, TOP, 'StorePath', `/other/store/${baseName(TOP)}`), [['malformed-narinfo', `/other/store/${baseName(TOP)}`]], 1, { key: false }],
   ['other-store-dir-asked', 'xz', () => {}, null, 1, { args: ['--store-dir', '/gnu/store'], expectKinds: false, key: false }],
   ...['xz', 'zstd', 'bzip2'].map((m) => [`not-${m}`, m, (c) => {
@@ -222,7 +238,7 @@ const cases = [
   }, [['missing-nar', LIBDEMO], ['check-failed', FILE], ['untrusted', TOP], ['orphan-nar', 'nar/stray.nar.xz']], 7, { sortExpected: true }],
   ['unsigned-cache-with-key', 'unsigned', () => {}, null, 2, { expectKinds: false }],
   ['cache-is-empty', 'xz', (c) => { rmSync(c.dir, { recursive: true }); mkdirSync(c.dir); }, [['bad-cache-info', 'nix-cache-info']], 1],
-  ['cache-is-a-file', 'xz', (c) => { rmSync(c.dir, { recursive: true }); writeFileSync(c.dir, 'x'); }, [['check-failed', '.'], ['check-failed', 'nar'], ['bad-cache-info', 'nix-cache-info']], 5],
+  ['cache-is-a-file', 'xz', (c) => { rmSync(c.dir, { recursive: true }); writeFileSync(c.dir, 'x'); }, null, 1, { report: false }],
   ['narinfo-line-order-and-unknown-keys', 'xz', (c) => {
     const lines = narinfoLines(c.dir, TOP).reverse();
     lines.push(['System', 'x86_64-linux'], ['X-Whatever', 'yes']);
@@ -251,6 +267,14 @@ test('native and wasm verifiers agree on every damaged cache (JSON, text, exit c
         if (native.code !== wasm.code) failures.push(`${label}: exit native ${native.code}, wasm ${wasm.code}\n${native.stderr}${wasm.stderr}`);
         if (native.stdout !== wasm.stdout) {
           failures.push(`${label}: outputs differ\n--- native\n${native.stdout}--- wasm\n${wasm.stdout}${wasm.stderr}`);
+        }
+        if (opts.report === false) {
+          // Refused before verifying: the same error, no report.
+          const wasmStderr = wasm.stderr.replace(/^nar-cache-verify/, 'nar-tool');
+          if (native.code !== exit || native.stdout !== '' || wasmStderr !== native.stderr || !/^nar-tool: error: /.test(native.stderr)) {
+            failures.push(`${label}: expected no report, exit ${exit} and the same error\n--- native ${native.code}\n${native.stdout}${native.stderr}--- wasm ${wasm.code}\n${wasm.stdout}${wasm.stderr}`);
+          }
+          continue;
         }
         if (mode.includes('--json') && !/^\{\n {2}"ok": (true|false),\n/.test(native.stdout)) {
           failures.push(`${label}: no report from nar-tool: ${native.stderr}`);

@@ -99,7 +99,8 @@ test('dirSource: streams in chunks of at most 1 MiB, lists like DirStorage, stay
     assert.equal(await src.readFile('nar/absent.nar'), null);
     assert.equal(await src.openFile('nar/absent.nar'), null);
     assert.equal(await src.fileSize('nar/absent.nar'), null);
-    assert.equal(await src.fileSize('nar'), null, 'a directory is not a file');
+    // Only regular files are read: anything else under a file's name is an error naming it.
+    await assert.rejects(src.fileSize('nar'), { message: `${c.dir}/nar is not a regular file (found a directory); refusing to read it` });
     assert.deepEqual((await src.listNarinfos()).sort(), STORE_PATHS.map(narinfoFile).sort());
     assert.deepEqual((await src.listNarFiles()).sort(), listFiles(path.join(c.dir, 'nar')).map((n) => `nar/${n}`));
     for (const bad of ['../x', '/etc/passwd', 'nar/../../x', 'a//b', '', 'x\0y']) {
@@ -109,15 +110,22 @@ test('dirSource: streams in chunks of at most 1 MiB, lists like DirStorage, stay
     // A symlink out of the cache is refused; one inside is followed.
     writeFileSync(path.join(c.parent, 'outside'), 'secret');
     symlinkSync(path.join(c.parent, 'outside'), path.join(c.dir, 'nar', 'out-link'));
-    await assert.rejects(src.readFile('nar/out-link'), { message: 'nar/out-link links outside the cache' });
-    symlinkSync(edge.slice('nar/'.length), path.join(c.dir, 'nar', 'in-link'));
-    assert.equal(await src.fileSize('nar/in-link'), statSync(path.join(c.dir, edge)).size);
+    await assert.rejects(src.readFile('nar/out-link'), { message: `${c.dir}/nar/out-link is a symlink or leads outside the cache; not followed` });
+    symlinkSync(`../${edge}`, path.join(c.dir, 'nar', 'in-link.nar'));
+    assert.equal(await src.fileSize('nar/in-link.nar'), statSync(path.join(c.dir, edge)).size);
+    // Listed as DirStorage lists: a symlink only when it leads to a regular file inside, never a
+    // directory.
+    mkdirSync(path.join(c.dir, 'nar', 'subdir'));
+    const listed = await src.listNarFiles();
+    assert.ok(listed.includes('nar/in-link.nar') && !listed.includes('nar/out-link') && !listed.includes('nar/subdir'), String(listed));
     // Hidden files are not listed.
     writeFileSync(path.join(c.dir, '.hidden.narinfo'), 'x');
     writeFileSync(path.join(c.dir, 'nar', '.tmp'), 'x');
     assert.ok(!(await src.listNarinfos()).includes('.hidden.narinfo'));
     assert.ok(!(await src.listNarFiles()).includes('nar/.tmp'));
-    assert.throws(() => nar.dirSource(path.join(c.parent, 'absent')), { message: 'No such file or directory (os error 2)' });
+    const absent = path.join(c.parent, 'absent');
+    assert.throws(() => nar.dirSource(absent), { message: `${absent}: No such file or directory (os error 2)` });
+    assert.throws(() => nar.dirSource(path.join(c.parent, 'outside')), { message: `${path.join(c.parent, 'outside')}: Not a directory (os error 20)` });
   } finally {
     c.cleanup();
   }

@@ -45,9 +45,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutWriter;
 
-use crate::cache::layout::{CacheKey, KeyDir};
+use crate::cache::layout::CacheKey;
 use crate::cache::storage::{
-    is_refused, list_keys, list_narinfo_names, Object, ReadSeek, StorageRead,
+    is_refused, list_nar_file_names, list_narinfo_names, Object, ReadSeek, StorageRead,
 };
 use crate::host::dir_storage::{Beneath, DirStorage};
 
@@ -635,14 +635,7 @@ impl Site {
     /// The files under `nar/`: NAR keys, and names there that are not (the verifier reports
     /// them).
     fn nar_file_names(&self) -> io::Result<Vec<String>> {
-        let (keys, strays) = list_keys(&*self.cache, KeyDir::Nar)?;
-        let mut names: Vec<String> = keys
-            .iter()
-            .map(|k| k.to_string())
-            .chain(strays.into_iter().map(|(name, _)| name))
-            .collect();
-        names.sort();
-        Ok(names)
+        list_nar_file_names(&*self.cache)
     }
 
     /// `narinfo-texts?offset=O&limit=L`: the narinfos O..O+L of the sorted listing, with their

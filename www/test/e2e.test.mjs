@@ -315,17 +315,25 @@ test('a damaged cache: the page lists the problems the CLI finds, on the damaged
   const single = readFileSync(join(cache, `${SINGLE_FILE}.narinfo`), 'utf8');
   unlinkSync(join(cache, /^URL: (.*)$/m.exec(single)[1]));
   writeFileSync(join(cache, 'nar/0000000000000000000000000000000000000000000000000000.nar.xz'), 'orphan');
+  // A narinfo name that is no key: listed, never served, judged by its name alone.
+  writeFileSync(join(cache, 'bogus.narinfo'), single);
   const cli = cliVerify(cache, [PUBLIC_KEY]);
   assert.notEqual(cli.status, 0);
   const kinds = cli.report.problems.map((p) => p.kind);
   assert.ok(kinds.includes('missing-nar') && kinds.includes('orphan-nar'), kinds.join(' '));
   assert.ok(cli.report.problems.some((p) => p.path.includes(LIBDEMO)), 'the CLI reports the flipped byte');
+  assert.ok(cli.report.problems.some((p) => p.kind === 'malformed-narinfo' && p.path === 'bogus.narinfo'), 'the CLI judges bogus.narinfo');
 
   const s = await serve(cache);
+  assert.ok((await (await fetch(s.url + '_nar-tool/narinfos')).json()).includes('bogus.narinfo'));
+  assert.equal((await fetch(s.url + 'bogus.narinfo')).status, 404, 'not a key: never served');
   const page = await openPage(t, s.url + '#/keys');
+  const asked = [];
+  page.on('request', (r) => asked.push(new URL(r.url()).pathname));
   await page.fill('#keys-input', PUBLIC_KEY);
   await page.click('#keys-save');
   const summary = await verifyInPage(page);
+  assert.ok(!asked.some((p) => p.endsWith('/bogus.narinfo')), 'the inspector judges the name, it does not fetch it');
   assert.match(summary, /FAILED/);
   assert.match(summary, new RegExp(`exit status ${cli.status}\\)`));
   assert.deepEqual(await pageProblems(page), cli.report.problems);

@@ -202,23 +202,39 @@ pub fn list_keys<S: StorageRead + ?Sized>(
     Ok((keys, strays))
 }
 
+/// The names of a folder's listing that are part of the cache, by the one rule `verify`, `serve`
+/// and the inspector use (and the JS directory source, through the wasm layer): keys and strays,
+/// never foreign names, with the folder's prefix (`nar/…`); at the root only the narinfos, valid
+/// or not (`bogus.narinfo` too: the verifier reports it). Sorted.
+pub fn listed_names(
+    dir: KeyDir,
+    names: impl IntoIterator<Item = io::Result<String>>,
+) -> io::Result<Vec<String>> {
+    let mut listed = Vec::new();
+    for name in names {
+        let name = match classify(dir, &name?) {
+            Listed::Key(key) => key.to_string(),
+            Listed::Stray { name, .. } => name,
+            Listed::Foreign => continue,
+        };
+        if dir != KeyDir::Root || name.ends_with(".narinfo") {
+            listed.push(name);
+        }
+    }
+    listed.sort();
+    Ok(listed)
+}
+
 /// The names of the narinfos at the root, valid or not (`bogus.narinfo` too), sorted: the one
 /// listing of narinfos that `verify`, `serve` and the inspector use.
 pub fn list_narinfo_names<S: StorageRead + ?Sized>(storage: &S) -> io::Result<Vec<String>> {
-    let (keys, strays) = list_keys(storage, KeyDir::Root)?;
-    let mut names: Vec<String> = keys
-        .iter()
-        .filter(|k| matches!(k, CacheKey::NarInfo(_)))
-        .map(|k| k.to_string())
-        .chain(
-            strays
-                .into_iter()
-                .map(|(name, _)| name)
-                .filter(|n| n.ends_with(".narinfo")),
-        )
-        .collect();
-    names.sort();
-    Ok(names)
+    listed_names(KeyDir::Root, storage.list(KeyDir::Root)?)
+}
+
+/// The names under `nar/`: NAR keys, and names there that are not (the verifier reports them),
+/// sorted.
+pub fn list_nar_file_names<S: StorageRead + ?Sized>(storage: &S) -> io::Result<Vec<String>> {
+    listed_names(KeyDir::Nar, storage.list(KeyDir::Nar)?)
 }
 
 /// Whether an error from opening a key means that nothing the cache holds is there: a name that
@@ -277,11 +293,6 @@ impl<T: StorageRead + ?Sized> crate::cache::verify::CacheStorage for T {
     }
 
     fn list_nar_files(&self) -> io::Result<Vec<String>> {
-        let (keys, strays) = list_keys(self, KeyDir::Nar)?;
-        Ok(keys
-            .iter()
-            .map(|k| k.to_string())
-            .chain(strays.into_iter().map(|(name, _)| name))
-            .collect())
+        list_nar_file_names(self)
     }
 }
