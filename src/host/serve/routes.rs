@@ -1,0 +1,256 @@
+//! Which object a request gets: cache keys from the cache, the package and the inspector from
+//! their folders, and the inspector's JSON listings.
+
+use super::*;
+
+impl Site {
+    /// The response to one request.
+    pub(super) async fn answer(
+        self: Arc<Site>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Outgoing> {
+        // A body on a GET or HEAD means nothing: hyper skips it (or closes the connection).
+        let (parts, _body) = req.into_parts();
+        let head_only = parts.method == Method::HEAD;
+        let log = self.log.then(|| LogLine {
+            remote,
+            request: format!("{} {}", parts.method, parts.uri),
+            status: 0,
+        });
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let reply = if !target.starts_with('/') {
+            // Not a path (an authority, `*`): as malformed as a bad request line, so close.
+            Reply::text(400, "bad request: the target is not a path\n")
+                .header("Connection", "close")
+        } else {
+            let head = Head {
+                method: parts.method.as_str().to_string(),
+                target: target.to_string(),
+                headers: parts.headers,
+            };
+            let site = self.clone();
+            tokio::task::spawn_blocking(move || site.prepare(&head))
+                .await
+                .unwrap_or_else(|e| {
+                    // The details go to the log, not to the client.
+                    eprintln!("internal error answering {target}: {e}");
+                    Reply::text(500, "internal error\n")
+                })
+        };
+        reply.into_response(head_only, log)
+    }
+
+    /// [`Site::route`], with a file body positioned at the start of its range, or read already
+    /// when it is at most a [`CHUNK`] (narinfos, most inspector files; not for HEAD).
+    pub(super) fn prepare(&self, head: &Head) -> Reply {
+        let mut reply = self.route(head);
+        if let Body::File(file, offset, len) = &mut reply.body {
+            let mut read = || -> io::Result<Option<Vec<u8>>> {
+                file.seek(SeekFrom::Start(*offset))?;
+                if *len > CHUNK as u64 || head.method == "HEAD" {
+                    return Ok(None);
+                }
+                read_exactly(&mut **file, *len).map(Some)
+            };
+            match read() {
+                Ok(None) => {}
+                Ok(Some(bytes)) => reply.body = Body::Bytes(bytes),
+                Err(e) => return Reply::text(500, &format!("cannot read the file: {e}\n")),
+            }
+        }
+        reply
+    }
+
+    /// The reply to a request.
+    pub(super) fn route(&self, head: &Head) -> Reply {
+        let mut reply = self.dispatch(head);
+        // Every reply may be read by the inspector served from elsewhere.
+        reply
+            .headers
+            .push(("Access-Control-Allow-Origin", "*".into()));
+        reply
+    }
+
+    /// The reply to a request, before the CORS header every reply gets.
+    pub(super) fn dispatch(&self, head: &Head) -> Reply {
+        if head.method == "OPTIONS" {
+            // A CORS preflight (the inspector served from elsewhere, sending Range, say).
+            return Reply {
+                status: 204,
+                headers: vec![
+                    ("Access-Control-Allow-Methods", "GET, HEAD".into()),
+                    (
+                        "Access-Control-Allow-Headers",
+                        "Range, If-None-Match, If-Modified-Since".into(),
+                    ),
+                    ("Access-Control-Max-Age", "86400".into()),
+                    ("Allow", "GET, HEAD, OPTIONS".into()),
+                ],
+                body: Body::None,
+            };
+        }
+        if head.method != "GET" && head.method != "HEAD" {
+            return Reply::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
+        }
+        let path = head.target.split(['?', '#']).next().unwrap_or("/");
+        let rel = match decode_path(path) {
+            Ok(rel) => rel,
+            Err(why) => return Reply::text(400, &format!("bad path: {why}\n")),
+        };
+        if let Some(what) = rel.strip_prefix("_nar-tool/") {
+            let query = head.target.split_once('?').map_or("", |(_, q)| q);
+            let json = match what {
+                "narinfos" => Some(self.narinfo_names().and_then(to_json)),
+                "nar-files" => Some(self.nar_file_names().and_then(to_json)),
+                "narinfo-texts" => Some(self.narinfo_texts(query)),
+                _ => None,
+            };
+            if let Some(json) = json {
+                return match json {
+                    Ok(body) => Reply {
+                        status: 200,
+                        headers: vec![
+                            ("Content-Type", "application/json".into()),
+                            ("Cache-Control", "no-cache".into()),
+                        ],
+                        body: Body::Bytes(body),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        Reply::text(400, &format!("{e}\n"))
+                    }
+                    Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
+                };
+            }
+        }
+        let dir_index = rel.is_empty() || rel.ends_with('/');
+        // A cache key is answered from the cache alone; anything else from the package's browser
+        // entry or the inspector's files. Each is opened once, and what is sent is what was
+        // opened.
+        let opened: io::Result<Option<(Object, &'static str)>> = if dir_index {
+            static_file(self.inspector.as_ref(), &format!("{rel}index.html"))
+        } else if let Ok(key) = CacheKey::parse(&rel) {
+            self.cache
+                .open(&key)
+                .map(|o| o.map(|o| (o, key.content_type())))
+        } else if let Some(name) = rel
+            .strip_prefix("pkg/")
+            .filter(|_| self.pkg.is_some() || self.wasm.is_some())
+        {
+            match name.split_once('/') {
+                Some(("wasm", file)) => static_file(self.wasm.as_ref(), file),
+                Some(("lib", _)) => static_file(self.pkg.as_ref(), name),
+                None if name == "browser.js" => static_file(self.pkg.as_ref(), name),
+                _ => Ok(None),
+            }
+        } else {
+            static_file(self.inspector.as_ref(), &rel)
+        };
+        let opened = match opened {
+            Ok(opened) => opened,
+            // A symlink leading out, a FIFO, a directory: not something this server has.
+            Err(e) if is_refused(&e) => None,
+            Err(_) => return Reply::text(500, "cannot read the file\n"),
+        };
+        let Some((object, content_type)) = opened else {
+            return if rel.is_empty() {
+                let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.cache.describe()));
+                Reply {
+                    status: 200,
+                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+                    body: Body::Bytes(page.into_bytes()),
+                }
+            } else {
+                Reply::text(404, "not found\n")
+            };
+        };
+        let mut r = file_reply(head, object, content_type);
+        r.headers.push((
+            "Access-Control-Expose-Headers",
+            "Content-Range, Accept-Ranges, ETag, Last-Modified".into(),
+        ));
+        r
+    }
+
+    /// The narinfo names, by the one rule every face uses (`bogus.narinfo` too: the verifier
+    /// reports it).
+    pub(super) fn narinfo_names(&self) -> io::Result<Vec<String>> {
+        list_narinfo_names(&*self.cache)
+    }
+
+    /// The files under `nar/`: NAR keys, and names there that are not (the verifier reports
+    /// them).
+    pub(super) fn nar_file_names(&self) -> io::Result<Vec<String>> {
+        list_nar_file_names(&*self.cache)
+    }
+
+    /// `narinfo-texts?offset=O&limit=L`: the narinfos O..O+L of the sorted listing, with their
+    /// contents, so the inspector need not make one request per narinfo:
+    /// `{"total": N, "items": [["<hashpart>.narinfo", "<text>" | null], …]}` (null: not UTF-8,
+    /// or gone meanwhile; the inspector then fetches it by itself).
+    pub(super) fn narinfo_texts(&self, query: &str) -> io::Result<Vec<u8>> {
+        let mut offset = 0usize;
+        let mut limit = 1000usize;
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            let n = v.parse::<usize>().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("bad {k}: {v:?}"))
+            });
+            match k {
+                "offset" => offset = n?,
+                "limit" => limit = n?.min(MAX_TEXTS_PAGE),
+                _ => {}
+            }
+        }
+        let names = self.narinfo_names()?;
+        let items: Vec<(String, Option<String>)> = names
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|n| {
+                let text = CacheKey::parse(n)
+                    .ok()
+                    .and_then(|key| self.cache.read_small(&key, MAX_NARINFO).ok().flatten())
+                    .and_then(|b| String::from_utf8(b).ok());
+                (n.clone(), text)
+            })
+            .collect();
+        #[derive(serde::Serialize)]
+        struct Page {
+            total: usize,
+            items: Vec<(String, Option<String>)>,
+        }
+        to_json(Page {
+            total: names.len(),
+            items,
+        })
+    }
+}
+
+/// A static file (inspector, package, wasm build) opened beneath its folder.
+pub(super) fn static_file(
+    dir: Option<&Beneath>,
+    rel: &str,
+) -> io::Result<Option<(Object, &'static str)>> {
+    let Some(dir) = dir else { return Ok(None) };
+    Ok(dir.open_regular(rel)?.map(|(file, meta)| {
+        (
+            Object {
+                meta,
+                body: Box::new(file),
+            },
+            content_type(rel),
+        )
+    }))
+}
+
+pub(super) fn to_json(value: impl serde::Serialize) -> io::Result<Vec<u8>> {
+    let mut body = serde_json::to_vec(&value).map_err(io::Error::other)?;
+    body.push(b'\n');
+    Ok(body)
+}
+
+pub(super) fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
