@@ -12,8 +12,10 @@
 //!   is a lock file under `.nar-tool/owners/` that the process holds (`flock`) while it lives.
 //!   [`DirStorage::prepare`] removes only the temporary files of owners that are dead (their
 //!   lock can be taken), never another live writer's, and never follows a symlink.
-//! - Commits are renames (`RENAME_NOREPLACE` for put-if-absent); the durability barrier is one
-//!   `syncfs` for everything written before it.
+//! - Commits are renames (`RENAME_NOREPLACE` for put-if-absent). The durability barrier makes
+//!   the files finished since the last one durable (`fdatasync` each, then `fsync` the folders)
+//!   while they are few, and is one `syncfs` once they are many: a batch of thousands of small
+//!   paths costs one sync, and a large path does not wait for other writers' data.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
@@ -143,6 +145,39 @@ impl Beneath {
     }
 }
 
+/// Files finished since the last barrier, kept open so that the barrier can make just them
+/// durable; past [`Pending::MAX`] of them the barrier syncs the whole file system instead.
+#[derive(Default)]
+struct Pending {
+    files: Mutex<Vec<File>>,
+    overflowed: AtomicBool,
+}
+
+impl Pending {
+    /// Beyond this many files, one `syncfs` is cheaper than a sync per file.
+    const MAX: usize = 32;
+
+    fn add(&self, file: File) {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if self.overflowed.load(Ordering::Relaxed) {
+            return;
+        }
+        if files.len() < Pending::MAX {
+            files.push(file);
+        } else {
+            self.overflowed.store(true, Ordering::Relaxed);
+            files.clear();
+        }
+    }
+
+    /// The files to sync, or `None` when there were too many: sync the file system.
+    fn take(&self) -> Option<Vec<File>> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let files = std::mem::take(&mut *files);
+        (!self.overflowed.swap(false, Ordering::Relaxed)).then_some(files)
+    }
+}
+
 /// A cache directory.
 pub struct DirStorage {
     beneath: Beneath,
@@ -152,6 +187,8 @@ pub struct DirStorage {
     dirs: Mutex<HashMap<KeyDir, Arc<OwnedFd>>>,
     /// This process's ownership of temporary files, taken at the first write.
     owner: OnceLock<Arc<Owner>>,
+    /// What the next barrier must make durable.
+    pending: Arc<Pending>,
 }
 
 /// The lock file that says a writer is alive; its temporary files carry its token.
@@ -200,6 +237,7 @@ impl DirStorage {
             path: path.to_path_buf(),
             dirs: Mutex::new(HashMap::new()),
             owner: OnceLock::new(),
+            pending: Arc::default(),
         })
     }
 
@@ -605,6 +643,8 @@ struct DirStaged {
     /// Where the region not yet handed to the kernel's writeback starts.
     flushed_to: u64,
     _owner: Arc<Owner>,
+    /// Where the file goes once written, for the next barrier.
+    pending: Arc<Pending>,
     committed: bool,
     /// For messages.
     shown: String,
@@ -672,7 +712,9 @@ impl Staged for DirStaged {
         if self.file.is_some() && self.written > self.flushed_to {
             self.start_writeback();
         }
-        self.file = None;
+        if let Some(file) = self.file.take() {
+            self.pending.add(file);
+        }
         Ok(())
     }
 
@@ -754,6 +796,7 @@ impl StorageWrite for DirStorage {
             written: 0,
             flushed_to: 0,
             _owner: owner,
+            pending: self.pending.clone(),
             committed: false,
             shown,
         }))
@@ -800,9 +843,6 @@ impl StorageWrite for DirStorage {
     }
 
     fn barrier(&self) -> io::Result<()> {
-        rustix::fs::syncfs(&self.root).map_err(|e| errno_io(e, "syncfs"))?;
-        // A folder on another file system (a mount point) is synced too.
-        let root_dev = fstat(&self.root).map(|s| s.st_dev).ok();
         let dirs: Vec<Arc<OwnedFd>> = self
             .dirs
             .lock()
@@ -810,9 +850,27 @@ impl StorageWrite for DirStorage {
             .values()
             .cloned()
             .collect();
-        for fd in dirs {
-            if fstat(&*fd).map(|s| s.st_dev).ok() != root_dev {
-                rustix::fs::syncfs(&*fd).map_err(|e| errno_io(e, "syncfs"))?;
+        match self.pending.take() {
+            // A few files: their data, then the folders' entries (the renames). Other writers'
+            // data on the same file system is none of this barrier's business.
+            Some(files) => {
+                for file in files {
+                    file.sync_data()
+                        .map_err(|e| io::Error::new(e.kind(), format!("fdatasync: {e}")))?;
+                }
+                for fd in dirs {
+                    rustix::fs::fsync(&*fd).map_err(|e| errno_io(e, "fsync of a folder"))?;
+                }
+            }
+            // Many files: one sync of the file system (and of a folder mounted elsewhere).
+            None => {
+                rustix::fs::syncfs(&self.root).map_err(|e| errno_io(e, "syncfs"))?;
+                let root_dev = fstat(&self.root).map(|s| s.st_dev).ok();
+                for fd in dirs {
+                    if fstat(&*fd).map(|s| s.st_dev).ok() != root_dev {
+                        rustix::fs::syncfs(&*fd).map_err(|e| errno_io(e, "syncfs"))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -1021,6 +1079,36 @@ mod tests {
         });
         let (keys, _) = crate::cache::storage::list_keys(&writer, KeyDir::Nar).unwrap();
         assert_eq!(keys.len(), 300);
+    }
+
+    #[test]
+    fn a_barrier_syncs_few_files_each_and_many_by_the_file_system() {
+        let cache = tempfile::tempdir().unwrap();
+        let storage = DirStorage::open(cache.path()).unwrap();
+        storage.prepare().unwrap();
+        for count in [3, Pending::MAX + 8] {
+            let mut staged = Vec::new();
+            for i in 0..count {
+                let mut s = storage.stage(KeyDir::Nar).unwrap();
+                s.write_all(&[i as u8; 10]).unwrap();
+                s.finish_writing().unwrap();
+                staged.push(s);
+            }
+            let few = count <= Pending::MAX;
+            assert_eq!(
+                storage.pending.files.lock().unwrap().len(),
+                if few { count } else { 0 }
+            );
+            assert_eq!(storage.pending.overflowed.load(Ordering::Relaxed), !few);
+            storage.barrier().unwrap();
+            assert!(storage.pending.files.lock().unwrap().is_empty());
+            assert!(!storage.pending.overflowed.load(Ordering::Relaxed));
+            for (i, s) in staged.into_iter().enumerate() {
+                s.commit(&key(&format!("nar/c{count}-{i}.nar")), Put::IfAbsent)
+                    .unwrap();
+            }
+        }
+        storage.barrier().unwrap();
     }
 
     #[test]

@@ -171,7 +171,8 @@ pub trait StorageWrite: StorageRead {
     /// Deletes an object; `false` if it was absent.
     fn delete(&self, key: &CacheKey) -> io::Result<bool>;
 
-    /// Makes everything staged and committed so far durable.
+    /// Makes durable everything committed so far, and every staged object whose writing was
+    /// finished ([`Staged::finish_writing`], which a commit does first).
     fn barrier(&self) -> io::Result<()>;
 
     /// Takes the lock `name` (letters, digits, `-`), shared or exclusive, waiting for it or
