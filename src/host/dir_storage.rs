@@ -326,16 +326,8 @@ impl DirStorage {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        // Another writer that finishes removes the folders when they are empty: if they vanish
-        // under us, start again (once our file is in, they are not empty).
-        let mut attempts = 0;
-        let owner = loop {
-            attempts += 1;
-            match self.register_owner(&token) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => continue,
-                other => break other?,
-            }
-        };
+        // Once our file is in, the state folders are not empty and stay.
+        let owner = while_state_vanishes(|| self.register_owner(&token))?;
         Ok(self.owner.get_or_init(|| Arc::new(owner)).clone())
     }
 
@@ -430,16 +422,7 @@ impl DirStorage {
 
     /// A lock file under `.nar-tool/locks/`.
     fn lock_file(&self, name: &str) -> io::Result<OwnedFd> {
-        // A writer that finishes removes `.nar-tool` when it is empty: if it vanishes between
-        // its creation and its opening, again.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.open_lock_file(name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => continue,
-                other => return other,
-            }
-        }
+        while_state_vanishes(|| self.open_lock_file(name))
     }
 
     fn open_lock_file(&self, name: &str) -> io::Result<OwnedFd> {
@@ -452,6 +435,20 @@ impl DirStorage {
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| errno_io(e, self.display(&format!("{STATE_DIR}/locks/{name}"))))
+    }
+}
+
+/// Runs `f` again while it fails with "not found": a writer that finishes removes the state
+/// folders (`.nar-tool/…`) when they are empty, and they may vanish between their creation and
+/// their opening. A few tries.
+fn while_state_vanishes<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => continue,
+            other => return other,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use super::{ObjectMeta, ReadSeek, StorageRead};
+use super::{key_of, listed_names, ObjectMeta, ReadSeek, StorageRead};
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::verify::push::AsyncCacheSource;
 
@@ -75,25 +75,6 @@ impl<S: StorageRead> AsyncStorageRead for Blocking<S> {
     }
 }
 
-fn key_of(rel: &str) -> io::Result<CacheKey> {
-    CacheKey::parse(rel).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-}
-
-/// Classifies an async listing by the one rule ([`super::list_keys`]'s).
-fn classified(dir: KeyDir, names: Vec<String>) -> Vec<String> {
-    use crate::cache::layout::{classify, Listed};
-    let mut out: Vec<String> = names
-        .iter()
-        .filter_map(|n| match classify(dir, n) {
-            Listed::Key(key) => Some(key.to_string()),
-            Listed::Stray { name, .. } => Some(name),
-            Listed::Foreign => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Every async storage is a source for the async verifier: names that are not keys are
 /// refused, unread.
 impl<T: AsyncStorageRead> AsyncCacheSource for T {
@@ -120,17 +101,14 @@ impl<T: AsyncStorageRead> AsyncCacheSource for T {
             .list(KeyDir::Root)
             .await
             .unwrap_or_else(|| Ok(Vec::new()))?;
-        Ok(classified(KeyDir::Root, names)
-            .into_iter()
-            .filter(|n| n.ends_with(".narinfo"))
-            .collect())
+        listed_names(KeyDir::Root, names.into_iter().map(Ok))
     }
 
     async fn list_nar_files(&self) -> Option<io::Result<Vec<String>>> {
         Some(
             self.list(KeyDir::Nar)
                 .await?
-                .map(|names| classified(KeyDir::Nar, names)),
+                .and_then(|names| listed_names(KeyDir::Nar, names.into_iter().map(Ok))),
         )
     }
 }

@@ -324,44 +324,47 @@ fn commit_nar(
     file_size: u64,
     force: bool,
 ) -> io::Result<NarStored> {
-    if storage.stat(key)?.is_some() {
-        if !force && existing_nar_is(storage, key, file_hash, file_size)? {
-            return Ok(NarStored::Reused);
-        }
-        return Ok(NarStored::Replacing(staged));
+    // One look at what is there: with `--force` only whether it is, else whether it checks out.
+    let existing = match force {
+        true => storage.stat(key)?.map(|_| false),
+        false => existing_nar_is(storage, key, file_hash, file_size)?,
+    };
+    match existing {
+        Some(true) => return Ok(NarStored::Reused),
+        Some(false) => return Ok(NarStored::Replacing(staged)),
+        None => {}
     }
     match staged.commit(key, Put::IfAbsent)? {
         crate::cache::storage::Committed::Written => Ok(NarStored::New),
         // Another writer committed one of that name meanwhile: reused only if it checks out.
         crate::cache::storage::Committed::AlreadyThere => {
-            if existing_nar_is(storage, key, file_hash, file_size)? {
-                Ok(NarStored::Reused)
-            } else {
-                Err(io::Error::other(
+            match existing_nar_is(storage, key, file_hash, file_size)? {
+                Some(true) => Ok(NarStored::Reused),
+                _ => Err(io::Error::other(
                     "a NAR of that name appeared meanwhile and does not match its name; run again",
-                ))
+                )),
             }
         }
     }
 }
 
-/// Whether the stored object has this size and SHA-256.
+/// Whether the stored object has this size and SHA-256 (`None`: there is none), read once.
 fn existing_nar_is(
     storage: &dyn StorageWrite,
     key: &CacheKey,
     file_hash: &Hash,
     file_size: u64,
-) -> io::Result<bool> {
+) -> io::Result<Option<bool>> {
     let Some(mut object) = storage.open(key)? else {
-        return Ok(false);
+        return Ok(None);
     };
     if object.meta.size != file_size {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let mut hasher = HashingWriter::new(file_hash.algo(), io::sink());
     io::copy(&mut object.body, &mut hasher)?;
     let (hash, size, _) = hasher.finish();
-    Ok(size == file_size && hash == *file_hash)
+    Ok(Some(size == file_size && hash == *file_hash))
 }
 
 fn narinfo_of(
