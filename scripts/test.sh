@@ -13,6 +13,11 @@ cargo clippy --quiet --all-targets -- -D warnings
 RUSTDOCFLAGS=-Dwarnings cargo doc --quiet --no-deps
 echo "== wasm32 build of the library"
 cargo build --quiet --lib --target wasm32-unknown-unknown
+echo "== a real S3 server (SeaweedFS, loopback) for the object-storage tests; stopped at the end"
+s3dir=$(mktemp -d /tmp/nar-tool-s3.XXXXXX)
+trap 'bash scripts/s3-server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
+bash scripts/s3-server.sh start "$s3dir" --watch $$
+export NAR_TOOL_TEST_S3_ENV=$s3dir/s3.env
 echo "== cargo test"
 cargo test --all-targets 2>&1
 echo "== the wasm package (pkg/): build, wasm-bindgen tests, node --test"

@@ -4,8 +4,10 @@
 
 pub mod graph;
 pub mod layout;
+pub mod location;
 pub mod metadata;
 pub mod order;
 pub mod refscan;
+pub mod sign;
 pub mod storage;
 pub mod verify;

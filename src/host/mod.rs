@@ -8,6 +8,8 @@ pub mod db;
 pub mod demo;
 pub mod dir_storage;
 pub mod fs;
+pub mod object;
+pub mod open;
 pub mod serve;
 pub mod storage;
 pub mod verify;

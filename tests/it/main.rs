@@ -14,6 +14,7 @@ mod fuzz_regressions;
 mod hostile;
 mod nix_differential;
 mod properties;
+mod s3;
 mod serve;
 mod storage_layer;
 mod verify;

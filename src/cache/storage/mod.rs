@@ -94,6 +94,36 @@ pub trait StorageRead: Send + Sync {
     }
 }
 
+/// A boxed storage (as `host::open` returns one) is a storage.
+impl<T: StorageRead + ?Sized> StorageRead for Box<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn locate(&self, key: &CacheKey) -> String {
+        (**self).locate(key)
+    }
+    fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {
+        (**self).stat(key)
+    }
+    fn open(&self, key: &CacheKey) -> io::Result<Option<Object>> {
+        (**self).open(key)
+    }
+    fn list(&self, dir: KeyDir) -> io::Result<Box<dyn Iterator<Item = io::Result<String>> + '_>> {
+        (**self).list(dir)
+    }
+    fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        (**self).read_small(key, limit)
+    }
+    fn read_range(
+        &self,
+        key: &CacheKey,
+        start: u64,
+        len: u64,
+    ) -> io::Result<Option<(ObjectMeta, Box<dyn Read + Send>)>> {
+        (**self).read_range(key, start, len)
+    }
+}
+
 /// How a staged object is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {

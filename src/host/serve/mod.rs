@@ -46,10 +46,11 @@ use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutWriter;
 
 use crate::cache::layout::CacheKey;
+use crate::cache::location::CacheLocation;
 use crate::cache::storage::{
     is_refused, list_nar_file_names, list_narinfo_names, Object, ReadSeek, StorageRead,
 };
-use crate::host::dir_storage::{Beneath, DirStorage};
+use crate::host::dir_storage::Beneath;
 
 /// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -69,7 +70,8 @@ const MAX_TEXTS_PAGE: usize = 5000;
 const MAX_NARINFO: u64 = 1 << 20;
 
 pub struct ServeOptions {
-    pub root: PathBuf,
+    /// The cache: a directory, a bucket, or another HTTP cache (proxied).
+    pub location: CacheLocation,
     pub listen: String,
     /// Worker threads of the runtime (file reads and routing run on its blocking pool).
     pub threads: usize,
@@ -103,13 +105,13 @@ struct Site {
 
 impl Served {
     pub fn bind(opts: &ServeOptions) -> io::Result<Served> {
-        let cache = DirStorage::open(&opts.root)?;
+        let cache = crate::host::open::open_read(&opts.location)?;
         if cache.stat(&CacheKey::CacheInfo)?.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
                     "{} has no nix-cache-info: not a binary cache",
-                    opts.root.display()
+                    opts.location
                 ),
             ));
         }
@@ -127,7 +129,7 @@ impl Served {
             listener,
             threads: opts.threads.max(1),
             site: Arc::new(Site {
-                cache: Box::new(cache),
+                cache,
                 inspector,
                 pkg,
                 wasm,

@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod s3;
+
 use nar_tool::nar::tree::Node;
 use nar_tool::nar::wire::put_str;
 
@@ -483,8 +485,13 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Serves `cache` with `extra` arguments; returns once the server says where it listens.
     pub fn start(cache: &Path, extra: &[String]) -> ServeProcess {
+        ServeProcess::start_cmd(Command::new(bin()), &cache.to_string_lossy(), extra)
+    }
+
+    /// Serves `cache` (a directory or URL) with `cmd` (`nar-tool` with its environment set).
+    pub fn start_cmd(mut cmd: Command, cache: &str, extra: &[String]) -> ServeProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(bin())
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
             .args(extra)
             .arg(cache)

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::verify::report::human_bytes;
 use nar_tool::compression::Compression;
 use nar_tool::host::build::{BuildOptions, MetadataSource};
@@ -23,9 +24,9 @@ pub const DEFAULT_PRIORITY: i64 = 30;
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("metadata").multiple(false))]
 pub struct BuildCacheArgs {
-    /// The cache directory (created if missing; an existing cache is completed)
-    #[arg(long, value_name = "DIR")]
-    to: PathBuf,
+    /// The cache: a directory (created if missing), file://DIR or s3://BUCKET[/PREFIX]?region=…&endpoint=…&scheme=…&profile=… (credentials as AWS tools find them); an existing cache is completed
+    #[arg(long, value_name = "CACHE")]
+    to: String,
     /// Physical root of the store: /nix/store/x is read at ROOT/nix/store/x (like local?root=)
     #[arg(long, value_name = "ROOT", default_value = "/")]
     store_root: PathBuf,
@@ -149,8 +150,19 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
             .map_err(|e| anyhow!(e))?;
     }
     let jobs = jobs_or_cores(args.jobs);
+    let location = CacheLocation::parse(&args.to)?;
+    if let CacheLocation::S3(s3) = &location {
+        if !s3.settings.is_empty() {
+            let names: Vec<&str> = s3.settings.keys().map(String::as_str).collect();
+            eprintln!(
+                "note: Nix's store settings in the URL ({}) are not used by build-cache: give them as options (--compression, --sign, --nar-listing)",
+                names.join(", ")
+            );
+        }
+    }
+    let shown = location.to_string();
     let opts = BuildOptions {
-        to: args.to.clone(),
+        to: PathBuf::from(&shown),
         store_root: args.store_root,
         store_dir,
         metadata,
@@ -166,12 +178,16 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         paths,
     };
     let mut bar = BuildProgress::new(!args.quiet && !args.json);
-    let summary = nar_tool::host::build::build_cache(&opts, |p| bar.update(p));
+    let summary = nar_tool::host::open::open_write(&location)
+        .map_err(|e| anyhow!("cannot open the cache: {e}"))
+        .and_then(|storage| {
+            nar_tool::host::build::build_cache_into(&*storage, &opts, |p| bar.update(p))
+                .map_err(anyhow::Error::from)
+        });
     bar.finish();
     let summary = summary.with_context(|| {
         format!(
-            "building cache {} (what was published so far is valid; run again to complete it)",
-            args.to.display()
+            "building cache {shown} (what was published so far is valid; run again to complete it)"
         )
     })?;
     if args.json {
@@ -179,7 +195,7 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
     } else if !args.quiet {
         eprintln!(
             "{}: {} paths ({} written, {} already there, {} NARs deduplicated), {} of NAR into {} of {} files, in {:.2}s",
-            args.to.display(),
+            shown,
             summary.paths,
             summary.written,
             summary.skipped,

@@ -77,8 +77,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         trusted_keys: vec![trusted],
         ..VerifyOptions::default()
     };
-    let report = verify::verify_cache(&cache, &opts, jobs_or_cores(None), false)?;
-    verify::print_report(&cache, &report, Rendering::Text)?;
+    let shown = cache.to_string_lossy();
+    let report = verify::verify_cache(&shown, &opts, jobs_or_cores(None), false)?;
+    verify::print_report(&shown, &report, Rendering::Text)?;
     println!("\nUse it with Nix: nix copy --from file://{} --option trusted-public-keys \"$(cat {})\" {top_text}", cache.canonicalize()?.display(), public.display());
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -12,8 +12,8 @@ use nar_tool::host::serve::{ServeOptions, Served};
 /// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /); Ctrl-C stops
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The cache directory
-    cache: PathBuf,
+    /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=… (a private bucket, streamed through) or http(s)://… (proxied)
+    cache: String,
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
     /// Worker threads of the HTTP server (tokio runtime)
@@ -48,8 +48,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let dir = inspector.as_ref()?.join("../pkg");
         dir.join("browser.js").is_file().then_some(dir)
     });
+    let location = nar_tool::cache::location::CacheLocation::parse(&cache)?;
     let opts = ServeOptions {
-        root: cache.clone(),
+        location: location.clone(),
         listen,
         threads,
         inspector,
@@ -64,7 +65,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .context("installing the Ctrl-C handler")?;
     eprintln!(
         "serving {} on http://{} (Ctrl-C stops)",
-        cache.display(),
+        location,
         served.address()
     );
     served.run(stop).context("serving")?;

@@ -2,15 +2,15 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
+use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::verify::report::{render, Rendering};
 use nar_tool::cache::verify::{Report, VerifyOptions};
-use nar_tool::host::dir_storage::DirStorage;
 use nar_tool::signing::PublicKey;
 use nar_tool::store_path::StoreDir;
 
@@ -22,8 +22,8 @@ use crate::util::jobs_or_cores;
 /// missing), 2 (untrusted or bad signatures), 4 (a check could not run)
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// The cache directory
-    cache: PathBuf,
+    /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=…, or http(s)://… (served by `nar-tool serve`, which lists it)
+    cache: String,
     /// A trusted public key `name:base64` (repeatable); every path then needs a valid signature by one
     #[arg(long = "trusted-key", value_name = "KEY")]
     trusted_keys: Vec<String>,
@@ -74,19 +74,22 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     } else {
         Rendering::Text
     };
-    print_report(&args.cache, &report, how)?;
+    let shown = CacheLocation::parse(&args.cache)?.to_string();
+    print_report(&shown, &report, how)?;
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// Checks the cache directory `cache`, `jobs` paths at once, with a progress bar if `progress`.
+/// Checks the cache at `cache` (a directory or URL), `jobs` paths at once, with a progress bar
+/// if `progress`.
 pub fn verify_cache(
-    cache: &Path,
+    cache: &str,
     opts: &VerifyOptions,
     jobs: usize,
     progress: bool,
 ) -> Result<Report> {
-    let storage =
-        DirStorage::open(cache).with_context(|| format!("opening cache {}", cache.display()))?;
+    let location = CacheLocation::parse(cache)?;
+    let storage = nar_tool::host::open::open_read(&location)
+        .with_context(|| format!("opening cache {location}"))?;
     // The bar appears once the narinfos are listed (it knows their number then).
     let bar = OnceLock::new();
     let report = nar_tool::host::verify::verify_cache(
@@ -116,9 +119,9 @@ pub fn verify_cache(
 
 /// Prints the report to stdout as the library renders it (text: the problems, one a line, and a
 /// summary line).
-pub fn print_report(cache: &Path, report: &Report, how: Rendering<'_>) -> Result<()> {
+pub fn print_report(cache: &str, report: &Report, how: Rendering<'_>) -> Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(render(report, &cache.display().to_string(), how).as_bytes())?;
+    out.write_all(render(report, cache, how).as_bytes())?;
     out.flush()?;
     Ok(())
 }
