@@ -11,6 +11,8 @@ pub enum Cause {
     Unreachable,
     Precondition,
     AlreadyExists,
+    /// The server answered 5xx, still after the retries.
+    ServerError,
     Other,
 }
 
@@ -23,7 +25,13 @@ pub fn cause(e: &object_store::Error) -> Cause {
         E::Precondition { .. } | E::NotModified { .. } => Cause::Precondition,
         E::AlreadyExists { .. } => Cause::AlreadyExists,
         _ if sources(e).any(|s| is_connection_failure(&s)) => Cause::Unreachable,
-        _ => Cause::Other,
+        _ => match status(e) {
+            Some(401 | 403) => Cause::Denied,
+            Some(404) => Cause::NotFound,
+            Some(412) => Cause::Precondition,
+            Some(500..=599) => Cause::ServerError,
+            _ => Cause::Other,
+        },
     }
 }
 
@@ -51,25 +59,46 @@ fn is_connection_failure(text: &str) -> bool {
     .any(|needle| text.contains(needle))
 }
 
-/// The innermost message of an error chain that says something (the HTTP body's `Code` and
-/// `Message` when the server sent them).
-fn innermost(e: &object_store::Error) -> String {
-    let all: Vec<String> = sources(e).collect();
-    let last = all.last().cloned().unwrap_or_default();
-    // object_store's outer layers repeat the request; keep the outer one that names the
-    // status and the inner one that names the reason, once each.
-    let first = all.first().cloned().unwrap_or_default();
-    if first.contains(&last) {
-        first
-    } else {
-        format!("{first} ({last})")
+/// The HTTP status the server answered, as the error's text gives it.
+fn status(e: &object_store::Error) -> Option<u16> {
+    let text = e.to_string();
+    let at = text.find("status code: ")? + "status code: ".len();
+    text[at..].get(..3)?.parse().ok()
+}
+
+/// The text between `<tag>` and `</tag>` in an S3 error body.
+fn xml_field<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + text[start..].find(&format!("</{tag}>"))?;
+    Some(&text[start..end])
+}
+
+/// What the server or the connection said, briefly: the status and the S3 error's `Code` and
+/// `Message`, or the innermost cause.
+fn detail(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let retries = text
+        .find(" after ")
+        .and_then(|at| text[at + 1..].split(',').next())
+        .filter(|t| t.contains("retries"))
+        .map(|t| format!(", {t}"))
+        .unwrap_or_default();
+    if let Some(code) = xml_field(&text, "Code") {
+        let message = xml_field(&text, "Message").unwrap_or_default();
+        let status = status(e).map(|s| format!("HTTP {s} ")).unwrap_or_default();
+        return format!("{status}{code}: {message}{retries}");
+    }
+    let last = sources(e).last().unwrap_or_default();
+    match status(e) {
+        Some(s) => format!("HTTP {s}: {last}{retries}"),
+        None => format!("{last}{retries}"),
     }
 }
 
 /// The error as an `io::Error`: `doing` names the operation and the object
 /// (`reading s3://b/nar/x.nar.xz`); `hint` says what to check for a denied request.
 pub fn to_io(e: object_store::Error, doing: &str, endpoint: &str, hint: &str) -> io::Error {
-    let detail = innermost(&e);
+    let detail = detail(&e);
     match cause(&e) {
         Cause::NotFound => io::Error::new(io::ErrorKind::NotFound, format!("{doing}: not found")),
         Cause::Denied => io::Error::other(format!(
@@ -82,6 +111,9 @@ pub fn to_io(e: object_store::Error, doing: &str, endpoint: &str, hint: &str) ->
             io::ErrorKind::AlreadyExists,
             format!("{doing}: changed meanwhile by another writer ({detail})"),
         ),
+        Cause::ServerError => io::Error::other(format!(
+            "{doing}: the server at {endpoint} kept failing, still after retrying (is it running and healthy?): {detail}"
+        )),
         Cause::Other => io::Error::other(format!("{doing}: {detail}")),
     }
 }

@@ -155,7 +155,3 @@ async fn remove_if_gone(shared: &Shared, path: &Path, server_now: i64) -> io::Re
         Ok(false)
     }
 }
-
-/// Keeps the type in use for callers that list markers.
-#[allow(dead_code)]
-fn _uses(_: &dyn ObjectStore) {}
