@@ -267,6 +267,24 @@ impl ObjectStorage {
         })
     }
 
+    /// Writes an object under any name below the prefix, cache key or not (as a copied
+    /// directory would hold it: tests of damaged caches, migrations). Not for cache keys in
+    /// normal use: [`StorageWrite`] keeps the cache's promises, this does not.
+    pub fn put_raw(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        let path = self.shared.path(rel)?;
+        let data = bytes::Bytes::copy_from_slice(data);
+        self.block(move |shared| {
+            Box::pin(async move {
+                shared
+                    .store
+                    .put(&path, data.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| shared.error(e, "writing", &path))
+            })
+        })
+    }
+
     fn key_path(&self, key: &CacheKey) -> io::Result<Path> {
         self.shared.path(&key.to_string())
     }
