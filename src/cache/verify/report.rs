@@ -1,7 +1,13 @@
 //! The report: assembled from the judgments (sorted, so every platform prints the same), and
-//! rendered.
+//! rendered. Every rendering but JSON escapes the control characters of text that came from the
+//! cache ([`escape_controls`]): a hostile narinfo cannot rewrite a terminal, a CI log or a test
+//! report.
 
-use super::{PathCheck, Problem, Report};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::{PathCheck, Problem, ProblemKind, Report};
+use crate::escape::escape_controls;
 
 /// Assembles the report: problems sorted by path then kind, so every platform prints the same.
 pub fn report(cache_info: Vec<Problem>, checks: Vec<PathCheck>, cross: Vec<Problem>) -> Report {
@@ -34,9 +40,14 @@ pub enum Rendering<'a> {
     Summary,
     /// The `--json` document (pretty-printed, a newline at the end).
     Json,
-    /// GitHub Actions workflow commands, one `::error` (`::warning` for a warning) per problem,
-    /// then the summary line.
+    /// GitHub Actions workflow commands: an `::error` (`::warning` for a warning) per problem,
+    /// at most [`GITHUB_ANNOTATIONS`] of each (GitHub shows no more per step), the last one
+    /// saying how many more there are; the problems beyond as text lines; then the summary line.
+    /// An annotation's `file` is the narinfo (or the file) in the cache, for a cache on disk.
     Github,
+    /// A Markdown summary for `$GITHUB_STEP_SUMMARY`: the summary line and a table of the
+    /// problems by kind (how many, and the first path of each).
+    GithubSummary,
     /// A JUnit XML report.
     Junit(Junit<'a>),
 }
@@ -69,30 +80,24 @@ pub fn render(report: &Report, cache: &str, how: Rendering<'_>) -> String {
             out += &serde_json::to_string_pretty(report).expect("a report serialises");
         }
         Rendering::Github => {
-            for p in &report.problems {
-                let level = if p.kind.is_warning() {
-                    "warning"
-                } else {
-                    "error"
-                };
-                out += &format!(
-                    "::{level} title={},file={}::{}\n",
-                    github_property(p.kind.name()),
-                    github_property(&p.path),
-                    github_data(&p.message)
-                );
-            }
+            out += &github_annotations(report, cache);
             out += &summary_line(report, cache);
         }
+        Rendering::GithubSummary => return github_summary(report, cache),
         Rendering::Junit(junit) => return junit_xml(report, cache, &junit),
     }
     out.push('\n');
     out
 }
 
-/// `<kind> <path>: <message>`
+/// `<kind> <path>: <message>`, control characters escaped.
 fn problem_line(p: &Problem) -> String {
-    format!("{} {}: {}", p.kind, p.path, p.message)
+    format!(
+        "{} {}: {}",
+        p.kind,
+        escape_controls(&p.path),
+        escape_controls(&p.message)
+    )
 }
 
 fn summary_line(report: &Report, cache: &str) -> String {
@@ -103,7 +108,8 @@ fn summary_line(report: &Report, cache: &str) -> String {
         .count();
     let warnings = report.problems.len() - failures;
     format!(
-        "{cache}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
+        "{}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
+        escape_controls(cache),
         report.paths,
         human_bytes(report.checked_bytes),
         if report.ok { "OK" } else { "FAILED" }
@@ -126,9 +132,161 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// GitHub's workflow-command escaping of data: `%`, CR and LF.
+/// How many annotations of each level (error, warning) GitHub shows for a step.
+pub const GITHUB_ANNOTATIONS: usize = 10;
+
+/// The annotations (at most [`GITHUB_ANNOTATIONS`] per level, in the report's order), then the
+/// problems that got none, as text lines.
+fn github_annotations(report: &Report, cache: &str) -> String {
+    let files = NarinfoFiles::new(report);
+    let level = |p: &Problem| usize::from(p.kind.is_warning());
+    let mut counts = [0usize; 2];
+    for p in &report.problems {
+        counts[level(p)] += 1;
+    }
+    // A level with more than the limit shows one fewer, and says how many more there are.
+    let shown = counts.map(|n| {
+        if n > GITHUB_ANNOTATIONS {
+            GITHUB_ANNOTATIONS - 1
+        } else {
+            n
+        }
+    });
+    let mut taken = [0usize; 2];
+    let (mut out, mut rest) = (String::new(), String::new());
+    for p in &report.problems {
+        let l = level(p);
+        if taken[l] == shown[l] {
+            rest += &problem_line(p);
+            rest.push('\n');
+            continue;
+        }
+        taken[l] += 1;
+        let file = files
+            .file(p, cache)
+            .map(|f| format!(",file={}", github_property(&f)))
+            .unwrap_or_default();
+        out += &format!(
+            "::{} title={}{file}::{}\n",
+            ["error", "warning"][l],
+            github_property(p.kind.name()),
+            github_data(&format!("{}: {}", p.path, p.message))
+        );
+    }
+    for (l, (what, one, many)) in [
+        ("error", "problem", "problems"),
+        ("warning", "warning", "warnings"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let more = counts[l] - shown[l];
+        if more > 0 {
+            let noun = if more == 1 { one } else { many };
+            out += &format!(
+                "::{what} title={more} more {noun}::{more} more {noun} not annotated (GitHub shows \
+                 {GITHUB_ANNOTATIONS} per step): listed in the log\n"
+            );
+        }
+    }
+    out + &rest
+}
+
+/// Where in the cache a problem's path is: a store path's narinfo is `<hash part>.narinfo`, or
+/// the file that holds it when that is another one (a hash part mismatch says which).
+struct NarinfoFiles<'a>(HashMap<&'a str, &'a str>);
+
+impl<'a> NarinfoFiles<'a> {
+    fn new(report: &'a Report) -> NarinfoFiles<'a> {
+        NarinfoFiles(
+            report
+                .problems
+                .iter()
+                .filter(|p| p.kind == ProblemKind::HashPartMismatch)
+                .filter_map(|p| Some((p.path.as_str(), p.found.as_deref()?)))
+                .collect(),
+        )
+    }
+
+    /// The file a problem is about, as a path under the cache directory; `None` for a cache
+    /// that is no directory (a URL), where no file of the repository can be pointed at.
+    fn file(&self, p: &Problem, cache: &str) -> Option<String> {
+        if cache.contains("://") {
+            return None;
+        }
+        let key: Cow<'_, str> = match (p.path.starts_with('/'), self.0.get(p.path.as_str())) {
+            (true, Some(file)) => Cow::Borrowed(file),
+            (true, None) => {
+                let base = p.path.rsplit('/').next().unwrap_or_default();
+                Cow::Owned(format!("{}.narinfo", base.get(..32).unwrap_or(base)))
+            }
+            (false, _) => Cow::Borrowed(p.path.as_str()),
+        };
+        let dir = cache.trim_end_matches('/');
+        let dir = dir.strip_prefix("./").unwrap_or(dir);
+        Some(match (dir, key.as_ref()) {
+            ("" | ".", key) => key.to_string(),
+            (dir, ".") => dir.to_string(),
+            (dir, key) => format!("{dir}/{key}"),
+        })
+    }
+}
+
+/// The step summary: a heading with the verdict, the summary line, a table by kind.
+fn github_summary(report: &Report, cache: &str) -> String {
+    let mut out = format!(
+        "### nar-cache-verify {}: {}\n\n{}\n",
+        md_code(cache),
+        if report.ok { "OK" } else { "FAILED" },
+        md_code(&summary_line(report, cache))
+    );
+    if report.problems.is_empty() {
+        return out;
+    }
+    let mut kinds: Vec<(ProblemKind, usize, &str)> = Vec::new();
+    for p in &report.problems {
+        match kinds.iter_mut().find(|(k, ..)| *k == p.kind) {
+            Some((_, n, _)) => *n += 1,
+            None => kinds.push((p.kind, 1, &p.path)),
+        }
+    }
+    kinds.sort_by_key(|(k, ..)| *k);
+    out += "\n| Kind | Count | First |\n| --- | ---: | --- |\n";
+    for (kind, n, first) in kinds {
+        let what = if kind.is_warning() {
+            " (a warning)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "| {}{what} | {n} | {} |\n",
+            md_code(kind.name()),
+            md_code(first)
+        );
+    }
+    out
+}
+
+/// Text as a Markdown code span fit for a table cell: control characters escaped, `|` escaped
+/// (GitHub splits cells at a bare one even in a code span), fenced by more backticks than it
+/// holds in a row.
+fn md_code(s: &str) -> String {
+    let text = escape_controls(s).replace('|', "\\|");
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// GitHub's workflow-command escaping of data: `%`, CR and LF; first, every control character
+/// escaped (an ESC would reach the log as it is).
 fn github_data(s: &str) -> String {
-    s.replace('%', "%25")
+    escape_controls(s)
+        .replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
@@ -138,15 +296,17 @@ fn github_property(s: &str) -> String {
     github_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// XML 1.0 text. Most control characters cannot appear even as references: they are shown as
-/// `\u{..}`; a CR is a reference (a raw one would be read back as LF).
+/// XML 1.0 text (of lines already escaped by [`problem_line`], joined by LF). Most control
+/// characters cannot appear even as references: they are shown as `\u{..}`; a CR is a reference
+/// (a raw one would be read back as LF).
 fn xml_text(s: &str) -> String {
     xml_escape(s, false)
 }
 
-/// An XML attribute value: as text, and quotes, LF and tab as references.
+/// An XML attribute value: control characters escaped ([`escape_controls`]), then as text, and
+/// quotes as references.
 fn xml_attr(s: &str) -> String {
-    xml_escape(s, true)
+    xml_escape(&escape_controls(s), true)
 }
 
 fn xml_escape(s: &str, attr: bool) -> String {
@@ -316,29 +476,30 @@ mod tests {
     fn text_summary_json_github() {
         let mut size = Problem::new(
             ProblemKind::FileSizeMismatch,
-            "/nix/store/aaaa-x",
+            "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x",
             "nar/x: FileSize is 4, the file has 5 bytes",
         );
         size.expected = Some("4".into());
         size.found = Some("5".into());
         let r = report(vec![
             size,
-            Problem::new(ProblemKind::OrphanNar, "nar/a:b,c", "100% odd:\r\nline"),
+            Problem::new(ProblemKind::OrphanNar, "nar/a:b,c", "100% odd"),
         ]);
         let summary = "c: 2 paths, 2.0 KiB read, FAILED: 1 problems, 1 warnings\n";
         assert_eq!(render(&r, "c", Rendering::Summary), summary);
         assert_eq!(
             render(&r, "c", Rendering::Text),
             format!(
-                "file-size-mismatch /nix/store/aaaa-x: nar/x: FileSize is 4, the file has 5 bytes\n\
-                 orphan-nar nar/a:b,c: 100% odd:\r\nline\n{summary}"
+                "file-size-mismatch /nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x: nar/x: FileSize is 4, the file has 5 bytes\n\
+                 orphan-nar nar/a:b,c: 100% odd\n{summary}"
             )
         );
+        // The annotation's file is the narinfo in the cache; the message names the store path.
         assert_eq!(
             render(&r, "c", Rendering::Github),
             format!(
-                "::error title=file-size-mismatch,file=/nix/store/aaaa-x::nar/x: FileSize is 4, the file has 5 bytes\n\
-                 ::warning title=orphan-nar,file=nar/a%3Ab%2Cc::100%25 odd:%0D%0Aline\n{summary}"
+                "::error title=file-size-mismatch,file=c/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo::/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x: nar/x: FileSize is 4, the file has 5 bytes\n\
+                 ::warning title=orphan-nar,file=c/nar/a%3Ab%2Cc::nar/a:b,c: 100%25 odd\n{summary}"
             )
         );
         let json = render(&r, "c", Rendering::Json);
@@ -349,6 +510,205 @@ mod tests {
         assert_eq!(json.matches("\"expected\": \"4\"").count(), 1);
         assert_eq!(json.matches("\"found\": \"5\"").count(), 1);
         assert_eq!(json.matches("expected").count(), 1);
+    }
+
+    /// A hostile cache's text: ESC sequences, CR, LF in paths and messages.
+    const HOSTILE: &str = "x\r\x1b[2K\x1b[1Aok\nfake-line\u{9b}2J\u{202e}";
+
+    #[test]
+    fn control_characters_from_the_cache_are_escaped_in_every_rendering_but_json() {
+        let r = report(vec![
+            Problem::new(
+                ProblemKind::MalformedNarinfo,
+                format!("{HOSTILE}.narinfo"),
+                HOSTILE,
+            ),
+            Problem::new(ProblemKind::OrphanNar, format!("nar/{HOSTILE}"), HOSTILE),
+        ]);
+        let escaped = "x\\r\\u{1b}[2K\\u{1b}[1Aok\\nfake-line\\u{9b}2J\\u{202e}";
+        let paths = [format!("{HOSTILE}.narinfo")];
+        let junit = Junit {
+            paths: &paths,
+            seconds: 0.0,
+            timestamp: 0,
+        };
+        for how in [
+            Rendering::Text,
+            Rendering::Summary,
+            Rendering::Github,
+            Rendering::GithubSummary,
+            Rendering::Junit(junit),
+        ] {
+            let out = render(&r, &format!("cache{HOSTILE}"), how);
+            let bad: Vec<char> = out
+                .chars()
+                .filter(|c| crate::escape::is_unsafe(*c) && *c != '\n')
+                .collect();
+            assert!(bad.is_empty(), "{how:?}: {bad:?} in {out}");
+            // LF only ends the lines the renderer writes: never inside one from the cache.
+            assert!(!out.contains("\nfake-line"), "{how:?}: {out}");
+            assert!(out.contains(escaped), "{how:?}: {out}");
+        }
+        // JSON keeps the data (escaped by JSON itself).
+        let json = render(&r, "c", Rendering::Json);
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.problems[0].message, HOSTILE);
+    }
+
+    fn many(kind: ProblemKind, n: usize) -> Vec<Problem> {
+        (0..n)
+            .map(|i| {
+                Problem::new(
+                    kind,
+                    format!("/nix/store/{i:0>32}-p{i}"),
+                    format!("problem {i}"),
+                )
+            })
+            .collect()
+    }
+
+    fn annotations(out: &str, level: &str) -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("::{level} ")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn github_annotations_are_capped_per_level_and_say_how_many_more() {
+        // Exactly the limit: all annotated, nothing more to say.
+        let r = report(many(ProblemKind::Untrusted, GITHUB_ANNOTATIONS));
+        let out = render(&r, "./cache", Rendering::Github);
+        assert_eq!(annotations(&out, "error").len(), GITHUB_ANNOTATIONS);
+        assert!(!out.contains("more"), "{out}");
+        assert_eq!(out.lines().count(), GITHUB_ANNOTATIONS + 1);
+
+        // 2 006 errors and 12 warnings: 9 + "1 997 more", 9 + "3 more"; the rest as text lines.
+        let mut ps = many(ProblemKind::Untrusted, 2006);
+        ps.extend(
+            (0..12).map(|i| Problem::new(ProblemKind::OrphanNar, format!("nar/o{i:02}"), "orphan")),
+        );
+        let r = report(ps);
+        let out = render(&r, "./cache", Rendering::Github);
+        let errors = annotations(&out, "error");
+        assert_eq!(errors.len(), GITHUB_ANNOTATIONS);
+        assert_eq!(
+            errors[0],
+            format!(
+                "::error title=untrusted,file=cache/{}.narinfo::/nix/store/{}-p0: problem 0",
+                "0".repeat(32),
+                "0".repeat(32)
+            )
+        );
+        assert_eq!(
+            errors[9],
+            "::error title=1997 more problems::1997 more problems not annotated (GitHub shows 10 per step): listed in the log"
+        );
+        let warnings = annotations(&out, "warning");
+        assert_eq!(warnings.len(), GITHUB_ANNOTATIONS);
+        assert_eq!(
+            warnings[0],
+            "::warning title=orphan-nar,file=cache/nar/o00::nar/o00: orphan"
+        );
+        assert!(warnings[9].starts_with("::warning title=3 more warnings::"));
+        // Every problem is in the log once: annotated or as its text line.
+        let text: Vec<&str> = out.lines().filter(|l| !l.starts_with("::")).collect();
+        assert_eq!(text.len(), 1997 + 3 + 1);
+        assert_eq!(
+            text[0],
+            format!("untrusted /nix/store/{:0>32}-p9: problem 9", 9)
+        );
+        assert!(text.contains(&"orphan-nar nar/o11: orphan"));
+        assert!(text[text.len() - 1].starts_with("./cache: 2 paths, "));
+    }
+
+    #[test]
+    fn github_files_are_the_narinfos_and_files_in_a_cache_on_disk() {
+        let store_path = format!("/nix/store/{}-x", "a".repeat(32));
+        let mut mismatch = Problem::new(ProblemKind::HashPartMismatch, &store_path, "m");
+        mismatch.expected = Some(format!("{}.narinfo", "a".repeat(32)));
+        mismatch.found = Some(format!("{}.narinfo", "b".repeat(32)));
+        let r = report(vec![
+            mismatch,
+            Problem::new(ProblemKind::MissingNar, &store_path, "n"),
+            Problem::new(
+                ProblemKind::Untrusted,
+                format!("/nix/store/{}-y", "c".repeat(32)),
+                "u",
+            ),
+            Problem::new(ProblemKind::BadCacheInfo, "nix-cache-info", "i"),
+            Problem::new(ProblemKind::MalformedNarinfo, "bogus.narinfo", "b"),
+            Problem::new(ProblemKind::CheckFailed, ".", "l"),
+        ]);
+        let files = |cache: &str| -> Vec<String> {
+            render(&r, cache, Rendering::Github)
+                .lines()
+                .filter_map(|l| Some(l.split_once(",file=")?.1.split_once("::")?.0.to_string()))
+                .collect()
+        };
+        let want = |dir: &str| -> Vec<String> {
+            [
+                format!("{}.narinfo", "b".repeat(32)),
+                format!("{}.narinfo", "b".repeat(32)),
+                format!("{}.narinfo", "c".repeat(32)),
+                "bogus.narinfo".into(),
+                "nix-cache-info".into(),
+            ]
+            .into_iter()
+            .map(|f| format!("{dir}{f}"))
+            .collect()
+        };
+        // Sorted by path: ".", the narinfo name, nix-cache-info, then the store paths.
+        let mut got = files("./ci/cache/");
+        got.sort();
+        let mut expected = want("ci/cache/");
+        expected.push("ci/cache".into());
+        expected.sort();
+        assert_eq!(got, expected);
+        let mut got = files("/abs/cache");
+        got.sort();
+        let mut expected = want("/abs/cache/");
+        expected.push("/abs/cache".into());
+        expected.sort();
+        assert_eq!(got, expected);
+        // A cache over HTTP: no file of the repository to point at.
+        assert!(files("https://cache.example.org/").is_empty());
+        assert_eq!(
+            render(&r, "https://cache.example.org/", Rendering::Github)
+                .matches("::error title=")
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn github_step_summary_is_a_table_by_kind() {
+        let mut ps = many(ProblemKind::Untrusted, 3);
+        ps.push(Problem::new(
+            ProblemKind::MissingNar,
+            "/nix/store/a|`b`",
+            "m",
+        ));
+        ps.push(Problem::new(ProblemKind::OrphanNar, "nar/z", "o"));
+        let r = report(ps);
+        assert_eq!(
+            render(&r, "./cache", Rendering::GithubSummary),
+            format!(
+                "### nar-cache-verify `./cache`: FAILED\n\n\
+                 `./cache: 2 paths, 2.0 KiB read, FAILED: 4 problems, 1 warnings`\n\n\
+                 | Kind | Count | First |\n\
+                 | --- | ---: | --- |\n\
+                 | `missing-nar` | 1 | `` /nix/store/a\\|`b` `` |\n\
+                 | `untrusted` | 3 | `/nix/store/{}-p0` |\n\
+                 | `orphan-nar` (a warning) | 1 | `nar/z` |\n",
+                "0".repeat(32)
+            )
+        );
+        let clean = report(Vec::new());
+        assert_eq!(
+            render(&clean, "c", Rendering::GithubSummary),
+            "### nar-cache-verify `c`: OK\n\n`c: 2 paths, 2.0 KiB read, OK: 0 problems, 0 warnings`\n"
+        );
     }
 
     #[test]
