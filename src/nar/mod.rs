@@ -30,6 +30,12 @@ pub struct NarError {
 pub enum NarErrorKind {
     #[error("not a NAR: expected the string \"nix-archive-1\", found {found}")]
     NotANar { found: String },
+    /// The input starts with a compression's magic bytes: the NAR was not decompressed.
+    #[error(
+        "not a NAR: the input looks {compression}-compressed (it starts with {compression}'s \
+         magic bytes): decompress it first"
+    )]
+    Compressed { compression: &'static str },
     #[error("unexpected end of archive while reading {while_reading}")]
     UnexpectedEof { while_reading: &'static str },
     #[error("expected {expected:?}, found {found}")]

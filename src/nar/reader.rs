@@ -9,6 +9,7 @@ use std::io::{self, Read};
 
 use super::wire::{self, show_bytes};
 use super::{NarError, NarErrorKind};
+use crate::compression::Compression;
 
 /// Limits the reader enforces beyond the grammar.
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +202,16 @@ impl<R: Read> NarReader<R> {
     fn read_token(&mut self, expected: &'static str) -> Result<(u64, Vec<u8>), NarError> {
         let start = self.pos;
         let len = self.read_u64(expected)?;
+        self.read_token_body(start, len, expected)
+    }
+
+    /// Reads the rest of a token that starts at `start`, whose length `len` was read.
+    fn read_token_body(
+        &mut self,
+        start: u64,
+        len: u64,
+        expected: &'static str,
+    ) -> Result<(u64, Vec<u8>), NarError> {
         const TOKEN_LIMIT: u64 = 16;
         if len > TOKEN_LIMIT {
             return Err(self.err_at(
@@ -246,13 +257,25 @@ impl<R: Read> NarReader<R> {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Magic => {
                     let start = self.pos;
+                    let len = self.read_u64("nix-archive-1")?;
+                    // The first 8 bytes: a compressed file is told apart by its magic bytes.
+                    match Compression::sniff(&len.to_le_bytes()) {
+                        Some(Compression::None) | None => {}
+                        Some(c) => {
+                            let compression = c.name();
+                            return Err(
+                                self.err_at(start, NarErrorKind::Compressed { compression })
+                            );
+                        }
+                    }
                     let (_, found) =
-                        self.read_token("nix-archive-1").map_err(|e| match e.kind {
-                            NarErrorKind::UnexpectedToken { found, .. } => {
-                                self.err_at(start, NarErrorKind::NotANar { found })
-                            }
-                            _ => e,
-                        })?;
+                        self.read_token_body(start, len, "nix-archive-1")
+                            .map_err(|e| match e.kind {
+                                NarErrorKind::UnexpectedToken { found, .. } => {
+                                    self.err_at(start, NarErrorKind::NotANar { found })
+                                }
+                                _ => e,
+                            })?;
                     if found != wire::MAGIC {
                         return Err(self.err_at(
                             start,
@@ -625,6 +648,32 @@ mod tests {
         r.contents().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello world");
         assert_eq!(r.next().unwrap(), None);
+    }
+
+    #[test]
+    fn compressed_input_is_named() {
+        // The first bytes of files xz, zstd and bzip2 wrote.
+        for (c, head) in [
+            (Compression::Xz, &b"\xfd7zXZ\0\0\x04\xe6\xd6\xb4\x46"[..]),
+            (
+                Compression::Zstd,
+                &b"\x28\xb5\x2f\xfd\x24\x05\x29\x00\x00"[..],
+            ),
+            (Compression::Bzip2, &b"BZh91AY&SY\x0f"[..]),
+        ] {
+            let e = events(head).unwrap_err();
+            assert_eq!(e.offset, 0);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "NAR byte offset 0: not a NAR: the input looks {c}-compressed (it starts \
+                     with {c}'s magic bytes): decompress it first"
+                )
+            );
+        }
+        // Not a compression's magic: what was found, as before.
+        let e = events(&[0xff; 16]).unwrap_err();
+        assert!(e.to_string().contains("found a string of"), "{e}");
     }
 
     #[test]

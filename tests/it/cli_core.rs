@@ -118,6 +118,40 @@ fn exit_codes() {
     assert_eq!(code(&["ls", &nar_path(LIBDEMO)], b"").0, 0);
 }
 
+/// A compressed NAR given to `ls`, `cat` or `restore` is said to be compressed, with which
+/// compression (the files of the corpus caches), not read as a string of absurd length.
+#[test]
+fn compressed_input_is_named() {
+    let cache = corpus().join("caches");
+    for c in ["xz", "zstd", "bzip2"] {
+        let dir = cache.join(c);
+        let narinfo = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "narinfo"))
+            .unwrap();
+        let info = NarInfo::parse(&fs::read_to_string(narinfo).unwrap()).unwrap();
+        let file = dir.join(&info.url);
+        let want = format!(
+            "NAR byte offset 0: not a NAR: the input looks {c}-compressed (it starts with {c}'s \
+             magic bytes): decompress it first"
+        );
+        for args in [
+            vec!["ls", file.to_str().unwrap()],
+            vec!["cat", file.to_str().unwrap(), "/x"],
+        ] {
+            let (status, out, err) = code(&args, b"");
+            assert_eq!(status, 1, "{args:?}: {err}");
+            assert_eq!(out, "");
+            assert!(err.contains(&want), "{args:?}: {err}");
+            assert!(!err.contains("a string of"), "{err}");
+        }
+        let (status, _, err) = code(&["ls", "-"], &fs::read(&file).unwrap());
+        assert_eq!(status, 1);
+        assert!(err.contains(&want), "{err}");
+    }
+}
+
 #[test]
 fn ls_lists_the_archive() {
     let nar = fs::read(nar_path(EDGE)).unwrap();
