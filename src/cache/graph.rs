@@ -1,7 +1,10 @@
 //! The reference graph of a set of store paths: closures (with the references that have no
-//! entry), direct referrers, and the shortest chain of references from one path to another
-//! (`nix why-depends`). Built from (store path → references) pairs — narinfos, store metadata —
-//! and grown entry by entry, so a cache explored over the network can ask what it still lacks.
+//! entry), direct referrers, the shortest chain of references from one path to another
+//! (`nix why-depends`), and what a closure weighs: its total size, each path's closure size, and
+//! the size each path adds — the paths that are in the closure only through it (its subtree in
+//! the closure's dominator tree, as nix-tree's "added size" and nix-du's pictures). Built from
+//! (store path → references, sizes) entries — narinfos, store metadata — and grown entry by
+//! entry, so a cache explored over the network can ask what it still lacks.
 //!
 //! Every walk is iterative (a work list, never recursion) and deterministic: references are
 //! followed in store path order. A path may refer to itself; that is a reference like any other.
@@ -22,8 +25,40 @@ pub struct Graph {
     references: Vec<Option<Vec<usize>>>,
     /// Node id → the nodes whose entries reference it, in no order.
     referrers: Vec<Vec<usize>>,
+    /// Node id → its sizes (zero for a path without an entry).
+    weights: Vec<Weight>,
     /// The number of paths with an entry.
     entries: usize,
+}
+
+/// What paths weigh: NAR bytes, and bytes of their files in the cache (compressed; zero where
+/// unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Weight {
+    pub nar_size: u64,
+    pub file_size: u64,
+}
+
+impl std::ops::AddAssign for Weight {
+    fn add_assign(&mut self, other: Weight) {
+        self.nar_size += other.nar_size;
+        self.file_size += other.file_size;
+    }
+}
+
+/// One path of a closure as [`Graph::closure_tree`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeNode<'a> {
+    pub path: &'a StorePath,
+    /// Its own sizes.
+    pub weight: Weight,
+    /// What it adds to the closure: its own sizes and those of every path that is in the
+    /// closure only through it (removing it would remove them too).
+    pub added: Weight,
+    /// Its immediate dominator: the nearest path every chain of references from the root to it
+    /// goes through (`None` for the root). The dominators make a tree whose subtrees' sizes are
+    /// the added sizes.
+    pub dominator: Option<&'a StorePath>,
 }
 
 /// A closure, and the paths it reaches that have no entry.
@@ -44,7 +79,15 @@ impl Graph {
     pub fn from_narinfos<'a>(infos: impl IntoIterator<Item = &'a NarInfo>) -> Graph {
         let mut g = Graph::new();
         for info in infos {
-            g.insert(info.store_path.clone(), info.references.iter().cloned());
+            let weight = Weight {
+                nar_size: info.nar_size,
+                file_size: info.file_size.unwrap_or(0),
+            };
+            g.insert_weighted(
+                info.store_path.clone(),
+                info.references.iter().cloned(),
+                weight,
+            );
         }
         g
     }
@@ -53,14 +96,30 @@ impl Graph {
     pub fn from_path_infos<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Graph {
         let mut g = Graph::new();
         for info in infos {
-            g.insert(info.path.clone(), info.references.iter().cloned());
+            let weight = Weight {
+                nar_size: info.nar_size.unwrap_or(0),
+                file_size: 0,
+            };
+            g.insert_weighted(info.path.clone(), info.references.iter().cloned(), weight);
         }
         g
     }
 
-    /// Sets the references of `path` (replacing any it had: the last entry for a path wins).
+    /// Sets the references of `path` (replacing any it had: the last entry for a path wins),
+    /// its sizes unknown (zero).
     pub fn insert(&mut self, path: StorePath, references: impl IntoIterator<Item = StorePath>) {
+        self.insert_weighted(path, references, Weight::default());
+    }
+
+    /// Sets the references and sizes of `path` (the last entry for a path wins).
+    pub fn insert_weighted(
+        &mut self,
+        path: StorePath,
+        references: impl IntoIterator<Item = StorePath>,
+        weight: Weight,
+    ) {
         let id = self.intern(path);
+        self.weights[id] = weight;
         let mut refs: Vec<usize> = references.into_iter().map(|r| self.intern(r)).collect();
         refs.sort_by(|a, b| self.paths[*a].cmp(&self.paths[*b]));
         refs.dedup();
@@ -87,6 +146,7 @@ impl Graph {
         self.paths.push(path);
         self.references.push(None);
         self.referrers.push(Vec::new());
+        self.weights.push(Weight::default());
         id
     }
 
@@ -167,6 +227,125 @@ impl Graph {
         out.missing.sort();
         out.missing.dedup();
         out
+    }
+
+    /// The sizes of `path`'s entry; `None` when it has none.
+    pub fn weight(&self, path: &StorePath) -> Option<Weight> {
+        let id = *self.ids.get(path)?;
+        self.references[id].as_ref().map(|_| self.weights[id])
+    }
+
+    /// What the closure of `roots` weighs: the sum over its paths with an entry.
+    pub fn closure_weight<'a>(&'a self, roots: impl IntoIterator<Item = &'a StorePath>) -> Weight {
+        let mut total = Weight::default();
+        for p in self.closure(roots) {
+            total += self.weights[self.ids[p]];
+        }
+        total
+    }
+
+    /// The node ids reachable from `root` through entries (root first, then in depth-first
+    /// reverse postorder, references in path order), and each node's position in that order
+    /// (`usize::MAX` for the others). Paths without an entry are left out.
+    fn reverse_postorder(&self, root: usize) -> (Vec<usize>, Vec<usize>) {
+        const NONE: usize = usize::MAX;
+        let mut post = Vec::new();
+        let mut position = vec![NONE; self.paths.len()];
+        if self.references[root].is_some() {
+            // (node, index of its next reference to look at); `position` marks the visited.
+            let mut stack = vec![(root, 0usize)];
+            position[root] = 0;
+            while let Some(&(id, next)) = stack.last() {
+                let refs = self.references[id].as_deref().unwrap_or_default();
+                match refs.get(next) {
+                    Some(&r) => {
+                        if let Some(top) = stack.last_mut() {
+                            top.1 += 1;
+                        }
+                        if self.references[r].is_some() && position[r] == NONE {
+                            position[r] = 0;
+                            stack.push((r, 0));
+                        }
+                    }
+                    None => {
+                        post.push(id);
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        post.reverse();
+        for (i, id) in post.iter().enumerate() {
+            position[*id] = i;
+        }
+        (post, position)
+    }
+
+    /// The closure of `root` with what each path weighs and adds (see [`TreeNode`]), in
+    /// depth-first reverse postorder from the root (so a path comes after its dominator).
+    /// Paths without an entry are left out; empty when `root` has none. Dominators by Cooper,
+    /// Harvey and Kennedy's iterative algorithm over that order.
+    pub fn closure_tree(&self, root: &StorePath) -> Vec<TreeNode<'_>> {
+        let Some(&root_id) = self.ids.get(root) else {
+            return Vec::new();
+        };
+        let (order, position) = self.reverse_postorder(root_id);
+        const NONE: usize = usize::MAX;
+        // idom by position in `order`; the root is its own.
+        let mut idom = vec![NONE; order.len()];
+        if order.is_empty() {
+            return Vec::new();
+        }
+        idom[0] = 0;
+        let intersect = |idom: &[usize], mut a: usize, mut b: usize| {
+            while a != b {
+                while a > b {
+                    a = idom[a];
+                }
+                while b > a {
+                    b = idom[b];
+                }
+            }
+            a
+        };
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (i, id) in order.iter().enumerate().skip(1) {
+                let mut new = NONE;
+                for referrer in &self.referrers[*id] {
+                    let p = position[*referrer];
+                    // Outside the closure, itself, or not processed yet.
+                    if p == NONE || p == i || idom[p] == NONE {
+                        continue;
+                    }
+                    new = if new == NONE {
+                        p
+                    } else {
+                        intersect(&idom, p, new)
+                    };
+                }
+                if new != idom[i] {
+                    idom[i] = new;
+                    changed = true;
+                }
+            }
+        }
+        let mut added: Vec<Weight> = order.iter().map(|id| self.weights[*id]).collect();
+        for i in (1..order.len()).rev() {
+            let w = added[i];
+            added[idom[i]] += w;
+        }
+        order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| TreeNode {
+                path: &self.paths[*id],
+                weight: self.weights[*id],
+                added: added[i],
+                dominator: (i > 0).then(|| &self.paths[order[idom[i]]]),
+            })
+            .collect()
     }
 
     /// Why `from` depends on `to`: the shortest chain of references from `from` to `to`, both
@@ -349,6 +528,129 @@ mod tests {
         assert_eq!(g.why_depends(&first, &last).unwrap().len(), n + 1);
     }
 
+    /// A weight unique to path `i` (sums tell which paths were added).
+    fn w(i: usize) -> Weight {
+        Weight {
+            nar_size: 1 << i,
+            file_size: 1000 + i as u64,
+        }
+    }
+
+    fn weighted(edges: &[(usize, &[usize])]) -> Graph {
+        let mut g = Graph::new();
+        for (from, to) in edges {
+            g.insert_weighted(p(*from), to.iter().map(|t| p(*t)), w(*from));
+        }
+        g
+    }
+
+    fn sum(ids: &[usize]) -> Weight {
+        let mut total = Weight::default();
+        for i in ids {
+            total += w(*i);
+        }
+        total
+    }
+
+    #[test]
+    fn weights_and_closure_weight() {
+        // 1 → 2, 3; 2 → 4 (no entry); 3 → 3, 5.
+        let g = weighted(&[(1, &[2, 3]), (2, &[4]), (3, &[3, 5]), (5, &[])]);
+        assert_eq!(g.weight(&p(3)), Some(w(3)));
+        assert_eq!(g.weight(&p(4)), None);
+        assert_eq!(g.closure_weight([&p(1)]), sum(&[1, 2, 3, 5]));
+        assert_eq!(g.closure_weight([&p(3), &p(2)]), sum(&[2, 3, 5]));
+        assert_eq!(g.closure_weight([&p(9)]), Weight::default());
+        // A later entry replaces the sizes too; insert() knows none.
+        let mut g = g;
+        g.insert(p(5), []);
+        assert_eq!(g.weight(&p(5)), Some(Weight::default()));
+    }
+
+    /// (path, added, dominator) of each node of the closure tree.
+    fn tree(g: &Graph, root: usize) -> Vec<(usize, Weight, Option<usize>)> {
+        let id = |sp: &StorePath| (0..20).find(|i| p(*i) == *sp).unwrap();
+        g.closure_tree(&p(root))
+            .iter()
+            .map(|n| {
+                assert_eq!(Some(n.weight), g.weight(n.path));
+                (id(n.path), n.added, n.dominator.map(id))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn closure_tree_added_sizes_are_what_only_a_path_brings_in() {
+        // 1 → 2, 3; 2 → 4; 3 → 4, 5; 4 → 6; 5 → 5 (itself); 6 → 7 (no entry).
+        // 4 is reached through 2 and through 3: its dominator is 1, and it adds 4 and 6.
+        let g = weighted(&[
+            (1, &[2, 3]),
+            (2, &[4]),
+            (3, &[5, 4]),
+            (4, &[6]),
+            (5, &[5]),
+            (6, &[7]),
+        ]);
+        let t = tree(&g, 1);
+        assert_eq!(t[0], (1, sum(&[1, 2, 3, 4, 5, 6]), None));
+        let mut rest = t[1..].to_vec();
+        rest.sort_by_key(|n| n.0);
+        assert_eq!(
+            rest,
+            vec![
+                (2, sum(&[2]), Some(1)),
+                (3, sum(&[3, 5]), Some(1)),
+                (4, sum(&[4, 6]), Some(1)),
+                (5, sum(&[5]), Some(3)),
+                (6, sum(&[6]), Some(4)),
+            ]
+        );
+        // Every path after its dominator.
+        for (i, (_, _, d)) in t.iter().enumerate().skip(1) {
+            assert!(t[..i].iter().any(|n| Some(n.0) == *d));
+        }
+        // From another root, a chain: each path adds the rest of it.
+        let t = tree(&g, 3);
+        assert_eq!(t[0], (3, sum(&[3, 4, 5, 6]), None));
+        assert!(t.contains(&(4, sum(&[4, 6]), Some(3))));
+        assert!(t.contains(&(6, sum(&[6]), Some(4))));
+        // No entry: nothing.
+        assert!(g.closure_tree(&p(7)).is_empty());
+        assert!(g.closure_tree(&p(9)).is_empty());
+    }
+
+    #[test]
+    fn closure_tree_of_a_cycle_and_a_long_chain() {
+        // A hostile cache may have cycles: 1 → 2 → 3 → 1, and 3 → 4.
+        let g = weighted(&[(1, &[2]), (2, &[3]), (3, &[1, 4]), (4, &[])]);
+        let t = tree(&g, 1);
+        assert_eq!(
+            t,
+            vec![
+                (1, sum(&[1, 2, 3, 4]), None),
+                (2, sum(&[2, 3, 4]), Some(1)),
+                (3, sum(&[3, 4]), Some(2)),
+                (4, sum(&[4]), Some(3)),
+            ]
+        );
+        let n = 100_000;
+        let mut g = Graph::new();
+        let sp =
+            |i: usize| StorePath::from_base_name(&format!("{}{i:07}-x", "0".repeat(25))).unwrap();
+        let one = Weight {
+            nar_size: 1,
+            file_size: 1,
+        };
+        for i in 0..n {
+            g.insert_weighted(sp(i), [sp(i + 1)], one);
+        }
+        let t = g.closure_tree(&sp(0));
+        assert_eq!(t.len(), n);
+        assert_eq!(t[0].added.nar_size, n as u64);
+        assert_eq!(t[n - 1].added.nar_size, 1);
+        assert_eq!(t[n - 1].dominator, Some(&sp(n - 2)));
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     mod properties {
         use super::*;
@@ -426,6 +728,51 @@ mod tests {
                     prop_assert!(roots.contains(path) || g.referrers(path).iter().any(|x| c.paths.contains(x)));
                 }
                 prop_assert_eq!(g.closure(roots.iter()), c.paths);
+            }
+
+            #[test]
+            fn added_size_is_what_removing_the_path_removes(edges in arb_graph(), root in 0..NODES) {
+                let mut g = Graph::new();
+                for (from, to) in &edges {
+                    g.insert_weighted(p(*from), to.iter().map(|t| p(*t)), w(*from));
+                }
+                let tree = g.closure_tree(&p(root));
+                let root_path = p(root);
+                prop_assert_eq!(tree.len(), g.closure([&root_path]).len());
+                // What is reachable from the root through entries, never entering `avoid`.
+                let reach = |avoid: Option<usize>| -> Vec<usize> {
+                    let mut seen = vec![root];
+                    let mut todo = vec![root];
+                    if avoid == Some(root) || refs_of(&edges, root).is_none() {
+                        return Vec::new();
+                    }
+                    while let Some(x) = todo.pop() {
+                        for r in refs_of(&edges, x).into_iter().flatten() {
+                            if Some(*r) != avoid && refs_of(&edges, *r).is_some() && !seen.contains(r) {
+                                seen.push(*r);
+                                todo.push(*r);
+                            }
+                        }
+                    }
+                    seen
+                };
+                let total = sum(&reach(None));
+                for (i, node) in tree.iter().enumerate() {
+                    let v = (0..NODES).find(|x| p(*x) == *node.path).unwrap();
+                    let kept = sum(&reach(Some(v)));
+                    prop_assert_eq!(node.added.nar_size, total.nar_size - kept.nar_size);
+                    prop_assert_eq!(node.added.file_size, total.file_size - kept.file_size);
+                    // The dominator comes first, and removing it removes the path.
+                    match node.dominator {
+                        None => prop_assert_eq!(i, 0),
+                        Some(d) => {
+                            let j = tree.iter().position(|n| n.path == d).unwrap();
+                            prop_assert!(j < i);
+                            let dv = (0..NODES).find(|x| p(*x) == *d).unwrap();
+                            prop_assert!(!reach(Some(dv)).contains(&v));
+                        }
+                    }
+                }
             }
 
             #[test]
