@@ -39,16 +39,21 @@ pub trait AsyncCacheSource {
     }
 }
 
-/// How far a verification has come.
+/// How far a verification has come: given after each path, and while a large file is read
+/// (every [`PROGRESS_BYTES`]), so a large NAR does not look stuck.
 #[derive(Debug, Clone)]
 pub struct Progress<'a> {
+    /// Paths checked.
     pub done: usize,
     pub total: usize,
-    /// The narinfo file just checked.
+    /// The narinfo file just checked, or being checked while its file is read.
     pub path: &'a str,
-    /// File bytes read so far.
+    /// File bytes read so far (of the NARs whose contents are checked).
     pub bytes: u64,
 }
+
+/// While a file is read, progress is given each time this many more bytes were read.
+pub const PROGRESS_BYTES: u64 = 1 << 20;
 
 /// Verifies the cache `source` holds: the narinfos named in `only` (all if `None`), their files,
 /// `nix-cache-info`, references and (if the source can list `nar/`) orphans.
@@ -72,7 +77,15 @@ pub async fn verify_cache<S: AsyncCacheSource>(
     let mut checks = Vec::with_capacity(names.len());
     let mut bytes = 0;
     for (i, name) in names.iter().enumerate() {
-        let check = check_path(source, name, opts).await;
+        let mut reading = |read: u64| {
+            on_progress(Progress {
+                done: i,
+                total: names.len(),
+                path: name,
+                bytes: bytes + read,
+            })
+        };
+        let check = check_path_reporting(source, name, opts, &mut reading).await;
         bytes += check.checked_bytes;
         checks.push(check);
         on_progress(Progress {
@@ -97,13 +110,24 @@ pub async fn check_path<S: AsyncCacheSource>(
     file_name: &str,
     opts: &VerifyOptions,
 ) -> PathCheck {
+    check_path_reporting(source, file_name, opts, &mut |_| {}).await
+}
+
+/// [`check_path`], calling `reading` with the bytes of the file read so far every
+/// [`PROGRESS_BYTES`] while its contents are checked.
+async fn check_path_reporting<S: AsyncCacheSource>(
+    source: &S,
+    file_name: &str,
+    opts: &VerifyOptions,
+    reading: &mut dyn FnMut(u64),
+) -> PathCheck {
     if let Some(out) = judge_narinfo_name(file_name) {
         return out;
     }
     let read = source.read_small(file_name, MAX_NARINFO_SIZE).await;
     let mut out = judge_narinfo(file_name, read, opts);
     if let Some(info) = &out.narinfo {
-        let problem = check_file(source, info, opts, &mut out.checked_bytes).await;
+        let problem = check_file(source, info, opts, &mut out.checked_bytes, reading).await;
         out.problems.extend(problem);
     }
     out
@@ -114,6 +138,7 @@ async fn check_file<S: AsyncCacheSource>(
     info: &NarInfo,
     opts: &VerifyOptions,
     checked_bytes: &mut u64,
+    reading: &mut dyn FnMut(u64),
 ) -> Option<Problem> {
     if let Some(p) = judge_url(info) {
         return Some(p);
@@ -142,6 +167,7 @@ async fn check_file<S: AsyncCacheSource>(
     let mut check =
         method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
     let mut counted = 0u64;
+    let mut reported = 0u64;
     let mut read_error = None;
     loop {
         match stream.next_chunk().await {
@@ -149,6 +175,12 @@ async fn check_file<S: AsyncCacheSource>(
                 counted += chunk.len() as u64;
                 if let Some(c) = &mut check {
                     c.update(&chunk);
+                    // Each time another PROGRESS_BYTES boundary is passed (only the bytes of
+                    // checked contents count, as in the report).
+                    if counted / PROGRESS_BYTES > reported / PROGRESS_BYTES {
+                        reported = counted;
+                        reading(counted);
+                    }
                 }
             }
             Ok(None) => break,
