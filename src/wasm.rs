@@ -12,7 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::cache::graph::Graph;
+use crate::cache::graph::{Graph, Weight};
 use crate::cache::layout::KeyDir;
 use crate::cache::storage;
 use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
@@ -203,6 +203,29 @@ pub fn sign_narinfo(info: JsValue, secret_key: &str) -> JsResult<JsValue> {
     let mut info = narinfo_from_js(&info)?;
     info.sign(&key).map_err(err)?;
     to_js(&JsNarInfo::from(&info))
+}
+
+/// A public key `name:base64` checked as Nix checks one: `{ name, key }` (`key` is the text
+/// again), or an `Error` saying what is wrong with it.
+#[wasm_bindgen(js_name = parsePublicKey)]
+pub fn parse_public_key(text: &str) -> JsResult<JsValue> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        name: &'a str,
+        key: String,
+    }
+    let key = PublicKey::parse(text).map_err(err)?;
+    to_js(&Out {
+        name: key.name(),
+        key: key.to_string(),
+    })
+}
+
+/// Text from a cache made safe to print: control characters (ESC, CR, LF…) escaped, as every
+/// report rendering does.
+#[wasm_bindgen(js_name = escapeControls)]
+pub fn escape_controls(text: &str) -> String {
+    crate::escape::escape_controls(text).into_owned()
 }
 
 #[wasm_bindgen(js_name = publicKeyOf)]
@@ -707,6 +730,7 @@ pub fn exit_code(report: JsValue) -> JsResult<u8> {
 
 /// What a JUnit rendering needs besides the report.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct JsJunit {
     #[serde(default)]
     paths: Vec<String>,
@@ -717,8 +741,9 @@ struct JsJunit {
 }
 
 /// A report rendered as `nar-tool verify` prints it (`text`, the default), its summary line
-/// (`summary`), its `--json` document (`json`), GitHub Actions annotations (`github`) or a JUnit
-/// XML report (`junit`, with `junit` = `{ paths, seconds, timestamp }`).
+/// (`summary`), its `--json` document (`json`), GitHub Actions annotations (`github`), a
+/// Markdown step summary for GitHub (`github-summary`) or a JUnit XML report (`junit`, with
+/// `junit` = `{ paths, seconds, timestamp }`).
 #[wasm_bindgen(js_name = renderReport)]
 pub fn render_report(
     report: JsValue,
@@ -737,6 +762,7 @@ pub fn render_report(
         "summary" => Rendering::Summary,
         "json" => Rendering::Json,
         "github" => Rendering::Github,
+        "github-summary" => Rendering::GithubSummary,
         "junit" => Rendering::Junit(Junit {
             paths: &junit.paths,
             seconds: junit.seconds,
@@ -745,11 +771,9 @@ pub fn render_report(
                 .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
                 .max(0.0) as u64,
         }),
-        other => {
-            return Err(err(format!(
-                "unknown report format {other:?} (text, summary, json, github, junit)"
-            )))
-        }
+        other => return Err(err(format!(
+            "unknown report format {other:?} (text, summary, json, github, github-summary, junit)"
+        ))),
     };
     Ok(render(&report, cache, how))
 }
@@ -764,6 +788,27 @@ struct GraphEntry {
     store_path: String,
     #[serde(default)]
     references: Vec<String>,
+    #[serde(default)]
+    nar_size: Option<u64>,
+    #[serde(default)]
+    file_size: Option<u64>,
+}
+
+/// Sizes as JS sees them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsWeight {
+    nar_size: u64,
+    file_size: u64,
+}
+
+impl From<Weight> for JsWeight {
+    fn from(w: Weight) -> JsWeight {
+        JsWeight {
+            nar_size: w.nar_size,
+            file_size: w.file_size,
+        }
+    }
 }
 
 /// A store path given as a full path or a base name.
@@ -814,7 +859,11 @@ impl CacheGraph {
                 self.store_dir = Some(dir);
             }
             let refs = store_path_args(&e.references)?;
-            self.graph.insert(path, refs);
+            let weight = Weight {
+                nar_size: e.nar_size.unwrap_or(0),
+                file_size: e.file_size.unwrap_or(0),
+            };
+            self.graph.insert_weighted(path, refs, weight);
         }
         Ok(())
     }
@@ -837,21 +886,69 @@ impl CacheGraph {
         Ok(self.display(self.graph.closure(&roots)))
     }
 
-    /// `{ paths, missing }`: the closure as `closure` gives it, and the roots and references in
-    /// it without a narinfo, sorted.
+    /// `{ paths, missing, narSize, fileSize }`: the closure as `closure` gives it, the roots and
+    /// references in it without a narinfo, sorted, and the sums of its paths' sizes.
     #[wasm_bindgen(js_name = closureWithMissing)]
     pub fn closure_with_missing(&self, roots: Vec<String>) -> JsResult<JsValue> {
         #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
         struct Out {
             paths: Vec<String>,
             missing: Vec<String>,
+            nar_size: u64,
+            file_size: u64,
         }
         let roots = store_path_args(&roots)?;
         let c = self.graph.closure_with_missing(&roots);
+        let total = self.graph.closure_weight(&roots);
         to_value(&Out {
             paths: self.display(c.paths),
             missing: self.display(c.missing),
+            nar_size: total.nar_size,
+            file_size: total.file_size,
         })
+    }
+
+    /// The closure size of each of `paths` (its own closure, each apart): `[{ narSize, fileSize }]`.
+    #[wasm_bindgen(js_name = closureSizes)]
+    pub fn closure_sizes(&self, paths: Vec<String>) -> JsResult<JsValue> {
+        let sizes: Vec<JsWeight> = store_path_args(&paths)?
+            .iter()
+            .map(|p| self.graph.closure_weight([p]).into())
+            .collect();
+        to_value(&sizes)
+    }
+
+    /// The closure of `root` as nix-tree and nix-du see it: `[{ path, narSize, fileSize, added:
+    /// { narSize, fileSize }, dominator }]`, the root first and every path after its dominator
+    /// (the nearest path every chain of references from the root to it goes through; null for
+    /// the root). `added` is what the path brings into the closure alone: its sizes and those of
+    /// the paths it dominates. Empty when `root` has no narinfo.
+    #[wasm_bindgen(js_name = closureTree)]
+    pub fn closure_tree(&self, root: &str) -> JsResult<JsValue> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Node {
+            path: String,
+            nar_size: u64,
+            file_size: u64,
+            added: JsWeight,
+            dominator: Option<String>,
+        }
+        let dir = self.store_dir.clone().unwrap_or_default();
+        let nodes: Vec<Node> = self
+            .graph
+            .closure_tree(&store_path_arg(root)?)
+            .into_iter()
+            .map(|n| Node {
+                path: dir.display(n.path),
+                nar_size: n.weight.nar_size,
+                file_size: n.weight.file_size,
+                added: n.added.into(),
+                dominator: n.dominator.map(|d| dir.display(d)),
+            })
+            .collect();
+        to_value(&nodes)
     }
 
     /// The store paths whose narinfos reference `path` (itself too if it refers to itself), sorted.
