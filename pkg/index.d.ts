@@ -68,6 +68,10 @@ export function verifySignatures(info: NarInfo, trustedKeys: string[]): Signatur
 /** A copy of `info` with a signature by `secretKey` (`name:base64`) added. */
 export function signNarInfo(info: NarInfo, secretKey: string): NarInfo;
 export function publicKeyOf(secretKey: string): string;
+/** A public key `name:base64` as Nix checks one; throws nar-tool's message for one that is not. */
+export function parsePublicKey(text: string): { name: string; key: string };
+/** Text from a cache safe to print: control characters (ESC, CR, LF, C1, bidi…) escaped. */
+export function escapeControls(text: string): string;
 export function nixbase32Encode(bytes: Uint8Array): string;
 export function nixbase32Decode(text: string): Uint8Array;
 /** Default encoding nixbase32, printed as `<algo>:<hash>`; `sri` is `<algo>-<base64>`. */
@@ -266,6 +270,11 @@ export interface HttpSource extends RawSource {
   url: string;
   /** Bytes [start, end) of a file (a Range request; a server ignoring it still works); null: absent. */
   readRange(path: string, start: number, end: number): Promise<Uint8Array | null>;
+  /**
+   * Rejects, saying why (`cannot reach <url>: connection refused (ECONNREFUSED)`), when the cache
+   * gives no response at all; verifyCache calls it first.
+   */
+  reach(): Promise<void>;
 }
 
 /**
@@ -282,10 +291,11 @@ export function exitCode(report: Report): number;
 /**
  * How a report is rendered: `text` is what `nar-tool verify` prints (a line per problem, then the
  * summary line), `summary` that summary line alone, `json` the `--json` document, `github` GitHub
- * Actions annotations then the summary line, `junit` a JUnit XML report. Every rendering ends
- * with a newline.
+ * Actions annotations (10 per level at most, the rest as lines) then the summary line,
+ * `github-summary` Markdown for `$GITHUB_STEP_SUMMARY`, `junit` a JUnit XML report. Every
+ * rendering ends with a newline; all but `json` escape control characters.
  */
-export type ReportFormat = 'text' | 'summary' | 'json' | 'github' | 'junit';
+export type ReportFormat = 'text' | 'summary' | 'json' | 'github' | 'github-summary' | 'junit';
 
 export interface JunitOptions {
   /** The store paths checked, one testcase each (a malformed narinfo by its file name). */
@@ -315,7 +325,29 @@ export interface ClosureWithMissing {
   paths: string[];
   /** Roots and references without a narinfo, sorted. */
   missing: string[];
+  /** The sum of the paths' NarSizes. */
+  narSize: number;
+  /** The sum of the paths' FileSizes (those without one count as 0). */
+  fileSize: number;
 }
+
+/** Sizes of paths: NAR bytes, and bytes of their files in the cache. */
+export interface Sizes {
+  narSize: number;
+  fileSize: number;
+}
+
+/** One path of a closure as `closureTree` gives it. */
+export interface ClosureTreeNode extends Sizes {
+  path: string;
+  /** What the path brings into the closure alone: its sizes and those of the paths it dominates. */
+  added: Sizes;
+  /** The nearest path every chain of references from the root to this one goes through; null for the root. */
+  dominator: string | null;
+}
+
+/** What the graph reads of a narinfo. */
+export type GraphEntry = Pick<NarInfo, 'storePath' | 'references'> & Partial<Pick<NarInfo, 'narSize' | 'fileSize'>>;
 
 /**
  * The references among narinfos, built once (and grown with add()), computed by the wasm core.
@@ -323,15 +355,22 @@ export interface ClosureWithMissing {
  * narinfo added). Call free() when done.
  */
 export class CacheGraph {
-  /** Only `storePath` and `references` of each narinfo are read. */
-  constructor(infos?: Pick<NarInfo, 'storePath' | 'references'>[]);
+  /** Only `storePath`, `references`, `narSize` and `fileSize` of each narinfo are read. */
+  constructor(infos?: GraphEntry[]);
   /** The number of store paths with a narinfo. */
   readonly size: number;
   /** Adds narinfos; a later one for a store path replaces an earlier one. */
-  add(infos: Pick<NarInfo, 'storePath' | 'references'>[]): this;
+  add(infos: GraphEntry[]): this;
   /** Store paths with a narinfo in the closure of `roots`, roots included, sorted; the others skipped. */
   closure(roots: string[]): string[];
   closureWithMissing(roots: string[]): ClosureWithMissing;
+  /** Each path's own closure size, in the order of `paths`. */
+  closureSizes(paths: string[]): Sizes[];
+  /**
+   * The closure of `root` (paths with a narinfo), root first and each path after its dominator,
+   * with what each adds (nix-tree's added size); empty when `root` has no narinfo.
+   */
+  closureTree(root: string): ClosureTreeNode[];
   /** Store paths whose narinfos reference `path` directly (itself too if it refers to itself), sorted. */
   referrers(path: string): string[];
   /**

@@ -730,7 +730,6 @@ pub fn exit_code(report: JsValue) -> JsResult<u8> {
 
 /// What a JUnit rendering needs besides the report.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct JsJunit {
     #[serde(default)]
     paths: Vec<String>,
@@ -771,9 +770,11 @@ pub fn render_report(
                 .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
                 .max(0.0) as u64,
         }),
-        other => return Err(err(format!(
+        other => {
+            return Err(err(format!(
             "unknown report format {other:?} (text, summary, json, github, github-summary, junit)"
-        ))),
+        )))
+        }
     };
     Ok(render(&report, cache, how))
 }

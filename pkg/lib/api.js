@@ -5,6 +5,7 @@
 
 import * as wasm from '../wasm/nar_tool.js';
 import { httpSource, isSource } from './http-source.js';
+import { checkOptions } from './options.js';
 
 let ready = false;
 /** Set by the entry: initialises the wasm (idempotent), or null when it must be done by hand. */
@@ -73,6 +74,8 @@ export const fingerprint = wrap('fingerprint');
 export const verifySignatures = wrap('verifySignatures');
 export const signNarInfo = wrap('signNarInfo');
 export const publicKeyOf = wrap('publicKeyOf');
+export const parsePublicKey = wrap('parsePublicKey');
+export const escapeControls = wrap('escapeControls');
 export const nixbase32Encode = wrap('nixbase32Encode');
 export const nixbase32Decode = wrap('nixbase32Decode');
 export const hash = wrap('hash');
@@ -85,7 +88,13 @@ export const listNar = wrap('listNar');
 export const readNarFile = wrap('readNarFile');
 export const resolveNarPath = wrap('resolveNarPath');
 export const exitCode = wrap('exitCode');
-export const renderReport = wrap('renderReport');
+const renderReportWasm = wrap('renderReport');
+
+/** The report rendered as nar-tool renders it (`junit`: `{ paths, seconds, timestamp }`, checked). */
+export function renderReport(report, cache, format, junit) {
+  checkOptions('renderReport', junit, ['paths', 'seconds', 'timestamp']);
+  return renderReportWasm(report, cache, format, junit);
+}
 export const closure = wrap('closure');
 
 // ---- Cache listings (for dirSource)
@@ -215,6 +224,17 @@ export class CacheGraph {
   /** The shortest chain of references from `from` to `to` (both included), or null. */
   whyDepends(from, to) {
     return call(this.#inner, 'whyDepends', from, to);
+  }
+  /** Each path's own closure size: `[{ narSize, fileSize }]`, in the order of `paths`. */
+  closureSizes(paths) {
+    return call(this.#inner, 'closureSizes', paths);
+  }
+  /**
+   * The closure of `root` with what each path adds (nix-tree's added size):
+   * `[{ path, narSize, fileSize, added: { narSize, fileSize }, dominator }]`, root first.
+   */
+  closureTree(root) {
+    return call(this.#inner, 'closureTree', root);
   }
   free() {
     const inner = this.#inner;
@@ -346,11 +366,16 @@ export function sourceFor(target, options = {}) {
  * (an object of async functions), a directory path (Node), or an http(s) URL. Gives the report
  * `nar-tool verify --json` prints.
  */
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'fetch', 'headers', 'narinfos', 'roots'];
+
 export async function verifyCache(target, options = {}) {
+  checkOptions('verifyCache', options, VERIFY_OPTIONS);
   if (!ready && autoInit) await autoInit();
   checkReady();
-  const { fetch, headers, narinfos, roots, sha256, ...verifyOptions } = options;
+  const { fetch, headers, narinfos, roots, sha256, ...verifyOptions } = options ?? {};
   const source = sourceFor(target, { fetch, headers, narinfos, roots });
+  // A cache that cannot be reached at all is one error saying why (an httpSource can tell).
+  if (typeof source.reach === 'function') await source.reach();
   const hasher = sha256Option(sha256);
   if (hasher) verifyOptions.sha256 = hasher;
   try {

@@ -10,6 +10,7 @@
 // it the orphan check is skipped.
 
 import { CacheGraph, parseNarInfo } from './api.js';
+import { checkOptions } from './options.js';
 
 /** At most this much of a small file (nix-cache-info, a narinfo) is read. */
 export const SMALL_FILE_CAP = 16 * 1024 * 1024;
@@ -52,6 +53,62 @@ function httpError(res, url) {
   return new Error(`HTTP ${status} for ${url}`);
 }
 
+/** Node's error codes for a request that got no response, in words. */
+const NETWORK = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'the host name does not resolve (DNS)',
+  EAI_AGAIN: 'the host name could not be resolved now (DNS)',
+  EAI_NONAME: 'the host name does not resolve (DNS)',
+  ECONNRESET: 'the connection was reset',
+  ETIMEDOUT: 'the connection timed out',
+  UND_ERR_CONNECT_TIMEOUT: 'the connection timed out',
+  UND_ERR_HEADERS_TIMEOUT: 'no response in time',
+  UND_ERR_SOCKET: 'the connection closed before a response',
+  EHOSTUNREACH: 'no route to the host',
+  ENETUNREACH: 'the network is unreachable',
+  EPIPE: 'the connection closed',
+};
+
+/** Whether a Node error code is TLS's (a certificate, a handshake). */
+function isTls(code) {
+  return /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|EPROTO$)/.test(code);
+}
+
+/**
+ * Why a fetch got no response, in words. Node tells (the cause's code); a browser says only
+ * "Failed to fetch", so a second, no-cors request tells a server that answered (then the browser
+ * hid the answer: CORS) from one that did not.
+ */
+async function whyUnreachable(e, url, doFetch) {
+  const cause = e?.cause;
+  const code = typeof cause?.code === 'string' ? cause.code : null;
+  // OpenSSL's own messages run over several lines: the first says it.
+  const said = (m) => String(m ?? '').split('\n')[0].trim();
+  if (code) {
+    if (/^ERR_SSL_/.test(code)) return `TLS: the handshake failed (${code})`;
+    if (isTls(code)) return `TLS: ${said(cause.message) || 'the certificate was refused'} (${code})`;
+    return `${NETWORK[code] ?? (said(cause.message) || code)} (${code})`;
+  }
+  if (cause?.message) return said(cause.message);
+  if (globalThis.location !== undefined && e instanceof TypeError) {
+    try {
+      await doFetch(url, { mode: 'no-cors', cache: 'no-store' });
+      return 'the server answered, but does not let this page read the answer (CORS: it must send Access-Control-Allow-Origin)';
+    } catch {
+      return 'no answer: the server is down or unreachable, its name does not resolve, or TLS failed (the browser does not say which)';
+    }
+  }
+  return e?.message ?? String(e);
+}
+
+/** A fetch that failed before any response: `<url>: <why>`, marked as such (`unreachable`). */
+async function networkError(e, url, doFetch) {
+  const why = await whyUnreachable(e, url, doFetch);
+  const err = new Error(`${url}: ${why}`);
+  err.unreachable = why;
+  return err;
+}
+
 function absent(res) {
   return res.status === 404 || res.status === 410;
 }
@@ -91,6 +148,8 @@ async function readCapped(res, cap) {
  * authorization), `narinfos`, `roots` (see above).
  */
 export function httpSource(baseUrl, options = {}) {
+  checkOptions('httpSource', options, ['fetch', 'headers', 'narinfos', 'roots']);
+  options ??= {};
   const base = new URL(String(baseUrl));
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   const doFetch = options.fetch ?? globalThis.fetch;
@@ -100,7 +159,32 @@ export function httpSource(baseUrl, options = {}) {
   const prefetched = new Map();
 
   const urlOf = (path) => new URL(path.split('/').map(encodeURIComponent).join('/'), base).href;
-  const get = (path, init = {}) => doFetch(urlOf(path), { ...init, headers: { ...headers, ...(init.headers ?? {}) } });
+  const get = async (path, init = {}) => {
+    const url = urlOf(path);
+    try {
+      return await doFetch(url, { ...init, headers: { ...headers, ...(init.headers ?? {}) } });
+    } catch (e) {
+      throw await networkError(e, url, doFetch);
+    }
+  };
+
+  /**
+   * Checks the cache can be reached at all (its nix-cache-info, kept for the next readFile), so
+   * that a cache that cannot is one error saying why, not a problem per file. Throws only when
+   * no response came; an HTTP error status is the verifier's to report.
+   */
+  async function reach() {
+    let bytes;
+    try {
+      bytes = await readFile('nix-cache-info');
+    } catch (e) {
+      if (!e.unreachable) return;
+      const err = new Error(`cannot reach ${base.href}: ${e.unreachable}`);
+      err.unreachable = e.unreachable;
+      throw err;
+    }
+    prefetched.set('nix-cache-info', bytes);
+  }
 
   async function readFile(path) {
     if (prefetched.has(path)) {
@@ -274,5 +358,5 @@ export function httpSource(baseUrl, options = {}) {
     return (await serveListing('nar-files')) ?? [];
   }
 
-  return { readFile, openFile, fileSize, readRange, listNarinfos, listNarFiles, url: base.href };
+  return { readFile, openFile, fileSize, readRange, listNarinfos, listNarFiles, reach, url: base.href };
 }

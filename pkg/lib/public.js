@@ -6,6 +6,8 @@ export {
   verifySignatures,
   signNarInfo,
   publicKeyOf,
+  parsePublicKey,
+  escapeControls,
   nixbase32Encode,
   nixbase32Decode,
   hash,

@@ -226,7 +226,8 @@ test('CacheGraph: closures with what is missing, referrers, why-depends, grown w
     assert.equal(graph.size, 8);
     const all = nar.closure(infos, [top]);
     assert.deepEqual(graph.closure([top]), all.filter((p) => p !== lib));
-    assert.deepEqual(graph.closureWithMissing([baseName(top)]), { paths: all.filter((p) => p !== lib), missing: [lib] });
+    const { paths, missing } = graph.closureWithMissing([baseName(top)]);
+    assert.deepEqual({ paths, missing }, { paths: all.filter((p) => p !== lib), missing: [lib] });
     // Direct referrers, sorted; tool refers to itself.
     assert.deepEqual(graph.referrers(lib), [tool, app].sort());
     assert.deepEqual(graph.referrers(tool), [tool, app].sort());
@@ -237,12 +238,78 @@ test('CacheGraph: closures with what is missing, referrers, why-depends, grown w
     assert.deepEqual(graph.whyDepends(top, top), [top]);
     assert.equal(graph.whyDepends(lib, top), null);
     assert.equal(graph.add([infos.find((i) => i.storePath === lib)]), graph);
-    assert.deepEqual(graph.closureWithMissing([top]), { paths: all, missing: [] });
+    const grown = graph.closureWithMissing([top]);
+    assert.deepEqual({ paths: grown.paths, missing: grown.missing }, { paths: all, missing: [] });
     assert.throws(() => graph.referrers('not a path'), (e) => e instanceof Error && /not a path/.test(e.message));
   } finally {
     graph.free();
   }
   assert.throws(() => graph.closure([top]), /freed/);
+});
+
+test('CacheGraph: sizes of closures, each path\'s closure size, and what each path adds (nix-tree)', () => {
+  const infos = STORE_PATHS.map((p) => nar.parseNarInfo(narinfoText('xz', p)));
+  const top = storePath('closure-top');
+  const sum = (paths, key) => paths.reduce((n, p) => n + infos.find((i) => i.storePath === p)[key], 0);
+  const graph = new nar.CacheGraph(infos);
+  try {
+    const c = graph.closureWithMissing([top]);
+    assert.equal(c.narSize, sum(c.paths, 'narSize'));
+    assert.equal(c.fileSize, sum(c.paths, 'fileSize'));
+    const sizes = graph.closureSizes(c.paths);
+    c.paths.forEach((p, i) => {
+      const own = nar.closure(infos, [p]);
+      assert.deepEqual(sizes[i], { narSize: sum(own, 'narSize'), fileSize: sum(own, 'fileSize') }, p);
+    });
+    const tree = graph.closureTree(top);
+    assert.deepEqual(tree.map((n) => n.path).sort(), c.paths);
+    assert.equal(tree[0].path, top);
+    assert.equal(tree[0].dominator, null);
+    assert.deepEqual(tree[0].added, { narSize: c.narSize, fileSize: c.fileSize });
+    // What a path adds is what its removal removes from the closure.
+    for (const node of tree.slice(1)) {
+      const without = new nar.CacheGraph(infos.filter((i) => i.storePath !== node.path));
+      try {
+        const kept = without.closureWithMissing([top]);
+        assert.deepEqual(node.added, { narSize: c.narSize - kept.narSize, fileSize: c.fileSize - kept.fileSize }, node.path);
+      } finally {
+        without.free();
+      }
+      assert.ok(tree.findIndex((n) => n.path === node.dominator) < tree.indexOf(node), 'after its dominator');
+      assert.equal(node.narSize, infos.find((i) => i.storePath === node.path).narSize);
+    }
+    // libdemo is reached through app and through tool: it adds only itself to app's closure.
+    const app = graph.closureTree(storePath('app-0.9'));
+    const lib = app.find((n) => n.path === storePath('libdemo-1.0'));
+    assert.equal(lib.dominator, storePath('app-0.9'));
+    assert.deepEqual(graph.closureTree('/nix/store/00000000000000000000000000000000-absent'), []);
+  } finally {
+    graph.free();
+  }
+});
+
+test('options objects: an unknown key is an error naming the one meant, never ignored', async () => {
+  await assert.rejects(nar.verifyCache(path.join(CACHES, 'xz'), { trustedKey: [CORPUS_KEY] }), (e) => {
+    assert.ok(e instanceof TypeError);
+    assert.match(e.message, /^nar-tool: verifyCache: unknown option "trustedKey" \(did you mean "trustedKeys"\?\); the options are trustedKeys, /);
+    return true;
+  });
+  await assert.rejects(nar.verifyCache(path.join(CACHES, 'xz'), { check_contents: false }), /did you mean "checkContents"/);
+  await assert.rejects(nar.verifyCache(path.join(CACHES, 'xz'), { colour: true }), /unknown option "colour"; the options are/);
+  await assert.rejects(nar.verifyCache(path.join(CACHES, 'xz'), 'fast'), /the options must be an object/);
+  assert.throws(() => nar.httpSource('http://127.0.0.1:9/', { root: ['x'] }), /httpSource: unknown option "root" \(did you mean "roots"\?\)/);
+  const report = { ok: true, paths: 0, checked_bytes: 0, problems: [] };
+  assert.throws(() => nar.renderReport(report, 'c', 'junit', { path: [] }), /renderReport: unknown option "path" \(did you mean "paths"\?\)/);
+  // Known keys with undefined values are fine.
+  assert.equal((await nar.verifyCache(path.join(CACHES, 'xz'), { trustedKeys: [CORPUS_KEY], onProgress: undefined })).ok, true);
+});
+
+test('parsePublicKey and escapeControls: the core\'s', () => {
+  assert.deepEqual(nar.parsePublicKey(CORPUS_KEY), { name: 'corpus-public-1', key: CORPUS_KEY });
+  assert.throws(() => nar.parsePublicKey('name:AAAA'), (e) => e instanceof Error && /name/.test(e.message));
+  assert.throws(() => nar.parsePublicKey(CORPUS_SECRET), Error);
+  assert.equal(nar.escapeControls('a\r\u001b[2Kb\nc\u009b\u202e'), 'a\\r\\u{1b}[2Kb\\nc\\u{9b}\\u{202e}');
+  assert.equal(nar.escapeControls('plain ✓'), 'plain ✓');
 });
 
 // ---- NARs
@@ -283,6 +350,18 @@ test('readNarFile: symlinks inside the NAR are followed, escaping or dangling on
   const single = corpusNar(storePath('single-file'));
   const { root } = listingOf(storePath('single-file'));
   assert.deepEqual(Buffer.from(nar.readNarFile(single, '')), single.subarray(root.narOffset, root.narOffset + root.size));
+});
+
+test('listNar: compressed bytes are said to be compressed (xz, zstd, bzip2), not "a string of … bytes"', () => {
+  const lib = storePath('libdemo-1.0');
+  for (const c of ['xz', 'zstd', 'bzip2']) {
+    const file = readFileSync(path.join(CACHES, c, nar.parseNarInfo(narinfoText(c, lib)).url));
+    assert.throws(() => nar.listNar(file), (e) => {
+      assert.equal(e.message, `NAR byte offset 0: not a NAR: the input looks ${c}-compressed (it starts with ${c}'s magic bytes): decompress it first`);
+      return true;
+    }, c);
+    assert.deepEqual(nar.listNar(nar.decompress(file, c)), listingOf(lib));
+  }
 });
 
 test('listNar: a damaged NAR throws an Error', () => {

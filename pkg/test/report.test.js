@@ -53,19 +53,39 @@ test('text and summary as nar-tool verify prints them', () => {
   assert.equal(
     textReport('c', report),
     'missing-nar /nix/store/aaaa-x: nar/x.nar.xz does not exist\n' +
-      'check-failed /nix/store/bbbb-y,z: 100% odd:\r\nline two\n' +
+      'check-failed /nix/store/bbbb-y,z: 100% odd:\\r\\nline two\n' +
       'orphan-nar nar/a:b,c: no narinfo points to this file (a warning)\n' +
       'c: 2 paths, 2.0 KiB read, FAILED: 2 problems, 1 warnings\n',
   );
   assert.equal(summaryLine('c', { ok: true, paths: 0, checked_bytes: 0, problems: [] }), 'c: 0 paths, 0 B read, OK: 0 problems, 0 warnings');
 });
 
-test('GitHub annotations: % CR LF escaped in data, and : , too in properties', () => {
+test('GitHub annotations: control characters escaped, % in data, : , too in properties; file= the narinfo', () => {
   assert.equal(
     githubAnnotations(report),
-    '::error title=missing-nar,file=/nix/store/aaaa-x::nar/x.nar.xz does not exist\n' +
-      '::error title=check-failed,file=/nix/store/bbbb-y%2Cz::100%25 odd:%0D%0Aline two\n' +
-      '::warning title=orphan-nar,file=nar/a%3Ab%2Cc::no narinfo points to this file (a warning)\n',
+    '::error title=missing-nar,file=aaaa-x.narinfo::/nix/store/aaaa-x: nar/x.nar.xz does not exist\n' +
+      '::error title=check-failed,file=bbbb-y%2Cz.narinfo::/nix/store/bbbb-y,z: 100%25 odd:\\r\\nline two\n' +
+      '::warning title=orphan-nar,file=nar/a%3Ab%2Cc::nar/a:b,c: no narinfo points to this file (a warning)\n',
+  );
+  const inCache = renderReport(report, './ci/cache', 'github');
+  assert.match(inCache, /^::error title=missing-nar,file=ci\/cache\/aaaa-x\.narinfo::/);
+  // Over HTTP there is no file of the repository to point at.
+  assert.doesNotMatch(renderReport(report, 'https://cache.example.org/', 'github'), /file=/);
+});
+
+test('GitHub: at most 10 annotations per level, the tenth says how many more, the rest as lines; a step summary', () => {
+  const many = (n, kind) => Array.from({ length: n }, (_, i) => ({ kind, path: `/nix/store/${String(i).padStart(32, '0')}-p`, message: `m${i}` }));
+  const big = { ok: false, paths: 2006, checked_bytes: 0, problems: many(2006, 'untrusted') };
+  const out = renderReport(big, 'cache', 'github').split('\n');
+  const errors = out.filter((l) => l.startsWith('::error '));
+  assert.equal(errors.length, 10);
+  assert.equal(errors[9], '::error title=1997 more problems::1997 more problems not annotated (GitHub shows 10 per step): listed in the log');
+  assert.equal(out.filter((l) => l.startsWith('untrusted ')).length, 1997);
+  const summary = renderReport(big, 'cache', 'github-summary');
+  assert.equal(
+    summary,
+    '### nar-cache-verify `cache`: FAILED\n\n`cache: 2006 paths, 0 B read, FAILED: 2006 problems, 0 warnings`\n\n' +
+      `| Kind | Count | First |\n| --- | ---: | --- |\n| \`untrusted\` | 2006 | \`/nix/store/${'0'.repeat(32)}-p\` |\n`,
   );
 });
 
@@ -98,9 +118,9 @@ test('JUnit: escaping of text and attributes, control characters made visible, c
   assert.match(xml, /<testsuite name="a &quot;cache&quot; &lt;&amp;&gt;" tests="5" failures="2" errors="1" skipped="0" time="1.500" timestamp="1970-01-01T00:00:00">/);
   assert.match(xml, /<testcase classname="a &quot;cache&quot; &lt;&amp;&gt;" name="\/nix\/store\/cccc-fine"\/>/);
   assert.match(xml, /name="bad\\u\{1\}.narinfo">\n {6}<failure type="malformed-narinfo" message="it&apos;s &lt;bad&gt; &amp; \\u\{0\}">/);
-  assert.match(xml, /<error type="check-failed" message="100% odd:&#13;&#10;line two">check-failed \/nix\/store\/bbbb-y,z: 100% odd:&#13;\nline two<\/error>/);
+  assert.match(xml, /<error type="check-failed" message="100% odd:\\r\\nline two">check-failed \/nix\/store\/bbbb-y,z: 100% odd:\\r\\nline two<\/error>/);
   assert.match(xml, /<system-out>orphan-nar nar\/a:b,c: no narinfo points to this file \(a warning\)<\/system-out>/);
-  assert.doesNotMatch(xml, /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/);
+  assert.doesNotMatch(xml, /[\u0000-\u0009\u000b-\u001f]/, 'no control character but the line ends');
 });
 
 test('JSON and JS: expected and found only when the judgment compared two values', () => {

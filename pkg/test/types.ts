@@ -10,6 +10,8 @@ import {
   verifySignatures,
   signNarInfo,
   publicKeyOf,
+  parsePublicKey,
+  escapeControls,
   nixbase32Encode,
   nixbase32Decode,
   hash,
@@ -44,7 +46,7 @@ import {
   type CacheInfo,
   type Sha256Factory,
 } from 'nar-tool';
-import { CacheGraph, type ClosureWithMissing } from 'nar-tool';
+import { CacheGraph, type ClosureWithMissing, type ClosureTreeNode, type Sizes } from 'nar-tool';
 
 async function main(): Promise<number> {
   await init();
@@ -57,6 +59,8 @@ async function main(): Promise<number> {
   const valid: string[] = sigs.valid;
   const signed: NarInfo = signNarInfo(info, 'k:AAAA');
   const pub: string = publicKeyOf('k:AAAA');
+  const parsed: { name: string; key: string } = parsePublicKey(pub);
+  const safe: string = escapeControls(parsed.name);
   const size: number | null = info.fileSize;
   const extra: [string, string][] = signed.extra;
 
@@ -134,16 +138,18 @@ async function main(): Promise<number> {
   const checked: number = reports[0]!.checked_bytes;
   const compared: [string | undefined, string | undefined] = [first?.expected, first?.found];
   const format: ReportFormat = 'github';
+  const stepSummary: ReportFormat = 'github-summary';
   const rendered: string[] = [
     renderReport(reports[0]!, './cache'),
     renderReport(reports[0]!, './cache', format),
+    renderReport(reports[0]!, './cache', stepSummary),
     renderReport(reports[0]!, './cache', 'junit', { paths: ['/nix/store/…'], seconds: 1.5, timestamp: 0 }),
   ];
   // @ts-expect-error: no such format
   renderReport(reports[0]!, './cache', 'yaml');
   // @ts-expect-error: no such option
   await verifyCache(source, { trustedKey: 'x' });
-  void [resolved, where, range, base, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked, compared, rendered];
+  void [resolved, where, range, base, ready, text, fp, valid, size, extra, h, sp, prio, file, fh, out, flat, stream, kind, paths, checked, compared, rendered, safe];
   return exitCode(reports[0]!);
 }
 
@@ -154,9 +160,14 @@ function graphs(info: NarInfo): void {
   const c: ClosureWithMissing = graph.closureWithMissing(['abc-name']);
   const referrers: string[] = graph.referrers(info.storePath);
   const chain: string[] | null = graph.whyDepends(info.storePath, c.missing[0]!);
+  const total: number = c.narSize + c.fileSize;
+  const each: Sizes[] = graph.closureSizes([info.storePath]);
+  const tree: ClosureTreeNode[] = graph.closureTree(info.storePath);
+  const added: number = tree[0]!.added.narSize;
+  const dominator: string | null = tree[0]!.dominator;
   // @ts-expect-error: roots are an array
   graph.closure(info.storePath);
-  void [n, paths, referrers, chain];
+  void [n, paths, referrers, chain, total, each, added, dominator];
   new CacheGraph().free();
 }
 

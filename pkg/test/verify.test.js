@@ -9,7 +9,7 @@ import { readFileSync, readdirSync, statSync, symlinkSync, renameSync, writeFile
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as nar from '../index.js';
-import { CACHES, CORPUS_KEY, STORE_PATHS, copyCache, serveDir, hashPart, listFiles, narFile, nativeBin, narinfoFile, storePath } from '../tools/test-helpers.js';
+import { CACHES, CORPUS_KEY, STORE_PATHS, copyCache, serveDir, hashPart, listFiles, narFile, nativeBin, narinfoFile, setField, storePath } from '../tools/test-helpers.js';
 
 const CORPUS_CACHES = readdirSync(CACHES).sort();
 const TOTAL_BYTES = (cache) =>
@@ -52,6 +52,53 @@ test('onProgress: once per path, done counting up to total', async () => {
   assert.equal(last.done, 9);
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i].done >= seen[i - 1].done);
   for (const p of seen) assert.equal(typeof p.path, 'string');
+});
+
+test('onProgress: a large NAR reports its bytes while it is read, not only once it is done', async () => {
+  const c = copyCache('none');
+  try {
+    const lib = storePath('libdemo-1.0');
+    const contents = Buffer.alloc(3 * 1024 * 1024 + 4321, 7);
+    const str = (b) => {
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(b.length));
+      return Buffer.concat([len, b, Buffer.alloc((8 - (b.length % 8)) % 8)]);
+    };
+    const big = Buffer.concat(['nix-archive-1', '(', 'type', 'regular', 'contents'].map((t) => str(Buffer.from(t))).concat([str(contents), str(Buffer.from(')'))]));
+    const sha = nar.hash(big, 'sha256');
+    writeFileSync(narFile(c.dir, lib), big);
+    for (const [k, v] of [['FileHash', sha], ['FileSize', big.length], ['NarHash', sha], ['NarSize', big.length]]) setField(c.dir, lib, k, String(v));
+    const seen = [];
+    const report = await nar.verifyCache(c.dir, { onProgress: (p) => seen.push({ ...p }) });
+    assert.equal(report.ok, true, JSON.stringify(report.problems));
+    const names = readdirSync(c.dir).filter((f) => f.endsWith('.narinfo')).sort();
+    const at = names.indexOf(narinfoFile(lib));
+    const during = seen.filter((p) => p.done === at && p.path === narinfoFile(lib));
+    assert.equal(during.length, 3, JSON.stringify(seen));
+    const before = at === 0 ? 0 : seen.find((p) => p.done === at).bytes;
+    assert.deepEqual(during.map((p) => p.bytes - before), [1, 2, 3].map((m) => m * 1024 * 1024), 'each MiB (dirSource reads 1 MiB chunks)');
+    assert.equal(seen.at(-1).bytes, report.checked_bytes);
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('an http(s) cache that gives no response: verifyCache rejects once, saying why', async () => {
+  const server = await serveDir(path.join(CACHES, 'none'));
+  const url = server.url;
+  await server.close();
+  await assert.rejects(nar.verifyCache(url), (e) => {
+    assert.equal(e.message, `cannot reach ${url}: connection refused (ECONNREFUSED)`);
+    return true;
+  });
+  // An HTTP error is a response: the verifier reports it (here: no nix-cache-info, no listing).
+  const up = await serveDir(path.join(CACHES, 'none'));
+  try {
+    const report = await nar.verifyCache(`${up.url}missing/`);
+    assert.deepEqual(report.problems.map((p) => p.kind), ['check-failed', 'bad-cache-info']);
+  } finally {
+    await up.close();
+  }
 });
 
 test('sha256: Node\'s OpenSSL by default, the wasm\'s own with null, or the caller\'s; the same reports', async () => {
