@@ -2,13 +2,17 @@
 // nar-cache-verify: `nar-tool verify` in Node (the same wasm-compiled verifier), for CI jobs
 // written in JavaScript. Output and exit codes as `nar-tool verify`: 0 all good (warnings
 // included), else the sum of 1 (corrupt or missing), 2 (signatures), 4 (a check could not run);
-// 1 for an error before verifying (unreadable key file, missing cache directory); 2 for usage.
+// 1 for an error before verifying (unreadable key file, missing or unreachable cache, an output
+// that cannot be written); 2 for usage.
+//
+// `npx nar-tool nar-cache-verify CACHE` runs this, the package's one binary, with its own name
+// as the first argument: a first argument `nar-cache-verify` followed by the cache is skipped.
 
 import { parseArgs } from 'node:util';
-import { readFileSync, writeFileSync, renameSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs';
-import path from 'node:path';
-import { verifyCache, dirSource, httpSource, verifySignatures, exitCode, parseNarInfo, renderReport } from '../index.js';
+import { readFileSync } from 'node:fs';
+import { verifyCache, dirSource, httpSource, parsePublicKey, exitCode, parseNarInfo, renderReport } from '../index.js';
 import { ioError, rustDebug } from '../lib/dir-source.js';
+import { appendOutput, atomicOutput } from '../lib/cli-outputs.js';
 
 const NAME = 'nar-cache-verify';
 const USAGE = `Usage: ${NAME} [OPTIONS] <CACHE>`;
@@ -32,7 +36,10 @@ Options:
       --root <STORE_PATH>        For an http(s) cache without a listing: check the closure of this
                                  store path (repeatable)
       --json                     Print the report as one JSON document
-      --github                   Print problems as GitHub Actions annotations (::error/::warning)
+      --github                   Print problems as GitHub Actions annotations (::error/::warning;
+                                 10 of each, as GitHub shows, then the rest as lines) and write a
+                                 summary table to $GITHUB_STEP_SUMMARY; with --json, the
+                                 annotations go to stderr
       --junit <FILE>             Also write a JUnit XML report to FILE
   -j, --jobs <N>                 Accepted for compatibility with nar-tool verify (one at a time here)
   -q, --quiet                    No progress
@@ -75,7 +82,10 @@ function parse(argv) {
   } catch (e) {
     usageError(e.message.replace(/\. To specify a positional argument.*$/s, ''));
   }
-  const { values, positionals } = parsed;
+  const { values } = parsed;
+  let { positionals } = parsed;
+  // `npx nar-tool nar-cache-verify CACHE`: npx runs the package's binary with the name given.
+  if (positionals.length === 2 && positionals[0] === NAME) positionals = positionals.slice(1);
   if (values.help) {
     process.stdout.write(HELP);
     process.exit(0);
@@ -90,43 +100,14 @@ function parse(argv) {
   if (values.jobs !== undefined && !/^\d+$/.test(values.jobs)) {
     usageError(`invalid value '${values.jobs}' for '--jobs <JOBS>': invalid digit found in string`);
   }
-  if (values.json && values.github) usageError("the argument '--json' cannot be used with '--github'");
   return { ...values, cache: positionals[0] };
-}
-
-/** A NarInfo to check a key against: verifySignatures parses every trusted key it is given. */
-const PROBE = {
-  storePath: '/nix/store/00000000000000000000000000000000-probe',
-  url: 'nar/probe.nar',
-  compression: 'none',
-  fileHash: null,
-  fileSize: null,
-  narHash: 'sha256:0000000000000000000000000000000000000000000000000000',
-  narSize: 8,
-  references: [],
-  deriver: null,
-  system: null,
-  sigs: [],
-  ca: null,
-  extra: [],
-};
-
-/** Throws nar-tool's message for a key that does not parse. */
-function checkKey(key) {
-  try {
-    verifySignatures(PROBE, [key]);
-  } catch (e) {
-    // verifySignatures names the key it could not parse; the message here names it already.
-    const prefix = `trusted key ${rustDebug(key)}: `;
-    throw new Error(e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message);
-  }
 }
 
 function trustedKeys(opts) {
   const keys = [];
   for (const k of opts['trusted-key']) {
     try {
-      checkKey(k);
+      parsePublicKey(k); // throws nar-tool's message for a key that does not parse
     } catch (e) {
       fail(`--trusted-key ${rustDebug(k)}: ${e.message}`);
     }
@@ -141,7 +122,7 @@ function trustedKeys(opts) {
     }
     for (const k of text.split(/\s+/).filter(Boolean)) {
       try {
-        checkKey(k);
+        parsePublicKey(k); // throws nar-tool's message for a key that does not parse
       } catch (e) {
         fail(`${f}: ${e.message}`);
       }
@@ -208,22 +189,18 @@ function progress(enabled) {
   };
 }
 
-function writeAtomic(file, text) {
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+/** The output files, opened before verifying: an error for one that cannot be written. */
+function openOutputs(opts) {
+  const outputs = {};
   try {
-    writeFileSync(tmp, text, { flag: 'wx' });
-    const fd = openSync(tmp, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
+    if (opts.junit !== undefined) outputs.junit = atomicOutput(opts.junit);
+    const summary = process.env.GITHUB_STEP_SUMMARY;
+    if (opts.github && summary) outputs.summary = appendOutput(summary);
   } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
+    outputs.junit?.discard();
+    fail(e.message);
   }
+  return outputs;
 }
 
 async function main() {
@@ -240,11 +217,13 @@ async function main() {
       fail(`opening cache ${opts.cache}: ${e.message}`);
     }
   }
+  const outputs = openOutputs(opts);
   const { source, paths } = recording(raw);
   const bar = progress(!opts.quiet && !opts.json && process.stderr.isTTY === true);
   const started = process.hrtime.bigint();
   let report;
   try {
+    // An unreachable URL is one error saying why (verifyCache reaches it first).
     report = await verifyCache(source, {
       trustedKeys: keys,
       checkContents: !opts['no-contents'],
@@ -259,18 +238,23 @@ async function main() {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const code = exitCode(report);
 
-  let junitFailed = false;
-  if (opts.junit !== undefined) {
+  let outputFailed = false;
+  const write = (output, render) => {
+    if (!output) return;
     try {
-      const timestamp = Math.floor(Date.now() / 1000);
-      writeAtomic(opts.junit, renderReport(report, opts.cache, 'junit', { paths: paths(), seconds, timestamp }));
+      output.commit(render());
     } catch (e) {
-      process.stderr.write(`${NAME}: error: writing ${opts.junit}: ${ioError(e).message}\n`);
-      junitFailed = true;
+      process.stderr.write(`${NAME}: error: ${e.message}\n`);
+      outputFailed = true;
     }
-  }
-  process.stdout.write(renderReport(report, opts.cache, opts.json ? 'json' : opts.github ? 'github' : 'text'));
-  process.exitCode = junitFailed && code === 0 ? 1 : code;
+  };
+  const timestamp = Math.floor(Date.now() / 1000);
+  write(outputs.junit, () => renderReport(report, opts.cache, 'junit', { paths: paths(), seconds, timestamp }));
+  write(outputs.summary, () => renderReport(report, opts.cache, 'github-summary'));
+  if (opts.json) process.stdout.write(renderReport(report, opts.cache, 'json'));
+  if (opts.github) (opts.json ? process.stderr : process.stdout).write(renderReport(report, opts.cache, 'github'));
+  else if (!opts.json) process.stdout.write(renderReport(report, opts.cache, 'text'));
+  process.exitCode = outputFailed && code === 0 ? 1 : code;
 }
 
 process.stdout.on('error', (e) => {

@@ -7,8 +7,9 @@ import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 
 import path from 'node:path';
 import {
   CACHES, CLI, CORPUS_KEY, STORE_PATHS, copyCache, haveCommand, narFile, narinfoFile, nativeBin, removeField, run, runCli,
-  serveDir, setField, storePath, tempDir,
+  serveDir, setField, storePath, syntheticCache, tempDir,
 } from '../tools/test-helpers.js';
+import { createServer } from 'node:http';
 
 const LIBDEMO = storePath('libdemo-1.0');
 const TOP = storePath('closure-top');
@@ -49,7 +50,7 @@ test('exit codes: 0 clean, 1 corrupt, 2 signatures, 4 a failed check, their sum;
 });
 
 test('usage errors exit 2, as nar-tool verify (clap) does; --help and --version exit 0', async () => {
-  for (const args of [[], ['--bogus', 'x'], ['a', 'b'], ['--json', '--github', 'x'], ['--trusted-key'], ['--jobs', 'many', 'x']]) {
+  for (const args of [[], ['--bogus', 'x'], ['a', 'b'], ['nar-cache-verify', 'a', 'b'], ['--trusted-key'], ['--jobs', 'many', 'x']]) {
     const r = await runCli(args);
     assert.equal(r.code, 2, args.join(' '));
     assert.match(r.stderr, /^error: /, args.join(' '));
@@ -95,6 +96,32 @@ test('errors before verifying exit 1 with nar-tool\'s messages (missing cache, b
   if (!bin) t.diagnostic('no native nar-tool: messages not compared');
 });
 
+test('an unreachable URL is one error saying why (connection refused, DNS, TLS), exit 1', async () => {
+  // A port nothing listens on.
+  const server = createServer();
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  const refused = await runCli([`http://127.0.0.1:${port}/`]);
+  assert.equal(refused.code, 1);
+  assert.equal(refused.stderr, `nar-cache-verify: error: cannot reach http://127.0.0.1:${port}/: connection refused (ECONNREFUSED)\n`);
+  assert.equal(refused.stdout, '');
+  // A name that does not resolve (.invalid never does).
+  const dns = await runCli(['--json', 'http://nar-tool-test.invalid/cache']);
+  assert.equal(dns.code, 1);
+  assert.match(dns.stderr, /^nar-cache-verify: error: cannot reach http:\/\/nar-tool-test\.invalid\/cache\/: the host name (does not resolve|could not be resolved now) \(DNS\) \(E\w+\)\n$/);
+  assert.equal(dns.stdout, '');
+  // TLS spoken to a server that speaks plain HTTP.
+  const plain = await serveDir(path.join(CACHES, 'none'));
+  try {
+    const tls = await runCli([plain.url.replace('http:', 'https:')]);
+    assert.equal(tls.code, 1);
+    assert.match(tls.stderr, /^nar-cache-verify: error: cannot reach https:\/\/127\.0\.0\.1:\d+\/: TLS: the handshake failed \(ERR_SSL_\w+\)\n$/);
+  } finally {
+    await plain.close();
+  }
+});
+
 test('--json prints the report document; --no-contents reads nothing', async () => {
   const r = await runCli(['--json', path.join(CACHES, 'zstd')]);
   assert.equal(r.code, 0);
@@ -103,7 +130,7 @@ test('--json prints the report document; --no-contents reads nothing', async () 
   assert.equal(JSON.parse(quick.stdout).checked_bytes, 0);
 });
 
-test('--github: one annotation per problem (warnings as ::warning), escaped, then the summary', async () => {
+test('--github: an annotation per problem on its narinfo (warnings as ::warning), escaped, then the summary', async () => {
   const c = copyCache('xz');
   try {
     unlinkSync(narFile(c.dir, LIBDEMO));
@@ -111,18 +138,84 @@ test('--github: one annotation per problem (warnings as ::warning), escaped, the
     writeFileSync(path.join(c.dir, 'nar', 'odd,name:100%\nx.nar'), 'stray');
     // A narinfo name that is no key: judged by its name, which the annotation's file escapes.
     writeFileSync(path.join(c.dir, 'a%b\r\nc.narinfo'), readFileSync(path.join(c.dir, narinfoFile(FILE))));
-    const r = await runCli(['--github', '--trusted-key', CORPUS_KEY, c.dir]);
+    const summaryFile = path.join(c.parent, 'step-summary.md');
+    const r = await runCli(['--github', '--trusted-key', CORPUS_KEY, c.dir], { env: { ...process.env, GITHUB_STEP_SUMMARY: summaryFile } });
     assert.equal(r.code, 3);
     const lines = r.stdout.split('\n');
     assert.equal(lines.pop(), '');
     const summary = lines.pop();
     assert.ok(summary.startsWith(`${c.dir}: 10 paths, `) && summary.endsWith(' read, FAILED: 3 problems, 1 warnings'), summary);
+    const file = (rel) => `${c.dir}/${rel}`.replaceAll('%', '%25').replaceAll(':', '%3A').replaceAll(',', '%2C').replaceAll('\n', '%0A');
     assert.deepEqual(lines, [
-      `::error title=missing-nar,file=${LIBDEMO.replaceAll(':', '%3A')}::${readUrlOf(c.dir, LIBDEMO)} does not exist`,
-      `::error title=untrusted,file=${TOP}::no valid signature by a trusted key (expected one of corpus-public-1, found no signatures)`,
-      '::error title=malformed-narinfo,file=a%25b%0D%0Ac.narinfo::not a narinfo name (a hash part is 32 nixbase32 characters); not read',
-      '::warning title=orphan-nar,file=nar/odd%2Cname%3A100%25%0Ax.nar::no narinfo points to this file (a warning)',
+      `::error title=missing-nar,file=${file(narinfoFile(LIBDEMO))}::${LIBDEMO}: ${readUrlOf(c.dir, LIBDEMO)} does not exist`,
+      `::error title=untrusted,file=${file(narinfoFile(TOP))}::${TOP}: no valid signature by a trusted key (expected one of corpus-public-1, found no signatures)`,
+      `::error title=malformed-narinfo,file=${file('a%b\\r\\nc.narinfo')}::a%25b\\r\\nc.narinfo: not a narinfo name (a hash part is 32 nixbase32 characters); not read`,
+      `::warning title=orphan-nar,file=${file('nar/odd,name:100%\\nx.nar')}::nar/odd,name:100%25\\nx.nar: no narinfo points to this file (a warning)`,
     ]);
+    // The step summary: a table by kind, appended.
+    const md = readFileSync(summaryFile, 'utf8');
+    assert.ok(md.startsWith(`### nar-cache-verify \`${c.dir}\`: FAILED\n\n`), md);
+    assert.match(md, /\| `missing-nar` \| 1 \| `\/nix\/store\/\w{32}-libdemo-1\.0-public` \|\n/);
+    assert.match(md, /\| `untrusted` \| 1 \| /);
+    assert.match(md, /\| `orphan-nar` \(a warning\) \| 1 \| `nar\/odd,name:100%\\nx\.nar` \|\n$/);
+    const again = await runCli(['--github', c.dir], { env: { ...process.env, GITHUB_STEP_SUMMARY: summaryFile } });
+    assert.equal(again.code, 1);
+    assert.equal(readFileSync(summaryFile, 'utf8').split('### nar-cache-verify').length, 3, 'appended, as GitHub wants');
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('--github with one wrong key: 10 annotations, the last saying how many more, the rest as lines', async () => {
+  const dir = tempDir();
+  const cache = syntheticCache(path.join(dir, 'cache'), 60);
+  const r = await runCli(['--github', '--trusted-key', CORPUS_KEY, cache], { env: { ...process.env, GITHUB_STEP_SUMMARY: '' } });
+  assert.equal(r.code, 2);
+  const lines = r.stdout.trimEnd().split('\n');
+  const errors = lines.filter((l) => l.startsWith('::error '));
+  assert.equal(errors.length, 10);
+  assert.match(errors[0], new RegExp(`^::error title=untrusted,file=${cache.replaceAll(':', '%3A')}/\\w{32}\\.narinfo::/nix/store/\\w{32}-`));
+  assert.equal(errors[9], '::error title=51 more problems::51 more problems not annotated (GitHub shows 10 per step): listed in the log');
+  assert.equal(lines.filter((l) => l.startsWith('untrusted /nix/store/')).length, 51);
+  assert.match(lines.at(-1), /: 60 paths, .* FAILED: 60 problems, 0 warnings$/);
+});
+
+test('--json and --github together: the JSON on stdout, the annotations on stderr', async () => {
+  const c = copyCache('xz');
+  try {
+    unlinkSync(narFile(c.dir, LIBDEMO));
+    const summaryFile = path.join(c.parent, 'summary.md');
+    const r = await runCli(['--json', '--github', c.dir], { env: { ...process.env, GITHUB_STEP_SUMMARY: summaryFile } });
+    assert.equal(r.code, 1);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.problems[0].kind, 'missing-nar');
+    assert.match(r.stderr, /^::error title=missing-nar,file=.*\.narinfo::\/nix\/store\/\w{32}-libdemo-1\.0-public: nar\/.* does not exist\n.*: 9 paths, .* FAILED: 1 problems, 0 warnings\n$/);
+    assert.match(readFileSync(summaryFile, 'utf8'), /\| `missing-nar` \| 1 \|/);
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('escape sequences from a hostile cache never reach the output as they are (text, GitHub, JUnit)', async () => {
+  const c = copyCache('xz');
+  try {
+    const evil = 'nar/x\r\u001b[2K\u001b[1Aall good\u009b2J\n';
+    setField(c.dir, LIBDEMO, 'URL', evil.replace('\n', ''));
+    writeFileSync(path.join(c.dir, `nar/\u001b]0;pwned\u0007.nar`), 'stray');
+    for (const args of [[], ['--github'], ['--junit', path.join(c.parent, 'r.xml')]]) {
+      const r = await runCli([...args, c.dir]);
+      assert.equal(r.code, 1, args.join(' '));
+      const out = r.stdout + (args[0] === '--junit' ? readFileSync(path.join(c.parent, 'r.xml'), 'utf8') : '');
+      assert.doesNotMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `${args.join(' ')}: ${JSON.stringify(out)}`);
+      assert.ok(out.includes('nar/x\\r\\u{1b}[2K\\u{1b}[1Aall good\\u{9b}2J'), `${args.join(' ')}: ${out}`);
+      assert.ok(out.includes('nar/\\u{1b}]0;pwned\\u{7}.nar'), out);
+    }
+    // The native CLI prints the same escaped lines (the one renderer).
+    const bin = nativeBin();
+    if (bin) {
+      const native = await run(bin, ['verify', c.dir]);
+      assert.equal(native.stdout, (await runCli([c.dir])).stdout);
+    }
   } finally {
     c.cleanup();
   }
@@ -210,10 +303,19 @@ test('--junit FILE: a testcase per store path and one for the cache, failures wi
     // Written atomically: no temporary file is left beside it.
     assert.deepEqual(readdirSync(out).sort(), ['bad.xml', 'clean.xml']);
 
-    // An unwritable report is an error (exit 1 when the cache itself is fine).
+    // A report that cannot be written is an error before verifying (nothing is read or printed).
     const unwritable = await runCli(['--junit', path.join(out, 'no-such-dir', 'r.xml'), path.join(CACHES, 'none')]);
     assert.equal(unwritable.code, 1);
-    assert.match(unwritable.stderr, /^nar-cache-verify: error: writing .*No such file or directory \(os error 2\)/);
+    assert.equal(unwritable.stderr, `nar-cache-verify: error: writing ${path.join(out, 'no-such-dir', 'r.xml')}: No such file or directory (os error 2)\n`);
+    assert.equal(unwritable.stdout, '');
+    const directory = await runCli(['--junit', out, path.join(CACHES, 'none')]);
+    assert.equal(directory.code, 1);
+    assert.equal(directory.stderr, `nar-cache-verify: error: writing ${out}: Is a directory (os error 21)\n`);
+    const summary = await runCli(['--github', path.join(CACHES, 'none')], { env: { ...process.env, GITHUB_STEP_SUMMARY: path.join(out, 'no-such-dir', 's.md') } });
+    assert.equal(summary.code, 1);
+    assert.match(summary.stderr, /^nar-cache-verify: error: writing .*s\.md: No such file or directory \(os error 2\)\n$/);
+    assert.equal(summary.stdout, '');
+    assert.deepEqual(readdirSync(out).sort(), ['bad.xml', 'clean.xml'], 'no temporary file left');
   } finally {
     c.cleanup();
   }

@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -185,4 +185,28 @@ export function generateSecretKey(name) {
   const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d, 'base64url');
   const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x, 'base64url');
   return { secret: `${name}:${Buffer.concat([seed, pub]).toString('base64')}`, public: `${name}:${pub.toString('base64')}` };
+}
+
+/**
+ * A cache of `n` unsigned narinfos (valid, distinct store paths, no references) at `dir`, all
+ * pointing at one real NAR of the corpus xz cache (file hash and size right): clean, but untrusted
+ * with any key.
+ */
+export function syntheticCache(dir, n) {
+  const src = path.join(CACHES, 'xz');
+  const real = readFileSync(path.join(src, narinfoFile(storePath('libdemo-1.0'))), 'utf8');
+  const get = (k) => new RegExp(`^${k}: (.*)$`, 'm').exec(real)[1];
+  mkdirSync(path.join(dir, 'nar'), { recursive: true });
+  cpSync(path.join(src, 'nix-cache-info'), path.join(dir, 'nix-cache-info'));
+  cpSync(path.join(src, get('URL')), path.join(dir, get('URL')));
+  for (let i = 0; i < n; i++) {
+    const hash = `s${String(i).padStart(31, '0')}`;
+    const text = [
+      `StorePath: /nix/store/${hash}-pkg-${i}`, `URL: ${get('URL')}`, `Compression: ${get('Compression')}`,
+      `FileHash: ${get('FileHash')}`, `FileSize: ${get('FileSize')}`, `NarHash: ${get('NarHash')}`,
+      `NarSize: ${get('NarSize')}`, 'References: ', '',
+    ].join('\n');
+    writeFileSync(path.join(dir, `${hash}.narinfo`), text);
+  }
+  return dir;
 }
