@@ -1,12 +1,15 @@
 // The inspector: boot (wasm, the cache to open), routing, the open and keys views, the global
 // keyboard (/ search, Esc back) and drag-and-drop of a cache folder.
 //
-// Routes: #/ paths · #/path/<hash> · #/path/<hash>/files/<a>/<b> · #/verify · #/keys · #/open
+// Routes: #/ paths · #/path/<hash> · #/path/<hash>/files/<a>/<b> · #/verify · #/keys · #/open ·
+// #/cache (this cache: nix-cache-info, totals, the nix.conf lines to use it)
 // The cache: ?cache=<URL> (default: this page's origin, i.e. nar-tool serve), &roots=<a,b> for a
 // cache that cannot be listed; or a local folder (picked or dropped, kept in memory only).
 
 import { h, errorMessage, formatCount } from './util.js';
-import { app, saveKeys } from './state.js';
+import { app } from './state.js';
+import { keysView } from './keys.js';
+import { cacheView } from './cacheview.js';
 import { Cache } from './cache.js';
 import { httpSource, filesSource, cacheFiles } from './source.js';
 import { pathsView, currentPathsView } from './paths.js';
@@ -197,34 +200,6 @@ function openView(params) {
         } }, 'Load closures'))) : null));
 }
 
-function keysView() {
-  const area = h('textarea', { id: 'keys-input', rows: '6', spellcheck: 'false', 'aria-label': 'Trusted public keys, one per line' }, app.keys.join('\n'));
-  const status = h('span', { class: 'muted', id: 'keys-status', 'aria-live': 'polite' });
-  const names = new Map();
-  for (const e of app.cache?.entries ?? []) {
-    for (const s of e.info?.sigs ?? []) {
-      const n = s.slice(0, s.indexOf(':'));
-      names.set(n, (names.get(n) ?? 0) + 1);
-    }
-  }
-  const save = () => {
-    const keys = area.value.split('\n').map((k) => k.trim()).filter(Boolean);
-    const bad = keys.filter((k) => !/^[^:\s]+:[A-Za-z0-9+/]{43}=$/.test(k));
-    saveKeys(keys);
-    status.textContent = `Saved ${keys.length} key${keys.length === 1 ? '' : 's'}.` +
-      (bad.length ? ` Not in the name:base64 form of an ed25519 public key: ${bad.join(', ')}` : '');
-  };
-  return h('div', null,
-    h('h1', null, 'Trusted public keys'),
-    h('p', null, 'One per line, as in nix.conf’s ', h('code', null, 'trusted-public-keys'), ' (',
-      h('code', null, 'name:base64'), '). Signatures are checked against them in the table, on each path and when verifying. ',
-      'They are kept in this browser only (localStorage).'),
-    area,
-    h('div', { class: 'actions' }, h('button', { type: 'button', class: 'primary', id: 'keys-save', onclick: save }, 'Save'), status),
-    names.size ? h('p', { class: 'muted' }, 'Signatures in this cache are by: ',
-      [...names].map(([n, c], i) => [i ? ', ' : '', h('code', null, n), ` (${c})`]), '.') : null);
-}
-
 function noCacheView() {
   return openView(new URLSearchParams());
 }
@@ -275,6 +250,8 @@ export function render() {
   } else if (route === 'verify') {
     nav('nav-verify');
     main.replaceChildren(verifyView());
+  } else if (route === 'cache') {
+    main.replaceChildren(cacheView());
   } else if (route === 'path' && parts[1]) {
     if (parts[2] === 'files') main.replaceChildren(filesView(parts[1], parts.slice(3)));
     else main.replaceChildren(pathView(parts[1]));
@@ -303,11 +280,22 @@ function typing(el) {
   return el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);
 }
 
+/** Keys that move in the table, from anywhere on the paths view (not only once it has the focus). */
+const TABLE_MOVES = { ArrowDown: 0, ArrowUp: 0, j: 0, k: 0, PageDown: 0, PageUp: 0, Home: 0, End: 0 };
+
 document.addEventListener('keydown', (e) => {
-  if (e.key === '/' && !typing(document.activeElement) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+  const plain = !e.ctrlKey && !e.metaKey && !e.altKey;
+  if (e.key === '/' && !typing(document.activeElement) && plain) {
     e.preventDefault();
     search.focus();
     search.select();
+  } else if (e.key in TABLE_MOVES && plain && !typing(document.activeElement) && !e.defaultPrevented) {
+    // The table handles its own keys; elsewhere (nothing focused yet, the page, a heading) the
+    // first one gives the focus to its active row.
+    const v = currentPathsView();
+    if (!v || !main.contains(v.el) || v.table.el.contains(document.activeElement)) return;
+    e.preventDefault();
+    v.table.focusActive();
   } else if (e.key === 'Escape') {
     if (document.activeElement === search) {
       if (search.value) {

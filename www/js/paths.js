@@ -1,6 +1,7 @@
-// The paths table: every narinfo of the cache, searchable by name or hash part, sortable by any
-// column, virtualised. The view is built once per cache and re-attached, so its scroll position,
-// sort and focus survive a visit to a path.
+// The paths table: every narinfo of the cache, searchable by name or hash part, filtered to the
+// paths with problems or without a trusted signature, sortable by any column, virtualised, with
+// the totals of what it shows. The view is built once per cache and re-attached, so its scroll
+// position, sort, filter and focus survive a visit to a path.
 
 import { h, formatBytes, formatCount } from './util.js';
 import { app, pathHref, sigStatus, problemsOf } from './state.js';
@@ -24,26 +25,55 @@ function sigValue(e) {
   return st.valid.length ? 2 : st.invalid.length || st.malformed.length ? 0 : 1;
 }
 
+// Widths are the stylesheet's (`col.col-<key>`): the table fits the window at any width.
 const columns = [
   {
-    key: 'name', label: 'Name', width: '30%', value: (e) => e.pname.toLowerCase(),
+    key: 'name', label: 'Name', value: (e) => e.pname.toLowerCase(),
     cell: (e) => {
       if (!e.info) return h('span', { class: 'pill bad', title: e.error }, e.absent ? 'absent' : 'malformed narinfo');
       return h('a', { href: pathHref(e.hash), tabindex: '-1' }, e.pname);
     },
     title: (e) => e.error ?? e.storePath,
   },
-  { key: 'version', label: 'Version', width: '12%', value: (e) => e.version || null, cell: (e) => e.version },
-  { key: 'hash', label: 'Hash part', width: '22%', className: 'hash', value: (e) => e.hash, cell: (e) => e.hash },
-  { key: 'narSize', label: 'NAR size', num: true, width: '9%', value: (e) => e.narSize, cell: (e) => formatBytes(e.narSize), title: (e) => `${e.narSize ?? '—'} bytes` },
-  { key: 'fileSize', label: 'File size', num: true, width: '9%', value: (e) => e.fileSize, cell: (e) => formatBytes(e.fileSize), title: (e) => `${e.fileSize ?? '—'} bytes` },
-  { key: 'compression', label: 'Compr.', width: '7%', value: (e) => e.compression || null, cell: (e) => e.compression },
-  { key: 'sigs', label: 'Signatures', width: '14%', value: sigValue, cell: sigCell },
-  { key: 'refs', label: 'Refs', num: true, width: '6%', value: (e) => e.refCount, cell: (e) => String(e.refCount) },
+  { key: 'version', label: 'Version', value: (e) => e.version || null, cell: (e) => e.version },
+  { key: 'hash', label: 'Hash part', className: 'hash', value: (e) => e.hash, cell: (e) => e.hash },
+  { key: 'narSize', label: 'NAR size', num: true, value: (e) => e.narSize, cell: (e) => formatBytes(e.narSize), title: (e) => `${e.narSize ?? '—'} bytes` },
+  { key: 'fileSize', label: 'File size', num: true, value: (e) => e.fileSize, cell: (e) => formatBytes(e.fileSize), title: (e) => `${e.fileSize ?? '—'} bytes` },
+  { key: 'compression', label: 'Compr.', value: (e) => e.compression || null, cell: (e) => e.compression },
+  { key: 'sigs', label: 'Signatures', value: sigValue, cell: sigCell },
+  { key: 'refs', label: 'Refs', num: true, value: (e) => e.refCount, cell: (e) => String(e.refCount) },
 ];
 
 function matches(e, q) {
   return !q || e.search.includes(q);
+}
+
+/** Whether a path has a problem: its narinfo is unreadable, or the last verification found one. */
+function hasProblem(e) {
+  return !e.info || problemsOf(e).length > 0;
+}
+
+/** Whether no trusted key signed it (every path, when no key is trusted). */
+function lacksTrustedSignature(e) {
+  const st = sigStatus(e);
+  return !st || st.valid.length === 0;
+}
+
+const FILTERS = {
+  all: { label: 'All paths', keep: () => true },
+  problems: { label: 'With problems', keep: hasProblem },
+  untrusted: { label: 'Without a trusted signature', keep: lacksTrustedSignature },
+};
+
+/** `n paths · X NAR · Y files` over the rows shown. */
+function totals(rows) {
+  let nar = 0;
+  let file = 0;
+  for (const e of rows) {
+    nar += e.narSize ?? 0;
+    file += e.fileSize ?? 0;
+  }
+  return { nar, file };
 }
 
 /** The paths view for the open cache (built on first use). */
@@ -54,7 +84,11 @@ export function pathsView() {
     return view;
   }
   view?.table.destroy();
-  const count = h('span', { class: 'muted', 'aria-live': 'polite' });
+  const count = h('span', { class: 'muted', id: 'paths-count', 'aria-live': 'polite' });
+  const sums = h('span', { class: 'totals', id: 'paths-totals' });
+  const note = h('span', { class: 'muted', id: 'filter-note' });
+  const select = h('select', { id: 'paths-filter', 'aria-label': 'Show', onchange: () => v.setFilter(select.value) },
+    Object.entries(FILTERS).map(([k, f]) => h('option', { value: k }, f.label)));
   const table = new VirtualTable(columns, {
     label: 'Store paths',
     sortKey: 'name',
@@ -64,10 +98,11 @@ export function pathsView() {
     rowLabel: (e) => e.baseName,
   });
   const head = h('div', { class: 'table-head' },
-    h('strong', null, cache.listed ? 'Store paths' : 'Store paths loaded'), count,
+    h('strong', null, cache.listed ? 'Store paths' : 'Store paths loaded'), count, sums, select, note,
     cache.listed ? null : h('span', { class: 'muted' }, '— this cache cannot be listed: closures of the roots you gave (',
       h('a', { href: '#/open' }, 'add roots'), ')'),
-    h('span', { class: 'muted', style: { marginLeft: 'auto' } },
+    h('a', { href: '#/cache', id: 'use-cache' }, 'Use this cache…'),
+    h('span', { class: 'muted keys-help' },
       h('kbd', null, '/'), ' search · ', h('kbd', null, '↑'), h('kbd', null, '↓'), ' move · ', h('kbd', null, 'Enter'), ' open · ', h('kbd', null, 'Esc'), ' back'));
   const el = h('div', { class: 'paths-view', style: { display: 'contents' } }, head, table.el);
   const v = {
@@ -76,6 +111,7 @@ export function pathsView() {
     table,
     sorted: [],
     query: '',
+    show: 'all',
     scrollTop: 0,
     resort() {
       v.sorted = table.sort([...cache.entries]);
@@ -83,11 +119,25 @@ export function pathsView() {
     },
     filter(keep) {
       const q = v.query;
-      const rows = q ? v.sorted.filter((e) => matches(e, q)) : v.sorted;
+      const f = FILTERS[v.show];
+      const rows = q || v.show !== 'all' ? v.sorted.filter((e) => matches(e, q) && f.keep(e)) : v.sorted;
       table.setRows(rows, keep);
-      count.textContent = q
-        ? `${formatCount(rows.length)} of ${formatCount(cache.entries.length)}`
-        : `${formatCount(cache.entries.length)}`;
+      count.textContent = rows.length === cache.entries.length
+        ? `${formatCount(cache.entries.length)}`
+        : `${formatCount(rows.length)} of ${formatCount(cache.entries.length)}`;
+      const t = totals(rows);
+      sums.replaceChildren(
+        h('span', { title: `${t.nar} bytes unpacked` }, formatBytes(t.nar), ' NAR'), ' · ',
+        h('span', { title: `${t.file} bytes in the cache` }, formatBytes(t.file), ' files'));
+      note.textContent = v.show === 'untrusted' && !app.keys.length ? 'no trusted keys set: add them under Keys'
+        : v.show === 'problems' && !app.problemsKnown ? 'unreadable narinfos only: verify to find the rest' : '';
+    },
+    setFilter(show) {
+      if (!FILTERS[show] || show === v.show) return;
+      v.show = show;
+      select.value = show;
+      table.el.scrollTop = 0;
+      v.filter(false);
     },
     setQuery(q) {
       q = q.trim().toLowerCase();
@@ -97,8 +147,9 @@ export function pathsView() {
       v.filter(false);
     },
     refresh() {
+      // Entries, keys or verification problems may have changed since it was last shown.
       if (v.sorted.length !== cache.entries.length) v.resort();
-      else table.schedule(true);
+      else v.filter(true);
     },
   };
   view = v;

@@ -12,6 +12,8 @@ export const app = {
   keysVersion: 0,
   /** Problems from the last verification, by hash part. */
   problems: new Map(),
+  /** Whether a verification has run (else only unreadable narinfos are known problems). */
+  problemsKnown: false,
   /** Re-renders the current view (set by app.js). */
   rerender: () => {},
 };
