@@ -1,6 +1,7 @@
 // A cache as the page sees it: its nix-cache-info and every narinfo loaded (fetched with bounded
 // concurrency, parsed by the wasm layer), with the derived columns of the paths table and the
-// reference graph (the wasm CacheGraph: closures, referrers, why-depends). A cache that cannot be
+// reference graph (the wasm CacheGraph: closures and their sizes, what each path adds,
+// referrers, why-depends). A cache that cannot be
 // listed (any HTTP cache but nar-tool serve) is explored from roots the user gives, following
 // references.
 
@@ -191,15 +192,23 @@ export class Cache {
 
   /** The closure of `e`, with its sizes and the references missing from the cache (base names). */
   closure(e) {
-    const { paths, missing } = this.graph.closureWithMissing([e.storePath]);
-    let narSize = 0;
-    let fileSize = 0;
-    for (const p of paths) {
-      const x = this.entryOfStorePath(p);
-      narSize += x?.narSize ?? 0;
-      fileSize += x?.fileSize ?? 0;
-    }
+    const { paths, missing, narSize, fileSize } = this.graph.closureWithMissing([e.storePath]);
     return { paths, narSize, fileSize, missing: missing.map(baseNameOf) };
+  }
+
+  /**
+   * The closure of `e` as the core's closureTree gives it (root first; what each path adds and
+   * its dominator), kept until another is asked for or the cache grows.
+   */
+  closureTree(e) {
+    const key = `${e.hash} ${this.entries.length}`;
+    if (this._tree?.key !== key) this._tree = { key, nodes: this.graph.closureTree(e.storePath) };
+    return this._tree.nodes;
+  }
+
+  /** Each path's own closure size (`{ narSize, fileSize }`), by the core. */
+  closureSizes(paths) {
+    return this.graph.closureSizes(paths);
   }
 
   /** Why `e` depends on `dep` (a store path): the shortest chain of store paths, or null. */

@@ -1,4 +1,5 @@
-// Inside a NAR: the file tree with sizes and modes, text files shown, binaries as hex, any file
+// Inside a NAR: the file tree with sizes and modes (a directory's size is that of the files in
+// it, at any depth), sortable by name or size, text files shown, binaries as hex, any file
 // downloadable, symlinks followed within the NAR (and to other paths of the cache).
 
 import { h, formatBytes, hexDump, asText, modeString, errorMessage } from './util.js';
@@ -9,6 +10,40 @@ const TEXT_LIMIT = 1024 * 1024;
 const HEX_LIMIT = 64 * 1024;
 const accesses = new Map();
 let blobUrl = null;
+/** How directories are sorted: by `name` (the NAR's order) or `size`, up (1) or down (-1). */
+const order = { key: 'name', dir: 1 };
+/** Directory node → { size, files }: the regular files beneath it, at any depth. */
+const totals = new WeakMap();
+
+/** The bytes and number of regular files beneath `dir` (iterative: NARs nest deep). */
+export function directoryTotals(dir) {
+  if (totals.has(dir)) return totals.get(dir);
+  // Post-order: a directory is summed once all of its subdirectories are.
+  const stack = [[dir, false]];
+  while (stack.length) {
+    const [node, visited] = stack.pop();
+    if (totals.has(node)) continue;
+    const subdirs = Object.values(node.entries).filter((n) => n.type === 'directory' && !totals.has(n));
+    if (!visited && subdirs.length) {
+      stack.push([node, true], ...subdirs.map((n) => [n, false]));
+      continue;
+    }
+    let size = 0;
+    let files = 0;
+    for (const n of Object.values(node.entries)) {
+      if (n.type === 'regular') {
+        size += n.size;
+        files += 1;
+      } else if (n.type === 'directory') {
+        const t = totals.get(n);
+        size += t.size;
+        files += t.files;
+      }
+    }
+    totals.set(node, { size, files });
+  }
+  return totals.get(dir);
+}
 
 function access(e) {
   let a = accesses.get(e.hash);
@@ -99,8 +134,20 @@ function outsideNote(target) {
       : 'That path is not in this cache.');
 }
 
+/** A node's size for the listing: a file's, or the files' beneath a directory; null for a symlink. */
+function sizeOf(n) {
+  if (n.type === 'regular') return n.size;
+  if (n.type === 'directory') return directoryTotals(n).size;
+  return null;
+}
+
 function directoryTable(e, a, parts, dir) {
   const names = Object.keys(dir.entries); // the listing keeps the NAR's (byte) order
+  if (order.key === 'size') {
+    names.sort((x, y) => order.dir * ((sizeOf(dir.entries[x]) ?? -1) - (sizeOf(dir.entries[y]) ?? -1)) || (x < y ? -1 : 1));
+  } else if (order.dir < 0) {
+    names.reverse();
+  }
   const rows = names.map((name) => {
     const n = dir.entries[name];
     const target = [...parts, name];
@@ -110,16 +157,32 @@ function directoryTable(e, a, parts, dir) {
     } else if (n.type === 'directory') {
       what = '/';
     }
-    return h('tr', null,
+    const size = sizeOf(n);
+    const files = n.type === 'directory' ? directoryTotals(n).files : null;
+    return h('tr', { dataset: { name, size: size ?? '' } },
       h('td', { class: 'mode' }, modeString(n)),
-      h('td', { class: 'num' }, n.type === 'regular' ? String(n.size) : ''),
-      h('td', { class: 'num muted' }, n.type === 'regular' ? formatBytes(n.size) : ''),
+      h('td', { class: 'num' }, size == null ? '' : String(size)),
+      h('td', { class: 'num muted', title: files == null ? null : `${files} file${files === 1 ? '' : 's'} in it, at any depth` },
+        size == null ? '' : formatBytes(size), files == null ? null : h('span', { class: 'files-count' }, ` (${files})`)),
       h('td', { class: 'name' }, h('a', { href: filesHref(e.hash, target) }, name), what));
   });
   const up = parts.length ? h('tr', null, h('td', { class: 'mode' }), h('td'), h('td'),
     h('td', { class: 'name' }, h('a', { href: filesHref(e.hash, parts.slice(0, -1)) }, '..'))) : null;
+  const total = directoryTotals(dir);
+  const sortButton = (key, label, cls) => {
+    const on = order.key === key;
+    return h('th', { class: cls, 'aria-sort': on ? (order.dir > 0 ? 'ascending' : 'descending') : 'none' },
+      h('button', { type: 'button', class: 'sort', id: `sort-${key}`, title: `Sort by ${key}`, onclick: () => {
+        order.dir = on ? -order.dir : key === 'size' ? -1 : 1;
+        order.key = key;
+        table.replaceWith(directoryTable(e, a, parts, dir));
+        document.getElementById(`sort-${key}`)?.focus();
+      } }, label + (on ? (order.dir > 0 ? ' ▲' : ' ▼') : '')));
+  };
   const table = h('table', { class: 'files', id: 'file-list' },
-    h('thead', null, h('tr', null, h('th', null, 'Mode'), h('th', { class: 'num' }, 'Size'), h('th', { class: 'num' }, ''), h('th', null, `Name (${names.length})`))),
+    h('thead', null, h('tr', null, h('th', null, 'Mode'), sortButton('size', 'Size', 'num'),
+      h('th', { class: 'num', title: `${total.files} files, ${total.size} bytes` }, formatBytes(total.size)),
+      sortButton('name', `Name (${names.length})`, null))),
     h('tbody', null, up, rows));
   table.addEventListener('keydown', (ev) => {
     if (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp') return;

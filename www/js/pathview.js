@@ -1,9 +1,12 @@
 // One store path: every narinfo field, signatures against the trusted keys, references and
-// referrers, the closure (size, tree, why each path is in it), problems from the last verification.
+// referrers, the closure (its size; a tree with each path's closure size and what it adds, as
+// nix-tree shows them; a treemap of where its bytes go; why each path is in it), problems from
+// the last verification. Every size of the closure is the core's (CacheGraph).
 
 import { h, formatBytes, formatCount } from './util.js';
 import { app, pathHref, filesHref, pathLink, sigStatus, sigLineStatus, statusPill, problemsOf } from './state.js';
 import { startVerify } from './verify.js';
+import { closureTreemap } from './treemap.js';
 
 export function pathView(hash) {
   const cache = app.cache;
@@ -53,7 +56,14 @@ export function pathView(hash) {
       h('strong', { title: `${closure.fileSize} bytes` }, formatBytes(closure.fileSize)), ' to download',
       closure.missing.length ? [', ', h('span', { class: 'pill bad' }, `${closure.missing.length} missing`)] : null, '.'),
     closure.missing.length ? h('p', null, 'Missing from the cache: ', closure.missing.map((m) => [h('code', null, m), ' '])) : null,
-    closureTree(e),
+    h('p', { class: 'muted' }, 'Each path: its own NAR size, its closure size, and what it adds to this closure (the paths only it brings in, as nix-tree counts them).'),
+    closureTree(e, closure),
+    h('h2', null, 'Where the closure’s bytes go'),
+    h('p', { class: 'muted' }, 'Each box is what a path adds to the closure; inside it, the paths only it brings in.'),
+    closureTreemap(cache.closureTree(e), {
+      label: (p) => p.slice(p.lastIndexOf('/') + 1).slice(33),
+      href: (p) => pathHref(p.slice(p.lastIndexOf('/') + 1, p.lastIndexOf('/') + 33)),
+    }),
     h('details', null, h('summary', null, `All ${closure.paths.length} paths of the closure`),
       h('ul', { class: 'links', id: 'closure-paths' }, closure.paths.map((p) => h('li', null, pathLink(p), p === info.storePath ? null : whyButton(e, p))))),
   );
@@ -103,29 +113,45 @@ function problemsSection(e) {
     h('ul', null, ps.map((p) => h('li', null, h('code', null, p.kind), ' ', p.message))));
 }
 
-/** The closure as a collapsible tree; children are built when a node is first opened. */
-function closureTree(root) {
+/**
+ * The closure as a collapsible tree; children are built when a node is first opened, largest
+ * closure first. Each node: its own NAR size, its closure size and what it adds to the root's
+ * closure (its subtree in the core's dominator tree).
+ */
+function closureTree(root, closure) {
   const cache = app.cache;
-  const node = (base, ancestors, open) => {
+  const added = new Map(cache.closureTree(root).map((n) => [n.path, n.added.narSize]));
+  const sizes = (e, closureSize) => h('span', { class: 'size' },
+    h('span', { title: 'its NAR' }, formatBytes(e.narSize)), ' · ',
+    h('span', { class: 'closure-size', title: `its closure: ${closureSize} bytes` }, `closure ${formatBytes(closureSize)}`), ' · ',
+    h('span', { class: 'added-size', title: `${added.get(e.storePath) ?? 0} bytes: the paths only it brings into this closure` },
+      `adds ${formatBytes(added.get(e.storePath) ?? 0)}`));
+  const node = (base, closureSize, ancestors, open) => {
     const e = cache.entryOfBaseName(base);
     if (!e || !e.info) return h('div', { class: 'leaf' }, pathLink(base));
-    const refs = e.info.references.filter((r) => r.slice(0, 32) !== e.hash).sort();
-    const label = [h('a', { href: pathHref(e.hash) }, e.baseName), h('span', { class: 'size' }, formatBytes(e.narSize))];
-    if (!refs.length) return h('div', { class: 'leaf' }, label);
+    const refs = e.info.references.filter((r) => r.slice(0, 32) !== e.hash);
+    const label = [h('a', { href: pathHref(e.hash) }, e.baseName), sizes(e, closureSize)];
+    if (!refs.length) return h('div', { class: 'leaf', dataset: { path: e.storePath } }, label);
     if (ancestors.has(e.hash)) return h('div', { class: 'leaf' }, label, h('span', { class: 'muted' }, ' (cycle)'));
-    const d = h('details', { open }, h('summary', null, label, h('span', { class: 'size' }, `${refs.length} refs`)));
+    const d = h('details', { open, dataset: { path: e.storePath } }, h('summary', null, label, h('span', { class: 'size' }, ` · ${refs.length} refs`)));
     let filled = false;
     const fill = () => {
       if (filled) return;
       filled = true;
       const anc = new Set(ancestors).add(e.hash);
-      for (const r of refs) d.append(node(r, anc, false));
+      const present = refs.map((r) => cache.entryOfBaseName(r)).map((x) => (x?.info ? x.storePath : null));
+      const known = present.filter(Boolean);
+      const closures = cache.closureSizes(known);
+      const each = new Map(known.map((p, i) => [p, closures[i].narSize]));
+      const order = refs.map((r, i) => [r, present[i] ? each.get(present[i]) : -1])
+        .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+      for (const [r, size] of order) d.append(node(r, size, anc, false));
     };
     if (open) fill();
     d.addEventListener('toggle', () => d.open && fill());
     return d;
   };
-  return h('div', { class: 'tree', id: 'closure-tree' }, node(root.baseName, new Set(), true));
+  return h('div', { class: 'tree', id: 'closure-tree' }, node(root.baseName, closure.narSize, new Set(), true));
 }
 
 /** A button that shows why `e` depends on `path`: the shortest chain of references, as nix why-depends. */

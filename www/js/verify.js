@@ -31,10 +31,14 @@ export function startVerify({ only = null, label = null, checkContents = job.che
   if (!cache) return;
   cancelVerify(false);
   const narinfos = cache.listed ? cache.narinfoNames : cache.entries.filter((e) => !e.absent).map((e) => e.file);
+  // The bytes to read, as the narinfos say (the meter follows them: a large NAR moves it too).
+  const wanted = new Set(only ?? narinfos);
+  const totalBytes = checkContents ? cache.entries.reduce((n, e) => n + (wanted.has(e.file) ? e.fileSize ?? 0 : 0), 0) : 0;
   Object.assign(job, {
     running: true,
     label: label ?? (cache.listed ? `the whole cache (${formatCount(narinfos.length)} narinfos)` : `the ${formatCount(narinfos.length)} narinfos loaded`),
     progress: { done: 0, total: (only ?? narinfos).length, path: '', bytes: 0 },
+    totalBytes,
     report: null,
     exitCode: null,
     error: null,
@@ -95,6 +99,7 @@ export function cancelVerify(notify = true) {
 
 function indexProblems(report) {
   app.problems = new Map();
+  app.problemsKnown = true;
   for (const p of report.problems) {
     const hash = problemHash(p.path);
     if (!hash) continue;
@@ -107,7 +112,17 @@ export function resetVerify() {
   cancelVerify(false);
   Object.assign(job, { label: '', progress: null, report: null, error: null, cancelled: false, exitCode: null });
   app.problems = new Map();
+  app.problemsKnown = false;
   updateBadge();
+}
+
+/** How far the job is, 0..100: by bytes when the NARs are read (and their sizes known), else by paths. */
+function percent() {
+  const p = job.progress;
+  if (job.report) return 100;
+  if (!p || !p.total) return 0;
+  const byPaths = (100 * p.done) / p.total;
+  return job.totalBytes > 0 ? Math.max(byPaths, Math.min(100, (100 * p.bytes) / job.totalBytes)) : byPaths;
 }
 
 function updateBadge() {
@@ -117,7 +132,7 @@ function updateBadge() {
   if (job.running) {
     const p = job.progress;
     b.className = 'badge';
-    b.textContent = p && p.total ? `${Math.floor((100 * p.done) / p.total)}%` : '…';
+    b.textContent = p && p.total ? `${Math.floor(percent())}%` : '…';
   } else if (job.report) {
     const failures = job.report.problems.filter((p) => p.kind !== 'orphan-nar').length;
     b.className = failures ? 'badge bad' : 'badge ok';
@@ -150,12 +165,12 @@ export function verifyView() {
 
 function statusLine() {
   const p = job.progress;
-  const pct = job.report ? 100 : p && p.total ? (100 * p.done) / p.total : 0;
+  const pct = percent();
   return h('div', { class: 'verify-status', id: 'verify-status' },
     h('div', { class: 'meter', role: 'progressbar', 'aria-valuenow': String(Math.round(pct)), 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-label': 'Verification progress' },
       h('div', { style: { width: `${pct}%` } })),
     h('span', null, `${job.running ? 'Checking' : 'Checked'} ${job.label}: `,
-      p ? `${formatCount(p.done)} / ${formatCount(p.total)} paths, ${formatBytes(p.bytes)} read` : '',
+      p ? `${formatCount(p.done)} / ${formatCount(p.total)} paths, ${formatBytes(p.bytes)}${job.running && job.totalBytes ? ` of ${formatBytes(job.totalBytes)}` : ''} read` : '',
       job.running && p?.path ? h('span', { class: 'muted' }, ` · ${p.path}`) : null,
       !job.running ? ` · ${(job.elapsed / 1000).toFixed(1)} s` : null));
 }
