@@ -9,6 +9,7 @@ const OVERSCAN = 12;
 export class VirtualTable {
   /**
    * columns: [{ key, label, num?, width?, value(row) (for sorting), cell(row) → string|Node, title? }]
+   * (a column's `<col>` has the class `col-<key>`, for widths set in CSS instead of `width`)
    * opts: { rowHeight, onOpen(row), onSort(key, dir), rowClass(row), rowLabel(row), href(row) }
    */
   constructor(columns, opts) {
@@ -24,7 +25,7 @@ export class VirtualTable {
     this.thead = h('thead', null, h('tr', null, columns.map((c) => this.headerCell(c))));
     this.tbody = h('tbody');
     this.table = h('table', { class: 'paths', role: 'grid', 'aria-label': opts.label ?? 'rows' },
-      h('colgroup', null, columns.map((c) => h('col', { style: c.width ? { width: c.width } : null }))),
+      h('colgroup', null, columns.map((c) => h('col', { class: `col-${c.key}`, style: c.width ? { width: c.width } : null }))),
       this.thead, this.tbody);
     this.el = h('div', { class: 'vt' }, this.table);
     this.el.addEventListener('scroll', () => this.schedule());
