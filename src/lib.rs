@@ -1,7 +1,7 @@
 //! nar-tool: build, serve, inspect and verify Nix binary caches.
 //!
 //! The pure core — [`nixbase32`], [`hash`], [`store_path`], [`nar`], [`narinfo`], [`signing`],
-//! [`cache_info`] — takes bytes, `Read`/`Write` streams and strings, never the file system or the
+//! [`cache_info`], [`escape`] — takes bytes, `Read`/`Write` streams and strings, never the file system or the
 //! network, and compiles to `wasm32-unknown-unknown`. The native [`host`] adapter (file system
 //! dump/restore, the Nix DB, fast codecs) is compiled only for native targets; `wasm` (the
 //! JavaScript API) only for wasm32.

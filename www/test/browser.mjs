@@ -34,14 +34,17 @@ export async function serve(cache, opts) {
   return s;
 }
 
-/** A fresh page (its own storage) at `url`, failing the test on any page error. */
-export async function openPage(t, url, { viewport = { width: 1366, height: 800 } } = {}) {
+/**
+ * A fresh page (its own storage) at `url`, failing the test on any page error or console error
+ * (but those `expected` matches: what the browser itself logs about a request a test makes fail).
+ */
+export async function openPage(t, url, { viewport = { width: 1366, height: 800 }, expected = null } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads: true });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(`console: ${m.text()}`);
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text()) && !expected?.test(m.text())) errors.push(`console: ${m.text()}`);
   });
   t.after(async () => {
     await context.close();

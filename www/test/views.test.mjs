@@ -328,3 +328,26 @@ test('verifying a large NAR shows the bytes read while it is read', async (t) =>
   assert.match(await page.textContent('#verify-summary'), /1 paths, 4\.0 MiB read, OK/);
   await ready(page);
 });
+
+test('a cache that cannot be opened says why: no answer, or an answer CORS hides', async (t) => {
+  // A server that answers without Access-Control-Allow-Origin.
+  const noCors = http.createServer((req, res) => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('StoreDir: /nix/store\n'));
+  await new Promise((r) => noCors.listen(0, '127.0.0.1', r));
+  t.after(() => noCors.close());
+  // A port nothing listens on.
+  const gone = http.createServer();
+  await new Promise((r) => gone.listen(0, '127.0.0.1', r));
+  const gonePort = gone.address().port;
+  await new Promise((r) => gone.close(r));
+  const s = await serve(copyCache('none'));
+  for (const [port, why] of [[noCors.address().port, /the server answered, but does not let this page read the answer \(CORS/], [gonePort, /no answer: the server is down or unreachable/]]) {
+    const url = `http://127.0.0.1:${port}/`;
+    // The browser logs the blocked request itself.
+    const page = await openPage(t, null, { expected: /blocked by CORS policy|ERR_CONNECTION_REFUSED/ });
+    await page.goto(`${s.url}?cache=${encodeURIComponent(url)}`);
+    await ready(page);
+    const error = await page.textContent('#open-error');
+    assert.match(error, new RegExp(`^Cannot open ${url}: ${url}nix-cache-info: `));
+    assert.match(error, why);
+  }
+});
