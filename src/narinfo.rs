@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use crate::compression::{Compression, UnsupportedCompression};
 use crate::hash::{Hash, HashAlgo};
 use crate::signing::{check_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
-use crate::store_path::{StoreDir, StorePath};
+use crate::store_path::{ContentAddress, StoreDir, StorePath};
 
 /// Narinfos larger than this are refused before parsing (real ones are well under 100 KiB).
 pub const MAX_NARINFO_SIZE: usize = 1 << 20;
@@ -85,6 +85,49 @@ impl PartialEq<&str> for NarCompression {
     }
 }
 
+/// A narinfo's `CA:`: a content address in Nix's form (`fixed:r:sha256:<nixbase32>`,
+/// `fixed:<algo>:…`, `text:sha256:…`), or any other value, kept as written (a form a later Nix
+/// writes, or one spelled otherwise: another hash encoding), so that every narinfo is written
+/// back byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NarContentAddress {
+    Known(ContentAddress),
+    Other(String),
+}
+
+impl NarContentAddress {
+    /// Never fails: a value that is not exactly the form Nix writes is kept as [`Self::Other`].
+    pub fn parse(value: &str) -> NarContentAddress {
+        match ContentAddress::parse(value) {
+            Ok(ca) if ca.to_string() == value => NarContentAddress::Known(ca),
+            _ => NarContentAddress::Other(value.to_string()),
+        }
+    }
+
+    /// The content address, if it is in a form Nix writes.
+    pub fn known(&self) -> Option<&ContentAddress> {
+        match self {
+            NarContentAddress::Known(ca) => Some(ca),
+            NarContentAddress::Other(_) => None,
+        }
+    }
+}
+
+impl From<ContentAddress> for NarContentAddress {
+    fn from(ca: ContentAddress) -> NarContentAddress {
+        NarContentAddress::Known(ca)
+    }
+}
+
+impl fmt::Display for NarContentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NarContentAddress::Known(ca) => ca.fmt(f),
+            NarContentAddress::Other(value) => f.write_str(value),
+        }
+    }
+}
+
 /// A parsed narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarInfo {
@@ -105,7 +148,7 @@ pub struct NarInfo {
     /// Signatures (`Sig: name:base64`), each checked to be one when parsed.
     pub sigs: Vec<Signature>,
     /// Content address (`fixed:r:sha256:…`, `text:sha256:…`).
-    pub ca: Option<String>,
+    pub ca: Option<NarContentAddress>,
     /// Keys this parser does not know, kept in order and written back after the known ones.
     pub extra: Vec<(String, String)>,
 }
@@ -221,7 +264,7 @@ impl NarInfo {
                     line: n,
                     message: format!("Sig: {e}"),
                 })?),
-                "CA" => ca = Some(value.to_string()),
+                "CA" => ca = Some(NarContentAddress::parse(value)),
                 "" => return err(n, "empty key"),
                 _ => extra.push((key.to_string(), value.to_string())),
             }
@@ -365,4 +408,79 @@ pub fn fingerprint(
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_path::FileIngestion;
+
+    const GOOD: &str = "StorePath: /nix/store/3cpw9v40wr678399d4nz2bv4rzvl3r2d-added-public\n\
+URL: nar/x.nar.xz\nCompression: xz\nNarHash: sha256:03w5br129k9v835xmdmsf3rf0dqijcqar6g07s6sfqkrh19fbv8b\n\
+NarSize: 488\nReferences: \n";
+
+    /// Each value: typed when it is the form Nix writes, else kept; written back byte for byte.
+    #[test]
+    fn content_addresses_typed_or_kept_as_written() {
+        let h = |algo| Hash::of(algo, b"x");
+        let sha256 = h(HashAlgo::Sha256);
+        let base16 = sha256.to_prefixed(crate::hash::Encoding::Base16);
+        let mut high_bits = sha256.to_string();
+        high_bits.replace_range(7..8, "z");
+        let known: Vec<(String, ContentAddress)> = vec![
+            (
+                format!("fixed:r:{sha256}"),
+                ContentAddress::Fixed(FileIngestion::Recursive, sha256.clone()),
+            ),
+            (
+                format!("fixed:{sha256}"),
+                ContentAddress::Fixed(FileIngestion::Flat, sha256.clone()),
+            ),
+            (
+                format!("text:{sha256}"),
+                ContentAddress::Text(sha256.clone()),
+            ),
+            (
+                format!("fixed:r:{}", h(HashAlgo::Sha1)),
+                ContentAddress::Fixed(FileIngestion::Recursive, h(HashAlgo::Sha1)),
+            ),
+            (
+                format!("fixed:{}", h(HashAlgo::Md5)),
+                ContentAddress::Fixed(FileIngestion::Flat, h(HashAlgo::Md5)),
+            ),
+            (
+                format!("fixed:r:{}", h(HashAlgo::Sha512)),
+                ContentAddress::Fixed(FileIngestion::Recursive, h(HashAlgo::Sha512)),
+            ),
+        ];
+        let other = [
+            String::new(),
+            "nonsense".to_string(),
+            format!("text:{}", h(HashAlgo::Sha1)),
+            format!("fixed:r:{base16}"),
+            format!("fixed:r:{}", sha256.to_sri()),
+            format!("fixed:git:{}", h(HashAlgo::Sha1)),
+            format!("fixed:r:{sha256} "),
+            format!("FIXED:r:{sha256}"),
+            format!("fixed:r:{high_bits}"),
+            "fixed:r:sha256:".to_string(),
+            "fixed:r:sha256:ä".to_string(),
+            format!("fixed:r:r:{sha256}"),
+            "text:".to_string(),
+            "x".repeat(4096),
+        ];
+        let cases = known
+            .iter()
+            .map(|(v, ca)| (v.clone(), Some(ca.clone())))
+            .chain(other.iter().map(|v| (v.clone(), None)));
+        for (value, expected) in cases {
+            let ca = NarContentAddress::parse(&value);
+            assert_eq!(ca.known(), expected.as_ref(), "{value:?}");
+            assert_eq!(ca.to_string(), value);
+            let text = format!("{GOOD}CA: {value}\n");
+            let info = NarInfo::parse(&text).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(info.ca.as_ref(), Some(&ca));
+            assert_eq!(info.to_text(), text, "{value:?}");
+        }
+    }
 }

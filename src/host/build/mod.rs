@@ -37,7 +37,7 @@ use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
 use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
-use crate::narinfo::{NarCompression, NarInfo, MAX_NARINFO_SIZE};
+use crate::narinfo::{NarCompression, NarContentAddress, NarInfo, MAX_NARINFO_SIZE};
 use crate::nixbase32;
 use crate::signing::{SecretKey, Signature};
 use crate::store_path::{

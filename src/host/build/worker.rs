@@ -400,7 +400,7 @@ fn narinfo_of(
                 })
             })
             .collect::<Result<_, _>>()?,
-        ca: info.ca.clone(),
+        ca: info.ca.as_deref().map(NarContentAddress::parse),
         extra: Vec::new(),
     };
     for key in &opts.keys {
