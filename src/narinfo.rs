@@ -34,12 +34,39 @@ pub enum NarCompression {
     Other(String),
 }
 
+/// Methods Nix can write besides the ones this crate decodes (`br`, and libarchive's filters).
+pub const OTHER_NIX_COMPRESSIONS: [&str; 9] = [
+    "br", "lz4", "lzip", "gzip", "grzip", "compress", "lrzip", "lzma", "lzop",
+];
+
 impl NarCompression {
+    /// Any name, kept as written (see [`NarCompression::parse_known`] for a narinfo's).
     pub fn parse(name: &str) -> NarCompression {
         match name.parse() {
             Ok(c) => NarCompression::Known(c),
             Err(_) => NarCompression::Other(name.to_string()),
         }
+    }
+
+    /// A method Nix knows (`xz`, `zstd`, `bzip2`, `none` or one of [`OTHER_NIX_COMPRESSIONS`]);
+    /// another name is refused, with the method meant when it is a file extension (`zst`).
+    pub fn parse_known(name: &str) -> Result<NarCompression, String> {
+        let c = NarCompression::parse(name);
+        if matches!(&c, NarCompression::Other(n) if !OTHER_NIX_COMPRESSIONS.contains(&n.as_str())) {
+            let meant = Compression::ALL
+                .iter()
+                .find(|m| !m.extension().is_empty() && m.extension()[1..] == *name)
+                .map(|m| format!("; did you mean {:?}?", m.name()))
+                .unwrap_or_default();
+            let known: Vec<&str> = Compression::ALL.iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "{:?} is not a compression method Nix knows ({}, {}){meant}",
+                truncate(name),
+                known.join(", "),
+                OTHER_NIX_COMPRESSIONS.join(", ")
+            ));
+        }
+        Ok(c)
     }
 
     /// The name, as a narinfo writes it.
@@ -83,6 +110,50 @@ impl PartialEq<&str> for NarCompression {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
+}
+
+/// The keys Nix reads in a narinfo; any other is kept but means nothing to Nix.
+pub const KNOWN_KEYS: [&str; 12] = [
+    "StorePath",
+    "URL",
+    "Compression",
+    "FileHash",
+    "FileSize",
+    "NarHash",
+    "NarSize",
+    "References",
+    "Deriver",
+    "System",
+    "Sig",
+    "CA",
+];
+
+/// The known key an unknown one is likely a misspelling of (`Referenes` → `References`): one
+/// within two edits (and fewer than its length), ignoring case.
+pub fn similar_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2 && *d < key.chars().count())
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// A narinfo's `CA:`: a content address in Nix's form (`fixed:r:sha256:<nixbase32>`,
@@ -227,7 +298,18 @@ impl NarInfo {
                     store = Some((dir, path));
                 }
                 "URL" => url = Some(value.to_string()),
-                "Compression" => compression = Some(value),
+                "Compression" => {
+                    // Empty means the default, as in Nix.
+                    if !value.is_empty() {
+                        compression =
+                            Some(
+                                NarCompression::parse_known(value).map_err(|e| NarInfoError {
+                                    line: n,
+                                    message: format!("Compression: {e}"),
+                                })?,
+                            );
+                    }
+                }
                 "FileHash" => file_hash = Some(parse_hash("FileHash")?),
                 "FileSize" => file_size = Some(parse_u64("FileSize")?),
                 "NarHash" => nar_hash = Some(parse_hash("NarHash")?),
@@ -288,9 +370,7 @@ impl NarInfo {
             store_dir,
             store_path,
             url,
-            compression: NarCompression::parse(
-                compression.filter(|c| !c.is_empty()).unwrap_or("bzip2"),
-            ),
+            compression: compression.unwrap_or(NarCompression::Known(Compression::Bzip2)),
             file_hash,
             file_size,
             nar_hash,
@@ -482,5 +562,43 @@ NarSize: 488\nReferences: \n";
             assert_eq!(info.ca.as_ref(), Some(&ca));
             assert_eq!(info.to_text(), text, "{value:?}");
         }
+    }
+
+    #[test]
+    fn misspelt_keys_are_recognised() {
+        assert_eq!(similar_key("Referenes"), Some("References"));
+        assert_eq!(similar_key("references"), Some("References"));
+        assert_eq!(similar_key("NarHsh"), Some("NarHash"));
+        assert_eq!(similar_key("Sigs"), Some("Sig"));
+        assert_eq!(similar_key("X-Whatever"), None);
+        assert_eq!(similar_key(""), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn compressions_nix_does_not_know_are_refused() {
+        for name in ["xz", "zstd", "bzip2", "none", "br", "lz4", "lzip", "gzip"] {
+            let info =
+                NarInfo::parse(&GOOD.replace("Compression: xz", &format!("Compression: {name}")))
+                    .unwrap();
+            assert_eq!(info.compression, name);
+        }
+        for (name, hint) in [
+            ("zst", "did you mean \"zstd\""),
+            ("bz2", "did you mean \"bzip2\""),
+            ("XZ", "not a compression method Nix knows"),
+            ("xz ", "not a compression method Nix knows"),
+            ("brotli", "not a compression method Nix knows"),
+        ] {
+            let e =
+                NarInfo::parse(&GOOD.replace("Compression: xz", &format!("Compression: {name}")))
+                    .unwrap_err();
+            assert_eq!(e.line, Some(3), "{name}: {e}");
+            assert!(e.message.starts_with("Compression: "), "{name}: {e}");
+            assert!(e.message.contains(hint), "{name}: {e}");
+        }
+        // Empty is the default, as in Nix.
+        let info = NarInfo::parse(&GOOD.replace("Compression: xz", "Compression:")).unwrap();
+        assert_eq!(info.compression, "bzip2");
     }
 }

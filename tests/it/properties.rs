@@ -210,7 +210,8 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
             Just("zstd".to_string()),
             Just("none".to_string()),
             Just("bzip2".to_string()),
-            "[a-z0-9]{1,8}"
+            proptest::sample::select(nar_tool::narinfo::OTHER_NIX_COMPRESSIONS.to_vec())
+                .prop_map(String::from)
         ],
         proptest::option::of(hash_of(algo())),
         proptest::option::of(any::<u64>()),

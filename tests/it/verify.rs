@@ -825,7 +825,9 @@ const NIX_MISSES: &[&str] = &[
     "filehash-edited",
     "filesize-edited",
     "narsize-edited-unsigned",
-    // Nix sniffs the format: a missing `Compression:` (bzip2) does not matter to it.
+    // Nix sniffs the format: a `Compression:` it does not know, or none (bzip2), does not matter
+    // to it.
+    "compression-unknown",
     "compression-missing-means-bzip2",
     // Nix follows a symlink out of the cache.
     "nar-symlink-outside",
