@@ -150,7 +150,8 @@ fn missing_bucket_bad_keys_and_no_server_say_so() {
             .args(&paths[..2]);
         output(&mut cmd)
     };
-    let cases: Vec<(String, String, Box<dyn Fn(&mut Command)>, &str)> = vec![
+    type Case<'a> = (String, String, Box<dyn Fn(&mut Command)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "a missing bucket".into(),
             srv.url_of("no-such-bucket-here", &prefix),
@@ -436,7 +437,7 @@ fn the_server_stopped_mid_build_then_a_rerun_completes() {
     let store = synthetic_store("stop", 30, 2 << 20);
     let prefix = "stopped";
     let url = srv.url(prefix);
-    let mut child = build_cmd(&srv, &store, &url, "none").spawn().unwrap();
+    let child = build_cmd(&srv, &store, &url, "none").spawn().unwrap();
     let storage = srv.storage(prefix);
     let deadline = Instant::now() + Duration::from_secs(60);
     while narinfo_count(&storage) < 3 {

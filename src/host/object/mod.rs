@@ -5,11 +5,11 @@
 //! conditional puts); this module maps the storage layer's promises onto it:
 //! - keys live under the prefix (`PREFIX/nar/…`), this tool's state under `PREFIX/.nar-tool/`
 //!   (never listed as part of the cache);
-//! - a staged object is invisible until its commit ([`staged`]); put-if-absent is
+//! - a staged object is invisible until its commit (`staged.rs`); put-if-absent is
 //!   `If-None-Match: *`, replace-if-unchanged is `If-Match: ETAG`;
 //! - a write is durable when its request returns, so the barrier has nothing left to do;
 //! - what a killed writer leaves (uploads, staged objects, lock markers) is found through its
-//!   owner record ([`owners`]) and cleaned up by the next writer's `prepare`.
+//!   owner record (`owners.rs`) and cleaned up by the next writer's `prepare`.
 
 mod config;
 mod errors;
@@ -656,7 +656,7 @@ mod cleanup {
             let mut parts = rel.split('/');
             let (kind, name) = (
                 parts.next().unwrap_or_default(),
-                parts.last().unwrap_or_default(),
+                parts.next_back().unwrap_or_default(),
             );
             let owner = match kind {
                 "uploads" | "staging" => owner_of(name).to_string(),
