@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use crate::compression::{Compression, UnsupportedCompression};
 use crate::hash::{Hash, HashAlgo};
 use crate::signing::{check_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
-use crate::store_path::{StoreDir, StorePath};
+use crate::store_path::{ContentAddress, StoreDir, StorePath};
 
 /// Narinfos larger than this are refused before parsing (real ones are well under 100 KiB).
 pub const MAX_NARINFO_SIZE: usize = 1 << 20;
@@ -34,12 +34,39 @@ pub enum NarCompression {
     Other(String),
 }
 
+/// Methods Nix can write besides the ones this crate decodes (`br`, and libarchive's filters).
+pub const OTHER_NIX_COMPRESSIONS: [&str; 9] = [
+    "br", "lz4", "lzip", "gzip", "grzip", "compress", "lrzip", "lzma", "lzop",
+];
+
 impl NarCompression {
+    /// Any name, kept as written (see [`NarCompression::parse_known`] for a narinfo's).
     pub fn parse(name: &str) -> NarCompression {
         match name.parse() {
             Ok(c) => NarCompression::Known(c),
             Err(_) => NarCompression::Other(name.to_string()),
         }
+    }
+
+    /// A method Nix knows (`xz`, `zstd`, `bzip2`, `none` or one of [`OTHER_NIX_COMPRESSIONS`]);
+    /// another name is refused, with the method meant when it is a file extension (`zst`).
+    pub fn parse_known(name: &str) -> Result<NarCompression, String> {
+        let c = NarCompression::parse(name);
+        if matches!(&c, NarCompression::Other(n) if !OTHER_NIX_COMPRESSIONS.contains(&n.as_str())) {
+            let meant = Compression::ALL
+                .iter()
+                .find(|m| !m.extension().is_empty() && m.extension()[1..] == *name)
+                .map(|m| format!("; did you mean {:?}?", m.name()))
+                .unwrap_or_default();
+            let known: Vec<&str> = Compression::ALL.iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "{:?} is not a compression method Nix knows ({}, {}){meant}",
+                truncate(name),
+                known.join(", "),
+                OTHER_NIX_COMPRESSIONS.join(", ")
+            ));
+        }
+        Ok(c)
     }
 
     /// The name, as a narinfo writes it.
@@ -85,6 +112,93 @@ impl PartialEq<&str> for NarCompression {
     }
 }
 
+/// The keys Nix reads in a narinfo; any other is kept but means nothing to Nix.
+pub const KNOWN_KEYS: [&str; 12] = [
+    "StorePath",
+    "URL",
+    "Compression",
+    "FileHash",
+    "FileSize",
+    "NarHash",
+    "NarSize",
+    "References",
+    "Deriver",
+    "System",
+    "Sig",
+    "CA",
+];
+
+/// The known key an unknown one is likely a misspelling of (`Referenes` → `References`): one
+/// within two edits (and fewer than its length), ignoring case.
+pub fn similar_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2 && *d < key.chars().count())
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// A narinfo's `CA:`: a content address in Nix's form (`fixed:r:sha256:<nixbase32>`,
+/// `fixed:<algo>:…`, `text:sha256:…`), or any other value, kept as written (a form a later Nix
+/// writes, or one spelled otherwise: another hash encoding), so that every narinfo is written
+/// back byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NarContentAddress {
+    Known(ContentAddress),
+    Other(String),
+}
+
+impl NarContentAddress {
+    /// Never fails: a value that is not exactly the form Nix writes is kept as [`Self::Other`].
+    pub fn parse(value: &str) -> NarContentAddress {
+        match ContentAddress::parse(value) {
+            Ok(ca) if ca.to_string() == value => NarContentAddress::Known(ca),
+            _ => NarContentAddress::Other(value.to_string()),
+        }
+    }
+
+    /// The content address, if it is in a form Nix writes.
+    pub fn known(&self) -> Option<&ContentAddress> {
+        match self {
+            NarContentAddress::Known(ca) => Some(ca),
+            NarContentAddress::Other(_) => None,
+        }
+    }
+}
+
+impl From<ContentAddress> for NarContentAddress {
+    fn from(ca: ContentAddress) -> NarContentAddress {
+        NarContentAddress::Known(ca)
+    }
+}
+
+impl fmt::Display for NarContentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NarContentAddress::Known(ca) => ca.fmt(f),
+            NarContentAddress::Other(value) => f.write_str(value),
+        }
+    }
+}
+
 /// A parsed narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarInfo {
@@ -105,7 +219,7 @@ pub struct NarInfo {
     /// Signatures (`Sig: name:base64`), each checked to be one when parsed.
     pub sigs: Vec<Signature>,
     /// Content address (`fixed:r:sha256:…`, `text:sha256:…`).
-    pub ca: Option<String>,
+    pub ca: Option<NarContentAddress>,
     /// Keys this parser does not know, kept in order and written back after the known ones.
     pub extra: Vec<(String, String)>,
 }
@@ -184,7 +298,18 @@ impl NarInfo {
                     store = Some((dir, path));
                 }
                 "URL" => url = Some(value.to_string()),
-                "Compression" => compression = Some(value),
+                "Compression" => {
+                    // Empty means the default, as in Nix.
+                    if !value.is_empty() {
+                        compression =
+                            Some(
+                                NarCompression::parse_known(value).map_err(|e| NarInfoError {
+                                    line: n,
+                                    message: format!("Compression: {e}"),
+                                })?,
+                            );
+                    }
+                }
                 "FileHash" => file_hash = Some(parse_hash("FileHash")?),
                 "FileSize" => file_size = Some(parse_u64("FileSize")?),
                 "NarHash" => nar_hash = Some(parse_hash("NarHash")?),
@@ -221,7 +346,7 @@ impl NarInfo {
                     line: n,
                     message: format!("Sig: {e}"),
                 })?),
-                "CA" => ca = Some(value.to_string()),
+                "CA" => ca = Some(NarContentAddress::parse(value)),
                 "" => return err(n, "empty key"),
                 _ => extra.push((key.to_string(), value.to_string())),
             }
@@ -245,9 +370,7 @@ impl NarInfo {
             store_dir,
             store_path,
             url,
-            compression: NarCompression::parse(
-                compression.filter(|c| !c.is_empty()).unwrap_or("bzip2"),
-            ),
+            compression: compression.unwrap_or(NarCompression::Known(Compression::Bzip2)),
             file_hash,
             file_size,
             nar_hash,
@@ -365,4 +488,117 @@ pub fn fingerprint(
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_path::FileIngestion;
+
+    const GOOD: &str = "StorePath: /nix/store/3cpw9v40wr678399d4nz2bv4rzvl3r2d-added-public\n\
+URL: nar/x.nar.xz\nCompression: xz\nNarHash: sha256:03w5br129k9v835xmdmsf3rf0dqijcqar6g07s6sfqkrh19fbv8b\n\
+NarSize: 488\nReferences: \n";
+
+    /// Each value: typed when it is the form Nix writes, else kept; written back byte for byte.
+    #[test]
+    fn content_addresses_typed_or_kept_as_written() {
+        let h = |algo| Hash::of(algo, b"x");
+        let sha256 = h(HashAlgo::Sha256);
+        let base16 = sha256.to_prefixed(crate::hash::Encoding::Base16);
+        let mut high_bits = sha256.to_string();
+        high_bits.replace_range(7..8, "z");
+        let known: Vec<(String, ContentAddress)> = vec![
+            (
+                format!("fixed:r:{sha256}"),
+                ContentAddress::Fixed(FileIngestion::Recursive, sha256.clone()),
+            ),
+            (
+                format!("fixed:{sha256}"),
+                ContentAddress::Fixed(FileIngestion::Flat, sha256.clone()),
+            ),
+            (
+                format!("text:{sha256}"),
+                ContentAddress::Text(sha256.clone()),
+            ),
+            (
+                format!("fixed:r:{}", h(HashAlgo::Sha1)),
+                ContentAddress::Fixed(FileIngestion::Recursive, h(HashAlgo::Sha1)),
+            ),
+            (
+                format!("fixed:{}", h(HashAlgo::Md5)),
+                ContentAddress::Fixed(FileIngestion::Flat, h(HashAlgo::Md5)),
+            ),
+            (
+                format!("fixed:r:{}", h(HashAlgo::Sha512)),
+                ContentAddress::Fixed(FileIngestion::Recursive, h(HashAlgo::Sha512)),
+            ),
+        ];
+        let other = [
+            String::new(),
+            "nonsense".to_string(),
+            format!("text:{}", h(HashAlgo::Sha1)),
+            format!("fixed:r:{base16}"),
+            format!("fixed:r:{}", sha256.to_sri()),
+            format!("fixed:git:{}", h(HashAlgo::Sha1)),
+            format!("fixed:r:{sha256} "),
+            format!("FIXED:r:{sha256}"),
+            format!("fixed:r:{high_bits}"),
+            "fixed:r:sha256:".to_string(),
+            "fixed:r:sha256:ä".to_string(),
+            format!("fixed:r:r:{sha256}"),
+            "text:".to_string(),
+            "x".repeat(4096),
+        ];
+        let cases = known
+            .iter()
+            .map(|(v, ca)| (v.clone(), Some(ca.clone())))
+            .chain(other.iter().map(|v| (v.clone(), None)));
+        for (value, expected) in cases {
+            let ca = NarContentAddress::parse(&value);
+            assert_eq!(ca.known(), expected.as_ref(), "{value:?}");
+            assert_eq!(ca.to_string(), value);
+            let text = format!("{GOOD}CA: {value}\n");
+            let info = NarInfo::parse(&text).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(info.ca.as_ref(), Some(&ca));
+            assert_eq!(info.to_text(), text, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn misspelt_keys_are_recognised() {
+        assert_eq!(similar_key("Referenes"), Some("References"));
+        assert_eq!(similar_key("references"), Some("References"));
+        assert_eq!(similar_key("NarHsh"), Some("NarHash"));
+        assert_eq!(similar_key("Sigs"), Some("Sig"));
+        assert_eq!(similar_key("X-Whatever"), None);
+        assert_eq!(similar_key(""), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn compressions_nix_does_not_know_are_refused() {
+        for name in ["xz", "zstd", "bzip2", "none", "br", "lz4", "lzip", "gzip"] {
+            let info =
+                NarInfo::parse(&GOOD.replace("Compression: xz", &format!("Compression: {name}")))
+                    .unwrap();
+            assert_eq!(info.compression, name);
+        }
+        for (name, hint) in [
+            ("zst", "did you mean \"zstd\""),
+            ("bz2", "did you mean \"bzip2\""),
+            ("XZ", "not a compression method Nix knows"),
+            ("xz ", "not a compression method Nix knows"),
+            ("brotli", "not a compression method Nix knows"),
+        ] {
+            let e =
+                NarInfo::parse(&GOOD.replace("Compression: xz", &format!("Compression: {name}")))
+                    .unwrap_err();
+            assert_eq!(e.line, Some(3), "{name}: {e}");
+            assert!(e.message.starts_with("Compression: "), "{name}: {e}");
+            assert!(e.message.contains(hint), "{name}: {e}");
+        }
+        // Empty is the default, as in Nix.
+        let info = NarInfo::parse(&GOOD.replace("Compression: xz", "Compression:")).unwrap();
+        assert_eq!(info.compression, "bzip2");
+    }
 }

@@ -29,6 +29,10 @@ pub enum KeyError {
     InvalidKey { what: &'static str, name: String },
     #[error("secret key named {name:?}: its public half does not belong to its seed")]
     Mismatch { name: String },
+    #[error("{name:?} is a public key (32 bytes), not a secret key (64): give the secret key file (`nar-tool key generate --secret` or `nix-store --generate-binary-cache-key` writes one)")]
+    PublicNotSecret { name: String },
+    #[error("{name:?} is a secret key (64 bytes), not a public key (32): give its public key (`nar-tool key public FILE` prints it), and keep the secret one secret")]
+    SecretNotPublic { name: String },
 }
 
 fn split_named<'a>(what: &'static str, text: &'a str) -> Result<(&'a str, &'a str), KeyError> {
@@ -83,7 +87,12 @@ impl SecretKey {
     pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
         const WHAT: &str = "secret key";
         let (name, b64) = split_named(WHAT, text)?;
-        let bytes: [u8; 64] = decode_fixed(WHAT, name, b64)?;
+        let bytes: [u8; 64] = decode_fixed(WHAT, name, b64).map_err(|e| match e {
+            KeyError::WrongLength { found: 32, .. } => KeyError::PublicNotSecret {
+                name: name.to_string(),
+            },
+            e => e,
+        })?;
         let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Mismatch {
             name: name.to_string(),
         })?;
@@ -139,7 +148,12 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
         const WHAT: &str = "public key";
         let (name, b64) = split_named(WHAT, text)?;
-        let bytes: [u8; 32] = decode_fixed(WHAT, name, b64)?;
+        let bytes: [u8; 32] = decode_fixed(WHAT, name, b64).map_err(|e| match e {
+            KeyError::WrongLength { found: 64, .. } => KeyError::SecretNotPublic {
+                name: name.to_string(),
+            },
+            e => e,
+        })?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidKey {
             what: WHAT,
             name: name.to_string(),
@@ -290,5 +304,13 @@ mod tests {
             SecretKey::parse(&format!("k:{}", BASE64.encode(bad))),
             Err(KeyError::Mismatch { .. })
         ));
+        // One half of a pair given for the other: said so.
+        let sk = SecretKey::from_seed("k", &[1; 32]);
+        let e = SecretKey::parse(&sk.public_key().to_string()).unwrap_err();
+        assert!(matches!(e, KeyError::PublicNotSecret { .. }), "{e}");
+        assert!(e.to_string().contains("is a public key"), "{e}");
+        let e = PublicKey::parse(&sk.to_text()).unwrap_err();
+        assert!(matches!(e, KeyError::SecretNotPublic { .. }), "{e}");
+        assert!(e.to_string().contains("is a secret key"), "{e}");
     }
 }

@@ -345,9 +345,14 @@ pub enum ContentAddress {
 impl ContentAddress {
     pub fn parse(s: &str) -> Result<ContentAddress, String> {
         if let Some(rest) = s.strip_prefix("text:") {
-            return Hash::parse_any(rest)
-                .map(ContentAddress::Text)
-                .map_err(|e| format!("content address {s:?}: {e}"));
+            let h = Hash::parse_any(rest).map_err(|e| format!("content address {s:?}: {e}"))?;
+            if h.algo() != HashAlgo::Sha256 {
+                return Err(format!(
+                    "content address {s:?}: a text content address is a SHA-256 hash, not {}",
+                    h.algo()
+                ));
+            }
+            return Ok(ContentAddress::Text(h));
         }
         if let Some(rest) = s.strip_prefix("fixed:") {
             let (method, rest) = match rest.strip_prefix("r:") {

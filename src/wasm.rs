@@ -106,7 +106,7 @@ impl From<&NarInfo> for JsNarInfo {
             deriver: i.deriver.as_ref().map(|d| d.base_name().to_string()),
             system: i.system.clone(),
             sigs: i.sigs.iter().map(ToString::to_string).collect(),
-            ca: i.ca.clone(),
+            ca: i.ca.as_ref().map(ToString::to_string),
             extra: i.extra.clone(),
         }
     }

@@ -41,10 +41,10 @@ export function tempDir(prefix = 'nar-tool-pkg-') {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
 
-/** A fresh copy of a corpus cache in a temporary directory: `{ dir, cleanup }`. */
-export function copyCache(name) {
+/** A fresh copy of a corpus cache in a temporary directory (at `rel` in it): `{ dir, cleanup }`. */
+export function copyCache(name, rel = 'cache') {
   const parent = tempDir();
-  const dir = path.join(parent, 'cache');
+  const dir = path.join(parent, rel);
   cpSync(path.join(CACHES, name), dir, { recursive: true });
   return { dir, parent, cleanup: () => rmSync(parent, { recursive: true, force: true }) };
 }
@@ -80,18 +80,6 @@ export function removeField(dir, p, key) {
 }
 export function narFile(dir, p) {
   return path.join(dir, field(dir, p, 'URL'));
-}
-
-export function pseudoRandom(n, seed) {
-  let x = BigInt(seed) | 1n;
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= (x << 13n) & 0xffffffffffffffffn;
-    x ^= x >> 7n;
-    x ^= (x << 17n) & 0xffffffffffffffffn;
-    out[i] = Number(x & 0xffn);
-  }
-  return out;
 }
 
 /** Compresses with the system's xz / zstd / bzip2 (installed by scripts/setup.sh). */

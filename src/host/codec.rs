@@ -56,6 +56,18 @@ pub fn parallel_pieces(method: Compression, level: Option<u32>, nar_size: u64) -
     .max(1)
 }
 
+/// The memory (bytes) the xz encoder for a NAR of `nar_size` bytes needs with `threads`
+/// threads: what liblzma says of its encoder, and our buffers.
+pub fn xz_memory(level: Option<u32>, nar_size: u64, threads: u32) -> io::Result<u64> {
+    let block_size = xz_block_size(nar_size);
+    let blocks = (block_size < nar_size).then_some(block_size);
+    let encoder = super::xz::encoder_memory(xz_settings(level, nar_size), blocks, threads)?;
+    Ok(encoder + XZ_OWN_BUFFERS)
+}
+
+/// The xz writer's output buffer and the builder's around it.
+const XZ_OWN_BUFFERS: u64 = 1 << 20;
+
 /// A streaming compressor; call [`Encoder::finish`] to end the stream.
 pub struct Encoder<W: Write> {
     codec: Codec<W>,

@@ -50,6 +50,62 @@ fn lzma_error(what: &str, ret: sys::lzma_ret) -> io::Error {
     io::Error::other(format!("xz {what}: {why} (code {ret})"))
 }
 
+/// The LZMA2 options for `settings`.
+fn lzma2_options(settings: Lzma2) -> io::Result<Box<sys::lzma_options_lzma>> {
+    // SAFETY: all-zero is a valid starting value (reserved fields must be zero); the preset
+    // then fills the options.
+    let mut options: Box<sys::lzma_options_lzma> = Box::new(unsafe { std::mem::zeroed() });
+    if unsafe { sys::lzma_lzma_preset(&mut *options, settings.preset) } != 0 {
+        return Err(lzma_error("preset", sys::LZMA_OPTIONS_ERROR));
+    }
+    options.dict_size = settings.dict_size;
+    if let Some(nice) = settings.nice_len {
+        options.nice_len = nice;
+    }
+    if let Some(depth) = settings.depth {
+        options.depth = depth;
+    }
+    Ok(options)
+}
+
+/// The filter chain: LZMA2 with `options` alone (which must outlive it).
+fn lzma2_filters(options: &mut sys::lzma_options_lzma) -> [sys::lzma_filter; 2] {
+    [
+        sys::lzma_filter {
+            id: sys::LZMA_FILTER_LZMA2,
+            options: (options as *mut sys::lzma_options_lzma).cast(),
+        },
+        sys::lzma_filter {
+            id: sys::LZMA_VLI_UNKNOWN,
+            options: std::ptr::null_mut(),
+        },
+    ]
+}
+
+/// The memory (bytes) liblzma says the encoder [`XzWriter::new`] makes with these arguments
+/// needs: the match finder's tables and, multi-threaded, each thread's input and output blocks.
+pub fn encoder_memory(settings: Lzma2, block_size: Option<u64>, threads: u32) -> io::Result<u64> {
+    let mut options = lzma2_options(settings)?;
+    let filters = lzma2_filters(&mut options);
+    // SAFETY: the filters (and the options they point at) are alive and terminated.
+    let bytes = match block_size {
+        None => unsafe { sys::lzma_raw_encoder_memusage(filters.as_ptr()) },
+        Some(block_size) => {
+            // SAFETY: all-zero is a valid lzma_mt (reserved fields must be zero).
+            let mut mt: sys::lzma_mt = unsafe { std::mem::zeroed() };
+            mt.threads = threads.max(1);
+            mt.block_size = block_size;
+            mt.filters = filters.as_ptr();
+            mt.check = sys::LZMA_CHECK_CRC64;
+            unsafe { sys::lzma_stream_encoder_mt_memusage(&mt) }
+        }
+    };
+    if bytes == u64::MAX {
+        return Err(lzma_error("memory estimate", sys::LZMA_OPTIONS_ERROR));
+    }
+    Ok(bytes)
+}
+
 impl<W: Write> XzWriter<W> {
     /// One block (the single-threaded encoder) when `block_size` is None, else blocks of
     /// `block_size` uncompressed bytes compressed by up to `threads` threads: the bytes depend
@@ -60,29 +116,8 @@ impl<W: Write> XzWriter<W> {
         threads: u32,
         out: W,
     ) -> io::Result<XzWriter<W>> {
-        // SAFETY: all-zero is LZMA_STREAM_INIT and a valid starting value for both structs
-        // (their reserved fields must be zero); the preset then fills the options.
-        let mut options: Box<sys::lzma_options_lzma> = Box::new(unsafe { std::mem::zeroed() });
-        if unsafe { sys::lzma_lzma_preset(&mut *options, settings.preset) } != 0 {
-            return Err(lzma_error("preset", sys::LZMA_OPTIONS_ERROR));
-        }
-        options.dict_size = settings.dict_size;
-        if let Some(nice) = settings.nice_len {
-            options.nice_len = nice;
-        }
-        if let Some(depth) = settings.depth {
-            options.depth = depth;
-        }
-        let filters = [
-            sys::lzma_filter {
-                id: sys::LZMA_FILTER_LZMA2,
-                options: (&mut *options as *mut sys::lzma_options_lzma).cast(),
-            },
-            sys::lzma_filter {
-                id: sys::LZMA_VLI_UNKNOWN,
-                options: std::ptr::null_mut(),
-            },
-        ];
+        let mut options = lzma2_options(settings)?;
+        let filters = lzma2_filters(&mut options);
         let mut stream: Box<sys::lzma_stream> = Box::new(unsafe { std::mem::zeroed() });
         let ret = match block_size {
             None => unsafe {

@@ -2010,6 +2010,8 @@ fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
             force: false,
             priority: 30,
             want_mass_query: true,
+            xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
+            interrupt: None,
             paths: paths
                 .iter()
                 .map(|p| store_dir.parse_path(p).unwrap())
@@ -2043,4 +2045,178 @@ fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
             .iter()
             .all(|e| !matches!(e, Progress::PathDone { written: true, .. })));
     }
+}
+
+/// Ctrl-C (SIGINT) during a build: it stops, says "interrupted; run again to complete it", exits
+/// 130 and leaves no temporary file; what it published is a valid cache, and a rerun completes it.
+#[test]
+fn ctrl_c_stops_a_build_leaving_no_temporary() {
+    let root = TempTree::new();
+    let synth = make_synthetic_store(root.path(), "intr", 4242, 300, 40_000);
+    let registration = root.path().join("registration");
+    fs::write(&registration, registration_text(root.path(), &synth)).unwrap();
+    let list = root.path().join("paths");
+    let text: String = synth.iter().map(|p| format!("{}\n", p.path)).collect();
+    fs::write(&list, text).unwrap();
+    let out = TempTree::new();
+    let cache = out.path().join("cache");
+    let argv = args(&[
+        "--to",
+        &s(&cache),
+        "--store-root",
+        &s(root.path()),
+        "--registration",
+        &s(&registration),
+        "--compression",
+        "xz",
+        "--level",
+        "9",
+        "--jobs",
+        "2",
+        "--quiet",
+        "--paths-from",
+        &s(&list),
+    ]);
+    let child = Command::new(bin())
+        .arg("build-cache")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first NAR is being written, interrupt.
+    let started = Instant::now();
+    while fs::read_dir(cache.join("nar")).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the build never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; run again to complete it"),
+        "{err}"
+    );
+    assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+    assert!(!cache.join(".nar-tool").exists(), "state left behind");
+    let partial = check_cache(&cache, true);
+    assert!(
+        partial.len() < synth.len(),
+        "the interrupt landed after the end"
+    );
+    let summary = build_ok(&argv);
+    assert_eq!(
+        summary_count(&summary, "written") + summary_count(&summary, "skipped"),
+        synth.len() as u64
+    );
+    assert_eq!(check_cache(&cache, true).len(), synth.len());
+}
+
+/// `--xz-memory`: the xz encoders of the paths compressed at once never take more than the
+/// budget (as liblzma counts it; the process's peak memory follows): a path too large for two
+/// threads in it gets one. With room for two, it takes two, over that budget: the budget is what
+/// bounds it. A budget smaller than one thread needs is refused, saying so.
+#[test]
+fn xz_memory_stays_within_its_budget() {
+    use nar_tool::host::codec::xz_memory;
+    // One path of 34 MiB: two xz blocks, so up to two threads.
+    let root = TempTree::new();
+    let path = synth_path("xzmem", "big");
+    let dir = root.path().join(path.trim_start_matches('/'));
+    fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(99);
+    fs::write(dir.join("data"), text_bytes(&mut rng, 34 << 20)).unwrap();
+    let nar_size = dump_path(&dir, Vec::new(), CaseHack(false)).unwrap().len() as u64;
+    let (one, two) = (
+        xz_memory(None, nar_size, 1).unwrap(),
+        xz_memory(None, nar_size, 2).unwrap(),
+    );
+    println!("xz memory for a {nar_size}-byte NAR: {one} bytes with one thread, {two} with two");
+    assert!(two > one + (16 << 20), "two threads need more: {one} {two}");
+    let budget_mib = ((one + two) / 2) >> 20;
+    let out = TempTree::new();
+    let run = |name: &str, budget: u64| {
+        let cache = out.path().join(name);
+        let argv = args(&[
+            "--to",
+            &s(&cache),
+            "--store-root",
+            &s(root.path()),
+            "--scan-references",
+            "--compression",
+            "xz",
+            "--jobs",
+            "2",
+            "--xz-memory",
+            &budget.to_string(),
+            &path,
+        ]);
+        let rss = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "%M", "-o"])
+            .arg(rss.path())
+            .arg(bin())
+            .arg("build-cache")
+            .args(&argv)
+            .arg("--json");
+        let done = if Path::new("/usr/bin/time").exists() {
+            cmd.output().unwrap()
+        } else {
+            Command::new(bin())
+                .arg("build-cache")
+                .args(&argv)
+                .arg("--json")
+                .output()
+                .unwrap()
+        };
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        let kib: Option<u64> = fs::read_to_string(rss.path())
+            .ok()
+            .and_then(|t| t.lines().last()?.trim().parse().ok());
+        (summary_count(&summary, "xz_memory_peak"), kib)
+    };
+    let (peak, rss_kib) = run("bounded", budget_mib);
+    assert_eq!(peak, one, "one thread's worth");
+    assert!(peak <= budget_mib << 20);
+    if let Some(kib) = rss_kib {
+        // liblzma's count and ours, plus the rest of the process.
+        assert!(
+            kib << 10 <= (budget_mib << 20) + (100 << 20),
+            "peak RSS {kib} KiB over a budget of {budget_mib} MiB"
+        );
+    }
+    let (peak, _) = run("roomy", 4096);
+    assert_eq!(peak, two, "room for two threads: both taken");
+    assert!(peak > budget_mib << 20);
+    // Less than one thread needs: refused, naming the budget.
+    let cache = out.path().join("tiny");
+    let done = build_cache(&args(&[
+        "--to",
+        &s(&cache),
+        "--store-root",
+        &s(root.path()),
+        "--scan-references",
+        "--compression",
+        "xz",
+        "--xz-memory",
+        "8",
+        &path,
+    ]));
+    let err = expect_failure(&done, "a budget under one thread");
+    assert!(
+        err.contains("more than the memory budget of 8.0 MiB (--xz-memory"),
+        "{err}"
+    );
+    assert!(!err.contains("run again"), "{err}");
 }

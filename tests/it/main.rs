@@ -7,6 +7,7 @@ mod common;
 
 mod build_cache;
 mod cli_core;
+mod cli_usage;
 mod core_golden;
 mod decoders;
 mod demo;

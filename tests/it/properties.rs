@@ -11,7 +11,7 @@ use nar_tool::host::fs::{dump_path, restore_path, CaseHack, RestoreStats};
 use nar_tool::nar::listing::{Listing, ListingNode};
 use nar_tool::nar::tree::Node;
 use nar_tool::nar::NarWriter;
-use nar_tool::narinfo::NarInfo;
+use nar_tool::narinfo::{NarContentAddress, NarInfo};
 use nar_tool::nixbase32;
 use nar_tool::signing::SecretKey;
 use nar_tool::store_path::{StoreDir, StorePath};
@@ -181,6 +181,21 @@ fn signature() -> impl Strategy<Value = String> {
         .prop_map(|(name, seed, msg)| SecretKey::from_seed(&name, &seed).sign(&msg).to_string())
 }
 
+/// Content addresses in every form Nix writes, and other values (kept as written).
+fn content_address() -> impl Strategy<Value = NarContentAddress> {
+    use nar_tool::store_path::{ContentAddress, FileIngestion};
+    prop_oneof![
+        hash_of(algo()).prop_map(|h| ContentAddress::Fixed(FileIngestion::Recursive, h).into()),
+        hash_of(algo()).prop_map(|h| ContentAddress::Fixed(FileIngestion::Flat, h).into()),
+        hash_of(Just(HashAlgo::Sha256)).prop_map(|h| ContentAddress::Text(h).into()),
+        hash_of(algo()).prop_map(|h| NarContentAddress::parse(&format!(
+            "fixed:r:{}",
+            h.to_prefixed(Encoding::Base16)
+        ))),
+        "[^\n\r]{0,40}".prop_map(|s| NarContentAddress::parse(&s)),
+    ]
+}
+
 fn narinfo() -> impl Strategy<Value = NarInfo> {
     let paths = (
         store_dir(),
@@ -195,7 +210,8 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
             Just("zstd".to_string()),
             Just("none".to_string()),
             Just("bzip2".to_string()),
-            "[a-z0-9]{1,8}"
+            proptest::sample::select(nar_tool::narinfo::OTHER_NIX_COMPRESSIONS.to_vec())
+                .prop_map(String::from)
         ],
         proptest::option::of(hash_of(algo())),
         proptest::option::of(any::<u64>()),
@@ -205,7 +221,7 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
     let rest = (
         proptest::option::of("[a-z0-9_-]{1,20}"),
         vec(signature(), 0..4),
-        proptest::option::of(hash_of(algo()).prop_map(|h| format!("fixed:r:{h}"))),
+        proptest::option::of(content_address()),
         btree_map("X-[A-Za-z0-9-]{1,12}", "[^\n\r]{0,30}", 0..3),
     );
     (paths, file, rest).prop_map(

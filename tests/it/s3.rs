@@ -11,8 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::damage;
 use crate::common::s3::{server, S3Server};
 use crate::common::*;
+use crate::verify::copy_dir;
 use nar_tool::cache::layout::{CacheKey, KeyDir};
 use nar_tool::cache::storage::{conformance, Put, StorageRead, StorageWrite};
 use nar_tool::hash::{to_hex, Hash, HashAlgo};
@@ -512,4 +514,76 @@ fn an_http_cache_is_verified_as_its_directory_is() {
         b"",
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verify damage table, on a bucket
+
+/// Uploads every regular file under `dir` to the bucket, under the same relative names.
+fn upload_tree(storage: &nar_tool::host::object::ObjectStorage, dir: &Path, rel: &str) {
+    for entry in fs::read_dir(dir.join(rel)).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            upload_tree(storage, dir, &child);
+        } else if kind.is_file() {
+            storage
+                .put_raw(&child, &fs::read(entry.path()).unwrap())
+                .unwrap();
+        }
+    }
+}
+
+/// The report without the name of the cache, which differs.
+fn report_json(out: &Output) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("cache");
+    }
+    v
+}
+
+#[test]
+fn the_damage_table_on_a_bucket_gives_the_directory_report() {
+    let srv = server();
+    let mut rows = 0;
+    for row in damage::rows() {
+        if row.storage || !row.report {
+            continue; // a damage only a file system can hold (symlinks, FIFOs), or no report
+        }
+        let tmp = TempTree::new();
+        let dir = tmp.path().join("cache");
+        copy_dir(&corpus().join("caches").join(&row.cache), &dir);
+        row.apply(&dir);
+        let prefix = srv.fresh_prefix("damage");
+        upload_tree(&srv.storage(&prefix), &dir, "");
+        let mut args = vec!["verify".to_string(), "--json".to_string()];
+        if row.key {
+            args.extend(["--trusted-key".to_string(), public_key()]);
+        }
+        args.extend(row.args.iter().cloned());
+        let from_dir = output(srv.command().args(&args).arg(&dir));
+        let from_bucket = output(srv.command().args(&args).arg(srv.url(&prefix)));
+        assert_eq!(
+            from_bucket.status.code(),
+            from_dir.status.code(),
+            "{}: exit status",
+            row.name
+        );
+        assert_eq!(
+            report_json(&from_bucket),
+            report_json(&from_dir),
+            "{}: the bucket's report",
+            row.name
+        );
+        rows += 1;
+    }
+    assert!(rows > 40, "most rows run on a bucket ({rows})");
 }

@@ -17,23 +17,21 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::common::damage::{
+    self, field, nar_file, nar_str, narinfo_name, pseudo_random, remove_field, replace_nar_file,
+    set_field, Row,
+};
 use crate::common::{bin, corpus};
 use nar_tool::cache::verify::{
     self as v, CacheStorage, MemoryStorage, ProblemKind, Report, VerifyOptions,
 };
-use nar_tool::compression::Compression;
-use nar_tool::hash::{Hash, HashAlgo};
-use nar_tool::host::codec::Encoder;
 use nar_tool::host::dir_storage::DirStorage;
 use nar_tool::host::storage::native_decoder;
-use nar_tool::signing::{PublicKey, SecretKey};
+use nar_tool::signing::PublicKey;
 
 const CACHES: [&str; 6] = ["xz", "zstd", "bzip2", "none", "xz-parallel", "unsigned"];
 
-const EDGE: &str = "/nix/store/12221svl9zlcqbffq6hxanhsxsk7wlyr-edge-cases-public";
-const ADDED: &str = "/nix/store/3cpw9v40wr678399d4nz2bv4rzvl3r2d-added-public";
 const LIBDEMO: &str = "/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public";
-const SYMLINK: &str = "/nix/store/8bswc883h867a21h70j0gvrppyavddgp-bare-symlink-public";
 const EXE: &str = "/nix/store/gn07vq3ysff2m4mz8scgjm7nmgaffhih-single-exe-public";
 const FILE: &str = "/nix/store/mnc6w5scb0k600cvh9ss511kmyvx9xc5-single-file-public";
 const TOP: &str = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public";
@@ -46,28 +44,6 @@ fn corpus_key() -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-fn base_name(store_path: &str) -> &str {
-    store_path.rsplit('/').next().unwrap()
-}
-
-fn hash_part(store_path: &str) -> &str {
-    &base_name(store_path)[..32]
-}
-
-fn narinfo_name(store_path: &str) -> String {
-    format!("{}.narinfo", hash_part(store_path))
-}
-
-/// The corpus NAR of a store path, as `nix-store --dump` wrote it.
-fn corpus_nar(store_path: &str) -> Vec<u8> {
-    fs::read(
-        corpus()
-            .join("nar")
-            .join(format!("{}.nar", base_name(store_path))),
-    )
-    .unwrap()
 }
 
 /// A copy of a corpus cache at `<tmp>/a/b/cache`, so that `../../x` from the cache root is still
@@ -89,7 +65,7 @@ impl Cache {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -100,174 +76,6 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Editing a cache
-
-/// A narinfo as its lines `(key, value)`, in file order, so edits keep everything else byte-exact.
-fn narinfo_lines(dir: &Path, store_path: &str) -> Vec<(String, String)> {
-    fs::read_to_string(dir.join(narinfo_name(store_path)))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-fn write_narinfo_lines(dir: &Path, store_path: &str, lines: &[(String, String)]) {
-    let text: String = lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-    fs::write(dir.join(narinfo_name(store_path)), text).unwrap();
-}
-
-fn field(dir: &Path, store_path: &str, key: &str) -> String {
-    narinfo_lines(dir, store_path)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .unwrap_or_else(|| panic!("{store_path} has no {key}"))
-        .1
-}
-
-/// Sets a field (every line with that key), or appends it.
-fn set_field(dir: &Path, store_path: &str, key: &str, value: &str) {
-    let mut lines = narinfo_lines(dir, store_path);
-    let mut found = false;
-    for (_, v) in lines.iter_mut().filter(|(k, _)| k == key) {
-        *v = value.to_string();
-        found = true;
-    }
-    if !found {
-        lines.push((key.to_string(), value.to_string()));
-    }
-    write_narinfo_lines(dir, store_path, &lines);
-}
-
-fn remove_field(dir: &Path, store_path: &str, key: &str) {
-    let mut lines = narinfo_lines(dir, store_path);
-    lines.retain(|(k, _)| k != key);
-    write_narinfo_lines(dir, store_path, &lines);
-}
-
-/// The NAR file a narinfo's URL names.
-fn nar_file(dir: &Path, store_path: &str) -> PathBuf {
-    dir.join(field(dir, store_path, "URL"))
-}
-
-fn sha256(data: &[u8]) -> String {
-    Hash::of(HashAlgo::Sha256, data).to_string()
-}
-
-/// Puts `bytes` in place of a path's NAR file (same name) and makes FileHash and FileSize match,
-/// so that only the layers below the file (decompression, NAR) can notice. FileHash and FileSize
-/// are not covered by the signature, so the narinfo stays validly signed.
-fn replace_nar_file(dir: &Path, store_path: &str, bytes: &[u8]) {
-    fs::write(nar_file(dir, store_path), bytes).unwrap();
-    set_field(dir, store_path, "FileHash", &sha256(bytes));
-    set_field(dir, store_path, "FileSize", &bytes.len().to_string());
-}
-
-fn compress(method: Compression, data: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new(method, None, data.len() as u64, 1, Vec::new()).unwrap();
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// The compression a cache's narinfo says.
-fn compression_of(dir: &Path, store_path: &str) -> Compression {
-    field(dir, store_path, "Compression").parse().unwrap()
-}
-
-fn pseudo_random(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
-
-fn nar_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
-    out.resize(out.len().next_multiple_of(8), 0);
-}
-
-/// zstd of `len` zero bytes after `head`, then `tail`, streamed (never all in memory).
-fn zstd_bomb(head: &[u8], len: u64, tail: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new(Compression::Zstd, Some(19), 0, 1, Vec::new()).unwrap();
-    e.write_all(head).unwrap();
-    io::copy(&mut io::repeat(0).take(len), &mut e).unwrap();
-    e.write_all(tail).unwrap();
-    e.finish().unwrap()
-}
-
-/// A valid NAR (a single regular file of `len` zeros), zstd-compressed: 200 MB in a few KiB.
-fn zstd_nar_bomb(len: u64) -> Vec<u8> {
-    let mut head = Vec::new();
-    for t in [
-        &b"nix-archive-1"[..],
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-    ] {
-        nar_str(&mut head, t);
-    }
-    head.extend_from_slice(&len.to_le_bytes());
-    let mut tail = vec![0u8; (len.next_multiple_of(8) - len) as usize];
-    nar_str(&mut tail, b")");
-    zstd_bomb(&head, len, &tail)
-}
-
-const BOMB: u64 = 200_000_000;
-
-/// A valid NAR of a directory of `files` files of `each` zeros, zstd-compressed, streamed.
-fn zstd_directory_bomb(files: usize, each: u64) -> Vec<u8> {
-    let mut e = Encoder::new(Compression::Zstd, Some(19), 0, 1, Vec::new()).unwrap();
-    let mut head = Vec::new();
-    for t in [&b"nix-archive-1"[..], b"(", b"type", b"directory"] {
-        nar_str(&mut head, t);
-    }
-    e.write_all(&head).unwrap();
-    for i in 0..files {
-        let mut entry = Vec::new();
-        for t in [
-            &b"entry"[..],
-            b"(",
-            b"name",
-            format!("f{i:06}").as_bytes(),
-            b"node",
-        ] {
-            nar_str(&mut entry, t);
-        }
-        for t in [&b"("[..], b"type", b"regular", b"contents"] {
-            nar_str(&mut entry, t);
-        }
-        entry.extend_from_slice(&each.to_le_bytes());
-        e.write_all(&entry).unwrap();
-        io::copy(&mut io::repeat(0).take(each.next_multiple_of(8)), &mut e).unwrap();
-        let mut end = Vec::new();
-        nar_str(&mut end, b")");
-        nar_str(&mut end, b")");
-        e.write_all(&end).unwrap();
-    }
-    let mut end = Vec::new();
-    nar_str(&mut end, b")");
-    e.write_all(&end).unwrap();
-    e.finish().unwrap()
-}
-
-/// The corpus NAR of `store_path` with the first byte of its (first) file's contents changed: a
-/// valid NAR of the same size and another hash.
-fn nar_with_other_contents(store_path: &str) -> Vec<u8> {
-    let mut nar = corpus_nar(store_path);
-    let at = nar.windows(8).position(|w| w == b"contents").unwrap() + 8 + 8;
-    nar[at] ^= 0x01;
-    nar
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,7 +335,8 @@ fn async_progress_counts_the_bytes_of_a_large_nar_as_they_are_read() {
     nar_str(&mut nar, &contents);
     nar_str(&mut nar, b")");
     replace_nar_file(c.path(), LIBDEMO, &nar);
-    set_field(c.path(), LIBDEMO, "NarHash", &sha256(&nar));
+    let nar_hash = nar_tool::hash::Hash::of(nar_tool::hash::HashAlgo::Sha256, &nar).to_string();
+    set_field(c.path(), LIBDEMO, "NarHash", &nar_hash);
     set_field(c.path(), LIBDEMO, "NarSize", &nar.len().to_string());
     let files: u64 = fs::read_dir(c.path().join("nar"))
         .unwrap()
@@ -664,602 +473,99 @@ fn native_and_pure_decoders_agree_on_the_corpus() {
 // ---------------------------------------------------------------------------------------------
 // The damage table
 
-type Apply = Box<dyn Fn(&Cache) + Sync>;
-
-struct Case {
-    name: &'static str,
-    /// The corpus cache a fresh copy of which is damaged.
-    cache: &'static str,
-    damage: Apply,
-    /// Exactly the problems expected, as (kind, path).
-    expect: Vec<(ProblemKind, String)>,
-    exit: i32,
-    /// Verify with the corpus key as trusted.
-    key: bool,
-    /// Compare with the pure (MemoryStorage) path: not for damages the storage itself handles.
-    pure: bool,
-}
-
-fn case(
-    name: &'static str,
-    cache: &'static str,
-    damage: impl Fn(&Cache) + Sync + 'static,
-    expect: &[(ProblemKind, &str)],
-    exit: i32,
-) -> Case {
-    Case {
-        name,
-        cache,
-        damage: Box::new(damage),
-        expect: expect.iter().map(|(k, p)| (*k, p.to_string())).collect(),
-        exit,
-        key: true,
-        pure: true,
-    }
-}
-
-/// Moves a path's NAR to where `url` resolves from the cache root (the way Nix 2.8's file://
-/// store joins `<cache>/<url>`), then points the narinfo at it. URL is not signed.
-fn url_outside(c: &Cache, store_path: &str, url: &str, nix_target: &str) {
-    let from = nar_file(c.path(), store_path);
-    let to = c.path().join(nix_target);
-    fs::create_dir_all(to.parent().unwrap()).unwrap();
-    fs::rename(from, &to).unwrap();
-    set_field(c.path(), store_path, "URL", url);
-}
-
-fn cases() -> Vec<Case> {
-    use ProblemKind::*;
-    let top_info = narinfo_name(TOP);
-    let exe_info = narinfo_name(EXE);
-    let top_nar_xz = {
-        let c = Cache::copy("xz");
-        field(c.path(), TOP, "URL")
-    };
-    let mut cases = vec![
-        case(
-            "nar-deleted",
-            "xz",
-            |c| fs::remove_file(nar_file(c.path(), LIBDEMO)).unwrap(),
-            &[(MissingNar, LIBDEMO)],
-            1,
-        ),
-        case(
-            "nar-truncated",
-            "xz",
-            |c| {
-                let f = nar_file(c.path(), LIBDEMO);
-                let len = fs::metadata(&f).unwrap().len();
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&f)
-                    .unwrap()
-                    .set_len(len / 2)
-                    .unwrap();
-            },
-            &[(FileSizeMismatch, LIBDEMO)],
-            1,
-        ),
-        case(
-            "nar-byte-flipped",
-            "xz",
-            |c| flip_middle_byte(&nar_file(c.path(), LIBDEMO)),
-            &[(FileHashMismatch, LIBDEMO)],
-            1,
-        ),
-        case(
-            "nar-byte-flipped-uncompressed",
-            "none",
-            |c| flip_middle_byte(&nar_file(c.path(), EDGE)),
-            &[(FileHashMismatch, EDGE)],
-            1,
-        ),
-        case(
-            "references-edited-after-signing",
-            "xz",
-            |c| {
-                let refs = field(c.path(), TOP, "References");
-                let fewer: Vec<&str> = refs.split(' ').filter(|r| *r != base_name(EXE)).collect();
-                set_field(c.path(), TOP, "References", &fewer.join(" "));
-            },
-            &[(BadSignature, TOP)],
-            2,
-        ),
-        // The Deriver is not part of the signed fingerprint (nor of anything checkable): an edit
-        // goes unnoticed, by Nix as by us.
-        case(
-            "deriver-edited",
-            "xz",
-            |c| {
-                set_field(
-                    c.path(),
-                    TOP,
-                    "Deriver",
-                    "00000000000000000000000000000000-evil.drv",
-                )
-            },
-            &[],
-            0,
-        ),
-        case(
-            "signature-removed",
-            "xz",
-            |c| remove_field(c.path(), TOP, "Sig"),
-            &[(Untrusted, TOP)],
-            2,
-        ),
-        case(
-            "signature-removed-content-addressed",
-            "xz",
-            |c| remove_field(c.path(), ADDED, "Sig"),
-            &[(Untrusted, ADDED)],
-            2,
-        ),
-        case(
-            "signed-by-another-key",
-            "xz",
-            |c| {
-                let lines = narinfo_lines(c.path(), TOP);
-                let text: String = lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-                let mut info = nar_tool::narinfo::NarInfo::parse(&text).unwrap();
-                info.sigs.clear();
-                info.sign(&SecretKey::from_seed("other-1", &[9; 32]))
-                    .unwrap();
-                set_field(c.path(), TOP, "Sig", &info.sigs[0].to_string());
-            },
-            &[(Untrusted, TOP)],
-            2,
-        ),
-        case(
-            "signature-forged",
-            "xz",
-            |c| {
-                let sig = format!("corpus-public-1:{}", "A".repeat(86) + "==");
-                set_field(c.path(), TOP, "Sig", &sig)
-            },
-            &[(BadSignature, TOP)],
-            2,
-        ),
-        case(
-            "narinfo-missing-field",
-            "xz",
-            |c| remove_field(c.path(), TOP, "NarHash"),
-            &[(MalformedNarinfo, &top_info)],
-            1,
-        ),
-        // Its referrer (closure-top) must not also get a missing-reference: one damage, one problem.
-        case(
-            "narinfo-missing-field-referenced",
-            "xz",
-            |c| remove_field(c.path(), EXE, "NarSize"),
-            &[(MalformedNarinfo, &exe_info)],
-            1,
-        ),
-        // Garbage names no URL any more: its NAR is an orphan (a warning) as a consequence.
-        case(
-            "narinfo-garbage",
-            "xz",
-            |c| {
-                let mut junk = b"\x7fELF\x02\x01\x01 garbage\nStorePath\n".to_vec();
-                junk.extend(pseudo_random(300, 7));
-                fs::write(c.path().join(narinfo_name(TOP)), junk).unwrap();
-            },
-            &[(OrphanNar, &top_nar_xz), (MalformedNarinfo, &top_info)],
-            1,
-        ),
-        case(
-            "narinfo-renamed",
-            "xz",
-            |c| {
-                fs::rename(
-                    c.path().join(narinfo_name(TOP)),
-                    c.path().join("ffffffffffffffffffffffffffffffff.narinfo"),
-                )
-                .unwrap()
-            },
-            &[(HashPartMismatch, TOP)],
-            1,
-        ),
-        case(
-            "url-parent-parent",
-            "xz",
-            |c| url_outside(c, FILE, "../../etc/passwd", "../../etc/passwd"),
-            &[(UrlOutsideCache, FILE)],
-            1,
-        ),
-        case(
-            "url-absolute",
-            "xz",
-            |c| url_outside(c, FILE, "/etc/passwd", "etc/passwd"),
-            &[(UrlOutsideCache, FILE)],
-            1,
-        ),
-        case(
-            "url-http",
-            "xz",
-            |c| url_outside(c, FILE, "http://x/y", "http:/x/y"),
-            &[(UrlOutsideCache, FILE)],
-            1,
-        ),
-        case(
-            "url-nar-parent-parent",
-            "xz",
-            |c| url_outside(c, FILE, "nar/../../x", "nar/../../x"),
-            &[(UrlOutsideCache, FILE)],
-            1,
-        ),
-        case(
-            "reference-removed",
-            "xz",
-            |c| {
-                fs::remove_file(nar_file(c.path(), EXE)).unwrap();
-                fs::remove_file(c.path().join(narinfo_name(EXE))).unwrap();
-                fs::remove_file(c.path().join(format!("{}.ls", hash_part(EXE)))).unwrap();
-            },
-            &[(MissingReference, TOP)],
-            1,
-        ),
-        case(
-            "stray-nar",
-            "xz",
-            |c| fs::write(c.path().join("nar/stray.nar.xz"), b"stray").unwrap(),
-            &[(OrphanNar, "nar/stray.nar.xz")],
-            0,
-        ),
-        case(
-            "cache-info-missing",
-            "xz",
-            |c| fs::remove_file(c.path().join("nix-cache-info")).unwrap(),
-            &[(BadCacheInfo, "nix-cache-info")],
-            1,
-        ),
-        case(
-            "cache-info-garbage",
-            "xz",
-            |c| fs::write(c.path().join("nix-cache-info"), b"\x7fELF garbage\n").unwrap(),
-            &[(BadCacheInfo, "nix-cache-info")],
-            1,
-        ),
-        case(
-            "cache-info-other-store",
-            "xz",
-            |c| fs::write(c.path().join("nix-cache-info"), b"StoreDir: /other/store\n").unwrap(),
-            &[(BadCacheInfo, "nix-cache-info")],
-            1,
-        ),
-        case(
-            "nar-other-contents-same-size",
-            "xz",
-            |c| {
-                let nar = nar_with_other_contents(FILE);
-                replace_nar_file(c.path(), FILE, &compress(Compression::Xz, &nar));
-            },
-            &[(NarHashMismatch, FILE)],
-            1,
-        ),
-        case(
-            "nar-longer",
-            "xz",
-            |c| replace_nar_file(c.path(), FILE, &compress(Compression::Xz, &corpus_nar(EXE))),
-            &[(NarSizeMismatch, FILE)],
-            1,
-        ),
-        case(
-            "nar-shorter",
-            "xz",
-            |c| {
-                replace_nar_file(
-                    c.path(),
-                    TOP,
-                    &compress(Compression::Xz, &corpus_nar(SYMLINK)),
-                )
-            },
-            &[(NarSizeMismatch, TOP)],
-            1,
-        ),
-        case(
-            "zstd-labelled-xz",
-            "xz",
-            |c| {
-                replace_nar_file(
-                    c.path(),
-                    LIBDEMO,
-                    &compress(Compression::Zstd, &corpus_nar(LIBDEMO)),
-                )
-            },
-            &[(MalformedNar, LIBDEMO)],
-            1,
-        ),
-        case(
-            "xz-then-garbage",
-            "xz",
-            |c| {
-                let mut f = compress(Compression::Xz, &corpus_nar(FILE));
-                f.extend(pseudo_random(100, 3));
-                replace_nar_file(c.path(), FILE, &f);
-            },
-            &[(MalformedNar, FILE)],
-            1,
-        ),
-        case(
-            "not-a-nar",
-            "xz",
-            |c| {
-                let text = b"hello, this is not a NAR\n".repeat(20);
-                replace_nar_file(c.path(), FILE, &compress(Compression::Xz, &text));
-            },
-            &[(MalformedNar, FILE)],
-            1,
-        ),
-        case(
-            "nar-truncated-inside-stream",
-            "zstd",
-            |c| {
-                let nar = corpus_nar(LIBDEMO);
-                let half = compress(Compression::Zstd, &nar[..nar.len() / 2]);
-                replace_nar_file(c.path(), LIBDEMO, &half);
-            },
-            &[(MalformedNar, LIBDEMO)],
-            1,
-        ),
-        // A decompression bomb: 200 MB of zeros in ~10 KiB of zstd. Decompression stops at
-        // NarSize (or at the first bytes, which are no NAR): fast, in bounded memory.
-        case(
-            "zstd-bomb-zeros",
-            "zstd",
-            |c| replace_nar_file(c.path(), FILE, &zstd_bomb(&[], BOMB, &[])),
-            &[(MalformedNar, FILE)],
-            1,
-        ),
-        // The same, as a valid NAR of one 200 MB file: its header already claims more than NarSize.
-        case(
-            "zstd-bomb-valid-nar",
-            "zstd",
-            |c| replace_nar_file(c.path(), FILE, &zstd_nar_bomb(BOMB)),
-            &[(MalformedNar, FILE)],
-            1,
-        ),
-        // A valid NAR too, of 1000 files of 200 kB (each under NarSize): decompression stops
-        // just past NarSize.
-        case(
-            "zstd-bomb-directory",
-            "zstd",
-            |c| replace_nar_file(c.path(), LIBDEMO, &zstd_directory_bomb(1000, 200_000)),
-            &[(NarSizeMismatch, LIBDEMO)],
-            1,
-        ),
-        // FileHash, FileSize and NarSize (the latter signed, so without a key here) edited: the
-        // NAR itself is intact. Nix checks none of them.
-        case(
-            "filehash-edited",
-            "xz",
-            |c| {
-                let other = field(c.path(), EXE, "FileHash");
-                set_field(c.path(), TOP, "FileHash", &other)
-            },
-            &[(FileHashMismatch, TOP)],
-            1,
-        ),
-        case(
-            "filesize-edited",
-            "xz",
-            |c| set_field(c.path(), TOP, "FileSize", "301"),
-            &[(FileSizeMismatch, TOP)],
-            1,
-        ),
-        {
-            let mut c = case(
-                "narsize-edited-unsigned",
-                "xz",
-                |c| set_field(c.path(), TOP, "NarSize", "480"),
-                &[(NarSizeMismatch, TOP)],
-                1,
-            );
-            c.key = false;
-            c
-        },
-        // The same damages on a NAR over 1 MiB: decompressed on one thread, hashed and parsed on
-        // another (native builds); the verdicts must not change.
-        case(
-            "large-nar-other-contents",
-            "xz",
-            |c| {
-                let nar = nar_with_other_contents(EDGE);
-                replace_nar_file(c.path(), EDGE, &compress(Compression::Xz, &nar));
-            },
-            &[(NarHashMismatch, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-truncated-inside-stream",
-            "xz",
-            |c| {
-                let nar = corpus_nar(EDGE);
-                let half = compress(Compression::Xz, &nar[..nar.len() / 2]);
-                replace_nar_file(c.path(), EDGE, &half);
-            },
-            &[(MalformedNar, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-corrupt-midway",
-            "zstd",
-            |c| {
-                let mut f = compress(Compression::Zstd, &corpus_nar(EDGE));
-                let mid = f.len() / 2;
-                for b in &mut f[mid..mid + 64] {
-                    *b = !*b;
-                }
-                replace_nar_file(c.path(), EDGE, &f);
-            },
-            &[(MalformedNar, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-corrupt-midway-xz",
-            "xz",
-            |c| {
-                let mut f = compress(Compression::Xz, &corpus_nar(EDGE));
-                let mid = f.len() / 2;
-                for b in &mut f[mid..mid + 64] {
-                    *b = !*b;
-                }
-                replace_nar_file(c.path(), EDGE, &f);
-            },
-            &[(MalformedNar, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-corrupt-midway-bzip2",
-            "bzip2",
-            |c| {
-                let mut f = compress(Compression::Bzip2, &corpus_nar(EDGE));
-                let mid = f.len() / 2;
-                for b in &mut f[mid..mid + 64] {
-                    *b = !*b;
-                }
-                replace_nar_file(c.path(), EDGE, &f);
-            },
-            &[(MalformedNar, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-longer",
-            "zstd",
-            |c| replace_nar_file(c.path(), EDGE, &zstd_directory_bomb(1000, 200_000)),
-            &[(NarSizeMismatch, EDGE)],
-            1,
-        ),
-        case(
-            "large-nar-bomb-zeros",
-            "zstd",
-            |c| replace_nar_file(c.path(), EDGE, &zstd_bomb(&[], BOMB, &[])),
-            &[(MalformedNar, EDGE)],
-            1,
-        ),
-        case(
-            "compression-br",
-            "xz",
-            |c| set_field(c.path(), TOP, "Compression", "br"),
-            &[(CheckFailed, TOP)],
-            4,
-        ),
-        // A NAR file that is a symlink out of the cache is not followed (DirStorage).
-        {
-            let mut c = case(
-                "nar-symlink-outside",
-                "xz",
-                |c| {
-                    let f = nar_file(c.path(), LIBDEMO);
-                    let outside = c.path().join("../outside.nar.xz");
-                    fs::rename(&f, &outside).unwrap();
-                    std::os::unix::fs::symlink(&outside, &f).unwrap();
-                },
-                &[(CheckFailed, LIBDEMO)],
-                4,
-            );
-            c.pure = false;
-            c
-        },
-        {
-            let mut c = case(
-                "narinfo-other-store-dir",
-                "xz",
-                |c| {
-                    set_field(
-                        c.path(),
-                        TOP,
-                        "StorePath",
-                        &format!("/other/store/{}", base_name(TOP)),
-                    )
-                },
-                &[(
-                    MalformedNarinfo,
-                    &format!("/other/store/{}", base_name(TOP)),
-                )],
-                1,
-            );
-            c.key = false;
-            c
-        },
-    ];
-    for (method, cache) in [
-        (Compression::Xz, "xz"),
-        (Compression::Zstd, "zstd"),
-        (Compression::Bzip2, "bzip2"),
-    ] {
-        cases.push(case(
-            match method {
-                Compression::Xz => "not-xz",
-                Compression::Zstd => "not-zstd",
-                _ => "not-bzip2",
-            },
-            cache,
-            move |c| {
-                assert_eq!(compression_of(c.path(), LIBDEMO), method);
-                // Starts like the real format (magic bytes), then garbage.
-                let mut f = compress(method, b"x")[..4].to_vec();
-                f.extend(pseudo_random(4096, 11));
-                replace_nar_file(c.path(), LIBDEMO, &f);
-            },
-            &[(MalformedNar, LIBDEMO)],
-            1,
-        ));
-    }
-    cases
-}
-
-fn flip_middle_byte(f: &Path) {
-    let mut bytes = fs::read(f).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    fs::write(f, bytes).unwrap();
-}
-
-/// A fresh damaged copy for a case, checked clean before the damage.
-fn damaged(c: &Case) -> Cache {
-    let cache = Cache::copy(c.cache);
-    let before = native_report(cache.path(), &options(c.key, true));
+/// A fresh damaged copy for a row, checked clean before the damage.
+fn damaged(row: &Row) -> Cache {
+    let cache = Cache::copy(&row.cache);
+    let before = native_report(cache.path(), &options(row.cache != "unsigned", true));
     assert!(
         before.problems.is_empty(),
         "{}: the untouched copy reports {:?}",
-        c.name,
+        row.name,
         before.problems
     );
-    (c.damage)(&cache);
+    row.apply(cache.path());
     cache
 }
 
+/// The library's options for a row (its `args` among `--store-dir DIR`).
+fn row_options(row: &Row) -> VerifyOptions {
+    let mut opts = options(row.key, true);
+    for pair in row.args.chunks(2) {
+        match pair {
+            [flag, dir] if flag == "--store-dir" => {
+                opts.store_dir = nar_tool::store_path::StoreDir::new(dir).unwrap()
+            }
+            other => panic!("{}: no library option for {other:?}", row.name),
+        }
+    }
+    opts
+}
+
+fn row_args(row: &Row) -> Vec<String> {
+    let mut args = key_args(row.key);
+    args.extend(row.args.iter().cloned());
+    args
+}
+
+/// Every row of `tests/fixtures/damage-table.json` (also read by pkg/test/differential.test.js):
+/// the CLI gives the problems and exit status the row says, in bounded time and memory, and the
+/// library gives the same report on the native path and, unless the damage is one only a
+/// directory shows, on the pure and async paths.
 #[test]
 fn damage_table() {
+    let rows = damage::rows();
+    assert!(rows.len() >= 75, "{} rows", rows.len());
     let mut failures = Vec::new();
-    for c in cases() {
-        let cache = damaged(&c);
-        let args = key_args(c.key);
+    for row in &rows {
+        let cache = damaged(row);
+        let args = row_args(row);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut fail = |what: String| failures.push(format!("{}: {what}", row.name));
+        if !row.report {
+            // Refused before verifying: an error, no report.
+            let m = run_measured(
+                Command::new(bin())
+                    .arg("verify")
+                    .arg(cache.path())
+                    .args(["--json", "-q"])
+                    .args(&args),
+                Duration::from_secs(60),
+            );
+            if Some(m.code) != row.exit
+                || !m.stdout.is_empty()
+                || !m.stderr.starts_with("nar-tool: error: ")
+            {
+                fail(format!(
+                    "exit {} (expected {:?}) with {:?} {:?}",
+                    m.code, row.exit, m.stdout, m.stderr
+                ));
+            }
+            continue;
+        }
         let (m, r) = cli(cache.path(), &args);
-        let mut fail = |what: String| failures.push(format!("{}: {what}", c.name));
-        if kinds(&r) != c.expect {
-            fail(format!("expected {:?}, got {:#?}", c.expect, r.problems));
+        if let Some(expected) = row.expected() {
+            if kinds(&r) != expected {
+                fail(format!("expected {expected:?}, got {:#?}", r.problems));
+            }
         }
-        if m.code != c.exit {
-            fail(format!("exit {} (expected {})", m.code, c.exit));
+        if row.exit.is_some_and(|e| e != m.code) {
+            fail(format!("exit {} (expected {:?})", m.code, row.exit));
         }
-        if r.ok != (c.exit == 0) || r.exit_code() as i32 != m.code {
+        if r.ok != (m.code == 0) || r.exit_code() as i32 != m.code {
             fail(format!("ok {} with exit {}", r.ok, m.code));
         }
         // Bounded: the bombs included, quick and small even in a debug build.
         if m.elapsed > Duration::from_secs(20) || m.max_rss_kib.unwrap_or(0) > 100 * 1024 {
             fail(format!("took {:?} and {:?} KiB", m.elapsed, m.max_rss_kib));
         }
-        let opts = options(c.key, true);
+        let opts = row_options(row);
         let native = native_report(cache.path(), &opts);
         if native != r {
             fail(format!(
                 "library (native, sequential) differs from the CLI: {native:#?}"
             ));
         }
-        if c.pure {
+        if !row.storage {
             let pure = pure_report(cache.path(), &opts);
             if pure != native {
                 fail(format!("pure path differs: {pure:#?}\nnative: {native:#?}"));
@@ -1278,11 +584,11 @@ fn damage_table() {
                 .append(true)
                 .open(dump)
                 .unwrap();
-            writeln!(f, "{}: exit {}\n{}", c.name, m.code, m.stdout).unwrap();
+            writeln!(f, "{}: exit {}\n{}", row.name, m.code, m.stdout).unwrap();
         }
         eprintln!(
             "{:40} exit {} {:?} ({:?}, {:?} KiB)",
-            c.name,
+            row.name,
             m.code,
             kinds(&r).iter().map(|(k, _)| k.name()).collect::<Vec<_>>(),
             m.elapsed,
@@ -1297,7 +603,6 @@ fn damage_table() {
 #[test]
 fn no_contents() {
     use ProblemKind::*;
-    let table = cases();
     for (name, expect) in [
         ("nar-deleted", vec![(MissingNar, LIBDEMO.to_string())]),
         (
@@ -1317,8 +622,7 @@ fn no_contents() {
         ("nar-other-contents-same-size", vec![]),
         ("zstd-bomb-zeros", vec![]),
     ] {
-        let c = table.iter().find(|c| c.name == name).unwrap();
-        let cache = damaged(c);
+        let cache = damaged(&damage::row(name));
         let (m, r) = cli(
             cache.path(),
             &["--no-contents", "--trusted-key", &corpus_key()],
@@ -1597,6 +901,11 @@ const NIX_MISSES: &[&str] = &[
     // Nix takes content-addressed paths as self-validating: no signature needed. We ask one of
     // every path (the CA is not checked against the contents by either tool).
     "signature-removed-content-addressed",
+    // Nix skips a narinfo it cannot read as text or that is too large (we refuse over 1 MiB),
+    // and one under a name no store path has.
+    "narinfo-not-utf8",
+    "narinfo-over-1-MiB",
+    "narinfo-bogus-name",
     // Nix's file:// store reads `<cache>/<URL>` whatever the URL: from outside the cache
     // (`../../etc/passwd`, `nar/../../x`) or from inside it under names no NAR has. We refuse
     // the URL and read nothing.
@@ -1607,17 +916,27 @@ const NIX_MISSES: &[&str] = &[
     // Nix does not check that references are in the cache (the closure is complete).
     "reference-removed",
     // A missing nix-cache-info is re-created by Nix — it writes into the cache it verifies;
-    // unknown lines are ignored.
+    // unknown lines are ignored, and so is one it cannot read.
     "cache-info-missing",
     "cache-info-garbage",
+    "cache-info-not-utf8",
+    "cache-info-is-a-directory",
+    "cache-info-over-64-KiB",
     // Nix (libarchive) sniffs the format and ignores `Compression:`.
     "zstd-labelled-xz",
     // Nix checks neither FileHash, nor FileSize, nor NarSize: only the NAR hash.
     "filehash-edited",
     "filesize-edited",
     "narsize-edited-unsigned",
+    // Nix sniffs the format: a `Compression:` it does not know, or none (bzip2), does not matter
+    // to it.
+    "compression-unknown",
+    "compression-missing-means-bzip2",
     // Nix follows a symlink out of the cache.
     "nar-symlink-outside",
+    "nar-dir-symlink-outside",
+    // An empty directory is an empty cache to Nix (it writes a nix-cache-info into it).
+    "cache-is-empty",
 ];
 // Also: Nix exits 4 ("could not verify") where a NAR file is missing, truncated, flipped or not
 // decompressible, or a narinfo is under another hash part's name; we exit 1 (corrupt) for those,
@@ -1685,7 +1004,10 @@ fn nix_differential() {
     }
     let mut misses = Vec::new();
     let mut failures = Vec::new();
-    for c in cases() {
+    for c in damage::rows() {
+        if !c.nix || !c.report || !c.args.is_empty() {
+            continue;
+        }
         let cache = damaged(&c);
         let args = key_args(c.key);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1722,7 +1044,7 @@ fn nix_differential() {
             }
         }
         if nix.code == 0 && ours.code != 0 {
-            misses.push(c.name);
+            misses.push(c.name.clone());
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::args::UsageError;
 use crate::commands::{
     build_cache, cat, demo, dump, hash, key, ls, narinfo, restore, serve, sign, store_path, verify,
 };
@@ -34,7 +35,8 @@ enum Command {
     Narinfo(narinfo::NarinfoArgs),
 }
 
-/// Runs the command line; usage errors exit 2 (clap), other errors 1, a closed stdout 0.
+/// Runs the command line; usage errors exit 2 (clap's, and [`UsageError`]), other errors 1, a
+/// closed stdout 0.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -45,10 +47,31 @@ pub fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("nar-tool: error: {e:#}");
+            eprintln!("nar-tool: error: {}", error_text(&e));
+            if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("For more information, try '--help'.");
+                return ExitCode::from(2);
+            }
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: a cause whose text the message
+/// already holds (an OS error a path's error quotes) is left out.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -2,6 +2,8 @@
 //! wasm32 it is an empty program, so that the package's test targets build for wasm too.
 
 #[cfg(not(target_arch = "wasm32"))]
+mod args;
+#[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 mod commands;

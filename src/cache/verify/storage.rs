@@ -29,7 +29,7 @@ impl CacheStorage for MemoryStorage {
         match self.files.get(rel) {
             Some(b) if b.len() > limit => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{rel} is larger than {limit} bytes"),
+                format!("{rel} is larger than {limit} bytes (it has {})", b.len()),
             )),
             other => Ok(other.cloned()),
         }

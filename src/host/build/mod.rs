@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -28,16 +28,17 @@ use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo}
 use crate::cache::order::PublishOrder;
 use crate::cache::refscan::RefScanner;
 use crate::cache::storage::{Put, Staged, StorageWrite};
+use crate::cache::verify::report::human_bytes;
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
-use crate::host::codec::{parallel_pieces, Encoder};
+use crate::host::codec::{parallel_pieces, xz_memory, Encoder};
 use crate::host::db::NixDb;
 use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
 use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
-use crate::narinfo::{NarCompression, NarInfo, MAX_NARINFO_SIZE};
+use crate::narinfo::{NarCompression, NarContentAddress, NarInfo, MAX_NARINFO_SIZE};
 use crate::nixbase32;
 use crate::signing::{SecretKey, Signature};
 use crate::store_path::{
@@ -74,7 +75,15 @@ pub struct BuildOptions {
     pub priority: i64,
     pub want_mass_query: bool,
     pub paths: Vec<StorePath>,
+    /// The memory the xz encoders may take together, in bytes ([`DEFAULT_XZ_MEMORY`]).
+    pub xz_memory: u64,
+    /// Set (by a Ctrl-C handler) to stop: the build ends with [`BuildError::Interrupted`],
+    /// leaving no temporary file.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
+
+/// The default memory budget of the xz encoders: room for ~4 threads on the largest blocks.
+pub const DEFAULT_XZ_MEMORY: u64 = 1 << 30;
 
 /// What happened, for progress bars and the summary.
 #[derive(Debug, Clone)]
@@ -103,6 +112,8 @@ pub struct BuildSummary {
     pub nar_bytes: u64,
     pub file_bytes: u64,
     pub seconds: f64,
+    /// The most memory the xz encoders took at once, as liblzma counts it (0 for other methods).
+    pub xz_memory_peak: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +126,21 @@ pub enum BuildError {
     Path { path: String, message: String },
     #[error("{0}")]
     Metadata(String),
+    #[error("{path}: not a valid path in the given store metadata (is it built and registered? the metadata of the store that has it is needed: --db, --registration or --path-info; or --scan-references)")]
+    NotInMetadata { path: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl BuildError {
+    /// Whether running the same build again may complete it (an interruption or an I/O error),
+    /// rather than fail the same way (a path missing from the metadata, bad input).
+    pub fn rerun_may_complete(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Io { .. } | BuildError::Path { .. } | BuildError::Interrupted
+        )
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -165,9 +191,8 @@ impl Metadata {
 
     /// Metadata of a path (for `Scan`, only its name: the rest comes from the NAR).
     fn lookup(&self, path: &StorePath, store_dir: &StoreDir) -> Result<PathInfo, BuildError> {
-        let missing = || BuildError::Path {
+        let missing = || BuildError::NotInMetadata {
             path: store_dir.display(path),
-            message: "not a valid path in the given store metadata".into(),
         };
         match self {
             Metadata::Known(map) => map.get(path).cloned().ok_or_else(missing),
@@ -270,6 +295,12 @@ pub fn build_cache_into(
         budget: ThreadBudget::new(opts.jobs),
         candidates,
         archived: Arc::new(AtomicU64::new(0)),
+        memory: worker::MemoryBudget::new(opts.xz_memory),
+    };
+    let interrupted = || {
+        opts.interrupt
+            .as_ref()
+            .is_some_and(|i| i.load(Ordering::Relaxed))
     };
     let workers = &workers;
     let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
@@ -287,6 +318,9 @@ pub fn build_cache_into(
             let mut to_build: Vec<PathInfo> = Vec::new();
             // Paths already in the cache, reported once the total they belong to is.
             let mut already_there: Vec<Progress> = Vec::new();
+            if interrupted() {
+                first_error.get_or_insert(BuildError::Interrupted);
+            }
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
                 let existing = if opts.force {
@@ -377,6 +411,9 @@ pub fn build_cache_into(
             };
             in_flight -= 1;
             match result {
+                Err(_) if interrupted() => {
+                    first_error = Some(BuildError::Interrupted);
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -430,6 +467,7 @@ pub fn build_cache_into(
         });
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    summary.xz_memory_peak = workers.memory.peak.load(Ordering::Relaxed);
     Ok(summary)
 }
 

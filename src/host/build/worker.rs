@@ -38,6 +38,104 @@ impl ThreadBudget {
     }
 }
 
+impl ThreadLease<'_> {
+    /// Gives back all but `threads` (≥ 1) of the threads taken.
+    fn keep(&mut self, threads: usize) {
+        let threads = threads.clamp(1, self.threads);
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use -= self.threads - threads;
+        self.threads = threads;
+    }
+}
+
+/// The memory the xz encoders of the paths compressed at once may take together
+/// (`--xz-memory`): a path gets as many threads as fit in what the others leave, and waits
+/// while not even one does. liblzma tells what an encoder needs before it is made.
+pub(super) struct MemoryBudget {
+    total: u64,
+    in_use: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    /// The most ever taken at once, for the summary.
+    pub(super) peak: AtomicU64,
+}
+
+/// Memory taken from a [`MemoryBudget`], given back when dropped.
+struct MemoryLease<'a> {
+    budget: &'a MemoryBudget,
+    bytes: u64,
+}
+
+impl MemoryBudget {
+    pub(super) fn new(total: u64) -> MemoryBudget {
+        MemoryBudget {
+            total,
+            in_use: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            peak: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Drop for MemoryLease<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+/// Threads for a path's compressor, `want` at most, and for xz the memory they need: as many
+/// threads as fit in the budget, waiting until one does.
+fn reserve<'a>(
+    workers: &'a Workers,
+    want: usize,
+    nar_size: u64,
+) -> Result<(ThreadLease<'a>, Option<MemoryLease<'a>>), String> {
+    let opts = workers.opts;
+    if opts.compression != Compression::Xz {
+        return Ok((workers.budget.take(want), None));
+    }
+    let memory = &workers.memory;
+    let need = |threads: usize| {
+        xz_memory(
+            opts.level,
+            nar_size,
+            u32::try_from(threads).unwrap_or(u32::MAX),
+        )
+        .map_err(|e| format!("compressor: {e}"))
+    };
+    let one = need(1)?;
+    if one > memory.total {
+        return Err(format!(
+            "xz needs {} to compress it (one thread), more than the memory budget of {} (--xz-memory; a lower --level needs less)",
+            human_bytes(one),
+            human_bytes(memory.total)
+        ));
+    }
+    let mut in_use = memory.in_use.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let free = memory.total - *in_use;
+        if one <= free {
+            let mut lease = workers.budget.take(want);
+            let mut threads = lease.threads;
+            let mut bytes = need(threads)?;
+            while threads > 1 && bytes > free {
+                threads -= 1;
+                bytes = need(threads)?;
+            }
+            lease.keep(threads);
+            *in_use += bytes;
+            memory.peak.fetch_max(*in_use, Ordering::Relaxed);
+            let taken = MemoryLease {
+                budget: memory,
+                bytes,
+            };
+            return Ok((lease, Some(taken)));
+        }
+        in_use = memory.freed.wait(in_use).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
 impl Drop for ThreadLease<'_> {
     fn drop(&mut self) {
         let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,6 +145,8 @@ impl Drop for ThreadLease<'_> {
 
 /// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
 struct NarSink<W: Write> {
+    /// Set to stop: the next write fails.
+    interrupt: Option<Arc<AtomicBool>>,
     nar_hash: Hasher,
     nar_size: u64,
     scanner: Option<RefScanner>,
@@ -55,6 +155,14 @@ struct NarSink<W: Write> {
 
 impl<W: Write> Write for NarSink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|i| i.load(Ordering::Relaxed))
+        {
+            // Not ErrorKind::Interrupted, which write_all would retry.
+            return Err(io::Error::other("interrupted"));
+        }
         self.encoder.write_all(buf)?;
         self.nar_hash.update(buf);
         self.nar_size += buf.len() as u64;
@@ -104,6 +212,7 @@ pub(super) struct Workers<'a> {
     pub(super) candidates: Option<&'a [StorePath]>,
     /// NAR bytes compressed so far, all paths together.
     pub(super) archived: Arc<AtomicU64>,
+    pub(super) memory: MemoryBudget,
 }
 
 /// [`process`], with a panic turned into an error naming the path: a worker that died silently
@@ -151,9 +260,10 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     };
     // As many threads as the encoder can use on this NAR.
     let pieces = parallel_pieces(opts.compression, opts.level, expected_size);
-    let lease = workers
-        .budget
-        .take(usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs));
+    let want = usize::try_from(pieces).unwrap_or(usize::MAX).min(opts.jobs);
+    // Not worth a rerun: the same budget would refuse it again.
+    let (lease, memory) = reserve(workers, want, expected_size)
+        .map_err(|m| BuildError::Input(format!("{full}: {m}")))?;
     let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
     let output_failed = Cell::new(false);
     let file = HashingWriter::new(
@@ -171,6 +281,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     encoder.report_progress(&workers.archived);
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
     let sink = NarSink {
+        interrupt: opts.interrupt.clone(),
         nar_hash: Hasher::new(HashAlgo::Sha256),
         nar_size: 0,
         scanner,
@@ -196,6 +307,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         nar_size,
         scanner,
         encoder,
+        ..
     } = sink;
     let nar_hash = nar_hash.finish();
     let file = encoder.finish().map_err(|e| match output_failed.get() {
@@ -203,6 +315,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         false => path_err(format!("compressor: {e}")),
     })?;
     drop(lease);
+    drop(memory);
     let (file_hash, file_size, buffered) = file.finish();
     let mut staged = buffered
         .into_inner()
@@ -400,7 +513,7 @@ fn narinfo_of(
                 })
             })
             .collect::<Result<_, _>>()?,
-        ca: info.ca.clone(),
+        ca: info.ca.as_deref().map(NarContentAddress::parse),
         extra: Vec::new(),
     };
     for key in &opts.keys {

@@ -13,6 +13,8 @@ pub mod s3;
 use nar_tool::nar::tree::Node;
 use nar_tool::nar::wire::put_str;
 
+pub mod damage;
+
 /// `tests/fixtures/corpus`.
 pub fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")

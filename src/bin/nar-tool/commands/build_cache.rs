@@ -4,16 +4,19 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::verify::report::human_bytes;
 use nar_tool::compression::Compression;
-use nar_tool::host::build::{BuildOptions, MetadataSource};
+use nar_tool::host::build::{BuildError, BuildOptions, MetadataSource, DEFAULT_XZ_MEMORY};
 use nar_tool::store_path::{StoreDir, StorePath};
 
+use crate::args::{cache_location, UsageError};
 use crate::progress::BuildProgress;
 use crate::util::{jobs_or_cores, read_secret_key};
 
@@ -30,8 +33,8 @@ pub struct BuildCacheArgs {
     /// Physical root of the store: /nix/store/x is read at ROOT/nix/store/x (like local?root=)
     #[arg(long, value_name = "ROOT", default_value = "/")]
     store_root: PathBuf,
-    /// The logical store directory
-    #[arg(long, default_value = "/nix/store")]
+    /// The logical store directory (the prefix of the store paths)
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
     store_dir: String,
     /// Nix SQLite DB to read metadata from, read-only and lock-free [default: ROOT/nix/var/nix/db/db.sqlite]
     #[arg(long, value_name = "FILE", group = "metadata")]
@@ -45,19 +48,29 @@ pub struct BuildCacheArgs {
     /// Find references by scanning each NAR for the hash parts of the store paths present
     #[arg(long, group = "metadata")]
     scan_references: bool,
+    /// How NAR files are compressed (the narinfo's `Compression:`)
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     compression: CompressionArg,
     /// Compression level: xz 0-9, zstd 1-22, bzip2 1-9 [default: zstd 3 and bzip2 9, as Nix; xz
     /// preset 6 with a 16 MiB dictionary and a shorter match search: ~22 % less CPU than Nix's
     /// preset 6 for about the same size]
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     level: Option<u32>,
+    /// The memory the xz compressors may take together, in MiB: a path gets as many threads as
+    /// fit, and waits while not even one does [default: 1024]
+    #[arg(long, value_name = "MIB")]
+    xz_memory: Option<u64>,
     /// Paths compressed at once [default: the number of cores]
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
-    /// Sign every narinfo with this secret key file (repeatable)
-    #[arg(long = "sign", value_name = "SECRET-KEY-FILE")]
-    sign: Vec<PathBuf>,
+    /// Sign every narinfo with the key in this secret key file, as `nar-tool key generate
+    /// --secret` or `nix-store --generate-binary-cache-key` writes it (repeatable)
+    #[arg(
+        long = "secret-key-file",
+        alias = "sign",
+        value_name = "SECRET-KEY-FILE"
+    )]
+    secret_key_files: Vec<PathBuf>,
     /// Also write <hashpart>.ls file listings
     #[allow(rustdoc::invalid_html_tags)] // clap's help text, not HTML
     #[arg(long)]
@@ -69,9 +82,10 @@ pub struct BuildCacheArgs {
     #[arg(long)]
     force: bool,
     /// `Priority:` in nix-cache-info (lower wins; cache.nixos.org has 40)
-    #[arg(long, default_value_t = DEFAULT_PRIORITY)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PRIORITY)]
     priority: i64,
-    /// Read more store paths, one per line, from FILE (`-` for stdin)
+    /// Read more store paths, one per line, from FILE (`-` for stdin); like the arguments, a
+    /// line may be a symlink into the store (`./result`)
     #[arg(long, value_name = "FILE")]
     paths_from: Option<String>,
     /// No progress bar or summary
@@ -80,7 +94,9 @@ pub struct BuildCacheArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
-    /// Store paths (/nix/store/…-name, a path below one, or a base name)
+    /// Store paths to put in the cache with their closure: /nix/store/…-name, a path below one, a
+    /// base name, or a symlink into the store such as nix-build's ./result
+    #[arg(value_name = "STORE-PATH", required_unless_present = "paths_from")]
     store_paths: Vec<String>,
 }
 
@@ -104,6 +120,7 @@ impl From<CompressionArg> for Compression {
 }
 
 pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
+    let location = cache_location(&args.to)?;
     let store_dir = StoreDir::new(&args.store_dir)?;
     let mut names = args.store_paths.clone();
     if let Some(from) = &args.paths_from {
@@ -120,14 +137,15 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         );
     }
     if names.is_empty() {
-        bail!("no store paths given (as arguments or with --paths-from)");
+        // The arguments were right (clap insists on paths or --paths-from): the list was empty.
+        bail!("no store paths given (the --paths-from list has none)");
     }
     let physical_store = args
         .store_root
         .join(store_dir.as_str().trim_start_matches('/'));
     let paths = names
         .iter()
-        .map(|n| parse_store_path_arg(n, &store_dir, &physical_store))
+        .map(|n| store_path_arg(n, &store_dir, &physical_store))
         .collect::<Result<Vec<_>>>()?;
     let metadata = if let Some(db) = args.db {
         MetadataSource::Db(db)
@@ -141,26 +159,38 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         MetadataSource::Db(args.store_root.join("nix/var/nix/db/db.sqlite"))
     };
     let keys = args
-        .sign
+        .secret_key_files
         .iter()
         .map(|k| read_secret_key(k))
         .collect::<Result<Vec<_>>>()?;
     if let Some(level) = args.level {
-        nar_tool::host::codec::check_level(args.compression.into(), level)
-            .map_err(|e| anyhow!(e))?;
+        nar_tool::host::codec::check_level(args.compression.into(), level).map_err(UsageError)?;
     }
+    let xz_memory = match args.xz_memory {
+        Some(0) => return Err(UsageError("--xz-memory must be at least 1 (MiB)".into()).into()),
+        Some(mib) => mib.saturating_mul(1 << 20),
+        None => DEFAULT_XZ_MEMORY,
+    };
     let jobs = jobs_or_cores(args.jobs);
-    let location = CacheLocation::parse(&args.to)?;
     if let CacheLocation::S3(s3) = &location {
         if !s3.settings.is_empty() {
             let names: Vec<&str> = s3.settings.keys().map(String::as_str).collect();
             eprintln!(
-                "note: Nix's store settings in the URL ({}) are not used by build-cache: give them as options (--compression, --sign, --nar-listing)",
+                "note: Nix's store settings in the URL ({}) are not used by build-cache: give them as options (--compression, --secret-key-file, --nar-listing)",
                 names.join(", ")
             );
         }
     }
     let shown = location.to_string();
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            // A second Ctrl-C: stop now (temporaries are cleaned by the next run).
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
     let opts = BuildOptions {
         to: PathBuf::from(&shown),
         store_root: args.store_root,
@@ -176,20 +206,32 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         priority: args.priority,
         want_mass_query: true,
         paths,
+        xz_memory,
+        interrupt: Some(interrupt),
     };
     let mut bar = BuildProgress::new(!args.quiet && !args.json);
-    let summary = nar_tool::host::open::open_write(&location)
-        .map_err(|e| anyhow!("cannot open the cache: {e}"))
-        .and_then(|storage| {
-            nar_tool::host::build::build_cache_into(&*storage, &opts, |p| bar.update(p))
-                .map_err(anyhow::Error::from)
-        });
+    let summary = match nar_tool::host::open::open_write(&location) {
+        Ok(storage) => nar_tool::host::build::build_cache_into(&*storage, &opts, |p| bar.update(p)),
+        Err(e) => Err(BuildError::Input(format!("cannot open the cache: {e}"))),
+    };
     bar.finish();
-    let summary = summary.with_context(|| {
-        format!(
-            "building cache {shown} (what was published so far is valid; run again to complete it)"
-        )
-    })?;
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(BuildError::Interrupted) => {
+            eprintln!(
+                "nar-tool: interrupted; run again to complete it (what was published so far is valid)"
+            );
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) if e.rerun_may_complete() => {
+            return Err(e).with_context(|| {
+                format!(
+                    "building cache {shown} (what was published so far is valid; run again to complete it)"
+                )
+            })
+        }
+        Err(e) => return Err(e).with_context(|| format!("building cache {shown}")),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {
@@ -209,27 +251,46 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How many symlinks are followed from an argument to the store (as the kernel's limit).
+const MAX_LINKS: usize = 40;
+
 /// A store path from the command line: absolute (possibly below a store path, or under the
-/// physical store), or a base name.
-fn parse_store_path_arg(
-    arg: &str,
-    store_dir: &StoreDir,
-    physical_store: &Path,
-) -> Result<StorePath> {
-    if let Ok((p, _)) = store_dir.parse_path_prefix(arg) {
-        return Ok(p);
-    }
-    if let Ok(rest) = Path::new(arg).strip_prefix(physical_store) {
-        if let Some(first) = rest.components().next() {
-            return Ok(StorePath::from_base_name(
-                &first.as_os_str().to_string_lossy(),
-            )?);
+/// physical store), a base name, or, as `nix copy` takes them, a symlink (or a chain of them)
+/// leading into the store, such as nix-build's `./result`. Nothing else is followed.
+fn store_path_arg(arg: &str, store_dir: &StoreDir, physical_store: &Path) -> Result<StorePath> {
+    let mut path = PathBuf::from(arg);
+    for _ in 0..=MAX_LINKS {
+        if let Some(p) = in_store(&path, store_dir, physical_store) {
+            return p;
         }
+        let link = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => fs::read_link(&path)
+                .with_context(|| format!("{arg:?}: reading the symlink {}", path.display()))?,
+            _ if path.as_os_str() == arg => {
+                if !arg.contains('/') {
+                    if let Ok(p) = StorePath::from_base_name(arg) {
+                        return Ok(p);
+                    }
+                }
+                bail!("{arg:?} is not a path in the store directory {store_dir}, nor a symlink into it")
+            }
+            _ => bail!(
+                "{arg:?} leads to {}, which is not in the store directory {store_dir}",
+                path.display()
+            ),
+        };
+        path = path.parent().unwrap_or(Path::new("")).join(link);
     }
-    if !arg.contains('/') {
-        if let Ok(p) = StorePath::from_base_name(arg) {
-            return Ok(p);
-        }
+    bail!("{arg:?}: more than {MAX_LINKS} symlinks before the store directory {store_dir}")
+}
+
+/// The store path `path` is (or is below), logically or under the physical store.
+fn in_store(path: &Path, store_dir: &StoreDir, physical_store: &Path) -> Option<Result<StorePath>> {
+    let text = path.to_str()?;
+    if let Ok((p, _)) = store_dir.parse_path_prefix(text) {
+        return Some(Ok(p));
     }
-    bail!("{arg:?} is not a path in the store directory {store_dir}")
+    let rest = path.strip_prefix(physical_store).ok()?;
+    let first = rest.components().next()?;
+    Some(StorePath::from_base_name(&first.as_os_str().to_string_lossy()).map_err(Into::into))
 }

@@ -64,6 +64,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         force: false,
         priority: DEFAULT_PRIORITY,
         want_mass_query: true,
+        xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
+        interrupt: None,
         paths: vec![top],
     };
     build_cache(&opts, |_| {}).context("build-cache failed")?;

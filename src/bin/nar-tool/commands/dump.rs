@@ -11,6 +11,7 @@ use nar_tool::host::fs::{dump_path, CaseHack};
 /// Write the NAR of PATH to stdout (what `nix-store --dump PATH` writes)
 #[derive(clap::Args)]
 pub struct DumpArgs {
+    /// The file, directory or symlink to archive
     path: PathBuf,
     /// Strip `~nix~case~hack~N` suffixes from names, as Nix's use-case-hack does
     #[arg(long)]

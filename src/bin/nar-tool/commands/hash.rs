@@ -26,6 +26,7 @@ pub struct HashArgs {
     /// Hash the file's contents instead of its NAR
     #[arg(long)]
     flat: bool,
+    /// Files, directories or symlinks to hash
     paths: Vec<PathBuf>,
 }
 
@@ -72,7 +73,8 @@ enum HashCommand {
         /// Print with the `algo:` prefix
         #[arg(long)]
         prefix: bool,
-        #[arg(required = true)]
+        /// Hashes in any form (`sha256:…`, SRI, or bare digits with --type)
+        #[arg(value_name = "HASH", required = true)]
         hashes: Vec<String>,
     },
 }

@@ -22,17 +22,24 @@ pub struct KeyArgs {
 enum KeyCommand {
     /// Generate a key pair NAME (convention: `host-1`)
     Generate {
+        /// The key's name, which its signatures carry (e.g. cache.example.org-1)
         name: String,
-        #[arg(long)]
+        /// Where to write the secret key (mode 600): keep it private, sign with it
+        #[arg(long, value_name = "SECRET-KEY-FILE")]
         secret: PathBuf,
-        #[arg(long)]
+        /// Where to write the public key: give it to the caches' users (trusted-public-keys)
+        #[arg(long, value_name = "PUBLIC-KEY-FILE")]
         public: PathBuf,
         /// Overwrite existing files
         #[arg(long)]
         force: bool,
     },
     /// Print the public key of a secret key file
-    Public { secret: PathBuf },
+    Public {
+        /// The secret key file
+        #[arg(value_name = "SECRET-KEY-FILE")]
+        secret: PathBuf,
+    },
 }
 
 pub fn run(args: KeyArgs) -> Result<ExitCode> {

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
+use nar_tool::narinfo::similar_key;
 use nar_tool::signing::PublicKey;
 
+use crate::args::TrustedKeyArgs;
 use crate::util::NarinfoFile;
 
 /// Check narinfo files
@@ -19,25 +21,20 @@ pub struct NarinfoArgs {
 
 #[derive(Subcommand)]
 enum NarinfoCommand {
-    /// Parse each narinfo and, with trusted keys, check its signatures; exit 1 on any problem
+    /// Parse each narinfo and, with trusted keys, check its signatures; exit 1 on any problem.
+    /// Keys Nix does not read (a misspelt `Referenes:`) are warned about on stderr
     Check {
-        #[arg(required = true)]
+        /// The narinfo files to check
+        #[arg(value_name = "NARINFO", required = true)]
         narinfos: Vec<PathBuf>,
-        /// A trusted public key `name:base64` (repeatable); each narinfo needs a valid signature by one
-        #[arg(long = "trusted-key")]
-        trusted_keys: Vec<String>,
+        #[command(flatten)]
+        trusted: TrustedKeyArgs,
     },
 }
 
 pub fn run(args: NarinfoArgs) -> Result<ExitCode> {
-    let NarinfoCommand::Check {
-        narinfos,
-        trusted_keys,
-    } = args.command;
-    let trusted = trusted_keys
-        .iter()
-        .map(|k| PublicKey::parse(k))
-        .collect::<Result<Vec<_>, _>>()?;
+    let NarinfoCommand::Check { narinfos, trusted } = args.command;
+    let trusted = trusted.load()?;
     let mut failed = 0;
     for path in &narinfos {
         match check_narinfo(path, &trusted) {
@@ -57,6 +54,15 @@ pub fn run(args: NarinfoArgs) -> Result<ExitCode> {
 
 fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
     let info = NarinfoFile::read(path)?.info;
+    for (key, _) in &info.extra {
+        let hint = similar_key(key)
+            .map(|k| format!("; did you mean {k:?}?"))
+            .unwrap_or_default();
+        eprintln!(
+            "nar-tool: warning: {}: unknown key {key:?} (Nix ignores it){hint}",
+            path.display()
+        );
+    }
     let expected = format!("{}.narinfo", info.store_path.hash_part());
     if path.file_name().is_some_and(|n| {
         n.to_string_lossy().ends_with(".narinfo") && n.to_string_lossy() != expected
@@ -68,7 +74,7 @@ fn check_narinfo(path: &Path, trusted: &[PublicKey]) -> Result<String> {
     }
     if trusted.is_empty() {
         return Ok(format!(
-            "{} (signatures not checked: no --trusted-key)",
+            "{} (signatures not checked: no --trusted-key or --trusted-key-file)",
             info.path()
         ));
     }

@@ -11,6 +11,7 @@ use nar_tool::host::fs::{restore_path, CaseHack};
 /// Unpack a NAR from stdin into DEST, which must not exist (all or nothing)
 #[derive(clap::Args)]
 pub struct RestoreArgs {
+    /// Where to unpack it (must not exist; created)
     dest: PathBuf,
     /// Rename names that collide case-insensitively to NAME~nix~case~hack~N, as Nix does
     #[arg(long)]

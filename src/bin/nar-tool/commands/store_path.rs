@@ -13,11 +13,13 @@ use crate::util::nar_hash;
 /// Print the store path `nix-store --add PATH` would create, without Nix
 #[derive(clap::Args)]
 pub struct StorePathArgs {
+    /// The file or directory `nix-store --add` would add
     path: PathBuf,
     /// Name of the store path (default: PATH's file name)
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value = "/nix/store")]
+    /// The store directory
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
     store_dir: String,
 }
 

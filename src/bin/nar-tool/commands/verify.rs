@@ -1,20 +1,16 @@
 //! `nar-tool verify`: check every file of a binary cache, paths in parallel (`host::verify`).
 
-use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::verify::report::{render, Rendering};
 use nar_tool::cache::verify::{Report, VerifyOptions};
-use nar_tool::signing::PublicKey;
 use nar_tool::store_path::StoreDir;
 
-use crate::progress::progress_bar;
+use crate::args::{cache_location, TrustedKeyArgs};
+use crate::progress::VerifyProgress;
 use crate::util::jobs_or_cores;
 
 /// Verify a binary cache: every hash, size, signature, reference, URL and file.
@@ -23,21 +19,18 @@ use crate::util::jobs_or_cores;
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=…, or http(s)://… (served by `nar-tool serve`, which lists it)
+    #[arg(value_name = "CACHE")]
     cache: String,
-    /// A trusted public key `name:base64` (repeatable); every path then needs a valid signature by one
-    #[arg(long = "trusted-key", value_name = "KEY")]
-    trusted_keys: Vec<String>,
-    /// A file holding trusted public keys, one per line or space-separated (repeatable)
-    #[arg(long = "trusted-key-file", value_name = "FILE")]
-    trusted_key_files: Vec<PathBuf>,
+    #[command(flatten)]
+    trusted: TrustedKeyArgs,
     /// Do not read NARs: check narinfos, presence and sizes of files, signatures, references only
     #[arg(long)]
     no_contents: bool,
     /// Paths checked at once [default: the number of cores]
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
     /// The store directory the cache must be for
-    #[arg(long, default_value = "/nix/store")]
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
     store_dir: String,
     /// Print the report as one JSON document
     #[arg(long)]
@@ -48,18 +41,9 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let mut keys = Vec::new();
-    for k in &args.trusted_keys {
-        keys.push(PublicKey::parse(k).with_context(|| format!("--trusted-key {k:?}"))?);
-    }
-    for f in &args.trusted_key_files {
-        let text = fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        for k in text.split_whitespace() {
-            keys.push(PublicKey::parse(k).with_context(|| format!("{}", f.display()))?);
-        }
-    }
+    let shown = cache_location(&args.cache)?.to_string();
     let opts = VerifyOptions {
-        trusted_keys: keys,
+        trusted_keys: args.trusted.load()?,
         check_contents: !args.no_contents,
         store_dir: StoreDir::new(&args.store_dir)?,
     };
@@ -74,46 +58,36 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     } else {
         Rendering::Text
     };
-    let shown = CacheLocation::parse(&args.cache)?.to_string();
     print_report(&shown, &report, how)?;
+    if opts.trusted_keys.is_empty() {
+        eprintln!(
+            "nar-tool: note: signatures were not checked (no --trusted-key or --trusted-key-file given)"
+        );
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 
 /// Checks the cache at `cache` (a directory or URL), `jobs` paths at once, with a progress bar
-/// if `progress`.
+/// if `progress` (in bytes read when NARs are read, else in paths).
 pub fn verify_cache(
     cache: &str,
     opts: &VerifyOptions,
     jobs: usize,
     progress: bool,
 ) -> Result<Report> {
-    let location = CacheLocation::parse(cache)?;
+    let location = cache_location(cache)?;
     let storage = nar_tool::host::open::open_read(&location)
         .with_context(|| format!("opening cache {location}"))?;
-    // The bar appears once the narinfos are listed (it knows their number then).
-    let bar = OnceLock::new();
+    let bar = VerifyProgress::new(progress, opts.check_contents);
+    let counted = bar.count_reads(&storage);
     let report = nar_tool::host::verify::verify_cache(
-        &storage,
+        &counted,
         opts,
         jobs,
-        |paths| {
-            bar.get_or_init(|| {
-                progress_bar(
-                    progress,
-                    paths as u64,
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} paths (ETA {eta})",
-                )
-            });
-        },
-        |_| {
-            if let Some(Some(bar)) = bar.get() {
-                bar.inc(1);
-            }
-        },
+        |paths| bar.listed(&storage, paths),
+        |_| bar.path_done(),
     )?;
-    if let Some(Some(bar)) = bar.get() {
-        bar.finish_and_clear();
-    }
+    bar.finish();
     Ok(report)
 }
 
