@@ -115,10 +115,15 @@ impl CacheLocation {
                             .into(),
                     ));
                 }
-                let path = url
-                    .to_file_path()
-                    .map_err(|()| err("not a directory path".into()))?;
-                Ok(CacheLocation::Directory(path.to_string_lossy().into_owned()))
+                // As `Url::to_file_path` does, but on every target (wasm has none).
+                let path = percent_encoding::percent_decode_str(url.path())
+                    .decode_utf8()
+                    .map_err(|_| err("the path is not UTF-8 once decoded".into()))?
+                    .into_owned();
+                if path.contains('\0') {
+                    return Err(err("the path has a NUL byte".into()));
+                }
+                Ok(CacheLocation::Directory(path))
             }
             "s3" => parse_s3(text, &url).map(CacheLocation::S3).map_err(err),
             "http" | "https" => {
