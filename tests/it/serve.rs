@@ -9,11 +9,11 @@ use std::process::Command;
 
 use crate::common;
 
-struct Server {
-    process: common::ServeProcess,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) process: common::ServeProcess,
+    pub(crate) addr: String,
     _dir: tempfile::TempDir,
-    cache: PathBuf,
+    pub(crate) cache: PathBuf,
 }
 
 /// Serves a copy of a corpus cache on a free loopback port.
@@ -22,7 +22,7 @@ fn start(cache_name: &str) -> Server {
 }
 
 /// Serves a copy of a corpus cache with extra arguments, made from the temporary directory.
-fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Server {
+pub(crate) fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     copy_dir(&common::corpus().join("caches").join(cache_name), &cache);
@@ -50,14 +50,14 @@ fn copy_dir(from: &Path, to: &Path) {
     common::make_writable(to);
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -66,7 +66,7 @@ impl Reply {
 }
 
 /// One raw HTTP/1.1 request (the target is sent exactly as given, unnormalised).
-fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -101,7 +101,7 @@ fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> 
     }
 }
 
-fn get(addr: &str, target: &str) -> Reply {
+pub(crate) fn get(addr: &str, target: &str) -> Reply {
     request(addr, "GET", target, &[])
 }
 
@@ -258,6 +258,44 @@ fn many_concurrent_clients_get_every_byte() {
     }
 }
 
+/// A page of one of the inspector's listings.
+#[derive(serde::Deserialize)]
+pub(crate) struct Page<T> {
+    pub(crate) total: usize,
+    pub(crate) offset: usize,
+    pub(crate) items: Vec<T>,
+    pub(crate) next: Option<usize>,
+}
+
+/// One page of `/_nar-tool/<what>?<query>`, checked to be a page.
+pub(crate) fn page<T: serde::de::DeserializeOwned>(addr: &str, what: &str, query: &str) -> Page<T> {
+    let r = get(addr, &format!("/_nar-tool/{what}?{query}"));
+    assert_eq!(
+        (r.status, r.header("Content-Type")),
+        (200, Some("application/json")),
+        "{what}?{query}"
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// A whole listing, page after page.
+pub(crate) fn listing<T: serde::de::DeserializeOwned>(addr: &str, what: &str) -> Vec<T> {
+    let mut items = Vec::new();
+    let mut offset = 0;
+    loop {
+        let p: Page<T> = page(addr, what, &format!("offset={offset}"));
+        assert_eq!(p.offset, offset);
+        items.extend(p.items);
+        match p.next {
+            Some(next) => {
+                assert!(next > offset, "a page moves on");
+                offset = next;
+            }
+            None => return items,
+        }
+    }
+}
+
 #[test]
 fn lists_narinfos_and_nar_files_for_the_inspector() {
     let s = start("xz");
@@ -267,12 +305,7 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
         s.cache.join("0000000000000000000000000000000a.narinfo"),
     )
     .unwrap();
-    let r = get(&s.addr, "/_nar-tool/narinfos");
-    assert_eq!(
-        (r.status, r.header("Content-Type")),
-        (200, Some("application/json"))
-    );
-    let names: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let names: Vec<String> = listing(&s.addr, "narinfos");
     let mut want: Vec<String> = std::fs::read_dir(&s.cache)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -284,8 +317,10 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
         names, want,
         "narinfos; a symlink out of the cache is not listed"
     );
-    let r = get(&s.addr, "/_nar-tool/nar-files");
-    let nars: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let p: Page<String> = page(&s.addr, "narinfos", "offset=2&limit=3");
+    assert_eq!((p.total, p.next), (9, Some(5)));
+    assert_eq!(p.items, want[2..5]);
+    let nars: Vec<String> = listing(&s.addr, "nar-files");
     let mut want = nar_files(&s.cache);
     want.retain(|n| !n.starts_with("nar/."));
     assert_eq!(nars, want);
@@ -299,21 +334,14 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
 #[test]
 fn gives_narinfo_texts_a_page_at_a_time() {
     let s = start("xz");
-    #[derive(serde::Deserialize)]
-    struct Page {
-        total: usize,
-        items: Vec<(String, Option<String>)>,
-    }
-    let page = |q: &str| -> Page {
-        let r = get(&s.addr, &format!("/_nar-tool/narinfo-texts{q}"));
-        assert_eq!(r.status, 200, "{q}");
-        serde_json::from_slice(&r.body).unwrap()
-    };
-    let names: Vec<String> =
-        serde_json::from_slice(&get(&s.addr, "/_nar-tool/narinfos").body).unwrap();
+    let names: Vec<String> = listing(&s.addr, "narinfos");
     let mut seen = Vec::new();
     for offset in (0..names.len()).step_by(4) {
-        let p = page(&format!("?offset={offset}&limit=4"));
+        let p: Page<(String, Option<String>)> = page(
+            &s.addr,
+            "narinfo-texts",
+            &format!("offset={offset}&limit=4"),
+        );
         assert_eq!(p.total, 9);
         for (name, text) in p.items {
             assert_eq!(
@@ -324,8 +352,14 @@ fn gives_narinfo_texts_a_page_at_a_time() {
         }
     }
     assert_eq!(seen, names, "the pages cover the listing, in order");
-    assert_eq!(page("").items.len(), 9, "default: the first 1000");
-    assert!(page("?offset=100").items.is_empty());
+    let all: Page<(String, Option<String>)> = page(&s.addr, "narinfo-texts", "");
+    assert_eq!(
+        (all.items.len(), all.next),
+        (9, None),
+        "default: all of few"
+    );
+    let beyond: Page<(String, Option<String>)> = page(&s.addr, "narinfo-texts", "offset=100");
+    assert!(beyond.items.is_empty() && beyond.next.is_none());
     assert_eq!(
         get(&s.addr, "/_nar-tool/narinfo-texts?offset=x").status,
         400

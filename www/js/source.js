@@ -29,7 +29,8 @@ export function httpSource(pkg, base, { noStore = false } = {}) {
     },
     /**
      * nar-tool serve's narinfos with their texts, a page at a time:
-     * { total, items: [[name, text | null]] }, or null when the server has no such thing.
+     * { total, items: [[name, text | null]], next } (next: where the following page starts, null
+     * at the end; a page may hold fewer than asked), or null when the server has no such thing.
      */
     async narinfoTexts(offset, limit) {
       let r;

@@ -325,7 +325,7 @@ test('a damaged cache: the page lists the problems the CLI finds, on the damaged
   assert.ok(cli.report.problems.some((p) => p.kind === 'malformed-narinfo' && p.path === 'bogus.narinfo'), 'the CLI judges bogus.narinfo');
 
   const s = await serve(cache);
-  assert.ok((await (await fetch(s.url + '_nar-tool/narinfos')).json()).includes('bogus.narinfo'));
+  assert.ok((await (await fetch(s.url + '_nar-tool/narinfos')).json()).items.includes('bogus.narinfo'));
   assert.equal((await fetch(s.url + 'bogus.narinfo')).status, 404, 'not a key: never served');
   const page = await openPage(t, s.url + '#/keys');
   const asked = [];
