@@ -411,20 +411,39 @@ fn serves_the_inspector_and_the_package_never_escaping() {
             pkg.display().to_string(),
         ]
     });
-    let index = get(&s.addr, "/");
+    // `/` leads to the inspector, with its query.
+    let root = get(&s.addr, "/?cache=http%3A%2F%2Fx%2F");
+    assert_eq!(
+        (root.status, root.header("Location")),
+        (302, Some("_nar-tool/?cache=http%3A%2F%2Fx%2F"))
+    );
+    assert_eq!(
+        get(&s.addr, "/_nar-tool").header("Location"),
+        Some("_nar-tool/")
+    );
+    let index = get(&s.addr, "/_nar-tool/");
     assert_eq!(
         (index.status, index.header("Content-Type")),
         (200, Some("text/html; charset=utf-8"))
     );
     assert!(String::from_utf8_lossy(&index.body).contains("inspector"));
     for (target, ty) in [
-        ("/js/app.js", "text/javascript"),
-        ("/style.css", "text/css"),
-        ("/pkg/browser.js", "text/javascript"),
-        ("/pkg/lib/api.js", "text/javascript"),
-        ("/pkg/wasm/nar_tool.js", "text/javascript"),
-        ("/pkg/wasm/nar_tool_bg.wasm", "application/wasm"),
-        ("/index.html", "text/html; charset=utf-8"),
+        ("/_nar-tool/js/app.js", "text/javascript; charset=utf-8"),
+        ("/_nar-tool/style.css", "text/css; charset=utf-8"),
+        (
+            "/_nar-tool/pkg/browser.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/_nar-tool/pkg/lib/api.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/_nar-tool/pkg/wasm/nar_tool.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/_nar-tool/pkg/wasm/nar_tool_bg.wasm", "application/wasm"),
+        ("/_nar-tool/index.html", "text/html; charset=utf-8"),
     ] {
         let r = get(&s.addr, target);
         assert_eq!(
@@ -434,27 +453,35 @@ fn serves_the_inspector_and_the_package_never_escaping() {
         );
     }
     assert_eq!(
-        get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").body,
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool_bg.wasm").body,
         b"\0asm\x01\0\0\0"
     );
     // The cache itself is still served beside them.
     assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
     for target in [
-        "/pkg/wasm/passwd.js",
-        "/pkg/lib/passwd.js",
-        "/passwd.js",
-        "/pkg/index.js",
-        "/pkg/package.json",
-        "/pkg/test/a.js",
-        "/pkg/node_modules/x/index.js",
-        "/pkg/",
-        "/pkg/wasm/",
-        "/pkg/wasm/../../etc/passwd",
-        "/pkg/wasm/%2e%2e/%2e%2e/etc/passwd",
-        "/pkg/lib/%2e%2e/index.js",
-        "/js/../../../etc/passwd",
-        "/pkg/wasm/missing.js",
-        "/wasm/nar_tool.js",
+        "/_nar-tool/pkg/wasm/passwd.js",
+        "/_nar-tool/pkg/lib/passwd.js",
+        "/_nar-tool/passwd.js",
+        "/_nar-tool/package.json",
+        "/_nar-tool/test/e2e.test.mjs",
+        "/_nar-tool/pkg/index.js",
+        "/_nar-tool/pkg/package.json",
+        "/_nar-tool/pkg/test/a.js",
+        "/_nar-tool/pkg/node_modules/x/index.js",
+        "/_nar-tool/pkg/",
+        "/_nar-tool/pkg/wasm/",
+        "/_nar-tool/js/",
+        "/_nar-tool/pkg/wasm/../../etc/passwd",
+        "/_nar-tool/pkg/wasm/%2e%2e/%2e%2e/etc/passwd",
+        "/_nar-tool/pkg/lib/%2e%2e/index.js",
+        "/_nar-tool/js/../../../etc/passwd",
+        "/_nar-tool/pkg/wasm/missing.js",
+        // Where they were before the prefix: nothing there now.
+        "/index.html",
+        "/js/app.js",
+        "/style.css",
+        "/pkg/browser.js",
+        "/pkg/wasm/nar_tool.js",
     ] {
         let r = get(&s.addr, target);
         assert!(matches!(r.status, 400 | 404), "{target}: {}", r.status);
@@ -462,6 +489,76 @@ fn serves_the_inspector_and_the_package_never_escaping() {
         assert!(
             !body.contains("root:") && !body.contains("secret"),
             "{target} leaked"
+        );
+    }
+}
+
+#[test]
+fn a_cache_cannot_pose_as_the_inspector() {
+    // A cache holding what would run as the inspector, or as a page, were it served.
+    let s = start_with("none", |tmp| {
+        let (www, pkg) = inspector_and_package(tmp);
+        let cache = tmp.join("cache");
+        let script = "window.__pwned = 1; alert(1)";
+        let page = "<!doctype html><script>window.__pwned = 1</script>";
+        let svg = r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#;
+        for dir in ["js", "_nar-tool/js", "log", "nar", "pkg"] {
+            std::fs::create_dir_all(cache.join(dir)).unwrap();
+        }
+        for (name, text) in [
+            ("js/app.js", script),
+            ("_nar-tool/js/app.js", script),
+            ("_nar-tool/index.html", page),
+            ("pkg/browser.js", script),
+            ("index.html", page),
+            ("logo.svg", svg),
+            ("nar/logo.svg", svg),
+            ("log/logo.svg", svg),
+            ("log/page.html", page),
+        ] {
+            std::fs::write(cache.join(name), text).unwrap();
+        }
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
+        ]
+    });
+    for target in [
+        "/js/app.js",
+        "/index.html",
+        "/logo.svg",
+        "/nar/logo.svg",
+        "/pkg/browser.js",
+    ] {
+        let r = get(&s.addr, target);
+        assert_eq!(r.status, 404, "{target}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("pwned"),
+            "{target}"
+        );
+    }
+    // The inspector's names are the inspector's files, never the cache's.
+    for target in [
+        "/_nar-tool/js/app.js",
+        "/_nar-tool/",
+        "/_nar-tool/pkg/browser.js",
+    ] {
+        let r = get(&s.addr, target);
+        assert_eq!(r.status, 200, "{target}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("pwned"),
+            "{target}"
+        );
+    }
+    // A build log may be named anything: it is served as the text it is, never as a page.
+    for target in ["/log/logo.svg", "/log/page.html"] {
+        let r = get(&s.addr, target);
+        assert_eq!(
+            (r.status, r.header("Content-Type")),
+            (200, Some("text/plain; charset=utf-8")),
+            "{target}"
         );
     }
 }
@@ -483,11 +580,14 @@ fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
         ]
     });
     assert_eq!(
-        get(&s.addr, "/pkg/wasm/nar_tool.js").body,
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool.js").body,
         b"export default 2"
     );
-    assert_eq!(get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").status, 404);
-    assert_eq!(get(&s.addr, "/pkg/browser.js").status, 200);
+    assert_eq!(
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool_bg.wasm").status,
+        404
+    );
+    assert_eq!(get(&s.addr, "/_nar-tool/pkg/browser.js").status, 200);
 }
 
 /// Reads one response's status line and headers from a kept-alive connection (no body).

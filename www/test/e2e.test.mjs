@@ -325,8 +325,8 @@ test('a damaged cache: the page lists the problems the CLI finds, on the damaged
   assert.ok(cli.report.problems.some((p) => p.kind === 'malformed-narinfo' && p.path === 'bogus.narinfo'), 'the CLI judges bogus.narinfo');
 
   const s = await serve(cache);
-  assert.ok((await (await fetch(s.url + '_nar-tool/narinfos')).json()).items.includes('bogus.narinfo'));
-  assert.equal((await fetch(s.url + 'bogus.narinfo')).status, 404, 'not a key: never served');
+  assert.ok((await (await fetch(s.root + '_nar-tool/narinfos')).json()).items.includes('bogus.narinfo'));
+  assert.equal((await fetch(s.root + 'bogus.narinfo')).status, 404, 'not a key: never served');
   const page = await openPage(t, s.url + '#/keys');
   const asked = [];
   page.on('request', (r) => asked.push(new URL(r.url()).pathname));

@@ -1,9 +1,11 @@
 //! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
-//! requests, ETag / Last-Modified), plus the inspector at `/` and the npm package's browser entry
-//! it imports at `/pkg/` (`browser.js`, `lib/…`, and the wasm build at `/pkg/wasm/`).
-//! Nothing outside these directories is ever read: paths with `..`, NUL or backslashes are
-//! refused (400), symlinks resolving outside are treated as absent (404).
+//! requests, ETag / Last-Modified), plus, under the prefix reserved for the server's own things,
+//! the inspector at `/_nar-tool/` (`/` leads there) and the npm package's browser entry it
+//! imports at `/_nar-tool/pkg/` (`browser.js`, `lib/…`, and the wasm build at
+//! `/_nar-tool/pkg/wasm/`). From the cache only keys of its layout are served; nothing outside
+//! these directories is ever read: paths with `..`, NUL or backslashes are refused (400),
+//! symlinks resolving outside are treated as absent (404).
 //!
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
 //! JSON listings, a bounded page at a time (`json.rs`): `GET /_nar-tool/narinfos`,
@@ -69,12 +71,12 @@ pub struct ServeOptions {
     pub listen: String,
     /// Worker threads of the runtime (file reads and routing run on its blocking pool).
     pub threads: usize,
-    /// Static files of the inspector, served at `/` (a cache has no `index.html`).
+    /// Static files of the inspector, served at `/_nar-tool/` (its page, style and modules).
     pub inspector: Option<PathBuf>,
-    /// The npm package (`pkg/`): its browser entry (`browser.js`, `lib/`) served at `/pkg/` for
-    /// the inspector; nothing else of it (tests, tools, `node_modules`).
+    /// The npm package (`pkg/`): its browser entry (`browser.js`, `lib/`) served at
+    /// `/_nar-tool/pkg/` for the inspector; nothing else of it (tests, tools, `node_modules`).
     pub pkg: Option<PathBuf>,
-    /// The wasm build, served at `/pkg/wasm/` [default: the package's `wasm/`].
+    /// The wasm build, served at `/_nar-tool/pkg/wasm/` [default: the package's `wasm/`].
     pub wasm: Option<PathBuf>,
     /// Log one line per request to stderr.
     pub log: bool,
@@ -299,6 +301,7 @@ mod bodies;
 mod guard;
 mod http;
 mod json;
+mod own_files;
 mod routes;
 
 use bodies::*;

@@ -1,5 +1,8 @@
-//! Which object a request gets: cache keys from the cache, the package and the inspector from
-//! their folders, and the inspector's JSON listings.
+//! Which object a request gets. Two namespaces that cannot collide: under `/_nar-tool/` the
+//! server's own things (the inspector's JSON listings, the inspector's files and the package's
+//! browser entry: `own_files.rs`), and everywhere else the keys of the cache layout, answered
+//! from the cache alone with the layout's content types (never HTML or SVG: a cache cannot pose
+//! as the inspector). `/` leads to the inspector.
 
 use super::*;
 
@@ -130,28 +133,27 @@ impl Site {
                 Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
             };
         }
-        let dir_index = rel.is_empty() || rel.ends_with('/');
-        // A cache key is answered from the cache alone; anything else from the package's browser
-        // entry or the inspector's files. Each is opened once, and what is sent is what was
-        // opened.
-        let opened: io::Result<Option<(Object, &'static str)>> = if dir_index {
-            static_file(self.inspector.as_ref(), &format!("{rel}index.html"))
-        } else if let Ok(key) = CacheKey::parse(&rel) {
-            self.cache
-                .open(&key)
-                .map(|o| o.map(|o| (o, key.content_type())))
-        } else if let Some(name) = rel
-            .strip_prefix("pkg/")
-            .filter(|_| self.pkg.is_some() || self.wasm.is_some())
-        {
-            match name.split_once('/') {
-                Some(("wasm", file)) => static_file(self.wasm.as_ref(), file),
-                Some(("lib", _)) => static_file(self.pkg.as_ref(), name),
-                None if name == "browser.js" => static_file(self.pkg.as_ref(), name),
-                _ => Ok(None),
-            }
+        let query = head.target.split_once('?').map(|(_, q)| q);
+        let opened = if rel == "_nar-tool" || (rel.is_empty() && self.inspector.is_some()) {
+            // To the inspector, with the query (`?cache=…`), by a relative URL (so that a
+            // prefix a proxy adds is kept).
+            let to = format!(
+                "_nar-tool/{}",
+                query.map(|q| format!("?{q}")).unwrap_or_default()
+            );
+            return Reply::text(302, "the inspector is at /_nar-tool/\n").header("Location", to);
+        } else if rel.is_empty() {
+            return self.no_inspector_page();
+        } else if let Some(rest) = rel.strip_prefix("_nar-tool/") {
+            self.open_own(rest)
         } else {
-            static_file(self.inspector.as_ref(), &rel)
+            match CacheKey::parse(&rel) {
+                Ok(key) => self
+                    .cache
+                    .open(&key)
+                    .map(|o| o.map(|o| (o, key.content_type()))),
+                Err(_) => Ok(None),
+            }
         };
         let opened = match opened {
             Ok(opened) => opened,
@@ -160,16 +162,7 @@ impl Site {
             Err(_) => return Reply::text(500, "cannot read the file\n"),
         };
         let Some((object, content_type)) = opened else {
-            return if rel.is_empty() {
-                let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.cache.describe()));
-                Reply {
-                    status: 200,
-                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
-                    body: Body::Bytes(page.into_bytes()),
-                }
-            } else {
-                Reply::text(404, "not found\n")
-            };
+            return Reply::text(404, "not found\n");
         };
         let mut r = file_reply(head, object, content_type);
         r.headers.push((
@@ -178,23 +171,19 @@ impl Site {
         ));
         r
     }
-}
 
-/// A static file (inspector, package, wasm build) opened beneath its folder.
-pub(super) fn static_file(
-    dir: Option<&Beneath>,
-    rel: &str,
-) -> io::Result<Option<(Object, &'static str)>> {
-    let Some(dir) = dir else { return Ok(None) };
-    Ok(dir.open_regular(rel)?.map(|(file, meta)| {
-        (
-            Object {
-                meta,
-                body: Box::new(file),
-            },
-            content_type(rel),
-        )
-    }))
+    /// What `/` shows when there is no inspector to lead to.
+    fn no_inspector_page(&self) -> Reply {
+        let page = format!(
+            "<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n",
+            html_escape(&self.cache.describe())
+        );
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+            body: Body::Bytes(page.into_bytes()),
+        }
+    }
 }
 
 pub(super) fn html_escape(s: &str) -> String {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use nar_tool::host::serve::{Limits, ServeOptions, Served};
 
-/// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /); Ctrl-C stops
+/// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /_nar-tool/); Ctrl-C stops
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=… (a private bucket, streamed through) or http(s)://… (proxied)
@@ -20,13 +20,13 @@ pub struct ServeArgs {
     /// Worker threads of the HTTP server (tokio runtime)
     #[arg(long, default_value_t = 8)]
     threads: usize,
-    /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
+    /// Directory of the inspector's static files, served at /_nar-tool/ [default: www/ beside the executable's repository, if present]
     #[arg(long)]
     inspector: Option<PathBuf>,
-    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /pkg/ [default: pkg/ beside the inspector's www/, if present]
+    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /_nar-tool/pkg/ [default: pkg/ beside the inspector's www/, if present]
     #[arg(long)]
     pkg: Option<PathBuf>,
-    /// Directory of the wasm build, served at /pkg/wasm/ [default: the package's wasm/]
+    /// Directory of the wasm build, served at /_nar-tool/pkg/wasm/ [default: the package's wasm/]
     #[arg(long)]
     wasm: Option<PathBuf>,
     /// Do not log requests
