@@ -564,6 +564,64 @@ fn a_cache_cannot_pose_as_the_inspector() {
 }
 
 #[test]
+fn every_reply_is_nosniff_and_only_the_servers_own_pages_may_run_script() {
+    let s = start_with("xz", |tmp| {
+        let (www, pkg) = inspector_and_package(tmp);
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
+        ]
+    });
+    let nar = &nar_files(&s.cache)[0];
+    let data = "default-src 'none'; sandbox";
+    for target in [
+        "/nix-cache-info".to_string(),
+        "/12221svl9zlcqbffq6hxanhsxsk7wlyr.narinfo".into(),
+        "/12221svl9zlcqbffq6hxanhsxsk7wlyr.ls".into(),
+        format!("/{nar}"),
+        "/_nar-tool/narinfos".into(),
+        "/missing.narinfo".into(),
+        "/_nar-tool/pkg/wasm/nar_tool_bg.wasm".into(),
+    ] {
+        let r = get(&s.addr, &target);
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{target}"
+        );
+        assert_eq!(r.header("Referrer-Policy"), Some("no-referrer"), "{target}");
+        assert_eq!(r.header("Content-Security-Policy"), Some(data), "{target}");
+    }
+    let page = get(
+        &s.addr,
+        "/_nar-tool/?cache=http%3A%2F%2Fcache.example%3A8080%2Fx%2F&allow=javascript%3Aalert(1)&allow=https://other.example",
+    );
+    let csp = page.header("Content-Security-Policy").unwrap();
+    assert!(
+        csp.contains("connect-src 'self' http://cache.example:8080 https://other.example;"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("javascript"),
+        "{csp}"
+    );
+    let script = get(
+        &s.addr,
+        "/_nar-tool/js/app.js?cache=https%3A%2F%2Fc.example%2F",
+    );
+    assert!(script
+        .header("Content-Security-Policy")
+        .unwrap()
+        .contains("connect-src 'self' https://c.example;"));
+}
+
+#[test]
 fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
     let s = start_with("none", |tmp| {
         let (www, pkg) = inspector_and_package(tmp);

@@ -76,6 +76,12 @@ impl Reply {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert("Server", HeaderValue::from_static("nar-tool"));
+        // Never taken for something it is not (a script, a page); no Referer sent onwards.
+        headers.insert(
+            "X-Content-Type-Options",
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert("Referrer-Policy", HeaderValue::from_static("no-referrer"));
         for (name, value) in self.headers {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),

@@ -18,7 +18,8 @@
 //! does not take them: a NAR of any size is sent in constant memory, and a connection whose client
 //! stops reading holds one piece. Who may connect, for how long and how slowly is `guard.rs`'s
 //! ([`Limits`]): a share per client address, a deadline for request heads, a minimum rate for
-//! responses, idle connections closed first when room is needed; beyond the limit, 503. On stop,
+//! responses, idle connections closed first when room is needed; beyond the limit, 503. What a
+//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s. On stop,
 //! no new connection is accepted, idle ones close, and responses in flight get
 //! [`SHUTDOWN_GRACE`] to finish. (tiny_http 0.12, used first, hands connections to a task pool
 //! that can lose a wake-up when several arrive together, as a browser's do: such a connection
@@ -302,6 +303,7 @@ mod guard;
 mod http;
 mod json;
 mod own_files;
+mod policy;
 mod routes;
 
 use bodies::*;

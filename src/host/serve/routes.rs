@@ -84,6 +84,19 @@ impl Site {
         reply
             .headers
             .push(("Access-Control-Allow-Origin", "*".into()));
+        // The server's own pages and scripts (no cache object is HTML or JavaScript) may run,
+        // within their policy; nothing else may.
+        let own = reply.headers.iter().any(|(name, value)| {
+            *name == "Content-Type"
+                && (value.starts_with("text/html") || value.starts_with("text/javascript"))
+        });
+        let query = head.target.split_once('?').map(|(_, q)| q);
+        let policy = if own {
+            policy::page_policy(query)
+        } else {
+            policy::DATA_POLICY.into()
+        };
+        reply.headers.push(("Content-Security-Policy", policy));
         reply
     }
 
