@@ -138,8 +138,8 @@ export interface NarSummary {
 
 /** Streams a NAR (compressed when given a compression) through in constant memory. */
 export class NarVerifier {
-  /** `sha256`: default in Node, node:crypto's (OpenSSL); null: the wasm's own. */
-  constructor(compression?: Compression | string | null, sha256?: Sha256Factory | null);
+  /** `sha256`: default in Node, node:crypto's (OpenSSL); null: the wasm's own. `memoryLimit`: as for Decompressor. */
+  constructor(compression?: Compression | string | null, sha256?: Sha256Factory | null, memoryLimit?: number);
   /** Throws at the first malformed byte. */
   update(chunk: Uint8Array): void;
   /** Ends the stream (and frees the verifier). */
@@ -148,7 +148,12 @@ export class NarVerifier {
 }
 
 export class Decompressor {
-  constructor(compression: Compression | string);
+  /**
+   * `memoryLimit`: the most bytes the decoder may need (a zstd window, an xz dictionary); more is
+   * refused before anything is allocated. Default 2 GiB + 1 MiB: what Nix accepts (zstd up to
+   * `--long=31`, xz dictionaries up to 1.5 GiB).
+   */
+  constructor(compression: Compression | string, memoryLimit?: number);
   update(chunk: Uint8Array): Uint8Array;
   finish(): Uint8Array;
   free(): void;
@@ -247,6 +252,8 @@ export interface VerifyOptions {
   onProgress?: (progress: VerifyProgress) => void;
   /** The SHA-256 to hash with: default in Node, node:crypto's (several times faster); null: the wasm's own. */
   sha256?: Sha256Factory | null;
+  /** The most bytes a NAR's decoder may need (see Decompressor); default 2 GiB + 1 MiB. */
+  memoryLimit?: number;
 }
 
 export interface HttpSourceOptions {

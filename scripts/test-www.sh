@@ -27,7 +27,7 @@ if [ -z "${NAR_TOOL_BIN:-}" ]; then
   cargo build --quiet --bin nar-tool
 fi
 
-echo "== www: end-to-end (Chromium) and load tests"
+echo "== www: end-to-end and hostile-cache (Chromium) and load tests"
 cd www
-node --test --test-concurrency=1 test/e2e.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
+node --test --test-concurrency=1 test/e2e.test.mjs test/hostile.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
 echo "test-www: screenshots in target/www-screenshots/"

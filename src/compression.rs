@@ -4,8 +4,10 @@
 //! Every decoder is push-driven ([`Decoder`]: feed input as it arrives, take output as it is
 //! made), so an async host (JS `fetch`, a Web Worker) can stream a multi-GB NAR through without
 //! blocking; [`decoder`] wraps the same code as a [`Read`] for synchronous callers. Memory is
-//! bounded whatever the input claims: an xz dictionary over [`MAX_XZ_DICT`] is refused, zstd
-//! windows are capped by ruzstd, and at most one zstd block is decoded per step.
+//! bounded whatever the input claims, by a limit the caller sets ([`DEFAULT_MEMORY_LIMIT`]
+//! accepts what Nix accepts): a stream whose xz dictionary or zstd window needs more is refused
+//! before anything is allocated, windows and dictionaries grow with the data rather than being
+//! allocated whole, and at most one zstd block is decoded per step.
 //! The native host swaps in C-backed codecs for speed; both must give the same bytes.
 
 use std::fmt;
@@ -107,8 +109,11 @@ impl From<DecodeError> for io::Error {
     }
 }
 
-/// Largest xz dictionary accepted (xz -9 uses 64 MiB); a larger one is refused, not allocated.
-pub const MAX_XZ_DICT: usize = 128 << 20;
+/// The most memory a decoder may need by default: a zstd window of 2^31 bytes (`zstd
+/// --long=31`, the most libzstd decodes) or an xz dictionary of 2 GiB (Nix accepts 1.5 GiB: `xz
+/// --lzma2=dict=1536MiB`), plus a block. What a stream declares is checked against the limit
+/// before anything is allocated; what is allocated then grows with the data.
+pub const DEFAULT_MEMORY_LIMIT: u64 = (1 << 31) + (1 << 20);
 
 /// What a codec asks for after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +147,11 @@ trait Codec: Send {
     fn step(&mut self, input: &[u8], output: &mut [u8], last: bool) -> Result<Step, DecodeError>;
 }
 
-fn new_codec(method: Compression) -> Box<dyn Codec> {
+fn new_codec(method: Compression, memory_limit: u64) -> Box<dyn Codec> {
     match method {
         Compression::None => Box::new(Identity),
-        Compression::Xz => Box::new(Xz::new()),
-        Compression::Zstd => Box::new(Zstd::new()),
+        Compression::Xz => Box::new(Xz::new(memory_limit)),
+        Compression::Zstd => Box::new(Zstd::new(memory_limit)),
         Compression::Bzip2 => Box::new(Bzip2::new()),
     }
 }
@@ -171,13 +176,25 @@ pub enum PushError<E> {
 const OUT_CHUNK: usize = 64 * 1024;
 
 impl Decoder {
+    /// A decoder within [`DEFAULT_MEMORY_LIMIT`].
     pub fn new(method: Compression) -> Decoder {
+        Decoder::with_memory_limit(method, DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// A decoder refusing a stream whose window or dictionary needs more than `memory_limit`
+    /// bytes.
+    pub fn with_memory_limit(method: Compression, memory_limit: u64) -> Decoder {
         Decoder {
-            codec: new_codec(method),
+            codec: new_codec(method, memory_limit),
             pending: Vec::new(),
             out: vec![0; OUT_CHUNK].into_boxed_slice(),
             failed: None,
         }
+    }
+
+    /// The method it decodes.
+    pub fn method(&self) -> Compression {
+        self.codec.method()
     }
 
     /// Decodes `chunk` (after what earlier chunks left over), giving the output to `sink`.
@@ -276,7 +293,7 @@ pub fn decoder<'a, R: Read + 'a>(method: Compression, input: R) -> io::Result<Bo
     }
     Ok(Box::new(PullDecoder {
         input,
-        codec: new_codec(method),
+        codec: new_codec(method, DEFAULT_MEMORY_LIMIT),
         buf: vec![0; PULL_BUFFER],
         start: 0,
         end: 0,
@@ -362,16 +379,21 @@ impl Codec for Identity {
 }
 
 /// xz: lzma-rust2's sans-I/O stream decoder (concatenated streams and their padding included),
-/// with a memory limit checked before a dictionary is allocated.
+/// with a memory limit checked before a dictionary is allocated (which then grows with the data).
 struct Xz {
     stream: lzma_rust2::XzStream,
+    memory_limit: u64,
 }
 
 impl Xz {
-    fn new() -> Xz {
-        let limit_kib = u32::try_from(MAX_XZ_DICT / 1024).unwrap_or(u32::MAX) + 1024;
+    fn new(memory_limit: u64) -> Xz {
+        // In KiB; u32::MAX would mean no limit at all.
+        let limit_kib = u32::try_from(memory_limit / 1024)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - 1);
         Xz {
             stream: lzma_rust2::XzStream::new_mem_limit(true, limit_kib),
+            memory_limit,
         }
     }
 }
@@ -388,8 +410,8 @@ impl Codec for Xz {
             let e = e.to_string();
             if e.contains("mem_limit") || e.contains("memory") {
                 DecodeError::Corrupt(format!(
-                    "xz: the stream needs a dictionary larger than the {} MiB allowed",
-                    MAX_XZ_DICT >> 20
+                    "xz: the stream needs a dictionary larger than the memory limit allows ({} bytes)",
+                    self.memory_limit
                 ))
             } else if e.contains("end of") || e.contains("EOF") || e.contains("truncated") {
                 DecodeError::Truncated(Compression::Xz)
@@ -408,12 +430,19 @@ impl Codec for Xz {
 }
 
 /// zstd: frames in turn (skippable frames skipped), each block decoded on its own so output
-/// stays bounded however well the input compresses, and each frame's checksum checked.
+/// stays bounded however well the input compresses, and each frame's checksum checked. Each
+/// frame gets a fresh ruzstd decoder, whose window grows with the data (ruzstd's own cap of
+/// 100 MiB applies only to a decoder reused); the window a frame declares is checked against the
+/// memory limit first.
 struct Zstd {
     frame: ruzstd::decoding::FrameDecoder,
     state: ZstdState,
     /// Frames begun (an empty input is no zstd data).
     frames: u64,
+    memory_limit: u64,
+    /// The current frame's window, and the bytes it has decoded so far.
+    window: u64,
+    decoded: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,19 +462,66 @@ const ZSTD_MAX_HEADER: usize = 18;
 const ZSTD_MAX_BLOCK: usize = 128 * 1024;
 
 impl Zstd {
-    fn new() -> Zstd {
-        let mut frame = ruzstd::decoding::FrameDecoder::new();
-        // Only a reset of an initialised decoder checks the window size against ruzstd's cap,
-        // so initialise it with a minimal frame header (1 KiB window) before any real one.
-        frame
-            .reset(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00][..])
-            .expect("a valid frame header");
+    fn new(memory_limit: u64) -> Zstd {
         Zstd {
-            frame,
+            frame: ruzstd::decoding::FrameDecoder::new(),
             state: ZstdState::Header,
             frames: 0,
+            memory_limit,
+            window: 0,
+            decoded: 0,
         }
     }
+
+    /// Refuses a frame whose window needs more memory than allowed (or than this build can
+    /// address: ruzstd keeps the window in one buffer of a power of two, which on a 32-bit
+    /// target, wasm, must stay under 2 GiB).
+    fn check_window(&self, window: u64) -> Result<(), DecodeError> {
+        if window.saturating_add(ZSTD_MAX_BLOCK as u64) > self.memory_limit {
+            return Err(zstd_error(format!(
+                "the frame needs a window of {window} bytes, more than the memory limit allows ({} bytes)",
+                self.memory_limit
+            )));
+        }
+        Ok(())
+    }
+
+    /// On 32-bit targets, whether the window held so far plus one more block still fits.
+    fn block_fits(&self) -> Result<(), DecodeError> {
+        const MOST_HELD: u64 = 1 << 30;
+        let held = self.window.min(self.decoded) + 2 * ZSTD_MAX_BLOCK as u64;
+        if usize::BITS < 64 && held > MOST_HELD {
+            return Err(zstd_error(format!(
+                "a window of {} bytes cannot be kept past {MOST_HELD} bytes of output by a 32-bit build",
+                self.window
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The window a zstd frame header declares (`None`: not a zstd frame header, a skippable frame).
+fn zstd_window(header: &[u8]) -> Option<u64> {
+    if header.get(..4)? != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let descriptor = *header.get(4)?;
+    if descriptor & 0x20 == 0 {
+        // Not a single segment: a window descriptor.
+        let w = *header.get(5)?;
+        let base = 1u64 << (10 + (w >> 3));
+        return Some(base + (base / 8) * u64::from(w & 7));
+    }
+    // A single segment: the window is the content size.
+    let dict_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let at = 5 + dict_len;
+    let size = match descriptor >> 6 {
+        0 => u64::from(*header.get(at)?),
+        1 => u64::from(u16::from_le_bytes(header.get(at..at + 2)?.try_into().ok()?)) + 256,
+        2 => u64::from(u32::from_le_bytes(header.get(at..at + 4)?.try_into().ok()?)),
+        _ => u64::from_le_bytes(header.get(at..at + 8)?.try_into().ok()?),
+    };
+    Some(size)
 }
 
 fn zstd_error(e: impl fmt::Display) -> DecodeError {
@@ -469,10 +545,18 @@ impl Codec for Zstd {
                 if input.len() < ZSTD_MAX_HEADER && !last {
                     return Ok(step(0, 0, Flow::NeedInput));
                 }
+                let window = zstd_window(input);
+                if let Some(window) = window {
+                    self.check_window(window)?;
+                }
                 let mut rest = input;
+                // A fresh decoder: nothing of the last frame's window is kept.
+                self.frame = ruzstd::decoding::FrameDecoder::new();
                 match self.frame.reset(&mut rest) {
                     Ok(()) => {
                         self.frames += 1;
+                        self.window = window.unwrap_or(0);
+                        self.decoded = 0;
                         self.state = ZstdState::Blocks { last_block: false };
                         Ok(step(input.len() - rest.len(), 0, Flow::Again))
                     }
@@ -551,6 +635,7 @@ impl Codec for Zstd {
                     self.state = ZstdState::Blocks { last_block };
                     return Ok(step(0, 0, Flow::NeedInput));
                 }
+                self.block_fits()?;
                 let (read, written) = self
                     .frame
                     .decode_from_to(&input[..piece], output)
@@ -560,6 +645,7 @@ impl Codec for Zstd {
                         "the decoder took {read} of a {piece}-byte block"
                     )));
                 }
+                self.decoded += ZSTD_MAX_BLOCK as u64;
                 Ok(step(read, written, Flow::Again))
             }
         }

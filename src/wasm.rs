@@ -378,20 +378,22 @@ pub struct NarVerifier {
 
 #[wasm_bindgen]
 impl NarVerifier {
-    /// `sha256`: optionally, a factory of faster hashers (`() => ({ update, digest })`).
+    /// `sha256`: optionally, a factory of faster hashers (`() => ({ update, digest })`);
+    /// `memoryLimit`: the bytes the decoder may need (see [`Decompressor::new`]).
     #[wasm_bindgen(constructor)]
-    pub fn new(compression: Option<String>, sha256: Option<Function>) -> JsResult<NarVerifier> {
+    pub fn new(
+        compression: Option<String>,
+        sha256: Option<Function>,
+        memory_limit: Option<f64>,
+    ) -> JsResult<NarVerifier> {
         let method = match compression.as_deref() {
             Some(c) => parse_compression(c)?,
             None => Compression::None,
         };
+        let check = NarFileCheck::with_sha256(method, u64::MAX, true, &sha256_factory(sha256))
+            .with_memory_limit(bytes_limit(memory_limit)?);
         Ok(NarVerifier {
-            check: Some(NarFileCheck::with_sha256(
-                method,
-                u64::MAX,
-                true,
-                &sha256_factory(sha256),
-            )),
+            check: Some(check),
             compressed: compression.is_some(),
         })
     }
@@ -442,10 +444,16 @@ pub struct Decompressor {
 
 #[wasm_bindgen]
 impl Decompressor {
+    /// `memoryLimit`: the most bytes the decoder may need (a zstd window, an xz dictionary); a
+    /// stream needing more is refused before anything is allocated. Default: 2 GiB + 1 MiB,
+    /// which accepts what Nix accepts (zstd up to `--long=31`, xz dictionaries up to 1.5 GiB).
     #[wasm_bindgen(constructor)]
-    pub fn new(compression: &str) -> JsResult<Decompressor> {
+    pub fn new(compression: &str, memory_limit: Option<f64>) -> JsResult<Decompressor> {
         Ok(Decompressor {
-            decoder: compression::Decoder::new(parse_compression(compression)?),
+            decoder: compression::Decoder::with_memory_limit(
+                parse_compression(compression)?,
+                bytes_limit(memory_limit)?,
+            ),
         })
     }
 
@@ -509,6 +517,7 @@ struct JsVerifyOptions {
     check_contents: Option<bool>,
     store_dir: Option<String>,
     only: Option<Vec<String>>,
+    memory_limit: Option<f64>,
 }
 
 /// A JS error's message (or the value's text).
@@ -606,8 +615,9 @@ fn sha256_factory(f: Option<Function>) -> impl Fn() -> Box<dyn Sha256Host> {
     }
 }
 
-/// The host's source (see `RawSource` in pkg/WASM-API.md), and its SHA-256 if it has one.
-struct JsSource(JsValue, Option<Function>);
+/// The host's source (see `RawSource` in pkg/WASM-API.md), its SHA-256 if it has one, and the
+/// memory its decoders may take.
+struct JsSource(JsValue, Option<Function>, u64);
 
 /// A stream object with an async `next()` giving `Uint8Array`s, then `null`.
 struct JsStream(JsValue);
@@ -679,6 +689,22 @@ impl AsyncCacheSource for JsSource {
     fn sha256(&self) -> Box<dyn Sha256Host> {
         sha256_factory(self.1.clone())()
     }
+
+    fn decoder_memory_limit(&self) -> u64 {
+        self.2
+    }
+}
+
+/// A `memoryLimit` option: bytes a decoder may need (a zstd window, an xz dictionary); the
+/// default accepts what Nix accepts ([`compression::DEFAULT_MEMORY_LIMIT`]).
+fn bytes_limit(limit: Option<f64>) -> JsResult<u64> {
+    match limit {
+        None => Ok(compression::DEFAULT_MEMORY_LIMIT),
+        Some(n) if n.is_finite() && n >= 0.0 => Ok(n as u64),
+        Some(n) => Err(err(format!(
+            "memoryLimit: expected a number of bytes, found {n}"
+        ))),
+    }
 }
 
 /// Verifies a cache through `source`; resolves to the report `nar-tool verify --json` prints.
@@ -696,7 +722,7 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         check_contents: o.check_contents.unwrap_or(true),
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
     };
-    let source = JsSource(source, sha256);
+    let source = JsSource(source, sha256, bytes_limit(o.memory_limit)?);
     let report = push::verify_cache(&source, &opts, o.only.as_deref(), |p| {
         if let Some(f) = &on_progress {
             let event = js_sys::Object::new();

@@ -148,7 +148,7 @@ fn nar_listing_reading_and_streaming() {
     let whole = wasm::read_nar_file(NAR, "", None).unwrap();
     assert!(!whole.is_empty());
     // Streamed in odd pieces: the same hash, size and listing.
-    let mut v = wasm::NarVerifier::new(None, None).unwrap();
+    let mut v = wasm::NarVerifier::new(None, None, None).unwrap();
     for piece in LIBDEMO_NAR.chunks(7) {
         v.update(piece).unwrap();
     }
@@ -163,7 +163,7 @@ fn nar_listing_reading_and_streaming() {
         json
     );
     // A damaged stream is refused with the reader's message.
-    let mut v = wasm::NarVerifier::new(None, None).unwrap();
+    let mut v = wasm::NarVerifier::new(None, None, None).unwrap();
     v.update(&LIBDEMO_NAR[..100]).unwrap();
     let e = message(v.finish().unwrap_err());
     assert!(e.contains("not a valid NAR"), "{e}");

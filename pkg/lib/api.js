@@ -164,10 +164,11 @@ class WasmStream {
 export class NarVerifier extends WasmStream {
   /**
    * `compression`: the file's (then fileHash/fileSize are given too); `sha256`: a factory of
-   * SHA-256 hashers (default in Node: node:crypto's; null: the wasm's own).
+   * SHA-256 hashers (default in Node: node:crypto's; null: the wasm's own); `memoryLimit`: as
+   * for Decompressor.
    */
-  constructor(compression, sha256) {
-    super(() => new wasm.NarVerifier(compression ?? undefined, sha256Option(sha256)));
+  constructor(compression, sha256, memoryLimit) {
+    super(() => new wasm.NarVerifier(compression ?? undefined, sha256Option(sha256), memoryLimit ?? undefined));
   }
   /** Feeds the next bytes. */
   update(chunk) {
@@ -175,10 +176,15 @@ export class NarVerifier extends WasmStream {
   }
 }
 
-/** A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes. */
+/**
+ * A streaming decompressor (none, xz, zstd, bzip2): update() and finish() give output bytes.
+ * `memoryLimit`: the most bytes the decoder may need (a zstd window, an xz dictionary); a stream
+ * needing more is refused before anything is allocated. The default (2 GiB + 1 MiB) accepts what
+ * Nix accepts: zstd up to `--long=31`, xz dictionaries up to 1.5 GiB.
+ */
 export class Decompressor extends WasmStream {
-  constructor(compression) {
-    super(() => new wasm.Decompressor(compression));
+  constructor(compression, memoryLimit) {
+    super(() => new wasm.Decompressor(compression, memoryLimit ?? undefined));
   }
 }
 

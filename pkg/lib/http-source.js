@@ -4,8 +4,8 @@
 //   1. `narinfos`: an explicit list (narinfo file names, hash parts, store paths or base names);
 //   2. `roots`: store paths (or hash parts) whose closure is followed through the narinfos'
 //      References, fetching each narinfo once;
-//   3. the listing `nar-tool serve` publishes at `<base>/_nar-tool/narinfos` (a JSON array of
-//      narinfo names); without it, listNarinfos() fails with an explanation.
+//   3. the listing `nar-tool serve` publishes at `<base>/_nar-tool/narinfos` (pages of narinfo
+//      names, followed to the end); without it, listNarinfos() fails with an explanation.
 // The NAR files are listed (for the orphan check) only from `<base>/_nar-tool/nar-files`; without
 // it the orphan check is skipped.
 
@@ -277,16 +277,29 @@ export function httpSource(baseUrl, options = {}) {
     return res.status === 206 ? bytes : bytes.slice(start, end);
   }
 
+  /** `nar-tool serve`'s listing `what`, page after page (null when the server has none). */
   async function serveListing(what) {
-    const res = await get(`_nar-tool/${what}`);
-    if (!res.ok) return null;
-    let names;
-    try {
-      names = JSON.parse(new TextDecoder().decode(await readCapped(res, SMALL_FILE_CAP * 4)));
-    } catch {
-      return null;
+    const names = [];
+    for (let offset = 0; ; ) {
+      const url = `${urlOf(`_nar-tool/${what}`)}?offset=${offset}`;
+      const res = await doFetch(url, { headers });
+      if (!res.ok) return null;
+      let page;
+      try {
+        page = JSON.parse(new TextDecoder().decode(await readCapped(res, SMALL_FILE_CAP)));
+      } catch {
+        return null;
+      }
+      const strings = (a) => Array.isArray(a) && a.every((n) => typeof n === 'string');
+      // An older serve: the whole listing at once.
+      if (strings(page)) return page;
+      if (!page || !strings(page.items)) return null;
+      names.push(...page.items);
+      if (page.next == null) return names;
+      // A page must move on (a server saying otherwise would loop forever).
+      if (!Number.isSafeInteger(page.next) || page.next <= offset) return null;
+      offset = page.next;
     }
-    return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : null;
   }
 
   /** The narinfo names in the closure of `roots` that the cache has (absent ones are the

@@ -244,13 +244,18 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-/// A fast native decoder (multi-stream / multi-frame aware).
+/// A fast native decoder (multi-stream / multi-frame aware), accepting what Nix accepts: zstd
+/// windows up to 2^31 bytes (libzstd's own default stops at 2^27), xz dictionaries of any size.
 pub fn decoder<'a, R: Read + 'a>(method: Compression, input: R) -> io::Result<Box<dyn Read + 'a>> {
     let input = io::BufReader::with_capacity(256 * 1024, input);
     Ok(match method {
         Compression::None => Box::new(input),
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(input)?;
+            d.window_log_max(31)?;
+            Box::new(d)
+        }
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
     })
 }

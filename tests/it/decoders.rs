@@ -175,6 +175,89 @@ fn hostile_headers_are_refused_before_allocating() {
     assert!(largest <= 64 * 1024);
 }
 
+/// A zstd frame of raw blocks declaring a window of 2^`log` bytes (no checksum).
+fn zstd_raw_frame(data: &[u8], log: u8) -> Vec<u8> {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (log - 10) << 3];
+    let blocks: Vec<&[u8]> = data.chunks(128 * 1024).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        let header = (block.len() as u32) << 3 | u32::from(i + 1 == blocks.len());
+        frame.extend_from_slice(&header.to_le_bytes()[..3]);
+        frame.extend_from_slice(block);
+    }
+    frame
+}
+
+/// An xz stream of `data` whose LZMA2 dictionary is declared as `dict_byte` (the data is
+/// compressed with a small one; a decoder only needs what the data uses).
+fn xz_declaring(data: &[u8], dict_byte: u8) -> Vec<u8> {
+    let mut packed = pack(Compression::Xz, data);
+    let header_len = (packed[12] as usize + 1) * 4;
+    let filter = packed[12..12 + header_len]
+        .windows(2)
+        .position(|w| w == [0x21, 0x01])
+        .expect("an LZMA2 filter");
+    packed[12 + filter + 2] = dict_byte;
+    let crc = crc32(&packed[12..12 + header_len - 4]);
+    packed[12 + header_len - 4..12 + header_len].copy_from_slice(&crc.to_le_bytes());
+    packed
+}
+
+fn decode_within(method: Compression, packed: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let mut d = Decoder::with_memory_limit(method, limit);
+    let mut sink = |b: &[u8]| -> Result<(), ()> {
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    let r = d
+        .update(packed, &mut sink)
+        .and_then(|()| d.finish(&mut sink));
+    match r {
+        Ok(()) => Ok(out),
+        Err(PushError::Decode(e)) => Err(e),
+        Err(PushError::Sink(())) => unreachable!(),
+    }
+}
+
+#[test]
+fn what_nix_accepts_is_accepted_within_the_memory_limit_the_caller_sets() {
+    let data = sample(300_000);
+    // zstd: windows of 2^27 (`--long=27`) and 2^31 (the most libzstd decodes) by default.
+    for log in [27, 31] {
+        let frame = zstd_raw_frame(&data, log);
+        assert_eq!(
+            push(Compression::Zstd, &frame, 4096).unwrap().0,
+            data,
+            "2^{log}"
+        );
+        let e = decode_within(Compression::Zstd, &frame, 1 << (log - 1)).unwrap_err();
+        let want = format!("window of {} bytes", 1u64 << log);
+        assert!(e.to_string().contains(&want), "{e}");
+    }
+    // And as natively (libzstd, told to go as far as Nix's does).
+    let native = {
+        let mut out = Vec::new();
+        let frame = zstd_raw_frame(&data, 31);
+        nar_tool::host::codec::decoder(Compression::Zstd, &frame[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    assert_eq!(native, data);
+    // xz: dictionaries of 256 MiB and 1.5 GiB by default; refused under a smaller limit.
+    for (byte, size) in [(32u8, 256u64 << 20), (37, 1536 << 20)] {
+        let packed = xz_declaring(&data, byte);
+        assert_eq!(
+            push(Compression::Xz, &packed, 4096).unwrap().0,
+            data,
+            "{size}"
+        );
+        let e = decode_within(Compression::Xz, &packed, size / 2).unwrap_err();
+        assert!(e.to_string().contains("dictionary larger than"), "{e}");
+    }
+}
+
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {

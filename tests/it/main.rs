@@ -17,5 +17,6 @@ mod nix_differential;
 mod properties;
 mod s3;
 mod serve;
+mod serve_hostile;
 mod storage_layer;
 mod verify;

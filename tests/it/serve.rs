@@ -9,11 +9,11 @@ use std::process::Command;
 
 use crate::common;
 
-struct Server {
-    process: common::ServeProcess,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) process: common::ServeProcess,
+    pub(crate) addr: String,
     _dir: tempfile::TempDir,
-    cache: PathBuf,
+    pub(crate) cache: PathBuf,
 }
 
 /// Serves a copy of a corpus cache on a free loopback port.
@@ -22,7 +22,7 @@ fn start(cache_name: &str) -> Server {
 }
 
 /// Serves a copy of a corpus cache with extra arguments, made from the temporary directory.
-fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Server {
+pub(crate) fn start_with(cache_name: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     copy_dir(&common::corpus().join("caches").join(cache_name), &cache);
@@ -50,14 +50,14 @@ fn copy_dir(from: &Path, to: &Path) {
     common::make_writable(to);
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -66,7 +66,7 @@ impl Reply {
 }
 
 /// One raw HTTP/1.1 request (the target is sent exactly as given, unnormalised).
-fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -101,7 +101,7 @@ fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> 
     }
 }
 
-fn get(addr: &str, target: &str) -> Reply {
+pub(crate) fn get(addr: &str, target: &str) -> Reply {
     request(addr, "GET", target, &[])
 }
 
@@ -258,6 +258,44 @@ fn many_concurrent_clients_get_every_byte() {
     }
 }
 
+/// A page of one of the inspector's listings.
+#[derive(serde::Deserialize)]
+pub(crate) struct Page<T> {
+    pub(crate) total: usize,
+    pub(crate) offset: usize,
+    pub(crate) items: Vec<T>,
+    pub(crate) next: Option<usize>,
+}
+
+/// One page of `/_nar-tool/<what>?<query>`, checked to be a page.
+pub(crate) fn page<T: serde::de::DeserializeOwned>(addr: &str, what: &str, query: &str) -> Page<T> {
+    let r = get(addr, &format!("/_nar-tool/{what}?{query}"));
+    assert_eq!(
+        (r.status, r.header("Content-Type")),
+        (200, Some("application/json")),
+        "{what}?{query}"
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// A whole listing, page after page.
+pub(crate) fn listing<T: serde::de::DeserializeOwned>(addr: &str, what: &str) -> Vec<T> {
+    let mut items = Vec::new();
+    let mut offset = 0;
+    loop {
+        let p: Page<T> = page(addr, what, &format!("offset={offset}"));
+        assert_eq!(p.offset, offset);
+        items.extend(p.items);
+        match p.next {
+            Some(next) => {
+                assert!(next > offset, "a page moves on");
+                offset = next;
+            }
+            None => return items,
+        }
+    }
+}
+
 #[test]
 fn lists_narinfos_and_nar_files_for_the_inspector() {
     let s = start("xz");
@@ -267,12 +305,7 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
         s.cache.join("0000000000000000000000000000000a.narinfo"),
     )
     .unwrap();
-    let r = get(&s.addr, "/_nar-tool/narinfos");
-    assert_eq!(
-        (r.status, r.header("Content-Type")),
-        (200, Some("application/json"))
-    );
-    let names: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let names: Vec<String> = listing(&s.addr, "narinfos");
     let mut want: Vec<String> = std::fs::read_dir(&s.cache)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -284,8 +317,10 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
         names, want,
         "narinfos; a symlink out of the cache is not listed"
     );
-    let r = get(&s.addr, "/_nar-tool/nar-files");
-    let nars: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    let p: Page<String> = page(&s.addr, "narinfos", "offset=2&limit=3");
+    assert_eq!((p.total, p.next), (9, Some(5)));
+    assert_eq!(p.items, want[2..5]);
+    let nars: Vec<String> = listing(&s.addr, "nar-files");
     let mut want = nar_files(&s.cache);
     want.retain(|n| !n.starts_with("nar/."));
     assert_eq!(nars, want);
@@ -299,21 +334,14 @@ fn lists_narinfos_and_nar_files_for_the_inspector() {
 #[test]
 fn gives_narinfo_texts_a_page_at_a_time() {
     let s = start("xz");
-    #[derive(serde::Deserialize)]
-    struct Page {
-        total: usize,
-        items: Vec<(String, Option<String>)>,
-    }
-    let page = |q: &str| -> Page {
-        let r = get(&s.addr, &format!("/_nar-tool/narinfo-texts{q}"));
-        assert_eq!(r.status, 200, "{q}");
-        serde_json::from_slice(&r.body).unwrap()
-    };
-    let names: Vec<String> =
-        serde_json::from_slice(&get(&s.addr, "/_nar-tool/narinfos").body).unwrap();
+    let names: Vec<String> = listing(&s.addr, "narinfos");
     let mut seen = Vec::new();
     for offset in (0..names.len()).step_by(4) {
-        let p = page(&format!("?offset={offset}&limit=4"));
+        let p: Page<(String, Option<String>)> = page(
+            &s.addr,
+            "narinfo-texts",
+            &format!("offset={offset}&limit=4"),
+        );
         assert_eq!(p.total, 9);
         for (name, text) in p.items {
             assert_eq!(
@@ -324,8 +352,14 @@ fn gives_narinfo_texts_a_page_at_a_time() {
         }
     }
     assert_eq!(seen, names, "the pages cover the listing, in order");
-    assert_eq!(page("").items.len(), 9, "default: the first 1000");
-    assert!(page("?offset=100").items.is_empty());
+    let all: Page<(String, Option<String>)> = page(&s.addr, "narinfo-texts", "");
+    assert_eq!(
+        (all.items.len(), all.next),
+        (9, None),
+        "default: all of few"
+    );
+    let beyond: Page<(String, Option<String>)> = page(&s.addr, "narinfo-texts", "offset=100");
+    assert!(beyond.items.is_empty() && beyond.next.is_none());
     assert_eq!(
         get(&s.addr, "/_nar-tool/narinfo-texts?offset=x").status,
         400
@@ -377,20 +411,39 @@ fn serves_the_inspector_and_the_package_never_escaping() {
             pkg.display().to_string(),
         ]
     });
-    let index = get(&s.addr, "/");
+    // `/` leads to the inspector, with its query.
+    let root = get(&s.addr, "/?cache=http%3A%2F%2Fx%2F");
+    assert_eq!(
+        (root.status, root.header("Location")),
+        (302, Some("_nar-tool/?cache=http%3A%2F%2Fx%2F"))
+    );
+    assert_eq!(
+        get(&s.addr, "/_nar-tool").header("Location"),
+        Some("_nar-tool/")
+    );
+    let index = get(&s.addr, "/_nar-tool/");
     assert_eq!(
         (index.status, index.header("Content-Type")),
         (200, Some("text/html; charset=utf-8"))
     );
     assert!(String::from_utf8_lossy(&index.body).contains("inspector"));
     for (target, ty) in [
-        ("/js/app.js", "text/javascript"),
-        ("/style.css", "text/css"),
-        ("/pkg/browser.js", "text/javascript"),
-        ("/pkg/lib/api.js", "text/javascript"),
-        ("/pkg/wasm/nar_tool.js", "text/javascript"),
-        ("/pkg/wasm/nar_tool_bg.wasm", "application/wasm"),
-        ("/index.html", "text/html; charset=utf-8"),
+        ("/_nar-tool/js/app.js", "text/javascript; charset=utf-8"),
+        ("/_nar-tool/style.css", "text/css; charset=utf-8"),
+        (
+            "/_nar-tool/pkg/browser.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/_nar-tool/pkg/lib/api.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/_nar-tool/pkg/wasm/nar_tool.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/_nar-tool/pkg/wasm/nar_tool_bg.wasm", "application/wasm"),
+        ("/_nar-tool/index.html", "text/html; charset=utf-8"),
     ] {
         let r = get(&s.addr, target);
         assert_eq!(
@@ -400,27 +453,35 @@ fn serves_the_inspector_and_the_package_never_escaping() {
         );
     }
     assert_eq!(
-        get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").body,
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool_bg.wasm").body,
         b"\0asm\x01\0\0\0"
     );
     // The cache itself is still served beside them.
     assert_eq!(get(&s.addr, "/nix-cache-info").status, 200);
     for target in [
-        "/pkg/wasm/passwd.js",
-        "/pkg/lib/passwd.js",
-        "/passwd.js",
-        "/pkg/index.js",
-        "/pkg/package.json",
-        "/pkg/test/a.js",
-        "/pkg/node_modules/x/index.js",
-        "/pkg/",
-        "/pkg/wasm/",
-        "/pkg/wasm/../../etc/passwd",
-        "/pkg/wasm/%2e%2e/%2e%2e/etc/passwd",
-        "/pkg/lib/%2e%2e/index.js",
-        "/js/../../../etc/passwd",
-        "/pkg/wasm/missing.js",
-        "/wasm/nar_tool.js",
+        "/_nar-tool/pkg/wasm/passwd.js",
+        "/_nar-tool/pkg/lib/passwd.js",
+        "/_nar-tool/passwd.js",
+        "/_nar-tool/package.json",
+        "/_nar-tool/test/e2e.test.mjs",
+        "/_nar-tool/pkg/index.js",
+        "/_nar-tool/pkg/package.json",
+        "/_nar-tool/pkg/test/a.js",
+        "/_nar-tool/pkg/node_modules/x/index.js",
+        "/_nar-tool/pkg/",
+        "/_nar-tool/pkg/wasm/",
+        "/_nar-tool/js/",
+        "/_nar-tool/pkg/wasm/../../etc/passwd",
+        "/_nar-tool/pkg/wasm/%2e%2e/%2e%2e/etc/passwd",
+        "/_nar-tool/pkg/lib/%2e%2e/index.js",
+        "/_nar-tool/js/../../../etc/passwd",
+        "/_nar-tool/pkg/wasm/missing.js",
+        // Where they were before the prefix: nothing there now.
+        "/index.html",
+        "/js/app.js",
+        "/style.css",
+        "/pkg/browser.js",
+        "/pkg/wasm/nar_tool.js",
     ] {
         let r = get(&s.addr, target);
         assert!(matches!(r.status, 400 | 404), "{target}: {}", r.status);
@@ -430,6 +491,134 @@ fn serves_the_inspector_and_the_package_never_escaping() {
             "{target} leaked"
         );
     }
+}
+
+#[test]
+fn a_cache_cannot_pose_as_the_inspector() {
+    // A cache holding what would run as the inspector, or as a page, were it served.
+    let s = start_with("none", |tmp| {
+        let (www, pkg) = inspector_and_package(tmp);
+        let cache = tmp.join("cache");
+        let script = "window.__pwned = 1; alert(1)";
+        let page = "<!doctype html><script>window.__pwned = 1</script>";
+        let svg = r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#;
+        for dir in ["js", "_nar-tool/js", "log", "nar", "pkg"] {
+            std::fs::create_dir_all(cache.join(dir)).unwrap();
+        }
+        for (name, text) in [
+            ("js/app.js", script),
+            ("_nar-tool/js/app.js", script),
+            ("_nar-tool/index.html", page),
+            ("pkg/browser.js", script),
+            ("index.html", page),
+            ("logo.svg", svg),
+            ("nar/logo.svg", svg),
+            ("log/logo.svg", svg),
+            ("log/page.html", page),
+        ] {
+            std::fs::write(cache.join(name), text).unwrap();
+        }
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
+        ]
+    });
+    for target in [
+        "/js/app.js",
+        "/index.html",
+        "/logo.svg",
+        "/nar/logo.svg",
+        "/pkg/browser.js",
+    ] {
+        let r = get(&s.addr, target);
+        assert_eq!(r.status, 404, "{target}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("pwned"),
+            "{target}"
+        );
+    }
+    // The inspector's names are the inspector's files, never the cache's.
+    for target in [
+        "/_nar-tool/js/app.js",
+        "/_nar-tool/",
+        "/_nar-tool/pkg/browser.js",
+    ] {
+        let r = get(&s.addr, target);
+        assert_eq!(r.status, 200, "{target}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("pwned"),
+            "{target}"
+        );
+    }
+    // A build log may be named anything: it is served as the text it is, never as a page.
+    for target in ["/log/logo.svg", "/log/page.html"] {
+        let r = get(&s.addr, target);
+        assert_eq!(
+            (r.status, r.header("Content-Type")),
+            (200, Some("text/plain; charset=utf-8")),
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn every_reply_is_nosniff_and_only_the_servers_own_pages_may_run_script() {
+    let s = start_with("xz", |tmp| {
+        let (www, pkg) = inspector_and_package(tmp);
+        vec![
+            "--inspector".into(),
+            www.display().to_string(),
+            "--pkg".into(),
+            pkg.display().to_string(),
+        ]
+    });
+    let nar = &nar_files(&s.cache)[0];
+    let data = "default-src 'none'; sandbox";
+    for target in [
+        "/nix-cache-info".to_string(),
+        "/12221svl9zlcqbffq6hxanhsxsk7wlyr.narinfo".into(),
+        "/12221svl9zlcqbffq6hxanhsxsk7wlyr.ls".into(),
+        format!("/{nar}"),
+        "/_nar-tool/narinfos".into(),
+        "/missing.narinfo".into(),
+        "/_nar-tool/pkg/wasm/nar_tool_bg.wasm".into(),
+    ] {
+        let r = get(&s.addr, &target);
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{target}"
+        );
+        assert_eq!(r.header("Referrer-Policy"), Some("no-referrer"), "{target}");
+        assert_eq!(r.header("Content-Security-Policy"), Some(data), "{target}");
+    }
+    let page = get(
+        &s.addr,
+        "/_nar-tool/?cache=http%3A%2F%2Fcache.example%3A8080%2Fx%2F&allow=javascript%3Aalert(1)&allow=https://other.example",
+    );
+    let csp = page.header("Content-Security-Policy").unwrap();
+    assert!(
+        csp.contains("connect-src 'self' http://cache.example:8080 https://other.example;"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("javascript"),
+        "{csp}"
+    );
+    let script = get(
+        &s.addr,
+        "/_nar-tool/js/app.js?cache=https%3A%2F%2Fc.example%2F",
+    );
+    assert!(script
+        .header("Content-Security-Policy")
+        .unwrap()
+        .contains("connect-src 'self' https://c.example;"));
 }
 
 #[test]
@@ -449,11 +638,14 @@ fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
         ]
     });
     assert_eq!(
-        get(&s.addr, "/pkg/wasm/nar_tool.js").body,
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool.js").body,
         b"export default 2"
     );
-    assert_eq!(get(&s.addr, "/pkg/wasm/nar_tool_bg.wasm").status, 404);
-    assert_eq!(get(&s.addr, "/pkg/browser.js").status, 200);
+    assert_eq!(
+        get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool_bg.wasm").status,
+        404
+    );
+    assert_eq!(get(&s.addr, "/_nar-tool/pkg/browser.js").status, 200);
 }
 
 /// Reads one response's status line and headers from a kept-alive connection (no body).

@@ -3,7 +3,7 @@
 //
 // Routes: #/ paths · #/path/<hash> · #/path/<hash>/files/<a>/<b> · #/verify · #/keys · #/open ·
 // #/cache (this cache: nix-cache-info, totals, the nix.conf lines to use it)
-// The cache: ?cache=<URL> (default: this page's origin, i.e. nar-tool serve), &roots=<a,b> for a
+// The cache: ?cache=<URL> (default: the nar-tool serve this page comes from), &roots=<a,b> for a
 // cache that cannot be listed; or a local folder (picked or dropped, kept in memory only).
 
 import { h, errorMessage, formatCount } from './util.js';
@@ -44,7 +44,7 @@ function clearProgress() {
 
 // ---------------------------------------------------------------- wasm
 
-/** The npm package's browser entry, served by nar-tool serve at /pkg/, its wasm initialised. */
+/** The npm package's browser entry, served by nar-tool serve at /_nar-tool/pkg/, its wasm initialised. */
 async function loadWasm() {
   const m = await import('../pkg/browser.js');
   await m.init();
@@ -52,6 +52,15 @@ async function loadWasm() {
 }
 
 // ---------------------------------------------------------------- opening a cache
+
+/**
+ * The cache this page comes with: nar-tool serve's root when the page is its /_nar-tool/, else
+ * the page's own folder (the inspector's files copied beside a cache).
+ */
+function defaultCacheUrl() {
+  const here = new URL('./', location.href);
+  return here.pathname.endsWith('/_nar-tool/') ? new URL('../', here).href : here.href;
+}
 
 async function openCache(source, roots = []) {
   resetVerify();
@@ -151,7 +160,7 @@ async function dropped(dataTransfer) {
 // ---------------------------------------------------------------- views
 
 function openView(params) {
-  const defaultUrl = app.cache?.source.kind === 'http' ? app.cache.source.base : new URL('./', location.href).href;
+  const defaultUrl = app.cache?.source.kind === 'http' ? app.cache.source.base : defaultCacheUrl();
   const urlInput = h('input', { type: 'url', id: 'cache-url', value: defaultUrl, 'aria-label': 'Binary cache URL', required: true });
   const folder = h('input', { type: 'file', id: 'folder-input', webkitdirectory: true, multiple: true, hidden: true });
   folder.addEventListener('change', () => {
@@ -373,12 +382,12 @@ async function boot() {
     main.replaceChildren(h('div', { class: 'notice bad', id: 'wasm-error' },
       h('strong', null, 'The WebAssembly build could not be loaded. '), errorMessage(e), h('br'),
       'Build it at the repository root with ', h('code', null, 'wasm-pack build --target web --out-dir pkg/wasm --no-opt'),
-      '; nar-tool serve serves the package pkg/ at /pkg/ (or copy pkg/browser.js, pkg/lib/ and pkg/wasm/ to www/pkg/).'));
+      '; nar-tool serve serves the package pkg/ at /_nar-tool/pkg/ (or copy pkg/browser.js, pkg/lib/ and pkg/wasm/ to www/pkg/).'));
     return;
   }
   const params = new URLSearchParams(location.search);
   const roots = (params.get('roots') ?? '').split(',').filter(Boolean);
-  const url = params.get('cache') ?? new URL('./', location.href).href;
+  const url = params.get('cache') ?? defaultCacheUrl();
   window.__inspector = { app, job };
   await openCache(httpSource(app.wasm, url), roots);
   if (!params.get('cache') && !app.cache) openError = null; // no cache here: just offer to open one

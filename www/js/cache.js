@@ -8,7 +8,7 @@
 import { pool, errorMessage } from './util.js';
 
 const decoder = new TextDecoder();
-const TEXTS_PAGE = 2000;
+const TEXTS_PAGE = 1000; // nar-tool serve's most
 
 export class Cache {
   constructor(wasm, source) {
@@ -59,24 +59,30 @@ export class Cache {
     const total = fresh.length;
     let done = 0;
     if (this.source.narinfoTexts && fresh.length > 50) {
+      // Pages of the listing, fetched three at a time; a page the server cut short (it bounds
+      // the bytes of one) leaves the rest of its range to another request.
       const wanted = new Set(fresh);
-      const pages = [];
-      for (let o = 0; o < names.length; o += TEXTS_PAGE) pages.push(o);
+      const ranges = [];
+      for (let o = 0; o < names.length; o += TEXTS_PAGE) ranges.push([o, Math.min(names.length, o + TEXTS_PAGE)]);
       let supported = true;
-      await pool(pages, 3, async (offset) => {
-        if (!supported) return;
-        const page = await this.source.narinfoTexts(offset, TEXTS_PAGE);
-        if (!page) {
-          supported = false;
-          return;
+      const next = async () => {
+        while (supported && ranges.length) {
+          const [start, end] = ranges.shift();
+          const page = await this.source.narinfoTexts(start, end - start);
+          if (!page) {
+            supported = false;
+            return;
+          }
+          for (const [name, text] of page.items) {
+            if (text == null || !wanted.delete(name)) continue;
+            this.add(this.entryFromText(name, text));
+            done++;
+          }
+          if (Number.isSafeInteger(page.next) && page.next > start && page.next < end) ranges.push([page.next, end]);
+          onProgress?.(done, total);
         }
-        for (const [name, text] of page.items) {
-          if (text == null || !wanted.delete(name)) continue;
-          this.add(this.entryFromText(name, text));
-          done++;
-        }
-        onProgress?.(done, total);
-      });
+      };
+      await Promise.all([next(), next(), next()]);
       fresh = [...wanted];
     }
     const limit = this.source.kind === 'http' ? 12 : 24;

@@ -4,7 +4,8 @@
 
 import { h, formatBytes, hexDump, asText, modeString, errorMessage } from './util.js';
 import { app, pathHref, filesHref } from './state.js';
-import { NarAccess, nodeAt } from './nar.js';
+import { NarAccess, NotFetched, nodeAt } from './nar.js';
+import { allowOrigin } from './urls.js';
 
 const TEXT_LIMIT = 1024 * 1024;
 const HEX_LIMIT = 64 * 1024;
@@ -75,11 +76,18 @@ export function filesView(hash, parts) {
   };
   a.listingOnce(progress).then(
     () => show(el, status, e, a, parts),
-    (err) => {
-      status.replaceWith(h('div', { class: 'notice bad' }, `Cannot read this NAR: ${errorMessage(err)}`));
-    },
+    (err) => status.replaceWith(failure('Cannot read this NAR', err)),
   );
   return el;
+}
+
+/** Why the NAR could not be read; for a NAR elsewhere, what it is and a way to allow it. */
+function failure(what, err) {
+  if (err instanceof NotFetched) {
+    return h('div', { class: 'notice', id: 'nar-elsewhere' }, 'The NAR is outside the cache, at ', h('code', null, err.href),
+      ': not fetched. ', h('button', { type: 'button', id: 'allow-origin', onclick: () => allowOrigin(err.origin) }, `Allow fetching from ${err.origin}`));
+  }
+  return h('div', { class: 'notice bad' }, `${what}: ${errorMessage(err)}`);
 }
 
 function crumbs(e, parts) {
@@ -227,7 +235,7 @@ function fileContents(el, e, a, parts, node) {
       else if (text != null) body.replaceChildren(note ?? '', h('pre', { class: 'content text', tabindex: '0' }, text));
       else body.replaceChildren(h('p', { class: 'muted' }, 'Binary: hex dump.'), note ?? '', h('pre', { class: 'content hex', tabindex: '0' }, hexDump(bytes, HEX_LIMIT)));
     },
-    (err) => body.replaceChildren(h('div', { class: 'notice bad' }, `Cannot read this file: ${errorMessage(err)}`)),
+    (err) => body.replaceChildren(failure('Cannot read this file', err)),
   );
 }
 

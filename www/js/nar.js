@@ -4,6 +4,8 @@
 // wasm NarVerifier for the listing and through a Decompressor up to a file's bytes when read.
 
 import { concat, errorMessage } from './util.js';
+import { streamOf } from './source.js';
+import { narLocation, allowedOrigins } from './urls.js';
 
 export const FULL_LIMIT = 64 * 1024 * 1024;
 
@@ -14,6 +16,8 @@ export class NarAccess {
     this.entry = entry;
     this.info = entry.info;
     this.compression = entry.info.compression || 'bzip2';
+    /** Where the NAR is: in the cache, elsewhere (fetched only from an allowed origin), or refused. */
+    this.where = narLocation(cache.source.kind === 'http' ? cache.source.base : null, entry.info.url);
     this.listing = null;
     this.listingFrom = null;
     this.nar = null;
@@ -77,10 +81,21 @@ export class NarAccess {
     }
   }
 
+  /** The NAR file as a chunk stream: from the cache, or from an origin the user allowed. */
   async open() {
-    const file = await this.cache.source.openFile(this.info.url);
-    if (!file) throw new Error(`the NAR ${this.info.url} is not in the cache`);
-    return file;
+    const where = this.where;
+    if (where.kind === 'inside') {
+      const file = await this.cache.source.openFile(where.path);
+      if (!file) throw new Error(`the NAR ${this.info.url} is not in the cache`);
+      return file;
+    }
+    if (where.kind === 'elsewhere') {
+      if (!allowedOrigins().has(where.origin)) throw new NotFetched(where);
+      const r = await fetch(where.href, { credentials: 'omit', referrerPolicy: 'no-referrer', cache: 'no-store' });
+      if (!r.ok || !r.body) throw new Error(`HTTP ${r.status} for ${where.href}`);
+      return streamOf(r.body);
+    }
+    throw new Error(`its URL ${JSON.stringify(this.info.url)} is not followed: ${where.why}`);
   }
 
   narOnce(onProgress) {
@@ -136,8 +151,8 @@ export class NarAccess {
     const start = node.narOffset;
     const end = start + Math.min(node.size, limit);
     if (typeof start !== 'number') throw new Error('the listing has no NAR offset for this file');
-    if (this.compression === 'none') {
-      const bytes = await this.cache.source.readRange(this.info.url, start, end);
+    if (this.compression === 'none' && this.where.kind === 'inside' && this.cache.source.readRange) {
+      const bytes = await this.cache.source.readRange(this.where.path, start, end);
       if (!bytes) throw new Error(`the NAR ${this.info.url} is not in the cache`);
       return bytes;
     }
@@ -187,6 +202,15 @@ export class NarAccess {
     }
     if (pos < end) throw new Error('the NAR ends before the file does');
     return out;
+  }
+}
+
+/** A NAR on another origin, which the user has not allowed: shown, not fetched. */
+export class NotFetched extends Error {
+  constructor(where) {
+    super(`the NAR is on another origin (${where.href}): not fetched unless you allow ${where.origin}`);
+    this.href = where.href;
+    this.origin = where.origin;
   }
 }
 

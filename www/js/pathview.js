@@ -7,6 +7,7 @@ import { h, formatBytes, formatCount } from './util.js';
 import { app, pathHref, filesHref, pathLink, sigStatus, sigLineStatus, statusPill, problemsOf } from './state.js';
 import { startVerify } from './verify.js';
 import { closureTreemap } from './treemap.js';
+import { narLocation } from './urls.js';
 
 export function pathView(hash) {
   const cache = app.cache;
@@ -25,7 +26,7 @@ export function pathView(hash) {
   const info = e.info;
   const closure = cache.closure(e);
   const referrers = cache.referrers(e).sort((a, b) => a.baseName.localeCompare(b.baseName));
-  const nar = cache.source.kind === 'http' ? cache.source.url(info.url) : null;
+  const where = narLocation(cache.source.kind === 'http' ? cache.source.base : null, info.url);
 
   return h('div', { class: 'path-view' },
     h('h1', null, e.baseName),
@@ -34,7 +35,7 @@ export function pathView(hash) {
     h('div', { class: 'actions' },
       h('a', { class: 'button', href: filesHref(e.hash), id: 'browse-files' }, 'Browse files'),
       h('button', { type: 'button', onclick: () => verifyClosure(e, closure.paths) }, `Verify this closure (${closure.paths.length})`),
-      nar ? h('a', { class: 'button', href: nar, download: info.url.split('/').pop() }, 'Download NAR file') : null,
+      downloadNar(where),
       e.hashMismatch ? h('span', { class: 'pill bad' }, 'file name and StorePath differ') : null),
     problemsSection(e),
     h('h2', null, 'narinfo'),
@@ -74,7 +75,7 @@ function fieldsTable(e) {
   const st = sigStatus(e);
   const row = (k, ...v) => h('tr', null, h('th', { scope: 'row' }, k), h('td', null, ...v));
   const bytes = (n) => (n == null ? '—' : [`${n} `, h('span', { class: 'muted' }, `(${formatBytes(n)})`)]);
-  const url = app.cache.source.kind === 'http' ? h('a', { href: app.cache.source.url(info.url) }, info.url) : info.url;
+  const url = urlCell(narLocation(app.cache.source.kind === 'http' ? app.cache.source.base : null, info.url), info.url);
   return h('table', { class: 'kv', id: 'narinfo-fields' },
     h('tbody', null,
       row('StorePath', info.storePath),
@@ -95,6 +96,29 @@ function fieldsTable(e) {
       info.ca ? row('CA', info.ca) : null,
       (info.extra ?? []).map(([k, v]) => row(k, v)),
       row('Fingerprint', fingerprint(info))));
+}
+
+/** The NAR's download link: the cache's file, or (shown as such) a file elsewhere; no link else. */
+function downloadNar(where) {
+  const source = app.cache.source;
+  if (where.kind === 'inside' && source.kind === 'http') {
+    return h('a', { class: 'button', href: source.fileUrl(where.path), download: where.path.split('/').pop(), id: 'download-nar' }, 'Download NAR file');
+  }
+  if (where.kind === 'elsewhere') {
+    return h('a', { class: 'button', href: where.href, rel: 'noreferrer noopener', id: 'download-nar' }, `Download NAR file (from ${where.origin})`);
+  }
+  return null;
+}
+
+/** The URL field: a link when it leads somewhere that may be followed, else the text and why. */
+function urlCell(where, url) {
+  const source = app.cache.source;
+  if (where.kind === 'inside') return source.kind === 'http' ? h('a', { href: source.fileUrl(where.path) }, url) : url;
+  if (where.kind === 'elsewhere') {
+    return [h('a', { href: where.href, rel: 'noreferrer noopener' }, url), ' ',
+      h('span', { class: 'pill warn', id: 'url-elsewhere' }, `outside the cache, on ${where.origin}`)];
+  }
+  return [h('code', null, url), ' ', h('span', { class: 'pill bad', id: 'url-refused' }, `not followed: ${where.why}`)];
 }
 
 function fingerprint(info) {

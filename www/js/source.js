@@ -19,6 +19,8 @@ export function httpSource(pkg, base, { noStore = false } = {}) {
     base: root,
     label: root,
     url,
+    /** The URL of the cache's file at `path` (relative to the root, each component escaped). */
+    fileUrl: (path) => new URL(path.split('/').map(encodeURIComponent).join('/'), root).href,
     /** The narinfo names, from nar-tool serve's listing; null when the cache cannot be listed. */
     async listNarinfos() {
       try {
@@ -29,7 +31,8 @@ export function httpSource(pkg, base, { noStore = false } = {}) {
     },
     /**
      * nar-tool serve's narinfos with their texts, a page at a time:
-     * { total, items: [[name, text | null]] }, or null when the server has no such thing.
+     * { total, items: [[name, text | null]], next } (next: where the following page starts, null
+     * at the end; a page may hold fewer than asked), or null when the server has no such thing.
      */
     async narinfoTexts(offset, limit) {
       let r;
@@ -49,8 +52,8 @@ export function httpSource(pkg, base, { noStore = false } = {}) {
   };
 }
 
-/** A File's bytes as a chunk stream, as the wasm layer's openFile gives them. */
-function streamOf(body) {
+/** A ReadableStream (a File's, a response's) as a chunk stream, as the wasm layer's openFile gives them. */
+export function streamOf(body) {
   const reader = body.getReader();
   return {
     async next() {

@@ -47,7 +47,8 @@ export function startVerify({ only = null, label = null, checkContents = job.che
     elapsed: 0,
     checkContents,
   });
-  const worker = new Worker(new URL('./verify-worker.js', import.meta.url), { type: 'module' });
+  // With the page's query: nar-tool serve gives the worker the page's policy (its connections).
+  const worker = new Worker(new URL(`./verify-worker.js${location.search}`, import.meta.url), { type: 'module' });
   job.worker = worker;
   worker.onmessage = (ev) => {
     const m = ev.data;

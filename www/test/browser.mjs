@@ -15,7 +15,12 @@ const servers = [];
 
 export async function launch() {
   mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
+  browser = await launchChromium();
+}
+
+/** Debian's Chromium, driven by playwright-core, on a fresh temporary profile of its own. */
+export function launchChromium() {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, unlinkSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import { join, extname } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium, ready } from './browser.mjs';
 import { startServe, copyCache, corpus, repo, narToolBin, tempDir, removeTemporary } from './serve.mjs';
 
 const SHOTS = process.env.SCREENSHOT_DIR ?? join(repo, 'target/www-screenshots');
@@ -25,12 +25,7 @@ const servers = [];
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    // launch() runs Chromium on a fresh temporary profile (user data dir) of its own.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -63,10 +58,6 @@ async function openPage(t, url, { viewport = { width: 1366, height: 800 } } = {}
     await ready(page);
   }
   return page;
-}
-
-async function ready(page) {
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 60000 });
 }
 
 async function shot(page, name) {
@@ -325,8 +316,8 @@ test('a damaged cache: the page lists the problems the CLI finds, on the damaged
   assert.ok(cli.report.problems.some((p) => p.kind === 'malformed-narinfo' && p.path === 'bogus.narinfo'), 'the CLI judges bogus.narinfo');
 
   const s = await serve(cache);
-  assert.ok((await (await fetch(s.url + '_nar-tool/narinfos')).json()).includes('bogus.narinfo'));
-  assert.equal((await fetch(s.url + 'bogus.narinfo')).status, 404, 'not a key: never served');
+  assert.ok((await (await fetch(s.root + '_nar-tool/narinfos')).json()).items.includes('bogus.narinfo'));
+  assert.equal((await fetch(s.root + 'bogus.narinfo')).status, 404, 'not a key: never served');
   const page = await openPage(t, s.url + '#/keys');
   const asked = [];
   page.on('request', (r) => asked.push(new URL(r.url()).pathname));

@@ -94,8 +94,10 @@ async function cli() {
   let server = null;
   let url = values.url;
   if (!url) {
-    server = await startServe(values.cache, { threads: Number(values.threads) });
-    url = server.url;
+    // Every client comes from this one address: its share of connections must hold them all.
+    const share = String(Math.max(128, 2 * Number(values.clients)));
+    server = await startServe(values.cache, { threads: Number(values.threads), args: ['--max-connections-per-client', share] });
+    url = server.root;
   }
   try {
     const r = await load({ url, cache: values.cache, clients: Number(values.clients), seconds: Number(values.seconds) });

@@ -17,7 +17,7 @@ export function narToolBin() {
 
 /**
  * Serves `cache` with this checkout's inspector (www/) and npm package (pkg/, with its wasm build), whatever binary
- * runs; resolves to { url, addr, stop(), log } once it listens.
+ * runs; resolves to { url (the inspector's page), root (the cache's), addr, stop(), log } once it listens.
  */
 export function startServe(cache, { threads = 8, args = [], quiet = true } = {}) {
   const child = spawn(narToolBin(), ['serve', '--listen', '127.0.0.1:0', '--threads', String(threads),
@@ -35,7 +35,8 @@ export function startServe(cache, { threads = 8, args = [], quiet = true } = {})
         const addr = m[1];
         resolveStart({
           addr,
-          url: `http://${addr}/`,
+          url: `http://${addr}/_nar-tool/`,
+          root: `http://${addr}/`,
           get log() { return log; },
           stop: () => new Promise((done) => {
             if (child.exitCode !== null) return done(child.exitCode);

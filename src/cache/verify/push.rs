@@ -37,6 +37,11 @@ pub trait AsyncCacheSource {
     fn sha256(&self) -> Box<dyn Sha256Host> {
         builtin_sha256()
     }
+    /// The most memory a NAR's decoder may need (a zstd window, an xz dictionary): what the host
+    /// can afford.
+    fn decoder_memory_limit(&self) -> u64 {
+        crate::compression::DEFAULT_MEMORY_LIMIT
+    }
 }
 
 /// How far a verification has come: given after each path, and while a large file is read
@@ -164,8 +169,10 @@ async fn check_file<S: AsyncCacheSource>(
         Ok(None) => return judge_size(info, &Ok(None)),
         Err(e) => return Some(unreadable(info, e)),
     };
-    let mut check =
-        method.map(|m| NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256()));
+    let mut check = method.map(|m| {
+        NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256())
+            .with_memory_limit(source.decoder_memory_limit())
+    });
     let mut counted = 0u64;
     let mut reported = 0u64;
     let mut read_error = None;
@@ -295,6 +302,14 @@ impl NarFileCheck {
             listing,
             &crate::hash::builtin_sha256,
         )
+    }
+
+    /// Refuses a file whose decoder would need more than `memory_limit` bytes (the default is
+    /// [`crate::compression::DEFAULT_MEMORY_LIMIT`]). Before any [`NarFileCheck::update`].
+    pub fn with_memory_limit(mut self, memory_limit: u64) -> NarFileCheck {
+        let method = self.decoder.method();
+        self.decoder = crate::compression::Decoder::with_memory_limit(method, memory_limit);
+        self
     }
 
     /// As [`NarFileCheck::new`], hashing with the host's SHA-256.

@@ -1,4 +1,5 @@
-//! Replies and their bodies: bytes in memory, or a file streamed a piece ahead of what hyper sends.
+//! Replies and their bodies: bytes in memory, or a file read a piece at a time as hyper asks for
+//! the next one (never ahead of the client).
 
 use super::*;
 
@@ -40,8 +41,14 @@ impl Reply {
     }
 
     /// The hyper response: headers, and the body unless `head_only` (its Content-Length is
-    /// kept). A file must already be positioned at its range's start.
-    pub(super) fn into_response(self, head_only: bool, log: Option<LogLine>) -> Response<Outgoing> {
+    /// kept). A file must already be positioned at its range's start. `in_flight` marks the
+    /// request as in progress until the body is done.
+    pub(super) fn into_response(
+        self,
+        head_only: bool,
+        log: Option<LogLine>,
+        in_flight: Option<InFlight>,
+    ) -> Response<Outgoing> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let len = self.len();
         let data = match self.body {
@@ -52,13 +59,15 @@ impl Reply {
             Body::File(_, _, 0) => Data::Empty,
             Body::File(f, _, len) => Data::File {
                 left: len,
-                next: read_piece(f, len),
+                file: Some(f),
+                reading: None,
             },
         };
         let mut response = Response::new(Outgoing {
             data,
             sent: 0,
             error: None,
+            _in_flight: in_flight,
             log: log.map(|l| LogLine {
                 status: self.status,
                 ..l
@@ -67,6 +76,12 @@ impl Reply {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert("Server", HeaderValue::from_static("nar-tool"));
+        // Never taken for something it is not (a script, a page); no Referer sent onwards.
+        headers.insert(
+            "X-Content-Type-Options",
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert("Referrer-Policy", HeaderValue::from_static("no-referrer"));
         for (name, value) in self.headers {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -91,22 +106,26 @@ pub(super) struct LogLine {
 }
 
 /// A response body: bytes in memory, or a range of a file read [`CHUNK`] by [`CHUNK`] on the
-/// blocking pool, one piece ahead of the one hyper is sending: constant memory, and a client that
-/// reads slowly slows only the reads for its own response.
+/// blocking pool when hyper asks for the next piece, which it does only once what it holds for
+/// the client is below its buffer limit: constant memory, one piece for a client that does not
+/// read, and a client that reads slowly slows only the reads for its own response.
 pub(super) struct Outgoing {
     pub(super) data: Data,
     pub(super) sent: u64,
     pub(super) error: Option<String>,
     pub(super) log: Option<LogLine>,
+    pub(super) _in_flight: Option<InFlight>,
 }
 
 pub(super) enum Data {
     Empty,
     Bytes(Bytes),
-    /// `left` bytes of a file still to send, the next piece of them being read.
+    /// `left` bytes of a file still to send: the file, or (while hyper waits for the next piece)
+    /// the read of that piece, which gives the file back.
     File {
         left: u64,
-        next: PieceRead,
+        file: Option<Box<dyn ReadSeek>>,
+        reading: Option<PieceRead>,
     },
 }
 
@@ -146,12 +165,23 @@ impl hyper::body::Body for Outgoing {
         let chunk = match &mut this.data {
             Data::Empty => return Poll::Ready(None),
             Data::Bytes(b) => std::mem::take(b),
-            Data::File { left, next } => {
-                let read = match Pin::new(&mut *next).poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e))),
+            Data::File {
+                left,
+                file,
+                reading,
+            } => {
+                if let Some(f) = file.take() {
+                    *reading = Some(read_piece(f, *left));
+                }
+                let read = match reading.as_mut().map(|r| Pin::new(r).poll(cx)) {
+                    Some(Poll::Pending) => return Poll::Pending,
+                    Some(Poll::Ready(joined)) => {
+                        *reading = None;
+                        joined.unwrap_or_else(|e| Err(io::Error::other(e)))
+                    }
+                    None => Err(io::Error::other("the body's file was lost")),
                 };
-                let (file, piece) = match read {
+                let (back, piece) = match read {
                     Ok(read) => read,
                     Err(e) => {
                         // The framing is broken: hyper closes the connection.
@@ -163,7 +193,7 @@ impl hyper::body::Body for Outgoing {
                 *left -= piece.len() as u64;
                 let chunk = Bytes::from(piece);
                 if *left > 0 {
-                    *next = read_piece(file, *left);
+                    *file = Some(back);
                     this.sent += chunk.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }

@@ -45,35 +45,6 @@ pub fn decode_path(path: &str) -> Result<String, &'static str> {
     Ok(rel.to_string())
 }
 
-pub(super) fn content_type(rel: &str) -> &'static str {
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    if name == "nix-cache-info" {
-        "text/x-nix-cache-info"
-    } else if name.ends_with(".narinfo") {
-        "text/x-nix-narinfo"
-    } else if rel.starts_with("nar/") {
-        "application/x-nix-nar"
-    } else if name.ends_with(".ls") || name.ends_with(".json") {
-        "application/json"
-    } else if name.ends_with(".html") {
-        "text/html; charset=utf-8"
-    } else if name.ends_with(".js") || name.ends_with(".mjs") {
-        "text/javascript"
-    } else if name.ends_with(".wasm") {
-        "application/wasm"
-    } else if name.ends_with(".css") {
-        "text/css"
-    } else if name.ends_with(".png") {
-        "image/png"
-    } else if name.ends_with(".svg") {
-        "image/svg+xml"
-    } else if name.ends_with(".ts") || name.ends_with(".md") || name.ends_with(".txt") {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/octet-stream"
-    }
-}
-
 /// Which bytes a `Range:` header asks for: `Ok(None)` for the whole file.
 #[allow(clippy::result_unit_err)]
 pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {

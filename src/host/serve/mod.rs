@@ -1,22 +1,25 @@
 //! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
-//! requests, ETag / Last-Modified), plus the inspector at `/` and the npm package's browser entry
-//! it imports at `/pkg/` (`browser.js`, `lib/…`, and the wasm build at `/pkg/wasm/`).
-//! Nothing outside these directories is ever read: paths with `..`, NUL or backslashes are
-//! refused (400), symlinks resolving outside are treated as absent (404).
+//! requests, ETag / Last-Modified), plus, under the prefix reserved for the server's own things,
+//! the inspector at `/_nar-tool/` (`/` leads there) and the npm package's browser entry it
+//! imports at `/_nar-tool/pkg/` (`browser.js`, `lib/…`, and the wasm build at
+//! `/_nar-tool/pkg/wasm/`). From the cache only keys of its layout are served; nothing outside
+//! these directories is ever read: paths with `..`, NUL or backslashes are refused (400),
+//! symlinks resolving outside are treated as absent (404).
 //!
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
-//! JSON listings: `GET /_nar-tool/narinfos` (`["<hashpart>.narinfo", …]`, sorted),
-//! `GET /_nar-tool/nar-files` (`["nar/<name>", …]`, sorted) and, to load many narinfos in few
-//! requests, `GET /_nar-tool/narinfo-texts?offset=O&limit=L` (see `Site::narinfo_texts`).
+//! JSON listings, a bounded page at a time (`json.rs`): `GET /_nar-tool/narinfos`,
+//! `GET /_nar-tool/nar-files` and `GET /_nar-tool/narinfo-texts` (the narinfos with their texts).
 //!
-//! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining, the header-read
-//! timeout), on a tokio runtime of `threads` workers. This module decides only which file or
-//! listing a request gets (`Site::route`, blocking file-system work, run on tokio's blocking
-//! pool) and streams file bodies in [`CHUNK`]-sized reads as the client takes them, so a NAR of
-//! any size is sent in constant memory. At most [`MAX_CONNECTIONS`] connections are served at
-//! once (more are answered 503); a connection idle for [`IDLE_TIMEOUT`] (or that long sending a
-//! request head) is closed, as is one whose client stops reading for [`WRITE_TIMEOUT`]. On stop,
+//! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining), on a tokio runtime of
+//! `threads` workers. This module decides only which file or listing a request gets
+//! (`Site::route`, blocking file-system work, run on tokio's blocking pool) and streams file
+//! bodies in [`CHUNK`]-sized reads as the client takes them, never reading ahead of a client that
+//! does not take them: a NAR of any size is sent in constant memory, and a connection whose client
+//! stops reading holds one piece. Who may connect, for how long and how slowly is `guard.rs`'s
+//! ([`Limits`]): a share per client address, a deadline for request heads, a minimum rate for
+//! responses, idle connections closed first when room is needed; beyond the limit, 503. What a
+//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s. On stop,
 //! no new connection is accepted, idle ones close, and responses in flight get
 //! [`SHUTDOWN_GRACE`] to finish. (tiny_http 0.12, used first, hands connections to a task pool
 //! that can lose a wake-up when several arrive together, as a browser's do: such a connection
@@ -43,31 +46,25 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_io_timeout::TimeoutWriter;
 
 use crate::cache::layout::CacheKey;
 use crate::cache::location::CacheLocation;
-use crate::cache::storage::{
-    is_refused, list_nar_file_names, list_narinfo_names, Object, ReadSeek, StorageRead,
-};
+use crate::cache::storage::{is_refused, Object, ReadSeek, StorageRead};
 use crate::host::dir_storage::Beneath;
 
-/// Connections served at once; more are answered 503 and closed.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Connections beyond [`MAX_CONNECTIONS`] being answered 503 at once; more are just closed.
+/// Connections being answered 503 at once; more are just closed.
 const MAX_REFUSING: usize = 64;
-/// How long a connection may sit idle (or take to send a request head) before it is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a write may wait for a client that does not read before the connection is closed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a refused connection may take to be told so.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// After a stop, how long responses in flight may take to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// File bodies are read and sent in pieces of this size.
-pub const CHUNK: usize = 256 * 1024;
-/// The most narinfos one `narinfo-texts` reply carries.
-const MAX_TEXTS_PAGE: usize = 5000;
-/// Narinfos larger than this are left for the inspector to fetch (and judge) by itself.
-const MAX_NARINFO: u64 = 1 << 20;
+/// Threads for file reads and routing, per worker thread.
+const BLOCKING_THREADS_PER_WORKER: usize = 8;
+/// File bodies are read and sent in pieces of this size, one at a time.
+pub const CHUNK: usize = 32 * 1024;
+/// hyper's buffer limit per connection: a request head at most this long, and the bytes of a
+/// response queued for a client before the next piece is asked for.
+const MAX_BUF: usize = 16 * 1024;
 
 pub struct ServeOptions {
     /// The cache: a directory, a bucket, or another HTTP cache (proxied).
@@ -75,21 +72,24 @@ pub struct ServeOptions {
     pub listen: String,
     /// Worker threads of the runtime (file reads and routing run on its blocking pool).
     pub threads: usize,
-    /// Static files of the inspector, served at `/` (a cache has no `index.html`).
+    /// Static files of the inspector, served at `/_nar-tool/` (its page, style and modules).
     pub inspector: Option<PathBuf>,
-    /// The npm package (`pkg/`): its browser entry (`browser.js`, `lib/`) served at `/pkg/` for
-    /// the inspector; nothing else of it (tests, tools, `node_modules`).
+    /// The npm package (`pkg/`): its browser entry (`browser.js`, `lib/`) served at
+    /// `/_nar-tool/pkg/` for the inspector; nothing else of it (tests, tools, `node_modules`).
     pub pkg: Option<PathBuf>,
-    /// The wasm build, served at `/pkg/wasm/` [default: the package's `wasm/`].
+    /// The wasm build, served at `/_nar-tool/pkg/wasm/` [default: the package's `wasm/`].
     pub wasm: Option<PathBuf>,
     /// Log one line per request to stderr.
     pub log: bool,
+    /// What clients may take.
+    pub limits: Limits,
 }
 
 /// A bound server; [`Served::run`] serves until its stop flag is set.
 pub struct Served {
     listener: TcpListener,
     threads: usize,
+    limits: Limits,
     site: Arc<Site>,
 }
 
@@ -101,6 +101,9 @@ struct Site {
     pkg: Option<Beneath>,
     wasm: Option<Beneath>,
     log: bool,
+    /// The inspector's listings, and how many are being made at once.
+    listings: json::Listings,
+    json_work: Arc<Semaphore>,
 }
 
 impl Served {
@@ -125,15 +128,19 @@ impl Served {
             .clone()
             .or_else(|| Some(opts.pkg.as_ref()?.join("wasm")))
             .and_then(|p| Beneath::open(&p).ok());
+        raise_fd_limit(opts.limits.max_connections);
         Ok(Served {
             listener,
             threads: opts.threads.max(1),
+            limits: opts.limits.clone(),
             site: Arc::new(Site {
                 cache,
                 inspector,
                 pkg,
                 wasm,
                 log: opts.log,
+                listings: json::Listings::default(),
+                json_work: Arc::new(Semaphore::new(json::MAX_AT_ONCE)),
             }),
         })
     }
@@ -151,6 +158,9 @@ impl Served {
     pub fn run(self, stop: Arc<AtomicBool>) -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.threads)
+            // File reads are short: a few threads per worker keep the disks busy, and a crowd
+            // of clients does not become a crowd of threads (each with its stack and arena).
+            .max_blocking_threads(BLOCKING_THREADS_PER_WORKER * self.threads)
             .thread_name("serve")
             .enable_all()
             .build()?;
@@ -164,13 +174,16 @@ impl Served {
         self.listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let site = self.site;
+        let guard = Guard::new(self.limits.clone());
+        let watchdog = tokio::spawn(guard.clone().watch());
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(IDLE_TIMEOUT)
+            // A backstop: the watchdog cuts a slow head or an idle connection first.
+            .header_read_timeout(self.limits.idle_timeout + self.limits.header_timeout)
+            .max_buf_size(MAX_BUF)
             .title_case_headers(true);
         let mut refusing = http.clone();
         refusing.keep_alive(false);
-        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
         let graceful = GracefulShutdown::new();
         let stopped = async {
@@ -195,55 +208,106 @@ impl Served {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let mut io = TimeoutWriter::new(stream);
-            io.set_timeout(Some(WRITE_TIMEOUT));
-            let io = TokioIo::new(Box::pin(io));
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                // Too many connections: a 503 (when not too many of those either) and close.
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    let conn = refusing.serve_connection(
-                        io,
-                        service_fn(|_| async {
-                            let reply = Reply::text(503, "too many connections\n")
-                                .header("Retry-After", "1");
-                            Ok::<_, Infallible>(reply.into_response(false, None))
-                        }),
-                    );
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                        drop(refusal);
-                    });
-                }
-                continue;
-            };
-            let for_service = site.clone();
-            let service = service_fn(move |req| {
-                let site = for_service.clone();
-                async move { Ok::<_, Infallible>(site.answer(req, remote).await) }
-            });
-            let conn = graceful.watch(http.serve_connection(io, service));
-            let log = site.log;
+            let (site, guard, http, refusing) =
+                (site.clone(), guard.clone(), http.clone(), refusing.clone());
+            let (refusals, watcher) = (refusals.clone(), graceful.watcher());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    // hyper has answered a malformed head itself (400, 431, …); other errors
-                    // (a client gone, an idle timeout) are not worth a line.
-                    if log && e.is_parse() {
-                        eprintln!("{remote} bad request: {e}");
+                let log = site.log;
+                let admitted = match guard.admit(remote.ip()).await {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        if site.log {
+                            eprintln!("{remote} refused: {}", why.describe());
+                        }
+                        refuse(stream, why, &refusing, &refusals).await;
+                        return;
+                    }
+                };
+                let io = TokioIo::new(admitted.wrap(stream));
+                let state = admitted.state.clone();
+                let service = service_fn(move |req| {
+                    let (site, in_flight) = (site.clone(), state.request());
+                    async move { Ok::<_, Infallible>(site.answer(req, remote, in_flight).await) }
+                });
+                let conn = watcher.watch(http.serve_connection(io, service));
+                tokio::select! {
+                    done = conn => {
+                        // hyper has answered a malformed head itself (400, 431, …); other
+                        // errors (a client gone) are not worth a line.
+                        if let Err(e) = done {
+                            if log && e.is_parse() {
+                                eprintln!("{remote} bad request: {e}");
+                            }
+                        }
+                    }
+                    why = admitted.state.cut_off() => {
+                        if log && why != Cut::Idle {
+                            eprintln!("{remote} {}", why.describe());
+                        }
                     }
                 }
-                drop(permit);
+                drop(admitted);
             });
         }
         drop(listener);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        guard.cut_all();
+        watchdog.abort();
         Ok(())
     }
 }
 
+/// Answers a connection that was not admitted with a 503 (when not too many are being answered
+/// so already; else it is just closed).
+async fn refuse(
+    stream: tokio::net::TcpStream,
+    why: Refused,
+    http: &http1::Builder,
+    refusals: &Arc<Semaphore>,
+) {
+    let Ok(_refusal) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let service = service_fn(move |_| async move {
+        let reply = Reply::text(503, &format!("{}\n", why.describe())).header("Retry-After", "1");
+        Ok::<_, Infallible>(reply.into_response(false, None, None))
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
+}
+
+/// Raises the soft limit on open files to the hard one, so that `max_connections` sockets (and
+/// the files they send) fit; says so when they cannot.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum || (lim.current.is_some() && lim.maximum.is_none()) {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            lim = raised;
+        }
+    }
+    let needed = 2 * max_connections as u64 + 64;
+    if let Some(allowed) = lim.current.filter(|&n| n < needed) {
+        eprintln!(
+            "warning: {allowed} open files allowed (ulimit -n), fewer than the {needed} that {max_connections} connections may need"
+        );
+    }
+}
+
 mod bodies;
+mod guard;
 mod http;
+mod json;
+mod own_files;
+mod policy;
 mod routes;
 
 use bodies::*;
+pub use guard::Limits;
+use guard::{Cut, Guard, InFlight, Refused};
 use http::*;
 pub use http::{decode_path, parse_range};

@@ -1,5 +1,8 @@
-//! Which object a request gets: cache keys from the cache, the package and the inspector from
-//! their folders, and the inspector's JSON listings.
+//! Which object a request gets. Two namespaces that cannot collide: under `/_nar-tool/` the
+//! server's own things (the inspector's JSON listings, the inspector's files and the package's
+//! browser entry: `own_files.rs`), and everywhere else the keys of the cache layout, answered
+//! from the cache alone with the layout's content types (never HTML or SVG: a cache cannot pose
+//! as the inspector). `/` leads to the inspector.
 
 use super::*;
 
@@ -9,6 +12,7 @@ impl Site {
         self: Arc<Site>,
         req: Request<Incoming>,
         remote: SocketAddr,
+        in_flight: InFlight,
     ) -> Response<Outgoing> {
         // A body on a GET or HEAD means nothing: hyper skips it (or closes the connection).
         let (parts, _body) = req.into_parts();
@@ -29,16 +33,27 @@ impl Site {
                 target: target.to_string(),
                 headers: parts.headers,
             };
+            // A listing waits for its turn (they are few at once: `json.rs`).
+            let turn = match head.target.strip_prefix("/_nar-tool/") {
+                Some(rest) if json::Listing::of(rest.split('?').next().unwrap_or("")).is_some() => {
+                    self.json_work.clone().acquire_owned().await.ok()
+                }
+                _ => None,
+            };
             let site = self.clone();
-            tokio::task::spawn_blocking(move || site.prepare(&head))
-                .await
-                .unwrap_or_else(|e| {
-                    // The details go to the log, not to the client.
-                    eprintln!("internal error answering {target}: {e}");
-                    Reply::text(500, "internal error\n")
-                })
+            tokio::task::spawn_blocking(move || {
+                let reply = site.prepare(&head);
+                drop(turn);
+                reply
+            })
+            .await
+            .unwrap_or_else(|e| {
+                // The details go to the log, not to the client.
+                eprintln!("internal error answering {target}: {e}");
+                Reply::text(500, "internal error\n")
+            })
         };
-        reply.into_response(head_only, log)
+        reply.into_response(head_only, log, Some(in_flight))
     }
 
     /// [`Site::route`], with a file body positioned at the start of its range, or read already
@@ -69,6 +84,19 @@ impl Site {
         reply
             .headers
             .push(("Access-Control-Allow-Origin", "*".into()));
+        // The server's own pages and scripts (no cache object is HTML or JavaScript) may run,
+        // within their policy; nothing else may.
+        let own = reply.headers.iter().any(|(name, value)| {
+            *name == "Content-Type"
+                && (value.starts_with("text/html") || value.starts_with("text/javascript"))
+        });
+        let query = head.target.split_once('?').map(|(_, q)| q);
+        let policy = if own {
+            policy::page_policy(query)
+        } else {
+            policy::DATA_POLICY.into()
+        };
+        reply.headers.push(("Content-Security-Policy", policy));
         reply
     }
 
@@ -98,53 +126,47 @@ impl Site {
             Ok(rel) => rel,
             Err(why) => return Reply::text(400, &format!("bad path: {why}\n")),
         };
-        if let Some(what) = rel.strip_prefix("_nar-tool/") {
+        if let Some(which) = rel.strip_prefix("_nar-tool/").and_then(json::Listing::of) {
             let query = head.target.split_once('?').map_or("", |(_, q)| q);
-            let json = match what {
-                "narinfos" => Some(self.narinfo_names().and_then(to_json)),
-                "nar-files" => Some(self.nar_file_names().and_then(to_json)),
-                "narinfo-texts" => Some(self.narinfo_texts(query)),
-                _ => None,
+            return match self.listing_page(which, query) {
+                Ok(body) => Reply {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type", "application/json".into()),
+                        ("Cache-Control", "no-cache".into()),
+                    ],
+                    body: Body::Bytes(body),
+                },
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    Reply::text(400, &format!("{e}\n"))
+                }
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    Reply::text(503, &format!("{e}\n"))
+                }
+                Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
             };
-            if let Some(json) = json {
-                return match json {
-                    Ok(body) => Reply {
-                        status: 200,
-                        headers: vec![
-                            ("Content-Type", "application/json".into()),
-                            ("Cache-Control", "no-cache".into()),
-                        ],
-                        body: Body::Bytes(body),
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                        Reply::text(400, &format!("{e}\n"))
-                    }
-                    Err(e) => Reply::text(500, &format!("cannot list the cache: {e}\n")),
-                };
-            }
         }
-        let dir_index = rel.is_empty() || rel.ends_with('/');
-        // A cache key is answered from the cache alone; anything else from the package's browser
-        // entry or the inspector's files. Each is opened once, and what is sent is what was
-        // opened.
-        let opened: io::Result<Option<(Object, &'static str)>> = if dir_index {
-            static_file(self.inspector.as_ref(), &format!("{rel}index.html"))
-        } else if let Ok(key) = CacheKey::parse(&rel) {
-            self.cache
-                .open(&key)
-                .map(|o| o.map(|o| (o, key.content_type())))
-        } else if let Some(name) = rel
-            .strip_prefix("pkg/")
-            .filter(|_| self.pkg.is_some() || self.wasm.is_some())
-        {
-            match name.split_once('/') {
-                Some(("wasm", file)) => static_file(self.wasm.as_ref(), file),
-                Some(("lib", _)) => static_file(self.pkg.as_ref(), name),
-                None if name == "browser.js" => static_file(self.pkg.as_ref(), name),
-                _ => Ok(None),
-            }
+        let query = head.target.split_once('?').map(|(_, q)| q);
+        let opened = if rel == "_nar-tool" || (rel.is_empty() && self.inspector.is_some()) {
+            // To the inspector, with the query (`?cache=…`), by a relative URL (so that a
+            // prefix a proxy adds is kept).
+            let to = format!(
+                "_nar-tool/{}",
+                query.map(|q| format!("?{q}")).unwrap_or_default()
+            );
+            return Reply::text(302, "the inspector is at /_nar-tool/\n").header("Location", to);
+        } else if rel.is_empty() {
+            return self.no_inspector_page();
+        } else if let Some(rest) = rel.strip_prefix("_nar-tool/") {
+            self.open_own(rest)
         } else {
-            static_file(self.inspector.as_ref(), &rel)
+            match CacheKey::parse(&rel) {
+                Ok(key) => self
+                    .cache
+                    .open(&key)
+                    .map(|o| o.map(|o| (o, key.content_type()))),
+                Err(_) => Ok(None),
+            }
         };
         let opened = match opened {
             Ok(opened) => opened,
@@ -153,16 +175,7 @@ impl Site {
             Err(_) => return Reply::text(500, "cannot read the file\n"),
         };
         let Some((object, content_type)) = opened else {
-            return if rel.is_empty() {
-                let page = format!("<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n", html_escape(&self.cache.describe()));
-                Reply {
-                    status: 200,
-                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
-                    body: Body::Bytes(page.into_bytes()),
-                }
-            } else {
-                Reply::text(404, "not found\n")
-            };
+            return Reply::text(404, "not found\n");
         };
         let mut r = file_reply(head, object, content_type);
         r.headers.push((
@@ -172,81 +185,18 @@ impl Site {
         r
     }
 
-    /// The narinfo names, by the one rule every face uses (`bogus.narinfo` too: the verifier
-    /// reports it).
-    pub(super) fn narinfo_names(&self) -> io::Result<Vec<String>> {
-        list_narinfo_names(&*self.cache)
-    }
-
-    /// The files under `nar/`: NAR keys, and names there that are not (the verifier reports
-    /// them).
-    pub(super) fn nar_file_names(&self) -> io::Result<Vec<String>> {
-        list_nar_file_names(&*self.cache)
-    }
-
-    /// `narinfo-texts?offset=O&limit=L`: the narinfos O..O+L of the sorted listing, with their
-    /// contents, so the inspector need not make one request per narinfo:
-    /// `{"total": N, "items": [["<hashpart>.narinfo", "<text>" | null], …]}` (null: not UTF-8,
-    /// or gone meanwhile; the inspector then fetches it by itself).
-    pub(super) fn narinfo_texts(&self, query: &str) -> io::Result<Vec<u8>> {
-        let mut offset = 0usize;
-        let mut limit = 1000usize;
-        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            let n = v.parse::<usize>().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("bad {k}: {v:?}"))
-            });
-            match k {
-                "offset" => offset = n?,
-                "limit" => limit = n?.min(MAX_TEXTS_PAGE),
-                _ => {}
-            }
+    /// What `/` shows when there is no inspector to lead to.
+    fn no_inspector_page(&self) -> Reply {
+        let page = format!(
+            "<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n",
+            html_escape(&self.cache.describe())
+        );
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+            body: Body::Bytes(page.into_bytes()),
         }
-        let names = self.narinfo_names()?;
-        let items: Vec<(String, Option<String>)> = names
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|n| {
-                let text = CacheKey::parse(n)
-                    .ok()
-                    .and_then(|key| self.cache.read_small(&key, MAX_NARINFO).ok().flatten())
-                    .and_then(|b| String::from_utf8(b).ok());
-                (n.clone(), text)
-            })
-            .collect();
-        #[derive(serde::Serialize)]
-        struct Page {
-            total: usize,
-            items: Vec<(String, Option<String>)>,
-        }
-        to_json(Page {
-            total: names.len(),
-            items,
-        })
     }
-}
-
-/// A static file (inspector, package, wasm build) opened beneath its folder.
-pub(super) fn static_file(
-    dir: Option<&Beneath>,
-    rel: &str,
-) -> io::Result<Option<(Object, &'static str)>> {
-    let Some(dir) = dir else { return Ok(None) };
-    Ok(dir.open_regular(rel)?.map(|(file, meta)| {
-        (
-            Object {
-                meta,
-                body: Box::new(file),
-            },
-            content_type(rel),
-        )
-    }))
-}
-
-pub(super) fn to_json(value: impl serde::Serialize) -> io::Result<Vec<u8>> {
-    let mut body = serde_json::to_vec(&value).map_err(io::Error::other)?;
-    body.push(b'\n');
-    Ok(body)
 }
 
 pub(super) fn html_escape(s: &str) -> String {

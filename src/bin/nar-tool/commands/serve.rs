@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use nar_tool::cache::location::CacheLocation;
-use nar_tool::host::serve::{ServeOptions, Served};
+use nar_tool::host::serve::{Limits, ServeOptions, Served};
 
 use crate::args::cache_location;
 
-/// Serve a cache directory over HTTP (a substituter for Nix; the inspector at /); Ctrl-C stops
+/// Serve a cache over HTTP (a substituter for Nix; the inspector at /_nar-tool/); Ctrl-C stops
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=… (a private bucket, streamed through) or http(s)://… (proxied)
@@ -26,18 +27,44 @@ pub struct ServeArgs {
     /// Worker threads of the HTTP server (tokio runtime)
     #[arg(long, value_name = "N", default_value_t = 8)]
     threads: usize,
-    /// Directory of the inspector's static files [default: www/ beside the executable's repository, if present]
+    /// Directory of the inspector's static files, served at /_nar-tool/ [default: www/ beside the executable's repository, if present]
     #[arg(long, value_name = "DIR")]
     inspector: Option<PathBuf>,
-    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /pkg/ [default: pkg/ beside the inspector's www/, if present]
+    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /_nar-tool/pkg/ [default: pkg/ beside the inspector's www/, if present]
     #[arg(long, value_name = "DIR")]
     pkg: Option<PathBuf>,
-    /// Directory of the wasm build, served at /pkg/wasm/ [default: the package's wasm/]
+    /// Directory of the wasm build, served at /_nar-tool/pkg/wasm/ [default: the package's wasm/]
     #[arg(long, value_name = "DIR")]
     wasm: Option<PathBuf>,
     /// Do not log requests
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Connections served at once; when near, idle ones are closed first; beyond, 503
+    #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
+    max_connections: usize,
+    /// Connections one client address (an IPv4 address, an IPv6 /64) may hold at once
+    #[arg(long, default_value_t = Limits::default().max_connections_per_client, value_name = "N")]
+    max_connections_per_client: usize,
+    /// Seconds a request head may take from its first byte to its end
+    #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECS")]
+    header_timeout: Duration,
+    /// Seconds a connection may sit idle between requests
+    #[arg(long, default_value = "30", value_parser = seconds, value_name = "SECS")]
+    idle_timeout: Duration,
+    /// The slowest a client may take a response, in bytes per second over --rate-window, while the server waits on it
+    #[arg(long, default_value_t = Limits::default().min_rate, value_name = "BYTES")]
+    min_rate: u64,
+    /// Seconds over which --min-rate is measured
+    #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECS")]
+    rate_window: Duration,
+}
+
+/// A positive number of seconds (`1.5` too).
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -49,6 +76,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         pkg,
         wasm,
         quiet,
+        max_connections,
+        max_connections_per_client,
+        header_timeout,
+        idle_timeout,
+        min_rate,
+        rate_window,
     } = args;
     let location = cache_location(&cache)?;
     if let CacheLocation::Directory(dir) = &location {
@@ -90,6 +123,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         pkg,
         wasm,
         log: !quiet,
+        limits: Limits {
+            max_connections,
+            max_connections_per_client,
+            header_timeout,
+            idle_timeout,
+            min_rate,
+            rate_window,
+        },
     };
     let served = Served::bind(&opts)?;
     let stop = Arc::new(AtomicBool::new(false));
