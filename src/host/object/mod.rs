@@ -408,7 +408,7 @@ impl StorageRead for ObjectStorage {
 
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
         let path = self.key_path(key)?;
-        let shown = self.locate(key);
+        let shown = key.to_string(); // worded as every backend words it
         self.block(move |shared| {
             Box::pin(async move {
                 let got = match shared.store.get(&path).await {
@@ -510,18 +510,7 @@ impl StorageWrite for ObjectStorage {
     }
 
     fn put(&self, key: &CacheKey, data: &[u8]) -> io::Result<()> {
-        let path = self.key_path(key)?;
-        let data = bytes::Bytes::copy_from_slice(data);
-        self.block(move |shared| {
-            Box::pin(async move {
-                shared
-                    .store
-                    .put(&path, data.into())
-                    .await
-                    .map(drop)
-                    .map_err(|e| shared.error(e, "writing", &path))
-            })
-        })
+        self.put_raw(&key.to_string(), data)
     }
 
     fn replace_if_unchanged(

@@ -97,6 +97,19 @@ impl ObjectStaged {
         if self.upload.is_none() {
             self.start_upload()?;
         }
+        self.spawn_part();
+        while self
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.in_flight.len() >= PARTS_IN_FLIGHT)
+        {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Starts uploading the buffer as the next part of the upload under way.
+    fn spawn_part(&mut self) {
         let data = std::mem::take(&mut self.buf);
         let multipart = self.shared.multipart.clone().expect("checked at start");
         let upload = self.upload.as_mut().expect("started");
@@ -109,14 +122,6 @@ impl ObjectStaged {
                     .put_part(&temp, &id, index, PutPayload::from(data))
                     .await
             }));
-        while self
-            .upload
-            .as_ref()
-            .is_some_and(|u| u.in_flight.len() >= PARTS_IN_FLIGHT)
-        {
-            self.wait_oldest()?;
-        }
-        Ok(())
     }
 
     fn wait_oldest(&mut self) -> io::Result<()> {
@@ -135,7 +140,7 @@ impl ObjectStaged {
     fn complete(&mut self) -> io::Result<()> {
         // An upload starts with a full part, so it has one; the rest of the buffer is the last.
         if !self.buf.is_empty() {
-            self.send_part_final()?;
+            self.spawn_part(); // the last part may be short
         }
         while self
             .upload
@@ -154,23 +159,6 @@ impl ObjectStaged {
                 .await
                 .map_err(|e| shared.error(e, "completing the upload of", &temp))
         })??;
-        Ok(())
-    }
-
-    /// The last part may be short: sent without the size check.
-    fn send_part_final(&mut self) -> io::Result<()> {
-        let data = std::mem::take(&mut self.buf);
-        let multipart = self.shared.multipart.clone().expect("checked at start");
-        let upload = self.upload.as_mut().expect("started");
-        let index = upload.parts.len() + upload.in_flight.len();
-        let (temp, id) = (upload.temp.clone(), upload.id.clone());
-        upload
-            .in_flight
-            .push_back(runtime::handle().spawn(async move {
-                multipart
-                    .put_part(&temp, &id, index, PutPayload::from(data))
-                    .await
-            }));
         Ok(())
     }
 }
