@@ -370,7 +370,8 @@ fn bogus_narinfo_names_are_listed_and_reported_alike() {
     let server = serve(&cache);
     let (status, body) = get(&server.addr, "/_nar-tool/narinfos");
     assert_eq!(status, 200);
-    let names: Vec<String> = serde_json::from_slice(&body).unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<String> = serde_json::from_value(page["items"].clone()).unwrap();
     assert!(names.contains(&"bogus.narinfo".to_string()), "{names:?}");
     assert_eq!(
         get(&server.addr, "/bogus.narinfo").0,
