@@ -372,7 +372,8 @@ export function sourceFor(target, options = {}) {
  * (an object of async functions), a directory path (Node), or an http(s) URL. Gives the report
  * `nar-tool verify --json` prints.
  */
-const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'fetch', 'headers', 'narinfos', 'roots'];
+// VerifyOptions and HttpSourceOptions in index.d.ts (a test checks they agree).
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'fetch', 'headers', 'narinfos', 'roots'];
 
 export async function verifyCache(target, options = {}) {
   checkOptions('verifyCache', options, VERIFY_OPTIONS);

@@ -8,7 +8,7 @@ import { createReadStream, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as nar from '../index.js';
-import { CACHES, CORPUS, CORPUS_KEY, CORPUS_SECRET, STORE_PATHS, baseName, corpusNar, generateSecretKey, hashPart, storePath } from '../tools/test-helpers.js';
+import { CACHES, CORPUS, CORPUS_KEY, CORPUS_SECRET, PKG, STORE_PATHS, baseName, corpusNar, generateSecretKey, hashPart, storePath } from '../tools/test-helpers.js';
 
 const NIX_HASHES = new Map(
   readFileSync(path.join(CORPUS, 'nix-hash.txt'), 'utf8')
@@ -302,6 +302,14 @@ test('options objects: an unknown key is an error naming the one meant, never ig
   assert.throws(() => nar.renderReport(report, 'c', 'junit', { path: [] }), /renderReport: unknown option "path" \(did you mean "paths"\?\)/);
   // Known keys with undefined values are fine.
   assert.equal((await nar.verifyCache(path.join(CACHES, 'xz'), { trustedKeys: [CORPUS_KEY], onProgress: undefined })).ok, true);
+  // Every option the types declare is taken (the list checked and the types do not drift apart).
+  const types = readFileSync(path.join(PKG, 'index.d.ts'), 'utf8');
+  const keysOf = (name) => [...new RegExp(`interface ${name} \\{([^}]*)\\}`).exec(types)[1].matchAll(/^\s*(\w+)\?:/gm)].map((m) => m[1]);
+  const declared = [...keysOf('VerifyOptions'), ...keysOf('HttpSourceOptions')];
+  assert.ok(declared.includes('memoryLimit') && declared.includes('roots'), declared.join(' '));
+  const all = Object.fromEntries(declared.map((k) => [k, undefined]));
+  assert.equal((await nar.verifyCache(path.join(CACHES, 'xz'), all)).ok, true);
+  assert.equal(typeof nar.httpSource('http://127.0.0.1:9/', Object.fromEntries(keysOf('HttpSourceOptions').map((k) => [k, undefined]))).reach, 'function');
 });
 
 test('parsePublicKey and escapeControls: the core\'s', () => {

@@ -287,6 +287,7 @@ test('httpSource over `nar-tool serve` (its narinfo and nar-file listings)', asy
   if (!bin) return t.skip('no native nar-tool (cargo build)');
   const c = copyCache('zstd');
   mkdirSync(path.join(c.parent, 'empty-inspector'));
+  writeFileSync(path.join(c.parent, 'empty-inspector', 'index.html'), ''); // serve wants an inspector's page
   const child = spawn(bin, ['serve', c.dir, '--listen', '127.0.0.1:0', '--quiet', '--inspector', path.join(c.parent, 'empty-inspector')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
