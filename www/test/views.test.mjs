@@ -136,7 +136,7 @@ test('"use this cache": the nix.conf lines, with the trusted key that signs it',
   const page = await openPage(t, s.url);
   await page.click('#use-cache');
   await page.waitForSelector('#nix-conf');
-  const origin = s.url.replace(/\/$/, '');
+  const origin = s.root.replace(/\/$/, ''); // the cache is at the root, the inspector under /_nar-tool/
   assert.equal(await page.textContent('#nix-conf'), `extra-substituters = ${origin}\n# extra-trusted-public-keys = corpus-public-1:…\n`);
   assert.match(await page.textContent('#nix-conf-keys'), /signed by corpus-public-1/);
   assert.match(await page.textContent('#cache-fields'), /StoreDir\/nix\/store/);
