@@ -5,6 +5,7 @@
 # absent and the nar-tool binary, then runs `node --test`.
 #   LOAD_SECONDS, LOAD_CLIENTS   the load test's length (default 4 s) and clients (default 64)
 #   NAR_TOOL_BIN                 the binary to serve with (default target/debug/nar-tool)
+#   NAR_TOOL_EMBEDDED_BIN        one built with the inspector inside (default: built here)
 #   CHROMIUM                     the browser (default /usr/bin/chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,16 @@ if [ ! -f pkg/wasm/nar_tool_bg.wasm ] || [ ! -f pkg/wasm/nar_tool.js ]; then
   wasm-pack build --target web --out-dir pkg/wasm --no-opt
 fi
 
+# The binary with the inspector built in (from this checkout's www/, pkg/ and pkg/wasm), copied
+# aside: test/embedded.test.mjs serves with it as an installed binary would.
+if [ -z "${NAR_TOOL_EMBEDDED_BIN:-}" ]; then
+  echo "== www: building nar-tool with the inspector built in (feature embed-inspector)"
+  NAR_TOOL_WASM_DIR="$PWD/pkg/wasm" cargo build --quiet --bin nar-tool --features embed-inspector
+  target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+  cp "$target_dir/debug/nar-tool" "$target_dir/nar-tool-embedded"
+  export NAR_TOOL_EMBEDDED_BIN=$target_dir/nar-tool-embedded
+fi
+
 if [ -z "${NAR_TOOL_BIN:-}" ]; then
   echo "== www: building nar-tool"
   cargo build --quiet --bin nar-tool
@@ -29,5 +40,5 @@ fi
 
 echo "== www: end-to-end and hostile-cache (Chromium) and load tests"
 cd www
-node --test --test-concurrency=1 test/e2e.test.mjs test/hostile.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
+node --test --test-concurrency=1 test/e2e.test.mjs test/embedded.test.mjs test/hostile.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
 echo "test-www: screenshots in target/www-screenshots/"

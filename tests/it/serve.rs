@@ -622,6 +622,36 @@ fn every_reply_is_nosniff_and_only_the_servers_own_pages_may_run_script() {
 }
 
 #[test]
+fn a_binary_away_from_its_checkout_serves_its_built_in_inspector_or_says_how_to_have_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("nar-tool");
+    std::fs::copy(common::bin(), &bin).unwrap();
+    let cache = dir.path().join("cache");
+    copy_dir(&common::corpus().join("caches/xz"), &cache);
+    let process = common::ServeProcess::start_cmd(
+        std::process::Command::new(&bin),
+        &cache.to_string_lossy(),
+        &[],
+    );
+    let root = get(&process.addr, "/");
+    let page = get(&process.addr, "/_nar-tool/");
+    let wasm = get(&process.addr, "/_nar-tool/pkg/wasm/nar_tool_bg.wasm");
+    if cfg!(feature = "embed-inspector") {
+        assert_eq!(root.status, 302);
+        assert_eq!((page.status, wasm.status), (200, 200));
+        assert_eq!(&wasm.body[..4], b"\0asm");
+    } else {
+        // No checkout beside it, nothing built in: `/` says so and how to have one.
+        assert_eq!(root.status, 200);
+        let text = String::from_utf8_lossy(&root.body);
+        assert!(text.contains("no inspector"), "{text}");
+        assert!(text.contains("--features embed-inspector"), "{text}");
+        assert!(text.contains("--inspector DIR"), "{text}");
+        assert_eq!((page.status, wasm.status), (404, 404));
+    }
+}
+
+#[test]
 fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
     let s = start_with("none", |tmp| {
         let (www, pkg) = inspector_and_package(tmp);

@@ -17,11 +17,12 @@ export function narToolBin() {
 
 /**
  * Serves `cache` with this checkout's inspector (www/) and npm package (pkg/, with its wasm build), whatever binary
- * runs; resolves to { url (the inspector's page), root (the cache's), addr, stop(), log } once it listens.
+ * runs — or, with `folders: false`, with what the binary has of its own (`bin`: another binary); resolves to
+ * { url (the inspector's page), root (the cache's), addr, stop(), log } once it listens.
  */
-export function startServe(cache, { threads = 8, args = [], quiet = true } = {}) {
-  const child = spawn(narToolBin(), ['serve', '--listen', '127.0.0.1:0', '--threads', String(threads),
-    '--inspector', join(repo, 'www'), '--pkg', join(repo, 'pkg'),
+export function startServe(cache, { threads = 8, args = [], quiet = true, bin = narToolBin(), folders = true } = {}) {
+  const checkout = folders ? ['--inspector', join(repo, 'www'), '--pkg', join(repo, 'pkg')] : [];
+  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--threads', String(threads), ...checkout,
     ...(quiet ? ['--quiet'] : []), ...args, cache], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolveStart, reject) => {

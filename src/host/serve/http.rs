@@ -84,20 +84,31 @@ pub(super) fn file_reply(head: &Head, object: Object, content_type: &str) -> Rep
     let size = meta.size;
     // HTTP dates end with the year 9999: a file dated later is sent as dated then.
     const LAST_HTTP_DATE: u64 = 253_402_300_799;
-    let mtime = Duration::from_secs(meta.modified.unwrap_or(0).min(LAST_HTTP_DATE));
-    let modified = UNIX_EPOCH + mtime;
+    // An object without a date (one built into the binary) is sent without one, and judged by
+    // its ETag alone.
+    let mtime = meta
+        .modified
+        .map(|m| Duration::from_secs(m.min(LAST_HTTP_DATE)));
     let etag = meta.etag;
-    let headers = vec![
+    let mut headers = vec![
         ("Content-Type", content_type.to_string()),
         ("ETag", etag.clone()),
-        ("Last-Modified", httpdate::fmt_http_date(modified)),
-        ("Accept-Ranges", "bytes".to_string()),
     ];
-    let not_modified = match (head.get("If-None-Match"), head.get("If-Modified-Since")) {
-        (Some(tags), _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
-        (None, Some(since)) => httpdate::parse_http_date(since).is_ok_and(|t: SystemTime| {
-            mtime.as_secs() <= t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-        }),
+    if let Some(mtime) = mtime {
+        headers.push(("Last-Modified", httpdate::fmt_http_date(UNIX_EPOCH + mtime)));
+    }
+    headers.push(("Accept-Ranges", "bytes".to_string()));
+    let not_modified = match (
+        head.get("If-None-Match"),
+        head.get("If-Modified-Since"),
+        mtime,
+    ) {
+        (Some(tags), _, _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        (None, Some(since), Some(mtime)) => {
+            httpdate::parse_http_date(since).is_ok_and(|t: SystemTime| {
+                mtime.as_secs() <= t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+            })
+        }
         _ => false,
     };
     if not_modified {

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::layout::CacheKey;
 use crate::cache::location::CacheLocation;
-use crate::cache::storage::{is_refused, Object, ReadSeek, StorageRead};
+use crate::cache::storage::{is_refused, Object, ObjectMeta, ReadSeek, StorageRead};
 use crate::host::dir_storage::Beneath;
 
 /// Connections being answered 503 at once; more are just closed.
@@ -299,6 +299,7 @@ fn raise_fd_limit(max_connections: usize) {
 }
 
 mod bodies;
+mod embedded;
 mod guard;
 mod http;
 mod json;
@@ -307,6 +308,7 @@ mod policy;
 mod routes;
 
 use bodies::*;
+pub use embedded::has_inspector as has_embedded_inspector;
 pub use guard::Limits;
 use guard::{Cut, Guard, InFlight, Refused};
 use http::*;

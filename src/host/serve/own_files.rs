@@ -12,6 +12,7 @@
 //! | `pkg/lib/<name>.js`       | the package's `lib/<name>.js`         |
 //! | `pkg/wasm/<name>.{js,wasm}` | the wasm build's files              |
 
+use super::embedded::embedded;
 use super::*;
 
 /// Where a file under `/_nar-tool/` comes from.
@@ -69,8 +70,8 @@ pub(super) fn content_type(path: &str) -> &'static str {
 }
 
 impl Site {
-    /// A file under `/_nar-tool/`, opened beneath its folder; `Ok(None)` if it is not one of the
-    /// files served, or its folder is not there.
+    /// A file under `/_nar-tool/`: opened beneath its folder when one was given, else the one
+    /// built into the binary; `Ok(None)` if it is not one of the files served, or there is none.
     pub(super) fn open_own(&self, rest: &str) -> io::Result<Option<(Object, &'static str)>> {
         let Some((folder, path)) = own_file(rest) else {
             return Ok(None);
@@ -80,14 +81,26 @@ impl Site {
             Folder::Package => self.pkg.as_ref(),
             Folder::Wasm => self.wasm.as_ref(),
         };
-        let Some(dir) = dir else { return Ok(None) };
-        Ok(dir.open_regular(&path)?.map(|(file, meta)| {
-            let object = Object {
+        let object = match dir {
+            Some(dir) => dir.open_regular(&path)?.map(|(file, meta)| Object {
                 meta,
                 body: Box::new(file),
-            };
-            (object, content_type(&path))
-        }))
+            }),
+            None => embedded(folder, &path).map(|file| Object {
+                meta: ObjectMeta {
+                    size: file.bytes.len() as u64,
+                    modified: None,
+                    etag: file.etag.to_string(),
+                },
+                body: Box::new(io::Cursor::new(file.bytes)),
+            }),
+        };
+        Ok(object.map(|object| (object, content_type(&path))))
+    }
+
+    /// Whether `/_nar-tool/` has a page to show: a folder given, or the one built in.
+    pub(super) fn has_inspector(&self) -> bool {
+        self.inspector.is_some() || embedded(Folder::Inspector, "index.html").is_some()
     }
 }
 

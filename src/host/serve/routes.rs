@@ -147,7 +147,7 @@ impl Site {
             };
         }
         let query = head.target.split_once('?').map(|(_, q)| q);
-        let opened = if rel == "_nar-tool" || (rel.is_empty() && self.inspector.is_some()) {
+        let opened = if rel == "_nar-tool" || (rel.is_empty() && self.has_inspector()) {
             // To the inspector, with the query (`?cache=…`), by a relative URL (so that a
             // prefix a proxy adds is kept).
             let to = format!(
@@ -188,7 +188,7 @@ impl Site {
     /// What `/` shows when there is no inspector to lead to.
     fn no_inspector_page(&self) -> Reply {
         let page = format!(
-            "<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. The inspector is not installed.</p>\n",
+            "<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. This build of nar-tool has no inspector: build it with <code>--features embed-inspector</code>, or start <code>serve</code> with <code>--inspector DIR</code>.</p>\n",
             html_escape(&self.cache.describe())
         );
         Reply {

@@ -129,6 +129,24 @@ fn list(dir: &Path, case_hack: CaseHack) -> Result<Vec<Entry>, DumpError> {
     Ok(entries)
 }
 
+/// What archives a regular file: given the writer, whether the file is executable, its size, the
+/// open file and (for messages) its path.
+pub(crate) trait ArchiveRegular<W: Write>:
+    FnMut(&mut NarWriter<W>, bool, u64, &mut File, &dyn Fn() -> PathBuf) -> Result<(), WriteError>
+{
+}
+
+impl<W: Write, F> ArchiveRegular<W> for F where
+    F: FnMut(
+        &mut NarWriter<W>,
+        bool,
+        u64,
+        &mut File,
+        &dyn Fn() -> PathBuf,
+    ) -> Result<(), WriteError>
+{
+}
+
 /// Walks `root` into `w` (whose root node is due), archiving each regular file with `regular`
 /// (given the writer, whether the file is executable, its size and the open file).
 pub(crate) fn walk<W: Write, F>(
@@ -138,13 +156,7 @@ pub(crate) fn walk<W: Write, F>(
     mut regular: F,
 ) -> Result<NarWriter<W>, DumpError>
 where
-    F: FnMut(
-        &mut NarWriter<W>,
-        bool,
-        u64,
-        &mut File,
-        &dyn Fn() -> PathBuf,
-    ) -> Result<(), WriteError>,
+    F: ArchiveRegular<W>,
 {
     let mut stack: Vec<Frame> = Vec::new();
     let root_name =
@@ -215,13 +227,7 @@ impl Node<'_> {
         regular: &mut F,
     ) -> Result<Option<Frame>, DumpError>
     where
-        F: FnMut(
-            &mut NarWriter<W>,
-            bool,
-            u64,
-            &mut File,
-            &dyn Fn() -> PathBuf,
-        ) -> Result<(), WriteError>,
+        F: ArchiveRegular<W>,
     {
         // Where the *at calls look: the open directory and the name, or the whole path.
         let by_path;

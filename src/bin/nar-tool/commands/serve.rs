@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use nar_tool::cache::location::CacheLocation;
-use nar_tool::host::serve::{Limits, ServeOptions, Served};
+use nar_tool::host::serve::{has_embedded_inspector, Limits, ServeOptions, Served};
 
 use crate::args::cache_location;
 
@@ -27,13 +27,13 @@ pub struct ServeArgs {
     /// Worker threads of the HTTP server (tokio runtime)
     #[arg(long, value_name = "N", default_value_t = 8)]
     threads: usize,
-    /// Directory of the inspector's static files, served at /_nar-tool/ [default: www/ beside the executable's repository, if present]
+    /// Directory of the inspector's static files, served at /_nar-tool/ [default: the inspector built into this binary (feature embed-inspector); else www/ of the checkout the binary was built in, if present]
     #[arg(long, value_name = "DIR")]
     inspector: Option<PathBuf>,
-    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /_nar-tool/pkg/ [default: pkg/ beside the inspector's www/, if present]
+    /// Directory of the npm package, whose browser entry (browser.js, lib/) the inspector imports from /_nar-tool/pkg/ [default: the built-in one; else pkg/ beside the inspector's www/, if present]
     #[arg(long, value_name = "DIR")]
     pkg: Option<PathBuf>,
-    /// Directory of the wasm build, served at /_nar-tool/pkg/wasm/ [default: the package's wasm/]
+    /// Directory of the wasm build, served at /_nar-tool/pkg/wasm/ [default: the package's wasm/ when --pkg is given; else the built-in one]
     #[arg(long, value_name = "DIR")]
     wasm: Option<PathBuf>,
     /// Do not log requests
@@ -110,11 +110,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             }
         }
     }
-    let inspector = inspector.or_else(default_inspector);
+    // A binary with the inspector built in serves that one (it matches the binary's core);
+    // folders of a checkout are only the fallback of a build without it.
+    let built_in = has_embedded_inspector();
+    let inspector = inspector.or_else(|| if built_in { None } else { default_inspector() });
     let pkg = pkg.or_else(|| {
+        if built_in {
+            return None;
+        }
         let dir = inspector.as_ref()?.join("../pkg");
         dir.join("browser.js").is_file().then_some(dir)
     });
+    let opts_inspector = inspector.clone();
     let opts = ServeOptions {
         location: location.clone(),
         listen,
@@ -142,6 +149,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         location,
         served.address()
     );
+    match (&opts_inspector, built_in) {
+        (Some(dir), _) => eprintln!(
+            "the inspector (from {}): http://{}/_nar-tool/",
+            dir.display(),
+            served.address()
+        ),
+        (None, true) => eprintln!("the inspector: http://{}/_nar-tool/", served.address()),
+        (None, false) => eprintln!(
+            "no inspector: this build has none built in (feature embed-inspector); --inspector DIR gives one"
+        ),
+    }
     served.run(stop).context("serving")?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
