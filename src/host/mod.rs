@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod build;
 pub mod codec;
+pub mod concurrent;
 pub mod db;
 pub mod demo;
 pub mod dir_storage;

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use nar_tool::cache::layout::CacheKey;
+use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::storage::{StorageRead, StorageWrite};
 use nar_tool::hash::{Hash, HashAlgo, HashingWriter};
 use nar_tool::host::atomic::write_atomic;
 use nar_tool::host::dir_storage::{Beneath, DirStorage};
 use nar_tool::host::fs::{dump_path, CaseHack};
+use nar_tool::host::object::REQUESTS_IN_FLIGHT;
 use nar_tool::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 use nar_tool::signing::SecretKey;
 
@@ -131,6 +133,17 @@ fn read_limited(body: impl Read, size: u64, path: &Path) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(bytes)
+}
+
+/// `--jobs`, or a default for where the cache is: the number of cores for a directory; for a
+/// bucket or an HTTP cache, whose paths wait on round trips more than on the CPU, enough to keep
+/// [`REQUESTS_IN_FLIGHT`] requests going (four per core at least).
+pub fn jobs_for(jobs: Option<usize>, location: &CacheLocation) -> usize {
+    match (jobs, location) {
+        (Some(jobs), _) => jobs.max(1),
+        (None, CacheLocation::Directory(_)) => jobs_or_cores(None),
+        (None, _) => (4 * jobs_or_cores(None)).max(REQUESTS_IN_FLIGHT),
+    }
 }
 
 /// `--jobs`, or the number of cores.

@@ -79,6 +79,13 @@ pub trait StorageRead: Send + Sync {
         Ok(Some(buf))
     }
 
+    /// How many requests are worth having in flight at once: 1 where each is answered at once
+    /// (a local directory, memory), more where each waits on a network round trip (a bucket,
+    /// an HTTP cache). Drivers that look up or commit many small objects use it.
+    fn requests_in_flight(&self) -> usize {
+        1
+    }
+
     /// `len` bytes from `start` (fewer at the end of the object); `Ok(None)` if absent.
     fn read_range(
         &self,
@@ -113,6 +120,9 @@ impl<T: StorageRead + ?Sized> StorageRead for Box<T> {
     }
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
         (**self).read_small(key, limit)
+    }
+    fn requests_in_flight(&self) -> usize {
+        (**self).requests_in_flight()
     }
     fn read_range(
         &self,

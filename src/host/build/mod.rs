@@ -33,6 +33,7 @@ use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher, HashingWriter};
 use crate::host::codec::{parallel_pieces, xz_memory, Encoder};
+use crate::host::concurrent::map_concurrently;
 use crate::host::db::NixDb;
 use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
@@ -212,6 +213,8 @@ fn physical_store(opts: &BuildOptions) -> PathBuf {
 
 /// How often progress reports the bytes archived while paths are being compressed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(150);
+/// Queued paths whose narinfos are looked up together (bounds the narinfos held ahead).
+const LOOKUPS_AT_ONCE: usize = 256;
 
 /// One path's work, done on a worker thread.
 struct Done {
@@ -271,6 +274,8 @@ pub fn build_cache_into(
     let mut order = PublishOrder::new([]);
     let mut seen: HashSet<StorePath> = HashSet::new();
     let mut queue: Vec<StorePath> = Vec::new();
+    // Queued paths whose narinfo was looked up ahead (`None`: not in the cache).
+    let mut looked_up: HashMap<StorePath, Option<NarInfo>> = HashMap::new();
     for p in &opts.paths {
         if seen.insert(p.clone()) {
             queue.push(p.clone());
@@ -326,7 +331,27 @@ pub fn build_cache_into(
                 let existing = if opts.force {
                     None
                 } else {
-                    read_existing(storage, &path)?
+                    if !looked_up.contains_key(&path) {
+                        // The next queued paths at once: on remote storage, the wait of one
+                        // round trip for them all.
+                        let mut wanted = vec![path.clone()];
+                        wanted.extend(
+                            queue
+                                .iter()
+                                .rev()
+                                .filter(|p| !looked_up.contains_key(*p))
+                                .take(LOOKUPS_AT_ONCE - 1)
+                                .cloned(),
+                        );
+                        let found =
+                            map_concurrently(wanted.clone(), storage.requests_in_flight(), |p| {
+                                read_existing(storage, &p)
+                            });
+                        for (p, r) in wanted.into_iter().zip(found) {
+                            looked_up.insert(p, r?);
+                        }
+                    }
+                    looked_up.remove(&path).flatten()
                 };
                 let references = match &existing {
                     Some(info) => {

@@ -113,33 +113,82 @@ impl Batch {
         storage
             .barrier()
             .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
-        for d in self.ready.drain(..) {
-            let hash_part = d.info.path.hash_part().to_string();
-            let commit = |staged: Box<dyn Staged>, name: String| {
-                let key = CacheKey::parse(&name).map_err(|e| BuildError::Input(e.to_string()))?;
-                staged
-                    .commit(&key, Put::Replace)
-                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))
-            };
-            if let Some((nar, key)) = d.replacing {
-                nar.commit(&key, Put::Replace)
-                    .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
-            }
-            if let Some(listing) = d.listing {
-                commit(listing, format!("{hash_part}.ls"))?;
-            }
-            commit(d.narinfo, format!("{hash_part}.narinfo"))?;
-            summary.paths += 1;
-            summary.written += 1;
-            summary.deduplicated += u64::from(d.deduplicated);
-            summary.nar_bytes += d.nar_size;
-            summary.file_bytes += if d.deduplicated { 0 } else { d.file_size };
-            progress(Progress::PathDone {
-                path: d.info.path.clone(),
-                nar_size: d.nar_size,
-                written: true,
+        // Committed in waves, each wave's commits at once (on remote storage, one round trip's
+        // wait for them all): a narinfo's wave comes after those of its references in the batch.
+        for wave in waves(self.ready.drain(..).collect()) {
+            let committed = map_concurrently(wave, storage.requests_in_flight(), |d| {
+                commit_path(d, &where_)
             });
+            for c in committed {
+                let c = c?;
+                summary.paths += 1;
+                summary.written += 1;
+                summary.deduplicated += u64::from(c.deduplicated);
+                summary.nar_bytes += c.nar_size;
+                summary.file_bytes += if c.deduplicated { 0 } else { c.file_size };
+                progress(Progress::PathDone {
+                    path: c.path,
+                    nar_size: c.nar_size,
+                    written: true,
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// What a committed path adds to the summary.
+struct Committed {
+    path: StorePath,
+    nar_size: u64,
+    file_size: u64,
+    deduplicated: bool,
+}
+
+/// A path's replacing NAR, listing and narinfo, committed in that order.
+fn commit_path(d: Done, where_: &str) -> Result<Committed, BuildError> {
+    let hash_part = d.info.path.hash_part().to_string();
+    let commit = |staged: Box<dyn Staged>, name: String| {
+        let key = CacheKey::parse(&name).map_err(|e| BuildError::Input(e.to_string()))?;
+        staged
+            .commit(&key, Put::Replace)
+            .map_err(|e| BuildError::Input(format!("{where_}: {e}")))
+    };
+    if let Some((nar, key)) = d.replacing {
+        nar.commit(&key, Put::Replace)
+            .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
+    }
+    if let Some(listing) = d.listing {
+        commit(listing, format!("{hash_part}.ls"))?;
+    }
+    commit(d.narinfo, format!("{hash_part}.narinfo"))?;
+    Ok(Committed {
+        path: d.info.path,
+        nar_size: d.nar_size,
+        file_size: d.file_size,
+        deduplicated: d.deduplicated,
+    })
+}
+
+/// The batch (in the order its paths became ready: references first) in waves: a path's wave is
+/// one after the latest wave of its references in the batch, 0 when it has none there.
+fn waves(ready: Vec<Done>) -> Vec<Vec<Done>> {
+    let mut wave_of: HashMap<StorePath, usize> = HashMap::new();
+    let mut waves: Vec<Vec<Done>> = Vec::new();
+    for d in ready {
+        let wave = d
+            .info
+            .references
+            .iter()
+            .filter(|r| **r != d.info.path)
+            .filter_map(|r| wave_of.get(r).map(|w| w + 1))
+            .max()
+            .unwrap_or(0);
+        wave_of.insert(d.info.path.clone(), wave);
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        waves[wave].push(d);
+    }
+    waves
 }

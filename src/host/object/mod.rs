@@ -59,6 +59,9 @@ impl Default for S3Options {
 
 /// The part size of multipart uploads by default (S3's smallest is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Requests worth having in flight at once: each waits on a round trip, and S3 servers answer
+/// many at once (the connection pool keeps that many connections).
+pub const REQUESTS_IN_FLIGHT: usize = 16;
 
 /// A cache in object storage.
 pub struct ObjectStorage {
@@ -339,6 +342,10 @@ impl StorageRead for ObjectStorage {
 
     fn locate(&self, key: &CacheKey) -> String {
         format!("{}/{key}", self.shared.shown)
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        REQUESTS_IN_FLIGHT
     }
 
     fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {

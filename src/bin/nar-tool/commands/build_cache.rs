@@ -18,7 +18,7 @@ use nar_tool::store_path::{StoreDir, StorePath};
 
 use crate::args::{cache_location, UsageError};
 use crate::progress::BuildProgress;
-use crate::util::{jobs_or_cores, read_secret_key};
+use crate::util::{jobs_for, read_secret_key};
 
 /// The default `Priority:` of a new cache's nix-cache-info.
 pub const DEFAULT_PRIORITY: i64 = 30;
@@ -60,7 +60,7 @@ pub struct BuildCacheArgs {
     /// fit, and waits while not even one does [default: 1024]
     #[arg(long, value_name = "MIB")]
     xz_memory: Option<u64>,
-    /// Paths compressed at once [default: the number of cores]
+    /// Paths compressed at once [default: the number of cores; for a bucket, 4 per core and at least 16]
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
     /// Sign every narinfo with the key in this secret key file, as `nar-tool key generate
@@ -171,7 +171,7 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         Some(mib) => mib.saturating_mul(1 << 20),
         None => DEFAULT_XZ_MEMORY,
     };
-    let jobs = jobs_or_cores(args.jobs);
+    let jobs = jobs_for(args.jobs, &location);
     if let CacheLocation::S3(s3) = &location {
         if !s3.settings.is_empty() {
             let names: Vec<&str> = s3.settings.keys().map(String::as_str).collect();

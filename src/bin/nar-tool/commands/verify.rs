@@ -11,7 +11,7 @@ use nar_tool::store_path::StoreDir;
 
 use crate::args::{cache_location, TrustedKeyArgs};
 use crate::progress::VerifyProgress;
-use crate::util::jobs_or_cores;
+use crate::util::jobs_for;
 
 /// Verify a binary cache: every hash, size, signature, reference, URL and file.
 /// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
@@ -26,7 +26,7 @@ pub struct VerifyArgs {
     /// Do not read NARs: check narinfos, presence and sizes of files, signatures, references only
     #[arg(long)]
     no_contents: bool,
-    /// Paths checked at once [default: the number of cores]
+    /// Paths checked at once [default: the number of cores; for a bucket or an HTTP cache, 4 per core and at least 16]
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
     /// The store directory the cache must be for
@@ -41,7 +41,8 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let shown = cache_location(&args.cache)?.to_string();
+    let location = cache_location(&args.cache)?;
+    let shown = location.to_string();
     let opts = VerifyOptions {
         trusted_keys: args.trusted.load()?,
         check_contents: !args.no_contents,
@@ -50,7 +51,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let report = verify_cache(
         &args.cache,
         &opts,
-        jobs_or_cores(args.jobs),
+        jobs_for(args.jobs, &location),
         !args.quiet && !args.json,
     )?;
     let how = if args.json {
