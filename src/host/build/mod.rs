@@ -213,6 +213,9 @@ fn physical_store(opts: &BuildOptions) -> PathBuf {
 
 /// How often progress reports the bytes archived while paths are being compressed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(150);
+/// A bucket is listed before a build when it holds at most this many names (or 20 per path
+/// given): beyond, looking each path up costs less than the listing.
+const PRESENT_MAX_NAMES: usize = 10_000;
 /// Queued paths whose narinfos are looked up together (bounds the narinfos held ahead).
 const LOOKUPS_AT_ONCE: usize = 256;
 
@@ -234,9 +237,11 @@ const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most narinfos published after one barrier.
 const BATCH_MAX: usize = 512;
 
+mod present;
 mod publish;
 mod worker;
 
+use present::Present;
 use publish::{prepare, read_existing, Batch};
 use worker::{process_or_report_panic, ThreadBudget, Workers};
 
@@ -265,6 +270,14 @@ pub fn build_cache_into(
         return Err(BuildError::Input("no store paths given".into()));
     }
     prepare(storage, opts)?;
+    // On a bucket, what is there already, from one listing when it is small enough (a cache
+    // that cannot be listed is looked up key by key).
+    let present = match opts.force {
+        true => None,
+        false => Present::list(storage, PRESENT_MAX_NAMES.max(20 * opts.paths.len()))
+            .ok()
+            .flatten(),
+    };
     let metadata = Metadata::open(opts)?;
     let candidates = match &metadata {
         Metadata::Scan { candidates } => Some(candidates.as_slice()),
@@ -301,6 +314,7 @@ pub fn build_cache_into(
         candidates,
         archived: Arc::new(AtomicU64::new(0)),
         memory: worker::MemoryBudget::new(opts.xz_memory),
+        present: present.as_ref(),
     };
     let interrupted = || {
         opts.interrupt
@@ -345,7 +359,10 @@ pub fn build_cache_into(
                         );
                         let found =
                             map_concurrently(wanted.clone(), storage.requests_in_flight(), |p| {
-                                read_existing(storage, &p)
+                                match &present {
+                                    Some(present) if !present.lists_narinfo_of(&p) => Ok(None),
+                                    _ => read_existing(storage, &p),
+                                }
                             });
                         for (p, r) in wanted.into_iter().zip(found) {
                             looked_up.insert(p, r?);
@@ -414,7 +431,7 @@ pub fn build_cache_into(
                 break;
             }
             if batch.due() {
-                batch.publish(storage, &mut summary, &mut progress)?;
+                batch.publish(storage, &mut summary, &mut progress, opts.force)?;
                 // The last narinfos' renames, durable before the build says it is done.
                 storage
                     .barrier()
@@ -473,7 +490,7 @@ pub fn build_cache_into(
     if let Some(e) = first_error {
         return Err(e);
     }
-    batch.publish(storage, &mut summary, &mut progress)?;
+    batch.publish(storage, &mut summary, &mut progress, opts.force)?;
     // The last narinfos' renames, durable before the build says it is done.
     storage
         .barrier()

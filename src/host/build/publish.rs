@@ -104,6 +104,7 @@ impl Batch {
         storage: &dyn StorageWrite,
         summary: &mut BuildSummary,
         progress: &mut impl FnMut(Progress),
+        force: bool,
     ) -> Result<(), BuildError> {
         self.since = None;
         if self.ready.is_empty() {
@@ -117,19 +118,23 @@ impl Batch {
         // wait for them all): a narinfo's wave comes after those of its references in the batch.
         for wave in waves(self.ready.drain(..).collect()) {
             let committed = map_concurrently(wave, storage.requests_in_flight(), |d| {
-                commit_path(d, &where_)
+                commit_path(d, &where_, force)
             });
             for c in committed {
                 let c = c?;
                 summary.paths += 1;
-                summary.written += 1;
+                if c.written {
+                    summary.written += 1;
+                } else {
+                    summary.skipped += 1;
+                }
                 summary.deduplicated += u64::from(c.deduplicated);
                 summary.nar_bytes += c.nar_size;
                 summary.file_bytes += if c.deduplicated { 0 } else { c.file_size };
                 progress(Progress::PathDone {
                     path: c.path,
                     nar_size: c.nar_size,
-                    written: true,
+                    written: c.written,
                 });
             }
         }
@@ -139,6 +144,8 @@ impl Batch {
 
 /// What a committed path adds to the summary.
 struct Committed {
+    /// The narinfo is ours (not one another writer published meanwhile).
+    written: bool,
     path: StorePath,
     nar_size: u64,
     file_size: u64,
@@ -146,7 +153,7 @@ struct Committed {
 }
 
 /// A path's replacing NAR, listing and narinfo, committed in that order.
-fn commit_path(d: Done, where_: &str) -> Result<Committed, BuildError> {
+fn commit_path(d: Done, where_: &str, force: bool) -> Result<Committed, BuildError> {
     let hash_part = d.info.path.hash_part().to_string();
     let commit = |staged: Box<dyn Staged>, name: String| {
         let key = CacheKey::parse(&name).map_err(|e| BuildError::Input(e.to_string()))?;
@@ -161,8 +168,16 @@ fn commit_path(d: Done, where_: &str) -> Result<Committed, BuildError> {
     if let Some(listing) = d.listing {
         commit(listing, format!("{hash_part}.ls"))?;
     }
-    commit(d.narinfo, format!("{hash_part}.narinfo"))?;
+    // Create-if-absent: a narinfo another writer published meanwhile stays (its NAR is there);
+    // only `--force` replaces.
+    let how = if force { Put::Replace } else { Put::IfAbsent };
+    let key = CacheKey::narinfo(&hash_part).map_err(|e| BuildError::Input(e.to_string()))?;
+    let written = d
+        .narinfo
+        .commit(&key, how)
+        .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
     Ok(Committed {
+        written: matches!(written, crate::cache::storage::Committed::Written),
         path: d.info.path,
         nar_size: d.nar_size,
         file_size: d.file_size,

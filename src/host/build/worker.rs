@@ -213,6 +213,8 @@ pub(super) struct Workers<'a> {
     /// NAR bytes compressed so far, all paths together.
     pub(super) archived: Arc<AtomicU64>,
     pub(super) memory: MemoryBudget,
+    /// What the cache held at the start, when it was listed (a bucket).
+    pub(super) present: Option<&'a Present>,
 }
 
 /// [`process`], with a panic turned into an error naming the path: a worker that died silently
@@ -380,8 +382,17 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         narinfo.to_text().as_bytes(),
         &format!("{hash_part}.narinfo"),
     )?;
-    let stored = commit_nar(storage, staged, &nar_key, &file_hash, file_size, opts.force)
-        .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
+    let listed_absent = workers.present.is_some_and(|p| !p.may_have(&nar_key));
+    let stored = commit_nar(
+        storage,
+        staged,
+        &nar_key,
+        &file_hash,
+        file_size,
+        opts.force,
+        listed_absent,
+    )
+    .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
     let (deduplicated, replacing) = match stored {
         NarStored::New => (false, None),
         NarStored::Reused => (true, None),
@@ -436,11 +447,14 @@ fn commit_nar(
     file_hash: &Hash,
     file_size: u64,
     force: bool,
+    listed_absent: bool,
 ) -> io::Result<NarStored> {
-    // One look at what is there: with `--force` only whether it is, else whether it checks out.
-    let existing = match force {
-        true => storage.stat(key)?.map(|_| false),
-        false => existing_nar_is(storage, key, file_hash, file_size)?,
+    // One look at what is there: with `--force` only whether it is, else whether it checks out;
+    // none when the listing of the start lacks it (the commit below still will not overwrite).
+    let existing = match (force, listed_absent) {
+        (true, _) => storage.stat(key)?.map(|_| false),
+        (false, true) => None,
+        (false, false) => existing_nar_is(storage, key, file_hash, file_size)?,
     };
     match existing {
         Some(true) => return Ok(NarStored::Reused),
