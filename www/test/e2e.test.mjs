@@ -9,60 +9,20 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, unlinkSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import { join, extname } from 'node:path';
-import { launchChromium, ready } from './browser.mjs';
-import { startServe, copyCache, corpus, repo, narToolBin, tempDir, removeTemporary } from './serve.mjs';
+import { PUBLIC_KEY, close, launch, openPage, ready, serve, shot } from './browser.mjs';
+import { copyCache, corpus, narToolBin, tempDir, removeTemporary } from './serve.mjs';
 
-const SHOTS = process.env.SCREENSHOT_DIR ?? join(repo, 'target/www-screenshots');
-const PUBLIC_KEY = readFileSync(join(corpus, 'keys/public'), 'utf8').trim();
 const LIBDEMO = '5qk0fgkb9sfxmrbqjcs803wd2rjkaigy';
 const TOOL = 'l3x0p6waaizfa1gbn5zzzjdfdkry4czk';
 const APP = 'swf7rrkcsawh9sa0zhm4bchjhphk6mjv';
 const TOP = 'z8w6vc8pyk06rr4fm1h99ciaifp1kqdp';
 const SINGLE_FILE = 'mnc6w5scb0k600cvh9ss511kmyvx9xc5';
 
-let browser;
-const servers = [];
-
-before(async () => {
-  mkdirSync(SHOTS, { recursive: true });
-  browser = await launchChromium();
-});
-
+before(launch);
 after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map((s) => s.stop()));
+  await close();
   removeTemporary();
 });
-
-async function serve(cache, opts) {
-  const s = await startServe(cache, opts);
-  servers.push(s);
-  return s;
-}
-
-/** A fresh page (its own storage), failing the test on any page error. */
-async function openPage(t, url, { viewport = { width: 1366, height: 800 } } = {}) {
-  const context = await browser.newContext({ viewport, acceptDownloads: true });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(`console: ${m.text()}`);
-  });
-  t.after(async () => {
-    await context.close();
-    assert.deepEqual(errors, [], 'errors in the page');
-  });
-  if (url) {
-    await page.goto(url);
-    await ready(page);
-  }
-  return page;
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, name) });
-}
 
 function rowsShown(page) {
   return page.locator('table.paths tbody tr.row');

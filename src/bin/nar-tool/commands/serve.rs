@@ -39,6 +39,13 @@ pub struct ServeArgs {
     /// Do not log requests
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What clients may take (see the README's threat model).
+#[derive(clap::Args)]
+struct LimitArgs {
     /// Connections served at once; when near, idle ones are closed first; beyond, 503
     #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
     max_connections: usize,
@@ -59,6 +66,19 @@ pub struct ServeArgs {
     rate_window: Duration,
 }
 
+impl From<LimitArgs> for Limits {
+    fn from(a: LimitArgs) -> Limits {
+        Limits {
+            max_connections: a.max_connections,
+            max_connections_per_client: a.max_connections_per_client,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            min_rate: a.min_rate,
+            rate_window: a.rate_window,
+        }
+    }
+}
+
 /// A positive number of seconds (`1.5` too).
 fn seconds(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
@@ -76,12 +96,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         pkg,
         wasm,
         quiet,
-        max_connections,
-        max_connections_per_client,
-        header_timeout,
-        idle_timeout,
-        min_rate,
-        rate_window,
+        limits,
     } = args;
     let location = cache_location(&cache)?;
     if let CacheLocation::Directory(dir) = &location {
@@ -130,14 +145,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         pkg,
         wasm,
         log: !quiet,
-        limits: Limits {
-            max_connections,
-            max_connections_per_client,
-            header_timeout,
-            idle_timeout,
-            min_rate,
-            rate_window,
-        },
+        limits: limits.into(),
     };
     let served = Served::bind(&opts)?;
     let stop = Arc::new(AtomicBool::new(false));
