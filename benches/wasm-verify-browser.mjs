@@ -33,7 +33,7 @@ try {
   const seconds = (Date.now() - started) / 1000;
   const summary = await page.textContent('#verify-summary');
   const want = `${expected.paths} paths`;
-  if (!summary.includes(want) || !summary.includes(expected.ok ? ': OK' : ': FAILED')) {
+  if (!summary.includes(want) || !summary.includes(expected.ok ? ' OK: ' : ' FAILED: ')) {
     throw new Error(`the inspector's summary ${JSON.stringify(summary)} disagrees with nar-tool verify (${want}, ok ${expected.ok})`);
   }
   if (errors.length) throw new Error(`errors in the page: ${errors.join('; ')}`);

@@ -14,6 +14,8 @@
 #   NAR_BENCH_RUNS    timed runs per command (default 3)
 #   NAR_BENCH_ONLY    subset of: small-2000 small-50000 big browser problems (default: all)
 #   NAR_BENCH_SIZE    the big NAR's size in bytes (default 1073741824)
+#   NAR_BENCH_RT      1: every timed command under `chrt -f 10` (SCHED_FIFO; root only): a quiet
+#                     machine on a shared one, as benches/verify.sh does
 #   CHROMIUM          the browser (default /usr/bin/chromium)
 #
 # Requires: cargo, node >= 20, wasm-pack, nix-store (a chroot store), python3, GNU time; www's
@@ -147,9 +149,15 @@ cd "$root"
 warn_if_busy
 runs_tsv=$work/runs.tsv
 : >"$runs_tsv"
+rt=()
+if [ "${NAR_BENCH_RT:-0}" = 1 ]; then
+  command -v chrt >/dev/null || die "NAR_BENCH_RT=1 needs chrt"
+  [ "$(id -u)" = 0 ] || die "NAR_BENCH_RT=1 needs root (SCHED_FIFO)"
+  rt=(chrt -f 10)
+fi
 timed() { # case label command
   local rc=0
-  gnu_time "$work/time" sh -c "$3" >/dev/null 2>"$work/err" || rc=$?
+  gnu_time "$work/time" "${rt[@]}" sh -c "$3" >/dev/null 2>"$work/err" || rc=$?
   # Verifying the damaged cache fails by design (exit 1–7): only anything else is an error.
   if [ "$rc" -ne 0 ] && { [ "$1" != problems ] || [ "$rc" -gt 7 ]; }; then
     die "$2 failed on $1 (exit $rc): $3: $(cat "$work/err")"
@@ -186,12 +194,12 @@ if wants browser; then
   native_json=$work/browser-native.json
   "$ours" verify --jobs 1 --json --trusted-key "$key" "$dir" >"$native_json" || die "nar-tool verify fails on $dir"
   for r in $(seq 1 "$runs"); do
-    gnu_time "$work/time" env NAR_BENCH_CACHE="$dir" NAR_BENCH_KEY="$key" NAR_BENCH_EXPECT="$native_json" \
+    gnu_time "$work/time" "${rt[@]}" env NAR_BENCH_CACHE="$dir" NAR_BENCH_KEY="$key" NAR_BENCH_EXPECT="$native_json" \
       NAR_TOOL_BIN="$ours" node benches/wasm-verify-browser.mjs >"$work/browser.out" 2>"$work/err" ||
       die "the browser run failed: $(cat "$work/err")"
     # The in-page time (click to summary) replaces GNU time's wall time (browser start, page load).
     printf '%s\t%s\t%s\t0\t0\t%s\n' browser inspector "$(cat "$work/browser.out")" "$(cut -d' ' -f4 "$work/time")" >>"$runs_tsv"
-    gnu_time "$work/time" sh -c "NAR_TOOL_VERIFY_PIPELINE=0 $(q "$ours") verify --jobs 1 -q --trusted-key $K $(q "$dir")" >/dev/null
+    gnu_time "$work/time" "${rt[@]}" sh -c "NAR_TOOL_VERIFY_PIPELINE=0 $(q "$ours") verify --jobs 1 -q --trusted-key $K $(q "$dir")" >/dev/null
     printf '%s\t%s\t%s\n' browser native-1t "$(tail -n1 "$work/time" | tr ' ' '\t')" >>"$runs_tsv"
     echo "   browser round $r/$runs: inspector $(cat "$work/browser.out")s (load $(load))"
   done

@@ -878,9 +878,11 @@ fn rendering<'a>(format: Option<&str>, junit: &'a JsJunit) -> JsResult<Rendering
                 .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
                 .max(0.0) as u64,
         }),
-        other => return Err(err(format!(
+        other => {
+            return Err(err(format!(
             "unknown report format {other:?} (text, summary, json, github, github-summary, junit)"
-        ))),
+        )))
+        }
     })
 }
 
