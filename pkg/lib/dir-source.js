@@ -336,9 +336,17 @@ export function dirSource(dir) {
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
 
-  /** `f(value)` of a value or of a promise of one. */
-  function then(value, f) {
-    return typeof value?.then === 'function' ? value.then(f) : f(value);
+  /**
+   * `f(value)` of `opening()`'s value or of the promise it gives; an error thrown at once comes
+   * back as a rejected promise, as from an async function.
+   */
+  function then(opening, f) {
+    try {
+      const value = opening();
+      return typeof value?.then === 'function' ? value.then(f) : f(value);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** The names in a folder ("" or "nar") that are part of the cache (native: `DirStorage::list`). */
@@ -432,7 +440,7 @@ export function dirSource(dir) {
 
     /** The whole file (small files only: at most 16 MiB + 1 bytes are read). */
     readFile(rel) {
-      return then(openRegular(rel), (opened) => readWhole(rel, opened));
+      return then(() => openRegular(rel), (opened) => readWhole(rel, opened));
     },
 
     /**
@@ -440,12 +448,12 @@ export function dirSource(dir) {
      * closed at the end, on an error, or by close().
      */
     openFile(rel) {
-      return then(openRegular(rel), (opened) => (opened === null ? null : chunks(opened)));
+      return then(() => openRegular(rel), (opened) => (opened === null ? null : chunks(opened)));
     },
 
     /** The size of a regular file; null when absent (an error for anything else, as natively). */
     fileSize(rel) {
-      return then(openRegular(rel), (opened) => {
+      return then(() => openRegular(rel), (opened) => {
         if (opened === null) return null;
         closeQuietly(opened.fd);
         return opened.size;
