@@ -215,6 +215,8 @@ export interface Report {
 /** The stream openFile() gives: chunks, then null at the end. */
 export interface RawFileStream {
   next(): Promise<Uint8Array | null>;
+  /** Optional: the file's size, known when it was opened (saves a fileSize call). */
+  size?: number;
   /** Optional: stop early and release the file. */
   close?(): Promise<void>;
 }
@@ -254,6 +256,11 @@ export interface VerifyOptions {
   sha256?: Sha256Factory | null;
   /** The most bytes a NAR's decoder may need (see Decompressor); default 2 GiB + 1 MiB. */
   memoryLimit?: number;
+  /**
+   * Paths checked at once (default 8): their reads in flight while the one thread checks
+   * another; as many decoders alive. The report is the same whatever the number.
+   */
+  jobs?: number;
 }
 
 export interface HttpSourceOptions {
@@ -292,6 +299,29 @@ export function verifyCache(
   target: RawSource | string | URL,
   options?: VerifyOptions & Pick<HttpSourceOptions, 'fetch' | 'headers' | 'narinfos' | 'roots'>,
 ): Promise<Report>;
+/**
+ * verifyCache with the report kept in wasm memory, for reports that may hold millions of
+ * problems: the verdict and counts at once, the renderings piece by piece.
+ */
+export function verifyCacheReport(
+  target: RawSource | string | URL,
+  options?: VerifyOptions & Pick<HttpSourceOptions, 'fetch' | 'headers' | 'narinfos' | 'roots'>,
+): Promise<VerifyReport>;
+export interface VerifyReport {
+  readonly ok: boolean;
+  readonly paths: number;
+  readonly checkedBytes: number;
+  /** Problems and warnings. */
+  readonly problemCount: number;
+  /** The exit code nar-tool verify gives. */
+  exitCode(): number;
+  /** The whole report, as verifyCache gives it. */
+  toJSON(): Report;
+  /** A rendering in pieces of about 64 KiB; joined, what renderReport gives. */
+  render(cache: string, format?: ReportFormat, junit?: JunitOptions): Iterable<string>;
+  /** Releases its wasm memory. */
+  free(): void;
+}
 /** 0 when ok (warnings included), else the sum of 1 (corrupt/missing), 2 (signatures), 4 (check failed). */
 export function exitCode(report: Report): number;
 

@@ -550,8 +550,11 @@ impl Codec for Zstd {
                     self.check_window(window)?;
                 }
                 let mut rest = input;
-                // A fresh decoder: nothing of the last frame's window is kept.
-                self.frame = ruzstd::decoding::FrameDecoder::new();
+                // A fresh decoder: nothing of the last frame's window is kept (the first frame
+                // has the one made with this decoder).
+                if self.frames > 0 {
+                    self.frame = ruzstd::decoding::FrameDecoder::new();
+                }
                 match self.frame.reset(&mut rest) {
                     Ok(()) => {
                         self.frames += 1;

@@ -26,6 +26,8 @@ use crate::narinfo::NarInfo;
 use crate::signing::{PublicKey, SecretKey};
 use crate::store_path::{StoreDir, StorePath};
 
+mod report;
+
 type JsResult<T> = Result<T, JsError>;
 
 /// A JS value shaped like `value`'s JSON.
@@ -518,6 +520,7 @@ struct JsVerifyOptions {
     store_dir: Option<String>,
     only: Option<Vec<String>>,
     memory_limit: Option<f64>,
+    jobs: Option<f64>,
 }
 
 /// A JS error's message (or the value's text).
@@ -534,18 +537,35 @@ fn io_error(e: JsValue) -> io::Error {
 
 /// Calls `obj.name(...args)` if it is a function and awaits what it returns; `None` if absent.
 async fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Option<io::Result<JsValue>> {
-    let f = Reflect::get(obj, &JsValue::from_str(name)).ok()?;
-    let f = f.dyn_into::<Function>().ok()?;
-    let array: js_sys::Array = args.iter().collect();
-    let returned = match f.apply(obj, &array) {
-        Ok(v) => v,
-        Err(e) => return Some(Err(io_error(e))),
-    };
-    Some(
-        JsFuture::from(Promise::resolve(&returned))
-            .await
-            .map_err(io_error),
-    )
+    let f = method(obj, name)?;
+    Some(call_method(obj, &f, args).await)
+}
+
+/// `obj.name` if it is a function.
+fn method(obj: &JsValue, name: &str) -> Option<Function> {
+    Reflect::get(obj, &JsValue::from_str(name))
+        .ok()?
+        .dyn_into::<Function>()
+        .ok()
+}
+
+/// Calls `f` on `obj` and awaits what it returns if that is a promise (or any thenable); a
+/// value given at once (a source that has it: a file in the page cache) costs no promise.
+async fn call_method(obj: &JsValue, f: &Function, args: &[JsValue]) -> io::Result<JsValue> {
+    let returned = match args {
+        [] => f.call0(obj),
+        [a] => f.call1(obj, a),
+        _ => f.apply(obj, &args.iter().collect::<js_sys::Array>()),
+    }
+    .map_err(io_error)?;
+    let thenable = returned.is_object()
+        && (returned.is_instance_of::<Promise>() || method(&returned, "then").is_some());
+    if !thenable {
+        return Ok(returned);
+    }
+    JsFuture::from(Promise::resolve(&returned))
+        .await
+        .map_err(io_error)
 }
 
 fn bytes_or_none(v: JsValue, what: &str) -> io::Result<Option<Vec<u8>>> {
@@ -619,14 +639,65 @@ fn sha256_factory(f: Option<Function>) -> impl Fn() -> Box<dyn Sha256Host> {
 /// memory its decoders may take.
 struct JsSource(JsValue, Option<Function>, u64);
 
-/// A stream object with an async `next()` giving `Uint8Array`s, then `null`.
-struct JsStream(JsValue);
+/// A stream object with an async `next()` giving `Uint8Array`s, then `null`; an optional
+/// `size` (a number: the file's size, known when it was opened), and an optional `close()`,
+/// called when the stream is dropped before its end.
+struct JsStream {
+    stream: JsValue,
+    next: Option<Function>,
+    size: Option<u64>,
+    ended: bool,
+}
+
+impl JsStream {
+    fn new(stream: JsValue) -> JsStream {
+        let size = Reflect::get(&stream, &"size".into())
+            .ok()
+            .and_then(|v| v.as_f64())
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+            .map(|n| n as u64);
+        JsStream {
+            next: method(&stream, "next"),
+            stream,
+            size,
+            ended: false,
+        }
+    }
+}
 
 impl ChunkStream for JsStream {
     async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        match call(&self.0, "next", &[]).await {
+        let chunk = match &self.next {
             None => Err(io::Error::other("the stream has no next() method")),
-            Some(r) => bytes_or_none(r?, "next()"),
+            Some(f) => bytes_or_none(call_method(&self.stream, f, &[]).await?, "next()"),
+        };
+        self.ended = !matches!(chunk, Ok(Some(_)));
+        chunk
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+impl Drop for JsStream {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Left before its end (the size was wrong): the source may release the file now.
+        if let Ok(f) = Reflect::get(&self.stream, &"close".into()) {
+            if let Some(f) = f.dyn_ref::<Function>() {
+                if let Ok(p) = f.call0(&self.stream) {
+                    if let Ok(p) = p.dyn_into::<Promise>() {
+                        // Awaited aside: a failure to close is nobody's business now (and
+                        // must not be an unhandled rejection).
+                        wasm_bindgen_futures::spawn_local(async move {
+                            let _ = JsFuture::from(p).await;
+                        });
+                    }
+                }
+            }
         }
     }
 }
@@ -671,7 +742,7 @@ impl AsyncCacheSource for JsSource {
         let r = call(&self.0, "openFile", &[rel.into()])
             .await
             .unwrap_or_else(|| Err(io::Error::other("the source has no openFile()")))?;
-        Ok((!r.is_null() && !r.is_undefined()).then_some(JsStream(r)))
+        Ok((!r.is_null() && !r.is_undefined()).then(|| JsStream::new(r)))
     }
 
     async fn list_narinfos(&self) -> io::Result<Vec<String>> {
@@ -707,9 +778,29 @@ fn bytes_limit(limit: Option<f64>) -> JsResult<u64> {
     }
 }
 
+/// Paths checked at once unless told (`jobs`): enough reads in flight to keep the one thread
+/// busy, few enough decoders alive at once.
+const DEFAULT_JOBS: usize = 8;
+
 /// Verifies a cache through `source`; resolves to the report `nar-tool verify --json` prints.
 #[wasm_bindgen(js_name = verifyCache)]
 pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, JsError> {
+    to_value(&run_verify(source, options).await?)
+}
+
+/// Verifies a cache through `source`; resolves to the report kept in wasm memory
+/// ([`report::VerifyReport`]): its verdict at once, its renderings in pieces.
+#[wasm_bindgen(js_name = verifyCacheReport)]
+pub async fn verify_cache_report(
+    source: JsValue,
+    options: JsValue,
+) -> Result<report::VerifyReport, JsError> {
+    Ok(report::VerifyReport::new(
+        run_verify(source, options).await?,
+    ))
+}
+
+async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError> {
     let o: JsVerifyOptions = if options.is_undefined() || options.is_null() {
         JsVerifyOptions::default()
     } else {
@@ -723,7 +814,16 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
     };
     let source = JsSource(source, sha256, bytes_limit(o.memory_limit)?);
-    let report = push::verify_cache(&source, &opts, o.only.as_deref(), |p| {
+    let jobs = match o.jobs {
+        None => DEFAULT_JOBS,
+        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1024.0 => n as usize,
+        Some(n) => {
+            return Err(err(format!(
+                "jobs: expected a whole number of paths from 1 to 1024, found {n}"
+            )))
+        }
+    };
+    let report = push::verify_cache_concurrently(&source, &opts, o.only.as_deref(), jobs, |p| {
         if let Some(f) = &on_progress {
             let event = js_sys::Object::new();
             let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);
@@ -735,7 +835,7 @@ pub async fn verify_cache(source: JsValue, options: JsValue) -> Result<JsValue, 
         }
     })
     .await;
-    to_value(&report)
+    Ok(report)
 }
 
 /// `options[name]` if it is a function.
@@ -752,6 +852,38 @@ fn function_option(options: &JsValue, name: &str) -> Option<Function> {
 #[wasm_bindgen(js_name = exitCode)]
 pub fn exit_code(report: JsValue) -> JsResult<u8> {
     Ok(from_value::<Report>(report, "report")?.exit_code())
+}
+
+fn junit_option(junit: JsValue) -> JsResult<JsJunit> {
+    if junit.is_undefined() || junit.is_null() {
+        Ok(JsJunit::default())
+    } else {
+        from_value(junit, "junit")
+    }
+}
+
+/// A rendering by its name (see [`render_report`]).
+fn rendering<'a>(format: Option<&str>, junit: &'a JsJunit) -> JsResult<Rendering<'a>> {
+    Ok(match format.unwrap_or("text") {
+        "text" => Rendering::Text,
+        "summary" => Rendering::Summary,
+        "json" => Rendering::Json,
+        "github" => Rendering::Github,
+        "github-summary" => Rendering::GithubSummary,
+        "junit" => Rendering::Junit(Junit {
+            paths: &junit.paths,
+            seconds: junit.seconds,
+            timestamp: junit
+                .timestamp
+                .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
+                .max(0.0) as u64,
+        }),
+        other => {
+            return Err(err(format!(
+            "unknown report format {other:?} (text, summary, json, github, github-summary, junit)"
+        )))
+        }
+    })
 }
 
 /// What a JUnit rendering needs besides the report.
@@ -777,31 +909,8 @@ pub fn render_report(
     junit: JsValue,
 ) -> JsResult<String> {
     let report: Report = from_value(report, "report")?;
-    let junit: JsJunit = if junit.is_undefined() || junit.is_null() {
-        JsJunit::default()
-    } else {
-        from_value(junit, "junit")?
-    };
-    let how = match format.as_deref().unwrap_or("text") {
-        "text" => Rendering::Text,
-        "summary" => Rendering::Summary,
-        "json" => Rendering::Json,
-        "github" => Rendering::Github,
-        "github-summary" => Rendering::GithubSummary,
-        "junit" => Rendering::Junit(Junit {
-            paths: &junit.paths,
-            seconds: junit.seconds,
-            timestamp: junit
-                .timestamp
-                .unwrap_or_else(|| js_sys::Date::now() / 1000.0)
-                .max(0.0) as u64,
-        }),
-        other => {
-            return Err(err(format!(
-            "unknown report format {other:?} (text, summary, json, github, github-summary, junit)"
-        )))
-        }
-    };
+    let junit = junit_option(junit)?;
+    let how = rendering(format.as_deref(), &junit)?;
     Ok(render(&report, cache, how))
 }
 

@@ -10,7 +10,7 @@
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { verifyCache, dirSource, httpSource, parsePublicKey, exitCode, parseNarInfo, renderReport } from '../index.js';
+import { verifyCacheReport, dirSource, httpSource, parsePublicKey, parseNarInfo } from '../index.js';
 import { ioError, rustDebug } from '../lib/dir-source.js';
 import { appendOutput, atomicOutput } from '../lib/cli-outputs.js';
 
@@ -41,7 +41,8 @@ Options:
                                  summary table to $GITHUB_STEP_SUMMARY; with --json, the
                                  annotations go to stderr
       --junit <FILE>             Also write a JUnit XML report to FILE
-  -j, --jobs <N>                 Accepted for compatibility with nar-tool verify (one at a time here)
+  -j, --jobs <N>                 Paths checked at once (their reads in flight while one is
+                                 checked; one thread) [default: 8]
   -q, --quiet                    No progress
   -h, --help                     Print help
   -V, --version                  Print version
@@ -218,16 +219,18 @@ async function main() {
     }
   }
   const outputs = openOutputs(opts);
-  const { source, paths } = recording(raw);
+  // The JUnit report names its testcases by store path: only then are the narinfos read for it.
+  const { source, paths } = opts.junit !== undefined ? recording(raw) : { source: raw, paths: () => [] };
   const bar = progress(!opts.quiet && !opts.json && process.stderr.isTTY === true);
   const started = process.hrtime.bigint();
   let report;
   try {
     // An unreachable URL is one error saying why (verifyCache reaches it first).
-    report = await verifyCache(source, {
+    report = await verifyCacheReport(source, {
       trustedKeys: keys,
       checkContents: !opts['no-contents'],
       storeDir: opts['store-dir'],
+      ...(opts.jobs !== undefined ? { jobs: Math.max(1, Math.min(1024, Number(opts.jobs))) } : {}),
       onProgress: (p) => bar.update(p),
     });
   } catch (e) {
@@ -236,7 +239,7 @@ async function main() {
   }
   bar.done();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const code = exitCode(report);
+  const code = report.exitCode();
 
   let outputFailed = false;
   const write = (output, render) => {
@@ -248,13 +251,23 @@ async function main() {
       outputFailed = true;
     }
   };
+  const whole = (format, junit) => [...report.render(opts.cache, format, junit)].join('');
   const timestamp = Math.floor(Date.now() / 1000);
-  write(outputs.junit, () => renderReport(report, opts.cache, 'junit', { paths: paths(), seconds, timestamp }));
-  write(outputs.summary, () => renderReport(report, opts.cache, 'github-summary'));
-  if (opts.json) process.stdout.write(renderReport(report, opts.cache, 'json'));
-  if (opts.github) (opts.json ? process.stderr : process.stdout).write(renderReport(report, opts.cache, 'github'));
-  else if (!opts.json) process.stdout.write(renderReport(report, opts.cache, 'text'));
+  write(outputs.junit, () => whole('junit', { paths: paths(), seconds, timestamp }));
+  write(outputs.summary, () => whole('github-summary'));
+  // The report goes out piece by piece as it is rendered: a report of millions of problems is
+  // never one string (nor objects) in JS.
+  if (opts.json) await writePieces(process.stdout, report.render(opts.cache, 'json'));
+  if (opts.github) await writePieces(opts.json ? process.stderr : process.stdout, report.render(opts.cache, 'github'));
+  else if (!opts.json) await writePieces(process.stdout, report.render(opts.cache, 'text'));
   process.exitCode = outputFailed && code === 0 ? 1 : code;
+}
+
+/** Writes the pieces to `stream`, waiting whenever its buffer is full. */
+async function writePieces(stream, pieces) {
+  for (const piece of pieces) {
+    if (!stream.write(piece)) await new Promise((resolve) => stream.once('drain', resolve));
+  }
 }
 
 process.stdout.on('error', (e) => {

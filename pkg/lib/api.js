@@ -373,10 +373,11 @@ export function sourceFor(target, options = {}) {
  * `nar-tool verify --json` prints.
  */
 // VerifyOptions and HttpSourceOptions in index.d.ts (a test checks they agree).
-const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'fetch', 'headers', 'narinfos', 'roots'];
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'fetch', 'headers', 'narinfos', 'roots'];
 
-export async function verifyCache(target, options = {}) {
-  checkOptions('verifyCache', options, VERIFY_OPTIONS);
+/** The wasm's arguments for verifying `target` (a source, and the options it takes). */
+async function verifyArguments(what, target, options) {
+  checkOptions(what, options, VERIFY_OPTIONS);
   if (!ready && autoInit) await autoInit();
   checkReady();
   const { fetch, headers, narinfos, roots, sha256, ...verifyOptions } = options ?? {};
@@ -385,8 +386,90 @@ export async function verifyCache(target, options = {}) {
   if (typeof source.reach === 'function') await source.reach();
   const hasher = sha256Option(sha256);
   if (hasher) verifyOptions.sha256 = hasher;
+  return [source, verifyOptions];
+}
+
+export async function verifyCache(target, options = {}) {
+  const [source, verifyOptions] = await verifyArguments('verifyCache', target, options);
   try {
     return await wasm.verifyCache(source, verifyOptions);
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+/**
+ * A report kept in wasm memory, for reports too large to hold as objects: its verdict and
+ * counts, and its renderings piece by piece (joined, what renderReport gives).
+ */
+class VerifyReport {
+  #inner;
+  constructor(inner) {
+    this.#inner = inner;
+  }
+  #get() {
+    if (!this.#inner) throw new Error('nar-tool: this object was freed');
+    return this.#inner;
+  }
+  get ok() {
+    return this.#get().ok;
+  }
+  get paths() {
+    return this.#get().paths;
+  }
+  get checkedBytes() {
+    return this.#get().checkedBytes;
+  }
+  get problemCount() {
+    return this.#get().problemCount;
+  }
+  /** The exit code nar-tool verify gives. */
+  exitCode() {
+    return call(this.#get(), 'exitCode');
+  }
+  /** The whole report, as verifyCache gives it. */
+  toJSON() {
+    return call(this.#get(), 'toJSON');
+  }
+  /** The rendering (as renderReport) in pieces of about 64 KiB: an iterable of strings. */
+  *render(cache, format, junit) {
+    checkOptions('render', junit, ['paths', 'seconds', 'timestamp']);
+    const pieces = call(this.#get(), 'render', String(cache), format ?? undefined, junit);
+    try {
+      for (;;) {
+        const piece = call(pieces, 'next');
+        if (piece === undefined) return;
+        yield piece;
+      }
+    } finally {
+      freeQuietly(pieces);
+    }
+  }
+  free() {
+    const inner = this.#inner;
+    this.#inner = null;
+    freeQuietly(inner);
+  }
+}
+
+if (typeof Symbol.dispose === 'symbol') {
+  Object.defineProperty(VerifyReport.prototype, Symbol.dispose, {
+    value() {
+      this.free();
+    },
+    writable: true,
+    configurable: true,
+  });
+}
+
+/**
+ * verifyCache, the report kept in wasm memory (a VerifyReport): for caches whose reports may
+ * hold millions of problems, written piece by piece (nar-cache-verify does).
+ */
+export async function verifyCacheReport(target, options = {}) {
+  const [source, verifyOptions] = await verifyArguments('verifyCacheReport', target, options);
+  try {
+    return new VerifyReport(await wasm.verifyCacheReport(source, verifyOptions));
   } catch (e) {
     throw toError(e);
   }

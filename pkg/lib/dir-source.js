@@ -10,8 +10,8 @@
 // - errors carry the native messages: "<dir>/<rel>: <Rust's io::Error text>", "<dir>/<rel> is
 //   not a regular file (found a directory); refusing to read it", …, with <dir> as given.
 
-import { closeSync, constants, openSync, realpathSync } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, lstatSync, openSync, read, readSync, realpathSync } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,6 +99,26 @@ function errnoError(code) {
 }
 
 const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = constants;
+const OPEN_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+
+/** Reads of at most this many bytes are synchronous (microseconds from the page cache); larger ones go to Node's threads, in flight while the wasm works. */
+const SYNC_READ = 64 * 1024;
+
+/** Reads up to `n` bytes at the file's position into `buf`: the number read. */
+function readChunk(fd, buf, n) {
+  if (n <= SYNC_READ) return readSync(fd, buf, 0, n, null);
+  return new Promise((resolve, reject) => {
+    read(fd, buf, 0, n, null, (e, bytesRead) => (e ? reject(e) : resolve(bytesRead)));
+  });
+}
+
+function closeQuietly(fd) {
+  try {
+    closeSync(fd);
+  } catch {
+    // Nothing more to release.
+  }
+}
 
 /** The most symlinks followed in one lookup (Linux's MAXSYMLINKS). */
 const MAX_SYMLINKS = 40;
@@ -178,42 +198,154 @@ export function dirSource(dir) {
     return { real: path.join(root, ...done) };
   }
 
+  /** Folders of the cache ("nar") found to be real directories, not symlinks: folder → boolean. */
+  const plainFolders = new Map();
+  function plainFolder(folder) {
+    if (!plainFolders.has(folder)) {
+      let plain = false;
+      try {
+        plain = lstatSync(path.join(root, folder)).isDirectory();
+      } catch {
+        // The walk says why.
+      }
+      plainFolders.set(folder, plain);
+    }
+    return plainFolders.get(folder);
+  }
+
+  /** `fstat`'s size if `fd` is a regular file, else closes it and gives undefined. */
+  function regularSize(fd) {
+    try {
+      const st = fstatSync(fd);
+      if (st.isFile()) return st.size;
+    } catch {
+      // The slow path says why.
+    }
+    closeQuietly(fd);
+    return undefined;
+  }
+
   /**
-   * Opens a regular file: `{ fh, size }`, or null when absent; an error naming what is there if
-   * it is not a regular file or leads outside (native: `Beneath::open_regular`).
+   * The common case in two system calls: a regular file directly in the root or in a folder of
+   * it that is a real directory, opened without following a symlink. `{ fd, size }`, null when
+   * absent, or undefined for anything else (a symlink, an error), which `beneath` then resolves
+   * and words exactly. (Like the walk, this checks the folder before the file is opened, not
+   * atomically as openat2 does; a folder is checked once per source.)
    */
-  async function openRegular(rel) {
+  function openDirect(rel) {
+    const slash = rel.indexOf('/');
+    if (slash >= 0 && (rel.indexOf('/', slash + 1) >= 0 || !plainFolder(rel.slice(0, slash)))) return undefined;
+    let fd;
+    try {
+      fd = openSync(path.join(root, rel), OPEN_FLAGS);
+    } catch (e) {
+      return e.code === 'ENOENT' ? null : undefined;
+    }
+    const size = regularSize(fd);
+    return size === undefined ? undefined : { fd, size };
+  }
+
+  /**
+   * Opens a regular file: `{ fd, size }`, or null when absent; an error naming what is there if
+   * it is not a regular file or leads outside (native: `Beneath::open_regular`). At once (no
+   * promise) in the common case: a file in the page cache opens in microseconds, and a promise
+   * of Node's fs costs far more than that (it was most of the time per path on caches of small
+   * paths); a promise when the path must be walked (a symlink, an error to word).
+   */
+  function openRegular(rel) {
     if (rel === '' || rel.startsWith('/') || rel.includes('\0') || rel.split('/').some((c) => c === '..' || c === '')) {
       throw new Error(`${rustDebug(rel)} is not a path inside the cache`);
     }
-    let fh;
+    const direct = openDirect(rel);
+    return direct !== undefined ? direct : openWalked(rel);
+  }
+
+  async function openWalked(rel) {
+    const r = await beneath(rel);
+    if (r.errno === 'ENOENT' || r.errno === 'ENOTDIR') return null;
+    if (r.errno === 'EXDEV' || r.errno === 'ELOOP') {
+      throw notFollowed(display(rel));
+    }
+    if (r.errno) throw osError(r.error, display(rel));
+    let fd;
     try {
-      const r = await beneath(rel);
-      if (r.errno === 'ENOENT' || r.errno === 'ENOTDIR') return null;
-      if (r.errno === 'EXDEV' || r.errno === 'ELOOP') {
-        throw notFollowed(display(rel));
-      }
-      if (r.errno) throw osError(r.error, display(rel));
-      try {
-        fh = await open(r.real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-      } catch (e) {
-        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
-        if (e.code === 'ELOOP') throw notFollowed(display(rel));
-        throw osError(e, display(rel));
-      }
-      let st;
-      try {
-        st = await fh.stat();
-      } catch (e) {
-        throw osError(e, display(rel));
-      }
-      if (!st.isFile()) {
-        throw kindError(`${display(rel)} is not a regular file (found ${fileTypeName(st)}); refusing to read it`, 'InvalidData');
-      }
-      return { fh, size: st.size };
+      fd = openSync(r.real, OPEN_FLAGS);
     } catch (e) {
-      await fh?.close().catch(() => {});
-      throw e;
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
+      if (e.code === 'ELOOP') throw notFollowed(display(rel));
+      throw osError(e, display(rel));
+    }
+    let st;
+    try {
+      st = fstatSync(fd);
+    } catch (e) {
+      closeQuietly(fd);
+      throw osError(e, display(rel));
+    }
+    if (!st.isFile()) {
+      closeQuietly(fd);
+      throw kindError(`${display(rel)} is not a regular file (found ${fileTypeName(st)}); refusing to read it`, 'InvalidData');
+    }
+    return { fd, size: st.size };
+  }
+
+  /** The whole of an opened small file, at once when it is small enough to be read so. */
+  function readWhole(rel, opened) {
+    if (opened === null) return null;
+    const { fd, size } = opened;
+    const fail = (e) => {
+      closeQuietly(fd);
+      throw osError(e, display(rel));
+    };
+    // Its size and one byte more first: one read, and a short one tells the end.
+    const ask = Math.min(size + 1, SMALL_FILE_CAP + 1);
+    if (ask <= SYNC_READ) {
+      let bytesRead;
+      const buf = Buffer.allocUnsafe(ask);
+      try {
+        bytesRead = readSync(fd, buf, 0, ask, null);
+      } catch (e) {
+        fail(e);
+      }
+      if (bytesRead < ask) {
+        closeQuietly(fd);
+        return new Uint8Array(buf.buffer, buf.byteOffset, bytesRead);
+      }
+      return readRest(fd, [buf], ask, CHUNK_SIZE).catch(fail);
+    }
+    return readRest(fd, [], 0, ask).catch(fail);
+  }
+
+  /**
+   * Reads on (after `parts`, `total` bytes; `first` bytes asked first) to the end or past the
+   * cap, then closes `fd`.
+   */
+  async function readRest(fd, parts, total, first) {
+    let ask = Math.min(first, SMALL_FILE_CAP + 1 - total);
+    while (total <= SMALL_FILE_CAP) {
+      const buf = Buffer.allocUnsafe(ask);
+      const bytesRead = await readChunk(fd, buf, ask);
+      if (bytesRead === 0) break;
+      parts.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+      if (bytesRead < ask) break;
+      ask = Math.min(CHUNK_SIZE, SMALL_FILE_CAP + 1 - total);
+    }
+    closeQuietly(fd);
+    const out = parts.length === 1 ? parts[0] : Buffer.concat(parts, total);
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+
+  /**
+   * `f(value)` of `opening()`'s value or of the promise it gives; an error thrown at once comes
+   * back as a rejected promise, as from an async function.
+   */
+  function then(opening, f) {
+    try {
+      const value = opening();
+      return typeof value?.then === 'function' ? value.then(f) : f(value);
+    } catch (e) {
+      return Promise.reject(e);
     }
   }
 
@@ -254,79 +386,78 @@ export function dirSource(dir) {
           throw e;
         }
         if (inside === null) continue;
-        await inside.fh.close().catch(() => {});
+        closeQuietly(inside.fd);
       }
       names.push(name);
     }
     return listedNames(folder, names);
   }
 
+  /** An opened file's chunks (see openFile). */
+  function chunks({ fd, size }) {
+    let closed = false;
+    let left = size;
+    const close = () => {
+      if (!closed) {
+        closed = true;
+        closeQuietly(fd);
+      }
+      return Promise.resolve();
+    };
+    const got = (buf, ask, bytesRead) => {
+      left = Math.max(0, left - bytesRead);
+      if (bytesRead < ask) close();
+      return bytesRead === 0 ? null : new Uint8Array(buf.buffer, buf.byteOffset, bytesRead);
+    };
+    const failed = (e) => {
+      close();
+      throw ioError(e);
+    };
+    return {
+      size,
+      next() {
+        if (closed) return null;
+        // What is left and one byte more: a short read is the end, without another read.
+        const ask = Math.min(CHUNK_SIZE, left + 1);
+        const buf = Buffer.allocUnsafe(ask);
+        let read;
+        try {
+          read = readChunk(fd, buf, ask);
+        } catch (e) {
+          failed(e);
+        }
+        return typeof read === 'number' ? got(buf, ask, read) : read.then((n) => got(buf, ask, n), failed);
+      },
+      close,
+    };
+  }
+
   return {
     root,
 
+    // Each method gives its result at once when it has it (a file in the page cache), else a
+    // promise of it: `await` takes either.
+
     /** The whole file (small files only: at most 16 MiB + 1 bytes are read). */
-    async readFile(rel) {
-      const opened = await openRegular(rel);
-      if (opened === null) return null;
-      const { fh } = opened;
-      try {
-        const parts = [];
-        let total = 0;
-        for (;;) {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK_SIZE, SMALL_FILE_CAP + 1 - total));
-          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-          if (bytesRead === 0) break;
-          parts.push(buf.subarray(0, bytesRead));
-          total += bytesRead;
-          if (total > SMALL_FILE_CAP) break;
-        }
-        const out = Buffer.concat(parts, total);
-        return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-      } catch (e) {
-        throw osError(e, display(rel));
-      } finally {
-        await fh.close().catch(() => {});
-      }
+    readFile(rel) {
+      return then(() => openRegular(rel), (opened) => readWhole(rel, opened));
     },
 
-    /** A stream of 1 MiB chunks; the handle is closed at the end, on an error, or by close(). */
-    async openFile(rel) {
-      const opened = await openRegular(rel);
-      if (opened === null) return null;
-      const { fh } = opened;
-      let closed = false;
-      const close = async () => {
-        if (!closed) {
-          closed = true;
-          await fh.close().catch(() => {});
-        }
-      };
-      return {
-        async next() {
-          if (closed) return null;
-          try {
-            const buf = new Uint8Array(CHUNK_SIZE);
-            const { bytesRead } = await fh.read(buf, 0, CHUNK_SIZE, null);
-            if (bytesRead === 0) {
-              await close();
-              return null;
-            }
-            return bytesRead === CHUNK_SIZE ? buf : buf.subarray(0, bytesRead);
-          } catch (e) {
-            await close();
-            throw ioError(e);
-          }
-        },
-        close,
-      };
+    /**
+     * A stream of chunks of at most 1 MiB, with the file's `size` when opened; the file is
+     * closed at the end, on an error, or by close().
+     */
+    openFile(rel) {
+      return then(() => openRegular(rel), (opened) => (opened === null ? null : chunks(opened)));
     },
 
     /** The size of a regular file; null when absent (an error for anything else, as natively). */
-    async fileSize(rel) {
-      const opened = await openRegular(rel);
-      if (opened === null) return null;
-      await opened.fh.close().catch(() => {});
-      return opened.size;
+    fileSize(rel) {
+      return then(() => openRegular(rel), (opened) => {
+        if (opened === null) return null;
+        closeQuietly(opened.fd);
+        return opened.size;
+      });
     },
 
     listNarinfos: () => list(''),

@@ -20,6 +20,7 @@ export {
   Decompressor,
   decompress,
   verifyCache,
+  verifyCacheReport,
   exitCode,
   renderReport,
   closure,

@@ -256,30 +256,80 @@ fn async_report_with_progress(
     sizes: bool,
     on_progress: impl FnMut(nar_tool::cache::verify::push::Progress<'_>),
 ) -> Report {
+    async_run(dir, opts, sizes, 1, on_progress)
+}
+
+/// [`async_report`] with `jobs` paths in flight, every call of the source waiting once (so the
+/// paths' reads interleave) and its streams telling their size when `sizes`.
+fn async_report_concurrently(dir: &Path, opts: &VerifyOptions, sizes: bool, jobs: usize) -> Report {
+    async_run(dir, opts, sizes, jobs, |_| {})
+}
+
+fn async_run(
+    dir: &Path,
+    opts: &VerifyOptions,
+    sizes: bool,
+    jobs: usize,
+    on_progress: impl FnMut(nar_tool::cache::verify::push::Progress<'_>),
+) -> Report {
     use nar_tool::cache::verify::push::{self as va, AsyncCacheSource, ChunkStream};
+    use std::task::Poll;
+
+    /// Ready on its second poll (when `wait`), as a read in flight would be.
+    async fn once(wait: bool) {
+        let mut first = wait;
+        std::future::poll_fn(|cx| {
+            if std::mem::take(&mut first) {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
     struct Source {
         files: MemoryStorage,
         sizes: bool,
+        wait: bool,
     }
-    struct Chunks(Vec<u8>, usize);
+    struct Chunks {
+        data: Vec<u8>,
+        at: usize,
+        size: Option<u64>,
+        wait: bool,
+    }
     impl ChunkStream for Chunks {
         async fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            once(self.wait).await;
             // Odd-sized chunks, as a network would deliver them.
-            let n = (self.0.len() - self.1).min(7919);
-            self.1 += n;
-            Ok((n > 0).then(|| self.0[self.1 - n..self.1].to_vec()))
+            let n = (self.data.len() - self.at).min(7919);
+            self.at += n;
+            Ok((n > 0).then(|| self.data[self.at - n..self.at].to_vec()))
+        }
+        fn size(&self) -> Option<u64> {
+            self.size
         }
     }
     impl AsyncCacheSource for Source {
         type Stream = Chunks;
         async fn read_small(&self, rel: &str, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+            once(self.wait).await;
             self.files.read_small(rel, limit)
         }
         async fn size(&self, rel: &str) -> Option<std::io::Result<Option<u64>>> {
+            once(self.wait).await;
             self.sizes.then(|| self.files.size(rel))
         }
         async fn open(&self, rel: &str) -> std::io::Result<Option<Chunks>> {
-            Ok(self.files.files.get(rel).map(|b| Chunks(b.clone(), 0)))
+            once(self.wait).await;
+            Ok(self.files.files.get(rel).map(|b| Chunks {
+                data: b.clone(),
+                at: 0,
+                // A stream that knows its size when the source can tell it (as a file on disk).
+                size: (self.sizes && self.wait).then_some(b.len() as u64),
+                wait: self.wait,
+            }))
         }
         async fn list_narinfos(&self) -> std::io::Result<Vec<String>> {
             self.files.list_narinfos()
@@ -291,17 +341,25 @@ fn async_report_with_progress(
     let source = Source {
         files: memory_storage(dir),
         sizes,
+        wait: jobs > 1,
     };
-    block_on(va::verify_cache(&source, opts, None, on_progress))
+    block_on(va::verify_cache_concurrently(
+        &source,
+        opts,
+        None,
+        jobs,
+        on_progress,
+    ))
 }
 
-/// Runs a future whose awaits are all ready at once (the test sources never wait).
+/// Runs a future to its end, polling it again whenever it waits (the test sources wake at once).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => panic!("a test source never waits"),
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
     }
 }
 
@@ -574,6 +632,13 @@ fn damage_table() {
                 let pushed = async_report(cache.path(), &opts, sizes);
                 if pushed != native {
                     fail(format!("async path (sizes {sizes}) differs: {pushed:#?}"));
+                }
+                // Several paths in flight, their reads interleaved, streams telling sizes.
+                let pushed = async_report_concurrently(cache.path(), &opts, sizes, 4);
+                if pushed != native {
+                    fail(format!(
+                        "async path, 4 jobs (sizes {sizes}) differs: {pushed:#?}"
+                    ));
                 }
             }
         }

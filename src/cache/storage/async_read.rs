@@ -13,6 +13,11 @@ use crate::cache::verify::push::AsyncCacheSource;
 pub trait ChunkStream {
     /// The next piece; `None` at the end.
     async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>>;
+    /// The object's size, when the stream knows it from the start (a file opened on disk): the
+    /// verifier then need not ask for it apart.
+    fn size(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Async read access to a cache, by key.

@@ -13,7 +13,8 @@
 //! - [`judge`]: the pure judgments, layer by layer (bytes and findings in, problems out);
 //! - [`pull`]: the sequential pull driver over a [`CacheStorage`] ([`storage`]);
 //! - [`push`]: the async push driver over JS-like chunk sources (wasm);
-//! - [`report`](mod@report): the report assembled from the judgments, and its renderings.
+//! - [`report`](mod@report): the report assembled from the judgments, and its renderings;
+//! - [`pieces`]: the renderings piece by piece, for hosts that write a large report as it goes.
 //!
 //! The native parallel driver is `crate::host::verify`.
 
@@ -24,6 +25,7 @@ use crate::signing::PublicKey;
 use crate::store_path::StoreDir;
 
 pub mod judge;
+pub mod pieces;
 pub mod pull;
 pub mod push;
 pub mod report;

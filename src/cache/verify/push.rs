@@ -61,13 +61,32 @@ pub struct Progress<'a> {
 pub const PROGRESS_BYTES: u64 = 1 << 20;
 
 /// Verifies the cache `source` holds: the narinfos named in `only` (all if `None`), their files,
-/// `nix-cache-info`, references and (if the source can list `nar/`) orphans.
+/// `nix-cache-info`, references and (if the source can list `nar/`) orphans. One path at a time:
+/// [`verify_cache_concurrently`] keeps several in flight.
 pub async fn verify_cache<S: AsyncCacheSource>(
     source: &S,
     opts: &VerifyOptions,
     only: Option<&[String]>,
+    on_progress: impl FnMut(Progress<'_>),
+) -> Report {
+    verify_cache_concurrently(source, opts, only, 1, on_progress).await
+}
+
+/// [`verify_cache`] with up to `jobs` paths checked at once on the one thread: while one path's
+/// chunks go through the decoder and the hashes, the reads of the others are in flight (the
+/// source's I/O runs elsewhere: the host's file system threads, the network). The report is the
+/// same whatever `jobs` (paths are judged and collected in their order); `jobs` NARs' decoders
+/// and chunks are alive at once, as natively with `--jobs`.
+pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
+    source: &S,
+    opts: &VerifyOptions,
+    only: Option<&[String]>,
+    jobs: usize,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> Report {
+    use futures_util::stream::{self, StreamExt};
+    use std::cell::{Cell, RefCell};
+
     let info_problems = judge_cache_info(
         source
             .read_small("nix-cache-info", MAX_CACHE_INFO_SIZE)
@@ -79,27 +98,44 @@ pub async fn verify_cache<S: AsyncCacheSource>(
         None => judge_listing(source.list_narinfos().await),
     };
     names.dedup();
-    let mut checks = Vec::with_capacity(names.len());
-    let mut bytes = 0;
-    for (i, name) in names.iter().enumerate() {
-        let mut reading = |read: u64| {
-            on_progress(Progress {
-                done: i,
-                total: names.len(),
+    let total = names.len();
+    // Shared by the checks in flight: paths done (in order), bytes read (in any order).
+    let done = Cell::new(0usize);
+    let bytes = Cell::new(0u64);
+    let progress = RefCell::new(&mut on_progress);
+    let checks: Vec<PathCheck> = stream::iter(names.iter())
+        .map(|name| {
+            let (done, bytes, progress) = (&done, &bytes, &progress);
+            async move {
+                let mut told = 0u64;
+                let mut reading = |read: u64| {
+                    bytes.set(bytes.get() + (read - told));
+                    told = read;
+                    (progress.borrow_mut())(Progress {
+                        done: done.get(),
+                        total,
+                        path: name,
+                        bytes: bytes.get(),
+                    })
+                };
+                let check = check_path_reporting(source, name, opts, &mut reading).await;
+                bytes.set(bytes.get() + check.checked_bytes.saturating_sub(told));
+                (name, check)
+            }
+        })
+        .buffered(jobs.max(1))
+        .map(|(name, check)| {
+            done.set(done.get() + 1);
+            (progress.borrow_mut())(Progress {
+                done: done.get(),
+                total,
                 path: name,
-                bytes: bytes + read,
-            })
-        };
-        let check = check_path_reporting(source, name, opts, &mut reading).await;
-        bytes += check.checked_bytes;
-        checks.push(check);
-        on_progress(Progress {
-            done: i + 1,
-            total: names.len(),
-            path: name,
-            bytes,
-        });
-    }
+                bytes: bytes.get(),
+            });
+            check
+        })
+        .collect()
+        .await;
     // Orphans only make sense when the whole cache was checked.
     let nar_files = match (only, source.list_nar_files().await) {
         (None, Some(listed)) => judge_nar_files(listed, &mut problems),
@@ -150,8 +186,29 @@ async fn check_file<S: AsyncCacheSource>(
     }
     // A source that can tell the size lets a wrong one stop the check before any reading, as
     // natively. Otherwise the file is read (and counted) in any case, and judged in the same
-    // order afterwards: size first, then the rest.
-    let known_size = source.size(&info.url).await;
+    // order afterwards: size first, then the rest. With contents to check, the file is opened
+    // first: a stream that knows its size (a file opened on disk) saves asking for it.
+    let mut opened = None;
+    let mut known_size = None;
+    if opts.check_contents && judge_compression(info).is_ok() {
+        match source.open(&info.url).await {
+            Ok(Some(s)) => {
+                known_size = s.size().map(|n| Ok(Some(n)));
+                opened = Some(s);
+            }
+            Ok(None) => return judge_size(info, &Ok(None)),
+            Err(e) => {
+                // The problem the size gives comes first, as when the size is asked first.
+                if let Some(Some(p)) = source.size(&info.url).await.map(|s| judge_size(info, &s)) {
+                    return Some(p);
+                }
+                return Some(unreadable(info, e));
+            }
+        }
+    }
+    if known_size.is_none() {
+        known_size = source.size(&info.url).await;
+    }
     if let Some(size) = &known_size {
         if let Some(p) = judge_size(info, size) {
             return Some(p);
@@ -164,14 +221,23 @@ async fn check_file<S: AsyncCacheSource>(
         }
     }
     let method = judge_compression(info).ok().filter(|_| opts.check_contents);
-    let mut stream = match source.open(&info.url).await {
+    let opened = match opened {
+        Some(s) => Ok(Some(s)),
+        None => source.open(&info.url).await,
+    };
+    let mut stream = match opened {
         Ok(Some(s)) => s,
         Ok(None) => return judge_size(info, &Ok(None)),
         Err(e) => return Some(unreadable(info, e)),
     };
     let mut check = method.map(|m| {
-        NarFileCheck::with_sha256(m, info.nar_size, false, &|| source.sha256())
-            .with_memory_limit(source.decoder_memory_limit())
+        NarFileCheck::with_sha256_and_limit(
+            m,
+            info.nar_size,
+            false,
+            &|| source.sha256(),
+            source.decoder_memory_limit(),
+        )
     });
     let mut counted = 0u64;
     let mut reported = 0u64;
@@ -319,10 +385,28 @@ impl NarFileCheck {
         listing: bool,
         sha256: Sha256Factory<'_>,
     ) -> NarFileCheck {
+        Self::with_sha256_and_limit(
+            method,
+            nar_size_limit,
+            listing,
+            sha256,
+            crate::compression::DEFAULT_MEMORY_LIMIT,
+        )
+    }
+
+    /// As [`NarFileCheck::with_sha256`] and [`NarFileCheck::with_memory_limit`], the decoder
+    /// made once (the verifier makes one check per path: on many small paths this counts).
+    pub fn with_sha256_and_limit(
+        method: Compression,
+        nar_size_limit: u64,
+        listing: bool,
+        sha256: Sha256Factory<'_>,
+        memory_limit: u64,
+    ) -> NarFileCheck {
         NarFileCheck {
             file: sha256(),
             file_bytes: 0,
-            decoder: crate::compression::Decoder::new(method),
+            decoder: crate::compression::Decoder::with_memory_limit(method, memory_limit),
             nar: NarStream {
                 hasher: (method != Compression::None).then(sha256),
                 bytes: 0,

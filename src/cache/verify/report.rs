@@ -91,7 +91,7 @@ pub fn render(report: &Report, cache: &str, how: Rendering<'_>) -> String {
 }
 
 /// `<kind> <path>: <message>`, control characters escaped.
-fn problem_line(p: &Problem) -> String {
+pub(super) fn problem_line(p: &Problem) -> String {
     format!(
         "{} {}: {}",
         p.kind,
@@ -100,7 +100,7 @@ fn problem_line(p: &Problem) -> String {
     )
 }
 
-fn summary_line(report: &Report, cache: &str) -> String {
+pub(super) fn summary_line(report: &Report, cache: &str) -> String {
     let failures = report
         .problems
         .iter()
