@@ -121,3 +121,19 @@ store_add() { # STORE SOURCE...: adds the sources to the chroot store STORE (cre
 nix_copy_cmd() {
   echo "$nix3 copy ${3:+--from $3 }--to file://$1?compression=$2"
 }
+
+# The wasm package (pkg/wasm) built again when the crate's sources are newer than it.
+wasm_build_if_stale() {
+  if [ ! -f "$root/pkg/wasm/nar_tool_bg.wasm" ] ||
+    [ -n "$(cd "$root" && find src Cargo.toml Cargo.lock -newer pkg/wasm/nar_tool_bg.wasm -print -quit)" ]; then
+    echo "== wasm build (pkg/)" >&2
+    (cd "$root/pkg" && npm run --silent build) >&2
+  fi
+}
+
+# A signing key pair in the current folder (made once by BIN, named NAME); prints the public key.
+bench_key() { # BIN NAME
+  [ -e secret ] || "$1" key generate "$2" --secret secret --public public >&2
+  cat public
+}
+

@@ -53,19 +53,13 @@ need cargo node python3
 need_gnu_time
 
 ours=$(release_bin)
-if [ ! -f pkg/wasm/nar_tool_bg.wasm ] || [ -n "$(find src Cargo.toml Cargo.lock -newer pkg/wasm/nar_tool_bg.wasm -print -quit)" ]; then
-  echo "== wasm build (pkg/)"
-  (cd pkg && npm run --silent build)
-fi
+wasm_build_if_stale
 node_cli=$root/pkg/bin/nar-cache-verify.js
 
 # ---------------------------------------------------------------------------------------------
 # The dataset (built once; delete $bench_dir to rebuild).
 cd "$bench_dir"
-if [ ! -e secret ]; then
-  "$ours" key generate node-verify-bench-1 --secret secret --public public
-fi
-key=$(cat public)
+key=$(bench_key "$ours" node-verify-bench-1)
 
 pick_real() {
   if [ -n "${NAR_BENCH_BIG_TREE:-}" ]; then echo "$NAR_BENCH_BIG_TREE"; return; fi

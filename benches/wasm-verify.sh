@@ -37,19 +37,13 @@ need_gnu_time
 wants() { [[ " $only " == *" $1 "* ]]; }
 
 ours=$(release_bin)
-if [ ! -f pkg/wasm/nar_tool_bg.wasm ] || [ -n "$(find src Cargo.toml Cargo.lock -newer pkg/wasm/nar_tool_bg.wasm -print -quit)" ]; then
-  echo "== wasm build (pkg/)"
-  (cd pkg && npm run --silent build)
-fi
+wasm_build_if_stale
 node_cli=$root/pkg/bin/nar-cache-verify.js
 
 # ---------------------------------------------------------------------------------------------
 # The datasets (built once; delete $bench_dir to rebuild).
 cd "$bench_dir"
-if [ ! -e secret ]; then
-  "$ours" key generate wasm-verify-bench-1 --secret secret --public public
-fi
-key=$(cat public)
+key=$(bench_key "$ours" wasm-verify-bench-1)
 
 # N small paths (1–3 files of 64 B–8 KiB each, deterministic), added to the chroot store in
 # batches, then a signed zstd cache of them.
