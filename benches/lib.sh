@@ -137,3 +137,17 @@ bench_key() { # BIN NAME
   cat public
 }
 
+
+# A file of BYTES deterministic random bytes (written 8 MiB at a time).
+random_file() { # PATH BYTES
+  python3 - "$1" "$2" <<'EOF'
+import random, sys
+path, n = sys.argv[1], max(0, int(sys.argv[2]))
+rng = random.Random(2)
+with open(path, "wb") as f:
+    while n > 0:
+        k = min(n, 8 << 20)
+        f.write(rng.randbytes(k))
+        n -= k
+EOF
+}

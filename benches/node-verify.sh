@@ -76,16 +76,7 @@ if [ ! -s big-path ]; then
   rm -rf big-src store && mkdir big-src
   cp -r "$src" big-src/real
   real_nar=$("$ours" dump big-src/real | wc -c)
-  python3 - big-src/random.bin $((size - real_nar - 1024)) <<'EOF'
-import random, sys
-path, n = sys.argv[1], max(0, int(sys.argv[2]))
-rng = random.Random(2)
-with open(path, "wb") as f:
-    while n > 0:
-        k = min(n, 8 << 20)
-        f.write(rng.randbytes(k))
-        n -= k
-EOF
+  random_file big-src/random.bin $((size - real_nar - 1024))
   p=$("$ours" store-path --name node-verify-big big-src)
   mkdir -p "store$(dirname "$p")"
   mv big-src "store$p"

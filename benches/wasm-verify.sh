@@ -82,16 +82,7 @@ big_cache() {
   cp -r /usr/share/doc big-src/doc 2>/dev/null || true
   local real
   real=$("$ours" dump big-src | wc -c)
-  python3 - big-src/random.bin $((size - real - 1024)) <<'EOF'
-import random, sys
-path, n = sys.argv[1], max(0, int(sys.argv[2]))
-rng = random.Random(2)
-with open(path, "wb") as f:
-    while n > 0:
-        k = min(n, 8 << 20)
-        f.write(rng.randbytes(k))
-        n -= k
-EOF
+  random_file big-src/random.bin $((size - real - 1024))
   local p
   p=$("$ours" store-path --name wasm-verify-big big-src)
   mkdir -p "big-store$(dirname "$p")"
