@@ -33,10 +33,14 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::cache::layout::{CacheKey, KeyDir};
+use crate::cache::storage::lease::Lease;
 use crate::cache::storage::{
-    check_lock_name, is_refused, Committed, Object, ObjectMeta, Put, Staged, StorageLock,
-    StorageRead, StorageWrite,
+    check_lock_name, is_refused, Committed, Object, ObjectMeta, Put, RootEntry, Staged,
+    StorageLock, StorageRead, StorageWrite,
 };
+
+#[path = "dir_leases.rs"]
+pub mod leases;
 
 /// The folder of nar-tool's own state inside a cache (owners of temporary files, locks).
 pub const STATE_DIR: &str = ".nar-tool";
@@ -887,6 +891,30 @@ impl StorageWrite for DirStorage {
             Err(Errno::WOULDBLOCK) => Ok(None),
             Err(e) => Err(errno_io(e, format!("lock {name}"))),
         }
+    }
+
+    fn gc_lock(&self) -> io::Result<Option<StorageLock>> {
+        self.dir_gc_lock()
+    }
+
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        self.dir_batch_lock(exclusive)
+    }
+
+    fn lease(&self) -> io::Result<Box<dyn Lease>> {
+        Ok(Box::new(self.dir_lease()?))
+    }
+
+    fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.dir_live_leases()
+    }
+
+    fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
+        self.dir_gc_roots()
+    }
+
+    fn clean_abandoned(&self) -> io::Result<()> {
+        self.clean_dead_writers()
     }
 }
 

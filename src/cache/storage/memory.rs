@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Cursor, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::lease::{self, Lease};
 use super::{
     check_lock_name, Committed, Object, ObjectMeta, Put, Staged, StorageLock, StorageRead,
     StorageWrite,
@@ -23,6 +24,9 @@ struct State {
     next_version: u64,
     /// Lock name → holders: `-1` exclusive, `n > 0` shared.
     locks: HashMap<String, i64>,
+    /// Lease id → its text, while its holder lives.
+    leases: BTreeMap<u64, Vec<u8>>,
+    next_lease: u64,
 }
 
 /// An in-memory cache.
@@ -160,7 +164,48 @@ impl Drop for MemoryLockGuard {
     }
 }
 
+/// A lease in memory, removed when dropped.
+struct MemoryLease {
+    storage: MemoryStorage,
+    id: u64,
+}
+
+impl Lease for MemoryLease {
+    fn extend(&mut self, names: &[String]) -> io::Result<()> {
+        let _batch = self.storage.gc_batch_lock(false)?;
+        let mut state = self.storage.state();
+        let text = state.leases.entry(self.id).or_default();
+        text.extend_from_slice(&lease::text(names));
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("memory lease {}", self.id)
+    }
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.storage.state().leases.remove(&self.id);
+    }
+}
+
 impl StorageWrite for MemoryStorage {
+    fn lease(&self) -> io::Result<Box<dyn Lease>> {
+        let mut state = self.state();
+        state.next_lease += 1;
+        let id = state.next_lease;
+        state.leases.insert(id, Vec::new());
+        Ok(Box::new(MemoryLease {
+            storage: self.clone(),
+            id,
+        }))
+    }
+
+    fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(self.state().leases.values().cloned().collect())
+    }
+
     fn prepare(&self) -> io::Result<()> {
         Ok(())
     }
