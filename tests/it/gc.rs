@@ -324,8 +324,9 @@ fn golden(cache: &Cache) {
     assert_eq!(cache.narinfos(), before, "--dry-run deleted something");
 
     // --why: the shortest chain from a root.
+    let libdemo = corpus_path("libdemo-1.0");
     let why = {
-        let mut args = vec!["gc", &cache.arg, "--why", &corpus_path("libdemo-1.0")];
+        let mut args = vec!["gc", &cache.arg, "--why", &libdemo];
         args.extend(&extra);
         cache.ok(&args)
     };

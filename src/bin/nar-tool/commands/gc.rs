@@ -79,8 +79,8 @@ pub struct GcArgs {
 pub fn run(args: GcArgs) -> Result<ExitCode> {
     let location = cache_location(&args.cache)?;
     if let nar_tool::cache::location::CacheLocation::Directory(dir) = &location {
-        if !dir.is_dir() {
-            bail!(UsageError(format!("{}: no such cache directory", dir.display())));
+        if !std::path::Path::new(dir).is_dir() {
+            bail!(UsageError(format!("{}: no such cache directory", dir)));
         }
     }
     let policy = Policy {

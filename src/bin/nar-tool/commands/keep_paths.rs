@@ -38,8 +38,8 @@ pub struct KeepPathsArgs {
 pub fn run(args: KeepPathsArgs) -> Result<ExitCode> {
     let location = cache_location(&args.cache)?;
     if let nar_tool::cache::location::CacheLocation::Directory(dir) = &location {
-        if !dir.is_dir() {
-            bail!("{}: no such cache directory", dir.display());
+        if !std::path::Path::new(dir).is_dir() {
+            bail!("{}: no such cache directory", dir);
         }
     }
     let store_dir =
