@@ -94,8 +94,14 @@ impl DirStorage {
 
     /// The batch lock: the cache's folder locked.
     pub(super) fn dir_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
-        flock_dir(&self.root, ".", exclusive, true, &self.path.display().to_string())?
-            .ok_or_else(|| io::Error::other("the batch lock was not taken"))
+        flock_dir(
+            &self.root,
+            ".",
+            exclusive,
+            true,
+            &self.path.display().to_string(),
+        )?
+        .ok_or_else(|| io::Error::other("the batch lock was not taken"))
     }
 
     /// A new lease file, locked, then made visible.
@@ -105,7 +111,10 @@ impl DirStorage {
         let token = format!(
             "{}-{}",
             std::process::id(),
-            random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         while_state_vanishes(|| self.create_lease(&token))
     }
@@ -166,9 +175,15 @@ impl DirStorage {
             ) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => continue, // ended meanwhile
-                Err(e) => return Err(errno_io(e, self.display(&format!("{STATE_DIR}/{LEASES}/{name}")))),
+                Err(e) => {
+                    return Err(errno_io(
+                        e,
+                        self.display(&format!("{STATE_DIR}/{LEASES}/{name}")),
+                    ))
+                }
             };
-            let regular = fstat(&fd).is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile);
+            let regular = fstat(&fd)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile);
             if !regular {
                 continue;
             }
@@ -213,10 +228,12 @@ pub fn read_roots(dir: &OwnedFd, shown: &str) -> io::Result<Vec<RootEntry>> {
             continue;
         }
         let kind = match entry.file_type() {
-            FileType::Unknown => match rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(s) => FileType::from_raw_mode(s.st_mode),
-                Err(_) => continue,
-            },
+            FileType::Unknown => {
+                match rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(s) => FileType::from_raw_mode(s.st_mode),
+                    Err(_) => continue,
+                }
+            }
             k => k,
         };
         match kind {

@@ -100,7 +100,10 @@ impl Cache {
     fn print_dead(&self, extra: &[&str]) -> BTreeSet<String> {
         let mut args = vec!["gc", &self.arg, "--grace", "0", "--print-dead"];
         args.extend(extra);
-        self.ok(&args).lines().map(|l| base(l).to_string()).collect()
+        self.ok(&args)
+            .lines()
+            .map(|l| base(l).to_string())
+            .collect()
     }
 
     /// A root in the cache's `gcroots/`, as a file named by the path's base name.
@@ -121,7 +124,14 @@ impl Cache {
 
     fn object(&self) -> nar_tool::host::object::ObjectStorage {
         let srv = self.s3.unwrap();
-        let prefix = self.arg.split('?').next().unwrap().rsplit('/').next().unwrap();
+        let prefix = self
+            .arg
+            .split('?')
+            .next()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap();
         srv.storage(prefix)
     }
 
@@ -147,7 +157,11 @@ impl Cache {
     }
 
     fn keys(&self, dir: KeyDir) -> BTreeSet<CacheKey> {
-        list_keys(&*self.storage, dir).unwrap().0.into_iter().collect()
+        list_keys(&*self.storage, dir)
+            .unwrap()
+            .0
+            .into_iter()
+            .collect()
     }
 
     /// `verify --no-contents` finds nothing missing (orphan NARs are only warnings).
@@ -192,7 +206,12 @@ fn closure(roots: &[String], refs: &BTreeMap<String, Vec<String>>) -> BTreeSet<S
     let mut todo: Vec<String> = roots.iter().map(|r| base(r).to_string()).collect();
     while let Some(p) = todo.pop() {
         if out.insert(p.clone()) {
-            todo.extend(refs.get(&p).into_iter().flatten().map(|r| base(r).to_string()));
+            todo.extend(
+                refs.get(&p)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| base(r).to_string()),
+            );
         }
     }
     out
@@ -232,7 +251,9 @@ fn parse_registration(text: &str) -> BTreeMap<String, Vec<String>> {
         }
         let (_, _, _) = (lines.next(), lines.next(), lines.next());
         let n: usize = lines.next().unwrap().parse().unwrap();
-        let refs = (0..n).map(|_| base(lines.next().unwrap()).to_string()).collect();
+        let refs = (0..n)
+            .map(|_| base(lines.next().unwrap()).to_string())
+            .collect();
         out.insert(base(path).to_string(), refs);
     }
     out
@@ -244,8 +265,15 @@ fn build_corpus(cache: &Cache) -> TempTree {
     let key = secret_key();
     let r = root.path().display().to_string();
     let mut args = vec![
-        "build-cache", "--to", &cache.arg, "--store-root", &r, "--secret-key-file", &key,
-        "--nar-listing", "--quiet",
+        "build-cache",
+        "--to",
+        &cache.arg,
+        "--store-root",
+        &r,
+        "--secret-key-file",
+        &key,
+        "--nar-listing",
+        "--quiet",
     ];
     let paths = store_paths();
     args.extend(paths.iter().map(String::as_str));
@@ -254,7 +282,9 @@ fn build_corpus(cache: &Cache) -> TempTree {
 }
 
 fn names(set: &[&str]) -> BTreeSet<String> {
-    set.iter().map(|n| base(&corpus_path(n)).to_string()).collect()
+    set.iter()
+        .map(|n| base(&corpus_path(n)).to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,7 +294,8 @@ fn names(set: &[&str]) -> BTreeSet<String> {
 fn add_sharing_narinfo(cache: &Cache) -> String {
     let libdemo = corpus_path("libdemo-1.0");
     let key = CacheKey::narinfo(&base(&libdemo)[..32]).unwrap();
-    let text = String::from_utf8(cache.storage.read_small(&key, 1 << 20).unwrap().unwrap()).unwrap();
+    let text =
+        String::from_utf8(cache.storage.read_small(&key, 1 << 20).unwrap().unwrap()).unwrap();
     let fake = format!("{}-x-shared", "1".repeat(32));
     let text: String = text
         .lines()
@@ -290,7 +321,13 @@ fn golden(cache: &Cache) {
     let app = corpus_path("app-0.9");
     cache.add_root(&app);
     let mut extra: Vec<String> = Vec::new();
-    let mut live = names(&["app-0.9", "edge-cases", "libdemo-1.0", "tool-2.3", "single-file"]);
+    let mut live = names(&[
+        "app-0.9",
+        "edge-cases",
+        "libdemo-1.0",
+        "tool-2.3",
+        "single-file",
+    ]);
     if let Some(dir) = &cache.dir {
         // A symlink root, to a path below a store path (read, never followed).
         let exe = corpus_path("single-exe");
@@ -306,21 +343,32 @@ fn golden(cache: &Cache) {
     let dead: BTreeSet<String> = all.difference(&live).cloned().collect();
     assert_eq!(
         dead,
-        names(&["closure-top", "bare-symlink", "added"]).into_iter().chain([shared.clone()]).collect()
+        names(&["closure-top", "bare-symlink", "added"])
+            .into_iter()
+            .chain([shared.clone()])
+            .collect()
     );
 
     // What --print-live and --print-dead say, and --dry-run, change nothing.
     let printed_live: BTreeSet<String> = {
         let mut args = vec!["gc", &cache.arg, "--print-live"];
         args.extend(&extra);
-        cache.ok(&args).lines().map(|l| base(l).to_string()).collect()
+        cache
+            .ok(&args)
+            .lines()
+            .map(|l| base(l).to_string())
+            .collect()
     };
     assert_eq!(printed_live, live);
     assert_eq!(cache.print_dead(&extra), dead);
     let mut dry = vec!["--dry-run"];
     dry.extend(&extra);
     let planned = cache.gc(&dry);
-    assert_eq!(planned["summary"]["paths_freed"], dead.len() as u64, "{planned}");
+    assert_eq!(
+        planned["summary"]["paths_freed"],
+        dead.len() as u64,
+        "{planned}"
+    );
     assert_eq!(cache.narinfos(), before, "--dry-run deleted something");
 
     // --why: the shortest chain from a root.
@@ -331,7 +379,10 @@ fn golden(cache: &Cache) {
         cache.ok(&args)
     };
     let lines: Vec<&str> = why.lines().collect();
-    assert!(lines[0].starts_with("root: ") && lines[0].contains("gcroots/"), "{why}");
+    assert!(
+        lines[0].starts_with("root: ") && lines[0].contains("gcroots/"),
+        "{why}"
+    );
     let second = format!("→ {}", corpus_path("libdemo-1.0"));
     assert_eq!(lines[1..], [app.as_str(), second.as_str()], "{why}");
 
@@ -393,14 +444,22 @@ fn keep_since_keeps_recent_narinfos_with_their_closures() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.ends_with(".narinfo") && !name.starts_with(&top) {
-            fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
         }
     }
     let refs = corpus_refs();
     let kept = closure(&[corpus_path("closure-top")], &refs);
     assert_eq!(cache.print_dead(&["--keep-since", "1d"]), names(&["added"]));
     cache.gc(&["--keep-since", "1d"]);
-    assert_eq!(cache.narinfos().keys().cloned().collect::<BTreeSet<_>>(), kept);
+    assert_eq!(
+        cache.narinfos().keys().cloned().collect::<BTreeSet<_>>(),
+        kept
+    );
     // Within two weeks: every narinfo left is recent, and stays.
     cache.gc(&["--keep-since", "2w"]);
     assert_eq!(cache.narinfos().len(), kept.len());
@@ -419,7 +478,8 @@ fn max_freed_stops_early_and_grace_keeps_fresh_nars() {
     let out: serde_json::Value =
         serde_json::from_str(&cache.ok(&["gc", &cache.arg, "--json", "--max-freed", "0"])).unwrap();
     assert_eq!(out["summary"]["paths_freed"], 0, "{out}");
-    let out: serde_json::Value = serde_json::from_str(&cache.ok(&["gc", &cache.arg, "--json"])).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&cache.ok(&["gc", &cache.arg, "--json"])).unwrap();
     assert_eq!(out["summary"]["paths_freed"], 9, "{out}");
     assert_eq!(out["summary"]["nars_freed"], 0, "{out}");
     assert_eq!(cache.keys(KeyDir::Nar).len() as u64, nars);
@@ -455,8 +515,16 @@ fn usage_errors_exit_2() {
         vec!["keep-paths", &cache.arg, "hello"],
     ] {
         let out = cache.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("error"), "{args:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{args:?}"
+        );
     }
     // A bad root in gcroots/ stops the collection before it deletes anything.
     let _root = build_corpus(&cache);
@@ -491,7 +559,9 @@ impl Holder {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         if line.starts_with("keeping ") {
             return Some(Holder {
                 child,
@@ -570,7 +640,15 @@ fn keep_paths_runs_a_command_for_its_lifetime() {
     // Exit codes pass through; a signal N gives 128+N.
     let out = cache.run(&["keep-paths", &cache.arg, &tool, "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    let out = cache.run(&["keep-paths", &cache.arg, &tool, "--", "sh", "-c", "kill -TERM $$"]);
+    let out = cache.run(&[
+        "keep-paths",
+        &cache.arg,
+        &tool,
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
     assert_eq!(out.status.code(), Some(128 + 15));
     // After the command, the lease is gone.
     cache.gc(&[]);
@@ -603,7 +681,10 @@ fn synth_store(tag: &str, count: usize, seed: u64) -> Synth {
     for i in 0..count {
         let name = format!("gc-{tag}-{i:03}");
         let digest = Hash::of(HashAlgo::Sha256, name.as_bytes());
-        let path = format!("/nix/store/{}-{name}", nixbase32::encode(&digest.digest()[..20]));
+        let path = format!(
+            "/nix/store/{}-{name}",
+            nixbase32::encode(&digest.digest()[..20])
+        );
         let mut mine: Vec<String> = (0..rng.below(4).min(i as u64))
             .map(|_| paths[rng.below(i as u64) as usize].clone())
             .collect();
@@ -674,7 +755,11 @@ fn nix_substitutes(url: &str, path: &str) -> Result<(), String> {
 
 fn reap(builders: &mut Vec<Child>, wait: bool) {
     builders.retain_mut(|b| {
-        let status = if wait { Some(b.wait().unwrap()) } else { b.try_wait().unwrap() };
+        let status = if wait {
+            Some(b.wait().unwrap())
+        } else {
+            b.try_wait().unwrap()
+        };
         match status {
             None => true,
             Some(status) => {
@@ -692,9 +777,17 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
     let synth = synth_store(&format!("t{seed}"), 48, seed);
     let rooted = synth.paths[synth.paths.len() - 1].clone();
     cache.ok(&[
-        "build-cache", "--to", &cache.arg, "--store-root", &synth.root.path().display().to_string(),
-        "--registration", &synth.registration.display().to_string(), "--secret-key-file",
-        &secret_key(), "--quiet", &rooted,
+        "build-cache",
+        "--to",
+        &cache.arg,
+        "--store-root",
+        &synth.root.path().display().to_string(),
+        "--registration",
+        &synth.registration.display().to_string(),
+        "--secret-key-file",
+        &secret_key(),
+        "--quiet",
+        &rooted,
     ]);
     cache.add_root(&rooted);
     let mut rng = Rng::new(seed);
@@ -706,7 +799,9 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
         steps += 1;
         reap(&mut builders, false);
         while builders.len() < 2 {
-            let picks: Vec<&String> = (0..1 + rng.below(3)).map(|_| rng.pick(&synth.paths)).collect();
+            let picks: Vec<&String> = (0..1 + rng.below(3))
+                .map(|_| rng.pick(&synth.paths))
+                .collect();
             builders.push(build_cmd(cache, &synth, &picks).spawn().unwrap());
         }
         // A new holder on a path published now (which a collection may delete first: then
@@ -762,7 +857,11 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
     cache.gc(&[]);
     cache.verify("the end");
     let left: BTreeSet<String> = cache.narinfos().into_keys().collect();
-    assert_eq!(left, closure(&[rooted], &synth.refs), "after the last collection");
+    assert_eq!(
+        left,
+        closure(&[rooted], &synth.refs),
+        "after the last collection"
+    );
     let named: BTreeSet<CacheKey> = cache.narinfos().into_values().map(|(_, n)| n).collect();
     assert_eq!(cache.keys(KeyDir::Nar), named, "NAR files left");
     eprintln!(

@@ -127,7 +127,10 @@ mod tests {
             assert!(e.to_string().contains("--grace"), "{e}");
         }
         for bad in ["", "1X", "G"] {
-            assert!(size("--max-freed", bad).unwrap_err().downcast_ref::<UsageError>().is_some());
+            assert!(size("--max-freed", bad)
+                .unwrap_err()
+                .downcast_ref::<UsageError>()
+                .is_some());
         }
     }
 

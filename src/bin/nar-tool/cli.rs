@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::args::UsageError;
 use crate::commands::{
-    build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve, sign, store_path, verify,
+    build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve, sign,
+    store_path, verify,
 };
 
 #[derive(Parser)]

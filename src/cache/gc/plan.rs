@@ -148,7 +148,10 @@ pub fn plan(
     roots.sort();
     roots.dedup();
     let root_paths: Vec<&StorePath> = roots.iter().map(|r| &r.path).collect();
-    let live: HashSet<&StorePath> = graph.closure(root_paths.iter().copied()).into_iter().collect();
+    let live: HashSet<&StorePath> = graph
+        .closure(root_paths.iter().copied())
+        .into_iter()
+        .collect();
     out.missing_roots = roots
         .iter()
         .filter(|r| !graph.contains(&r.path))
@@ -219,7 +222,11 @@ pub fn plan(
         }
     }
     let deleted: HashSet<&str> = doomed.iter().map(|d| d.hash_part.as_str()).collect();
-    let unreadable: HashSet<&str> = inventory.unreadable.iter().map(|(h, _)| h.as_str()).collect();
+    let unreadable: HashSet<&str> = inventory
+        .unreadable
+        .iter()
+        .map(|(h, _)| h.as_str())
+        .collect();
     out.listings = inventory
         .listings
         .iter()
@@ -263,9 +270,15 @@ pub fn plan(
 /// Dead narinfos ordered so that each comes after every dead narinfo that refers to it (Kahn's
 /// algorithm on the dead paths, self-references left out; ties in store path order). Paths in
 /// a reference cycle (which Nix never makes) come last, in store path order.
-fn referrers_first<'a>(graph: &Graph, dead: &[(&'a String, &'a Entry)]) -> Vec<(&'a String, &'a Entry)> {
-    let by_path: HashMap<&StorePath, usize> =
-        dead.iter().enumerate().map(|(i, (_, e))| (&e.path, i)).collect();
+fn referrers_first<'a>(
+    graph: &Graph,
+    dead: &[(&'a String, &'a Entry)],
+) -> Vec<(&'a String, &'a Entry)> {
+    let by_path: HashMap<&StorePath, usize> = dead
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| (&e.path, i))
+        .collect();
     // The number of dead referrers of each dead path.
     let mut waiting: Vec<usize> = dead
         .iter()
@@ -317,7 +330,11 @@ fn referrers_first<'a>(graph: &Graph, dead: &[(&'a String, &'a Entry)]) -> Vec<(
 
 /// The chain of references from a root to `target` (`--why`): the shortest over all roots,
 /// the first root in order among equals; `None` when `target` is not live.
-pub fn why<'a>(graph: &'a Graph, roots: &'a [Root], target: &StorePath) -> Option<(&'a Root, Vec<&'a StorePath>)> {
+pub fn why<'a>(
+    graph: &'a Graph,
+    roots: &'a [Root],
+    target: &StorePath,
+) -> Option<(&'a Root, Vec<&'a StorePath>)> {
     let mut best: Option<(&Root, Vec<&StorePath>)> = None;
     for root in roots {
         if let Some(chain) = graph.why_depends(&root.path, target) {

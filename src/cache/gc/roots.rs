@@ -39,17 +39,15 @@ pub fn parse_entry(folder: &str, entry: &RootEntry, store_dir: &StoreDir) -> Res
                 "a root file is named by a store path's base name (<hash>-<name>): {e}"
             ))
         })?,
-        Some(link) => {
-            store_dir
-                .parse_path_prefix(link)
-                .map_err(|e| {
-                    bad(format!(
-                        "a root symlink leads to a store path ({}/<hash>-<name>), not to {link:?}: {e}",
-                        store_dir
-                    ))
-                })?
-                .0
-        }
+        Some(link) => store_dir
+            .parse_path_prefix(link)
+            .map_err(|e| {
+                bad(format!(
+                    "a root symlink leads to a store path ({}/<hash>-<name>), not to {link:?}: {e}",
+                    store_dir
+                ))
+            })?
+            .0,
     };
     Ok(Root {
         path,
@@ -90,10 +88,16 @@ mod tests {
     fn files_and_links() {
         let dir = StoreDir::default();
         let root = parse_entry("gcroots", &entry(B, None), &dir).unwrap();
-        assert_eq!((root.path.base_name(), root.source.as_str()), (B, &*format!("gcroots/{B}")));
+        assert_eq!(
+            (root.path.base_name(), root.source.as_str()),
+            (B, &*format!("gcroots/{B}"))
+        );
         let link = format!("/nix/store/{B}/bin/hello");
         assert_eq!(
-            parse_entry("r", &entry("x", Some(&link)), &dir).unwrap().path.base_name(),
+            parse_entry("r", &entry("x", Some(&link)), &dir)
+                .unwrap()
+                .path
+                .base_name(),
             B
         );
         for bad in [
@@ -111,7 +115,14 @@ mod tests {
     fn arguments() {
         let dir = StoreDir::default();
         assert_eq!(parse_arg(B, &dir).unwrap().base_name(), B);
-        assert_eq!(parse_arg(&format!("/nix/store/{B}"), &dir).unwrap().base_name(), B);
-        assert!(parse_arg("hello", &dir).unwrap_err().contains("not a store path"));
+        assert_eq!(
+            parse_arg(&format!("/nix/store/{B}"), &dir)
+                .unwrap()
+                .base_name(),
+            B
+        );
+        assert!(parse_arg("hello", &dir)
+            .unwrap_err()
+            .contains("not a store path"));
     }
 }

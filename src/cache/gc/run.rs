@@ -76,8 +76,12 @@ fn err(kind: io::ErrorKind, msg: String) -> io::Error {
 }
 
 /// Reads one narinfo: its entry, or why it cannot be used.
-pub fn read_entry(storage: &dyn StorageWrite, hash: &str) -> io::Result<Option<Result<Entry, String>>> {
-    let key = CacheKey::narinfo(hash).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
+pub fn read_entry(
+    storage: &dyn StorageWrite,
+    hash: &str,
+) -> io::Result<Option<Result<Entry, String>>> {
+    let key =
+        CacheKey::narinfo(hash).map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
     let Some(mut object) = storage.open(&key)? else {
         return Ok(None);
     };
@@ -85,7 +89,9 @@ pub fn read_entry(storage: &dyn StorageWrite, hash: &str) -> io::Result<Option<R
         return Ok(Some(Err(format!("larger than {MAX_NARINFO_SIZE} bytes"))));
     }
     let mut bytes = Vec::new();
-    (&mut object.body).take(MAX_NARINFO_SIZE as u64 + 1).read_to_end(&mut bytes)?;
+    (&mut object.body)
+        .take(MAX_NARINFO_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)?;
     let Ok(text) = String::from_utf8(bytes) else {
         return Ok(Some(Err("not UTF-8".into())));
     };
@@ -120,9 +126,14 @@ fn read_entries(
     let work = || -> io::Result<()> {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(hash) = hashes.get(i) else { return Ok(()) };
+            let Some(hash) = hashes.get(i) else {
+                return Ok(());
+            };
             let read = read_entry(storage, hash)?;
-            results.lock().unwrap_or_else(|p| p.into_inner()).push((hash.clone(), read));
+            results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((hash.clone(), read));
         }
     };
     if jobs <= 1 || hashes.len() < 64 {
@@ -132,7 +143,10 @@ fn read_entries(
             let handles: Vec<_> = (0..jobs).map(|_| s.spawn(work)).collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a reader panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a reader panicked")))
+                })
                 .collect::<io::Result<Vec<()>>>()
         })?;
     }
@@ -203,7 +217,10 @@ struct Pending<'a> {
 impl Pending<'_> {
     /// Spares the closures of `roots` (reading the narinfos the inventory lacks) and `nars`.
     fn spare(&mut self, roots: Vec<StorePath>, nars: Vec<CacheKey>) -> io::Result<()> {
-        let mut todo: Vec<StorePath> = roots.into_iter().filter(|p| self.leased.insert(p.clone())).collect();
+        let mut todo: Vec<StorePath> = roots
+            .into_iter()
+            .filter(|p| self.leased.insert(p.clone()))
+            .collect();
         self.pinned.extend(nars);
         let mut hashes: HashSet<String> = HashSet::new();
         let mut reached: Vec<StorePath> = Vec::new();
@@ -215,8 +232,11 @@ impl Pending<'_> {
                 // Published after the listing: read it now.
                 if let Some(Ok(entry)) = read_entry(self.storage, path.hash_part())? {
                     if entry.path == path {
-                        self.graph.insert(path.clone(), entry.references.iter().cloned());
-                        self.inventory.entries.insert(path.hash_part().to_string(), entry);
+                        self.graph
+                            .insert(path.clone(), entry.references.iter().cloned());
+                        self.inventory
+                            .entries
+                            .insert(path.hash_part().to_string(), entry);
                     }
                 }
             }
@@ -249,8 +269,16 @@ impl Pending<'_> {
     /// Re-reads the leases (the batch lock held) and spares what is new.
     fn recheck(&mut self) -> io::Result<()> {
         let names = read_leases(self.storage)?;
-        let new: Vec<StorePath> = names.paths.into_iter().filter(|p| !self.leased.contains(p)).collect();
-        let nars: Vec<CacheKey> = names.nars.into_iter().filter(|k| !self.pinned.contains(k)).collect();
+        let new: Vec<StorePath> = names
+            .paths
+            .into_iter()
+            .filter(|p| !self.leased.contains(p))
+            .collect();
+        let nars: Vec<CacheKey> = names
+            .nars
+            .into_iter()
+            .filter(|k| !self.pinned.contains(k))
+            .collect();
         if !new.is_empty() || !nars.is_empty() {
             self.spare(new, nars)?;
         }
@@ -266,7 +294,8 @@ impl Pending<'_> {
                 if !self.inventory.entries.contains_key(&h) {
                     if let Some(Ok(entry)) = read_entry(self.storage, &h)? {
                         fresh.push(entry.path.clone());
-                        self.graph.insert(entry.path.clone(), entry.references.iter().cloned());
+                        self.graph
+                            .insert(entry.path.clone(), entry.references.iter().cloned());
                         self.inventory.entries.insert(h, entry);
                     }
                 }
@@ -299,7 +328,11 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
     let mut roots = opts.roots.clone();
     roots.extend(plan::recent_roots(&inventory, &opts.policy));
     let leases = {
-        let _batch = if opts.dry_run { None } else { Some(storage.gc_batch_lock(true)?) };
+        let _batch = if opts.dry_run {
+            None
+        } else {
+            Some(storage.gc_batch_lock(true)?)
+        };
         read_leases(storage)?
     };
     roots.extend(leases.paths.iter().map(|p| Root {
@@ -307,7 +340,9 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         source: "a lease".into(),
     }));
     let pinned: BTreeSet<CacheKey> = leases.nars.iter().cloned().collect();
-    let planned = plan::plan(&inventory, &graph, roots, &pinned, &opts.policy, |k| storage.stat(k))?;
+    let planned = plan::plan(&inventory, &graph, roots, &pinned, &opts.policy, |k| {
+        storage.stat(k)
+    })?;
     if opts.dry_run {
         return Ok(Outcome {
             summary: planned.summary.clone(),
@@ -337,7 +372,9 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         let _batch = pending.batch_lock()?;
         pending.recheck()?;
         for _ in 0..opts.batch {
-            let Some(doomed) = pending.narinfos.pop_front() else { break };
+            let Some(doomed) = pending.narinfos.pop_front() else {
+                break;
+            };
             let key = CacheKey::narinfo(&doomed.hash_part)
                 .map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
             if storage.delete(&key)? {
@@ -350,7 +387,9 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         let _batch = pending.batch_lock()?;
         pending.recheck()?;
         for _ in 0..opts.batch {
-            let Some(hash) = pending.listings.pop_front() else { break };
+            let Some(hash) = pending.listings.pop_front() else {
+                break;
+            };
             let key = CacheKey::parse(&format!("{hash}.ls"))
                 .map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
             listings_freed += u64::from(storage.delete(&key)?);
@@ -364,7 +403,9 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         let _batch = pending.batch_lock()?;
         pending.recheck()?;
         for _ in 0..opts.batch {
-            let Some((key, size)) = pending.nars.pop_front() else { break };
+            let Some((key, size)) = pending.nars.pop_front() else {
+                break;
+            };
             if storage.delete(&key)? {
                 nars_freed += 1;
                 bytes_freed += size;
@@ -390,9 +431,17 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("{path} is not in the cache {cache} (no narinfo {key})")]
-    NotInCache { path: String, cache: String, key: String },
+    NotInCache {
+        path: String,
+        cache: String,
+        key: String,
+    },
     #[error("{path} is in the cache {cache}, but its narinfo cannot be read: {why}")]
-    Unreadable { path: String, cache: String, why: String },
+    Unreadable {
+        path: String,
+        cache: String,
+        why: String,
+    },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -411,7 +460,12 @@ pub fn lease_closure(
     let mut todo: Vec<StorePath> = paths.to_vec();
     // Names leased before they are looked at: a collection running now spares them from its
     // next batch on, and what this finds present stays.
-    lease.extend(&paths.iter().map(|p| p.base_name().to_string()).collect::<Vec<_>>())?;
+    lease.extend(
+        &paths
+            .iter()
+            .map(|p| p.base_name().to_string())
+            .collect::<Vec<_>>(),
+    )?;
     while let Some(path) = todo.pop() {
         if !seen.insert(path.clone()) {
             continue;

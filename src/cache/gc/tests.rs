@@ -103,22 +103,37 @@ fn golden_roots_closure_and_referrers_first() {
     );
     assert_eq!(plan.listings.len(), 5);
     let s = &plan.summary;
-    assert_eq!((s.paths_kept, s.paths_freed, s.bytes_kept, s.bytes_freed), (3, 5, 300, 500));
+    assert_eq!(
+        (s.paths_kept, s.paths_freed, s.bytes_kept, s.bytes_freed),
+        (3, 5, 300, 500)
+    );
 }
 
 #[test]
 fn golden_shared_nar_kept_while_one_narinfo_names_it() {
     // 1 and 2 share NAR 9; 3 and 4 share NAR 8 and both die.
-    let inv = inventory(&[(1, vec![], 9, 0), (2, vec![], 9, 0), (3, vec![], 8, 0), (4, vec![], 8, 0)]);
+    let inv = inventory(&[
+        (1, vec![], 9, 0),
+        (2, vec![], 9, 0),
+        (3, vec![], 8, 0),
+        (4, vec![], 8, 0),
+    ]);
     let plan = plan_of(&inv, &[1], &policy());
     assert_eq!(doomed(&plan), vec![p(2), p(3), p(4)]);
-    assert_eq!(plan.nars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![nar(8)]);
+    assert_eq!(
+        plan.nars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![nar(8)]
+    );
 }
 
 #[test]
 fn golden_self_references_and_missing_roots() {
     // 1 → 1, 2; 2 → 2; 3 → 3 (dead, refers only to itself).
-    let inv = inventory(&[(1, vec![1, 2], 1, 0), (2, vec![2], 2, 0), (3, vec![3], 3, 0)]);
+    let inv = inventory(&[
+        (1, vec![1, 2], 1, 0),
+        (2, vec![2], 2, 0),
+        (3, vec![3], 3, 0),
+    ]);
     let plan = plan_of(&inv, &[1, 7], &policy());
     assert_eq!(plan.live, vec![p(1), p(2)]);
     assert_eq!(doomed(&plan), vec![p(3)]);
@@ -135,7 +150,10 @@ fn golden_keep_since_and_grace() {
     };
     let g = plan::graph(&inv);
     let roots = plan::recent_roots(&inv, &pol);
-    assert_eq!(roots.iter().map(|r| r.path.clone()).collect::<Vec<_>>(), vec![p(1)]);
+    assert_eq!(
+        roots.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+        vec![p(1)]
+    );
     let plan = plan::plan(&inv, &g, roots, &BTreeSet::new(), &pol, meta(&[3])).unwrap();
     assert_eq!(doomed(&plan), vec![p(3)]);
     assert!(plan.nars.is_empty(), "NAR 3 is in its grace period");
@@ -155,14 +173,18 @@ fn golden_max_freed_takes_orphans_first_then_a_prefix() {
     };
     let plan = plan_of(&inv, &[], &pol);
     assert_eq!(doomed(&plan), vec![p(1)]);
-    assert_eq!(plan.nars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![nar(9), nar(1)]);
+    assert_eq!(
+        plan.nars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![nar(9), nar(1)]
+    );
     assert!(plan.summary.stopped_at_max_freed);
 }
 
 #[test]
 fn pinned_nars_and_unreadable_narinfos_stay() {
     let mut inv = inventory(&[(1, vec![], 1, 0)]);
-    inv.unreadable.push((p(2).hash_part().to_string(), "bad".into()));
+    inv.unreadable
+        .push((p(2).hash_part().to_string(), "bad".into()));
     inv.listings.insert(p(2).hash_part().to_string());
     let g = plan::graph(&inv);
     let pinned = BTreeSet::from([nar(1)]);
@@ -175,7 +197,12 @@ fn pinned_nars_and_unreadable_narinfos_stay() {
 
 #[test]
 fn why_gives_the_shortest_chain_from_a_root() {
-    let inv = inventory(&[(1, vec![2], 1, 0), (2, vec![3], 2, 0), (3, vec![], 3, 0), (4, vec![3], 4, 0)]);
+    let inv = inventory(&[
+        (1, vec![2], 1, 0),
+        (2, vec![3], 2, 0),
+        (3, vec![], 3, 0),
+        (4, vec![3], 4, 0),
+    ]);
     let g = plan::graph(&inv);
     let roots = vec![root(1), root(4)];
     let (r, chain) = plan::why(&g, &roots, &p(3)).unwrap();
@@ -185,7 +212,13 @@ fn why_gives_the_shortest_chain_from_a_root() {
 }
 
 /// Random caches: DAGs (edges to lower numbers) with self-references, NARs shared at random.
-fn arb_cache() -> impl Strategy<Value = (Vec<(usize, Vec<usize>, usize, u64)>, Vec<usize>, Option<u64>)> {
+fn arb_cache() -> impl Strategy<
+    Value = (
+        Vec<(usize, Vec<usize>, usize, u64)>,
+        Vec<usize>,
+        Option<u64>,
+    ),
+> {
     (2usize..40).prop_flat_map(|n| {
         let nodes = (0..n)
             .map(|i| {
@@ -270,30 +303,58 @@ fn store(paths: &[(usize, Vec<usize>, usize)]) -> MemoryStorage {
     for (i, refs, n) in paths {
         let refs: Vec<StorePath> = refs.iter().map(|r| p(*r)).collect();
         let key = CacheKey::narinfo(p(*i).hash_part()).unwrap();
-        s.put(&key, narinfo_text(&p(*i), &refs, &nar(*n)).as_bytes()).unwrap();
+        s.put(&key, narinfo_text(&p(*i), &refs, &nar(*n)).as_bytes())
+            .unwrap();
         s.put(&nar(*n), b"nar").unwrap();
     }
     s
 }
 
 fn narinfos(s: &MemoryStorage) -> Vec<StorePath> {
-    let mut out: Vec<StorePath> = run::inventory(s, 1).unwrap().entries.into_values().map(|e| e.path).collect();
+    let mut out: Vec<StorePath> = run::inventory(s, 1)
+        .unwrap()
+        .entries
+        .into_values()
+        .map(|e| e.path)
+        .collect();
     out.sort();
     out
 }
 
 #[test]
 fn a_run_deletes_the_dead_and_spares_leases() {
-    let s = store(&[(1, vec![2], 1), (2, vec![], 2), (3, vec![4], 3), (4, vec![], 4), (5, vec![], 4)]);
+    let s = store(&[
+        (1, vec![2], 1),
+        (2, vec![], 2),
+        (3, vec![4], 3),
+        (4, vec![], 4),
+        (5, vec![], 4),
+    ]);
     let (lease, closure) = run::lease_closure(&s, &[p(3)], |p| p.to_string()).unwrap();
     assert_eq!(closure, vec![p(3), p(4)]);
-    let opts = Options { roots: vec![root(1)], ..Options::default() };
-    let dry = run::collect(&s, &Options { dry_run: true, ..opts.clone() }).unwrap();
+    let opts = Options {
+        roots: vec![root(1)],
+        ..Options::default()
+    };
+    let dry = run::collect(
+        &s,
+        &Options {
+            dry_run: true,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
     assert_eq!(dry.deleted, vec![p(5)]);
     let out = run::collect(&s, &opts).unwrap();
-    assert_eq!(out.deleted, dry.deleted, "--dry-run tells what the run then deletes");
+    assert_eq!(
+        out.deleted, dry.deleted,
+        "--dry-run tells what the run then deletes"
+    );
     assert_eq!(narinfos(&s), vec![p(1), p(2), p(3), p(4)]);
-    assert!(s.stat(&nar(4)).unwrap().is_some(), "NAR 4 is shared with the leased path 4");
+    assert!(
+        s.stat(&nar(4)).unwrap().is_some(),
+        "NAR 4 is shared with the leased path 4"
+    );
     drop(lease);
     let out = run::collect(&s, &opts).unwrap();
     assert_eq!(out.deleted, vec![p(3), p(4)]);
@@ -304,12 +365,19 @@ fn a_run_deletes_the_dead_and_spares_leases() {
 #[test]
 fn a_lease_on_a_missing_path_fails() {
     let s = store(&[(1, vec![2], 1)]);
-    let e = run::lease_closure(&s, &[p(9)], |p| p.to_string()).err().unwrap();
+    let e = run::lease_closure(&s, &[p(9)], |p| p.to_string())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("is not in the cache"), "{e}");
     // A reference missing from the cache fails too: the closure would not be whole.
-    let e = run::lease_closure(&s, &[p(1)], |p| p.to_string()).err().unwrap();
+    let e = run::lease_closure(&s, &[p(1)], |p| p.to_string())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains(&p(2).to_string()), "{e}");
-    assert!(s.live_leases().unwrap().is_empty(), "a failed lease is dropped");
+    assert!(
+        s.live_leases().unwrap().is_empty(),
+        "a failed lease is dropped"
+    );
 }
 
 #[test]
@@ -319,5 +387,8 @@ fn one_collection_at_a_time() {
     let e = run::collect(&s, &Options::default()).unwrap_err();
     assert!(e.to_string().contains("another collection"), "{e}");
     drop(held);
-    assert_eq!(run::collect(&s, &Options::default()).unwrap().deleted, vec![p(1)]);
+    assert_eq!(
+        run::collect(&s, &Options::default()).unwrap().deleted,
+        vec![p(1)]
+    );
 }

@@ -105,7 +105,13 @@ mod tests {
         assert_eq!(names.nars, vec![CacheKey::parse(nar).unwrap()]);
         assert_eq!(names.ignored, 3, "two bad lines and one cut short");
         assert_eq!(parse(&text_of(&[P])).paths.len(), 1);
-        assert_eq!(parse(P.as_bytes()), LeaseNames { ignored: 1, ..Default::default() });
+        assert_eq!(
+            parse(P.as_bytes()),
+            LeaseNames {
+                ignored: 1,
+                ..Default::default()
+            }
+        );
         assert_eq!(parse(b""), LeaseNames::default());
     }
 

@@ -370,8 +370,11 @@ pub fn build_cache_into(
                                 .cloned(),
                         );
                         // Leased before they are looked for: one found there stays.
-                        let unleased: Vec<StorePath> =
-                            wanted.iter().filter(|p| !leased.contains(*p)).cloned().collect();
+                        let unleased: Vec<StorePath> = wanted
+                            .iter()
+                            .filter(|p| !leased.contains(*p))
+                            .cloned()
+                            .collect();
                         if let Some((first, rest)) = unleased.split_first() {
                             lease_queued(workers, first, rest, &mut leased)?;
                         }
@@ -550,7 +553,10 @@ fn lease_queued(
         .unwrap_or_else(|p| p.into_inner())
         .extend(&names)
         .map_err(|e| {
-            BuildError::Input(format!("cannot lease in {}: {e}", workers.storage.describe()))
+            BuildError::Input(format!(
+                "cannot lease in {}: {e}",
+                workers.storage.describe()
+            ))
         })
 }
 

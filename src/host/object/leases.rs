@@ -45,7 +45,9 @@ impl ObjectLease {
     }
 
     fn write(&mut self, text: Vec<u8>) -> io::Result<()> {
-        let path = self.shared.path(&format!("{}.{}", self.name, self.parts.len()))?;
+        let path = self
+            .shared
+            .path(&format!("{}.{}", self.name, self.parts.len()))?;
         self.parts.push(path.clone());
         let shared = self.shared.clone();
         let data = bytes::Bytes::from(text);
@@ -108,7 +110,9 @@ pub fn live(shared: &Arc<Shared>) -> io::Result<Vec<Vec<u8>>> {
             if owner_is_gone(&shared, &owner, server_now).await? {
                 match shared.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(shared.error(e, "removing the dead lease", &meta.location)),
+                    Err(e) => {
+                        return Err(shared.error(e, "removing the dead lease", &meta.location))
+                    }
                 }
                 continue;
             }

@@ -35,8 +35,7 @@ use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::location::S3Location;
 use crate::cache::storage::lease::Lease;
 use crate::cache::storage::{
-    check_lock_name, Object, ObjectMeta, RootEntry, Staged, StorageLock, StorageRead,
-    StorageWrite,
+    check_lock_name, Object, ObjectMeta, RootEntry, Staged, StorageLock, StorageRead, StorageWrite,
 };
 
 pub use config::Credentials;

@@ -142,7 +142,12 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
         let live: Vec<String> = outcome.plan.live.iter().map(show).collect();
         print_list(&mut out, &live, args.json)?;
     } else if args.print_dead {
-        let dead: Vec<String> = outcome.plan.narinfos.iter().map(|d| show(&d.path)).collect();
+        let dead: Vec<String> = outcome
+            .plan
+            .narinfos
+            .iter()
+            .map(|d| show(&d.path))
+            .collect();
         print_list(&mut out, &dead, args.json)?;
     } else if let Some(target) = why {
         if !outcome.graph.contains(&target) {
@@ -166,7 +171,14 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
             }
         }
     } else {
-        print_outcome(&mut out, &outcome, &show, opts.dry_run, args.json, &location.to_string())?;
+        print_outcome(
+            &mut out,
+            &outcome,
+            &show,
+            opts.dry_run,
+            args.json,
+            &location.to_string(),
+        )?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -198,7 +210,8 @@ fn given_roots(
 ) -> Result<Vec<Root>> {
     let mut out = Vec::new();
     for arg in &args.roots {
-        let path = roots::parse_arg(arg, store_dir).map_err(|e| UsageError(format!("--root: {e}")))?;
+        let path =
+            roots::parse_arg(arg, store_dir).map_err(|e| UsageError(format!("--root: {e}")))?;
         out.push(Root {
             path,
             source: "--root".into(),
@@ -214,7 +227,11 @@ fn given_roots(
         let entries = nar_tool::host::dir_storage::leases::read_roots_at(dir)
             .with_context(|| format!("--roots-dir {}", dir.display()))?;
         for entry in entries {
-            out.push(roots::parse_entry(&dir.display().to_string(), &entry, store_dir)?);
+            out.push(roots::parse_entry(
+                &dir.display().to_string(),
+                &entry,
+                store_dir,
+            )?);
         }
     }
     Ok(out)
@@ -294,10 +311,18 @@ fn print_outcome(
         human_bytes(s.bytes_kept),
     )?;
     if s.nars_in_grace > 0 {
-        writeln!(out, "{} NAR files nothing names are kept for --grace", s.nars_in_grace)?;
+        writeln!(
+            out,
+            "{} NAR files nothing names are kept for --grace",
+            s.nars_in_grace
+        )?;
     }
     if s.unreadable_kept > 0 {
-        writeln!(out, "{} narinfos that cannot be read are kept (run verify)", s.unreadable_kept)?;
+        writeln!(
+            out,
+            "{} narinfos that cannot be read are kept (run verify)",
+            s.unreadable_kept
+        )?;
     }
     if outcome.spared > 0 {
         writeln!(out, "{} paths leased meanwhile were spared", outcome.spared)?;
