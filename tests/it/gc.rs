@@ -593,20 +593,20 @@ fn leases_hold(cache: &Cache) {
     let refs = corpus_refs();
     let tool = corpus_path("tool-2.3");
     let app = corpus_path("app-0.9");
-    let holder = Holder::start(cache, &[app.clone()]).expect("app is in the cache");
-    let second = Holder::start(cache, &[tool.clone()]).expect("tool is in the cache");
+    let holder = Holder::start(cache, std::slice::from_ref(&app)).expect("app is in the cache");
+    let second = Holder::start(cache, std::slice::from_ref(&tool)).expect("tool is in the cache");
     cache.gc(&[]);
     assert_eq!(
         cache.narinfos().keys().cloned().collect::<BTreeSet<_>>(),
-        closure(&[app.clone()], &refs)
+        closure(std::slice::from_ref(&app), &refs)
     );
-    cache.assert_closure_complete(&[app.clone()], "held");
+    cache.assert_closure_complete(std::slice::from_ref(&app), "held");
     // A holder killed: its lease is gone at the next collection; the other still holds.
     holder.kill();
     cache.gc(&[]);
     assert_eq!(
         cache.narinfos().keys().cloned().collect::<BTreeSet<_>>(),
-        closure(&[tool.clone()], &refs)
+        closure(std::slice::from_ref(&tool), &refs)
     );
     second.release();
     cache.gc(&[]);
@@ -635,7 +635,7 @@ fn keep_paths_runs_a_command_for_its_lifetime() {
     cache.ok(&["keep-paths", &cache.arg, &tool, "--", "sh", "-c", &gc]);
     assert_eq!(
         cache.narinfos().keys().cloned().collect::<BTreeSet<_>>(),
-        closure(&[tool.clone()], &corpus_refs())
+        closure(std::slice::from_ref(&tool), &corpus_refs())
     );
     // Exit codes pass through; a signal N gives 128+N.
     let out = cache.run(&["keep-paths", &cache.arg, &tool, "--", "sh", "-c", "exit 7"]);
@@ -848,7 +848,10 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
         for h in &holders {
             cache.assert_closure_complete(&h.paths, &format!("step {steps}, leased"));
         }
-        cache.assert_closure_complete(&[rooted.clone()], &format!("step {steps}, rooted"));
+        cache.assert_closure_complete(
+            std::slice::from_ref(&rooted),
+            &format!("step {steps}, rooted"),
+        );
     }
     for h in holders.drain(..) {
         h.kill();

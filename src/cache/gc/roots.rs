@@ -39,15 +39,17 @@ pub fn parse_entry(folder: &str, entry: &RootEntry, store_dir: &StoreDir) -> Res
                 "a root file is named by a store path's base name (<hash>-<name>): {e}"
             ))
         })?,
-        Some(link) => store_dir
-            .parse_path_prefix(link)
-            .map_err(|e| {
-                bad(format!(
+        Some(link) => {
+            store_dir
+                .parse_path_prefix(link)
+                .map_err(|e| {
+                    bad(format!(
                     "a root symlink leads to a store path ({}/<hash>-<name>), not to {link:?}: {e}",
                     store_dir
                 ))
-            })?
-            .0,
+                })?
+                .0
+        }
     };
     Ok(Root {
         path,

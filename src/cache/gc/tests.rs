@@ -212,13 +212,14 @@ fn why_gives_the_shortest_chain_from_a_root() {
 }
 
 /// Random caches: DAGs (edges to lower numbers) with self-references, NARs shared at random.
-fn arb_cache() -> impl Strategy<
-    Value = (
-        Vec<(usize, Vec<usize>, usize, u64)>,
-        Vec<usize>,
-        Option<u64>,
-    ),
-> {
+/// A random cache: paths (number, references, NAR number, modified), roots, `max_freed`.
+type ArbCache = (
+    Vec<(usize, Vec<usize>, usize, u64)>,
+    Vec<usize>,
+    Option<u64>,
+);
+
+fn arb_cache() -> impl Strategy<Value = ArbCache> {
     (2usize..40).prop_flat_map(|n| {
         let nodes = (0..n)
             .map(|i| {
