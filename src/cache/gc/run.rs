@@ -1,5 +1,5 @@
 //! A collection run over any storage: read what the cache holds, plan, then delete batch by
-//! batch under the [`lease`](crate::cache::storage::lease) protocol; and the other side of that
+//! batch under the [`lease`](crate::cache::storage::lease#the-protocol) protocol; and the other side of that
 //! protocol, a lease on store paths' closures ([`lease_closure`]).
 //!
 //! # Why a lease taken during a collection never loses its paths
