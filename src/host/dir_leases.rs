@@ -200,6 +200,11 @@ impl DirStorage {
                 Err(e) => return Err(errno_io(e, "locking a lease")),
             }
         }
+        if texts.is_empty() {
+            // Leave the cache as Nix would have it (fails harmlessly if a lease just came).
+            let _ = rustix::fs::unlinkat(&state, LEASES, AtFlags::REMOVEDIR);
+            let _ = rustix::fs::unlinkat(&self.root, STATE_DIR, AtFlags::REMOVEDIR);
+        }
         Ok(texts)
     }
 

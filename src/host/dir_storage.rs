@@ -771,7 +771,9 @@ impl StorageWrite for DirStorage {
             self.write_dir(dir)?;
         }
         self.owner()?;
-        self.clean_dead_writers()
+        self.clean_dead_writers()?;
+        // And the leases of processes that died (a killed build's).
+        self.dir_live_leases().map(drop)
     }
 
     fn stage(&self, dir: KeyDir) -> io::Result<Box<dyn Staged>> {
