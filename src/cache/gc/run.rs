@@ -11,9 +11,14 @@
 //! lock shared, then checks that its paths are present. So for a lease written while the
 //! collection runs, either the lease landed before a batch (that batch and every later one read
 //! it and spare its closure) or after it (its deletions are done, and the holder's check finds
-//! a deleted path missing and fails rather than claim it). Narinfos published by writers that
-//! take no lease (`nix copy`) are read before the NAR files go: the cache is listed again and
-//! every narinfo that appeared is a root, so its NAR stays.
+//! a deleted path missing and fails rather than claim it).
+//!
+//! A writer's lease ends when it is done, and what it published must then outlive it: so each
+//! batch, after reading the leases, lists the cache again and takes every narinfo that appeared
+//! since the collection listed it (or appeared again after this collection deleted it) as a
+//! root. A lease not read by a batch ended before the batch read the leases, so what its holder
+//! published is in the listing that follows. The same listing protects narinfos of writers that
+//! take no lease (`nix copy`) once they are visible.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io::{self, Read};
@@ -304,8 +309,15 @@ impl Pending<'_> {
         self.spare(fresh, Vec::new())
     }
 
-    fn batch_lock(&self) -> io::Result<StorageLock> {
-        self.storage.gc_batch_lock(true)
+    /// Starts a deletion batch: takes the batch lock exclusively, then spares what the live
+    /// leases name and the closures of narinfos published since the cache was listed — in that
+    /// order. A writer's lease ends only after it published: a lease not read here ended
+    /// before this reading began, so what it published is in the listing that follows.
+    fn begin_batch(&mut self) -> io::Result<StorageLock> {
+        let lock = self.storage.gc_batch_lock(true)?;
+        self.recheck()?;
+        self.spare_new_narinfos()?;
+        Ok(lock)
     }
 }
 
@@ -369,8 +381,7 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
     let (mut listings_freed, mut nars_freed, mut bytes_freed) = (0, 0, 0);
     // Narinfos, referrers first.
     while !pending.narinfos.is_empty() {
-        let _batch = pending.batch_lock()?;
-        pending.recheck()?;
+        let _batch = pending.begin_batch()?;
         for _ in 0..opts.batch {
             let Some(doomed) = pending.narinfos.pop_front() else {
                 break;
@@ -380,12 +391,13 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
             if storage.delete(&key)? {
                 deleted.push(doomed.path);
             }
+            // Forgotten: if a writer publishes it again, the next batch finds it new.
+            pending.inventory.entries.remove(&doomed.hash_part);
         }
     }
     // Listings.
     while !pending.listings.is_empty() {
-        let _batch = pending.batch_lock()?;
-        pending.recheck()?;
+        let _batch = pending.begin_batch()?;
         for _ in 0..opts.batch {
             let Some(hash) = pending.listings.pop_front() else {
                 break;
@@ -395,13 +407,9 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
             listings_freed += u64::from(storage.delete(&key)?);
         }
     }
-    // NAR files, once narinfos published meanwhile are known.
-    if !pending.nars.is_empty() {
-        pending.spare_new_narinfos()?;
-    }
+    // NAR files.
     while !pending.nars.is_empty() {
-        let _batch = pending.batch_lock()?;
-        pending.recheck()?;
+        let _batch = pending.begin_batch()?;
         for _ in 0..opts.batch {
             let Some((key, size)) = pending.nars.pop_front() else {
                 break;

@@ -363,6 +363,64 @@ fn a_run_deletes_the_dead_and_spares_leases() {
     assert!(s.stat(&nar(4)).unwrap().is_none() && s.stat(&nar(3)).unwrap().is_none());
 }
 
+/// A writer that leases a path and a reference it finds present, publishes the path and ends
+/// its lease — all between the collection's listing and a deletion batch.
+fn publish_leased(s: &MemoryStorage, i: usize, refs: &[usize], n: usize) {
+    let mut lease = s.lease().unwrap();
+    let names: Vec<String> = std::iter::once(i)
+        .chain(refs.iter().copied())
+        .map(|j| p(j).base_name().to_string())
+        .collect();
+    lease.extend(&names).unwrap();
+    let refs: Vec<StorePath> = refs.iter().map(|r| p(*r)).collect();
+    s.put(&nar(n), b"nar").unwrap();
+    let key = CacheKey::narinfo(p(i).hash_part()).unwrap();
+    s.put(&key, narinfo_text(&p(i), &refs, &nar(n)).as_bytes())
+        .unwrap();
+    drop(lease);
+}
+
+#[test]
+fn what_a_writer_published_outlives_its_lease() {
+    // 2 and 3 are dead when the cache is listed. After that, before the plan, a writer
+    // publishes 4 (referring to 2) and ends its lease.
+    let s = store(&[(1, vec![], 1), (2, vec![], 2), (3, vec![], 3)]);
+    s.before_exclusive_batch(|s| publish_leased(s, 4, &[2], 4));
+    let opts = Options {
+        roots: vec![root(1)],
+        batch: 1,
+        ..Options::default()
+    };
+    let out = run::collect(&s, &opts).unwrap();
+    assert_eq!(out.deleted, vec![p(3)], "2 is now referred to by 4");
+    assert_eq!(narinfos(&s), vec![p(1), p(2), p(4)]);
+    assert!(s.stat(&nar(2)).unwrap().is_some() && s.stat(&nar(3)).unwrap().is_none());
+
+    // Now 2 and 4 are dead: the first batch deletes 4, then 4 is published again (its writer
+    // found it missing) before the batch that would delete 2. (The first hook runs when the
+    // collection reads the leases for its plan.)
+    s.before_exclusive_batch(|_| {});
+    s.before_exclusive_batch(|_| {});
+    s.before_exclusive_batch(|s| publish_leased(s, 4, &[2], 4));
+    let out = run::collect(&s, &opts).unwrap();
+    assert_eq!(out.deleted, vec![p(4)], "4 deleted, then published again");
+    assert_eq!(narinfos(&s), vec![p(1), p(2), p(4)]);
+    assert!(
+        s.stat(&nar(4)).unwrap().is_some(),
+        "the NAR of the new 4 stays"
+    );
+
+    // A NAR whose narinfo appears between NAR batches stays.
+    let s = store(&[(1, vec![], 1)]);
+    s.put(&nar(7), b"nar").unwrap();
+    s.put(&nar(8), b"nar").unwrap();
+    s.before_exclusive_batch(|_| {});
+    s.before_exclusive_batch(|s| publish_leased(s, 7, &[], 7));
+    let out = run::collect(&s, &opts).unwrap();
+    assert_eq!(out.summary.nars_freed, 1);
+    assert!(s.stat(&nar(7)).unwrap().is_some() && s.stat(&nar(8)).unwrap().is_none());
+}
+
 #[test]
 fn a_lease_on_a_missing_path_fails() {
     let s = store(&[(1, vec![2], 1)]);

@@ -29,15 +29,28 @@ struct State {
     next_lease: u64,
 }
 
+/// What runs before the next exclusive batch lock is taken (a test's concurrent writer).
+type BatchHook = Box<dyn FnOnce(&MemoryStorage) + Send>;
+
 /// An in-memory cache.
 #[derive(Default, Clone)]
 pub struct MemoryStorage {
     inner: Arc<(Mutex<State>, Condvar)>,
+    before_batch: Arc<Mutex<Vec<BatchHook>>>,
 }
 
 impl MemoryStorage {
     pub fn new() -> MemoryStorage {
         MemoryStorage::default()
+    }
+
+    /// Runs `f` just before a collection next takes the batch lock exclusively, as a writer
+    /// racing it would (hooks queue up: one per batch). For tests of the lease protocol.
+    pub fn before_exclusive_batch(&self, f: impl FnOnce(&MemoryStorage) + Send + 'static) {
+        self.before_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -200,6 +213,20 @@ impl StorageWrite for MemoryStorage {
             storage: self.clone(),
             id,
         }))
+    }
+
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        if exclusive {
+            let hook = {
+                let mut hooks = self.before_batch.lock().unwrap_or_else(|p| p.into_inner());
+                (!hooks.is_empty()).then(|| hooks.remove(0))
+            };
+            if let Some(hook) = hook {
+                hook(self);
+            }
+        }
+        self.lock("gc-batch", exclusive, true)?
+            .ok_or_else(|| io::Error::other("the batch lock was not taken"))
     }
 
     fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
