@@ -153,8 +153,8 @@ impl DirStorage {
         })
     }
 
-    /// The text of every live lease; dead ones (their lock free) are removed.
-    pub(super) fn dir_live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
+    /// The text of every live lease; with `tidy`, dead ones (their lock free) are removed.
+    pub(super) fn dir_live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let Ok(state) = rustix::fs::openat(&self.root, STATE_DIR, flags, Mode::empty()) else {
             return Ok(Vec::new());
@@ -190,7 +190,9 @@ impl DirStorage {
             match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {
                     // Its holder is gone.
-                    let _ = rustix::fs::unlinkat(&leases, name.as_str(), AtFlags::empty());
+                    if tidy {
+                        let _ = rustix::fs::unlinkat(&leases, name.as_str(), AtFlags::empty());
+                    }
                 }
                 Err(Errno::WOULDBLOCK) => {
                     let mut text = Vec::new();
@@ -200,7 +202,7 @@ impl DirStorage {
                 Err(e) => return Err(errno_io(e, "locking a lease")),
             }
         }
-        if texts.is_empty() {
+        if texts.is_empty() && tidy {
             // Leave the cache as Nix would have it (fails harmlessly if a lease just came).
             let _ = rustix::fs::unlinkat(&state, LEASES, AtFlags::REMOVEDIR);
             let _ = rustix::fs::unlinkat(&self.root, STATE_DIR, AtFlags::REMOVEDIR);

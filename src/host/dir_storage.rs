@@ -773,7 +773,7 @@ impl StorageWrite for DirStorage {
         self.owner()?;
         self.clean_dead_writers()?;
         // And the leases of processes that died (a killed build's).
-        self.dir_live_leases().map(drop)
+        self.dir_live_leases(true).map(drop)
     }
 
     fn stage(&self, dir: KeyDir) -> io::Result<Box<dyn Staged>> {
@@ -907,8 +907,8 @@ impl StorageWrite for DirStorage {
         Ok(Box::new(self.dir_lease()?))
     }
 
-    fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir_live_leases()
+    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        self.dir_live_leases(tidy)
     }
 
     fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {

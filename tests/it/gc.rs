@@ -156,6 +156,14 @@ impl Cache {
         out
     }
 
+    /// Every object or file of the cache, its state folder included.
+    fn everything(&self) -> BTreeSet<String> {
+        match &self.dir {
+            Some(dir) => walk_names(dir, dir),
+            None => self.object().list_everything().unwrap().into_iter().collect(),
+        }
+    }
+
     fn keys(&self, dir: KeyDir) -> BTreeSet<CacheKey> {
         list_keys(&*self.storage, dir)
             .unwrap()
@@ -195,6 +203,20 @@ impl Cache {
             todo.extend(refs.iter().cloned());
         }
     }
+}
+
+/// The names of every entry under `dir`, relative to `top`.
+fn walk_names(top: &std::path::Path, dir: &std::path::Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        out.insert(path.strip_prefix(top).unwrap().display().to_string());
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk_names(top, &path));
+        }
+    }
+    out
 }
 
 fn base(path: &str) -> &str {
@@ -339,6 +361,7 @@ fn golden(cache: &Cache) {
     }
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let before = cache.narinfos();
+    let everything_before = cache.everything();
     let all: BTreeSet<String> = before.keys().cloned().collect();
     let dead: BTreeSet<String> = all.difference(&live).cloned().collect();
     assert_eq!(
@@ -370,6 +393,11 @@ fn golden(cache: &Cache) {
         "{planned}"
     );
     assert_eq!(cache.narinfos(), before, "--dry-run deleted something");
+    assert_eq!(
+        cache.everything(),
+        everything_before,
+        "--print-live, --print-dead and --dry-run wrote or deleted something"
+    );
 
     // --why: the shortest chain from a root.
     let libdemo = corpus_path("libdemo-1.0");

@@ -35,6 +35,10 @@ use crate::store_path::StorePath;
 use super::plan::{self, Entry, Inventory, Plan, Policy, Summary};
 use super::roots::Root;
 
+/// Batches a deletion phase (narinfos, listings, NARs) is cut into at most, so that listing the
+/// cache again for each batch stays a small multiple of listing it once.
+pub const MAX_BATCHES: usize = 32;
+
 /// How to run a collection.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -46,7 +50,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Narinfos read at once.
     pub jobs: usize,
-    /// Deletions per batch (each batch re-reads the leases).
+    /// Deletions per batch at least (each batch re-reads the leases and lists the cache again;
+    /// a phase larger than [`MAX_BATCHES`] batches of this has larger batches instead).
     pub batch: usize,
 }
 
@@ -189,9 +194,9 @@ pub fn inventory(storage: &dyn StorageWrite, jobs: usize) -> io::Result<Inventor
 }
 
 /// The live leases' names.
-fn read_leases(storage: &dyn StorageWrite) -> io::Result<lease::LeaseNames> {
+fn read_leases(storage: &dyn StorageWrite, tidy: bool) -> io::Result<lease::LeaseNames> {
     let mut all = lease::LeaseNames::default();
-    for text in storage.live_leases()? {
+    for text in storage.live_leases(tidy)? {
         let names = lease::parse(&text);
         all.paths.extend(names.paths);
         all.nars.extend(names.nars);
@@ -273,7 +278,7 @@ impl Pending<'_> {
 
     /// Re-reads the leases (the batch lock held) and spares what is new.
     fn recheck(&mut self) -> io::Result<()> {
-        let names = read_leases(self.storage)?;
+        let names = read_leases(self.storage, true)?;
         let new: Vec<StorePath> = names
             .paths
             .into_iter()
@@ -345,7 +350,7 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         } else {
             Some(storage.gc_batch_lock(true)?)
         };
-        read_leases(storage)?
+        read_leases(storage, !opts.dry_run)?
     };
     roots.extend(leases.paths.iter().map(|p| Root {
         path: p.clone(),
@@ -379,10 +384,12 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
     let mut summary = planned.summary.clone();
     let mut deleted = Vec::new();
     let (mut listings_freed, mut nars_freed, mut bytes_freed) = (0, 0, 0);
+    let per_batch = |n: usize| opts.batch.max(n.div_ceil(MAX_BATCHES)).max(1);
     // Narinfos, referrers first.
+    let batch = per_batch(pending.narinfos.len());
     while !pending.narinfos.is_empty() {
         let _batch = pending.begin_batch()?;
-        for _ in 0..opts.batch {
+        for _ in 0..batch {
             let Some(doomed) = pending.narinfos.pop_front() else {
                 break;
             };
@@ -396,9 +403,10 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         }
     }
     // Listings.
+    let batch = per_batch(pending.listings.len());
     while !pending.listings.is_empty() {
         let _batch = pending.begin_batch()?;
-        for _ in 0..opts.batch {
+        for _ in 0..batch {
             let Some(hash) = pending.listings.pop_front() else {
                 break;
             };
@@ -408,9 +416,10 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         }
     }
     // NAR files.
+    let batch = per_batch(pending.nars.len());
     while !pending.nars.is_empty() {
         let _batch = pending.begin_batch()?;
-        for _ in 0..opts.batch {
+        for _ in 0..batch {
             let Some((key, size)) = pending.nars.pop_front() else {
                 break;
             };

@@ -434,7 +434,7 @@ fn a_lease_on_a_missing_path_fails() {
         .unwrap();
     assert!(e.to_string().contains(&p(2).to_string()), "{e}");
     assert!(
-        s.live_leases().unwrap().is_empty(),
+        s.live_leases(true).unwrap().is_empty(),
         "a failed lease is dropped"
     );
 }

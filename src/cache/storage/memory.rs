@@ -229,7 +229,7 @@ impl StorageWrite for MemoryStorage {
             .ok_or_else(|| io::Error::other("the batch lock was not taken"))
     }
 
-    fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
+    fn live_leases(&self, _tidy: bool) -> io::Result<Vec<Vec<u8>>> {
         Ok(self.state().leases.values().cloned().collect())
     }
 

@@ -16,7 +16,7 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
-use super::owners::{owner_is_gone, owner_of};
+use super::owners::{owner_is_gone, owner_of, SERVER_TIME_UNKNOWN};
 use super::{locks, runtime, Shared};
 use crate::cache::storage::lease::{self, Lease};
 use crate::cache::storage::{RootEntry, StorageLock};
@@ -90,10 +90,15 @@ pub fn batch_lock(shared: &Arc<Shared>, exclusive: bool) -> io::Result<StorageLo
         .ok_or_else(|| io::Error::other("the batch lock was not taken"))
 }
 
-/// The text of every lease whose owner lives (each part read once, then remembered); the
-/// others are deleted.
-pub fn live(shared: &Arc<Shared>) -> io::Result<Vec<Vec<u8>>> {
-    let server_now = shared.server_now()?;
+/// The text of every lease whose owner lives (each part read once, then remembered); with
+/// `tidy` (this process registered as an owner), the others are deleted. Without, nothing is
+/// written and the server's clock is unknown: a lease of another machine counts as live.
+pub fn live(shared: &Arc<Shared>, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+    let server_now = if tidy {
+        shared.server_now()?
+    } else {
+        SERVER_TIME_UNKNOWN
+    };
     let shared = shared.clone();
     runtime::block_on(async move {
         let folder = shared.path(".nar-tool/leases/")?;
@@ -108,6 +113,9 @@ pub fn live(shared: &Arc<Shared>) -> io::Result<Vec<Vec<u8>>> {
             let name = meta.location.filename().unwrap_or_default().to_string();
             let owner = owner_of(&name).to_string();
             if owner_is_gone(&shared, &owner, server_now).await? {
+                if !tidy {
+                    continue;
+                }
                 match shared.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => {

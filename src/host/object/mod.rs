@@ -607,9 +607,11 @@ impl StorageWrite for ObjectStorage {
         Ok(Box::new(leases::ObjectLease::new(&self.shared)?))
     }
 
-    fn live_leases(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.ensure_prepared()?;
-        leases::live(&self.shared)
+    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        if tidy {
+            self.ensure_prepared()?;
+        }
+        leases::live(&self.shared, tidy)
     }
 
     fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
