@@ -43,12 +43,20 @@ impl Cache {
         let dir = tmp.path().join("cache");
         fs::create_dir(&dir).unwrap();
         Cache {
+            _tmp: tmp,
+            ..Cache::at(dir)
+        }
+    }
+
+    /// A cache in an existing directory `dir`.
+    fn at(dir: PathBuf) -> Cache {
+        Cache {
             arg: dir.display().to_string(),
             nix_url: format!("file://{}", dir.display()),
             storage: Box::new(DirStorage::open(&dir).unwrap()),
             s3: None,
             dir: Some(dir),
-            _tmp: tmp,
+            _tmp: TempTree::new(),
         }
     }
 
@@ -160,7 +168,12 @@ impl Cache {
     fn everything(&self) -> BTreeSet<String> {
         match &self.dir {
             Some(dir) => walk_names(dir, dir),
-            None => self.object().list_everything().unwrap().into_iter().collect(),
+            None => self
+                .object()
+                .list_everything()
+                .unwrap()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -513,6 +526,80 @@ fn max_freed_stops_early_and_grace_keeps_fresh_nars() {
     assert_eq!(cache.keys(KeyDir::Nar).len() as u64, nars);
     // Now without grace: the orphans go.
     assert_eq!(cache.gc(&[])["summary"]["nars_freed"], nars);
+}
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallFs {
+    dir: PathBuf,
+    _tmp: TempTree,
+}
+
+impl SmallFs {
+    /// `None` when this process may not mount (not root).
+    fn mount(size: &str, inodes: u32) -> Option<SmallFs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: the full-disk case is not run");
+            return None;
+        }
+        let tmp = TempTree::new();
+        let dir = tmp.path().join("fs");
+        fs::create_dir(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},nr_inodes={inodes}"))
+            .arg("tmpfs")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        Some(SmallFs { dir, _tmp: tmp })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_collected() {
+    let Some(small) = SmallFs::mount("4m", 400) else {
+        return;
+    };
+    let dir = small.dir.join("cache");
+    fs::create_dir(&dir).unwrap();
+    let cache = Cache::at(dir.clone());
+    let _root = build_corpus(&cache);
+    // Fill every byte and every inode.
+    let mut filled = 0;
+    let full = |e: &std::io::Error| e.raw_os_error() == Some(28); // ENOSPC
+    for i in 0.. {
+        match fs::write(small.dir.join(format!("filler-{i}")), vec![7u8; 64 << 10]) {
+            Ok(()) => filled += 1,
+            Err(e) if full(&e) => break,
+            Err(e) => panic!("filling: {e}"),
+        }
+    }
+    for i in 0.. {
+        match fs::write(small.dir.join(format!("f-{i}")), b"") {
+            Ok(()) => {}
+            Err(e) if full(&e) => break,
+            Err(e) => panic!("filling inodes: {e}"),
+        }
+    }
+    assert!(filled > 0);
+    assert!(
+        fs::write(dir.join("probe"), b"x").is_err(),
+        "the disk is full"
+    );
+    let done = cache.gc(&["--root", &corpus_path("app-0.9")]);
+    assert!(
+        done["summary"]["paths_freed"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+    cache.verify("after collecting a full disk");
+    cache.assert_closure_complete(&[corpus_path("app-0.9")], "a full disk");
 }
 
 #[test]
