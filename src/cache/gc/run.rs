@@ -217,8 +217,10 @@ struct Pending<'a> {
     narinfos: VecDeque<plan::Doomed>,
     listings: VecDeque<String>,
     nars: VecDeque<(CacheKey, u64)>,
-    /// Leased paths and NARs seen so far, and narinfos spared.
-    leased: HashSet<StorePath>,
+    /// Paths spared while their narinfo was there (its NAR pinned, its references followed):
+    /// nothing more to do for them. A path spared while it had no narinfo (leased before it
+    /// was published) is looked at again each time it is named, until its narinfo is seen.
+    done: HashSet<StorePath>,
     pinned: BTreeSet<CacheKey>,
     spared: HashSet<String>,
     spared_paths: u64,
@@ -229,17 +231,18 @@ impl Pending<'_> {
     fn spare(&mut self, roots: Vec<StorePath>, nars: Vec<CacheKey>) -> io::Result<()> {
         let mut todo: Vec<StorePath> = roots
             .into_iter()
-            .filter(|p| self.leased.insert(p.clone()))
+            .filter(|p| !self.done.contains(p))
             .collect();
         self.pinned.extend(nars);
         let mut hashes: HashSet<String> = HashSet::new();
         let mut reached: Vec<StorePath> = Vec::new();
         while let Some(path) = todo.pop() {
-            if !hashes.insert(path.hash_part().to_string()) {
+            if self.done.contains(&path) || !hashes.insert(path.hash_part().to_string()) {
                 continue;
             }
-            if !self.graph.contains(&path) {
-                // Published after the listing: read it now.
+            if !self.inventory.entries.contains_key(path.hash_part()) {
+                // Published after the listing, or again after this collection deleted it
+                // (perhaps naming another NAR): read it now.
                 if let Some(Ok(entry)) = read_entry(self.storage, path.hash_part())? {
                     if entry.path == path {
                         self.graph
@@ -262,6 +265,7 @@ impl Pending<'_> {
                 if let Some(nar) = &entry.nar {
                     self.pinned.insert(nar.clone());
                 }
+                self.done.insert(path.clone());
             }
             if self.spared.insert(hash.to_string()) {
                 newly.insert(hash.to_string());
@@ -282,7 +286,7 @@ impl Pending<'_> {
         let new: Vec<StorePath> = names
             .paths
             .into_iter()
-            .filter(|p| !self.leased.contains(p))
+            .filter(|p| !self.done.contains(p))
             .collect();
         let nars: Vec<CacheKey> = names
             .nars
@@ -375,7 +379,7 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         narinfos: planned.narinfos.iter().cloned().collect(),
         listings: planned.listings.iter().cloned().collect(),
         nars: planned.nars.iter().cloned().collect(),
-        leased: leases.paths.into_iter().collect(),
+        done: HashSet::new(),
         pinned,
         spared: HashSet::new(),
         spared_paths: 0,

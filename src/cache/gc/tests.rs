@@ -9,6 +9,7 @@ use super::plan::{self, Entry, Inventory, Policy};
 use super::roots::Root;
 use super::run::{self, Options};
 use crate::cache::layout::CacheKey;
+use crate::cache::storage::lease::Lease;
 use crate::cache::storage::memory::MemoryStorage;
 use crate::cache::storage::{ObjectMeta, StorageRead, StorageWrite};
 use crate::store_path::StorePath;
@@ -419,6 +420,50 @@ fn what_a_writer_published_outlives_its_lease() {
     let out = run::collect(&s, &opts).unwrap();
     assert_eq!(out.summary.nars_freed, 1);
     assert!(s.stat(&nar(7)).unwrap().is_some() && s.stat(&nar(8)).unwrap().is_none());
+}
+
+#[test]
+fn a_path_leased_before_it_is_published_again_keeps_its_nar() {
+    // 2, 3 and 4 are dead; the narinfo batches delete them. Then a writer leases 4 (finding it
+    // missing), and before the next NAR batch leases NAR 9, writes it, publishes 4 naming it
+    // and ends its lease.
+    let s = store(&[
+        (1, vec![], 1),
+        (2, vec![], 2),
+        (3, vec![], 3),
+        (4, vec![], 9),
+    ]);
+    let held: std::sync::Arc<std::sync::Mutex<Option<Box<dyn Lease>>>> = Default::default();
+    for _ in 0..4 {
+        s.before_exclusive_batch(|_| {}); // the plan's reading of leases, 3 narinfo batches
+    }
+    let h = held.clone();
+    s.before_exclusive_batch(move |s| {
+        let mut lease = s.lease().unwrap();
+        lease.extend(&[p(4).base_name().to_string()]).unwrap();
+        *h.lock().unwrap() = Some(lease);
+    });
+    let h = held.clone();
+    s.before_exclusive_batch(move |s| {
+        let mut lease = h.lock().unwrap().take().unwrap();
+        lease.extend(&[nar(9).to_string()]).unwrap();
+        s.put(&nar(9), b"nar").unwrap();
+        let key = CacheKey::narinfo(p(4).hash_part()).unwrap();
+        s.put(&key, narinfo_text(&p(4), &[], &nar(9)).as_bytes())
+            .unwrap();
+    });
+    let opts = Options {
+        roots: vec![root(1)],
+        batch: 1,
+        ..Options::default()
+    };
+    let out = run::collect(&s, &opts).unwrap();
+    assert_eq!(out.deleted.len(), 3);
+    assert_eq!(narinfos(&s), vec![p(1), p(4)]);
+    assert!(
+        s.stat(&nar(9)).unwrap().is_some(),
+        "the NAR of 4 was deleted"
+    );
 }
 
 #[test]
