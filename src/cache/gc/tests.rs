@@ -496,3 +496,135 @@ fn one_collection_at_a_time() {
         vec![p(1)]
     );
 }
+
+/// What a writer racing a collection does before one of its deletion batches.
+#[derive(Debug, Clone)]
+enum Act {
+    /// Publish path `i` as `build-cache` does: lease it and its references, find each reference
+    /// present (or give up), lease its NAR, write the NAR and then the narinfo, end the lease.
+    Publish(usize),
+    /// Lease the closure of path `i` as `keep-paths` does, and hold it.
+    Hold(usize),
+    /// End the `k`-th lease held (modulo their number).
+    Release(usize),
+}
+
+fn arb_act(n: usize) -> impl Strategy<Value = Act> {
+    prop_oneof![
+        (0..n).prop_map(Act::Publish),
+        (0..n).prop_map(Act::Hold),
+        (0..4usize).prop_map(Act::Release),
+    ]
+}
+
+type Universe = BTreeMap<usize, (Vec<usize>, usize)>;
+type Held = std::sync::Arc<std::sync::Mutex<Vec<(Vec<StorePath>, Box<dyn Lease>)>>>;
+
+fn publish(s: &MemoryStorage, universe: &Universe, i: usize) {
+    let (refs, n) = &universe[&i];
+    let mut lease = s.lease().unwrap();
+    let names: Vec<String> = std::iter::once(&i)
+        .chain(refs)
+        .map(|j| p(*j).base_name().to_string())
+        .collect();
+    lease.extend(&names).unwrap();
+    let present = |j: &usize| {
+        s.stat(&CacheKey::narinfo(p(*j).hash_part()).unwrap())
+            .unwrap()
+            .is_some()
+    };
+    if present(&i) || !refs.iter().filter(|r| **r != i).all(present) {
+        return; // there already, or a reference is gone: a builder would build it first
+    }
+    lease.extend(&[nar(*n).to_string()]).unwrap();
+    if s.stat(&nar(*n)).unwrap().is_none() {
+        s.put(&nar(*n), b"nar").unwrap();
+    }
+    let refs: Vec<StorePath> = refs.iter().map(|r| p(*r)).collect();
+    let key = CacheKey::narinfo(p(i).hash_part()).unwrap();
+    s.put(&key, narinfo_text(&p(i), &refs, &nar(*n)).as_bytes())
+        .unwrap();
+}
+
+/// Every narinfo's references and NAR are there, and every held lease's closure is whole.
+fn assert_valid(s: &MemoryStorage, held: &Held, when: &str) {
+    let inv = run::inventory(s, 1).unwrap();
+    let present: BTreeSet<&StorePath> = inv.entries.values().map(|e| &e.path).collect();
+    for e in inv.entries.values() {
+        for r in &e.references {
+            assert!(
+                present.contains(r),
+                "{when}: {} lost its reference {r}",
+                e.path
+            );
+        }
+        let nar = e.nar.as_ref().unwrap();
+        assert!(inv.nars.contains(nar), "{when}: {} lost its NAR", e.path);
+    }
+    for (closure, _) in held.lock().unwrap().iter() {
+        for path in closure {
+            assert!(present.contains(path), "{when}: the leased {path} is gone");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Writers and holders acting before every deletion batch (batches of one deletion) never
+    /// make the cache invalid or lose a leased path; once they are gone, one more collection
+    /// leaves exactly the roots' closure.
+    #[test]
+    fn writers_and_holders_racing_a_collection((paths, roots, _) in arb_cache(), acts in proptest::collection::vec(arb_act(40), 1..40)) {
+        let universe: Universe = paths.iter().map(|(i, refs, n, _)| (*i, (refs.clone(), *n))).collect();
+        let s = store(&paths.iter().map(|(i, refs, n, _)| (*i, refs.clone(), *n)).collect::<Vec<_>>());
+        let held: Held = Default::default();
+        let universe = std::sync::Arc::new(universe);
+        for (k, act) in acts.into_iter().enumerate() {
+            let (universe, held) = (universe.clone(), held.clone());
+            s.before_exclusive_batch(move |s| {
+                match act {
+                    Act::Publish(i) if universe.contains_key(&i) => publish(s, &universe, i),
+                    Act::Hold(i) => {
+                        if let Ok((lease, closure)) = run::lease_closure(s, &[p(i)], |p| p.to_string()) {
+                            held.lock().unwrap().push((closure, lease));
+                        }
+                    }
+                    Act::Release(k) => {
+                        let mut held = held.lock().unwrap();
+                        if !held.is_empty() {
+                            let n = held.len();
+                            held.remove(k % n);
+                        }
+                    }
+                    Act::Publish(_) => {}
+                }
+                assert_valid(s, &held, &format!("after action {k}"));
+            });
+        }
+        let opts = Options {
+            roots: roots.iter().map(|r| root(*r)).collect(),
+            batch: 1,
+            ..Options::default()
+        };
+        run::collect(&s, &opts).unwrap();
+        assert_valid(&s, &held, "after the collection");
+        held.lock().unwrap().clear();
+        // Hooks not used are used now, by a second collection; then one more with no writers.
+        run::collect(&s, &opts).unwrap();
+        assert_valid(&s, &held, "after the second collection");
+        while s.has_batch_hooks() {
+            run::collect(&s, &opts).unwrap();
+        }
+        held.lock().unwrap().clear();
+        run::collect(&s, &opts).unwrap();
+        let mut live: BTreeSet<StorePath> = BTreeSet::new();
+        let mut todo: Vec<usize> = roots.iter().copied().filter(|r| universe.contains_key(r)).collect();
+        while let Some(i) = todo.pop() {
+            if live.insert(p(i)) {
+                todo.extend(universe[&i].0.iter().copied());
+            }
+        }
+        prop_assert_eq!(narinfos(&s).into_iter().collect::<BTreeSet<_>>(), live);
+    }
+}

@@ -53,6 +53,15 @@ impl MemoryStorage {
             .push(Box::new(f));
     }
 
+    /// Whether hooks queued by [`MemoryStorage::before_exclusive_batch`] are left.
+    pub fn has_batch_hooks(&self) -> bool {
+        !self
+            .before_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.0.lock().unwrap_or_else(|p| p.into_inner())
     }
