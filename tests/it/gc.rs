@@ -614,6 +614,15 @@ fn temporary_files_of_dead_writers_are_deleted() {
     fs::write(&tmp, b"half a NAR").unwrap();
     cache.gc(&["--root", &corpus_path("app-0.9")]);
     assert!(!tmp.exists(), "a dead writer's temporary file survived");
+    // A cache copied without its state folder: a temporary file has no owner at all.
+    fs::remove_dir_all(dir.join(".nar-tool")).ok();
+    let orphan = dir.join(".nar-tool.4343-cafe.0.tmp");
+    fs::write(&orphan, b"half a narinfo").unwrap();
+    cache.gc(&["--root", &corpus_path("app-0.9")]);
+    assert!(
+        !orphan.exists(),
+        "a temporary file without an owner survived"
+    );
 }
 
 #[test]
