@@ -33,10 +33,14 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::cache::layout::{CacheKey, KeyDir};
+use crate::cache::storage::lease::Lease;
 use crate::cache::storage::{
-    check_lock_name, is_refused, Committed, Object, ObjectMeta, Put, Staged, StorageLock,
-    StorageRead, StorageWrite,
+    check_lock_name, is_refused, Committed, Object, ObjectMeta, Put, RootEntry, Staged,
+    StorageLock, StorageRead, StorageWrite,
 };
+
+#[path = "dir_leases.rs"]
+pub mod leases;
 
 /// The folder of nar-tool's own state inside a cache (owners of temporary files, locks).
 pub const STATE_DIR: &str = ".nar-tool";
@@ -366,23 +370,11 @@ impl DirStorage {
     /// Removes the temporary files of writers that died (their owner lock is free), and their
     /// owner files. Live writers' files are left alone.
     fn clean_dead_writers(&self) -> io::Result<()> {
-        let Ok(state) = rustix::fs::openat(
-            &self.root,
-            STATE_DIR,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return Ok(());
-        };
-        let Ok(owners_dir) = rustix::fs::openat(
-            &state,
-            "owners",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return Ok(());
-        };
         let own = self.owner.get().map(|o| o.token.clone());
+        // Temporary files first, their owners after: a writer registers before it writes, so
+        // an owner missing after its file was seen is gone (a cache copied without its
+        // `.nar-tool/`, or whose last writer died and the next removed its record).
+        let mut temporaries: Vec<(Arc<OwnedFd>, String)> = Vec::new();
         for dir in KeyDir::ALL {
             let fd = match dir {
                 KeyDir::Root => rustix::io::dup(&self.root).map_err(io::Error::from)?,
@@ -396,19 +388,34 @@ impl DirStorage {
                     Err(_) => continue,
                 },
             };
-            for name in read_names(&fd)? {
-                let Some(token) = tmp_owner(&name) else {
-                    continue;
-                };
-                if Some(token) == own.as_deref() {
-                    continue;
-                }
-                if owner_is_dead(&owners_dir, token) {
-                    // unlinkat never follows a symlink; a directory by that name stays.
-                    let _ = rustix::fs::unlinkat(&fd, name.as_str(), AtFlags::empty());
-                }
+            let names: Vec<String> = read_names(&fd)?
+                .into_iter()
+                .filter(|name| tmp_owner(name).is_some_and(|t| Some(t) != own.as_deref()))
+                .collect();
+            if !names.is_empty() {
+                let fd = Arc::new(fd);
+                temporaries.extend(names.into_iter().map(|name| (fd.clone(), name)));
             }
         }
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let owners_dir = rustix::fs::openat(&self.root, STATE_DIR, dir_flags, Mode::empty())
+            .and_then(|state| rustix::fs::openat(&state, "owners", dir_flags, Mode::empty()));
+        let owners_dir = match owners_dir {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => None,
+            // Not a folder, or not readable: nothing can be judged.
+            Err(_) => return Ok(()),
+        };
+        for (fd, name) in &temporaries {
+            let token = tmp_owner(name).unwrap_or_default();
+            if owners_dir.as_ref().is_none_or(|o| owner_is_dead(o, token)) {
+                // unlinkat never follows a symlink; a directory by that name stays.
+                let _ = rustix::fs::unlinkat(&**fd, name.as_str(), AtFlags::empty());
+            }
+        }
+        let Some(owners_dir) = owners_dir else {
+            return Ok(());
+        };
         for token in read_names(&owners_dir)? {
             if token.starts_with('.') || Some(&token) == own.as_ref() {
                 continue;
@@ -767,7 +774,9 @@ impl StorageWrite for DirStorage {
             self.write_dir(dir)?;
         }
         self.owner()?;
-        self.clean_dead_writers()
+        self.clean_dead_writers()?;
+        // And the leases of processes that died (a killed build's).
+        self.dir_live_leases(true).map(drop)
     }
 
     fn stage(&self, dir: KeyDir) -> io::Result<Box<dyn Staged>> {
@@ -887,6 +896,30 @@ impl StorageWrite for DirStorage {
             Err(Errno::WOULDBLOCK) => Ok(None),
             Err(e) => Err(errno_io(e, format!("lock {name}"))),
         }
+    }
+
+    fn gc_lock(&self) -> io::Result<Option<StorageLock>> {
+        self.dir_gc_lock()
+    }
+
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        self.dir_batch_lock(exclusive)
+    }
+
+    fn lease(&self) -> io::Result<Box<dyn Lease>> {
+        Ok(Box::new(self.dir_lease()?))
+    }
+
+    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        self.dir_live_leases(tidy)
+    }
+
+    fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
+        self.dir_gc_roots()
+    }
+
+    fn clean_abandoned(&self) -> io::Result<()> {
+        self.clean_dead_writers()
     }
 }
 

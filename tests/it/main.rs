@@ -12,6 +12,7 @@ mod core_golden;
 mod decoders;
 mod demo;
 mod fuzz_regressions;
+mod gc;
 mod hostile;
 mod nix_differential;
 mod properties;

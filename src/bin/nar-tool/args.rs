@@ -61,9 +61,78 @@ impl TrustedKeyArgs {
     }
 }
 
+/// A duration: a whole number with a unit `s`, `m`, `h`, `d` or `w` (`90m`, `7d`); a bare number
+/// is seconds. In seconds; a mistake is a usage error.
+pub fn duration(flag: &str, arg: &str) -> Result<u64> {
+    let (number, unit) = split_unit(arg);
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if scale > 0 => Ok(n.saturating_mul(scale)),
+        _ => Err(UsageError(format!(
+            "{flag} {arg:?}: expected a duration such as 30s, 90m, 12h, 7d or 2w"
+        ))
+        .into()),
+    }
+}
+
+/// A size: a whole number of bytes, or with a unit `K`, `M`, `G`, `T` (powers of 1024, `KiB`
+/// and `KB` alike). A mistake is a usage error.
+pub fn size(flag: &str, arg: &str) -> Result<u64> {
+    let (number, unit) = split_unit(arg);
+    let unit = unit.trim_end_matches("iB").trim_end_matches('B');
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => Some(0),
+        "K" => Some(10),
+        "M" => Some(20),
+        "G" => Some(30),
+        "T" => Some(40),
+        _ => None,
+    };
+    match (number.parse::<u64>(), shift) {
+        (Ok(n), Some(shift)) => Ok(n.saturating_mul(1 << shift)),
+        _ => Err(UsageError(format!(
+            "{flag} {arg:?}: expected a size such as 500M, 20G or 1T (or a number of bytes)"
+        ))
+        .into()),
+    }
+}
+
+fn split_unit(arg: &str) -> (&str, &str) {
+    let at = arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len());
+    arg.split_at(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration("--grace", "90").unwrap(), 90);
+        assert_eq!(duration("--grace", "90m").unwrap(), 5400);
+        assert_eq!(duration("--grace", "2w").unwrap(), 14 * 86400);
+        assert_eq!(size("--max-freed", "3").unwrap(), 3);
+        assert_eq!(size("--max-freed", "2G").unwrap(), 2 << 30);
+        assert_eq!(size("--max-freed", "5MiB").unwrap(), 5 << 20);
+        for bad in ["", "m", "1y", "-1", "1.5h"] {
+            let e = duration("--grace", bad).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}");
+            assert!(e.to_string().contains("--grace"), "{e}");
+        }
+        for bad in ["", "1X", "G"] {
+            assert!(size("--max-freed", bad)
+                .unwrap_err()
+                .downcast_ref::<UsageError>()
+                .is_some());
+        }
+    }
 
     #[test]
     fn cache_locations_refused_are_usage_errors() {

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::args::UsageError;
 use crate::commands::{
-    build_cache, cat, demo, dump, hash, key, ls, narinfo, restore, serve, sign, store_path, verify,
+    build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve, sign,
+    store_path, verify,
 };
 
 #[derive(Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Demo(demo::DemoArgs),
     Serve(serve::ServeArgs),
     Narinfo(narinfo::NarinfoArgs),
+    Gc(gc::GcArgs),
+    KeepPaths(keep_paths::KeepPathsArgs),
 }
 
 /// Runs the command line; usage errors exit 2 (clap's, and [`UsageError`]), other errors 1, a
@@ -89,5 +92,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Narinfo(args) => narinfo::run(args),
+        Command::Gc(args) => gc::run(args),
+        Command::KeepPaths(args) => keep_paths::run(args),
     }
 }

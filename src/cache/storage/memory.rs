@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Cursor, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::lease::{self, Lease};
 use super::{
     check_lock_name, Committed, Object, ObjectMeta, Put, Staged, StorageLock, StorageRead,
     StorageWrite,
@@ -23,17 +24,42 @@ struct State {
     next_version: u64,
     /// Lock name → holders: `-1` exclusive, `n > 0` shared.
     locks: HashMap<String, i64>,
+    /// Lease id → its text, while its holder lives.
+    leases: BTreeMap<u64, Vec<u8>>,
+    next_lease: u64,
 }
+
+/// What runs before the next exclusive batch lock is taken (a test's concurrent writer).
+type BatchHook = Box<dyn FnOnce(&MemoryStorage) + Send>;
 
 /// An in-memory cache.
 #[derive(Default, Clone)]
 pub struct MemoryStorage {
     inner: Arc<(Mutex<State>, Condvar)>,
+    before_batch: Arc<Mutex<Vec<BatchHook>>>,
 }
 
 impl MemoryStorage {
     pub fn new() -> MemoryStorage {
         MemoryStorage::default()
+    }
+
+    /// Runs `f` just before a collection next takes the batch lock exclusively, as a writer
+    /// racing it would (hooks queue up: one per batch). For tests of the lease protocol.
+    pub fn before_exclusive_batch(&self, f: impl FnOnce(&MemoryStorage) + Send + 'static) {
+        self.before_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Whether hooks queued by [`MemoryStorage::before_exclusive_batch`] are left.
+    pub fn has_batch_hooks(&self) -> bool {
+        !self
+            .before_batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -160,7 +186,62 @@ impl Drop for MemoryLockGuard {
     }
 }
 
+/// A lease in memory, removed when dropped.
+struct MemoryLease {
+    storage: MemoryStorage,
+    id: u64,
+}
+
+impl Lease for MemoryLease {
+    fn extend(&mut self, names: &[String]) -> io::Result<()> {
+        let _batch = self.storage.gc_batch_lock(false)?;
+        let mut state = self.storage.state();
+        let text = state.leases.entry(self.id).or_default();
+        text.extend_from_slice(&lease::text(names));
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("memory lease {}", self.id)
+    }
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.storage.state().leases.remove(&self.id);
+    }
+}
+
 impl StorageWrite for MemoryStorage {
+    fn lease(&self) -> io::Result<Box<dyn Lease>> {
+        let mut state = self.state();
+        state.next_lease += 1;
+        let id = state.next_lease;
+        state.leases.insert(id, Vec::new());
+        Ok(Box::new(MemoryLease {
+            storage: self.clone(),
+            id,
+        }))
+    }
+
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        if exclusive {
+            let hook = {
+                let mut hooks = self.before_batch.lock().unwrap_or_else(|p| p.into_inner());
+                (!hooks.is_empty()).then(|| hooks.remove(0))
+            };
+            if let Some(hook) = hook {
+                hook(self);
+            }
+        }
+        self.lock("gc-batch", exclusive, true)?
+            .ok_or_else(|| io::Error::other("the batch lock was not taken"))
+    }
+
+    fn live_leases(&self, _tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        Ok(self.state().leases.values().cloned().collect())
+    }
+
     fn prepare(&self) -> io::Result<()> {
         Ok(())
     }

@@ -5,7 +5,9 @@
 //!   that seek (for byte ranges), and listing a folder lazily.
 //! - [`StorageWrite`]: stage an object and stream into it, then commit it under a key known
 //!   only at the end (a NAR is named by its file hash); put-if-absent and replace-if-unchanged
-//!   for small objects; delete; a durability [`StorageWrite::barrier`] for a batch; named locks.
+//!   for small objects; delete; a durability [`StorageWrite::barrier`] for a batch; named locks;
+//!   and what garbage collection needs: its locks, [`lease`]s held by live processes, the
+//!   cache's own roots (`gcroots/`).
 //!
 //! The crash-safety promise of a cache is built on these: an object becomes visible whole or not
 //! at all (commit is atomic), and everything committed or staged before a barrier is durable once
@@ -17,6 +19,7 @@
 
 pub mod async_read;
 pub mod conformance;
+pub mod lease;
 pub mod memory;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -218,6 +221,56 @@ pub trait StorageWrite: StorageRead {
     /// Takes the lock `name` (letters, digits, `-`), shared or exclusive, waiting for it or
     /// not (`Ok(None)`: held elsewhere). Locks are held across processes where the backend can.
     fn lock(&self, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<StorageLock>>;
+
+    /// Takes the GC lock (one collection at a time per cache) without waiting: `Ok(None)` when
+    /// another collection holds it. Writes nothing where the backend can (a directory locks a
+    /// folder that exists), so that a full disk can be collected.
+    fn gc_lock(&self) -> io::Result<Option<StorageLock>> {
+        self.lock("gc", true, false)
+    }
+
+    /// Takes the batch lock of the [`lease`] protocol, waiting for it: exclusive for a
+    /// collection's deletion batch, shared for a lease's write. Writes nothing before it holds
+    /// it where the backend can (a directory: a `flock` of the cache's folder).
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        self.lock("gc-batch", exclusive, true)?
+            .ok_or_else(|| io::Error::other("the batch lock was not taken"))
+    }
+
+    /// A new lease, naming nothing yet, held by this process until dropped.
+    fn lease(&self) -> io::Result<Box<dyn lease::Lease>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} does not support leases", self.describe()),
+        ))
+    }
+
+    /// The text of every live lease, read while the batch lock is held exclusively; with
+    /// `tidy`, the leases of holders that died are removed (a dry run passes `false` and writes
+    /// nothing: where a holder's death cannot be judged without writing, its lease counts).
+    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        let _ = tidy;
+        Ok(Vec::new())
+    }
+
+    /// The cache's own GC roots (the folder `gcroots/`): each entry's name, and its link text if
+    /// it is a symlink (never followed). Empty if there is no such folder.
+    fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the temporary objects of writers that died, without writing anything first where
+    /// the backend can (unlike [`StorageWrite::prepare`], which registers this process).
+    fn clean_abandoned(&self) -> io::Result<()> {
+        self.prepare()
+    }
+}
+
+/// An entry of a roots folder: its name, and for a symlink the text it links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootEntry {
+    pub name: String,
+    pub link: Option<String>,
 }
 
 /// A name that claims to be part of the cache but is not a key, and why.

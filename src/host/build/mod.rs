@@ -13,6 +13,10 @@
 //! the cache is valid at every moment, durable at the cost of one barrier per batch instead of
 //! a sync per file, an interrupted build is completed by running it again, and identical NARs
 //! are stored once.
+//!
+//! A build holds a lease ([`crate::cache::storage::lease`]) on what it publishes: every path
+//! before it is looked for in the cache (so a reference found there and skipped stays), and
+//! every NAR before it is committed or found there. A collection running meanwhile spares them.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -315,7 +319,12 @@ pub fn build_cache_into(
         archived: Arc::new(AtomicU64::new(0)),
         memory: worker::MemoryBudget::new(opts.xz_memory),
         present: present.as_ref(),
+        lease: std::sync::Mutex::new(storage.lease().map_err(|e| {
+            BuildError::Input(format!("cannot lease in {}: {e}", storage.describe()))
+        })?),
     };
+    // Paths leased (before they are looked for in the cache: one found there stays).
+    let mut leased: HashSet<StorePath> = HashSet::new();
     let interrupted = || {
         opts.interrupt
             .as_ref()
@@ -342,6 +351,9 @@ pub fn build_cache_into(
             }
             while first_error.is_none() {
                 let Some(path) = queue.pop() else { break };
+                if !leased.contains(&path) {
+                    lease_queued(workers, &path, &queue, &mut leased)?;
+                }
                 let existing = if opts.force {
                     None
                 } else {
@@ -357,6 +369,15 @@ pub fn build_cache_into(
                                 .take(LOOKUPS_AT_ONCE - 1)
                                 .cloned(),
                         );
+                        // Leased before they are looked for: one found there stays.
+                        let unleased: Vec<StorePath> = wanted
+                            .iter()
+                            .filter(|p| !leased.contains(*p))
+                            .cloned()
+                            .collect();
+                        if let Some((first, rest)) = unleased.split_first() {
+                            lease_queued(workers, first, rest, &mut leased)?;
+                        }
                         let found =
                             map_concurrently(wanted.clone(), storage.requests_in_flight(), |p| {
                                 match &present {
@@ -511,6 +532,32 @@ pub fn build_cache_into(
     summary.seconds = started.elapsed().as_secs_f64();
     summary.xz_memory_peak = workers.memory.peak.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+/// Leases `path` and every queued path not leased yet, in one write.
+fn lease_queued(
+    workers: &Workers,
+    path: &StorePath,
+    queue: &[StorePath],
+    leased: &mut HashSet<StorePath>,
+) -> Result<(), BuildError> {
+    let mut names = Vec::new();
+    for p in std::iter::once(path).chain(queue) {
+        if leased.insert(p.clone()) {
+            names.push(p.base_name().to_string());
+        }
+    }
+    workers
+        .lease
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(&names)
+        .map_err(|e| {
+            BuildError::Input(format!(
+                "cannot lease in {}: {e}",
+                workers.storage.describe()
+            ))
+        })
 }
 
 fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>) {

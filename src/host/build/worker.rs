@@ -215,6 +215,8 @@ pub(super) struct Workers<'a> {
     pub(super) memory: MemoryBudget,
     /// What the cache held at the start, when it was listed (a bucket).
     pub(super) present: Option<&'a Present>,
+    /// What the build is publishing, held against a collection (`nar-tool gc`).
+    pub(super) lease: std::sync::Mutex<Box<dyn crate::cache::storage::lease::Lease>>,
 }
 
 /// [`process`], with a panic turned into an error naming the path: a worker that died silently
@@ -382,6 +384,14 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         narinfo.to_text().as_bytes(),
         &format!("{hash_part}.narinfo"),
     )?;
+    // Leased before it is committed or found there, so a collection leaves it to the narinfo
+    // that is about to name it.
+    workers
+        .lease
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(&[nar_key.to_string()])
+        .map_err(|e| path_err(format!("cannot lease {nar_key}: {e}")))?;
     let listed_absent = workers.present.is_some_and(|p| !p.may_have(&nar_key));
     let stored = commit_nar(
         storage,

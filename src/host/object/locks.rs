@@ -39,9 +39,10 @@ pub fn lock(
     wait: bool,
 ) -> io::Result<Option<StorageLock>> {
     let owner = shared.owner()?.to_string();
-    let server_now = shared.server_now()?;
     let mut delay = Duration::from_millis(20);
     loop {
+        // The server's clock as of this try (no request: the owner record's time, advanced).
+        let server_now = shared.server_now()?;
         let taken = {
             let shared = shared.clone();
             let (name, owner) = (name.to_string(), owner.clone());

@@ -15,6 +15,7 @@ mod cleanup;
 mod config;
 mod errors;
 mod http_listing;
+mod leases;
 mod locks;
 mod owners;
 mod reader;
@@ -32,8 +33,9 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode, PutOptions, Up
 
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::location::S3Location;
+use crate::cache::storage::lease::Lease;
 use crate::cache::storage::{
-    check_lock_name, Object, ObjectMeta, Staged, StorageLock, StorageRead, StorageWrite,
+    check_lock_name, Object, ObjectMeta, RootEntry, Staged, StorageLock, StorageRead, StorageWrite,
 };
 
 pub use config::Credentials;
@@ -83,6 +85,8 @@ pub struct Shared {
     owner: OnceLock<(owners::Owner, Instant)>,
     counter: AtomicU64,
     http: bool,
+    /// Lease parts read so far (they never change once written), by object path.
+    lease_parts: std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>,
 }
 
 impl Shared {
@@ -193,6 +197,7 @@ impl ObjectStorage {
                 owner: OnceLock::new(),
                 counter: AtomicU64::new(0),
                 http,
+                lease_parts: Default::default(),
             }),
         }
     }
@@ -590,6 +595,37 @@ impl StorageWrite for ObjectStorage {
             self.prepare()?;
         }
         locks::lock(&self.shared, name, exclusive, wait)
+    }
+
+    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
+        self.ensure_prepared()?;
+        leases::batch_lock(&self.shared, exclusive)
+    }
+
+    fn lease(&self) -> io::Result<Box<dyn Lease>> {
+        self.ensure_prepared()?;
+        Ok(Box::new(leases::ObjectLease::new(&self.shared)?))
+    }
+
+    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
+        if tidy {
+            self.ensure_prepared()?;
+        }
+        leases::live(&self.shared, tidy)
+    }
+
+    fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
+        leases::roots(&self.shared)
+    }
+}
+
+impl ObjectStorage {
+    /// Registers this process as an owner if it is not yet (leases and locks need one).
+    fn ensure_prepared(&self) -> io::Result<()> {
+        if self.shared.owner.get().is_none() {
+            self.prepare()?;
+        }
+        Ok(())
     }
 }
 

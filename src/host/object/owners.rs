@@ -18,6 +18,10 @@ use object_store::ObjectStoreExt;
 
 use super::{runtime, Shared};
 
+/// The server's clock when it is not known (a reader that registered nothing): no record is
+/// stale by age.
+pub const SERVER_TIME_UNKNOWN: i64 = i64::MIN;
+
 /// How long a record of a writer on another machine may go without a rewrite.
 pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 const HEARTBEAT: Duration = Duration::from_secs(60);
@@ -73,7 +77,7 @@ pub fn is_gone(text: &str, modified: i64, server_now: i64) -> bool {
             None => true,
         };
     }
-    server_now - modified > STALE_AFTER.as_secs() as i64
+    server_now.saturating_sub(modified) > STALE_AFTER.as_secs() as i64
 }
 
 /// Registers this process as an owner and keeps its record fresh while `shared` lives.
