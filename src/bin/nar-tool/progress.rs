@@ -182,21 +182,30 @@ pub struct CountedStorage<'a> {
     bar: Option<&'a ProgressBar>,
 }
 
+impl<'a> CountedStorage<'a> {
+    fn counted<'b>(&self, inner: Box<dyn Read + 'b>) -> Box<dyn Read + 'b> {
+        match self.bar {
+            Some(bar) => Box::new(CountedRead {
+                inner,
+                bar: bar.clone(),
+            }),
+            None => inner,
+        }
+    }
+}
+
 impl CacheStorage for CountedStorage<'_> {
     fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
         self.inner.read_small(rel, limit)
     }
     fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>> {
-        let opened = self.inner.open(rel)?;
-        Ok(match self.bar {
-            Some(bar) => opened.map(|inner| {
-                Box::new(CountedRead {
-                    inner,
-                    bar: bar.clone(),
-                }) as Box<dyn Read>
-            }),
-            None => opened,
-        })
+        Ok(self.inner.open(rel)?.map(|inner| self.counted(inner)))
+    }
+    fn open_sized(&self, rel: &str) -> io::Result<Option<(Box<dyn Read + '_>, u64)>> {
+        Ok(self
+            .inner
+            .open_sized(rel)?
+            .map(|(inner, size)| (self.counted(inner), size)))
     }
     fn size(&self, rel: &str) -> io::Result<Option<u64>> {
         self.inner.size(rel)

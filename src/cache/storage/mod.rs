@@ -382,6 +382,11 @@ impl<T: StorageRead + ?Sized> crate::cache::verify::CacheStorage for T {
         Ok(self.stat(&key_of(rel)?)?.map(|m| m.size))
     }
 
+    fn open_sized(&self, rel: &str) -> io::Result<Option<(Box<dyn Read + '_>, u64)>> {
+        Ok(StorageRead::open(self, &key_of(rel)?)?
+            .map(|o| (Box::new(o.body) as Box<dyn Read>, o.meta.size)))
+    }
+
     fn list_narinfos(&self) -> io::Result<Vec<String>> {
         list_narinfo_names(self)
     }

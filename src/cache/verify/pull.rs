@@ -100,18 +100,17 @@ fn check_file(
     if let Some(p) = judge_url(info) {
         return Some(p);
     }
-    if let Some(p) = judge_size(info, &storage.size(&info.url)) {
-        return Some(p);
-    }
-    if !opts.check_contents {
-        return None;
-    }
-    let method = match judge_compression(info) {
-        Ok(m) => m,
-        Err(p) => return Some(p),
+    let method = match (opts.check_contents, judge_compression(info)) {
+        (true, Ok(m)) => m,
+        (true, Err(p)) => return judge_size(info, &storage.size(&info.url)).or(Some(p)),
+        (false, _) => return judge_size(info, &storage.size(&info.url)),
     };
-    let file = match storage.open(&info.url) {
-        Ok(Some(f)) => f,
+    // The size from the response that streams the file: one request, not two.
+    let file = match storage.open_sized(&info.url) {
+        Ok(Some((f, size))) => match judge_size(info, &Ok(Some(size))) {
+            Some(p) => return Some(p),
+            None => f,
+        },
         Ok(None) => return Some(missing(info)),
         Err(e) => return Some(unreadable(info, e)),
     };

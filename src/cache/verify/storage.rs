@@ -12,6 +12,15 @@ pub trait CacheStorage: Sync {
     fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>>;
     /// A file's size; `Ok(None)` if absent.
     fn size(&self, rel: &str) -> io::Result<Option<u64>>;
+    /// A stream over a file and its size, in one request where the storage can (an object's
+    /// GET tells its length); `Ok(None)` if absent.
+    #[allow(clippy::type_complexity)]
+    fn open_sized(&self, rel: &str) -> io::Result<Option<(Box<dyn Read + '_>, u64)>> {
+        let Some(size) = self.size(rel)? else {
+            return Ok(None);
+        };
+        Ok(self.open(rel)?.map(|f| (f, size)))
+    }
     /// File names of the narinfos at the root (`<hashpart>.narinfo`).
     fn list_narinfos(&self) -> io::Result<Vec<String>>;
     /// Paths of the files under `nar/` (`nar/<name>`), for orphan detection.

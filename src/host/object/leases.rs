@@ -76,7 +76,7 @@ impl Lease for ObjectLease {
 impl Drop for ObjectLease {
     fn drop(&mut self) {
         let (shared, parts) = (self.shared.clone(), std::mem::take(&mut self.parts));
-        let _ = runtime::block_on(async move {
+        runtime::cleanup(async move {
             for part in parts {
                 let _ = shared.store.delete(&part).await;
             }

@@ -27,7 +27,7 @@ struct Marker {
 impl Drop for Marker {
     fn drop(&mut self) {
         let (shared, path) = (self.shared.clone(), self.path.clone());
-        let _ = runtime::block_on(async move { shared.store.delete(&path).await });
+        runtime::cleanup(async move { shared.store.delete(&path).await });
     }
 }
 

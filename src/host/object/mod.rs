@@ -639,7 +639,7 @@ impl Drop for ObjectStorage {
         if let Some((owner, _)) = self.shared.owner.get() {
             if let Ok(path) = self.shared.path(&format!(".nar-tool/owners/{}", owner.id)) {
                 let shared = self.shared.clone();
-                let _ = runtime::block_on(async move { shared.store.delete(&path).await });
+                runtime::cleanup(async move { shared.store.delete(&path).await });
             }
         }
     }

@@ -43,6 +43,21 @@ where
     })
 }
 
+/// How long a process spends removing what it leaves when it is done with it (lease parts, lock
+/// markers, its owner record): past that, on a server gone or slow, they are left for whoever
+/// next finds their owner gone.
+pub const CLEANUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs a best-effort cleanup for at most [`CLEANUP_BUDGET`], its outcome ignored.
+pub fn cleanup<F>(future: F)
+where
+    F: Future + Send + 'static,
+{
+    let _ = block_on(async move {
+        let _ = tokio::time::timeout(CLEANUP_BUDGET, future).await;
+    });
+}
+
 /// Runs `future` on the object runtime from async code (of any runtime).
 pub async fn run<F>(future: F) -> io::Result<F::Output>
 where
