@@ -18,6 +18,8 @@ mod nix_differential;
 mod properties;
 mod s3;
 mod serve;
+mod serve_activation;
+mod serve_auth;
 mod serve_hostile;
 mod storage_layer;
 mod verify;
