@@ -14,6 +14,7 @@ mod demo;
 mod fuzz_regressions;
 mod gc;
 mod hostile;
+mod lookups;
 mod nix_differential;
 mod properties;
 mod s3;
