@@ -37,8 +37,8 @@ export function forgetAuthorization(base) {
 
 /** The login form for the cache at `base`; `retry()` reopens it with what was entered. */
 export function loginView(base, retry) {
-  const user = h('input', { type: 'text', id: 'login-user', autocomplete: 'username', required: true, 'aria-label': 'User' });
-  const secret = h('input', { type: 'password', id: 'login-secret', autocomplete: 'current-password', required: true, 'aria-label': 'Secret' });
+  const user = h('input', { type: 'text', id: 'login-user', autocomplete: 'username', required: true, placeholder: 'User', 'aria-label': 'User' });
+  const secret = h('input', { type: 'password', id: 'login-secret', autocomplete: 'current-password', required: true, placeholder: 'Secret', 'aria-label': 'Secret' });
   const submit = (e) => {
     e.preventDefault();
     save(base, basic(user.value, secret.value));

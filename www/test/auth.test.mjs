@@ -23,6 +23,7 @@ test('a protected cache opens after the login form, for this session only', asyn
   // The browser logs each 401 it gets as a failed resource load: expected here.
   const page = await openPage(t, s.url, { expected: /401/ });
   await page.waitForSelector('#login');
+  await shot(page, 'auth-login.png');
   assert.equal(await page.locator('table.paths tr.row').count(), 0, 'nothing of the cache shown before');
   await page.fill('#login-user', 'alice');
   await page.fill('#login-secret', 'wrong');
