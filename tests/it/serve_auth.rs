@@ -256,6 +256,7 @@ fn bad_auth_files_stop_serve_before_it_starts() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot read the auth file /nonexistent/auth"));
     // A principal allowed a cache that is not served: a typo, said before serving.
+    std::fs::remove_file(&auth).unwrap();
     add_user(&auth, "bob", "pw", &["main"]);
     let out = common::run(
         &[
@@ -414,7 +415,7 @@ fn a_wrong_name_and_a_wrong_secret_take_the_same_time() {
     // Interleaved (so that load on the machine falls on both alike), each from an address of
     // its own (so that no slow-down is earned: that is tested apart).
     for i in 0..24u8 {
-        let from = |k| Some(Ipv4Addr::new(127, 0, 10 + k, 1 + i));
+        let from = |k: u8| Some(Ipv4Addr::new(127, 0, 10 + k, 1 + i));
         let (code, _, _, t) = request(
             &s.addr,
             from(0),

@@ -18,6 +18,12 @@ pub struct Remembered {
     seen: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
 }
 
+impl Default for Remembered {
+    fn default() -> Remembered {
+        Remembered::new()
+    }
+}
+
 impl Remembered {
     pub fn new() -> Remembered {
         let mut key = [0u8; 32];
