@@ -28,8 +28,10 @@ impl ObjectStorage {
         let shown = key.to_string(); // worded as every backend words it
         self.block(move |shared| {
             Box::pin(async move {
-                let mut options = GetOptions::default();
-                options.if_none_match = etag.clone();
+                let options = GetOptions {
+                    if_none_match: etag.clone(),
+                    ..Default::default()
+                };
                 let got = match shared.store.get_opts(&path, options).await {
                     Ok(got) => got,
                     Err(object_store::Error::NotModified { .. }) if etag.is_some() => {

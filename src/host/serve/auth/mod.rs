@@ -70,8 +70,10 @@ impl Auth {
         Auth::new(entries)
     }
 
+    /// The principals `entries` (at least one: its hash sets the dummy's cost).
     pub fn new(entries: Vec<Entry>) -> Result<Auth, String> {
-        let dummy = dummy_like(&entries[0].hash)?;
+        let first = entries.first().ok_or("an auth file naming nobody")?;
+        let dummy = dummy_like(&first.hash)?;
         let by_name = entries
             .iter()
             .enumerate()
