@@ -1,4 +1,5 @@
-//! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
+//! `nar-tool serve`: caches over HTTP (one at the root, or several under their names:
+//! `shelves.rs`), each a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
 //! requests, ETag / Last-Modified), plus, under the prefix reserved for the server's own things,
 //! the inspector at `/_nar-tool/` (`/` leads there) and the npm package's browser entry it
@@ -19,7 +20,9 @@
 //! stops reading holds one piece. Who may connect, for how long and how slowly is `guard.rs`'s
 //! ([`Limits`]): a share per client address, a deadline for request heads, a minimum rate for
 //! responses, idle connections closed first when room is needed; beyond the limit, 503. What a
-//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s. On stop,
+//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s; who may
+//! read which cache, `auth/`'s and `gate.rs`'s (`--auth`); the sockets listened on are bound here
+//! or handed in by systemd (`activation.rs`). On stop,
 //! no new connection is accepted, idle ones close, and responses in flight get
 //! [`SHUTDOWN_GRACE`] to finish. (tiny_http 0.12, used first, hands connections to a task pool
 //! that can lose a wake-up when several arrive together, as a browser's do: such a connection
