@@ -418,7 +418,7 @@ fn a_wrong_name_and_a_wrong_secret_take_the_same_time() {
     // that is tested apart).
     for i in 0..30u8 {
         let from = |k: u8| Some(Ipv4Addr::new(127, 0, 10 + k, 1 + i));
-        let mut timed = |k: u8, value: &str| {
+        let timed = |k: u8, value: &str| {
             let (code, _, _, t) = request(
                 &s.addr,
                 from(k),
