@@ -26,6 +26,8 @@ for component in rustfmt clippy; do
 done
 # The real Nix for differential tests, xz/zstd/bzip2 CLIs and hyperfine for benchmarks.
 apt_install nix-bin xz-utils zstd bzip2 hyperfine time
+# systemd-socket-activate hands `serve` its socket in the socket-activation tests.
+have systemd-socket-activate || apt_install systemd
 # The library must also build for the browser and Node.
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 

@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod dir_storage;
 pub mod fs;
+pub mod lookups;
 pub mod object;
 pub mod open;
 pub mod serve;

@@ -6,6 +6,7 @@ use std::io;
 use crate::cache::location::CacheLocation;
 use crate::cache::storage::{StorageRead, StorageWrite};
 use crate::host::dir_storage::DirStorage;
+use crate::host::lookups::Remembering;
 use crate::host::object::ObjectStorage;
 
 /// Opens a cache for reading.
@@ -13,7 +14,7 @@ pub fn open_read(location: &CacheLocation) -> io::Result<Box<dyn StorageRead>> {
     Ok(match location {
         CacheLocation::Directory(dir) => Box::new(DirStorage::open(dir.as_ref())?),
         CacheLocation::S3(s3) => Box::new(ObjectStorage::s3(s3)?),
-        CacheLocation::Http(base) => Box::new(ObjectStorage::http(base)?),
+        CacheLocation::Http(base) => Remembering::wrap(ObjectStorage::http(base)?, base),
     })
 }
 

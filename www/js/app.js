@@ -16,6 +16,7 @@ import { pathsView, currentPathsView } from './paths.js';
 import { pathView } from './pathview.js';
 import { filesView, forgetNars } from './files.js';
 import { verifyView, resetVerify, job } from './verify.js';
+import { loginView, savedAuthorization, forgetAuthorization } from './login.js';
 
 const main = document.getElementById('main');
 const search = document.getElementById('search');
@@ -23,6 +24,8 @@ const label = document.getElementById('cache-label');
 const progressEl = document.getElementById('progress');
 
 let openError = null;
+/** The base URL of an HTTP cache that answered 401: the open view asks for credentials. */
+let loginFor = null;
 let loading = false;
 let lastRoute = null;
 /** Set by Esc back to the table: the active row gets the focus once the table is shown. */
@@ -66,6 +69,7 @@ async function openCache(source, roots = []) {
   resetVerify();
   forgetNars();
   openError = null;
+  loginFor = null;
   loading = true;
   const cache = new Cache(app.wasm, source);
   app.cache = cache;
@@ -89,6 +93,11 @@ async function openCache(source, roots = []) {
     if (roots.length) await addRoots(roots);
   } catch (e) {
     openError = `Cannot open ${source.label}: ${errorMessage(e)}`;
+    if (source.kind === 'http' && /\bHTTP 401\b/.test(errorMessage(e))) {
+      loginFor = source.base;
+      if (source.authorization) forgetAuthorization(source.base);
+      openError = source.authorization ? 'These credentials were refused.' : null;
+    }
     app.cache = null;
     label.textContent = '';
   } finally {
@@ -102,6 +111,12 @@ async function addRoots(roots) {
   const cache = app.cache;
   await cache.addRoots(roots, (done, known) => setProgress(`Following references: ${formatCount(done)} / ${formatCount(known)} narinfos`, done, known));
   clearProgress();
+}
+
+/** Opens the HTTP cache at `url` with the credentials saved for it this session, if any. */
+function openHttp(url, roots = []) {
+  const base = new URL(url.endsWith('/') ? url : `${url}/`, location.href).href;
+  return openCache(httpSource(app.wasm, url, { authorization: savedAuthorization(base) }), roots);
 }
 
 function openUrl(url, roots = []) {
@@ -174,6 +189,7 @@ function openView(params) {
     h('h1', null, 'Open a binary cache'),
     h('p', { class: 'muted' }, 'Everything is read in this browser: nothing is uploaded, and nothing but the cache is fetched.'),
     openError ? h('div', { class: 'notice bad', id: 'open-error' }, openError) : null,
+    loginFor ? loginView(loginFor, () => openHttp(loginFor)) : null,
     h('div', { class: 'open-grid' },
       h('section', { class: 'card' },
         h('h2', null, 'By URL'),
@@ -389,7 +405,7 @@ async function boot() {
   const roots = (params.get('roots') ?? '').split(',').filter(Boolean);
   const url = params.get('cache') ?? defaultCacheUrl();
   window.__inspector = { app, job };
-  await openCache(httpSource(app.wasm, url), roots);
+  await openHttp(url, roots);
   if (!params.get('cache') && !app.cache) openError = null; // no cache here: just offer to open one
   render();
   document.body.dataset.ready = 'true';

@@ -9,14 +9,22 @@
  * with what the inspector adds: listNarinfos() gives null when the cache cannot be listed, and
  * nar-tool serve's pages of narinfo texts.
  */
-export function httpSource(pkg, base, { noStore = false } = {}) {
-  const src = pkg.httpSource(base, noStore ? { fetch: (u, init) => fetch(u, { ...init, cache: 'no-store' }) } : {});
+export function httpSource(pkg, base, { noStore = false, authorization = null } = {}) {
+  // Credentials when given; and to nar-tool serve (this page's origin), that a script asks, so
+  // that a 401 brings the page's own login form, not the browser's prompt.
+  const sameOrigin = typeof location !== 'undefined' && new URL(base, location.href).origin === location.origin;
+  const headers = {
+    ...(authorization ? { authorization } : {}),
+    ...(authorization || sameOrigin ? { 'x-requested-with': 'nar-tool' } : {}),
+  };
+  const src = pkg.httpSource(base, { headers, ...(noStore ? { fetch: (u, init) => fetch(u, { ...init, cache: 'no-store' }) } : {}) });
   const root = src.url;
   const url = (path) => new URL(path, root).href;
   return {
     ...src,
     kind: 'http',
     base: root,
+    authorization,
     label: root,
     url,
     /** The URL of the cache's file at `path` (relative to the root, each component escaped). */
@@ -37,7 +45,7 @@ export function httpSource(pkg, base, { noStore = false } = {}) {
     async narinfoTexts(offset, limit) {
       let r;
       try {
-        r = await fetch(url(`_nar-tool/narinfo-texts?offset=${offset}&limit=${limit}`), { cache: 'no-store' });
+        r = await fetch(url(`_nar-tool/narinfo-texts?offset=${offset}&limit=${limit}`), { cache: 'no-store', headers });
       } catch {
         return null;
       }
@@ -121,11 +129,11 @@ export function cacheFiles(pairs) {
 
 /** What a worker needs to rebuild a source (Files are structured-cloneable). */
 export function describe(src) {
-  return src.kind === 'http' ? { kind: 'http', base: src.base } : { kind: 'local', files: src.files, label: src.label };
+  return src.kind === 'http' ? { kind: 'http', base: src.base, authorization: src.authorization } : { kind: 'local', files: src.files, label: src.label };
 }
 
 export function fromDescription(pkg, d, opts) {
-  return d.kind === 'http' ? httpSource(pkg, d.base, opts) : filesSource(d.files, d.label);
+  return d.kind === 'http' ? httpSource(pkg, d.base, { ...opts, authorization: d.authorization }) : filesSource(d.files, d.label);
 }
 
 /**

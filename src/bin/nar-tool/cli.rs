@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::args::UsageError;
 use crate::commands::{
-    build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve, sign,
-    store_path, verify,
+    auth, build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve,
+    sign, store_path, verify,
 };
 
 #[derive(Parser)]
@@ -33,6 +33,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     Demo(demo::DemoArgs),
     Serve(serve::ServeArgs),
+    Auth(auth::AuthArgs),
     Narinfo(narinfo::NarinfoArgs),
     Gc(gc::GcArgs),
     KeepPaths(keep_paths::KeepPathsArgs),
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Auth(args) => auth::run(args),
         Command::Narinfo(args) => narinfo::run(args),
         Command::Gc(args) => gc::run(args),
         Command::KeepPaths(args) => keep_paths::run(args),

@@ -12,6 +12,7 @@
 //!   owner record (module `owners`) and cleaned up by the next writer's `prepare`.
 
 mod cleanup;
+mod conditional;
 mod config;
 mod errors;
 mod http_listing;
@@ -38,6 +39,7 @@ use crate::cache::storage::{
     check_lock_name, Object, ObjectMeta, RootEntry, Staged, StorageLock, StorageRead, StorageWrite,
 };
 
+pub use conditional::Fetched;
 pub use config::Credentials;
 pub use errors::Cause;
 
@@ -419,39 +421,14 @@ impl StorageRead for ObjectStorage {
     }
 
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        let path = self.key_path(key)?;
-        let shown = key.to_string(); // worded as every backend words it
-        self.block(move |shared| {
-            Box::pin(async move {
-                let got = match shared.store.get(&path).await {
-                    Ok(got) => got,
-                    Err(e) if errors::cause(&e) == Cause::NotFound => return Ok(None),
-                    Err(e) => return Err(shared.error(e, "reading", &path)),
-                };
-                let too_large = |size: u64| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{shown} is larger than {limit} bytes (it has {size})"),
-                    )
-                };
-                if got.meta.size > limit {
-                    return Err(too_large(got.meta.size));
-                }
-                let mut out = Vec::with_capacity(got.meta.size as usize);
-                let mut stream = got.into_stream();
-                while let Some(piece) = stream
-                    .try_next()
-                    .await
-                    .map_err(|e| shared.error(e, "reading", &path))?
-                {
-                    if (out.len() + piece.len()) as u64 > limit {
-                        return Err(too_large((out.len() + piece.len()) as u64));
-                    }
-                    out.extend_from_slice(&piece);
-                }
-                Ok(Some(out))
-            })
-        })
+        match self.read_small_unless(key, limit, None)? {
+            Fetched::Found { body, .. } => Ok(Some(body)),
+            Fetched::Absent => Ok(None),
+            Fetched::NotModified => Err(io::Error::other(format!(
+                "{}: 304 Not Modified to an unconditional request",
+                self.locate(key)
+            ))),
+        }
     }
 
     fn read_range(

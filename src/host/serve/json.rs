@@ -67,7 +67,7 @@ struct Snapshot {
     names: Arc<Vec<String>>,
 }
 
-impl Site {
+impl Shelf {
     /// One page of a listing, as JSON. `InvalidInput`: a bad query; `OutOfMemory`: too many names.
     pub(super) fn listing_page(&self, which: Listing, query: &str) -> io::Result<Vec<u8>> {
         let (mut offset, mut limit) = (0usize, usize::MAX);

@@ -1,4 +1,5 @@
-//! `nar-tool serve`: a cache directory over HTTP, as a binary cache Nix can substitute from
+//! `nar-tool serve`: caches over HTTP (one at the root, or several under their names:
+//! `shelves.rs`), each a binary cache Nix can substitute from
 //! (`nix-cache-info`, narinfos, NARs, listings with their content types, HEAD, single Range
 //! requests, ETag / Last-Modified), plus, under the prefix reserved for the server's own things,
 //! the inspector at `/_nar-tool/` (`/` leads there) and the npm package's browser entry it
@@ -19,7 +20,9 @@
 //! stops reading holds one piece. Who may connect, for how long and how slowly is `guard.rs`'s
 //! ([`Limits`]): a share per client address, a deadline for request heads, a minimum rate for
 //! responses, idle connections closed first when room is needed; beyond the limit, 503. What a
-//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s. On stop,
+//! browser may do with a response (nosniff, the Content-Security-Policy) is `policy.rs`'s; who may
+//! read which cache, `auth/`'s and `gate.rs`'s (`--auth`); the sockets listened on are bound here
+//! or handed in by systemd (`activation.rs`). On stop,
 //! no new connection is accepted, idle ones close, and responses in flight get
 //! [`SHUTDOWN_GRACE`] to finish. (tiny_http 0.12, used first, hands connections to a task pool
 //! that can lose a wake-up when several arrive together, as a browser's do: such a connection
@@ -67,8 +70,11 @@ pub const CHUNK: usize = 32 * 1024;
 const MAX_BUF: usize = 16 * 1024;
 
 pub struct ServeOptions {
-    /// The cache: a directory, a bucket, or another HTTP cache (proxied).
-    pub location: CacheLocation,
+    /// The caches: each a directory, a bucket, or another HTTP cache (proxied); either one
+    /// unnamed, served at the root, or named ones, each served under `/NAME/`.
+    pub caches: Vec<(Option<String>, CacheLocation)>,
+    /// Who may read which cache (`auth/`); `None`: anyone.
+    pub auth: Option<PathBuf>,
     pub listen: String,
     /// Worker threads of the runtime (file reads and routing run on its blocking pool).
     pub threads: usize,
@@ -87,7 +93,7 @@ pub struct ServeOptions {
 
 /// A bound server; [`Served::run`] serves until its stop flag is set.
 pub struct Served {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     threads: usize,
     limits: Limits,
     site: Arc<Site>,
@@ -95,32 +101,43 @@ pub struct Served {
 
 /// What is served, and how.
 struct Site {
-    /// The cache: only its keys are served from it, opened once each (no look by name first).
-    cache: Box<dyn StorageRead>,
+    /// The caches: only their keys are served from them.
+    shelves: Vec<Shelf>,
+    auth: Option<Arc<auth::Auth>>,
     inspector: Option<Beneath>,
     pkg: Option<Beneath>,
     wasm: Option<Beneath>,
     log: bool,
-    /// The inspector's listings, and how many are being made at once.
-    listings: json::Listings,
+    /// How many of the inspector's listings are being made at once.
     json_work: Arc<Semaphore>,
 }
 
 impl Served {
     pub fn bind(opts: &ServeOptions) -> io::Result<Served> {
-        let cache = crate::host::open::open_read(&opts.location)?;
-        if cache.stat(&CacheKey::CacheInfo)?.is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{} has no nix-cache-info: not a binary cache",
-                    opts.location
-                ),
-            ));
-        }
         let listener = TcpListener::bind(&opts.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
         })?;
+        Served::with_listeners(opts, vec![listener])
+    }
+
+    /// Serves on listeners made elsewhere (handed in by socket activation: `activation.rs`);
+    /// `opts.listen` is not used.
+    pub fn with_listeners(opts: &ServeOptions, listeners: Vec<TcpListener>) -> io::Result<Served> {
+        if listeners.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no socket to listen on",
+            ));
+        }
+        let shelves = Shelf::open_all(&opts.caches)?;
+        let auth = match &opts.auth {
+            None => None,
+            Some(path) => {
+                let auth = auth::Auth::load(path).map_err(io::Error::other)?;
+                Shelf::check_names(&shelves, &auth).map_err(io::Error::other)?;
+                Some(Arc::new(auth))
+            }
+        };
         let inspector = opts.inspector.as_ref().and_then(|p| Beneath::open(p).ok());
         let pkg = opts.pkg.as_ref().and_then(|p| Beneath::open(p).ok());
         let wasm = opts
@@ -130,27 +147,32 @@ impl Served {
             .and_then(|p| Beneath::open(&p).ok());
         raise_fd_limit(opts.limits.max_connections);
         Ok(Served {
-            listener,
+            listeners,
             threads: opts.threads.max(1),
             limits: opts.limits.clone(),
             site: Arc::new(Site {
-                cache,
+                shelves,
+                auth,
                 inspector,
                 pkg,
                 wasm,
                 log: opts.log,
-                listings: json::Listings::default(),
                 json_work: Arc::new(Semaphore::new(json::MAX_AT_ONCE)),
             }),
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The address actually bound (useful with port 0); the first, when there are several.
     pub fn address(&self) -> String {
-        self.listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+        self.addresses().swap_remove(0)
+    }
+
+    /// The addresses listened on.
+    pub fn addresses(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()).unwrap_or_default())
+            .collect()
     }
 
     /// Serves until `stop` is set: stops accepting at once, closes idle connections, and lets
@@ -171,8 +193,11 @@ impl Served {
     }
 
     async fn serve(self, stop: Arc<AtomicBool>) -> io::Result<()> {
-        self.listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let mut listeners = Vec::with_capacity(self.listeners.len());
+        for listener in self.listeners {
+            listener.set_nonblocking(true)?;
+            listeners.push(tokio::net::TcpListener::from_std(listener)?);
+        }
         let site = self.site;
         let guard = Guard::new(self.limits.clone());
         let watchdog = tokio::spawn(guard.clone().watch());
@@ -195,7 +220,7 @@ impl Served {
         loop {
             let (stream, remote) = tokio::select! {
                 _ = &mut stopped => break,
-                accepted = listener.accept() => match accepted {
+                accepted = accept_any(&listeners) => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: let others finish, then go on.
@@ -249,12 +274,24 @@ impl Served {
                 drop(admitted);
             });
         }
-        drop(listener);
+        drop(listeners);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
         guard.cut_all();
         watchdog.abort();
         Ok(())
     }
+}
+
+/// The next connection on any of the listeners.
+async fn accept_any(
+    listeners: &[tokio::net::TcpListener],
+) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    if let [one] = listeners {
+        return one.accept().await;
+    }
+    // `accept` is cancel-safe: the ones not chosen lose nothing.
+    let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+    futures_util::future::select_all(accepts).await.0
 }
 
 /// Answers a connection that was not admitted with a 503 (when not too many are being answered
@@ -298,14 +335,18 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
+pub mod activation;
+pub mod auth;
 mod bodies;
 mod embedded;
+mod gate;
 mod guard;
 mod http;
 mod json;
 mod own_files;
 mod policy;
 mod routes;
+mod shelves;
 
 use bodies::*;
 pub use embedded::has_inspector as has_embedded_inspector;
@@ -313,3 +354,4 @@ pub use guard::Limits;
 use guard::{Cut, Guard, InFlight, Refused};
 use http::*;
 pub use http::{decode_path, parse_range};
+use shelves::Shelf;

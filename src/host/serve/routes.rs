@@ -33,6 +33,10 @@ impl Site {
                 target: target.to_string(),
                 headers: parts.headers,
             };
+            if let Some(refusal) = self.gate(&head, remote).await {
+                let refusal = self.decorate(refusal, &head);
+                return refusal.into_response(head_only, log, Some(in_flight));
+            }
             // A listing waits for its turn (they are few at once: `json.rs`).
             let turn = match head.target.strip_prefix("/_nar-tool/") {
                 Some(rest) if json::Listing::of(rest.split('?').next().unwrap_or("")).is_some() => {
@@ -79,7 +83,11 @@ impl Site {
 
     /// The reply to a request.
     pub(super) fn route(&self, head: &Head) -> Reply {
-        let mut reply = self.dispatch(head);
+        self.decorate(self.dispatch(head), head)
+    }
+
+    /// A reply with the headers every reply gets.
+    pub(super) fn decorate(&self, mut reply: Reply, head: &Head) -> Reply {
         // Every reply may be read by the inspector served from elsewhere.
         reply
             .headers
@@ -110,7 +118,8 @@ impl Site {
                     ("Access-Control-Allow-Methods", "GET, HEAD".into()),
                     (
                         "Access-Control-Allow-Headers",
-                        "Range, If-None-Match, If-Modified-Since".into(),
+                        "Range, If-None-Match, If-Modified-Since, Authorization, X-Requested-With"
+                            .into(),
                     ),
                     ("Access-Control-Max-Age", "86400".into()),
                     ("Allow", "GET, HEAD, OPTIONS".into()),
@@ -126,9 +135,15 @@ impl Site {
             Ok(rel) => rel,
             Err(why) => return Reply::text(400, &format!("bad path: {why}\n")),
         };
-        if let Some(which) = rel.strip_prefix("_nar-tool/").and_then(json::Listing::of) {
+        let shelf = self.shelf_of(&rel);
+        if let Some((shelf, which)) = shelf.and_then(|(shelf, rest)| {
+            let which = rest
+                .strip_prefix("_nar-tool/")
+                .and_then(json::Listing::of)?;
+            Some((shelf, which))
+        }) {
             let query = head.target.split_once('?').map_or("", |(_, q)| q);
-            return match self.listing_page(which, query) {
+            return match shelf.listing_page(which, query) {
                 Ok(body) => Reply {
                     status: 200,
                     headers: vec![
@@ -157,16 +172,18 @@ impl Site {
             return Reply::text(302, "the inspector is at /_nar-tool/\n").header("Location", to);
         } else if rel.is_empty() {
             return self.no_inspector_page();
-        } else if let Some(rest) = rel.strip_prefix("_nar-tool/") {
-            self.open_own(rest)
-        } else {
-            match CacheKey::parse(&rel) {
-                Ok(key) => self
+        } else if let Some((shelf, rest)) = shelf {
+            match CacheKey::parse(rest) {
+                Ok(key) => shelf
                     .cache
                     .open(&key)
                     .map(|o| o.map(|o| (o, key.content_type()))),
                 Err(_) => Ok(None),
             }
+        } else if let Some(rest) = rel.strip_prefix("_nar-tool/") {
+            self.open_own(rest)
+        } else {
+            Ok(None)
         };
         let opened = match opened {
             Ok(opened) => opened,
@@ -189,7 +206,7 @@ impl Site {
     fn no_inspector_page(&self) -> Reply {
         let page = format!(
             "<!doctype html><title>nar-tool serve</title><p>Binary cache at {}. This build of nar-tool has no inspector: build it with <code>--features embed-inspector</code>, or start <code>serve</code> with <code>--inspector DIR</code>.</p>\n",
-            html_escape(&self.cache.describe())
+            html_escape(&self.describe())
         );
         Reply {
             status: 200,

@@ -478,6 +478,16 @@ pub fn nix_copy_from(from: &str, root: &Path, trusted_key: &str, paths: &[&str])
         .expect("nix runs")
 }
 
+/// A child process, killed when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `nar-tool serve` process on a free loopback port, killed when dropped.
 pub struct ServeProcess {
     child: std::process::Child,
@@ -510,6 +520,23 @@ impl ServeProcess {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         // Keep draining the request log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        ServeProcess { child, addr }
+    }
+
+    /// Runs `cmd` (`nar-tool serve …` in full, its address printed); returns once it says where.
+    pub fn start_args(mut cmd: Command) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
         std::thread::spawn(move || for _ in stderr.lines() {});
         ServeProcess { child, addr }
     }

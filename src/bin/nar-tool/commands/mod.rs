@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments and its `run`.
 
+pub mod auth;
 pub mod build_cache;
 pub mod cat;
 pub mod demo;

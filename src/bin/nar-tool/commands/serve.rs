@@ -7,21 +7,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use nar_tool::cache::location::CacheLocation;
-use nar_tool::host::serve::{has_embedded_inspector, Limits, ServeOptions, Served};
+use nar_tool::host::serve::{activation, has_embedded_inspector, Limits, ServeOptions, Served};
 
 use crate::args::cache_location;
 
 /// Serve a cache over HTTP (a substituter for Nix; the inspector at /_nar-tool/); Ctrl-C stops
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=… (a private bucket, streamed through) or http(s)://… (proxied)
-    #[arg(value_name = "CACHE")]
-    cache: String,
+    /// The cache, served at the root: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=… (a private bucket, streamed through) or http(s)://… (proxied)
+    #[arg(
+        value_name = "CACHE",
+        required_unless_present = "named",
+        conflicts_with = "named"
+    )]
+    cache: Option<String>,
+    /// A cache served under /NAME/ (as CACHE); repeat for several
+    #[arg(long = "cache", value_name = "NAME=CACHE", id = "named")]
+    named: Vec<String>,
+    /// Only those the file names may read, each the caches listed for it (HTTP Basic, as Nix sends from its netrc-file, or Bearer NAME.SECRET); see `nar-tool auth`
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
     /// The address and port to listen on (0.0.0.0:8080 for every interface; port 0 picks a
-    /// free one)
+    /// free one); not used when systemd hands the sockets in (LISTEN_FDS: socket activation)
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Worker threads of the HTTP server (tokio runtime)
@@ -88,8 +98,12 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    // First, while this is the only thread: it takes sockets and variables from the environment.
+    let handed_in = activation::take_listeners().map_err(|e| anyhow!("socket activation: {e}"))?;
     let ServeArgs {
         cache,
+        named,
+        auth,
         listen,
         threads,
         inspector,
@@ -98,13 +112,28 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         quiet,
         limits,
     } = args;
-    let location = cache_location(&cache)?;
-    if let CacheLocation::Directory(dir) = &location {
-        match fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => bail!("cannot serve the cache {dir}: not a directory"),
-            Err(e) => bail!("cannot serve the cache {dir}: {e}"),
+    let mut caches = Vec::new();
+    for arg in cache
+        .iter()
+        .map(|c| (None, c.as_str()))
+        .chain(named.iter().map(|n| match n.split_once('=') {
+            Some((name, c)) => (Some(name), c),
+            None => (Some(""), n.as_str()),
+        }))
+    {
+        let (name, cache) = arg;
+        if name == Some("") {
+            bail!("--cache {cache}: expected NAME=CACHE");
         }
+        let location = cache_location(cache)?;
+        if let CacheLocation::Directory(dir) = &location {
+            match fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => bail!("cannot serve the cache {dir}: not a directory"),
+                Err(e) => bail!("cannot serve the cache {dir}: {e}"),
+            }
+        }
+        caches.push((name.map(str::to_string), location));
     }
     // A folder given must be there: serving without it would only show errors in the browser.
     for (flag, dir, needs) in [
@@ -137,8 +166,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         dir.join("browser.js").is_file().then_some(dir)
     });
     let opts_inspector = inspector.clone();
+    let described: Vec<String> = caches
+        .iter()
+        .map(|(name, location)| match name {
+            None => location.to_string(),
+            Some(name) => format!("{location} at /{name}/"),
+        })
+        .collect();
+    let protected = auth.is_some();
     let opts = ServeOptions {
-        location: location.clone(),
+        caches,
+        auth,
         listen,
         threads,
         inspector,
@@ -147,15 +185,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         log: !quiet,
         limits: limits.into(),
     };
-    let served = Served::bind(&opts)?;
+    let served = match handed_in {
+        Some(listeners) => Served::with_listeners(&opts, listeners)?,
+        None => Served::bind(&opts)?,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
     eprintln!(
-        "serving {} on http://{} (Ctrl-C stops)",
-        location,
-        served.address()
+        "serving {} on http://{} (Ctrl-C stops{})",
+        described.join(", "),
+        served.addresses().join(" and http://"),
+        if protected {
+            "; only for those the auth file names"
+        } else {
+            ""
+        }
     );
     match (&opts_inspector, built_in) {
         (Some(dir), _) => eprintln!(

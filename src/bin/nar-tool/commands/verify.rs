@@ -38,9 +38,12 @@ pub struct VerifyArgs {
     /// No progress bar
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    lookups: crate::lookups::LookupArgs,
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
+    args.lookups.configure();
     let location = cache_location(&args.cache)?;
     let shown = location.to_string();
     let opts = VerifyOptions {
