@@ -330,6 +330,39 @@ impl Pending<'_> {
     }
 }
 
+/// Deletes `keys` (with their sizes), `jobs` at a time: how many were there, and their bytes.
+fn delete_all(
+    storage: &dyn StorageWrite,
+    keys: &[(CacheKey, u64)],
+    jobs: usize,
+) -> io::Result<(u64, u64)> {
+    let next = AtomicUsize::new(0);
+    let work = || -> io::Result<(u64, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        while let Some((key, size)) = keys.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if storage.delete(key)? {
+                count += 1;
+                bytes += size;
+            }
+        }
+        Ok((count, bytes))
+    };
+    if jobs <= 1 || keys.len() < 64 {
+        return work();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..jobs).map(|_| s.spawn(work)).collect();
+        let mut total = (0, 0);
+        for h in handles {
+            let (count, bytes) = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a deleter panicked")))?;
+            total = (total.0 + count, total.1 + bytes);
+        }
+        Ok(total)
+    })
+}
+
 /// Runs a collection.
 pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome> {
     let _gc = if opts.dry_run {
@@ -406,32 +439,30 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
             pending.inventory.entries.remove(&doomed.hash_part);
         }
     }
-    // Listings.
+    // Listings, then NAR files: in any order, so `jobs` deletions at once.
     let batch = per_batch(pending.listings.len());
     while !pending.listings.is_empty() {
         let _batch = pending.begin_batch()?;
-        for _ in 0..batch {
-            let Some(hash) = pending.listings.pop_front() else {
-                break;
-            };
-            let key = CacheKey::parse(&format!("{hash}.ls"))
-                .map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))?;
-            listings_freed += u64::from(storage.delete(&key)?);
-        }
+        let n = batch.min(pending.listings.len());
+        let keys = pending
+            .listings
+            .drain(..n)
+            .map(|hash| {
+                CacheKey::parse(&format!("{hash}.ls"))
+                    .map_err(|e| err(io::ErrorKind::InvalidInput, e.to_string()))
+                    .map(|k| (k, 0))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        listings_freed += delete_all(storage, &keys, opts.jobs)?.0;
     }
-    // NAR files.
     let batch = per_batch(pending.nars.len());
     while !pending.nars.is_empty() {
         let _batch = pending.begin_batch()?;
-        for _ in 0..batch {
-            let Some((key, size)) = pending.nars.pop_front() else {
-                break;
-            };
-            if storage.delete(&key)? {
-                nars_freed += 1;
-                bytes_freed += size;
-            }
-        }
+        let n = batch.min(pending.nars.len());
+        let keys: Vec<(CacheKey, u64)> = pending.nars.drain(..n).collect();
+        let (count, bytes) = delete_all(storage, &keys, opts.jobs)?;
+        nars_freed += count;
+        bytes_freed += bytes;
     }
     summary.paths_kept += summary.paths_freed - deleted.len() as u64;
     summary.paths_freed = deleted.len() as u64;

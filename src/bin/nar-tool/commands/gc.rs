@@ -71,7 +71,7 @@ pub struct GcArgs {
     /// The store directory of the roots [default: the cache's nix-cache-info StoreDir, or /nix/store]
     #[arg(long, value_name = "DIR")]
     store_dir: Option<String>,
-    /// Narinfos read at once
+    /// Narinfos read, and listings and NAR files deleted, at once
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8)]
     jobs: usize,
 }
