@@ -118,7 +118,7 @@ pub fn fetch(
         None
     };
     let reader = match &db {
-        None if root.db_file().is_file() => Some(NixDb::open(&root.db_file(), &root.store_dir)?),
+        None if root.has_db() => Some(NixDb::open(&root.db_file(), &root.store_dir)?),
         _ => None,
     };
     let has_db = db.is_some() || reader.is_some();
@@ -219,6 +219,8 @@ fn fetch_one(
         Ok(l) => l,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
+    // Whatever happens, no lock file is left behind (a waiter opens a fresh one).
+    lock.set_deletion();
     if fs::symlink_metadata(&dest).is_ok() {
         if !has_db {
             // Without a DB, a path present was put there whole (by a rename): take it as valid.
@@ -256,7 +258,6 @@ fn fetch_one(
     if let Err(e) = staged.commit(&dest) {
         return Outcome::Failed(format!("{}: {e}", dest.display()));
     }
-    lock.set_deletion();
     Outcome::Fetched {
         nar_size: info.nar_size,
     }

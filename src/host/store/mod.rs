@@ -45,6 +45,12 @@ impl StoreRoot {
         self.db_dir().join("db.sqlite")
     }
 
+    /// Whether the root has a Nix DB: its schema version file, written once the DB's tables
+    /// are (by Nix, or by `db_write`), is there.
+    pub fn has_db(&self) -> bool {
+        self.db_dir().join("schema").is_file() && self.db_file().is_file()
+    }
+
     /// Where a store path (its base name) really is.
     pub fn real_path(&self, base_name: &str) -> PathBuf {
         self.real_store().join(base_name)

@@ -13,7 +13,9 @@
 //!   `.links` directory that is full (`ENOSPC`) only stops deduplicating that file;
 //! - the saving reported is the sizes of the files replaced.
 //!
-//! Unlike Nix, another process's link appearing or vanishing at any moment is not an error:
+//! Unlike Nix, another process's link appearing or vanishing at any moment is not an error, and
+//! no `.tmp-link` is left behind when another process replaced the file first (renaming a link
+//! over a link to the same inode does nothing, so Nix leaves its temporary there):
 //! an entry that vanishes between two steps (a GC deleting links with one link left) is tried
 //! again, a bounded number of times. A file is only ever replaced by a rename of a link to the
 //! same contents, so nothing is ever lost.
@@ -293,6 +295,12 @@ impl Optimiser {
             None
         };
         match fs::rename(&temp, path) {
+            // When `path` already was a link to the same inode (another process replaced it
+            // meanwhile), rename(2) does nothing and succeeds: the temporary is still there.
+            Ok(()) if fs::symlink_metadata(&temp).is_ok() => {
+                let _ = fs::remove_file(&temp);
+                Ok(Replaced::No)
+            }
             Ok(()) => Ok(Replaced::Yes),
             Err(e) => {
                 let _ = fs::remove_file(&temp);

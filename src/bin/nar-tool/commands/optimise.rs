@@ -46,13 +46,19 @@ pub fn run(args: OptimiseArgs) -> Result<ExitCode> {
 
 /// The paths to optimise: the DB's valid paths, or the store directory's store paths.
 fn store_paths(root: &StoreRoot) -> Result<Vec<StorePath>> {
-    if root.db_file().is_file() {
+    if root.has_db() {
         let db = NixDb::open_live(&root.db_file(), &root.store_dir)?;
         return Ok(db.valid_paths()?);
     }
     let store = root.real_store();
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&store).with_context(|| format!("reading {}", store.display()))? {
+    let entries = match std::fs::read_dir(&store) {
+        Ok(rd) => rd,
+        // An empty store (not made yet): nothing to do.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", store.display())),
+    };
+    for e in entries {
         let e = e.with_context(|| format!("reading {}", store.display()))?;
         if let Some(name) = e.file_name().to_str() {
             if let Ok(p) = StorePath::from_base_name(name) {
