@@ -11,6 +11,7 @@ mod cli_usage;
 mod core_golden;
 mod decoders;
 mod demo;
+mod fetch;
 mod fuzz_regressions;
 mod gc;
 mod hostile;
