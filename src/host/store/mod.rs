@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod lock;
 pub mod optimise;
 pub mod restore;
+pub mod temproots;
 
 use std::path::{Path, PathBuf};
 
