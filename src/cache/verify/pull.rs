@@ -390,7 +390,7 @@ impl NarFailure {
 }
 
 impl ContentFindings {
-    /// What reading a NAR file found when its decompressed stream (capped with [`Capped`]) was
+    /// What reading a NAR file found when its decompressed stream (capped at NarSize) was
     /// pulled by a reader of its own (a restorer): `nar` is the NAR's hash and length, or the
     /// reader's error.
     pub fn pulled(
