@@ -754,3 +754,51 @@ fn fetches_and_optimisations_at_once_leave_a_store_nix_verifies() {
         );
     }
 }
+
+#[test]
+fn fetched_from_a_bucket_and_over_http_as_from_a_directory() {
+    if !nix_available("fetched_from_a_bucket_and_over_http_as_from_a_directory") {
+        return;
+    }
+    let srv = crate::common::s3::server();
+    let prefix = srv.fresh_prefix("fetch");
+    let url = srv.url(&prefix);
+    let root = extract_root_tar();
+    let paths = store_paths();
+    let out = run_cmd(
+        srv.command()
+            .args(["build-cache", "--quiet", "--to", &url])
+            .args(["--store-root", &s(root.path()), "--sign", &secret_key()])
+            .args(&paths),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_dir = TempTree::new();
+    fetch_ok(
+        &corpus().join("caches/zstd"),
+        from_dir.path(),
+        &["--write-db"],
+        &paths,
+    );
+    let expected = tree_facts(from_dir.path(), &paths);
+    for (source, what) in [(url.clone(), "s3://"), (srv.anon_base(&prefix), "http://")] {
+        let dest = TempTree::new();
+        let mut cmd = Command::new(bin());
+        srv.credentials_into(&mut cmd);
+        cmd.args(["fetch", "--from", &source, "--store-root", &s(dest.path())])
+            .args(["--trusted-key", &public_key(), "--write-db"])
+            .args(&paths);
+        let out = run_cmd(&mut cmd, b"");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nix_accepts(dest.path(), &paths, what);
+        assert_eq!(tree_facts(dest.path(), &paths), expected, "{what}");
+    }
+}
