@@ -145,6 +145,56 @@ impl NixDb {
         }
     }
 
+    /// The reference graph of every valid path, and each path's deriver where it has one
+    /// (two queries, whatever the store's size).
+    pub fn reference_graph(
+        &self,
+    ) -> Result<(crate::cache::graph::Graph, Vec<(StorePath, StorePath)>), DbError> {
+        let parse = |p: &str| {
+            self.store_dir
+                .parse_path(p)
+                .map_err(|e| self.fail(format!("{p}: {e}")))
+        };
+        let mut refs: std::collections::BTreeMap<StorePath, Vec<StorePath>> = Default::default();
+        let mut derivers = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("select path, deriver from ValidPaths")
+            .map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.fail(e.to_string()))?;
+        for r in rows {
+            let (p, d) = r.map_err(|e| self.fail(e.to_string()))?;
+            let p = parse(&p)?;
+            if let Some(d) = d.filter(|d| !d.is_empty()) {
+                derivers.push((p.clone(), parse(&d)?));
+            }
+            refs.entry(p).or_default();
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "select a.path, b.path from Refs r join ValidPaths a on a.id = r.referrer \
+                 join ValidPaths b on b.id = r.reference",
+            )
+            .map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.fail(e.to_string()))?;
+        for r in rows {
+            let (a, b) = r.map_err(|e| self.fail(e.to_string()))?;
+            refs.entry(parse(&a)?).or_default().push(parse(&b)?);
+        }
+        let mut graph = crate::cache::graph::Graph::new();
+        for (p, r) in refs {
+            graph.insert(p, r);
+        }
+        Ok((graph, derivers))
+    }
+
     /// Every valid path, sorted (Nix's `queryAllValidPaths`).
     pub fn valid_paths(&self) -> Result<Vec<StorePath>, DbError> {
         let mut st = self

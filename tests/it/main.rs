@@ -24,5 +24,5 @@ mod serve_activation;
 mod serve_auth;
 mod serve_hostile;
 mod storage_layer;
-mod store_keep;
+mod store_gc;
 mod verify;

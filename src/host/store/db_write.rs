@@ -189,6 +189,16 @@ impl DbWriter {
             .map_err(|e| self.fail(e.to_string()))
     }
 
+    /// Makes `path` invalid (its row, and its references' rows, go); refused by the DB while a
+    /// valid path still references it. `Ok(false)` if it was not valid.
+    pub fn invalidate(&self, path: &StorePath) -> Result<bool, DbError> {
+        let full = self.store_dir.display(path);
+        self.conn
+            .execute("delete from ValidPaths where path = ?1", [&full])
+            .map(|n| n > 0)
+            .map_err(|e| self.fail(format!("{full}: {e}")))
+    }
+
     /// Registers `infos` in one transaction, skipping those already valid; every reference
     /// must be valid already or among `infos`. Returns how many were added.
     pub fn register(&mut self, infos: &[PathInfo]) -> Result<usize, DbError> {

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use super::db_write::DbWriter;
 use super::lock::PathLock;
 use super::restore::Staged;
+use super::temproots::TempRoots;
 use super::StoreRoot;
 use crate::cache::fetch::{
     path_info, read_nar, read_narinfo, registrable, ConsumeError, NarFetchError,
@@ -122,6 +123,23 @@ pub fn fetch(
         _ => None,
     };
     let has_db = db.is_some() || reader.is_some();
+    // With a DB a collector may run: the closure is kept by temporary roots (Nix's protocol)
+    // from before it is looked at until the paths are registered.
+    let _temp_roots = if has_db {
+        let mut temp = TempRoots::create(root).map_err(|source| FetchError::Io {
+            path: root.root.join("nix/var/nix/temproots"),
+            source,
+        })?;
+        for path in closure.keys() {
+            temp.add(path).map_err(|source| FetchError::Io {
+                path: root.root.join("nix/var/nix/gc.lock"),
+                source,
+            })?;
+        }
+        Some(temp)
+    } else {
+        None
+    };
     let mut todo = Vec::new();
     for (path, info) in &closure {
         let valid = match (&db, &reader) {

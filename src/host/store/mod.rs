@@ -2,10 +2,12 @@
 //! without Nix the way Nix writes it: paths restored atomically with Nix's permissions and
 //! timestamps under Nix's own path locks ([`lock`], [`restore`]), fetched from a cache
 //! ([`fetch`]), registered in Nix's SQLite DB ([`db_write`]), deduplicated through `.links`
-//! ([`optimise`]).
+//! ([`optimise`]), kept alive by Nix's temporary roots ([`temproots`]) and collected ([`gc`]).
 
 pub mod db_write;
 pub mod fetch;
+pub mod gc;
+pub mod gc_roots;
 pub mod lock;
 pub mod optimise;
 pub mod restore;

@@ -94,6 +94,9 @@ impl TempRoots {
                     if matches!(
                         e.kind(),
                         io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::NotConnected
                             | io::ErrorKind::NotFound
                             | io::ErrorKind::BrokenPipe
                             | io::ErrorKind::UnexpectedEof
