@@ -67,21 +67,23 @@ fetch_nix() {
 }
 optimise_ours() { "$ours" optimise --store-root "$1" 2>&1; }
 optimise_nix() { nix-store --store "local?root=$1" --optimise 2>&1; }
-facts() { (cd "$1/nix/store" && find . -path ./.links -prune -o -printf '%p %y %m %T@ %s %l\n' | sort); }
+facts() { (cd "$1/nix/store" && find . -mindepth 1 -path ./.links -prune -o -printf '%p %y %m %T@ %s %l\n' | sort); }
 
 echo "== checking the outputs agree"
 fetch_ours "$work/check-ours"
 fetch_nix "$work/check-nix"
 nix-store --store "local?root=$work/check-ours" --verify --check-contents 2>&1 | grep -i -E "error|warning" && die "Nix does not verify our store"
 cmp <(facts "$work/check-ours") <(facts "$work/check-nix") || die "the stores differ"
+cp -a "$work/check-ours" "$work/fetched" # unoptimised, for the optimise runs
 saved_ours=$(optimise_ours "$work/check-ours" | grep freed)
 saved_nix=$(optimise_nix "$work/check-nix" | grep freed)
 [ "$saved_ours" = "$saved_nix" ] || die "savings differ: '$saved_ours' vs '$saved_nix'"
 cmp <(ls "$work/check-ours/nix/store/.links") <(ls "$work/check-nix/nix/store/.links") || die ".links differ"
 echo "   same trees; both optimisers: $saved_nix"
-rm -rf "$work/check-nix"
-mv "$work/check-ours" "$work/fetched"
 make_writable() { chmod -R u+w "$1" 2>/dev/null || true; }
+make_writable "$work/check-nix"
+make_writable "$work/check-ours"
+rm -rf "$work/check-nix" "$work/check-ours"
 
 declare -A wall rss
 measure() { # LABEL COMMAND...: one timed run, recorded
