@@ -9,7 +9,7 @@
 //! Every walk is iterative (a work list, never recursion) and deterministic: references are
 //! followed in store path order. A path may refer to itself; that is a reference like any other.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::cache::metadata::PathInfo;
 use crate::narinfo::NarInfo;
@@ -186,6 +186,51 @@ impl Graph {
         let mut out: Vec<&StorePath> = ids.map(|i| &self.paths[i]).collect();
         out.sort();
         out
+    }
+
+    /// An order to delete `dead` in that never leaves a path without a reference it names
+    /// while it exists: referrers first (among `dead`; self-references ignored), ties by path;
+    /// paths in a cycle last, by path. Returns indices into `dead`.
+    pub fn referrers_first(&self, dead: &[&StorePath]) -> Vec<usize> {
+        let by_path: HashMap<&StorePath, usize> =
+            dead.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        // The number of dead referrers of each dead path.
+        let mut waiting: Vec<usize> = dead
+            .iter()
+            .map(|p| {
+                self.referrers(p)
+                    .into_iter()
+                    .filter(|r| *r != *p && by_path.contains_key(r))
+                    .count()
+            })
+            .collect();
+        let mut ready: BTreeSet<(&StorePath, usize)> = dead
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| waiting[*i] == 0)
+            .map(|(i, p)| (*p, i))
+            .collect();
+        let mut order = Vec::with_capacity(dead.len());
+        let mut done = vec![false; dead.len()];
+        while let Some((path, i)) = ready.pop_first() {
+            done[i] = true;
+            order.push(i);
+            for r in self.references(path).unwrap_or_default() {
+                if r == path {
+                    continue;
+                }
+                if let Some(&j) = by_path.get(r) {
+                    waiting[j] -= 1;
+                    if waiting[j] == 0 {
+                        ready.insert((dead[j], j));
+                    }
+                }
+            }
+        }
+        let mut cycles: Vec<usize> = (0..dead.len()).filter(|i| !done[*i]).collect();
+        cycles.sort_by(|a, b| dead[*a].cmp(dead[*b]));
+        order.extend(cycles);
+        order
     }
 
     /// The paths with an entry in the closure of `roots` (roots included), sorted; roots and

@@ -113,6 +113,37 @@ pub fn parse_registration(
     Ok(out)
 }
 
+/// Writes a `registration` file (what [`parse_registration`] reads, and `nix-store --load-db`
+/// and closureInfo use): per path, the path, its NAR hash in hex, NAR size, deriver (empty line if
+/// none), the number of references, then the references, sorted. A path without a NAR hash or
+/// size cannot be registered: `Err` names it.
+pub fn format_registration(store_dir: &StoreDir, infos: &[PathInfo]) -> Result<String, String> {
+    let mut out = String::new();
+    for info in infos {
+        let shown = store_dir.display(&info.path);
+        let (Some(hash), Some(size)) = (&info.nar_hash, info.nar_size) else {
+            return Err(format!("{shown}: no NAR hash and size to register"));
+        };
+        out.push_str(&shown);
+        out.push('\n');
+        out.push_str(&hash.encode(crate::hash::Encoding::Base16));
+        out.push('\n');
+        out.push_str(&size.to_string());
+        out.push('\n');
+        if let Some(d) = &info.deriver {
+            out.push_str(&store_dir.display(d));
+        }
+        out.push('\n');
+        out.push_str(&info.references.len().to_string());
+        out.push('\n');
+        for r in &info.references {
+            out.push_str(&store_dir.display(r));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// Parses `nix path-info --json` output: an array of objects (Nix ≤ 2.18) or an object keyed by
 /// path (newer Nix).
 pub fn parse_path_info_json(
@@ -184,4 +215,34 @@ pub fn parse_path_info_json(
         out.push(info);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `nix-store --dump-db` of the corpus, written by Nix 2.8.
+    const CORPUS_REGISTRATION: &str = include_str!("../../tests/fixtures/corpus/registration");
+
+    #[test]
+    fn registration_written_is_nix_dump_db_byte_for_byte() {
+        let dir = StoreDir::default();
+        let infos = parse_registration(&dir, CORPUS_REGISTRATION).unwrap();
+        assert_eq!(infos.len(), 9);
+        assert!(infos.iter().any(|i| i.deriver.is_none()));
+        assert!(infos.iter().any(|i| i.references.len() > 1));
+        assert_eq!(
+            format_registration(&dir, &infos).unwrap(),
+            CORPUS_REGISTRATION
+        );
+    }
+
+    #[test]
+    fn a_path_without_nar_hash_is_not_registered() {
+        let dir = StoreDir::default();
+        let mut infos = parse_registration(&dir, CORPUS_REGISTRATION).unwrap();
+        infos[3].nar_hash = None;
+        let e = format_registration(&dir, &infos).unwrap_err();
+        assert!(e.contains(&dir.display(&infos[3].path)), "{e}");
+    }
 }

@@ -2,6 +2,7 @@
 //! graph (closures, referrers, why-depends), reference scanning, and the order in which a
 //! cache's narinfos may be published.
 
+pub mod fetch;
 pub mod gc;
 pub mod graph;
 pub mod layout;

@@ -97,6 +97,125 @@ impl NixDb {
         })
     }
 
+    /// Opens a live DB read-only (not `immutable`): it sees commits still in the WAL and takes
+    /// SQLite's read locks, as Nix's own readers do, without copying anything. For a store that
+    /// is in use (one `lookup` query), where [`NixDb::open`] is for a snapshot of a store.
+    pub fn open_live(path: &Path, store_dir: &StoreDir) -> Result<NixDb, DbError> {
+        let shown = path.display().to_string();
+        let fail = |message: String| DbError {
+            path: shown.clone(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(fail(
+                "not found (the store root has no Nix database)".into(),
+            ));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(|e| fail(e.to_string()))?;
+        // Preparing the query checks the table is there, without reading it.
+        conn.prepare("select path from ValidPaths where path >= ?1 limit 1")
+            .map_err(|e| fail(format!("not a Nix database: {e}")))?;
+        Ok(NixDb {
+            conn,
+            path: shown,
+            store_dir: store_dir.clone(),
+            _snapshot: None,
+        })
+    }
+
+    /// The valid path whose hash part is `hash_part`, as Nix's `queryPathFromHashPart` finds it:
+    /// one indexed query (`path >= prefix`, the first row), then a prefix check.
+    pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>, DbError> {
+        let prefix = format!("{}/{hash_part}", self.store_dir.as_str());
+        let found: Option<String> = self
+            .conn
+            .prepare_cached("select path from ValidPaths where path >= ?1 limit 1")
+            .and_then(|mut st| st.query_row([&prefix], |r| r.get(0)).optional())
+            .map_err(|e| self.fail(e.to_string()))?;
+        match found {
+            Some(p) if p.starts_with(&prefix) => self
+                .store_dir
+                .parse_path(&p)
+                .map(Some)
+                .map_err(|e| self.fail(format!("{p}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The reference graph of every valid path, and each path's deriver where it has one
+    /// (two queries, whatever the store's size).
+    pub fn reference_graph(
+        &self,
+    ) -> Result<(crate::cache::graph::Graph, Vec<(StorePath, StorePath)>), DbError> {
+        let parse = |p: &str| {
+            self.store_dir
+                .parse_path(p)
+                .map_err(|e| self.fail(format!("{p}: {e}")))
+        };
+        let mut refs: std::collections::BTreeMap<StorePath, Vec<StorePath>> = Default::default();
+        let mut derivers = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("select path, deriver from ValidPaths")
+            .map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.fail(e.to_string()))?;
+        for r in rows {
+            let (p, d) = r.map_err(|e| self.fail(e.to_string()))?;
+            let p = parse(&p)?;
+            if let Some(d) = d.filter(|d| !d.is_empty()) {
+                derivers.push((p.clone(), parse(&d)?));
+            }
+            refs.entry(p).or_default();
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "select a.path, b.path from Refs r join ValidPaths a on a.id = r.referrer \
+                 join ValidPaths b on b.id = r.reference",
+            )
+            .map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.fail(e.to_string()))?;
+        for r in rows {
+            let (a, b) = r.map_err(|e| self.fail(e.to_string()))?;
+            refs.entry(parse(&a)?).or_default().push(parse(&b)?);
+        }
+        let mut graph = crate::cache::graph::Graph::new();
+        for (p, r) in refs {
+            graph.insert(p, r);
+        }
+        Ok((graph, derivers))
+    }
+
+    /// Every valid path, sorted (Nix's `queryAllValidPaths`).
+    pub fn valid_paths(&self) -> Result<Vec<StorePath>, DbError> {
+        let mut st = self
+            .conn
+            .prepare("select path from ValidPaths order by path")
+            .map_err(|e| self.fail(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.fail(e.to_string()))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let p = r.map_err(|e| self.fail(e.to_string()))?;
+            out.push(
+                self.store_dir
+                    .parse_path(&p)
+                    .map_err(|e| self.fail(format!("{p}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
     fn fail(&self, message: String) -> DbError {
         DbError {
             path: self.path.clone(),

@@ -13,7 +13,7 @@ use super::walk;
 use crate::nar::listing::Listing;
 use crate::nar::wire::CASE_HACK_SUFFIX;
 use crate::nar::writer::{NarWriter, WriteError};
-use crate::nar::{Event, NarError, NarReader};
+use crate::nar::{Event, Limits, NarError, NarReader};
 
 /// Why a dump failed, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -172,12 +172,14 @@ pub fn restore_path<R: Read>(
 
 /// Removes a tree without following symlinks and with one open directory at a time (every path
 /// in it was created by full path, so each is short enough to use again).
-fn remove_tree(top: &Path) -> io::Result<()> {
+/// Read-only directories (a canonicalised store path) are made writable first.
+pub(crate) fn remove_tree(top: &Path) -> io::Result<()> {
     let mut stack = vec![(top.to_path_buf(), false)];
     while let Some((path, emptied)) = stack.pop() {
         if emptied {
             fs::remove_dir(&path)?;
         } else if fs::symlink_metadata(&path)?.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
             stack.push((path.clone(), true));
             for entry in fs::read_dir(&path)? {
                 stack.push((entry?.path(), false));
@@ -190,7 +192,18 @@ fn remove_tree(top: &Path) -> io::Result<()> {
 }
 
 fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreStats, RestoreError> {
-    let mut reader = NarReader::new(io::BufReader::with_capacity(256 * 1024, nar));
+    unpack_with(nar, root, case_hack, Limits::default())
+}
+
+/// Unpacks an archive at `root` (which must not exist), the reader held to `limits`; on error
+/// what was created is left for the caller to remove.
+pub(crate) fn unpack_with<R: Read>(
+    nar: R,
+    root: &Path,
+    case_hack: CaseHack,
+    limits: Limits,
+) -> Result<RestoreStats, RestoreError> {
+    let mut reader = NarReader::with_limits(io::BufReader::with_capacity(256 * 1024, nar), limits);
     let mut stats = RestoreStats::default();
     // The directory being filled at each depth, and (with the case hack) the names it holds.
     let mut dirs: Vec<(PathBuf, HashMap<Vec<u8>, u32>)> = Vec::new();
@@ -290,7 +303,7 @@ fn disk_name(name: &[u8], seen: &mut HashMap<Vec<u8>, u32>, case_hack: CaseHack)
 
 /// Renames `from` to `to`, failing with `AlreadyExists` rather than replacing anything that
 /// appeared at `to` meanwhile (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere a checked rename).
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::ffi::CString;

@@ -14,6 +14,7 @@ pub mod object;
 pub mod open;
 pub mod serve;
 pub mod storage;
+pub mod store;
 pub mod verify;
 mod walk;
 mod xz;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::args::UsageError;
 use crate::commands::{
-    auth, build_cache, cat, demo, dump, gc, hash, keep_paths, key, ls, narinfo, restore, serve,
-    sign, store_path, verify,
+    auth, build_cache, cat, demo, dump, fetch, gc, hash, keep_paths, key, lookup, ls, narinfo,
+    optimise, restore, serve, sign, store_path, verify,
 };
 
 #[derive(Parser)]
@@ -37,6 +37,9 @@ enum Command {
     Narinfo(narinfo::NarinfoArgs),
     Gc(gc::GcArgs),
     KeepPaths(keep_paths::KeepPathsArgs),
+    Fetch(fetch::FetchArgs),
+    Optimise(optimise::OptimiseArgs),
+    Lookup(lookup::LookupArgs),
 }
 
 /// Runs the command line; usage errors exit 2 (clap's, and [`UsageError`]), other errors 1, a
@@ -96,5 +99,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Narinfo(args) => narinfo::run(args),
         Command::Gc(args) => gc::run(args),
         Command::KeepPaths(args) => keep_paths::run(args),
+        Command::Fetch(args) => fetch::run(args),
+        Command::Optimise(args) => optimise::run(args),
+        Command::Lookup(args) => lookup::run(args),
     }
 }

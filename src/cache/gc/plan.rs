@@ -274,58 +274,12 @@ fn referrers_first<'a>(
     graph: &Graph,
     dead: &[(&'a String, &'a Entry)],
 ) -> Vec<(&'a String, &'a Entry)> {
-    let by_path: HashMap<&StorePath, usize> = dead
-        .iter()
-        .enumerate()
-        .map(|(i, (_, e))| (&e.path, i))
-        .collect();
-    // The number of dead referrers of each dead path.
-    let mut waiting: Vec<usize> = dead
-        .iter()
-        .map(|(_, e)| {
-            graph
-                .referrers(&e.path)
-                .into_iter()
-                .filter(|r| **r != e.path && by_path.contains_key(r))
-                .count()
-        })
-        .collect();
-    let mut ready: BTreeSet<(&StorePath, usize)> = dead
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| waiting[*i] == 0)
-        .map(|(i, (_, e))| (&e.path, i))
-        .collect();
-    let mut order = Vec::with_capacity(dead.len());
-    let mut done = vec![false; dead.len()];
-    while let Some((_, i)) = ready.pop_first() {
-        done[i] = true;
-        order.push(dead[i]);
-        let entry = dead[i].1;
-        let mut refs: Vec<&StorePath> = entry.references.iter().collect();
-        refs.sort();
-        refs.dedup();
-        for r in refs {
-            if *r == entry.path {
-                continue;
-            }
-            if let Some(&j) = by_path.get(r) {
-                waiting[j] -= 1;
-                if waiting[j] == 0 {
-                    ready.insert((&dead[j].1.path, j));
-                }
-            }
-        }
-    }
-    let mut cycles: Vec<(&'a String, &'a Entry)> = dead
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !done[*i])
-        .map(|(_, d)| *d)
-        .collect();
-    cycles.sort_by(|a, b| a.1.path.cmp(&b.1.path));
-    order.extend(cycles);
-    order
+    let paths: Vec<&StorePath> = dead.iter().map(|(_, e)| &e.path).collect();
+    graph
+        .referrers_first(&paths)
+        .into_iter()
+        .map(|i| dead[i])
+        .collect()
 }
 
 /// The chain of references from a root to `target` (`--why`): the shortest over all roots,

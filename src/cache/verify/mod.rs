@@ -138,7 +138,7 @@ impl Problem {
     }
 
     /// With the two values a judgment compared (the message already tells them in words).
-    fn comparing(
+    pub(crate) fn comparing(
         mut self,
         expected: impl fmt::Display,
         found: Option<impl fmt::Display>,

@@ -36,10 +36,21 @@ struct NarTooLong(u64);
 /// Passes the first `limit` bytes through, then fails if there are more: the decompression-bomb
 /// guard. The first `limit` bytes always come through, so the NAR reader judges the structure
 /// first (a stream that is no NAR at all is malformed, not merely too long).
-struct Capped<R> {
+pub(crate) struct Capped<R> {
     inner: R,
     left: u64,
     limit: u64,
+}
+
+impl<R> Capped<R> {
+    /// At most `limit` bytes of `inner`, then an error if there are more.
+    pub(crate) fn new(inner: R, limit: u64) -> Capped<R> {
+        Capped {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -117,11 +128,7 @@ fn check_file(
     let mut raw = HashingReader::new(HashAlgo::Sha256, file);
     let nar = (|| -> Result<(crate::hash::Hash, u64), NarFailure> {
         let decoded = decoder(method, Box::new(&mut raw)).map_err(|_| NarFailure::Decompress)?;
-        let capped = Capped {
-            inner: decoded,
-            left: info.nar_size,
-            limit: info.nar_size,
-        };
+        let capped = Capped::new(decoded, info.nar_size);
         #[cfg(not(target_arch = "wasm32"))]
         {
             let _checking = pipelined::Checking::start();
@@ -378,6 +385,25 @@ impl NarFailure {
             }
             crate::nar::NarErrorKind::Io(_) => NarFailure::Decompress,
             _ => NarFailure::Nar(e),
+        }
+    }
+}
+
+impl ContentFindings {
+    /// What reading a NAR file found when its decompressed stream (capped at NarSize) was
+    /// pulled by a reader of its own (a restorer): `nar` is the NAR's hash and length, or the
+    /// reader's error.
+    pub fn pulled(
+        file_hash: crate::hash::Hash,
+        file_bytes: u64,
+        read_error: Option<String>,
+        nar: Result<(crate::hash::Hash, u64), NarError>,
+    ) -> ContentFindings {
+        ContentFindings {
+            file_hash,
+            file_bytes,
+            read_error,
+            nar: nar.map_err(NarFailure::from_reader),
         }
     }
 }

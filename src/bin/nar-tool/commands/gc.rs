@@ -30,9 +30,14 @@ use crate::args::{cache_location, duration, size, UsageError};
 /// cache; a full disk can be collected (nothing is written before deleting).
 #[derive(clap::Args)]
 pub struct GcArgs {
-    /// The cache: a directory, file://DIR, or s3://BUCKET[/PREFIX]?endpoint=…
-    #[arg(value_name = "CACHE")]
-    cache: String,
+    /// The cache: a directory, file://DIR, or s3://BUCKET[/PREFIX]?endpoint=… (none with --store-root)
+    #[arg(value_name = "CACHE", required_unless_present = "store_root")]
+    cache: Option<String>,
+    /// Collect the Nix store under ROOT (ROOT/nix/store, like local?root=ROOT) instead of a
+    /// cache, with Nix's roots (gcroots/, profiles/, temporary roots of live processes), as
+    /// `nix-store --gc` would; refused while the real Nix holds the GC lock
+    #[arg(long, value_name = "ROOT", conflicts_with_all = ["roots", "roots_dirs", "keep_since", "max_freed", "why", "json", "cache"])]
+    store_root: Option<PathBuf>,
     /// A store path to keep with its closure (/nix/store/HASH-NAME or HASH-NAME; repeatable)
     #[arg(long = "root", value_name = "STORE-PATH")]
     roots: Vec<String>,
@@ -77,7 +82,10 @@ pub struct GcArgs {
 }
 
 pub fn run(args: GcArgs) -> Result<ExitCode> {
-    let location = cache_location(&args.cache)?;
+    if let Some(root) = &args.store_root {
+        return collect_store(root, &args);
+    }
+    let location = cache_location(args.cache.as_deref().unwrap_or_default())?;
     if let nar_tool::cache::location::CacheLocation::Directory(dir) = &location {
         if !std::path::Path::new(dir).is_dir() {
             bail!(UsageError(format!("{}: no such cache directory", dir)));
@@ -331,4 +339,42 @@ fn print_outcome(
         writeln!(out, "stopped at --max-freed")?;
     }
     Ok(())
+}
+
+/// `gc --store-root`: a Nix store under a root (`host::store::gc`).
+fn collect_store(root: &std::path::Path, args: &GcArgs) -> Result<ExitCode> {
+    use nar_tool::host::store::{gc, StoreRoot};
+    let store_dir = StoreDir::new(args.store_dir.as_deref().unwrap_or("/nix/store"))
+        .map_err(|e| UsageError(format!("--store-dir: {e}")))?;
+    let store = StoreRoot::new(root, store_dir.clone());
+    if !store.has_db() {
+        bail!("{}: no Nix store there (no Nix DB)", root.display());
+    }
+    let looking = args.dry_run || args.print_roots || args.print_live || args.print_dead;
+    let report = gc::collect(&store, looking, |_| {})
+        .with_context(|| format!("collecting {}", root.display()))?;
+    let mut out = io::stdout().lock();
+    if args.print_roots {
+        for (path, sources) in &report.roots {
+            for s in sources {
+                writeln!(out, "{s} -> {}", store_dir.display(path))?;
+            }
+        }
+    } else if args.print_live {
+        for p in &report.live {
+            writeln!(out, "{}", store_dir.display(p))?;
+        }
+    } else if args.print_dead || args.dry_run {
+        for p in &report.dead {
+            writeln!(out, "{}", store_dir.display(p))?;
+        }
+    } else {
+        // As nix-store --gc: what goes on stderr, the summary on stdout.
+        for p in &report.deleted {
+            eprintln!("deleting '{}'", store_dir.display(p));
+        }
+        writeln!(out, "{}", report.nix_message())?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
