@@ -72,6 +72,17 @@ fn flock_dir(
         Mode::empty(),
     )
     .map_err(|e| errno_io(e, shown))?;
+    flock_fd(fd, exclusive, wait, &format!("locking {shown}"))
+}
+
+/// `flock`s `fd`, shared or exclusive, waiting or not (`Ok(None)`: held elsewhere); the lock
+/// lives as long as the returned value. `doing` names it in an error.
+pub(crate) fn flock_fd(
+    fd: OwnedFd,
+    exclusive: bool,
+    wait: bool,
+    doing: &str,
+) -> io::Result<Option<StorageLock>> {
     let op = match (exclusive, wait) {
         (true, true) => FlockOperation::LockExclusive,
         (true, false) => FlockOperation::NonBlockingLockExclusive,
@@ -81,7 +92,7 @@ fn flock_dir(
     match rustix::fs::flock(&fd, op) {
         Ok(()) => Ok(Some(StorageLock::new(fd))),
         Err(Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(errno_io(e, format!("locking {shown}"))),
+        Err(e) => Err(errno_io(e, doing)),
     }
 }
 

@@ -885,17 +885,7 @@ impl StorageWrite for DirStorage {
     fn lock(&self, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<StorageLock>> {
         check_lock_name(name)?;
         let fd = self.lock_file(name)?;
-        let op = match (exclusive, wait) {
-            (true, true) => FlockOperation::LockExclusive,
-            (true, false) => FlockOperation::NonBlockingLockExclusive,
-            (false, true) => FlockOperation::LockShared,
-            (false, false) => FlockOperation::NonBlockingLockShared,
-        };
-        match rustix::fs::flock(&fd, op) {
-            Ok(()) => Ok(Some(StorageLock::new(fd))),
-            Err(Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(errno_io(e, format!("lock {name}"))),
-        }
+        leases::flock_fd(fd, exclusive, wait, &format!("lock {name}"))
     }
 
     fn gc_lock(&self) -> io::Result<Option<StorageLock>> {

@@ -10,10 +10,10 @@
 //! `.links` entries nothing links to any more (one link left).
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,15 +255,7 @@ fn take_gc_lock(path: &Path) -> Result<File, GcError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_at(path))?;
+    let file = super::lock::open_lock_file(path).map_err(io_at(path))?;
     // A process adding a temporary root holds it shared for a moment: wait that out, but not a
     // collection (which holds it for its whole run).
     let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -23,15 +23,7 @@ impl PathLock {
         name.push(".lock");
         let path = PathBuf::from(name);
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| with_path(e, &path, "opening lock file"))?;
+            let file = open_lock_file(&path)?;
             loop {
                 // SAFETY: a valid descriptor we own.
                 if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -75,6 +67,20 @@ impl Drop for PathLock {
 
 fn with_path(e: io::Error, path: &Path, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Opens (creating it, mode 0600, never truncating) a lock file of the store, as Nix does for
+/// its `.lock` files, `temproots/` files and `gc.lock`.
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| with_path(e, path, "opening lock file"))
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@
 //! into the files of dead processes after unlinking them): it is created again. After a kill,
 //! the file stays until the next collection finds it unlocked and deletes it, as Nix's own.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use super::lock::open_lock_file;
 use super::StoreRoot;
 use crate::store_path::StorePath;
 
@@ -40,18 +40,6 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
             _ => return Err(e),
         }
     }
-}
-
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl TempRoots {

@@ -502,26 +502,10 @@ impl ServeProcess {
 
     /// Serves `cache` (a directory or URL) with `cmd` (`nar-tool` with its environment set).
     pub fn start_cmd(mut cmd: Command, cache: &str, extra: &[String]) -> ServeProcess {
-        use std::io::{BufRead, BufReader};
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--threads", "4"])
             .args(extra)
-            .arg(cache)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        // Keep draining the request log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        ServeProcess { child, addr }
+            .arg(cache);
+        ServeProcess::start_args(cmd)
     }
 
     /// Runs `cmd` (`nar-tool serve …` in full, its address printed); returns once it says where.
@@ -537,6 +521,7 @@ impl ServeProcess {
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
+        // Keep draining the request log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr.lines() {});
         ServeProcess { child, addr }
     }
