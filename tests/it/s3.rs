@@ -447,8 +447,8 @@ fn the_server_stopped_mid_build_then_a_rerun_completes() {
         assert!(Instant::now() < deadline, "the build never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let started = Instant::now();
     srv.stop();
+    let started = Instant::now();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the build went on without a server");
