@@ -12,5 +12,5 @@ pub mod plan;
 pub mod roots;
 pub mod run;
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
