@@ -15,7 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -74,6 +74,31 @@ create table if not exists DerivationOutputs (
 
 create index if not exists IndexDerivationOutputs on DerivationOutputs(path);
 "#;
+
+/// How long opening a DB retries the steps SQLite refuses as "busy" without waiting.
+const SETUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `step` until it is not refused as busy or locked, or `deadline` passes.
+fn retry_busy<T>(
+    deadline: Instant,
+    mut step: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// The Nix DB of a store root, open for registering paths.
 pub struct DbWriter {
@@ -142,17 +167,24 @@ impl DbWriter {
             "pragma foreign_keys = 1; pragma synchronous = normal; pragma wal_autocheckpoint = 40000;",
         )
         .map_err(|e| fail(e.to_string()))?;
-        let mode: String = conn
-            .query_row("pragma main.journal_mode", [], |r| r.get(0))
-            .map_err(|e| fail(e.to_string()))?;
+        // Switching to WAL and creating the schema take SQLite's write lock; when another
+        // process is doing the same to a new DB, SQLite may answer "busy" at once rather than
+        // wait (its deadlock avoidance), so these steps are retried for a while.
+        let deadline = Instant::now() + SETUP_PATIENCE;
+        let mode: String = retry_busy(deadline, || {
+            conn.query_row("pragma main.journal_mode", [], |r| r.get(0))
+        })
+        .map_err(|e| fail(e.to_string()))?;
         if mode != "wal" {
-            conn.query_row("pragma main.journal_mode = wal", [], |r| {
-                r.get::<_, String>(0)
+            retry_busy(deadline, || {
+                conn.query_row("pragma main.journal_mode = wal", [], |r| {
+                    r.get::<_, String>(0)
+                })
             })
             .map_err(|e| fail(format!("setting the journal mode: {e}")))?;
         }
         if create {
-            conn.execute_batch(SCHEMA_SQL)
+            retry_busy(deadline, || conn.execute_batch(SCHEMA_SQL))
                 .map_err(|e| fail(format!("creating the schema: {e}")))?;
             crate::host::atomic::write_atomic(&schema_file, NIX_SCHEMA_VERSION.as_bytes(), 0o644)
                 .map_err(|e| fail(format!("writing {}: {e}", schema_file.display())))?;
@@ -275,5 +307,38 @@ impl DbWriter {
         }
         tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(added.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    /// Processes that find no DB all create it; SQLite answers some of them "busy" at once
+    /// while another switches the new file to WAL. Every opener must get the DB.
+    #[test]
+    fn openers_racing_to_create_the_db_all_get_it() {
+        const OPENERS: usize = 6;
+        for round in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = StoreRoot::new(dir.path(), StoreDir::default());
+            let start = Arc::new(Barrier::new(OPENERS));
+            let openers: Vec<_> = (0..OPENERS)
+                .map(|_| {
+                    let (root, start) = (root.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        DbWriter::open(&root).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                if let Err(e) = opener.join().unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
     }
 }
