@@ -29,6 +29,9 @@ pub enum CacheKey {
     Log(String),
     /// `realisations/<name>`: a content-addressed derivation output's realisation.
     Realisation(String),
+    /// `nar-tool-index/<name>`: the lookup index's manifest (`index.json`) or one of its shards
+    /// (`<52 nixbase32 characters>.zst`); see [`crate::cache::index`].
+    Index(String),
 }
 
 /// The folder a key lives in: listings and staging are per folder.
@@ -42,10 +45,18 @@ pub enum KeyDir {
     Log,
     /// `realisations/`.
     Realisations,
+    /// `nar-tool-index/`.
+    Index,
 }
 
 impl KeyDir {
-    pub const ALL: [KeyDir; 4] = [KeyDir::Root, KeyDir::Nar, KeyDir::Log, KeyDir::Realisations];
+    pub const ALL: [KeyDir; 5] = [
+        KeyDir::Root,
+        KeyDir::Nar,
+        KeyDir::Log,
+        KeyDir::Realisations,
+        KeyDir::Index,
+    ];
 
     /// The folder's relative path (empty for the root).
     pub const fn path(self) -> &'static str {
@@ -54,6 +65,7 @@ impl KeyDir {
             KeyDir::Nar => "nar",
             KeyDir::Log => "log",
             KeyDir::Realisations => "realisations",
+            KeyDir::Index => "nar-tool-index",
         }
     }
 
@@ -64,6 +76,7 @@ impl KeyDir {
             KeyDir::Nar => "nar/",
             KeyDir::Log => "log/",
             KeyDir::Realisations => "realisations/",
+            KeyDir::Index => "nar-tool-index/",
         }
     }
 }
@@ -125,7 +138,18 @@ impl CacheKey {
                 }
                 Ok(CacheKey::Realisation(file.to_string()))
             }
-            _ => Err(err("not in nar/, log/ or realisations/")),
+            "nar-tool-index" => {
+                if file == crate::cache::index::publish::MANIFEST
+                    || crate::cache::index::format::is_shard_name(file)
+                {
+                    Ok(CacheKey::Index(file.to_string()))
+                } else {
+                    Err(err(
+                        "the index holds index.json and <52 nixbase32 characters>.zst",
+                    ))
+                }
+            }
+            _ => Err(err("not in nar/, log/, realisations/ or nar-tool-index/")),
         }
     }
 
@@ -147,6 +171,7 @@ impl CacheKey {
             CacheKey::Nar(_) => KeyDir::Nar,
             CacheKey::Log(_) => KeyDir::Log,
             CacheKey::Realisation(_) => KeyDir::Realisations,
+            CacheKey::Index(_) => KeyDir::Index,
         }
     }
 
@@ -156,7 +181,9 @@ impl CacheKey {
             CacheKey::CacheInfo => "nix-cache-info".into(),
             CacheKey::NarInfo(h) => format!("{h}.narinfo"),
             CacheKey::Listing(h) => format!("{h}.ls"),
-            CacheKey::Nar(f) | CacheKey::Log(f) | CacheKey::Realisation(f) => f.clone(),
+            CacheKey::Nar(f) | CacheKey::Log(f) | CacheKey::Realisation(f) | CacheKey::Index(f) => {
+                f.clone()
+            }
         }
     }
 
@@ -168,6 +195,8 @@ impl CacheKey {
             CacheKey::Listing(_) | CacheKey::Realisation(_) => "application/json",
             CacheKey::Nar(_) => "application/x-nix-nar",
             CacheKey::Log(_) => "text/plain; charset=utf-8",
+            CacheKey::Index(f) if f.ends_with(".json") => "application/json",
+            CacheKey::Index(_) => "application/zstd",
         }
     }
 

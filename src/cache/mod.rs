@@ -5,6 +5,7 @@
 pub mod fetch;
 pub mod gc;
 pub mod graph;
+pub mod index;
 pub mod layout;
 pub mod location;
 pub mod metadata;
