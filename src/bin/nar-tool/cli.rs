@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::args::UsageError;
 use crate::commands::{
-    auth, build_cache, cat, demo, dump, fetch, gc, hash, keep_paths, key, lookup, ls, narinfo,
-    optimise, restore, serve, sign, store_path, verify,
+    auth, build_cache, cat, demo, dump, fetch, gc, hash, index, keep_paths, key, lookup, ls,
+    narinfo, optimise, restore, serve, sign, store_path, verify, why_depends,
 };
 
 #[derive(Parser)]
@@ -40,6 +40,8 @@ enum Command {
     Fetch(fetch::FetchArgs),
     Optimise(optimise::OptimiseArgs),
     Lookup(lookup::LookupArgs),
+    Index(index::IndexArgs),
+    WhyDepends(why_depends::WhyDependsArgs),
 }
 
 /// Runs the command line; usage errors exit 2 (clap's, and [`UsageError`]), other errors 1, a
@@ -102,5 +104,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fetch(args) => fetch::run(args),
         Command::Optimise(args) => optimise::run(args),
         Command::Lookup(args) => lookup::run(args),
+        Command::Index(args) => index::run(args),
+        Command::WhyDepends(args) => why_depends::run(args),
     }
 }

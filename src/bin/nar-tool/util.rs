@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::args::UsageError;
 use nar_tool::cache::layout::CacheKey;
 use nar_tool::cache::location::CacheLocation;
 use nar_tool::cache::storage::{StorageRead, StorageWrite};
+use nar_tool::cache_info::CacheInfo;
 use nar_tool::hash::{Hash, HashAlgo, HashingWriter};
 use nar_tool::host::atomic::write_atomic;
 use nar_tool::host::dir_storage::{Beneath, DirStorage};
@@ -16,6 +18,7 @@ use nar_tool::host::fs::{dump_path, CaseHack};
 use nar_tool::host::object::REQUESTS_IN_FLIGHT;
 use nar_tool::narinfo::{NarInfo, MAX_NARINFO_SIZE};
 use nar_tool::signing::SecretKey;
+use nar_tool::store_path::StoreDir;
 
 /// A NAR file, or stdin for `-`, buffered.
 pub fn open_nar(name: &str) -> Result<Box<dyn Read>> {
@@ -154,4 +157,25 @@ pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
             .unwrap_or(1)
     })
     .max(1)
+}
+
+/// The store directory: `--store-dir`, else the cache's, else `/nix/store`.
+pub fn cache_store_dir<S: StorageRead + ?Sized>(
+    storage: &S,
+    flag: Option<&str>,
+) -> Result<StoreDir> {
+    if let Some(dir) = flag {
+        return StoreDir::new(dir).map_err(|e| UsageError(format!("--store-dir: {e}")).into());
+    }
+    let info = storage
+        .read_small(&CacheKey::CacheInfo, 64 << 10)
+        .with_context(|| format!("{}: reading nix-cache-info", storage.describe()))?;
+    let dir = info
+        .and_then(|bytes| CacheInfo::parse(&String::from_utf8_lossy(&bytes)).ok())
+        .and_then(|info| info.store_dir);
+    Ok(match dir {
+        Some(dir) => StoreDir::new(&dir)
+            .with_context(|| format!("{}: nix-cache-info StoreDir", storage.describe()))?,
+        None => StoreDir::default(),
+    })
 }

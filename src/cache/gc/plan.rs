@@ -29,6 +29,8 @@ use super::roots::Root;
 pub struct Entry {
     pub path: StorePath,
     pub references: Vec<StorePath>,
+    /// Its `NarSize`.
+    pub nar_size: u64,
     /// Where its `URL` leads (`None`: outside the cache; it names no NAR of the cache).
     pub nar: Option<CacheKey>,
     /// Its `FileSize`, if given.

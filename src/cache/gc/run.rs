@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::cache::graph::Graph;
+use crate::cache::index::publish::{self, Published};
 use crate::cache::layout::{resolve_url, CacheKey, KeyDir};
 use crate::cache::storage::lease::{self, Lease};
-use crate::cache::storage::{list_keys, StorageLock, StorageWrite};
+use crate::cache::storage::{list_keys, StorageLock, StorageRead, StorageWrite};
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
-use crate::store_path::StorePath;
+use crate::store_path::{StoreDir, StorePath};
 
 use super::plan::{self, Entry, Inventory, Plan, Policy, Summary};
 use super::roots::Root;
@@ -53,6 +54,9 @@ pub struct Options {
     /// Deletions per batch at least (each batch re-reads the leases and lists the cache again;
     /// a phase larger than [`MAX_BATCHES`] batches of this has larger batches instead).
     pub batch: usize,
+    /// Writes the cache's lookup index anew afterwards (`crate::cache::index`), in this store
+    /// directory; `None`: leaves it as it is.
+    pub index: Option<StoreDir>,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             dry_run: false,
             jobs: 8,
             batch: 1000,
+            index: Some(StoreDir::default()),
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct Outcome {
     /// meanwhile) spared.
     pub spared: u64,
     pub graph: Graph,
+    /// The lookup index written afterwards (`None`: not asked for, or a dry run; `Err`: why it
+    /// could not be, the collection itself done).
+    pub index: Option<Result<Published, String>>,
 }
 
 fn err(kind: io::ErrorKind, msg: String) -> io::Error {
@@ -86,8 +94,8 @@ fn err(kind: io::ErrorKind, msg: String) -> io::Error {
 }
 
 /// Reads one narinfo: its entry, or why it cannot be used.
-pub fn read_entry(
-    storage: &dyn StorageWrite,
+pub fn read_entry<S: StorageRead + ?Sized>(
+    storage: &S,
     hash: &str,
 ) -> io::Result<Option<Result<Entry, String>>> {
     let key =
@@ -119,14 +127,15 @@ pub fn read_entry(
         nar: resolve_url(&info.url).ok(),
         path: info.store_path,
         references: info.references,
+        nar_size: info.nar_size,
         file_size: info.file_size,
         modified: object.meta.modified,
     })))
 }
 
 /// Reads the narinfos of `hashes`, `jobs` at a time.
-fn read_entries(
-    storage: &dyn StorageWrite,
+fn read_entries<S: StorageRead + ?Sized>(
+    storage: &S,
     hashes: &[String],
     jobs: usize,
     inventory: &mut Inventory,
@@ -174,7 +183,7 @@ fn read_entries(
 }
 
 /// Lists and reads what the cache holds.
-pub fn inventory(storage: &dyn StorageWrite, jobs: usize) -> io::Result<Inventory> {
+pub fn inventory<S: StorageRead + ?Sized>(storage: &S, jobs: usize) -> io::Result<Inventory> {
     let mut inv = Inventory::default();
     let (root_keys, _) = list_keys(storage, KeyDir::Root)?;
     let mut hashes = Vec::new();
@@ -377,6 +386,11 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
         storage.clean_abandoned()?;
         Some(lock)
     };
+    // The index as it was before the listing: what writers add to it after, the new one keeps.
+    let index_base = match (&opts.index, opts.dry_run) {
+        (Some(_), false) => publish::read_current(storage).ok().flatten(),
+        _ => None,
+    };
     let inventory = inventory(storage, opts.jobs)?;
     let graph = plan::graph(&inventory);
     let mut roots = opts.roots.clone();
@@ -404,6 +418,7 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
             plan: planned,
             graph,
             spared: 0,
+            index: None,
         });
     }
     let mut pending = Pending {
@@ -470,12 +485,24 @@ pub fn collect(storage: &dyn StorageWrite, opts: &Options) -> io::Result<Outcome
     summary.bytes_kept += summary.bytes_freed - bytes_freed;
     summary.nars_freed = nars_freed;
     summary.bytes_freed = bytes_freed;
+    let index = opts.index.as_ref().map(|store_dir| {
+        let listed = publish::content_of(store_dir, &pending.inventory);
+        let removed: BTreeSet<StorePath> = deleted.iter().cloned().collect();
+        publish::reconcile(
+            storage,
+            &listed,
+            index_base.as_ref().map(|b| &b.content),
+            &removed,
+        )
+        .map_err(|e| e.to_string())
+    });
     Ok(Outcome {
         plan: planned,
         summary,
         deleted,
         spared: pending.spared_paths,
         graph: pending.graph,
+        index,
     })
 }
 

@@ -36,6 +36,7 @@ fn inventory(paths: &[(usize, Vec<usize>, usize, u64)]) -> Inventory {
                 path,
                 references: refs.iter().map(|r| p(*r)).collect(),
                 nar: Some(nar(*n)),
+                nar_size: 1000,
                 file_size: Some(100),
                 modified: Some(*modified),
             },

@@ -10,9 +10,12 @@ use std::io::{self, Read};
 
 use super::format::{self, Manifest};
 use super::reader::{IndexReader, IndexSource};
-use super::{IndexContent, IndexError};
+use super::{EntryInfo, IndexContent, IndexError};
+use crate::cache::gc::plan::Inventory;
+use crate::cache::gc::run::inventory;
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::storage::{StorageRead, StorageWrite};
+use crate::store_path::{StoreDir, StorePath};
 
 /// The manifest's name in `nar-tool-index/`.
 pub const MANIFEST: &str = "index.json";
@@ -38,11 +41,16 @@ impl<S: StorageRead + ?Sized> IndexSource for StorageSource<'_, S> {
     }
 }
 
-/// The index a cache has now: its content and the manifest's ETag.
+/// The index a cache has now: its content and manifest.
 pub struct Current {
     pub content: IndexContent,
     pub manifest: Manifest,
-    pub etag: String,
+}
+
+/// The manifest's ETag (`None`: no manifest), and the index it names (`Err`: not a valid one).
+struct State {
+    etag: Option<String>,
+    index: Result<Option<Current>, IndexError>,
 }
 
 fn index_error(e: IndexError) -> io::Error {
@@ -51,35 +59,34 @@ fn index_error(e: IndexError) -> io::Error {
 
 /// Reads the whole index of `storage`; `Ok(None)` if it has none.
 pub fn read_current<S: StorageRead + ?Sized>(storage: &S) -> io::Result<Option<Current>> {
+    read_state(storage)?.index.map_err(index_error)
+}
+
+fn read_state<S: StorageRead + ?Sized>(storage: &S) -> io::Result<State> {
     let key = key(MANIFEST)?;
     let Some(object) = storage.open(&key)? else {
-        return Ok(None);
+        return Ok(State {
+            etag: None,
+            index: Ok(None),
+        });
     };
-    if object.meta.size > format::MAX_MANIFEST_BYTES {
-        return Err(index_error(IndexError::Manifest(format!(
-            "{} has {} bytes",
-            storage.locate(&key),
-            object.meta.size
-        ))));
-    }
-    let etag = object.meta.etag.clone();
+    let etag = Some(object.meta.etag.clone());
     let mut bytes = Vec::new();
     object
         .body
         .take(format::MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut bytes)?;
-    let mut reader = IndexReader::new(&bytes).map_err(index_error)?;
-    let source = StorageSource(storage);
-    reader
-        .answer(&source, IndexReader::all_shards)
-        .map_err(index_error)?;
-    let content = IndexContent::from_shards(reader.store_dir().clone(), &reader.loaded_shards())
-        .map_err(index_error)?;
-    Ok(Some(Current {
-        content,
-        manifest: reader.manifest().clone(),
-        etag,
-    }))
+    let index = (|| {
+        let mut reader = IndexReader::new(&bytes)?;
+        reader.answer(&StorageSource(storage), IndexReader::all_shards)?;
+        let content =
+            IndexContent::from_shards(reader.store_dir().clone(), &reader.loaded_shards())?;
+        Ok(Some(Current {
+            content,
+            manifest: reader.manifest().clone(),
+        }))
+    })();
+    Ok(State { etag, index })
 }
 
 /// What [`publish`] did.
@@ -91,15 +98,17 @@ pub struct Published {
     pub changed: bool,
 }
 
-/// Writes a new index computed by `update` from the current one (`None` if there is none),
-/// again from the winner's if another writer replaces the manifest meanwhile.
+/// Writes a new index computed by `update` from the current one (`None` if there is none or
+/// it is not valid: `update` then computes it whole), again from the winner's if another
+/// writer replaces the manifest meanwhile.
 pub fn publish<S: StorageWrite + ?Sized>(
     storage: &S,
     mut update: impl FnMut(Option<&IndexContent>) -> io::Result<IndexContent>,
 ) -> io::Result<Published> {
     let manifest_key = key(MANIFEST)?;
     for _ in 0..MAX_TRIES {
-        let current = read_current(storage)?;
+        let state = read_state(storage)?;
+        let current = state.index.ok().flatten();
         let content = update(current.as_ref().map(|c| &c.content))?;
         if current.as_ref().is_some_and(|c| c.content == content) {
             return Ok(Published {
@@ -112,7 +121,7 @@ pub fn publish<S: StorageWrite + ?Sized>(
             storage.put_if_absent(&key(name)?, bytes)?;
         }
         storage.barrier()?;
-        let expected = current.as_ref().map(|c| c.etag.as_str());
+        let expected = state.etag.as_deref();
         if !storage.replace_if_unchanged(&manifest_key, &json, expected)? {
             continue;
         }
@@ -168,4 +177,67 @@ pub fn sweep<S: StorageWrite + ?Sized>(storage: &S, now: u64, min_age: u64) -> i
         }
     }
     Ok(deleted)
+}
+
+/// The content of an index of the narinfos in `inventory` (those that could be read).
+pub fn content_of(store_dir: &StoreDir, inventory: &Inventory) -> IndexContent {
+    let mut content = IndexContent::new(store_dir.clone());
+    for entry in inventory.entries.values() {
+        content.paths.insert(
+            entry.path.clone(),
+            EntryInfo {
+                nar_size: entry.nar_size,
+                file_size: entry.file_size,
+                references: entry.references.iter().cloned().collect(),
+            },
+        );
+    }
+    content
+}
+
+/// Writes the index of a cache whose narinfos were `listed`, as `nar-tool index` and a
+/// collection do: what the listing found, and what other writers added to the index since
+/// `base` was read before the listing (their narinfos may be newer than it), less `removed`
+/// (the paths a collection deleted since).
+pub fn reconcile<S: StorageWrite + ?Sized>(
+    storage: &S,
+    listed: &IndexContent,
+    base: Option<&IndexContent>,
+    removed: &BTreeSet<StorePath>,
+) -> io::Result<Published> {
+    publish(storage, |current| {
+        let mut content = listed.clone();
+        for p in removed {
+            content.paths.remove(p);
+        }
+        if let Some(current) = current {
+            for (path, info) in &current.paths {
+                let added_since = base.is_none_or(|b| !b.paths.contains_key(path));
+                if added_since && !removed.contains(path) && !content.paths.contains_key(path) {
+                    content.paths.insert(path.clone(), info.clone());
+                }
+            }
+        }
+        Ok(content)
+    })
+}
+
+/// Adds what a build published (or found there) to the index; where the cache has no index
+/// (or not a valid one), writes it whole from the narinfos, read `jobs` at a time.
+pub fn add(
+    storage: &dyn StorageWrite,
+    store_dir: &StoreDir,
+    entries: &[(StorePath, EntryInfo)],
+    jobs: usize,
+) -> io::Result<Published> {
+    publish(storage, |current| {
+        let mut content = match current {
+            Some(c) => c.clone(),
+            None => content_of(store_dir, &inventory(storage, jobs)?),
+        };
+        for (path, info) in entries {
+            content.paths.insert(path.clone(), info.clone());
+        }
+        Ok(content)
+    })
 }

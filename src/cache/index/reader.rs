@@ -19,6 +19,38 @@ pub trait IndexSource {
     fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, IndexError>;
 }
 
+/// An index held in memory, encoded (a cache without an index, read whole, answers through
+/// the same reader).
+pub struct Encoded {
+    pub manifest: Vec<u8>,
+    pub shards: Vec<(String, Vec<u8>)>,
+}
+
+impl Encoded {
+    pub fn new(content: &super::IndexContent) -> Encoded {
+        let (manifest, _, shards) = format::encode(content);
+        Encoded { manifest, shards }
+    }
+
+    /// A reader of it.
+    pub fn reader(&self) -> IndexReader {
+        IndexReader::new(&self.manifest).expect("an encoded index decodes")
+    }
+}
+
+impl IndexSource for Encoded {
+    fn read(&self, name: &str, _limit: u64) -> Result<Option<Vec<u8>>, IndexError> {
+        if name == super::publish::MANIFEST {
+            return Ok(Some(self.manifest.clone()));
+        }
+        Ok(self
+            .shards
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, bytes)| bytes.clone()))
+    }
+}
+
 /// An answer, or the shards it still needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step<T> {

@@ -46,14 +46,9 @@ fn reader_of(c: &IndexContent) -> (IndexReader, Vec<(String, Vec<u8>)>) {
     (IndexReader::new(&json).unwrap(), shards)
 }
 
-struct Shards(Vec<(String, Vec<u8>)>, Vec<u8>);
-impl reader::IndexSource for Shards {
-    fn read(&self, name: &str, _limit: u64) -> Result<Option<Vec<u8>>, IndexError> {
-        if name == publish::MANIFEST {
-            return Ok(Some(self.1.clone()));
-        }
-        Ok(self.0.iter().find(|s| s.0 == name).map(|s| s.1.clone()))
-    }
+#[allow(non_snake_case)]
+fn Shards(shards: Vec<(String, Vec<u8>)>, manifest: Vec<u8>) -> reader::Encoded {
+    reader::Encoded { manifest, shards }
 }
 
 #[test]

@@ -119,6 +119,10 @@ pub struct BuildSummary {
     pub seconds: f64,
     /// The most memory the xz encoders took at once, as liblzma counts it (0 for other methods).
     pub xz_memory_peak: u64,
+    /// The paths of the build now in the cache (published by it or found there), as the
+    /// lookup index describes them.
+    #[serde(skip)]
+    pub in_cache: Vec<(StorePath, crate::cache::index::EntryInfo)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -418,6 +422,10 @@ pub fn build_cache_into(
                 if let Some(info) = existing {
                     summary.paths += 1;
                     summary.skipped += 1;
+                    summary.in_cache.push((
+                        info.store_path.clone(),
+                        crate::cache::index::EntryInfo::of_narinfo(&info),
+                    ));
                     for p in order.ready(path.clone(), &references) {
                         batch.extend(finished.remove(&p));
                     }

@@ -2,6 +2,7 @@
 //! batches (one barrier, then the commits in dependency order).
 
 use super::*;
+use crate::cache::index::EntryInfo;
 
 /// Gets the cache ready: the storage (folders, leftovers of writers that died) and
 /// `nix-cache-info`, checked against the store if there is one.
@@ -131,6 +132,14 @@ impl Batch {
                 summary.deduplicated += u64::from(c.deduplicated);
                 summary.nar_bytes += c.nar_size;
                 summary.file_bytes += if c.deduplicated { 0 } else { c.file_size };
+                summary.in_cache.push((
+                    c.path.clone(),
+                    EntryInfo {
+                        nar_size: c.nar_size,
+                        file_size: Some(c.file_size),
+                        references: c.references,
+                    },
+                ));
                 progress(Progress::PathDone {
                     path: c.path,
                     nar_size: c.nar_size,
@@ -147,6 +156,7 @@ struct Committed {
     /// The narinfo is ours (not one another writer published meanwhile).
     written: bool,
     path: StorePath,
+    references: std::collections::BTreeSet<StorePath>,
     nar_size: u64,
     file_size: u64,
     deduplicated: bool,
@@ -178,6 +188,7 @@ fn commit_path(d: Done, where_: &str, force: bool) -> Result<Committed, BuildErr
         .map_err(|e| BuildError::Input(format!("{where_}: {e}")))?;
     Ok(Committed {
         written: matches!(written, crate::cache::storage::Committed::Written),
+        references: d.info.references,
         path: d.info.path,
         nar_size: d.nar_size,
         file_size: d.file_size,

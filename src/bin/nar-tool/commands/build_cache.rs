@@ -78,6 +78,10 @@ pub struct BuildCacheArgs {
     /// Only the given paths, not their closure
     #[arg(long)]
     no_closure: bool,
+    /// Leave the cache's lookup index (nar-tool-index/) as it is; by default the paths built
+    /// are added to it, and a cache without one gets one, made from all its narinfos
+    #[arg(long)]
+    no_index: bool,
     /// Rewrite paths whose narinfo already exists
     #[arg(long)]
     force: bool,
@@ -210,8 +214,11 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         interrupt: Some(interrupt),
     };
     let mut bar = BuildProgress::new(!args.quiet && !args.json);
-    let summary = match nar_tool::host::open::open_write(&location) {
-        Ok(storage) => nar_tool::host::build::build_cache_into(&*storage, &opts, |p| bar.update(p)),
+    let storage = nar_tool::host::open::open_write(&location);
+    let summary = match &storage {
+        Ok(storage) => {
+            nar_tool::host::build::build_cache_into(&**storage, &opts, |p| bar.update(p))
+        }
         Err(e) => Err(BuildError::Input(format!("cannot open the cache: {e}"))),
     };
     bar.finish();
@@ -232,6 +239,14 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).with_context(|| format!("building cache {shown}")),
     };
+    if !args.no_index {
+        if let Ok(storage) = &storage {
+            nar_tool::cache::index::publish::add(&**storage, &opts.store_dir, &summary.in_cache, jobs)
+                .with_context(|| {
+                    format!("updating the index of {shown} (the paths are published; `nar-tool index {shown}` writes it anew)")
+                })?;
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {

@@ -10,10 +10,8 @@ use anyhow::{bail, Context, Result};
 use nar_tool::cache::gc::plan::{self, Policy};
 use nar_tool::cache::gc::roots::{self, Root};
 use nar_tool::cache::gc::run::{self, Options, Outcome};
-use nar_tool::cache::layout::CacheKey;
 use nar_tool::cache::storage::StorageWrite;
 use nar_tool::cache::verify::report::human_bytes;
-use nar_tool::cache_info::CacheInfo;
 use nar_tool::store_path::StoreDir;
 
 use crate::args::{cache_location, duration, size, UsageError};
@@ -70,6 +68,10 @@ pub struct GcArgs {
     /// Print why STORE-PATH is live: the chain of references from a root to it
     #[arg(long, value_name = "STORE-PATH")]
     why: Option<String>,
+    /// Leave the cache's lookup index (nar-tool-index/) as it is; by default it is written
+    /// anew after the collection, from what is left
+    #[arg(long)]
+    no_index: bool,
     /// Print the outcome as one JSON document
     #[arg(long)]
     json: bool,
@@ -113,7 +115,7 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
     }
     let storage = nar_tool::host::open::open_write(&location)
         .with_context(|| format!("opening cache {location}"))?;
-    let store_dir = store_dir(&*storage, args.store_dir.as_deref())?;
+    let store_dir = crate::util::cache_store_dir(&*storage, args.store_dir.as_deref())?;
     let why = args
         .why
         .as_deref()
@@ -126,6 +128,7 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
         roots: given,
         dry_run: args.dry_run || printing,
         jobs: args.jobs,
+        index: (!args.no_index).then(|| store_dir.clone()),
         ..Options::default()
     };
     let outcome = run::collect(&*storage, &opts).map_err(|e| {
@@ -135,6 +138,11 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
             anyhow::Error::from(e).context(format!("collecting {location}"))
         }
     })?;
+    if let Some(Err(e)) = &outcome.index {
+        eprintln!(
+            "nar-tool: warning: the collection is done, but the index of {location} could not be written: {e} (`nar-tool index` writes it anew)"
+        );
+    }
     for root in &outcome.plan.missing_roots {
         eprintln!(
             "nar-tool: note: root {} (from {}) is not in the cache",
@@ -190,24 +198,6 @@ pub fn run(args: GcArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The store directory: `--store-dir`, else the cache's, else `/nix/store`.
-fn store_dir(storage: &dyn StorageWrite, flag: Option<&str>) -> Result<StoreDir> {
-    if let Some(dir) = flag {
-        return StoreDir::new(dir).map_err(|e| UsageError(format!("--store-dir: {e}")).into());
-    }
-    let info = storage
-        .read_small(&CacheKey::CacheInfo, 64 << 10)
-        .with_context(|| format!("{}: reading nix-cache-info", storage.describe()))?;
-    let dir = info
-        .and_then(|bytes| CacheInfo::parse(&String::from_utf8_lossy(&bytes)).ok())
-        .and_then(|info| info.store_dir);
-    Ok(match dir {
-        Some(dir) => StoreDir::new(&dir)
-            .with_context(|| format!("{}: nix-cache-info StoreDir", storage.describe()))?,
-        None => StoreDir::default(),
-    })
 }
 
 /// `--root`, `--roots-dir` and the cache's `gcroots/`.
