@@ -26,19 +26,19 @@ use nar_tool::nixbase32;
 // ---------------------------------------------------------------------------------------------
 // A cache under test: a directory or a prefix of the test bucket.
 
-struct Cache {
+pub(crate) struct Cache {
     /// What the commands are given.
-    arg: String,
+    pub(crate) arg: String,
     /// What Nix substitutes from.
     nix_url: String,
-    storage: Box<dyn StorageWrite>,
+    pub(crate) storage: Box<dyn StorageWrite>,
     s3: Option<&'static S3Server>,
     dir: Option<PathBuf>,
     _tmp: TempTree,
 }
 
 impl Cache {
-    fn dir() -> Cache {
+    pub(crate) fn dir() -> Cache {
         let tmp = TempTree::new();
         let dir = tmp.path().join("cache");
         fs::create_dir(&dir).unwrap();
@@ -49,7 +49,7 @@ impl Cache {
     }
 
     /// A cache in an existing directory `dir`.
-    fn at(dir: PathBuf) -> Cache {
+    pub(crate) fn at(dir: PathBuf) -> Cache {
         Cache {
             arg: dir.display().to_string(),
             nix_url: format!("file://{}", dir.display()),
@@ -60,7 +60,7 @@ impl Cache {
         }
     }
 
-    fn s3(name: &str) -> Cache {
+    pub(crate) fn s3(name: &str) -> Cache {
         let srv = server();
         let prefix = srv.fresh_prefix(name);
         Cache {
@@ -74,18 +74,18 @@ impl Cache {
     }
 
     /// `nar-tool` with what the cache needs in its environment.
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         match self.s3 {
             Some(srv) => srv.command(),
             None => Command::new(bin()),
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -98,14 +98,14 @@ impl Cache {
     }
 
     /// `gc CACHE --grace 0 EXTRA… --json`.
-    fn gc(&self, extra: &[&str]) -> serde_json::Value {
+    pub(crate) fn gc(&self, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["gc", &self.arg, "--grace", "0", "--json"];
         args.extend(extra);
         serde_json::from_str(&self.ok(&args)).unwrap()
     }
 
     /// `gc CACHE --print-dead` as base names.
-    fn print_dead(&self, extra: &[&str]) -> BTreeSet<String> {
+    pub(crate) fn print_dead(&self, extra: &[&str]) -> BTreeSet<String> {
         let mut args = vec!["gc", &self.arg, "--grace", "0", "--print-dead"];
         args.extend(extra);
         self.ok(&args)
@@ -115,7 +115,7 @@ impl Cache {
     }
 
     /// A root in the cache's `gcroots/`, as a file named by the path's base name.
-    fn add_root(&self, path: &str) {
+    pub(crate) fn add_root(&self, path: &str) {
         let name = format!("gcroots/{}", base(path));
         match (&self.dir, self.s3) {
             (Some(dir), _) => {
@@ -130,7 +130,7 @@ impl Cache {
         }
     }
 
-    fn object(&self) -> nar_tool::host::object::ObjectStorage {
+    pub(crate) fn object(&self) -> nar_tool::host::object::ObjectStorage {
         let srv = self.s3.unwrap();
         let prefix = self
             .arg
@@ -144,7 +144,7 @@ impl Cache {
     }
 
     /// The narinfos, by base name of their store path: (references, NAR key).
-    fn narinfos(&self) -> BTreeMap<String, (Vec<String>, CacheKey)> {
+    pub(crate) fn narinfos(&self) -> BTreeMap<String, (Vec<String>, CacheKey)> {
         let (keys, _) = list_keys(&*self.storage, KeyDir::Root).unwrap();
         let mut out = BTreeMap::new();
         for key in keys {
@@ -165,7 +165,7 @@ impl Cache {
     }
 
     /// Every object or file of the cache, its state folder included.
-    fn everything(&self) -> BTreeSet<String> {
+    pub(crate) fn everything(&self) -> BTreeSet<String> {
         match &self.dir {
             Some(dir) => walk_names(dir, dir),
             None => self
@@ -177,7 +177,7 @@ impl Cache {
         }
     }
 
-    fn keys(&self, dir: KeyDir) -> BTreeSet<CacheKey> {
+    pub(crate) fn keys(&self, dir: KeyDir) -> BTreeSet<CacheKey> {
         list_keys(&*self.storage, dir)
             .unwrap()
             .0
@@ -185,8 +185,20 @@ impl Cache {
             .collect()
     }
 
+    /// The cache's lookup index says what its narinfos say.
+    pub(crate) fn assert_index_current(&self, what: &str) {
+        let out = self.run(&["index", "--check", &self.arg]);
+        assert!(
+            out.status.success(),
+            "{what}: the index is not current ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `verify --no-contents` finds nothing missing (orphan NARs are only warnings).
-    fn verify(&self, what: &str) {
+    pub(crate) fn verify(&self, what: &str) {
         let out = self.run(&["verify", &self.arg, "--quiet", "--no-contents"]);
         assert!(
             out.status.success(),
@@ -198,7 +210,7 @@ impl Cache {
     }
 
     /// Every path of the closures of `paths` has its narinfo and NAR.
-    fn assert_closure_complete(&self, paths: &[String], what: &str) {
+    pub(crate) fn assert_closure_complete(&self, paths: &[String], what: &str) {
         let infos = self.narinfos();
         let mut todo: Vec<String> = paths.iter().map(|p| base(p).to_string()).collect();
         let mut seen = BTreeSet::new();
@@ -232,11 +244,11 @@ fn walk_names(top: &std::path::Path, dir: &std::path::Path) -> BTreeSet<String> 
     out
 }
 
-fn base(path: &str) -> &str {
+pub(crate) fn base(path: &str) -> &str {
     path.rsplit('/').next().unwrap()
 }
 
-fn closure(roots: &[String], refs: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
+pub(crate) fn closure(roots: &[String], refs: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut todo: Vec<String> = roots.iter().map(|r| base(r).to_string()).collect();
     while let Some(p) = todo.pop() {
@@ -252,7 +264,7 @@ fn closure(roots: &[String], refs: &BTreeMap<String, Vec<String>>) -> BTreeSet<S
     out
 }
 
-fn secret_key() -> String {
+pub(crate) fn secret_key() -> String {
     corpus().join("keys/secret").display().to_string()
 }
 
@@ -264,7 +276,7 @@ fn public_key() -> String {
 }
 
 /// The corpus store paths by name (`app-0.9` → `/nix/store/…-app-0.9-public`).
-fn corpus_path(name: &str) -> String {
+pub(crate) fn corpus_path(name: &str) -> String {
     store_paths()
         .into_iter()
         .find(|p| p.ends_with(&format!("-{name}-public")))
@@ -295,7 +307,7 @@ fn parse_registration(text: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// The 9 corpus paths built into the cache (with listings).
-fn build_corpus(cache: &Cache) -> TempTree {
+pub(crate) fn build_corpus(cache: &Cache) -> TempTree {
     let root = extract_root_tar();
     let key = secret_key();
     let r = root.path().display().to_string();
@@ -787,14 +799,14 @@ fn keep_paths_runs_a_command_for_its_lifetime() {
 
 /// A synthetic store: `count` single-file paths, each referring to a few earlier ones (their
 /// full paths are in its contents), some to themselves.
-struct Synth {
-    root: TempTree,
-    registration: PathBuf,
-    paths: Vec<String>,
-    refs: BTreeMap<String, Vec<String>>,
+pub(crate) struct Synth {
+    pub(crate) root: TempTree,
+    pub(crate) registration: PathBuf,
+    pub(crate) paths: Vec<String>,
+    pub(crate) refs: BTreeMap<String, Vec<String>>,
 }
 
-fn synth_store(tag: &str, count: usize, seed: u64) -> Synth {
+pub(crate) fn synth_store(tag: &str, count: usize, seed: u64) -> Synth {
     let root = TempTree::new();
     let store = root.path().join("nix/store");
     fs::create_dir_all(&store).unwrap();
@@ -850,7 +862,7 @@ fn synth_store(tag: &str, count: usize, seed: u64) -> Synth {
     }
 }
 
-fn build_cmd(cache: &Cache, synth: &Synth, paths: &[&String]) -> Command {
+pub(crate) fn build_cmd(cache: &Cache, synth: &Synth, paths: &[&String]) -> Command {
     let mut cmd = cache.cmd();
     cmd.arg("build-cache")
         .args(["--to", &cache.arg])
@@ -969,6 +981,7 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
             substituted += 1;
         }
         cache.verify(&format!("step {steps}"));
+        cache.assert_index_current(&format!("step {steps}"));
         for h in &holders {
             cache.assert_closure_complete(&h.paths, &format!("step {steps}, leased"));
         }
@@ -983,6 +996,7 @@ fn torture(cache: &Cache, seconds: u64, seed: u64) {
     reap(&mut builders, true);
     cache.gc(&[]);
     cache.verify("the end");
+    cache.assert_index_current("the end");
     let left: BTreeSet<String> = cache.narinfos().into_keys().collect();
     assert_eq!(
         left,

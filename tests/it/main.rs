@@ -15,6 +15,7 @@ mod fetch;
 mod fuzz_regressions;
 mod gc;
 mod hostile;
+mod index;
 mod lookups;
 mod nix_differential;
 mod properties;
