@@ -81,8 +81,11 @@ pub fn shard_name(bytes: &[u8]) -> String {
     format!("{}.zst", nixbase32::encode(&Sha256::digest(bytes)))
 }
 
-/// Encodes an index: its manifest (JSON, with a final newline) and its shards (name, bytes).
-pub fn encode(content: &IndexContent) -> (Vec<u8>, Manifest, Vec<(String, Vec<u8>)>) {
+/// Shards as they are stored: (name, bytes).
+pub type NamedShards = Vec<(String, Vec<u8>)>;
+
+/// Encodes an index: its manifest (JSON, with a final newline) and its shards.
+pub fn encode(content: &IndexContent) -> (Vec<u8>, Manifest, NamedShards) {
     let paths: Vec<&StorePath> = content.all_paths();
     let id_of = |p: &StorePath| {
         paths
