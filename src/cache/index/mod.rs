@@ -3,7 +3,7 @@
 //! a cache that cannot be listed cheaply (a bucket, an HTTP cache) would otherwise need a
 //! request per narinfo for: a lookup by hash part reads the manifest and one or a few shards.
 //!
-//! - [`format`]: the manifest and shards, byte for byte (`docs/INDEX.md`).
+//! - [`mod@format`]: the manifest and shards, byte for byte (`docs/INDEX.md`).
 //! - [`reader`]: [`reader::IndexReader`], loading shards as lookups need them, from any source.
 //! - [`publish`]: writing a new index over a [`StorageWrite`](crate::cache::storage::StorageWrite)
 //!   so that a reader sees the old index or the new one (shards first, then the manifest

@@ -114,7 +114,7 @@ fn print_record(out: &mut impl Write, record: &PathRecord, args: &LookupArgs) ->
     }
     writeln!(out, "{}", record.store_path)?;
     if args.long {
-        let size = |s: Option<u64>| s.map_or("unknown".into(), |s| human_bytes(s));
+        let size = |s: Option<u64>| s.map_or("unknown".into(), human_bytes);
         writeln!(out, "  NAR size:  {}", size(record.nar_size))?;
         writeln!(out, "  file size: {}", size(record.file_size))?;
         for r in &record.references {
