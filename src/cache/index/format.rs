@@ -3,6 +3,8 @@
 //! bytes and the same shard names. Decoding treats every byte as hostile: sizes, counts and ids
 //! are checked before anything is allocated from them, and a shard must hash to its name.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -87,11 +89,14 @@ pub type NamedShards = Vec<(String, Vec<u8>)>;
 /// Encodes an index: its manifest (JSON, with a final newline) and its shards.
 pub fn encode(content: &IndexContent) -> (Vec<u8>, Manifest, NamedShards) {
     let paths: Vec<&StorePath> = content.all_paths();
-    let id_of = |p: &StorePath| {
-        paths
-            .binary_search(&p)
-            .expect("every reference is an entry") as u32
-    };
+    // A hash map, not a binary search: at a million paths, each probe of a search is a cache
+    // miss.
+    let ids: HashMap<&StorePath, u32> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i as u32))
+        .collect();
+    let id_of = |p: &StorePath| ids[p];
     let mut referrers: Vec<Vec<u32>> = vec![Vec::new(); paths.len()];
     for (path, info) in &content.paths {
         let from = id_of(path);
@@ -108,7 +113,7 @@ pub fn encode(content: &IndexContent) -> (Vec<u8>, Manifest, NamedShards) {
             let id = first_id + i;
             let info = content.paths.get(*path);
             let size = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
-            let ids = |ids: &mut dyn Iterator<Item = u32>| {
+            let list = |ids: &mut dyn Iterator<Item = u32>| {
                 ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
             };
             let mut own: Vec<u32> = info
@@ -121,8 +126,8 @@ pub fn encode(content: &IndexContent) -> (Vec<u8>, Manifest, NamedShards) {
                 path.base_name(),
                 size(info.map(|i| i.nar_size)),
                 size(info.and_then(|i| i.file_size)),
-                ids(&mut own.into_iter()),
-                ids(&mut referrers[id].iter().copied()),
+                list(&mut own.into_iter()),
+                list(&mut referrers[id].iter().copied()),
             ));
         }
         let bytes = ruzstd::encoding::compress_to_vec(

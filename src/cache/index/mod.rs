@@ -14,7 +14,7 @@ pub mod format;
 pub mod publish;
 pub mod reader;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::narinfo::NarInfo;
 use crate::store_path::{StoreDir, StorePath};
@@ -70,11 +70,26 @@ impl IndexContent {
 
     /// Every entry's path: the paths and their references, sorted (by hash part).
     pub fn all_paths(&self) -> Vec<&StorePath> {
-        let mut all: BTreeSet<&StorePath> = self.paths.keys().collect();
-        for info in self.paths.values() {
-            all.extend(info.references.iter());
+        // The paths are sorted already; only the references without an entry are merged in.
+        let present: HashSet<&StorePath> = self.paths.keys().collect();
+        let absent: BTreeSet<&StorePath> = self
+            .paths
+            .values()
+            .flat_map(|info| &info.references)
+            .filter(|r| !present.contains(r))
+            .collect();
+        let mut all = Vec::with_capacity(self.paths.len() + absent.len());
+        let (mut a, mut b) = (self.paths.keys().peekable(), absent.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            all.extend(next);
         }
-        all.into_iter().collect()
+        all
     }
 
     /// The content of decoded shards (entries without a narinfo are left out).
