@@ -36,8 +36,14 @@ impl PolicyArgs {
         for (constraint, values) in [
             (Constraint::AllowedReferences, &self.allowed_references),
             (Constraint::AllowedRequisites, &self.allowed_requisites),
-            (Constraint::DisallowedReferences, &self.disallowed_references),
-            (Constraint::DisallowedRequisites, &self.disallowed_requisites),
+            (
+                Constraint::DisallowedReferences,
+                &self.disallowed_references,
+            ),
+            (
+                Constraint::DisallowedRequisites,
+                &self.disallowed_requisites,
+            ),
         ] {
             let Some(values) = values else { continue };
             let mut list = BTreeSet::new();
@@ -46,9 +52,8 @@ impl PolicyArgs {
                 .flat_map(|v| v.split(|c: char| c == ',' || c.is_whitespace()))
                 .filter(|i| !i.is_empty())
             {
-                let path = resolve(item).map_err(|e| {
-                    UsageError(format!("{} {item:?}: {e:#}", flag(constraint)))
-                })?;
+                let path = resolve(item)
+                    .map_err(|e| UsageError(format!("{} {item:?}: {e:#}", flag(constraint))))?;
                 list.insert(path);
             }
             policy.set(constraint, Some(list));

@@ -111,7 +111,9 @@ fn a_self_reference_counts_for_references_but_never_for_requisites() {
     assert!(offenders(&policy(AllowedRequisites, &[]), &g, "test5").is_empty());
     assert!(offenders(&policy(DisallowedRequisites, &["test5"]), &g, "test5").is_empty());
     // The offender's chain of a self-reference: the path, twice.
-    let v = policy(AllowedReferences, &[]).check(&g, &sp("test6")).unwrap();
+    let v = policy(AllowedReferences, &[])
+        .check(&g, &sp("test6"))
+        .unwrap();
     assert_eq!(v[0].offenders[0].chain, [sp("test6"), sp("test6")]);
 }
 
@@ -213,10 +215,7 @@ fn no_list_checks_nothing_and_an_unknown_path_is_an_error() {
     assert!(p.is_empty());
     assert!(p.check(&g, &sp("test")).unwrap().is_empty());
     assert!(!policy(AllowedReferences, &[]).is_empty());
-    assert_eq!(
-        p.check(&g, &sp("unknown")),
-        Err(NotInGraph(sp("unknown")))
-    );
+    assert_eq!(p.check(&g, &sp("unknown")), Err(NotInGraph(sp("unknown"))));
     // A reference without an entry (an incomplete closure) is still a requisite.
     let g = graph(&[("test", &["deps"]), ("deps", &["dep1"])]);
     assert_eq!(
@@ -253,7 +252,7 @@ fn messages_are_nix_s_then_the_chains() {
     let v = policy(DisallowedReferences, &["deps"])
         .check(&g, &sp("test"))
         .unwrap();
-    assert!(v[0]
-        .render(&dir)
-        .ends_with(&format!("\nin disallowedReferences; the chains of references:\n  {t} → {d}")));
+    assert!(v[0].render(&dir).ends_with(&format!(
+        "\nin disallowedReferences; the chains of references:\n  {t} → {d}"
+    )));
 }
