@@ -1,0 +1,445 @@
+//! Reference policies end to end: `build-cache` refuses a closure that breaks one before it
+//! writes anything (the cache byte for byte as it was), with Nix's message, every offender and
+//! the chain to it; `verify` reports them as `reference-policy` problems (exit bit 8); and the
+//! real Nix (2.8), building derivations that declare the same constraints, fails exactly where
+//! `build-cache` does, with the same message.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+const STORE: &str = "/nix/store";
+
+/// A small store on disk: `ROOT/nix/store/<base>` for each path, its files naming its
+/// references (so `--scan-references` finds them), and `nix path-info --json` of it.
+struct Store {
+    _tree: TempTree,
+    root: PathBuf,
+    path_info: PathBuf,
+    paths: BTreeMap<&'static str, String>,
+}
+
+/// name → references (by name). `app` refers to itself, `lib` and `tool-wrapper`; the wrapper
+/// to `bootstrap-tool`; `lib` to `libc`; `other` to `bootstrap-tool`.
+const GRAPH: &[(&str, &[&str])] = &[
+    ("app", &["app", "lib", "tool-wrapper"]),
+    ("lib", &["libc"]),
+    ("libc", &[]),
+    ("tool-wrapper", &["bootstrap-tool"]),
+    ("bootstrap-tool", &[]),
+    ("other", &["bootstrap-tool"]),
+];
+
+impl Store {
+    fn new() -> Store {
+        let tree = TempTree::new();
+        let root = tree.path().join("root");
+        let store = root.join("nix/store");
+        fs::create_dir_all(&store).unwrap();
+        let paths: BTreeMap<&str, String> = GRAPH
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (*name, format!("{}{i}-{name}", "1".repeat(31))))
+            .collect();
+        let mut infos = Vec::new();
+        for (name, refs) in GRAPH {
+            let dir = store.join(&paths[name]);
+            fs::create_dir_all(dir.join("bin")).unwrap();
+            let mut text = format!("#!/bin/sh\n# {name}\n");
+            for r in *refs {
+                text += &format!("exec {STORE}/{}/bin/{r}\n", paths[r]);
+            }
+            fs::write(dir.join("bin").join(name), text).unwrap();
+            infos.push(serde_json::json!({
+                "path": format!("{STORE}/{}", paths[name]),
+                "references": refs.iter().map(|r| format!("{STORE}/{}", paths[r])).collect::<Vec<_>>(),
+            }));
+        }
+        let path_info = tree.path().join("path-info.json");
+        fs::write(&path_info, serde_json::to_string(&infos).unwrap()).unwrap();
+        Store {
+            _tree: tree,
+            root,
+            path_info,
+            paths,
+        }
+    }
+
+    /// The full store path of `name`.
+    fn p(&self, name: &str) -> String {
+        format!("{STORE}/{}", self.paths[name])
+    }
+
+    /// `build-cache --to CACHE` from this store (metadata from `nix path-info --json`, or
+    /// scanned), then `extra`.
+    fn build(&self, cache: &Path, scan: bool, extra: &[String]) -> Output {
+        let mut c = Command::new(bin());
+        c.arg("build-cache")
+            .arg("--to")
+            .arg(cache)
+            .arg("--store-root")
+            .arg(&self.root)
+            .arg("--quiet");
+        if scan {
+            c.arg("--scan-references");
+        } else {
+            c.arg("--path-info").arg(&self.path_info);
+        }
+        run_cmd(c.args(extra), b"")
+    }
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every file and symlink under `dir`, by relative path, with its contents (or target).
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                todo.push(p);
+            } else if meta.is_symlink() {
+                out.insert(
+                    rel,
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
+            } else {
+                out.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Nix's message for `output` and its offenders (in store path order, as given).
+fn nix_message(output: &str, offenders: &[String]) -> String {
+    let mut m = format!("output '{output}' is not allowed to refer to the following paths:");
+    for o in offenders {
+        m += &format!("\n  {o}");
+    }
+    m
+}
+
+#[test]
+fn build_cache_refuses_before_writing_anything() {
+    let store = Store::new();
+    let t = TempTree::new();
+    let cache = t.path().join("cache");
+    // A cache holding something already.
+    let out = store.build(&cache, false, &[store.p("libc")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = snapshot(&cache);
+    assert!(before.keys().any(|k| k.ends_with(".narinfo")));
+    for scan in [false, true] {
+        // One list broken, two offenders, each with its chain.
+        let out = store.build(
+            &cache,
+            scan,
+            &[
+                "--disallowed-requisites".into(),
+                format!("{} {}", store.p("libc"), store.p("bootstrap-tool")),
+                store.p("app"),
+            ],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "scan {scan}: {err}");
+        assert!(err.contains("nothing was written to the cache"), "{err}");
+        let nix = nix_message(
+            &store.p("app"),
+            &[store.p("libc"), store.p("bootstrap-tool")],
+        );
+        assert!(err.contains(&format!("{nix}\n")), "scan {scan}: {err}");
+        let (app, lib, libc, wrapper, boot) = (
+            store.p("app"),
+            store.p("lib"),
+            store.p("libc"),
+            store.p("tool-wrapper"),
+            store.p("bootstrap-tool"),
+        );
+        assert!(
+            err.contains(&format!(
+                "in disallowedRequisites; the chains of references:\n  {app} → {lib} → {libc}\n  {app} → {wrapper} → {boot}"
+            )),
+            "{err}"
+        );
+        assert_eq!(snapshot(&cache), before, "scan {scan}: the cache changed");
+    }
+    // Every list broken is reported, not only the first; a self-reference is a reference.
+    let out = store.build(
+        &cache,
+        false,
+        &[
+            "--allowed-references".into(),
+            String::new(),
+            "--disallowed-references".into(),
+            store.p("tool-wrapper"),
+            "--allowed-requisites".into(),
+            store.p("lib"),
+            store.p("app"),
+            store.p("other"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let app_refs = [store.p("app"), store.p("lib"), store.p("tool-wrapper")];
+    for expected in [
+        nix_message(&store.p("app"), &app_refs),
+        nix_message(
+            &store.p("app"),
+            &[
+                store.p("libc"),
+                store.p("tool-wrapper"),
+                store.p("bootstrap-tool"),
+            ],
+        ),
+        nix_message(&store.p("app"), &[store.p("tool-wrapper")]),
+        nix_message(&store.p("other"), &[store.p("bootstrap-tool")]),
+        nix_message(&store.p("other"), &[store.p("bootstrap-tool")]),
+    ] {
+        assert!(err.contains(&expected), "missing:\n{expected}\nin:\n{err}");
+    }
+    assert_eq!(
+        err.matches("is not allowed to refer to").count(),
+        5,
+        "{err}"
+    );
+    assert_eq!(snapshot(&cache), before);
+    // A new cache directory: nothing in it.
+    let fresh = t.path().join("fresh");
+    let out = store.build(
+        &fresh,
+        false,
+        &["--allowed-references=".into(), store.p("lib")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!fresh.exists() || snapshot(&fresh).is_empty());
+}
+
+#[test]
+fn build_cache_passes_a_policy_kept() {
+    let store = Store::new();
+    let t = TempTree::new();
+    let cache = t.path().join("cache");
+    // Repeated flags and comma lists; the path itself is not one of its requisites; a
+    // disallowed path only in another path's closure does not matter.
+    let out = store.build(
+        &cache,
+        true,
+        &[
+            "--allowed-references".into(),
+            format!("{},{}", store.p("lib"), store.p("tool-wrapper")),
+            "--allowed-references".into(),
+            store.paths["app"].clone(),
+            "--allowed-requisites".into(),
+            format!(
+                "{} {} {},{}",
+                store.p("lib"),
+                store.p("libc"),
+                store.p("tool-wrapper"),
+                store.p("bootstrap-tool")
+            ),
+            "--disallowed-requisites".into(),
+            store.p("other"),
+            store.p("app"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names = snapshot(&cache);
+    assert_eq!(names.keys().filter(|k| k.ends_with(".narinfo")).count(), 5);
+    // Flags that do not name store paths are usage errors (exit 2), before anything is done.
+    for bad in ["/tmp/not-a-store-path", "nonsense"] {
+        let out = store.build(
+            &t.path().join("never"),
+            false,
+            &["--disallowed-references".into(), bad.into(), store.p("app")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--disallowed-references"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!t.path().join("never").exists());
+    }
+}
+
+fn verify(cache: &Path, extra: &[String]) -> (Option<i32>, serde_json::Value) {
+    let out = run_cmd(
+        Command::new(bin())
+            .arg("verify")
+            .arg(cache)
+            .arg("--json")
+            .arg("--quiet")
+            .args(extra),
+        b"",
+    );
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out.status.code(), report)
+}
+
+/// (kind, path, message) of each problem.
+fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_string(),
+                p["path"].as_str().unwrap().to_string(),
+                p["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn verify_reports_policy_findings() {
+    let store = Store::new();
+    let t = TempTree::new();
+    let cache = t.path().join("cache");
+    let out = store.build(&cache, false, &[store.p("app"), store.p("other")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without a policy: a clean cache.
+    assert_eq!(verify(&cache, &[]).0, Some(0));
+    // Default paths: the cache's roots (app and other; not the paths they refer to).
+    let (code, report) = verify(
+        &cache,
+        &strings(&["--disallowed-requisites", &store.p("bootstrap-tool")]),
+    );
+    assert_eq!(code, Some(8));
+    let (app, wrapper, boot, other) = (
+        store.p("app"),
+        store.p("tool-wrapper"),
+        store.p("bootstrap-tool"),
+        store.p("other"),
+    );
+    assert_eq!(
+        problems(&report),
+        [
+            (
+                "reference-policy".into(),
+                app.clone(),
+                format!("is not allowed to refer to {boot} (in disallowedRequisites: {app} → {wrapper} → {boot})")
+            ),
+            (
+                "reference-policy".into(),
+                other.clone(),
+                format!("is not allowed to refer to {boot} (in disallowedRequisites: {other} → {boot})")
+            ),
+        ]
+    );
+    assert_eq!(report["ok"], false);
+    // Named paths only; the path itself is left out of its requisites.
+    let (code, report) = verify(
+        &cache,
+        &strings(&[
+            "--allowed-requisites",
+            "",
+            "--policy-path",
+            &store.p("libc"),
+            "--policy-path",
+            &store.paths["lib"],
+        ]),
+    );
+    assert_eq!(code, Some(8));
+    assert_eq!(
+        problems(&report),
+        [(
+            "reference-policy".into(),
+            store.p("lib"),
+            format!(
+                "is not allowed to refer to {} (not in allowedRequisites: {} → {})",
+                store.p("libc"),
+                store.p("lib"),
+                store.p("libc")
+            )
+        )]
+    );
+    // A self-reference breaks an empty allowedReferences.
+    let (code, report) = verify(
+        &cache,
+        &strings(&[
+            "--allowed-references",
+            &format!("{},{}", store.p("lib"), store.p("tool-wrapper")),
+            "--policy-path",
+            &app,
+        ]),
+    );
+    assert_eq!(code, Some(8));
+    assert_eq!(problems(&report).len(), 1);
+    assert!(problems(&report)[0]
+        .2
+        .starts_with(&format!("is not allowed to refer to {app} ")));
+    // A path named that the cache lacks: the check cannot run (4); policy broken too (8).
+    let missing = format!("{STORE}/{}-gone", "2".repeat(32));
+    let (code, report) = verify(
+        &cache,
+        &strings(&[
+            "--disallowed-references",
+            &boot,
+            "--policy-path",
+            &missing,
+            "--policy-path",
+            &other,
+        ]),
+    );
+    assert_eq!(code, Some(12));
+    let kinds: Vec<(String, String)> = problems(&report)
+        .into_iter()
+        .map(|(k, p, _)| (k, p))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("reference-policy".to_string(), other.clone()),
+            ("check-failed".to_string(), missing.clone()),
+        ]
+    );
+    // The text report: one line each.
+    let out = run_cmd(
+        Command::new(bin()).arg("verify").arg(&cache).args([
+            "--quiet",
+            "--disallowed-references",
+            &boot,
+            "--policy-path",
+            &other,
+        ]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(8));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "reference-policy {other}: is not allowed to refer to {boot} (in disallowedReferences: {other} → {boot})\n"
+        )),
+        "{text}"
+    );
+    // --policy-path without a policy is a usage error.
+    let out = run_cmd(
+        Command::new(bin())
+            .arg("verify")
+            .arg(&cache)
+            .args(["--policy-path", &other]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
