@@ -443,3 +443,359 @@ fn verify_reports_policy_findings() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against the real Nix
+
+/// A derivation's output and the constraints it declares: `refers` are what its output links to
+/// (`self` its own output, else one of the shared dependencies); each list names shared
+/// dependencies or `out` (the output itself), as Nix's attributes do.
+struct Case {
+    refers: &'static [&'static str],
+    lists: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// Nix's own check-refs.nix and check-reqs.nix cases, and what they leave out: self-references
+/// under each list, requisites that are not references, several lists at once.
+const CASES: &[Case] = &[
+    // check-refs
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedReferences", &[])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedReferences", &["deps"])],
+    },
+    Case {
+        refers: &[],
+        lists: &[("allowedReferences", &[])],
+    },
+    Case {
+        refers: &["self"],
+        lists: &[("allowedReferences", &[])],
+    },
+    Case {
+        refers: &["self"],
+        lists: &[("allowedReferences", &["out"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("disallowedReferences", &["deps"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("disallowedReferences", &["unrelated"])],
+    },
+    // check-reqs
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedRequisites", &["out", "dep1", "dep2", "deps"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedRequisites", &["dep2", "deps"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedRequisites", &["dep1", "deps"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedRequisites", &["deps"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedRequisites", &[])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("disallowedRequisites", &["dep1"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("disallowedRequisites", &["unrelated"])],
+    },
+    // Beyond: a requisite that is not a reference; the path itself and its requisites.
+    Case {
+        refers: &["deps"],
+        lists: &[("disallowedReferences", &["dep1"])],
+    },
+    Case {
+        refers: &["deps"],
+        lists: &[("allowedReferences", &["deps", "dep1", "dep2"])],
+    },
+    Case {
+        refers: &["self", "deps"],
+        lists: &[("allowedRequisites", &["dep1", "dep2", "deps"])],
+    },
+    Case {
+        refers: &["self"],
+        lists: &[("allowedRequisites", &[])],
+    },
+    Case {
+        refers: &["self"],
+        lists: &[("disallowedRequisites", &["out"])],
+    },
+    Case {
+        refers: &["self"],
+        lists: &[("disallowedReferences", &["out"])],
+    },
+    Case {
+        refers: &["self", "dep1"],
+        lists: &[("disallowedRequisites", &["dep2"])],
+    },
+    // Several lists: Nix stops at the first broken, in its order.
+    Case {
+        refers: &["self", "deps"],
+        lists: &[
+            ("disallowedRequisites", &["dep1"]),
+            ("allowedReferences", &["deps"]),
+        ],
+    },
+    Case {
+        refers: &["self", "deps"],
+        lists: &[
+            ("allowedReferences", &["out", "deps"]),
+            ("allowedRequisites", &["out"]),
+        ],
+    },
+    Case {
+        refers: &["dep2"],
+        lists: &[
+            ("disallowedReferences", &["dep1"]),
+            ("disallowedRequisites", &["dep2"]),
+        ],
+    },
+];
+
+/// The shared dependencies: `deps` links to `dep1` and `dep2`; `unrelated` to nothing.
+const DEPS: &[&str] = &["dep1", "dep2", "deps", "unrelated"];
+
+/// The expression: for case `i`, `checked-i` declares its lists and `free-i` does not; both
+/// build the same tree (their outputs differ only by their own path).
+fn expression() -> String {
+    let mut nix = String::from(
+        "let\n  mk = name: attrs: derivation ({ inherit name; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\"; } // attrs);\n\
+         dep1 = mk \"dep1\" { args = [\"-c\" \"mkdir $out; echo 1 > $out/file1\"]; };\n\
+         dep2 = mk \"dep2\" { args = [\"-c\" \"mkdir $out; echo 2 > $out/file2\"]; };\n\
+         deps = mk \"deps\" { inherit dep1 dep2; args = [\"-c\" \"mkdir $out; ln -s $dep1/file1 $out/file1; ln -s $dep2/file2 $out/file2\"]; };\n\
+         unrelated = mk \"unrelated\" { args = [\"-c\" \"mkdir $out\"]; };\n\
+         in {\n  inherit dep1 dep2 deps unrelated;\n",
+    );
+    for (i, case) in CASES.iter().enumerate() {
+        let mut script = String::from("mkdir $out");
+        for r in case.refers {
+            let target = if *r == "self" {
+                "$out".to_string()
+            } else {
+                format!("${r}")
+            };
+            script += &format!("; ln -s {target} $out/{r}");
+        }
+        let common = format!("inherit dep1 dep2 deps unrelated; args = [\"-c\" \"{script}\"];");
+        let mut lists = String::new();
+        for (attr, names) in case.lists {
+            let items: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    if *n == "out" {
+                        "\"out\"".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            lists += &format!(" {attr} = [ {} ];", items.join(" "));
+        }
+        nix += &format!("  free-{i} = mk \"case-{i}\" {{ {common} }};\n");
+        nix += &format!("  checked-{i} = mk \"case-{i}\" {{ {common}{lists} }};\n");
+    }
+    nix + "}\n"
+}
+
+/// `nix-build` into the store at `root`, run as root without a daemon or substituters; the
+/// builder is the host's /bin/sh (Nix builds a chroot store's paths in a sandbox: the host's
+/// /bin, /usr and libraries are mounted into it).
+fn nix_build(root: &Path, file: &Path, attrs: &[String]) -> Output {
+    let mut c = Command::new("nix-build");
+    c.env("NIX_REMOTE", "local")
+        .arg("--store")
+        .arg(root)
+        .args(["--option", "substituters", ""])
+        .args(["--option", "sandbox", "false"])
+        .args(["--option", "build-users-group", ""]);
+    let host: Vec<&str> = ["/bin", "/usr", "/lib", "/lib64", "/lib32"]
+        .into_iter()
+        .filter(|d| Path::new(d).exists())
+        .collect();
+    c.args(["--option", "extra-sandbox-paths", &host.join(" ")])
+        .args(["--no-out-link", "--keep-going", "-j", "4"])
+        .arg(file);
+    for a in attrs {
+        c.arg("-A").arg(a);
+    }
+    c.output().unwrap()
+}
+
+/// The output path of attribute `attr` (evaluated, not built).
+fn out_path(root: &Path, file: &Path, attr: &str) -> String {
+    let out = Command::new("nix-instantiate")
+        .env("NIX_REMOTE", "local")
+        .arg("--store")
+        .arg(root)
+        .args(["--eval", "-A"])
+        .arg(format!("{attr}.outPath"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nix-instantiate {attr}: {}",
+        stderr(&out)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// Whether Nix registered `path` as valid (a failed output may be left in the store, invalid).
+fn valid(root: &Path, path: &str) -> bool {
+    let out = Command::new("nix-store")
+        .env("NIX_REMOTE", "local")
+        .arg("--store")
+        .arg(root)
+        .arg("--check-validity")
+        .arg(path)
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// The offending paths of the first violation message about `output` in `text`: the lines
+/// after `output '…' is not allowed to refer to the following paths:` that are store paths
+/// (Nix indents them by its log's margin, nar-tool by two spaces). `None` without one.
+fn offenders_in(text: &str, output: &str) -> Option<Vec<String>> {
+    let head = format!("output '{output}' is not allowed to refer to the following paths:");
+    let at = text.find(&head)? + head.len();
+    Some(
+        text[at..]
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .take_while(|l| l.starts_with(&format!("{STORE}/")))
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+#[test]
+fn policies_fail_where_nix_fails() {
+    if !(have("nix-build") && have("nix-instantiate")) {
+        println!("SKIP policies_fail_where_nix_fails: nix-build not on PATH (install nix-bin)");
+        return;
+    }
+    let t = TempTree::new();
+    let root = t.path().join("nix-root");
+    let file = t.path().join("cases.nix");
+    fs::write(&file, expression()).unwrap();
+    // The shared dependencies and every unconstrained output, which must build.
+    let free: Vec<String> = (0..CASES.len()).map(|i| format!("free-{i}")).collect();
+    let out = nix_build(&root, &file, &free);
+    assert!(
+        out.status.success(),
+        "nix-build of the unconstrained outputs: {}",
+        stderr(&out)
+    );
+    // Every constrained one, in one run: each fails or passes on its own.
+    let checked: Vec<String> = (0..CASES.len()).map(|i| format!("checked-{i}")).collect();
+    let nix = nix_build(&root, &file, &checked);
+    let nix_log = stderr(&nix);
+    let deps: BTreeMap<&str, String> = DEPS
+        .iter()
+        .map(|d| (*d, out_path(&root, &file, d)))
+        .collect();
+    let (mut failed, mut passed) = (0, 0);
+    for (i, case) in CASES.iter().enumerate() {
+        let checked_path = out_path(&root, &file, &format!("checked-{i}"));
+        let free_path = out_path(&root, &file, &format!("free-{i}"));
+        let nix_built = valid(&root, &checked_path);
+        let nix_offenders = offenders_in(&nix_log, &checked_path);
+        assert_eq!(
+            nix_built,
+            nix_offenders.is_none(),
+            "case {i}: Nix built it but reported a violation, or neither: {nix_log}"
+        );
+        // The same lists for build-cache, of the unconstrained output ("out" is that path).
+        let mut flags = Vec::new();
+        for (attr, names) in case.lists {
+            let flag = match *attr {
+                "allowedReferences" => "--allowed-references",
+                "allowedRequisites" => "--allowed-requisites",
+                "disallowedReferences" => "--disallowed-references",
+                _ => "--disallowed-requisites",
+            };
+            let paths: Vec<&str> = names
+                .iter()
+                .map(|n| {
+                    if *n == "out" {
+                        free_path.as_str()
+                    } else {
+                        deps[n].as_str()
+                    }
+                })
+                .collect();
+            flags.push(flag.to_string());
+            flags.push(paths.join(","));
+        }
+        let cache = t.path().join(format!("cache-{i}"));
+        let mut c = Command::new(bin());
+        c.arg("build-cache")
+            .arg("--to")
+            .arg(&cache)
+            .arg("--store-root")
+            .arg(&root)
+            .arg("--quiet")
+            .args(&flags)
+            .arg(&free_path);
+        let ours = run_cmd(&mut c, b"");
+        let our_log = stderr(&ours).replace(&free_path, &checked_path);
+        let our_offenders = offenders_in(&our_log, &checked_path);
+        assert_eq!(
+            ours.status.success(),
+            nix_built,
+            "case {i} ({:?}): Nix {} but build-cache {}:\nNix: {nix_log}\nours: {our_log}",
+            case.lists,
+            if nix_built { "built it" } else { "refused it" },
+            if ours.status.success() {
+                "published it"
+            } else {
+                "refused it"
+            },
+        );
+        // The first list broken (Nix stops there) has the same offenders, in the same order.
+        assert_eq!(our_offenders, nix_offenders, "case {i}: {our_log}");
+        if nix_built {
+            passed += 1;
+            assert!(cache
+                .join(format!("{}.narinfo", &free_path[STORE.len() + 1..][..32]))
+                .exists());
+        } else {
+            failed += 1;
+            assert_eq!(ours.status.code(), Some(1), "{our_log}");
+            assert!(
+                !cache.exists() || snapshot(&cache).is_empty(),
+                "case {i}: wrote to the cache"
+            );
+        }
+    }
+    // Both outcomes are exercised (the table is not all one way).
+    assert!(
+        failed >= 10 && passed >= 8,
+        "{failed} failed, {passed} passed"
+    );
+    println!("policies_fail_where_nix_fails: {failed} cases refused and {passed} passed, as Nix");
+}
