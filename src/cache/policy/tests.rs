@@ -174,11 +174,12 @@ fn chains_lead_to_each_offender() {
 #[test]
 fn every_list_broken_is_reported_in_nix_order() {
     let g = reqs_graph();
-    let mut p = ReferencePolicy::default();
-    p.disallowed_requisites = set(&["dep2"]);
-    p.allowed_references = set(&[]);
-    p.disallowed_references = set(&["other"]);
-    p.allowed_requisites = set(&["deps", "dep1"]);
+    let p = ReferencePolicy {
+        disallowed_requisites: set(&["dep2"]),
+        allowed_references: set(&[]),
+        disallowed_references: set(&["other"]),
+        allowed_requisites: set(&["deps", "dep1"]),
+    };
     assert_eq!(
         offenders(&p, &g, "test"),
         [

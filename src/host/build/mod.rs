@@ -19,7 +19,7 @@
 //! every NAR before it is committed or found there. A collection running meanwhile spares them.
 //!
 //! A reference policy ([`BuildOptions::policy`]) is checked of the given paths before the cache
-//! is touched ([`policy`]): a build that breaks it writes nothing.
+//! is touched (in `policy.rs`): a build that breaks it writes nothing.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
