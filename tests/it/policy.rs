@@ -2,7 +2,8 @@
 //! writes anything (the cache byte for byte as it was), with Nix's message, every offender and
 //! the chain to it; `verify` reports them as `reference-policy` problems (exit bit 8); and the
 //! real Nix (2.8), building derivations that declare the same constraints, fails exactly where
-//! `build-cache` does, with the same message.
+//! `build-cache` does (references from Nix's DB or scanned), with the same offending paths, and
+//! where `verify` finds the policy broken in a cache of the same outputs.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -718,6 +719,20 @@ fn policies_fail_where_nix_fails() {
         .iter()
         .map(|d| (*d, out_path(&root, &file, d)))
         .collect();
+    // A cache of every unconstrained output, for verify.
+    let all = t.path().join("all");
+    let mut c = Command::new(bin());
+    c.arg("build-cache")
+        .arg("--to")
+        .arg(&all)
+        .arg("--store-root")
+        .arg(&root)
+        .arg("--quiet");
+    for i in 0..CASES.len() {
+        c.arg(out_path(&root, &file, &format!("free-{i}")));
+    }
+    let out = run_cmd(&mut c, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
     let (mut failed, mut passed) = (0, 0);
     for (i, case) in CASES.iter().enumerate() {
         let checked_path = out_path(&root, &file, &format!("checked-{i}"));
@@ -751,45 +766,87 @@ fn policies_fail_where_nix_fails() {
             flags.push(flag.to_string());
             flags.push(paths.join(","));
         }
-        let cache = t.path().join(format!("cache-{i}"));
-        let mut c = Command::new(bin());
-        c.arg("build-cache")
-            .arg("--to")
-            .arg(&cache)
-            .arg("--store-root")
-            .arg(&root)
-            .arg("--quiet")
-            .args(&flags)
-            .arg(&free_path);
-        let ours = run_cmd(&mut c, b"");
-        let our_log = stderr(&ours).replace(&free_path, &checked_path);
-        let our_offenders = offenders_in(&our_log, &checked_path);
-        assert_eq!(
-            ours.status.success(),
-            nix_built,
-            "case {i} ({:?}): Nix {} but build-cache {}:\nNix: {nix_log}\nours: {our_log}",
-            case.lists,
-            if nix_built { "built it" } else { "refused it" },
-            if ours.status.success() {
-                "published it"
+        // Metadata from Nix's DB, and found by scanning the NARs (as Nix found them).
+        for scan in [false, true] {
+            let cache = t.path().join(format!("cache-{i}-{scan}"));
+            let mut c = Command::new(bin());
+            c.arg("build-cache")
+                .arg("--to")
+                .arg(&cache)
+                .arg("--store-root")
+                .arg(&root)
+                .arg("--quiet")
+                .args(scan.then_some("--scan-references"))
+                .args(&flags)
+                .arg(&free_path);
+            let ours = run_cmd(&mut c, b"");
+            let our_log = stderr(&ours).replace(&free_path, &checked_path);
+            let our_offenders = offenders_in(&our_log, &checked_path);
+            assert_eq!(
+                ours.status.success(),
+                nix_built,
+                "case {i} ({:?}, scan {scan}): Nix {} but build-cache {}:\nNix: {nix_log}\nours: {our_log}",
+                case.lists,
+                if nix_built { "built it" } else { "refused it" },
+                if ours.status.success() {
+                    "published it"
+                } else {
+                    "refused it"
+                },
+            );
+            // The first list broken (Nix stops there) has the same offenders, in the same order.
+            assert_eq!(
+                our_offenders, nix_offenders,
+                "case {i}, scan {scan}: {our_log}"
+            );
+            if nix_built {
+                assert!(cache
+                    .join(format!("{}.narinfo", &free_path[STORE.len() + 1..][..32]))
+                    .exists());
             } else {
-                "refused it"
-            },
+                assert_eq!(ours.status.code(), Some(1), "{our_log}");
+                assert!(
+                    !cache.exists() || snapshot(&cache).is_empty(),
+                    "case {i}: wrote to the cache"
+                );
+            }
+        }
+        // verify, of a cache of every unconstrained output: the same verdict, and every path
+        // Nix names among its findings.
+        let (code, report) = verify(
+            &all,
+            &[
+                flags.clone(),
+                vec!["--policy-path".into(), free_path.clone()],
+            ]
+            .concat(),
         );
-        // The first list broken (Nix stops there) has the same offenders, in the same order.
-        assert_eq!(our_offenders, nix_offenders, "case {i}: {our_log}");
+        assert_eq!(
+            code,
+            Some(if nix_built { 0 } else { 8 }),
+            "case {i}: {report}"
+        );
+        let found: Vec<String> = problems(&report)
+            .into_iter()
+            .map(|(kind, path, message)| {
+                assert_eq!(
+                    (kind.as_str(), path.as_str()),
+                    ("reference-policy", free_path.as_str())
+                );
+                message.replace(&free_path, &checked_path)
+            })
+            .collect();
+        for o in nix_offenders.iter().flatten() {
+            let said = format!("is not allowed to refer to {o} (");
+            assert!(
+                found.iter().any(|m| m.starts_with(&said)),
+                "case {i}: {o} not in {found:?}"
+            );
+        }
         if nix_built {
             passed += 1;
-            assert!(cache
-                .join(format!("{}.narinfo", &free_path[STORE.len() + 1..][..32]))
-                .exists());
         } else {
             failed += 1;
-            assert_eq!(ours.status.code(), Some(1), "{our_log}");
-            assert!(
-                !cache.exists() || snapshot(&cache).is_empty(),
-                "case {i}: wrote to the cache"
-            );
         }
     }
     // Both outcomes are exercised (the table is not all one way).
