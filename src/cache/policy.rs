@@ -57,6 +57,13 @@ impl Constraint {
         )
     }
 
+    /// How an offending path stands to the list: `not in allowedReferences`, `in
+    /// disallowedRequisites`, …
+    pub fn breach(self) -> String {
+        let relation = if self.allows() { "not in" } else { "in" };
+        format!("{relation} {}", self.attribute())
+    }
+
     /// Whether it applies to the closure (requisites) rather than the direct references.
     pub fn recursive(self) -> bool {
         matches!(
@@ -225,13 +232,8 @@ impl Violation {
     pub fn render(&self, store_dir: &StoreDir) -> String {
         let mut out = self.nix_message(store_dir);
         out.push_str(&format!(
-            "\n{} {}; the chains of references:",
-            if self.constraint.allows() {
-                "not in"
-            } else {
-                "in"
-            },
-            self.constraint
+            "\n{}; the chains of references:",
+            self.constraint.breach()
         ));
         for o in &self.offenders {
             out.push_str("\n  ");

@@ -454,14 +454,9 @@ pub fn judge_policy(checks: &[PathCheck], opts: &VerifyOptions) -> Vec<Problem> 
                     ProblemKind::ReferencePolicy,
                     dir.display(root),
                     format!(
-                        "is not allowed to refer to {} ({} {}: {})",
+                        "is not allowed to refer to {} ({}: {})",
                         dir.display(&o.path),
-                        if v.constraint.allows() {
-                            "not in"
-                        } else {
-                            "in"
-                        },
-                        v.constraint,
+                        v.constraint.breach(),
                         render_chain(dir, &o.chain)
                     ),
                 ));
