@@ -187,7 +187,8 @@ export type ProblemKind =
   | 'bad-signature'
   | 'untrusted'
   | 'orphan-nar'
-  | 'check-failed';
+  | 'check-failed'
+  | 'reference-policy';
 
 export interface Problem {
   kind: ProblemKind;

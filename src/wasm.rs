@@ -812,6 +812,7 @@ async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError
         trusted_keys: parse_keys(&o.trusted_keys)?,
         check_contents: o.check_contents.unwrap_or(true),
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
+        policy: Default::default(),
     };
     let source = JsSource(source, sha256, bytes_limit(o.memory_limit)?);
     let jobs = match o.jobs {

@@ -10,6 +10,7 @@ pub mod layout;
 pub mod location;
 pub mod metadata;
 pub mod order;
+pub mod policy;
 pub mod refscan;
 pub mod sign;
 pub mod storage;

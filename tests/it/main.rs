@@ -18,6 +18,7 @@ mod hostile;
 mod index;
 mod lookups;
 mod nix_differential;
+mod policy;
 mod properties;
 mod s3;
 mod serve;

@@ -10,6 +10,8 @@ mod commands;
 #[cfg(not(target_arch = "wasm32"))]
 mod lookups;
 #[cfg(not(target_arch = "wasm32"))]
+mod policy;
+#[cfg(not(target_arch = "wasm32"))]
 mod progress;
 #[cfg(not(target_arch = "wasm32"))]
 mod util;

@@ -6,6 +6,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::io;
 
 use super::{PathCheck, Problem, ProblemKind, VerifyOptions};
+use crate::cache::graph::Graph;
+use crate::cache::policy::render_chain;
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::nar::NarError;
@@ -407,6 +409,58 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
                 f.clone(),
                 "no narinfo points to this file (a warning)",
             ));
+        }
+    }
+    problems
+}
+
+/// The reference policy of `opts`, checked of the paths it names (else of the cache's roots:
+/// the paths no other narinfo refers to) against the references the narinfos give: a
+/// `reference-policy` problem per path it may not refer to, with the chain of references to
+/// it; a `check-failed` for a path named that has no narinfo.
+pub fn judge_policy(checks: &[PathCheck], opts: &VerifyOptions) -> Vec<Problem> {
+    let applied = &opts.policy;
+    if applied.policy.is_empty() {
+        return Vec::new();
+    }
+    let graph = Graph::from_narinfos(checks.iter().filter_map(|c| c.narinfo.as_ref()));
+    let roots: Vec<&StorePath> = if applied.paths.is_empty() {
+        checks
+            .iter()
+            .filter_map(|c| c.narinfo.as_ref())
+            .map(|i| &i.store_path)
+            .filter(|p| graph.referrers(p).iter().all(|r| r == p))
+            .collect()
+    } else {
+        applied.paths.iter().collect()
+    };
+    let dir = &opts.store_dir;
+    let mut problems = Vec::new();
+    for root in roots {
+        let violations = match applied.policy.check(&graph, root) {
+            Ok(v) => v,
+            Err(_) => {
+                problems.push(Problem::new(
+                    ProblemKind::CheckFailed,
+                    dir.display(root),
+                    "has no narinfo in the cache: the reference policy cannot be checked",
+                ));
+                continue;
+            }
+        };
+        for v in violations {
+            for o in &v.offenders {
+                problems.push(Problem::new(
+                    ProblemKind::ReferencePolicy,
+                    dir.display(root),
+                    format!(
+                        "is not allowed to refer to {} ({}: {})",
+                        dir.display(&o.path),
+                        v.constraint.breach(),
+                        render_chain(dir, &o.chain)
+                    ),
+                ));
+            }
         }
     }
     problems

@@ -20,9 +20,10 @@
 
 use std::fmt;
 
+use crate::cache::policy::ReferencePolicy;
 use crate::narinfo::NarInfo;
 use crate::signing::PublicKey;
-use crate::store_path::StoreDir;
+use crate::store_path::{StoreDir, StorePath};
 
 pub mod judge;
 pub mod pieces;
@@ -33,8 +34,8 @@ pub mod storage;
 
 pub use judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, missing, unreadable,
-    url_is_inside, ContentFindings, Unparsed,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
+    missing, unreadable, url_is_inside, ContentFindings, Unparsed,
 };
 pub use pull::{
     check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_with, DecoderFn,
@@ -65,6 +66,8 @@ pub enum ProblemKind {
     OrphanNar,
     /// A check could not run (an I/O error, an unsupported compression).
     CheckFailed,
+    /// A path breaks the reference policy asked for ([`VerifyOptions::policy`]).
+    ReferencePolicy,
 }
 
 impl ProblemKind {
@@ -85,16 +88,18 @@ impl ProblemKind {
             ProblemKind::Untrusted => "untrusted",
             ProblemKind::OrphanNar => "orphan-nar",
             ProblemKind::CheckFailed => "check-failed",
+            ProblemKind::ReferencePolicy => "reference-policy",
         }
     }
 
     /// The exit-status bit, as `nix store verify`: 1 corrupt or missing, 2 signatures, 4 a check
-    /// that could not run; 0 for warnings.
+    /// that could not run; beyond Nix, 8 a reference policy broken; 0 for warnings.
     pub fn exit_bit(self) -> u8 {
         match self {
             ProblemKind::OrphanNar => 0,
             ProblemKind::BadSignature | ProblemKind::Untrusted => 2,
             ProblemKind::CheckFailed => 4,
+            ProblemKind::ReferencePolicy => 8,
             _ => 1,
         }
     }
@@ -175,6 +180,17 @@ pub struct VerifyOptions {
     pub check_contents: bool,
     /// The store directory the cache must be for.
     pub store_dir: StoreDir,
+    /// A reference policy to check (none by default).
+    pub policy: PolicyOptions,
+}
+
+/// A reference policy checked of paths of the cache, against the references its narinfos give.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyOptions {
+    pub policy: ReferencePolicy,
+    /// The paths it applies to; empty: the cache's roots, the paths no other path in it refers
+    /// to.
+    pub paths: Vec<StorePath>,
 }
 
 impl Default for VerifyOptions {
@@ -183,6 +199,7 @@ impl Default for VerifyOptions {
             trusted_keys: Vec::new(),
             check_contents: true,
             store_dir: StoreDir::default(),
+            policy: PolicyOptions::default(),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::io::{self, Read};
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, missing, unreadable,
-    ContentFindings, NarFailure,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
+    missing, unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
 use super::storage::CacheStorage;
@@ -441,6 +441,7 @@ pub fn verify_cache_with(
     let checks = check_all(&names);
     let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
     listing_problems.extend(cross_check(&checks, &nar_files));
+    listing_problems.extend(judge_policy(&checks, opts));
     report(info_problems, checks, listing_problems)
 }
 

@@ -7,8 +7,8 @@ use std::io;
 
 use super::judge::{
     cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_size, judge_url, unreadable,
-    ContentFindings, NarFailure,
+    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
+    unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
 use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
@@ -142,6 +142,7 @@ pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
         _ => Vec::new(),
     };
     problems.extend(cross_check(&checks, &nar_files));
+    problems.extend(judge_policy(&checks, opts));
     report(info_problems, checks, problems)
 }
 

@@ -17,6 +17,9 @@
 //! A build holds a lease ([`crate::cache::storage::lease`]) on what it publishes: every path
 //! before it is looked for in the cache (so a reference found there and skipped stays), and
 //! every NAR before it is committed or found there. A collection running meanwhile spares them.
+//!
+//! A reference policy ([`BuildOptions::policy`]) is checked of the given paths before the cache
+//! is touched (in `policy.rs`): a build that breaks it writes nothing.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
 use crate::cache::order::PublishOrder;
+use crate::cache::policy::ReferencePolicy;
 use crate::cache::refscan::RefScanner;
 use crate::cache::storage::{Put, Staged, StorageWrite};
 use crate::cache::verify::report::human_bytes;
@@ -85,6 +89,8 @@ pub struct BuildOptions {
     /// Set (by a Ctrl-C handler) to stop: the build ends with [`BuildError::Interrupted`],
     /// leaving no temporary file.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Checked of each of `paths` before anything is published (empty: nothing to check).
+    pub policy: ReferencePolicy,
 }
 
 /// The default memory budget of the xz encoders: room for ~4 threads on the largest blocks.
@@ -139,6 +145,9 @@ pub enum BuildError {
     NotInMetadata { path: String },
     #[error("interrupted")]
     Interrupted,
+    /// A given path breaks the reference policy (nothing was published).
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl BuildError {
@@ -245,6 +254,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most narinfos published after one barrier.
 const BATCH_MAX: usize = 512;
 
+mod policy;
 mod present;
 mod publish;
 mod worker;
@@ -277,6 +287,8 @@ pub fn build_cache_into(
     if opts.paths.is_empty() {
         return Err(BuildError::Input("no store paths given".into()));
     }
+    let metadata = Metadata::open(opts)?;
+    policy::check_policy(storage, opts, &metadata, &opts.policy)?;
     prepare(storage, opts)?;
     // On a bucket, what is there already, from one listing when it is small enough (a cache
     // that cannot be listed is looked up key by key).
@@ -286,7 +298,6 @@ pub fn build_cache_into(
             .ok()
             .flatten(),
     };
-    let metadata = Metadata::open(opts)?;
     let candidates = match &metadata {
         Metadata::Scan { candidates } => Some(candidates.as_slice()),
         _ => None,

@@ -17,6 +17,7 @@ use nar_tool::host::build::{BuildError, BuildOptions, MetadataSource, DEFAULT_XZ
 use nar_tool::store_path::{StoreDir, StorePath};
 
 use crate::args::{cache_location, UsageError};
+use crate::policy::PolicyArgs;
 use crate::progress::BuildProgress;
 use crate::util::{jobs_for, read_secret_key};
 
@@ -98,6 +99,9 @@ pub struct BuildCacheArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+    // Checked of each given path (not of the rest of the closure) before anything is published.
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Store paths to put in the cache with their closure: /nix/store/…-name, a path below one, a
     /// base name, or a symlink into the store such as nix-build's ./result
     #[arg(value_name = "STORE-PATH", required_unless_present = "paths_from")]
@@ -151,6 +155,9 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         .iter()
         .map(|n| store_path_arg(n, &store_dir, &physical_store))
         .collect::<Result<Vec<_>>>()?;
+    let policy = args
+        .policy
+        .policy(|p| store_path_arg(p, &store_dir, &physical_store))?;
     let metadata = if let Some(db) = args.db {
         MetadataSource::Db(db)
     } else if let Some(r) = args.registration {
@@ -212,6 +219,7 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         paths,
         xz_memory,
         interrupt: Some(interrupt),
+        policy,
     };
     let mut bar = BuildProgress::new(!args.quiet && !args.json);
     let storage = nar_tool::host::open::open_write(&location);

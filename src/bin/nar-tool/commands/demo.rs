@@ -66,6 +66,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         want_mass_query: true,
         xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
         interrupt: None,
+        policy: Default::default(),
         paths: vec![top],
     };
     build_cache(&opts, |_| {}).context("build-cache failed")?;

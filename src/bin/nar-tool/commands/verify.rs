@@ -6,16 +6,19 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use nar_tool::cache::verify::report::{render, Rendering};
-use nar_tool::cache::verify::{Report, VerifyOptions};
-use nar_tool::store_path::StoreDir;
+use nar_tool::cache::verify::{PolicyOptions, Report, VerifyOptions};
+use nar_tool::store_path::{StoreDir, StorePath};
 
-use crate::args::{cache_location, TrustedKeyArgs};
+use crate::args::{cache_location, TrustedKeyArgs, UsageError};
+use crate::policy::PolicyArgs;
 use crate::progress::VerifyProgress;
 use crate::util::jobs_for;
 
-/// Verify a binary cache: every hash, size, signature, reference, URL and file.
+/// Verify a binary cache: every hash, size, signature, reference, URL and file, and a reference
+/// policy if one is given.
 /// Exit status: 0 all good (orphan NARs are only warnings), else the sum of 1 (corrupt or
-/// missing), 2 (untrusted or bad signatures), 4 (a check could not run)
+/// missing), 2 (untrusted or bad signatures), 4 (a check could not run), 8 (a reference policy
+/// broken)
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// The cache: a directory, file://DIR, s3://BUCKET[/PREFIX]?endpoint=…, or http(s)://… (served by `nar-tool serve`, which lists it)
@@ -40,16 +43,45 @@ pub struct VerifyArgs {
     quiet: bool,
     #[command(flatten)]
     lookups: crate::lookups::LookupArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The store path the reference policy applies to (repeatable) [default: the cache's roots,
+    /// the paths no other path in it refers to]
+    #[arg(long, value_name = "STORE-PATH", help_heading = "Reference policy")]
+    policy_path: Vec<String>,
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     args.lookups.configure();
     let location = cache_location(&args.cache)?;
     let shown = location.to_string();
+    let store_dir = StoreDir::new(&args.store_dir)?;
+    let path_arg = |p: &str| -> Result<StorePath> {
+        match store_dir.parse_path(p) {
+            Ok(path) => Ok(path),
+            Err(_) if !p.contains('/') => Ok(StorePath::from_base_name(p)?),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let policy = PolicyOptions {
+        policy: args.policy.policy(path_arg)?,
+        paths: args
+            .policy_path
+            .iter()
+            .map(|p| path_arg(p).map_err(|e| UsageError(format!("--policy-path {p:?}: {e:#}"))))
+            .collect::<Result<_, _>>()?,
+    };
+    if policy.policy.is_empty() && !policy.paths.is_empty() {
+        return Err(UsageError(
+            "--policy-path names the paths a reference policy applies to: give one (--allowed-references, --allowed-requisites, --disallowed-references or --disallowed-requisites)".into(),
+        )
+        .into());
+    }
     let opts = VerifyOptions {
         trusted_keys: args.trusted.load()?,
         check_contents: !args.no_contents,
-        store_dir: StoreDir::new(&args.store_dir)?,
+        store_dir,
+        policy,
     };
     let report = verify_cache(
         &args.cache,
