@@ -13,4 +13,5 @@ pub mod order;
 pub mod refscan;
 pub mod sign;
 pub mod storage;
+pub mod upstream;
 pub mod verify;

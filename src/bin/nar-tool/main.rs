@@ -12,6 +12,8 @@ mod lookups;
 #[cfg(not(target_arch = "wasm32"))]
 mod progress;
 #[cfg(not(target_arch = "wasm32"))]
+mod upstream;
+#[cfg(not(target_arch = "wasm32"))]
 mod util;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io;
 
 use super::{PathCheck, Problem, ProblemKind, VerifyOptions};
+use crate::cache::upstream::{Answer, Answers};
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::nar::NarError;
@@ -362,7 +363,12 @@ pub(super) enum NarFailure {
 
 /// The checks across paths: references without narinfos, and NAR files no narinfo names.
 pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    cross_check_upstream(checks, nar_files, &Answers::none()).0
+}
+
+/// The references no narinfo of the cache names (nor a malformed one by its file name), sorted:
+/// what upstream caches are asked about.
+pub fn missing_references(checks: &[PathCheck]) -> Vec<StorePath> {
     let present: HashSet<&StorePath> = checks
         .iter()
         .filter_map(|c| c.narinfo.as_ref())
@@ -373,21 +379,62 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
         .iter()
         .filter_map(|c| c.unparsed.as_ref()?.hash_part.as_deref())
         .collect();
+    let missing: BTreeSet<&StorePath> = checks
+        .iter()
+        .filter_map(|c| c.narinfo.as_ref())
+        .flat_map(|i| &i.references)
+        .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
+        .collect();
+    missing.into_iter().cloned().collect()
+}
+
+/// [`cross_check`], a missing reference an upstream serves counting as present (`upstream`: what
+/// the upstreams said of [`missing_references`]); also the number of references found upstream.
+/// One an upstream could not be asked about is a `check-failed`, not a `missing-reference`.
+pub fn cross_check_upstream(
+    checks: &[PathCheck],
+    nar_files: &[String],
+    upstream: &Answers,
+) -> (Vec<Problem>, u64) {
+    let mut problems = Vec::new();
+    let missing: HashSet<StorePath> = missing_references(checks).into_iter().collect();
+    let mut found_upstream = 0;
+    for r in &missing {
+        found_upstream += u64::from(upstream.serves(r));
+    }
     for info in checks.iter().filter_map(|c| c.narinfo.as_ref()) {
-        let missing: Vec<&StorePath> = info
-            .references
-            .iter()
-            .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
-            .collect();
-        for r in missing {
-            problems.push(Problem::new(
-                ProblemKind::MissingReference,
-                info.path(),
-                format!(
-                    "references {}, which has no narinfo in the cache (the closure is incomplete)",
-                    info.store_dir.display(r)
+        for r in info.references.iter().filter(|r| missing.contains(*r)) {
+            let shown = info.store_dir.display(r);
+            let (kind, message) = match upstream.get(r) {
+                Some((_, Answer::Served(_))) => continue,
+                Some((name, a @ Answer::Failed(_))) => (
+                    ProblemKind::CheckFailed,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache, and the upstream {name} {}",
+                        a.why_not().unwrap_or_default()
+                    ),
                 ),
-            ));
+                Some((name, a)) if !matches!(a, Answer::Absent) => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache nor upstream ({name}: {}) (the closure is incomplete)",
+                        a.why_not().unwrap_or_default()
+                    ),
+                ),
+                _ if upstream.has_upstreams() => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache nor upstream (the closure is incomplete)"
+                    ),
+                ),
+                _ => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache (the closure is incomplete)"
+                    ),
+                ),
+            };
+            problems.push(Problem::new(kind, info.path(), message));
         }
     }
     let used: BTreeSet<&str> = checks
@@ -409,7 +456,7 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
             ));
         }
     }
-    problems
+    (problems, found_upstream)
 }
 
 /// The narinfo names of a listing, sorted, or a problem if there is none.
