@@ -288,7 +288,7 @@ pub fn build_cache_into(
 /// What the cache and the upstreams said of a queued path.
 enum Found {
     /// Its narinfo is in the cache.
-    Cache(NarInfo),
+    Cache(Box<NarInfo>),
     /// An upstream serves it (its narinfo there).
     Upstream(Box<NarInfo>),
     /// Neither: it is built.
@@ -427,7 +427,7 @@ pub fn build_cache_upstream(
                         let mut absent = Vec::new();
                         for (p, r) in wanted.into_iter().zip(found) {
                             match r? {
-                                Some(info) => looked_up.insert(p, Found::Cache(info)),
+                                Some(info) => looked_up.insert(p, Found::Cache(Box::new(info))),
                                 None => {
                                     absent.push(p.clone());
                                     looked_up.insert(p, Found::Absent)
@@ -445,7 +445,7 @@ pub fn build_cache_upstream(
                     looked_up.remove(&path).unwrap_or(Found::Absent)
                 };
                 let existing = match found {
-                    Found::Cache(info) => Some(info),
+                    Found::Cache(info) => Some(*info),
                     Found::Absent => None,
                     Found::Upstream(served) => {
                         // Left out; what it references is still followed (as the store has it,
