@@ -491,3 +491,105 @@ pub fn judge_nar_files(
         Vec::new()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_path::StoreDir;
+
+    fn path(c: char, name: &str) -> StorePath {
+        let hash: String = std::iter::repeat_n(c, 32).collect();
+        StorePath::from_base_name(&format!("{hash}-{name}")).unwrap()
+    }
+
+    fn narinfo(p: &StorePath, references: &[StorePath]) -> NarInfo {
+        let refs: Vec<String> = references.iter().map(|r| r.to_string()).collect();
+        NarInfo::parse(&format!(
+            "StorePath: /nix/store/{p}\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:1mzr0yvnrq0jbs8dmlb0mbgk1y9a0qv7lmkyd50bfdgzyvz46s7h\nNarSize: 1\nReferences: {}\n",
+            refs.join(" ")
+        ))
+        .unwrap()
+    }
+
+    /// A missing reference an upstream serves is no problem (and counted); one it could not be
+    /// asked about is a check that could not run; the rest stay missing, saying why.
+    #[test]
+    fn missing_references_judged_by_what_the_upstreams_said() {
+        let [top, served, failed, refused, unsigned, absent, present] =
+            ['a', 'b', 'c', 'd', 'f', 'g', 'h'].map(|c| path(c, &format!("p-{c}")));
+        let refs = [
+            served.clone(),
+            failed.clone(),
+            refused.clone(),
+            unsigned.clone(),
+            absent.clone(),
+            present.clone(),
+            top.clone(),
+        ];
+        let checks = [
+            PathCheck {
+                narinfo: Some(narinfo(&top, &refs)),
+                ..PathCheck::default()
+            },
+            PathCheck {
+                narinfo: Some(narinfo(&present, &[])),
+                ..PathCheck::default()
+            },
+        ];
+        let mut missing = vec![
+            served.clone(),
+            failed.clone(),
+            refused.clone(),
+            unsigned.clone(),
+            absent.clone(),
+        ];
+        missing.sort();
+        assert_eq!(missing_references(&checks), missing);
+
+        let (problems, found) = cross_check_upstream(&checks, &[], &Answers::none());
+        assert_eq!(found, 0);
+        assert_eq!(problems.len(), 5);
+        assert!(problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::MissingReference
+                && p.message
+                    .ends_with("has no narinfo in the cache (the closure is incomplete)")));
+        assert_eq!(problems, cross_check(&checks, &[]));
+
+        let mut answers = Answers::new(vec!["https://up".into()]);
+        let info = narinfo(&served, &[]);
+        answers.record(served.clone(), 0, Answer::Served(Box::new(info)));
+        answers.record(failed.clone(), 0, Answer::Failed("503".into()));
+        answers.record(refused.clone(), 0, Answer::Refused("it names x".into()));
+        answers.record(unsigned.clone(), 0, Answer::Unsigned);
+        answers.record(absent.clone(), 0, Answer::Absent);
+        let (problems, found) = cross_check_upstream(&checks, &[], &answers);
+        assert_eq!(found, 1);
+        let about = |p: &StorePath| {
+            let shown = StoreDir::default().display(p);
+            let got: Vec<&Problem> = problems
+                .iter()
+                .filter(|q| q.message.starts_with(&format!("references {shown},")))
+                .collect();
+            assert!(got.len() <= 1);
+            got.first().map(|q| (q.kind, q.message.clone()))
+        };
+        assert_eq!(about(&served), None);
+        let (kind, message) = about(&failed).unwrap();
+        assert_eq!(kind, ProblemKind::CheckFailed);
+        assert!(
+            message.ends_with("the upstream https://up cannot be asked: 503"),
+            "{message}"
+        );
+        for (p, says) in [
+            (&refused, "(https://up: its narinfo is refused: it names x)"),
+            (&unsigned, "(https://up: its narinfo has no valid signature"),
+            (&absent, "nor upstream (the closure is incomplete)"),
+        ] {
+            let (kind, message) = about(p).unwrap();
+            assert_eq!(kind, ProblemKind::MissingReference);
+            assert!(message.contains(says), "{message}");
+        }
+        assert_eq!(problems.len(), 4);
+    }
+}
