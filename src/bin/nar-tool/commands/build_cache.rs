@@ -98,8 +98,7 @@ pub struct BuildCacheArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
-    /// Also name each path left out because an upstream serves it, and each kept because an
-    /// upstream could not tell
+    /// Also name each path left out because an upstream serves it
     #[arg(long, short = 'v')]
     verbose: bool,
     #[command(flatten)]
