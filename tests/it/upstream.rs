@@ -290,7 +290,16 @@ fn build_cache_leaves_out_what_the_upstream_serves_and_verify_counts_it() {
         "{kinds:?}"
     );
     assert_eq!(report["upstream_references"], 1);
-    let (code, report) = verify(&nc, &["--upstream", &url, "--upstream", &s(&mine)]);
+    let (code, report) = verify(
+        &nc,
+        &[
+            "--upstream",
+            &url,
+            "--upstream",
+            &s(&mine),
+            "--no-lookup-cache",
+        ],
+    );
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["upstream_references"], 3);
 }
@@ -553,6 +562,7 @@ fn an_upstream_that_is_not_a_binary_cache_for_this_store_is_refused_up_front() {
             s(root.path()),
             "--upstream".into(),
             url.clone(),
+            "--no-lookup-cache".into(),
             TOP.into(),
         ]);
         let err = stderr(&out);
@@ -566,6 +576,7 @@ fn an_upstream_that_is_not_a_binary_cache_for_this_store_is_refused_up_front() {
             "verify".into(),
             "--upstream".into(),
             url.clone(),
+            "--no-lookup-cache".into(),
             s(&common::corpus().join("caches/xz")),
         ]);
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
