@@ -14,4 +14,5 @@ pub mod policy;
 pub mod refscan;
 pub mod sign;
 pub mod storage;
+pub mod upstream;
 pub mod verify;

@@ -15,6 +15,7 @@ pub mod open;
 pub mod serve;
 pub mod storage;
 pub mod store;
+pub mod upstream;
 pub mod verify;
 mod walk;
 mod xz;

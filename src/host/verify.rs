@@ -5,9 +5,10 @@
 use rayon::prelude::*;
 
 use crate::cache::verify::{
-    check_path, verify_cache_with, CacheStorage, PathCheck, Report, VerifyOptions,
+    check_path, verify_cache_upstream, CacheStorage, PathCheck, Report, VerifyOptions,
 };
 use crate::host::storage::native_decoder;
+use crate::host::upstream::Upstreams;
 
 /// Verifies the cache `storage` holds, `jobs` paths at a time. `on_listed` is told how many
 /// narinfos there are before any is checked, `on_path` of each check as it ends (in any order).
@@ -18,10 +19,24 @@ pub fn verify_cache(
     on_listed: impl FnOnce(usize),
     on_path: impl Fn(&PathCheck) + Sync,
 ) -> Result<Report, rayon::ThreadPoolBuildError> {
+    let none = Upstreams::none(&opts.store_dir);
+    verify_cache_upstream_with(storage, opts, jobs, &none, on_listed, on_path)
+}
+
+/// [`verify_cache`], a reference missing from the cache counting as present when one of the
+/// `upstream` caches serves it (asked once the paths are checked, many at once).
+pub fn verify_cache_upstream_with(
+    storage: &dyn CacheStorage,
+    opts: &VerifyOptions,
+    jobs: usize,
+    upstream: &Upstreams,
+    on_listed: impl FnOnce(usize),
+    on_path: impl Fn(&PathCheck) + Sync,
+) -> Result<Report, rayon::ThreadPoolBuildError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()?;
-    Ok(verify_cache_with(storage, opts, |names| {
+    let check_all = |names: &[String]| {
         on_listed(names.len());
         pool.install(|| {
             names
@@ -33,5 +48,8 @@ pub fn verify_cache(
                 })
                 .collect()
         })
+    };
+    Ok(verify_cache_upstream(storage, opts, check_all, |missing| {
+        upstream.ask(missing)
     }))
 }

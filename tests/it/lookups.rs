@@ -12,13 +12,13 @@ use super::serve_auth::cache_copy;
 use crate::common;
 
 /// `serve` logging its requests to a file.
-struct Logged {
+pub(crate) struct Logged {
     _child: common::Killed,
-    addr: String,
+    pub(crate) addr: String,
     log: std::path::PathBuf,
 }
 
-fn serve_logged(cache: &Path, dir: &Path) -> Logged {
+pub(crate) fn serve_logged(cache: &Path, dir: &Path) -> Logged {
     let log = dir.join("serve.log");
     let child = Command::new(common::bin())
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -49,7 +49,7 @@ fn serve_logged(cache: &Path, dir: &Path) -> Logged {
 
 impl Logged {
     /// The statuses of the narinfo requests logged so far.
-    fn narinfo_statuses(&self) -> Vec<u16> {
+    pub(crate) fn narinfo_statuses(&self) -> Vec<u16> {
         let mut text = String::new();
         fs::File::open(&self.log)
             .unwrap()

@@ -27,4 +27,5 @@ mod serve_auth;
 mod serve_hostile;
 mod storage_layer;
 mod store_gc;
+mod upstream;
 mod verify;

@@ -14,6 +14,8 @@ mod policy;
 #[cfg(not(target_arch = "wasm32"))]
 mod progress;
 #[cfg(not(target_arch = "wasm32"))]
+mod upstream;
+#[cfg(not(target_arch = "wasm32"))]
 mod util;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -8,6 +8,7 @@ use std::io;
 use super::{PathCheck, Problem, ProblemKind, VerifyOptions};
 use crate::cache::graph::Graph;
 use crate::cache::policy::render_chain;
+use crate::cache::upstream::{Answer, Answers};
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::nar::NarError;
@@ -364,7 +365,12 @@ pub(super) enum NarFailure {
 
 /// The checks across paths: references without narinfos, and NAR files no narinfo names.
 pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    cross_check_upstream(checks, nar_files, &Answers::none()).0
+}
+
+/// The references no narinfo of the cache names (nor a malformed one by its file name), sorted:
+/// what upstream caches are asked about.
+pub fn missing_references(checks: &[PathCheck]) -> Vec<StorePath> {
     let present: HashSet<&StorePath> = checks
         .iter()
         .filter_map(|c| c.narinfo.as_ref())
@@ -375,21 +381,62 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
         .iter()
         .filter_map(|c| c.unparsed.as_ref()?.hash_part.as_deref())
         .collect();
+    let missing: BTreeSet<&StorePath> = checks
+        .iter()
+        .filter_map(|c| c.narinfo.as_ref())
+        .flat_map(|i| &i.references)
+        .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
+        .collect();
+    missing.into_iter().cloned().collect()
+}
+
+/// [`cross_check`], a missing reference an upstream serves counting as present (`upstream`: what
+/// the upstreams said of [`missing_references`]); also the number of references found upstream.
+/// One an upstream could not be asked about is a `check-failed`, not a `missing-reference`.
+pub fn cross_check_upstream(
+    checks: &[PathCheck],
+    nar_files: &[String],
+    upstream: &Answers,
+) -> (Vec<Problem>, u64) {
+    let mut problems = Vec::new();
+    let missing: HashSet<StorePath> = missing_references(checks).into_iter().collect();
+    let mut found_upstream = 0;
+    for r in &missing {
+        found_upstream += u64::from(upstream.serves(r));
+    }
     for info in checks.iter().filter_map(|c| c.narinfo.as_ref()) {
-        let missing: Vec<&StorePath> = info
-            .references
-            .iter()
-            .filter(|r| !present.contains(r) && !unparsed.contains(r.hash_part()))
-            .collect();
-        for r in missing {
-            problems.push(Problem::new(
-                ProblemKind::MissingReference,
-                info.path(),
-                format!(
-                    "references {}, which has no narinfo in the cache (the closure is incomplete)",
-                    info.store_dir.display(r)
+        for r in info.references.iter().filter(|r| missing.contains(*r)) {
+            let shown = info.store_dir.display(r);
+            let (kind, message) = match upstream.get(r) {
+                Some((_, Answer::Served(_))) => continue,
+                Some((name, a @ Answer::Failed(_))) => (
+                    ProblemKind::CheckFailed,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache, and the upstream {name} {}",
+                        a.why_not().unwrap_or_default()
+                    ),
                 ),
-            ));
+                Some((name, a)) if !matches!(a, Answer::Absent) => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache nor upstream ({name}: {}) (the closure is incomplete)",
+                        a.why_not().unwrap_or_default()
+                    ),
+                ),
+                _ if upstream.has_upstreams() => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache nor upstream (the closure is incomplete)"
+                    ),
+                ),
+                _ => (
+                    ProblemKind::MissingReference,
+                    format!(
+                        "references {shown}, which has no narinfo in the cache (the closure is incomplete)"
+                    ),
+                ),
+            };
+            problems.push(Problem::new(kind, info.path(), message));
         }
     }
     let used: BTreeSet<&str> = checks
@@ -411,7 +458,7 @@ pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
             ));
         }
     }
-    problems
+    (problems, found_upstream)
 }
 
 /// The reference policy of `opts`, checked of the paths it names (else of the cache's roots:
@@ -497,4 +544,106 @@ pub fn judge_nar_files(
         ));
         Vec::new()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_path::StoreDir;
+
+    fn path(c: char, name: &str) -> StorePath {
+        let hash: String = std::iter::repeat_n(c, 32).collect();
+        StorePath::from_base_name(&format!("{hash}-{name}")).unwrap()
+    }
+
+    fn narinfo(p: &StorePath, references: &[StorePath]) -> NarInfo {
+        let refs: Vec<String> = references.iter().map(|r| r.to_string()).collect();
+        NarInfo::parse(&format!(
+            "StorePath: /nix/store/{p}\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:1mzr0yvnrq0jbs8dmlb0mbgk1y9a0qv7lmkyd50bfdgzyvz46s7h\nNarSize: 1\nReferences: {}\n",
+            refs.join(" ")
+        ))
+        .unwrap()
+    }
+
+    /// A missing reference an upstream serves is no problem (and counted); one it could not be
+    /// asked about is a check that could not run; the rest stay missing, saying why.
+    #[test]
+    fn missing_references_judged_by_what_the_upstreams_said() {
+        let [top, served, failed, refused, unsigned, absent, present] =
+            ['a', 'b', 'c', 'd', 'f', 'g', 'h'].map(|c| path(c, &format!("p-{c}")));
+        let refs = [
+            served.clone(),
+            failed.clone(),
+            refused.clone(),
+            unsigned.clone(),
+            absent.clone(),
+            present.clone(),
+            top.clone(),
+        ];
+        let checks = [
+            PathCheck {
+                narinfo: Some(narinfo(&top, &refs)),
+                ..PathCheck::default()
+            },
+            PathCheck {
+                narinfo: Some(narinfo(&present, &[])),
+                ..PathCheck::default()
+            },
+        ];
+        let mut missing = vec![
+            served.clone(),
+            failed.clone(),
+            refused.clone(),
+            unsigned.clone(),
+            absent.clone(),
+        ];
+        missing.sort();
+        assert_eq!(missing_references(&checks), missing);
+
+        let (problems, found) = cross_check_upstream(&checks, &[], &Answers::none());
+        assert_eq!(found, 0);
+        assert_eq!(problems.len(), 5);
+        assert!(problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::MissingReference
+                && p.message
+                    .ends_with("has no narinfo in the cache (the closure is incomplete)")));
+        assert_eq!(problems, cross_check(&checks, &[]));
+
+        let mut answers = Answers::new(vec!["https://up".into()]);
+        let info = narinfo(&served, &[]);
+        answers.record(served.clone(), 0, Answer::Served(Box::new(info)));
+        answers.record(failed.clone(), 0, Answer::Failed("503".into()));
+        answers.record(refused.clone(), 0, Answer::Refused("it names x".into()));
+        answers.record(unsigned.clone(), 0, Answer::Unsigned);
+        answers.record(absent.clone(), 0, Answer::Absent);
+        let (problems, found) = cross_check_upstream(&checks, &[], &answers);
+        assert_eq!(found, 1);
+        let about = |p: &StorePath| {
+            let shown = StoreDir::default().display(p);
+            let got: Vec<&Problem> = problems
+                .iter()
+                .filter(|q| q.message.starts_with(&format!("references {shown},")))
+                .collect();
+            assert!(got.len() <= 1);
+            got.first().map(|q| (q.kind, q.message.clone()))
+        };
+        assert_eq!(about(&served), None);
+        let (kind, message) = about(&failed).unwrap();
+        assert_eq!(kind, ProblemKind::CheckFailed);
+        assert!(
+            message.ends_with("the upstream https://up cannot be asked: 503"),
+            "{message}"
+        );
+        for (p, says) in [
+            (&refused, "(https://up: its narinfo is refused: it names x)"),
+            (&unsigned, "(https://up: its narinfo has no valid signature"),
+            (&absent, "nor upstream (the closure is incomplete)"),
+        ] {
+            let (kind, message) = about(p).unwrap();
+            assert_eq!(kind, ProblemKind::MissingReference);
+            assert!(message.contains(says), "{message}");
+        }
+        assert_eq!(problems.len(), 4);
+    }
 }

@@ -33,12 +33,13 @@ pub mod report;
 pub mod storage;
 
 pub use judge::{
-    cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
-    judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
-    missing, unreadable, url_is_inside, ContentFindings, Unparsed,
+    cross_check, cross_check_upstream, judge_cache_info, judge_compression, judge_contents,
+    judge_listing, judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size,
+    judge_url, missing, missing_references, unreadable, url_is_inside, ContentFindings, Unparsed,
 };
 pub use pull::{
-    check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_with, DecoderFn,
+    check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_upstream,
+    verify_cache_with, DecoderFn,
 };
 pub use push::{NarFileCheck, NarSummary};
 pub use report::report;
@@ -160,6 +161,10 @@ pub struct Report {
     pub ok: bool,
     pub paths: u64,
     pub checked_bytes: u64,
+    /// With upstream caches: how many references missing from the cache one serves (counted
+    /// as present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_references: Option<u64>,
     pub problems: Vec<Problem>,
 }
 

@@ -104,6 +104,7 @@ fn json_frame(report: &Report) -> (String, String) {
         ok: report.ok,
         paths: report.paths,
         checked_bytes: report.checked_bytes,
+        upstream_references: report.upstream_references,
         problems: Vec::new(),
     };
     let text = serde_json::to_string_pretty(&empty).expect("a report serialises");
@@ -169,6 +170,7 @@ mod tests {
                 ok: ps.iter().all(|p| p.kind.is_warning()),
                 paths: n as u64 + 1,
                 checked_bytes: 12_345,
+                upstream_references: None,
                 problems: ps,
             };
             let names = ["a".to_string()];

@@ -5,17 +5,19 @@
 use std::io::{self, Read};
 
 use super::judge::{
-    cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
+    cross_check_upstream, judge_cache_info, judge_compression, judge_contents, judge_listing,
     judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
     missing, unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
 use super::storage::CacheStorage;
 use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use crate::cache::upstream::Answers;
 use crate::compression::Compression;
 use crate::hash::{HashAlgo, HashingReader};
 use crate::nar::{Limits, NarError, NarReader};
 use crate::narinfo::{NarInfo, MAX_NARINFO_SIZE};
+use crate::store_path::StorePath;
 
 /// A streaming decompressor factory; the pure one is [`crate::compression::decoder`].
 pub type DecoderFn = for<'a> fn(Compression, Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>>;
@@ -436,13 +438,28 @@ pub fn verify_cache_with(
     opts: &VerifyOptions,
     check_all: impl FnOnce(&[String]) -> Vec<PathCheck>,
 ) -> Report {
+    verify_cache_upstream(storage, opts, check_all, |_| Answers::none())
+}
+
+/// [`verify_cache_with`], references missing from the cache counting as present when an upstream
+/// serves them: `upstream` is asked about the missing ones ([`super::missing_references`]).
+pub fn verify_cache_upstream(
+    storage: &dyn CacheStorage,
+    opts: &VerifyOptions,
+    check_all: impl FnOnce(&[String]) -> Vec<PathCheck>,
+    upstream: impl FnOnce(&[StorePath]) -> Answers,
+) -> Report {
     let info_problems = check_cache_info(storage, opts);
     let (names, mut listing_problems) = list(storage);
     let checks = check_all(&names);
     let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
-    listing_problems.extend(cross_check(&checks, &nar_files));
+    let answers = upstream(&super::missing_references(&checks));
+    let (cross, found) = cross_check_upstream(&checks, &nar_files, &answers);
+    listing_problems.extend(cross);
     listing_problems.extend(judge_policy(&checks, opts));
-    report(info_problems, checks, listing_problems)
+    let mut report = report(info_problems, checks, listing_problems);
+    report.upstream_references = answers.has_upstreams().then_some(found);
+    report
 }
 
 /// The narinfo names, sorted, or a problem if they cannot be listed.

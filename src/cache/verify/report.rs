@@ -25,6 +25,7 @@ pub fn report(cache_info: Vec<Problem>, checks: Vec<PathCheck>, cross: Vec<Probl
         ok,
         paths,
         checked_bytes,
+        upstream_references: None,
         problems,
     }
 }
@@ -107,8 +108,12 @@ pub(super) fn summary_line(report: &Report, cache: &str) -> String {
         .filter(|p| !p.kind.is_warning())
         .count();
     let warnings = report.problems.len() - failures;
+    let upstream = report
+        .upstream_references
+        .map(|n| format!(", {n} references found upstream"))
+        .unwrap_or_default();
     format!(
-        "{}: {} paths, {} read, {}: {failures} problems, {warnings} warnings",
+        "{}: {} paths, {} read{upstream}, {}: {failures} problems, {warnings} warnings",
         escape_controls(cache),
         report.paths,
         human_bytes(report.checked_bytes),
@@ -452,6 +457,7 @@ mod tests {
             ok: problems.iter().all(|p| p.kind.is_warning()),
             paths: 2,
             checked_bytes: 2048,
+            upstream_references: None,
             problems,
         }
     }

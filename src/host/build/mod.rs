@@ -36,6 +36,7 @@ use crate::cache::order::PublishOrder;
 use crate::cache::policy::ReferencePolicy;
 use crate::cache::refscan::RefScanner;
 use crate::cache::storage::{Put, Staged, StorageWrite};
+use crate::cache::upstream::Answer;
 use crate::cache::verify::report::human_bytes;
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
@@ -45,6 +46,7 @@ use crate::host::concurrent::map_concurrently;
 use crate::host::db::NixDb;
 use crate::host::dir_storage::DirStorage;
 use crate::host::fs::{dump_into, nar_size, CaseHack, DumpError};
+use crate::host::upstream::Upstreams;
 use crate::nar::writer::WriteError;
 use crate::nar::NarWriter;
 use crate::narinfo::{NarCompression, NarContentAddress, NarInfo, MAX_NARINFO_SIZE};
@@ -118,6 +120,13 @@ pub struct BuildSummary {
     pub paths: u64,
     pub written: u64,
     pub skipped: u64,
+    /// Paths of the closure left out because an upstream cache serves them.
+    pub upstream: u64,
+    /// … those paths, sorted.
+    pub upstream_paths: Vec<String>,
+    /// Paths kept although an upstream was asked, because it could not say: it could not be
+    /// asked, or its narinfo was refused (`<path>: <upstream>: <why>`, sorted).
+    pub upstream_warnings: Vec<String>,
     /// NARs identical to one already stored (not stored again).
     pub deduplicated: u64,
     pub nar_bytes: u64,
@@ -281,6 +290,28 @@ pub fn build_cache(
 pub fn build_cache_into(
     storage: &dyn StorageWrite,
     opts: &BuildOptions,
+    progress: impl FnMut(Progress),
+) -> Result<BuildSummary, BuildError> {
+    build_cache_upstream(storage, opts, &Upstreams::none(&opts.store_dir), progress)
+}
+
+/// What the cache and the upstreams said of a queued path.
+enum Found {
+    /// Its narinfo is in the cache.
+    Cache(Box<NarInfo>),
+    /// An upstream serves it (its narinfo there).
+    Upstream(Box<NarInfo>),
+    /// Neither: it is built.
+    Absent,
+}
+
+/// [`build_cache_into`], leaving out the paths an upstream serves (given paths included) and
+/// keeping the rest of the closure. A path the upstreams cannot tell about (one could not be
+/// asked, or gave a narinfo that is refused) is kept, and said in the summary's warnings.
+pub fn build_cache_upstream(
+    storage: &dyn StorageWrite,
+    opts: &BuildOptions,
+    upstream: &Upstreams,
     mut progress: impl FnMut(Progress),
 ) -> Result<BuildSummary, BuildError> {
     let started = Instant::now();
@@ -306,8 +337,11 @@ pub fn build_cache_into(
     let mut order = PublishOrder::new([]);
     let mut seen: HashSet<StorePath> = HashSet::new();
     let mut queue: Vec<StorePath> = Vec::new();
-    // Queued paths whose narinfo was looked up ahead (`None`: not in the cache).
-    let mut looked_up: HashMap<StorePath, Option<NarInfo>> = HashMap::new();
+    // Queued paths whose narinfo was looked up ahead, in the cache and upstream.
+    let mut looked_up: HashMap<StorePath, Found> = HashMap::new();
+    // Paths left out (an upstream serves them).
+    let mut left_out: BTreeSet<String> = BTreeSet::new();
+    let mut upstream_warnings: BTreeSet<String> = BTreeSet::new();
     for p in &opts.paths {
         if seen.insert(p.clone()) {
             queue.push(p.clone());
@@ -369,8 +403,8 @@ pub fn build_cache_into(
                 if !leased.contains(&path) {
                     lease_queued(workers, &path, &queue, &mut leased)?;
                 }
-                let existing = if opts.force {
-                    None
+                let found = if opts.force && upstream.is_empty() {
+                    Found::Absent
                 } else {
                     if !looked_up.contains_key(&path) {
                         // The next queued paths at once: on remote storage, the wait of one
@@ -396,15 +430,55 @@ pub fn build_cache_into(
                         let found =
                             map_concurrently(wanted.clone(), storage.requests_in_flight(), |p| {
                                 match &present {
+                                    _ if opts.force => Ok(None),
                                     Some(present) if !present.lists_narinfo_of(&p) => Ok(None),
                                     _ => read_existing(storage, &p),
                                 }
                             });
+                        let mut absent = Vec::new();
                         for (p, r) in wanted.into_iter().zip(found) {
-                            looked_up.insert(p, r?);
+                            match r? {
+                                Some(info) => looked_up.insert(p, Found::Cache(Box::new(info))),
+                                None => {
+                                    absent.push(p.clone());
+                                    looked_up.insert(p, Found::Absent)
+                                }
+                            };
                         }
+                        ask_upstream(
+                            upstream,
+                            &absent,
+                            &mut looked_up,
+                            &mut upstream_warnings,
+                            &opts.store_dir,
+                        );
                     }
-                    looked_up.remove(&path).flatten()
+                    looked_up.remove(&path).unwrap_or(Found::Absent)
+                };
+                let existing = match found {
+                    Found::Cache(info) => Some(*info),
+                    Found::Absent => None,
+                    Found::Upstream(served) => {
+                        // Left out; what it references is still followed (as the store has it,
+                        // or as the upstream says when scanning).
+                        let references = match (opts.closure, candidates) {
+                            (false, _) => BTreeSet::new(),
+                            (true, Some(_)) => served.references.iter().cloned().collect(),
+                            (true, None) => match metadata.lookup(&path, &opts.store_dir) {
+                                Ok(info) => info.references,
+                                Err(e) => {
+                                    first_error = Some(e);
+                                    break;
+                                }
+                            },
+                        };
+                        left_out.insert(opts.store_dir.display(&path));
+                        for p in order.ready(path, &BTreeSet::new()) {
+                            batch.extend(finished.remove(&p));
+                        }
+                        enqueue(&references, &mut seen, &mut queue);
+                        continue;
+                    }
                 };
                 let references = match &existing {
                     Some(info) => {
@@ -450,10 +524,11 @@ pub fn build_cache_into(
                     enqueue(&references, &mut seen, &mut queue);
                 }
             }
-            if seen.len() as u64 != announced {
-                announced = seen.len() as u64;
+            let kept = (seen.len() - left_out.len()) as u64;
+            if kept != announced {
+                announced = kept;
                 progress(Progress::Total {
-                    paths: seen.len() as u64,
+                    paths: kept,
                     nar_bytes: total_bytes,
                 });
             }
@@ -548,9 +623,39 @@ pub fn build_cache_into(
             ),
         });
     }
+    summary.upstream = left_out.len() as u64;
+    summary.upstream_paths = left_out.into_iter().collect();
+    summary.upstream_warnings = upstream_warnings.into_iter().collect();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.xz_memory_peak = workers.memory.peak.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+/// Asks the upstreams about the paths not in the cache: those served become
+/// [`Found::Upstream`]; those an upstream could not tell about stay absent (built), with a warning.
+fn ask_upstream(
+    upstream: &Upstreams,
+    absent: &[StorePath],
+    looked_up: &mut HashMap<StorePath, Found>,
+    warnings: &mut BTreeSet<String>,
+    store_dir: &StoreDir,
+) {
+    if upstream.is_empty() || absent.is_empty() {
+        return;
+    }
+    let answers = upstream.ask(absent);
+    for p in absent {
+        match answers.get(p) {
+            Some((_, Answer::Served(info))) => {
+                looked_up.insert(p.clone(), Found::Upstream(info.clone()));
+            }
+            Some((name, a @ (Answer::Failed(_) | Answer::Refused(_)))) => {
+                let why = a.why_not().unwrap_or_default();
+                warnings.insert(format!("{}: {name}: {why}", store_dir.display(p)));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Leases `path` and every queued path not leased yet, in one write.

@@ -102,6 +102,13 @@ pub struct BuildCacheArgs {
     // Checked of each given path (not of the rest of the closure) before anything is published.
     #[command(flatten)]
     policy: PolicyArgs,
+    /// Also name each path left out because an upstream serves it
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    #[command(flatten)]
+    upstream: crate::upstream::UpstreamArgs,
+    #[command(flatten)]
+    lookups: crate::lookups::LookupArgs,
     /// Store paths to put in the cache with their closure: /nix/store/…-name, a path below one, a
     /// base name, or a symlink into the store such as nix-build's ./result
     #[arg(value_name = "STORE-PATH", required_unless_present = "paths_from")]
@@ -183,6 +190,8 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         None => DEFAULT_XZ_MEMORY,
     };
     let jobs = jobs_for(args.jobs, &location);
+    args.lookups.configure();
+    let upstream = args.upstream.open(&store_dir)?;
     if let CacheLocation::S3(s3) = &location {
         if !s3.settings.is_empty() {
             let names: Vec<&str> = s3.settings.keys().map(String::as_str).collect();
@@ -225,7 +234,9 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
     let storage = nar_tool::host::open::open_write(&location);
     let summary = match &storage {
         Ok(storage) => {
-            nar_tool::host::build::build_cache_into(&**storage, &opts, |p| bar.update(p))
+            nar_tool::host::build::build_cache_upstream(&**storage, &opts, &upstream, |p| {
+                bar.update(p)
+            })
         }
         Err(e) => Err(BuildError::Input(format!("cannot open the cache: {e}"))),
     };
@@ -255,11 +266,23 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
                 })?;
         }
     }
+    for w in &summary.upstream_warnings {
+        eprintln!("nar-tool: warning: kept {w}");
+    }
+    if args.verbose {
+        for p in &summary.upstream_paths {
+            eprintln!("left out (served upstream): {p}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {
+        let upstream = match upstream.is_empty() {
+            true => String::new(),
+            false => format!(", {} left out as served upstream", summary.upstream),
+        };
         eprintln!(
-            "{}: {} paths ({} written, {} already there, {} NARs deduplicated), {} of NAR into {} of {} files, in {:.2}s",
+            "{}: {} paths ({} written, {} already there{upstream}, {} NARs deduplicated), {} of NAR into {} of {} files, in {:.2}s",
             shown,
             summary.paths,
             summary.written,

@@ -81,7 +81,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         ..VerifyOptions::default()
     };
     let shown = cache.to_string_lossy();
-    let report = verify::verify_cache(&shown, &opts, jobs_or_cores(None), false)?;
+    let none = nar_tool::host::upstream::Upstreams::none(&opts.store_dir);
+    let report = verify::verify_cache(&shown, &opts, &none, jobs_or_cores(None), false)?;
     verify::print_report(&shown, &report, Rendering::Text)?;
     println!("\nUse it with Nix: nix copy --from file://{} --option trusted-public-keys \"$(cat {})\" {top_text}", cache.canonicalize()?.display(), public.display());
     Ok(ExitCode::from(report.exit_code()))

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use nar_tool::cache::verify::report::{render, Rendering};
 use nar_tool::cache::verify::{PolicyOptions, Report, VerifyOptions};
+use nar_tool::host::upstream::Upstreams;
 use nar_tool::store_path::{StoreDir, StorePath};
 
 use crate::args::{cache_location, TrustedKeyArgs, UsageError};
@@ -41,6 +42,8 @@ pub struct VerifyArgs {
     /// No progress bar
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
     lookups: crate::lookups::LookupArgs,
     #[command(flatten)]
@@ -83,9 +86,11 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
         store_dir,
         policy,
     };
+    let upstream = args.upstream.open(&opts.store_dir)?;
     let report = verify_cache(
         &args.cache,
         &opts,
+        &upstream,
         jobs_for(args.jobs, &location),
         !args.quiet && !args.json,
     )?;
@@ -108,6 +113,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
 pub fn verify_cache(
     cache: &str,
     opts: &VerifyOptions,
+    upstream: &Upstreams,
     jobs: usize,
     progress: bool,
 ) -> Result<Report> {
@@ -116,10 +122,11 @@ pub fn verify_cache(
         .with_context(|| format!("opening cache {location}"))?;
     let bar = VerifyProgress::new(progress, opts.check_contents);
     let counted = bar.count_reads(&storage);
-    let report = nar_tool::host::verify::verify_cache(
+    let report = nar_tool::host::verify::verify_cache_upstream_with(
         &counted,
         opts,
         jobs,
+        upstream,
         |paths| bar.listed(&storage, paths),
         |_| bar.path_done(),
     )?;
