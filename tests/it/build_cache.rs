@@ -673,7 +673,7 @@ fn golden_every_metadata_source_gives_nix_narinfos() {
             );
         }
 
-        // nix-cache-info, log/ and realisations/, and nothing else.
+        // nix-cache-info, log/, realisations/ and the lookup index, and nothing else.
         assert_eq!(
             fs::read_to_string(cache.join("nix-cache-info")).unwrap(),
             "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
@@ -683,10 +683,16 @@ fn golden_every_metadata_source_gives_nix_narinfos() {
             cache.join("log").is_dir() && cache.join("realisations").is_dir(),
             "{what}: log/ and realisations/"
         );
-        let mut expected: Vec<String> = ["log", "nar", "nix-cache-info", "realisations"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let mut expected: Vec<String> = [
+            "log",
+            "nar",
+            "nar-tool-index",
+            "nix-cache-info",
+            "realisations",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
         for hp in narinfos.keys() {
             expected.push(format!("{hp}.ls"));
             expected.push(format!("{hp}.narinfo"));
