@@ -1,7 +1,7 @@
 //! Writes the lookup index of a synthetic cache of N paths into DIR (for `benches/index.sh`):
 //! names `pkg-<i>-1.<i%7>`, each path referring to a popular `glibc`, up to 8 earlier paths and
-//! sometimes itself, NAR and file sizes made up. Prints one hash part per line to stdout for
-//! lookups (the first, the middle, the last, glibc).
+//! sometimes itself, NAR and file sizes made up. Prints hash parts to stdout for lookups, one
+//! per line: glibc's, then those of 100 paths spread over the index.
 //!
 //! `cargo run --release --example synth_index -- DIR N`
 

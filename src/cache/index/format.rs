@@ -17,7 +17,7 @@ pub const FORMAT: &str = "nar-tool-index";
 /// The version this code writes and reads.
 pub const VERSION: u32 = 1;
 /// Entries per shard.
-pub const SHARD_ENTRIES: usize = 2048;
+pub const SHARD_ENTRIES: usize = 512;
 /// The largest manifest read.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// The largest shard read, compressed.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The lookup index at scale: a synthetic index of N paths (default 1 000 000), then the time of
+# a lookup by hash part (one process answering 100 lookups, less one answering 1, per lookup),
+# of one `nar-tool lookup` process, of a name search (every shard), of why-depends, and the
+# peak memory of each. Usage: benches/index.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+cargo build --release -q --bin nar-tool --example synth_index
+B=target/release/nar-tool
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+echo "== writing the index of $N synthetic paths"
+/usr/bin/time -f "   %e s, peak %M KiB" target/release/examples/synth_index "$WORK/cache" "$N" >"$WORK/hashes"
+du -sh "$WORK/cache/nar-tool-index" | sed 's/^/   size: /'
+mapfile -t H <"$WORK/hashes"
+timed() { # prints "SECONDS PEAK_KIB" of a command, its output discarded
+    /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1
+}
+one=$(timed $B lookup "$WORK/cache" "${H[1]}")
+many=$(timed $B lookup "$WORK/cache" "${H[@]:1}")
+n=$((${#H[@]} - 1))
+echo "== lookup by hash part"
+awk -v one="$one" -v many="$many" -v n="$n" 'BEGIN {
+    split(one, a, " "); split(many, b, " ");
+    printf "   one process, one lookup: %.3f s (peak %d KiB)\n", a[1], a[2];
+    printf "   one process, %d lookups: %.3f s (peak %d KiB): %.1f ms a lookup\n", n, b[1], b[2], (b[1] - a[1]) * 1000 / (n - 1) }'
+echo "== lookup --referrers of the most referenced path (glibc)"
+timed $B lookup --referrers "$WORK/cache" "${H[0]}" | awk '{ printf "   %.2f s (peak %d KiB)\n", $1, $2 }'
+echo "== lookup by name (reads every shard)"
+timed $B lookup "$WORK/cache" pkg-4242-1 | awk '{ printf "   %.2f s (peak %d KiB)\n", $1, $2 }'
+echo "== why-depends from a late path to glibc"
+timed $B why-depends "$WORK/cache" "${H[$n]}" "${H[0]}" | awk '{ printf "   %.2f s (peak %d KiB)\n", $1, $2 }'
