@@ -86,10 +86,15 @@ impl Cache {
     }
 
     pub(crate) fn ok(&self, args: &[&str]) -> String {
+        self.ok_for(args, "")
+    }
+
+    /// `nar-tool ARGS`, which must succeed (`what` says when, in the message); its stdout.
+    pub(crate) fn ok_for(&self, args: &[&str], what: &str) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "nar-tool {args:?} failed ({:?}):\n{}\n{}",
+            "{what}: nar-tool {args:?} failed ({:?}):\n{}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -187,14 +192,7 @@ impl Cache {
 
     /// The cache's lookup index says what its narinfos say.
     pub(crate) fn assert_index_current(&self, what: &str) {
-        let out = self.run(&["index", "--check", &self.arg]);
-        assert!(
-            out.status.success(),
-            "{what}: the index is not current ({:?}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.ok_for(&["index", "--check", &self.arg], what);
     }
 
     /// `verify --no-contents` finds nothing missing (orphan NARs are only warnings).

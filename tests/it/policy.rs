@@ -296,22 +296,6 @@ fn verify(cache: &Path, extra: &[String]) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), report)
 }
 
-/// (kind, path, message) of each problem.
-fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["kind"].as_str().unwrap().to_string(),
-                p["path"].as_str().unwrap().to_string(),
-                p["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn verify_reports_policy_findings() {
     let store = Store::new();
@@ -334,7 +318,7 @@ fn verify_reports_policy_findings() {
         store.p("other"),
     );
     assert_eq!(
-        problems(&report),
+        report_problems(&report),
         [
             (
                 "reference-policy".into(),
@@ -363,7 +347,7 @@ fn verify_reports_policy_findings() {
     );
     assert_eq!(code, Some(8));
     assert_eq!(
-        problems(&report),
+        report_problems(&report),
         [(
             "reference-policy".into(),
             store.p("lib"),
@@ -386,8 +370,8 @@ fn verify_reports_policy_findings() {
         ]),
     );
     assert_eq!(code, Some(8));
-    assert_eq!(problems(&report).len(), 1);
-    assert!(problems(&report)[0]
+    assert_eq!(report_problems(&report).len(), 1);
+    assert!(report_problems(&report)[0]
         .2
         .starts_with(&format!("is not allowed to refer to {app} ")));
     // A path named that the cache lacks: the check cannot run (4); policy broken too (8).
@@ -404,7 +388,7 @@ fn verify_reports_policy_findings() {
         ]),
     );
     assert_eq!(code, Some(12));
-    let kinds: Vec<(String, String)> = problems(&report)
+    let kinds: Vec<(String, String)> = report_problems(&report)
         .into_iter()
         .map(|(k, p, _)| (k, p))
         .collect();
@@ -826,7 +810,7 @@ fn policies_fail_where_nix_fails() {
             Some(if nix_built { 0 } else { 8 }),
             "case {i}: {report}"
         );
-        let found: Vec<String> = problems(&report)
+        let found: Vec<String> = report_problems(&report)
             .into_iter()
             .map(|(kind, path, message)| {
                 assert_eq!(

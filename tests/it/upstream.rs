@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use nar_tool::signing::SecretKey;
 
 use super::lookups::serve_logged;
-use crate::common::{self, extract_root_tar, TempTree};
+use crate::common::{self, extract_root_tar, report_problems, TempTree};
 
 const TOP: &str = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public";
 const APP: &str = "/nix/store/swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public";
@@ -135,19 +135,6 @@ fn verify(cache: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), report)
 }
 
-/// The (kind, path, message) of each problem of a report.
-fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let f = |k: &str| p[k].as_str().unwrap().to_string();
-            (f("kind"), f("path"), f("message"))
-        })
-        .collect()
-}
-
 /// The corpus store, and the upstream cache of app's closure built from it (signed).
 struct Fixture {
     root: TempTree,
@@ -193,7 +180,7 @@ fn build_cache_leaves_out_what_the_upstream_serves_and_verify_counts_it() {
     // Without the upstream the cache is incomplete: its two references into app's closure.
     let (code, report) = verify(&mine, &[]);
     assert_eq!(code, Some(1));
-    let missing: Vec<(String, String)> = problems(&report)
+    let missing: Vec<(String, String)> = report_problems(&report)
         .into_iter()
         .map(|(kind, path, message)| {
             assert_eq!(kind, "missing-reference", "{message}");
@@ -278,7 +265,7 @@ fn build_cache_leaves_out_what_the_upstream_serves_and_verify_counts_it() {
     // Built with --no-closure, a cache verifies only with an upstream that has the rest.
     let (code, report) = verify(&nc, &["--upstream", &url, "--no-lookup-cache"]);
     assert_eq!(code, Some(1), "bare-symlink and single-exe are nowhere");
-    let kinds: Vec<String> = problems(&report)
+    let kinds: Vec<String> = report_problems(&report)
         .iter()
         .map(|(k, _, m)| format!("{k} {m}"))
         .collect();
@@ -381,7 +368,7 @@ fn only_narinfos_signed_by_an_upstream_key_count() {
     assert_eq!(code, Some(1));
     assert_eq!(report["upstream_references"], 0);
     assert!(
-        problems(&report)
+        report_problems(&report)
             .iter()
             .all(|(k, _, m)| k == "missing-reference" && m.contains("no valid signature")),
         "{report}"
@@ -515,7 +502,7 @@ fn a_hostile_upstream_never_makes_a_path_look_served() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, report) = verify(&nc, &["--upstream", &url, "--no-lookup-cache"]);
     assert_eq!(code, Some(5), "{report}");
-    let got: Vec<(String, String)> = problems(&report)
+    let got: Vec<(String, String)> = report_problems(&report)
         .into_iter()
         .map(|(k, p, m)| {
             let about = m.split_whitespace().nth(1).unwrap().trim_end_matches(',');

@@ -542,3 +542,16 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The (kind, path, message) of each problem of a `verify --json` report.
+pub fn report_problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let f = |k: &str| p[k].as_str().unwrap().to_string();
+            (f("kind"), f("path"), f("message"))
+        })
+        .collect()
+}
