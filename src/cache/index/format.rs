@@ -68,7 +68,8 @@ pub struct ShardEntry {
     pub nar_size: Option<u64>,
     pub file_size: Option<u64>,
     pub references: Vec<u32>,
-    pub referrers: Vec<u32>,
+    /// Its referrers' ids as written (see [`ShardEntry::referrer_ids`]).
+    pub referrers: String,
 }
 
 /// A decoded shard: its entries, which have ids `first_id..first_id + entries.len()`.
@@ -299,10 +300,16 @@ pub fn decode_shard(manifest: &Manifest, n: usize, bytes: &[u8]) -> Result<Shard
 }
 
 fn decode_entry(line: &str, entries: u64) -> Result<ShardEntry, String> {
-    let fields: Vec<&str> = line.split('\t').collect();
-    let [path, nar_size, file_size, references, referrers] = fields[..] else {
-        return Err(format!("{} tab-separated fields, not 5", fields.len()));
-    };
+    let mut fields = line.splitn(5, '\t');
+    let mut field = || fields.next().unwrap_or_default();
+    let (path, nar_size, file_size, references, referrers) =
+        (field(), field(), field(), field(), field());
+    if referrers.contains('\t') || line.matches('\t').count() != 4 {
+        return Err(format!(
+            "{} tab-separated fields, not 5",
+            line.matches('\t').count() + 1
+        ));
+    }
     let path = StorePath::from_base_name(path).map_err(|e| e.to_string())?;
     let size = |s: &str, what: &str| -> Result<Option<u64>, String> {
         if s == "-" {
@@ -313,32 +320,49 @@ fn decode_entry(line: &str, entries: u64) -> Result<ShardEntry, String> {
                 .map_err(|_| format!("{what} {s:?} is not a number or -"))
         }
     };
-    let ids = |s: &str, what: &str| -> Result<Vec<u32>, String> {
-        let mut out: Vec<u32> = Vec::new();
-        for id in s.split_terminator(',') {
-            let id: u32 = id
-                .parse()
-                .ok()
-                .filter(|&i| u64::from(i) < entries)
-                .ok_or_else(|| format!("{what} id {id:?} is not an entry"))?;
-            if out.last().is_some_and(|&last| last >= id) {
-                return Err(format!("{what} ids are not ascending"));
-            }
-            out.push(id);
-        }
-        Ok(out)
-    };
     let nar_size = size(nar_size, "NAR size")?;
     let file_size = size(file_size, "file size")?;
-    let references = ids(references, "reference")?;
+    let references = parse_ids(references, entries, "reference")?;
     if nar_size.is_none() && (file_size.is_some() || !references.is_empty()) {
         return Err("an entry without a narinfo has a file size or references".into());
+    }
+    // Referrers are read when asked for (a popular path has a million): here only their
+    // characters are checked.
+    if !referrers.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+        return Err("referrer ids are not comma-separated numbers".into());
     }
     Ok(ShardEntry {
         path,
         nar_size,
         file_size,
         references,
-        referrers: ids(referrers, "referrer")?,
+        referrers: referrers.to_string(),
     })
+}
+
+/// Comma-separated ids, each below `entries`, strictly ascending.
+fn parse_ids(s: &str, entries: u64, what: &str) -> Result<Vec<u32>, String> {
+    let mut out: Vec<u32> = Vec::new();
+    for id in s.split_terminator(',') {
+        let id: u32 = id
+            .parse()
+            .ok()
+            .filter(|&i| u64::from(i) < entries)
+            .ok_or_else(|| format!("{what} id {id:?} is not an entry"))?;
+        if out.last().is_some_and(|&last| last >= id) {
+            return Err(format!("{what} ids are not ascending"));
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
+impl ShardEntry {
+    /// The ids of its referrers, of an index of `entries` entries.
+    pub fn referrer_ids(&self, entries: u64) -> Result<Vec<u32>, IndexError> {
+        parse_ids(&self.referrers, entries, "referrer").map_err(|why| IndexError::Shard {
+            name: format!("of {}", self.path),
+            why,
+        })
+    }
 }

@@ -207,48 +207,46 @@ impl IndexReader {
         }
     }
 
-    /// Entry `id` with its references (and referrers, if asked) named.
-    pub fn record(&self, id: u32, with_referrers: bool) -> Step<PathRecord> {
+    /// Entry `id` with its references (and referrers, if asked) named; an error if its
+    /// referrers are not ids of the index.
+    pub fn record(&self, id: u32, with_referrers: bool) -> Step<Result<PathRecord, IndexError>> {
         let entry = match self.entry(id) {
             Ok(e) => e,
             Err(n) => return Step::Need([n].into()),
         };
-        let names = |ids: &[u32]| match self.paths_of(ids) {
-            Step::Done(paths) => Step::Done(
-                paths
-                    .into_iter()
-                    .map(|p| self.store_dir.display(p))
-                    .collect::<Vec<_>>(),
-            ),
-            Step::Need(n) => Step::Need(n),
+        let referrer_ids = match with_referrers {
+            true => match entry.referrer_ids(self.manifest.entries) {
+                Ok(ids) => ids,
+                Err(e) => return Step::Done(Err(e)),
+            },
+            false => Vec::new(),
+        };
+        let mut need = BTreeSet::new();
+        let mut names = |ids: &[u32]| match self.paths_of(ids) {
+            Step::Done(paths) => paths
+                .into_iter()
+                .map(|p| self.store_dir.display(p))
+                .collect(),
+            Step::Need(n) => {
+                need.extend(n);
+                Vec::new()
+            }
         };
         let references = names(&entry.references);
-        let referrers = if with_referrers {
-            names(&entry.referrers)
-        } else {
-            Step::Done(Vec::new())
-        };
-        match (references, referrers) {
-            (Step::Done(references), Step::Done(referrers)) => Step::Done(PathRecord {
-                store_path: self.store_dir.display(&entry.path),
-                hash_part: entry.path.hash_part().into(),
-                name: entry.path.name().into(),
-                present: entry.nar_size.is_some(),
-                nar_size: entry.nar_size,
-                file_size: entry.file_size,
-                references,
-                referrers: with_referrers.then_some(referrers),
-            }),
-            (a, b) => {
-                let mut need = BTreeSet::new();
-                for step in [a, b] {
-                    if let Step::Need(n) = step {
-                        need.extend(n);
-                    }
-                }
-                Step::Need(need)
-            }
+        let referrers = names(&referrer_ids);
+        if !need.is_empty() {
+            return Step::Need(need);
         }
+        Step::Done(Ok(PathRecord {
+            store_path: self.store_dir.display(&entry.path),
+            hash_part: entry.path.hash_part().into(),
+            name: entry.path.name().into(),
+            present: entry.nar_size.is_some(),
+            nar_size: entry.nar_size,
+            file_size: entry.file_size,
+            references,
+            referrers: with_referrers.then_some(referrers),
+        }))
     }
 
     fn every_shard(&self) -> Option<BTreeSet<usize>> {

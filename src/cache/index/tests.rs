@@ -93,7 +93,10 @@ fn a_large_index_is_split_into_shards_and_a_lookup_reads_only_what_it_needs() {
     let source = Shards(shards, json);
     let wanted = path(7, "p7");
     let id = r.answer(&source, |r| r.find(wanted.hash_part())).unwrap();
-    let record = r.answer(&source, |r| r.record(id.unwrap(), true)).unwrap();
+    let record = r
+        .answer(&source, |r| r.record(id.unwrap(), true))
+        .unwrap()
+        .unwrap();
     assert_eq!(record.name, "p7");
     assert_eq!(
         record.references,
@@ -253,6 +256,10 @@ fn hostile_shards_are_refused() {
             format!("nar-tool-index-shard 1 0 2\n{p1}\t1\t-\t1\t\n"),
             Some("1 entries; the manifest says 2"),
         ),
+        (
+            format!("nar-tool-index-shard 1 0 2\n{p1}\t1\t-\t1\t\n{p2}\t1\t-\t\t0;1\n"),
+            Some("referrer ids are not"),
+        ),
     ];
     for (lines, expected) in cases {
         let bytes = text(&lines);
@@ -268,6 +275,26 @@ fn hostile_shards_are_refused() {
             }
         }
     }
+    // Referrers are checked when read: ids beyond the index are an error then.
+    let bytes = text(&format!(
+        "nar-tool-index-shard 1 0 2\n{p1}\t1\t-\t1\t\n{p2}\t1\t-\t\t9\n"
+    ));
+    let mut m = manifest.clone();
+    m.shards[0].name = format::shard_name(&bytes);
+    m.shards[0].size = bytes.len() as u64;
+    let shard = format::decode_shard(&m, 0, &bytes).unwrap();
+    let err = shard.entries[1].referrer_ids(2).unwrap_err().to_string();
+    assert!(err.contains("referrer id \"9\" is not an entry"), "{err}");
+    // Referrers are checked when read: ids beyond the index are an error then.
+    let bytes = text(&format!(
+        "nar-tool-index-shard 1 0 2\n{p1}\t1\t-\t1\t\n{p2}\t1\t-\t\t9\n"
+    ));
+    let mut m = manifest.clone();
+    m.shards[0].name = format::shard_name(&bytes);
+    m.shards[0].size = bytes.len() as u64;
+    let shard = format::decode_shard(&m, 0, &bytes).unwrap();
+    let err = shard.entries[1].referrer_ids(2).unwrap_err().to_string();
+    assert!(err.contains("referrer id \"9\" is not an entry"), "{err}");
     // Bytes that are not the shard the manifest names.
     let mut r = IndexReader::new(&json).unwrap();
     let err = r.add_shard(0, &text("x")).unwrap_err().to_string();

@@ -76,7 +76,7 @@ pub fn run(args: LookupArgs) -> Result<ExitCode> {
         };
         let mut any = false;
         for id in ids {
-            let record = index.answer(|r| r.record(id, args.referrers))?;
+            let record = index.answer(|r| r.record(id, args.referrers))??;
             // A reference without a narinfo is not in the cache.
             if record.present {
                 any = true;
