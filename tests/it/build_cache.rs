@@ -2019,6 +2019,7 @@ fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
             xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
             interrupt: None,
             policy: Default::default(),
+            index: false,
             paths: paths
                 .iter()
                 .map(|p| store_dir.parse_path(p).unwrap())

@@ -552,6 +552,7 @@ fn the_builder_and_the_verifier_run_on_any_backend() {
         xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
         interrupt: None,
         policy: Default::default(),
+        index: false,
         paths: vec![store_dir.parse_path(APP).unwrap()],
     };
     let memory = MemoryStorage::new();

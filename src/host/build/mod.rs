@@ -93,6 +93,10 @@ pub struct BuildOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Checked of each of `paths` before anything is published (empty: nothing to check).
     pub policy: ReferencePolicy,
+    /// Adds the paths to the cache's lookup index once published (a cache without one gets
+    /// one), while the build's lease still holds them, so that a collection cannot delete one
+    /// between its index entry and its narinfo.
+    pub index: bool,
 }
 
 /// The default memory budget of the xz encoders: room for ~4 threads on the largest blocks.
@@ -628,6 +632,16 @@ pub fn build_cache_upstream(
     summary.upstream_warnings = upstream_warnings.into_iter().collect();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.xz_memory_peak = workers.memory.peak.load(Ordering::Relaxed);
+    if opts.index {
+        crate::cache::index::publish::add(storage, &opts.store_dir, &summary.in_cache, opts.jobs)
+            .map_err(|e| {
+                BuildError::Input(format!(
+                    "updating the lookup index of {} (the paths are published; `nar-tool index` writes it anew): {e}",
+                    storage.describe()
+                ))
+            })?;
+    }
+    // The lease (in `workers`) is released only as this returns.
     Ok(summary)
 }
 

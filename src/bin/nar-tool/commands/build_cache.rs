@@ -229,6 +229,7 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         xz_memory,
         interrupt: Some(interrupt),
         policy,
+        index: !args.no_index,
     };
     let mut bar = BuildProgress::new(!args.quiet && !args.json);
     let storage = nar_tool::host::open::open_write(&location);
@@ -258,22 +259,6 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).with_context(|| format!("building cache {shown}")),
     };
-    if !args.no_index {
-        if let Ok(storage) = &storage {
-            nar_tool::cache::index::publish::add(&**storage, &opts.store_dir, &summary.in_cache, jobs)
-                .with_context(|| {
-                    format!("updating the index of {shown} (the paths are published; `nar-tool index {shown}` writes it anew)")
-                })?;
-        }
-    }
-    for w in &summary.upstream_warnings {
-        eprintln!("nar-tool: warning: kept {w}");
-    }
-    if args.verbose {
-        for p in &summary.upstream_paths {
-            eprintln!("left out (served upstream): {p}");
-        }
-    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {

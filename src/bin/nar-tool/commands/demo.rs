@@ -67,6 +67,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
         interrupt: None,
         policy: Default::default(),
+        index: true,
         paths: vec![top],
     };
     build_cache(&opts, |_| {}).context("build-cache failed")?;
