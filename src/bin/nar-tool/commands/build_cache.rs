@@ -259,6 +259,14 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).with_context(|| format!("building cache {shown}")),
     };
+    for w in &summary.upstream_warnings {
+        eprintln!("nar-tool: warning: kept {w}");
+    }
+    if args.verbose {
+        for p in &summary.upstream_paths {
+            eprintln!("left out (served upstream): {p}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {
