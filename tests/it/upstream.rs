@@ -613,6 +613,8 @@ fn nix_substitutes_the_closure_from_both_caches() {
     let client = TempTree::new();
     let out = Command::new("nix-store")
         .env("NIX_REMOTE", "local")
+        // Nix's narinfo cache of its own (it remembers absent paths of a URL for an hour).
+        .env("XDG_CACHE_HOME", client.path().join(".xdg-cache"))
         .arg("--store")
         .arg(format!("local?root={}", s(client.path())))
         .args(["--realise", TOP])

@@ -460,8 +460,12 @@ pub fn have(program: &str) -> bool {
 /// The real Nix's `nix copy --from FROM --to local?root=ROOT PATHS`, trusting `trusted_key`:
 /// how a client substitutes from a cache (a `file://` or `http://` substituter).
 pub fn nix_copy_from(from: &str, root: &Path, trusted_key: &str, paths: &[&str]) -> Output {
+    // A narinfo cache of its own: Nix remembers "absent" answers of a URL for an hour, and a
+    // loopback port serves other caches in other tests.
+    let xdg = tempfile::tempdir().expect("a temporary directory");
     Command::new("nix")
         .env("NIX_REMOTE", "local")
+        .env("XDG_CACHE_HOME", xdg.path())
         .args([
             "--extra-experimental-features",
             "nix-command",
