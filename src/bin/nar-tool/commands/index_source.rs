@@ -25,44 +25,18 @@ pub struct CacheIndex {
 impl CacheIndex {
     /// Opens the index of `storage`; without one (or an unreadable one), reads every narinfo.
     pub fn open(storage: Box<dyn StorageRead>, store_dir: &StoreDir, jobs: usize) -> Result<Self> {
-        let mut index = CacheIndex {
-            reader: Encoded::new(&nar_tool::cache::index::IndexContent::new(
-                store_dir.clone(),
-            ))
-            .reader(),
+        let (reader, made) = load(&*storage, store_dir, jobs)?;
+        Ok(CacheIndex {
             storage,
-            made: None,
+            reader,
+            made,
             jobs,
             store_dir: store_dir.clone(),
-        };
-        index.reopen()?;
-        Ok(index)
+        })
     }
 
     fn reopen(&mut self) -> Result<()> {
-        match IndexReader::open(&StorageSource(&*self.storage)) {
-            Ok(Some(reader)) => {
-                self.reader = reader;
-                self.made = None;
-                return Ok(());
-            }
-            Ok(None) => eprintln!(
-                "nar-tool: note: {} has no index: reading every narinfo (`nar-tool index` writes one)",
-                self.storage.describe()
-            ),
-            Err(e) => eprintln!(
-                "nar-tool: warning: {}: {e}; reading every narinfo instead (`nar-tool index` writes it anew)",
-                self.storage.describe()
-            ),
-        }
-        let inventory = nar_tool::cache::gc::run::inventory(&*self.storage, self.jobs)
-            .with_context(|| format!("reading the narinfos of {}", self.storage.describe()))?;
-        for (hash, why) in &inventory.unreadable {
-            eprintln!("nar-tool: warning: {hash}.narinfo: {why}");
-        }
-        let made = Encoded::new(&content_of(&self.store_dir, &inventory));
-        self.reader = made.reader();
-        self.made = Some(made);
+        (self.reader, self.made) = load(&*self.storage, &self.store_dir, self.jobs)?;
         Ok(())
     }
 
@@ -86,13 +60,39 @@ impl CacheIndex {
             };
             match self.reader.answer(source, &question) {
                 Ok(answer) => return Ok(answer),
-                Err(e @ IndexError::Shard { .. }) if tries + 1 < TRIES && self.made.is_none() => {
+                Err(IndexError::Shard { .. }) if tries + 1 < TRIES && self.made.is_none() => {
                     tries += 1;
-                    let _ = e;
                     self.reopen()?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+/// The index of `storage` and, where it has none (or an unreadable one), the index made in
+/// memory from its narinfos that the reader reads.
+fn load(
+    storage: &dyn StorageRead,
+    store_dir: &StoreDir,
+    jobs: usize,
+) -> Result<(IndexReader, Option<Encoded>)> {
+    match IndexReader::open(&StorageSource(storage)) {
+        Ok(Some(reader)) => return Ok((reader, None)),
+        Ok(None) => eprintln!(
+            "nar-tool: note: {} has no index: reading every narinfo (`nar-tool index` writes one)",
+            storage.describe()
+        ),
+        Err(e) => eprintln!(
+            "nar-tool: warning: {}: {e}; reading every narinfo instead (`nar-tool index` writes it anew)",
+            storage.describe()
+        ),
+    }
+    let inventory = nar_tool::cache::gc::run::inventory(storage, jobs)
+        .with_context(|| format!("reading the narinfos of {}", storage.describe()))?;
+    for (hash, why) in &inventory.unreadable {
+        eprintln!("nar-tool: warning: {hash}.narinfo: {why}");
+    }
+    let made = Encoded::new(&content_of(store_dir, &inventory));
+    Ok((made.reader(), Some(made)))
 }
