@@ -172,15 +172,20 @@ impl StorePath {
     /// The name split like Nix's `DrvName`: the version starts at the first dash followed by a
     /// non-letter (`hello-2.12.1` → `hello`, `2.12.1`).
     pub fn name_and_version(&self) -> (&str, &str) {
-        let name = self.name();
-        let b = name.as_bytes();
-        for i in 0..b.len() {
-            if b[i] == b'-' && b.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
-                return (&name[..i], &name[i + 1..]);
-            }
-        }
-        (name, "")
+        split_name_version(self.name())
     }
+}
+
+/// A store path name split like Nix's `DrvName`: the version starts at the first dash followed
+/// by a non-letter (`hello-2.12.1` → `hello`, `2.12.1`; no such dash: no version).
+pub fn split_name_version(name: &str) -> (&str, &str) {
+    let b = name.as_bytes();
+    for i in 0..b.len() {
+        if b[i] == b'-' && b.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
+            return (&name[..i], &name[i + 1..]);
+        }
+    }
+    (name, "")
 }
 
 impl fmt::Display for StorePath {

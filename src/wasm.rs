@@ -26,7 +26,10 @@ use crate::narinfo::NarInfo;
 use crate::signing::{PublicKey, SecretKey};
 use crate::store_path::{StoreDir, StorePath};
 
+mod index;
 mod report;
+
+pub use index::CacheIndex;
 
 type JsResult<T> = Result<T, JsError>;
 

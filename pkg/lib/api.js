@@ -33,7 +33,8 @@ export function isInitialised() {
   return ready;
 }
 
-function checkReady() {
+/** @internal */
+export function checkReady() {
   if (!ready) {
     throw new Error('nar-tool: the WebAssembly module is not initialised yet: `await init()` first');
   }
@@ -102,8 +103,8 @@ export const closure = wrap('closure');
 export const listedNames = wrap('listedNames');
 const decompressBytes = wrap('decompress');
 
-/** Calls a method of a wasm object, turning what it throws into an Error. */
-function call(obj, method, ...args) {
+/** @internal Calls a method of a wasm object, turning what it throws into an Error. */
+export function call(obj, method, ...args) {
   if (!obj) throw new Error('nar-tool: this object was freed');
   try {
     return obj[method](...args);
@@ -112,8 +113,8 @@ function call(obj, method, ...args) {
   }
 }
 
-/** Releases a wasm object's memory (once; a freed or consumed one is left alone). */
-function freeQuietly(obj) {
+/** @internal Releases a wasm object's memory (once; a freed or consumed one is left alone). */
+export function freeQuietly(obj) {
   if (obj && obj.__wbg_ptr !== 0) {
     try {
       obj.free();
@@ -190,6 +191,9 @@ export class Decompressor extends WasmStream {
 
 // ---- The reference graph
 
+/** @internal `new CacheGraph({ [WASM_GRAPH]: g })` wraps a graph the wasm made (CacheIndex's). */
+export const WASM_GRAPH = Symbol('nar-tool wasm CacheGraph');
+
 /**
  * The references among narinfos, built once (and grown with add()): closures, referrers and
  * why-depends, computed by the wasm core. Paths in: store paths or base names; out: store paths.
@@ -199,6 +203,10 @@ export class CacheGraph {
   #inner;
   constructor(infos) {
     checkReady();
+    if (infos && infos[WASM_GRAPH]) {
+      this.#inner = infos[WASM_GRAPH];
+      return;
+    }
     try {
       this.#inner = new wasm.CacheGraph(infos ?? []);
     } catch (e) {

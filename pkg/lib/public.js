@@ -29,3 +29,4 @@ export {
   isInitialised,
 } from './api.js';
 export { narinfoName } from './http-source.js';
+export { CacheIndex } from './cache-index.js';

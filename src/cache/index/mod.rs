@@ -13,6 +13,7 @@
 pub mod format;
 pub mod publish;
 pub mod reader;
+pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
