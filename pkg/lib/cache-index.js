@@ -122,6 +122,16 @@ export class CacheIndex {
     return call(this.#inner, 'lookup', base.slice(0, 32));
   }
 
+  /** The entry of a hash part if its shard is loaded (null: none; undefined: not loaded yet). */
+  lookupLoaded(hashPart) {
+    return call(this.#inner, 'lookupLoaded', hashPart);
+  }
+
+  /** `{ count, narSize, fileSize }` of the loaded entries with a narinfo. */
+  totals() {
+    return call(this.#inner, 'totals');
+  }
+
   /**
    * Selects the loaded entries with a narinfo whose base name contains `search` (any case),
    * sorted by `sortKey` ('name', 'version', 'hash', 'narSize', 'fileSize', 'refs'); returns how
@@ -144,6 +154,11 @@ export class CacheIndex {
     return call(this.#inner, 'references', path);
   }
 
+  /** references(path) when its shards are loaded already (a closure's paths, once closureGraph gave it); throws else. */
+  referencesLoaded(path) {
+    return call(this.#inner, 'references', path);
+  }
+
   /** The reference graph of a path's closure: a CacheGraph (free() it when done). */
   async closureGraph(path) {
     await this.#loadHash(path);
@@ -160,6 +175,11 @@ export class CacheIndex {
   /** `<hash part>.narinfo` of every path with a narinfo, sorted (loads every shard first). */
   async narinfoNames(options) {
     await this.loadAll(options);
+    return this.narinfoNamesLoaded();
+  }
+
+  /** narinfoNames() once every shard is loaded (`complete`); throws else. */
+  narinfoNamesLoaded() {
     return call(this.#inner, 'narinfoNames');
   }
 

@@ -129,14 +129,29 @@ impl CacheIndex {
         }
     }
 
+    /// The entry with `hash_part` if its shard is loaded: the entry, `null` if there is none,
+    /// `undefined` if the shard is not loaded.
+    #[wasm_bindgen(js_name = lookupLoaded)]
+    pub fn lookup_loaded(&self, hash_part: &str) -> JsResult<JsValue> {
+        match self.table.find(hash_part) {
+            Ok(Some(row)) => to_value(&self.js_row(&row)),
+            Ok(None) => Ok(JsValue::NULL),
+            Err(_) => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// `{ count, narSize, fileSize }` of every loaded entry with a narinfo.
+    pub fn totals(&self) -> JsResult<JsValue> {
+        let ids: Vec<u32> = self.table.present_rows().map(|r| r.id).collect();
+        totals_of(&self.table, &ids)
+    }
+
     /// Selects the loaded entries with a narinfo whose base name contains `search` (any case;
     /// all for an empty one), sorted by `sort_key` (`name`, `version`, `hash`, `narSize`,
     /// `fileSize`, `refs`); returns how many. `rows` pages through them.
     pub fn query(&mut self, search: &str, sort_key: &str, descending: bool) -> JsResult<usize> {
         let key = SortKey::parse(sort_key).ok_or_else(|| err(format!("sort key {sort_key:?}")))?;
-        let mut ids = self.table.select(search.trim());
-        self.table.sort(&mut ids, key, descending);
-        self.view = ids;
+        self.view = self.table.query(search.trim(), key, descending);
         Ok(self.view.len())
     }
 
@@ -154,19 +169,7 @@ impl CacheIndex {
     /// `{ count, narSize, fileSize }` of the last `query`.
     #[wasm_bindgen(js_name = viewTotals)]
     pub fn view_totals(&self) -> JsResult<JsValue> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Out {
-            count: usize,
-            nar_size: u64,
-            file_size: u64,
-        }
-        let w = self.table.totals(&self.view);
-        to_value(&Out {
-            count: self.view.len(),
-            nar_size: w.nar_size,
-            file_size: w.file_size,
-        })
+        totals_of(&self.table, &self.view)
     }
 
     /// The shards `references(path)` still needs (none: it can be asked).
@@ -293,6 +296,22 @@ impl CacheIndex {
         paths.sort_unstable();
         paths
     }
+}
+
+fn totals_of(table: &IndexTable, ids: &[u32]) -> JsResult<JsValue> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Out {
+        count: usize,
+        nar_size: u64,
+        file_size: u64,
+    }
+    let w = table.totals(ids);
+    to_value(&Out {
+        count: ids.len(),
+        nar_size: w.nar_size,
+        file_size: w.file_size,
+    })
 }
 
 fn not_loaded(shards: &[usize]) -> JsError {

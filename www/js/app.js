@@ -79,7 +79,11 @@ async function openCache(source, roots = []) {
   try {
     setProgress(`Opening ${source.label}…`, 0, 0);
     await cache.open();
-    if (cache.listed) {
+    if (cache.index) {
+      setProgress('Reading the lookup index…', 0, 0);
+      await cache.openIndex();
+      readIndexInBackground(cache);
+    } else if (cache.listed) {
       const total = cache.narinfoNames.length;
       let last = 0;
       await cache.loadNarinfos(cache.narinfoNames, (done) => {
@@ -102,9 +106,42 @@ async function openCache(source, roots = []) {
     label.textContent = '';
   } finally {
     loading = false;
-    clearProgress();
+    if (!app.cache?.index) clearProgress();
   }
   render();
+}
+
+/**
+ * The rest of a cache's lookup index, after its first page is shown: the table grows as shards
+ * arrive (shown again at most every half second), with the progress in bytes of the index.
+ */
+async function readIndexInBackground(cache) {
+  const index = cache.index;
+  // The table is searched and sorted again as it grows: at most a tenth of the time, so that
+  // reading the index goes on at full pace.
+  let next = 0;
+  const show = (loaded, count) => {
+    if (app.cache !== cache) return;
+    setProgress(`Reading the lookup index: ${formatCount(loaded)} / ${formatCount(count)} shards`, loaded, count);
+    const now = performance.now();
+    if (now < next || loaded === count) return;
+    const v = currentPathsView();
+    if (v && main.contains(v.el)) v.refresh();
+    const took = performance.now() - now;
+    next = performance.now() + Math.max(1000, 10 * took);
+  };
+  try {
+    await cache.loadIndex(show);
+  } catch (e) {
+    if (app.cache === cache) cache.indexError = `The lookup index could not be read whole: ${errorMessage(e)}`;
+  }
+  if (app.cache !== cache) return;
+  clearProgress();
+  if (cache.indexError) {
+    main.prepend(h('div', { class: 'notice bad', id: 'index-error' }, cache.indexError));
+  }
+  currentPathsView()?.refresh();
+  document.body.dataset.indexComplete = String(index.complete);
 }
 
 async function addRoots(roots) {
@@ -360,7 +397,7 @@ search.addEventListener('keydown', (e) => {
     v.table.setActive(0, true);
   } else if (e.key === 'Enter') {
     e.preventDefault();
-    const first = v.table.rows[0];
+    const first = v.table.rows.at(0);
     if (first) location.hash = `#/path/${first.hash}`;
   }
 });

@@ -3,7 +3,9 @@
 // reference graph (the wasm CacheGraph: closures and their sizes, what each path adds,
 // referrers, why-depends). A cache that cannot be
 // listed (any HTTP cache but nar-tool serve) is explored from roots the user gives, following
-// references.
+// references. A cache with a lookup index (nar-tool-index/) is read through it instead, at any
+// size: the table, search, sort, closures and referrers come from the index (the package's
+// CacheIndex, shards fetched as needed), and a path's narinfo is fetched when it is opened.
 
 import { pool, errorMessage } from './util.js';
 
@@ -26,6 +28,14 @@ export class Cache {
     /** Narinfos loaded since the graph was last asked for, added to it in one call. */
     this._graphPending = [];
     this.storeDir = '/nix/store';
+    /** The cache's lookup index (the package's CacheIndex), or null. */
+    this.index = null;
+    this.indexError = null;
+    /** Index mode: the closure graph of each path opened (by hash part), and its referrers. */
+    this._closureGraphs = new Map();
+    this._referrers = new Map();
+    /** Index mode: rows of the index as entries without a narinfo loaded, by hash part. */
+    this._light = new Map();
   }
 
   get label() {
@@ -42,6 +52,19 @@ export class Cache {
       if (this.cacheInfo.storeDir) this.storeDir = this.cacheInfo.storeDir;
     } catch (e) {
       this.cacheInfoError = errorMessage(e);
+    }
+    if (this.wasm.CacheIndex) {
+      try {
+        this.index = await this.wasm.CacheIndex.open(this.source);
+      } catch (e) {
+        if (/\bHTTP 401\b/.test(errorMessage(e))) throw e;
+        this.indexError = errorMessage(e);
+      }
+    }
+    if (this.index) {
+      this.listed = true;
+      this.storeDir = this.index.storeDir;
+      return;
     }
     const names = await this.source.listNarinfos();
     this.listed = names != null;
@@ -184,21 +207,112 @@ export class Cache {
   }
 
   entryOfBaseName(base) {
-    return this.byHash.get(base.slice(0, 32)) ?? null;
+    const hash = base.slice(0, 32);
+    return this.byHash.get(hash) ?? (this.index ? this.lightEntry(hash) : null);
+  }
+
+  // ---- index mode
+
+  /** The first shard, for a first page; then loadIndex() takes the rest. */
+  async openIndex() {
+    await this.index.load([0]);
+  }
+
+  /** Loads every shard of the index; onProgress(loaded, count). */
+  async loadIndex(onProgress) {
+    await this.index.loadAll({ onProgress });
+  }
+
+  /** Every narinfo's name known: listed, loaded, or (index mode, once read whole) the index's. */
+  knownNarinfos() {
+    if (this.index) return this.index.complete ? this.index.narinfoNamesLoaded() : [];
+    return this.listed ? this.narinfoNames : this.entries.filter((e) => !e.absent).map((e) => e.file);
+  }
+
+  /** An index row as an entry of the table (no narinfo: `light`). */
+  entryOfRow(row) {
+    const full = this.byHash.get(row.hashPart);
+    if (full) return full;
+    let e = this._light.get(row.hashPart);
+    if (!e) {
+      e = {
+        file: `${row.hashPart}.narinfo`, hash: row.hashPart, text: null, info: null, error: null, absent: !row.present,
+        light: row.present, storePath: row.storePath, baseName: row.baseName, name: row.pname, pname: row.pname,
+        version: row.version, narSize: row.narSize, fileSize: row.fileSize, compression: '', sigCount: 0,
+        refCount: row.refCount, sigStatus: null,
+      };
+      if (!row.present) e.error = `${e.file} is not in the cache`;
+      this._light.set(row.hashPart, e);
+    }
+    return e;
+  }
+
+  /** The entry of a hash part from the index when its shard is loaded, else null. */
+  lightEntry(hash) {
+    const row = this.index.lookupLoaded(hash);
+    return row ? this.entryOfRow(row) : null;
+  }
+
+  /**
+   * Index mode: what a path's view needs: its narinfo, and its closure's graph (from the index).
+   * Referrers come later (they need every shard): referrersLoaded(e) says when.
+   */
+  async loadPath(hash) {
+    if (!this.byHash.has(hash)) {
+      const row = await this.index.lookup(hash);
+      if (!row || !row.present) return;
+      const e = await this.fetchEntry(`${hash}.narinfo`);
+      if (!e.info) {
+        // Missing or unreadable though the index lists it: shown with what the index says.
+        Object.assign(e, { indexRow: row, storePath: row.storePath, baseName: row.baseName, narSize: row.narSize, fileSize: row.fileSize, light: true });
+      }
+      this.add(e);
+    }
+    const e = this.byHash.get(hash);
+    if (e.storePath && !this._closureGraphs.has(hash)) this._closureGraphs.set(hash, await this.index.closureGraph(e.storePath));
+  }
+
+  /** Index mode: the referrers of `e` once every shard is loaded. */
+  async loadReferrers(e) {
+    if (!this._referrers.has(e.hash)) this._referrers.set(e.hash, await this.index.referrers(e.storePath));
+  }
+
+  /** The graph that answers for `e`: its closure's from the index, or that of every narinfo loaded. */
+  graphOf(e) {
+    return this.index ? this._closureGraphs.get(e.hash) : this.graph;
+  }
+
+  /** The references of a path with a narinfo or an index row (store paths). */
+  referencesOf(e) {
+    return e.info ? e.info.references : this.index.referencesLoaded(e.storePath);
+  }
+
+  /** `{ count, narSize, fileSize }` of the paths known. */
+  totals() {
+    if (this.index) return this.index.totals();
+    let narSize = 0;
+    let fileSize = 0;
+    for (const e of this.entries) {
+      narSize += e.narSize ?? 0;
+      fileSize += e.fileSize ?? 0;
+    }
+    return { count: this.entries.length, narSize, fileSize };
   }
 
   entryOfStorePath(path) {
     return this.entryOfBaseName(path.slice(path.lastIndexOf('/') + 1));
   }
 
-  /** The entries whose narinfos reference `e` (itself excluded). */
+  /** The entries whose narinfos reference `e` (itself excluded); null while not known yet (index mode). */
   referrers(e) {
-    return this.graph.referrers(e.storePath).filter((p) => p !== e.storePath).map((p) => this.entryOfStorePath(p)).filter((x) => x);
+    const paths = this.index ? this._referrers.get(e.hash) : this.graph.referrers(e.storePath);
+    if (!paths) return null;
+    return paths.filter((p) => p !== e.storePath).map((p) => this.entryOfStorePath(p)).filter((x) => x);
   }
 
   /** The closure of `e`, with its sizes and the references missing from the cache (base names). */
   closure(e) {
-    const { paths, missing, narSize, fileSize } = this.graph.closureWithMissing([e.storePath]);
+    const { paths, missing, narSize, fileSize } = this.graphOf(e).closureWithMissing([e.storePath]);
     return { paths, narSize, fileSize, missing: missing.map(baseNameOf) };
   }
 
@@ -208,18 +322,18 @@ export class Cache {
    */
   closureTree(e) {
     const key = `${e.hash} ${this.entries.length}`;
-    if (this._tree?.key !== key) this._tree = { key, nodes: this.graph.closureTree(e.storePath) };
+    if (this._tree?.key !== key) this._tree = { key, nodes: this.graphOf(e).closureTree(e.storePath) };
     return this._tree.nodes;
   }
 
-  /** Each path's own closure size (`{ narSize, fileSize }`), by the core. */
-  closureSizes(paths) {
-    return this.graph.closureSizes(paths);
+  /** Each of `paths`' own closure size (`{ narSize, fileSize }`), by the core; `paths` are in `root`'s closure. */
+  closureSizes(root, paths) {
+    return this.graphOf(root).closureSizes(paths);
   }
 
   /** Why `e` depends on `dep` (a store path): the shortest chain of store paths, or null. */
   whyDepends(e, dep) {
-    return this.graph.whyDepends(e.storePath, dep);
+    return this.graphOf(e).whyDepends(e.storePath, dep);
   }
 }
 

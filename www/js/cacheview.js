@@ -39,12 +39,7 @@ export function cacheView() {
   const info = cache.cacheInfo;
   const sub = substituter(cache);
   const { keys, others } = signers(cache);
-  let nar = 0;
-  let file = 0;
-  for (const e of cache.entries) {
-    nar += e.narSize ?? 0;
-    file += e.fileSize ?? 0;
-  }
+  const { count, narSize: nar, fileSize: file } = cache.totals();
   const conf = nixConf(cache);
   const copy = h('button', { type: 'button', id: 'copy-nix-conf', onclick: async () => {
     try {
@@ -62,7 +57,9 @@ export function cacheView() {
       row('StoreDir', info?.storeDir ?? cache.storeDir),
       row('WantMassQuery', info ? String(info.wantMassQuery) : '—'),
       row('Priority', info?.priority != null ? String(info.priority) : '—'),
-      row(cache.listed ? 'Paths' : 'Paths loaded', formatCount(cache.entries.length)),
+      row(cache.listed ? 'Paths' : 'Paths loaded', formatCount(count)),
+      cache.index ? row('Lookup index', `${formatCount(cache.index.paths)} paths, ${formatCount(cache.index.shardCount)} shards`,
+        cache.index.complete ? '' : ` (${formatCount(cache.index.loadedShards)} read so far)`) : null,
       row('NAR size', `${formatBytes(nar)} (${nar} bytes)`),
       row('File size', `${formatBytes(file)} (${file} bytes)`))),
     cache.cacheInfoError ? h('div', { class: 'notice bad' }, `nix-cache-info: ${cache.cacheInfoError}`) : null,

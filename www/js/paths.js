@@ -1,6 +1,7 @@
 // The paths table: every narinfo of the cache, searchable by name or hash part, filtered to the
 // paths with problems or without a trusted signature, sortable by any column, virtualised, with
-// the totals of what it shows. The view is built once per cache and re-attached, so its scroll
+// the totals of what it shows. A cache with a lookup index is shown from it (search, sort and
+// totals by the core's CacheIndex, rows made as they come into view), whatever its size. The view is built once per cache and re-attached, so its scroll
 // position, sort, filter and focus survive a visit to a path.
 
 import { h, formatBytes, formatCount } from './util.js';
@@ -30,7 +31,7 @@ const columns = [
   {
     key: 'name', label: 'Name', value: (e) => e.pname.toLowerCase(),
     cell: (e) => {
-      if (!e.info) return h('span', { class: 'pill bad', title: e.error }, e.absent ? 'absent' : 'malformed narinfo');
+      if (!e.info && !e.light) return h('span', { class: 'pill bad', title: e.error }, e.absent ? 'absent' : 'malformed narinfo');
       return h('a', { href: pathHref(e.hash), tabindex: '-1' }, e.pname);
     },
     title: (e) => e.error ?? e.storePath,
@@ -76,6 +77,46 @@ function totals(rows) {
   return { nar, file };
 }
 
+/** Index mode: sort keys the index has (the others need every narinfo: by name instead). */
+const INDEX_SORTS = new Set(['name', 'version', 'hash', 'narSize', 'fileSize', 'refs']);
+const ROWS_PAGE = 256;
+
+/**
+ * Index mode: the rows of the index's last query as the table wants them (`length`, `at(i)`),
+ * made a page at a time as they come into view. Valid until the next query.
+ */
+function indexRows(cache, count) {
+  const pages = new Map();
+  return {
+    length: count,
+    at(i) {
+      if (!(i >= 0 && i < count)) return undefined;
+      const p = Math.floor(i / ROWS_PAGE);
+      let page = pages.get(p);
+      if (!page) {
+        if (pages.size > 64) pages.clear();
+        page = cache.index.rows(p * ROWS_PAGE, ROWS_PAGE).map((r) => cache.entryOfRow(r));
+        pages.set(p, page);
+      }
+      return page[i - p * ROWS_PAGE];
+    },
+  };
+}
+
+/** Index mode: the rows and totals for the query, the filter and the table's sort. */
+function indexView(cache, table, query, show) {
+  if (show === 'problems') {
+    const rows = [...app.problems.keys()].map((hash) => cache.entryOfBaseName(hash))
+      .filter((e) => e && matches(e, query));
+    return { rows: table.sort(rows), sums: totals(rows) };
+  }
+  const key = INDEX_SORTS.has(table.sortKey) ? table.sortKey : 'name';
+  const count = cache.index.query(query, key, table.sortDir < 0);
+  table.showSort();
+  const t = cache.index.viewTotals();
+  return { rows: indexRows(cache, count), sums: { nar: t.narSize, file: t.fileSize } };
+}
+
 /** The paths view for the open cache (built on first use). */
 export function pathsView() {
   const cache = app.cache;
@@ -87,8 +128,10 @@ export function pathsView() {
   const count = h('span', { class: 'muted', id: 'paths-count', 'aria-live': 'polite' });
   const sums = h('span', { class: 'totals', id: 'paths-totals' });
   const note = h('span', { class: 'muted', id: 'filter-note' });
+  // Signatures are in narinfos, not in the index: that filter needs them all.
+  const filters = Object.entries(FILTERS).filter(([k]) => !(cache.index && k === 'untrusted'));
   const select = h('select', { id: 'paths-filter', 'aria-label': 'Show', onchange: () => v.setFilter(select.value) },
-    Object.entries(FILTERS).map(([k, f]) => h('option', { value: k }, f.label)));
+    filters.map(([k, f]) => h('option', { value: k }, f.label)));
   const table = new VirtualTable(columns, {
     label: 'Store paths',
     sortKey: 'name',
@@ -99,12 +142,16 @@ export function pathsView() {
   });
   const head = h('div', { class: 'table-head' },
     h('strong', null, cache.listed ? 'Store paths' : 'Store paths loaded'), count, sums, select, note,
+    cache.index ? h('span', { class: 'muted', id: 'from-index', title: 'nar-tool-index/: search, sort and sizes without reading every narinfo' }, 'from the lookup index') : null,
     cache.listed ? null : h('span', { class: 'muted' }, '— this cache cannot be listed: closures of the roots you gave (',
       h('a', { href: '#/open' }, 'add roots'), ')'),
     h('a', { href: '#/cache', id: 'use-cache' }, 'Use this cache…'),
     h('span', { class: 'muted keys-help' },
       h('kbd', null, '/'), ' search · ', h('kbd', null, '↑'), h('kbd', null, '↓'), ' move · ', h('kbd', null, 'Enter'), ' open · ', h('kbd', null, 'Esc'), ' back'));
   const el = h('div', { class: 'paths-view', style: { display: 'contents' } }, head, table.el);
+  const showTotals = (t) => sums.replaceChildren(
+    h('span', { title: `${t.nar} bytes unpacked` }, formatBytes(t.nar), ' NAR'), ' · ',
+    h('span', { title: `${t.file} bytes in the cache` }, formatBytes(t.file), ' files'));
   const v = {
     cache,
     el,
@@ -114,10 +161,20 @@ export function pathsView() {
     show: 'all',
     scrollTop: 0,
     resort() {
-      v.sorted = table.sort([...cache.entries]);
+      if (!cache.index) v.sorted = table.sort([...cache.entries]);
       v.filter(true);
     },
     filter(keep) {
+      if (cache.index) {
+        const { rows, sums: t } = indexView(cache, table, v.query, v.show);
+        table.setRows(rows, keep);
+        const all = cache.index.totals().count;
+        count.textContent = rows.length === all ? formatCount(all) : `${formatCount(rows.length)} of ${formatCount(all)}`;
+        showTotals(t);
+        note.textContent = cache.index.complete ? ''
+          : `reading the index: ${formatCount(all)} of ${formatCount(cache.index.paths)} paths so far`;
+        return;
+      }
       const q = v.query;
       const f = FILTERS[v.show];
       const rows = q || v.show !== 'all' ? v.sorted.filter((e) => matches(e, q) && f.keep(e)) : v.sorted;
@@ -125,10 +182,7 @@ export function pathsView() {
       count.textContent = rows.length === cache.entries.length
         ? `${formatCount(cache.entries.length)}`
         : `${formatCount(rows.length)} of ${formatCount(cache.entries.length)}`;
-      const t = totals(rows);
-      sums.replaceChildren(
-        h('span', { title: `${t.nar} bytes unpacked` }, formatBytes(t.nar), ' NAR'), ' · ',
-        h('span', { title: `${t.file} bytes in the cache` }, formatBytes(t.file), ' files'));
+      showTotals(totals(rows));
       note.textContent = v.show === 'untrusted' && !app.keys.length ? 'no trusted keys set: add them under Keys'
         : v.show === 'problems' && !app.problemsKnown ? 'unreadable narinfos only: verify to find the rest' : '';
     },
@@ -148,7 +202,8 @@ export function pathsView() {
     },
     refresh() {
       // Entries, keys or verification problems may have changed since it was last shown.
-      if (v.sorted.length !== cache.entries.length) v.resort();
+      if (cache.index) v.filter(true);
+      else if (v.sorted.length !== cache.entries.length) v.resort();
       else v.filter(true);
     },
   };

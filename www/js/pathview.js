@@ -9,23 +9,48 @@ import { startVerify } from './verify.js';
 import { closureTreemap } from './treemap.js';
 import { narLocation } from './urls.js';
 
+/** Index mode, per cache: hash part → 'loading', 'done' or the Error of loading what its view needs. */
+const loads = new WeakMap();
+
+/** Index mode: starts `load` once for (cache, key) and shows the view again when it ends. */
+function loadOnce(cache, key, load) {
+  let m = loads.get(cache);
+  if (!m) loads.set(cache, (m = new Map()));
+  if (!m.has(key)) {
+    m.set(key, 'loading');
+    load().then(() => m.set(key, 'done'), (err) => m.set(key, err instanceof Error ? err : new Error(String(err))))
+      .then(() => { if (app.cache === cache) app.rerender(); });
+  }
+  return m.get(key);
+}
+
 export function pathView(hash) {
   const cache = app.cache;
+  if (cache.index) {
+    const state = loadOnce(cache, hash, () => cache.loadPath(hash));
+    if (state === 'loading') return h('p', { class: 'muted loading', id: 'path-loading' }, `Loading ${hash} from the index…`);
+    if (state instanceof Error) {
+      return h('div', null, h('h1', null, hash), h('div', { class: 'notice bad', id: 'path-error' }, `Cannot load it: ${state.message}`));
+    }
+  }
   const e = cache.byHash.get(hash);
   if (!e) {
     return h('div', null, h('h1', null, `${hash}: not in this cache`),
       h('p', null, cache.listed ? 'No narinfo has this hash part.' : 'Not loaded. ',
         cache.listed ? null : h('a', { href: `#/open?root=${hash}` }, 'Load it as a root')));
   }
+  // Index mode: what the index says of a path whose narinfo is missing or unreadable.
+  const indexed = !e.info && e.indexRow && cache.graphOf(e);
   if (!e.info) {
-    return h('div', null, h('h1', null, e.file),
-      h('div', { class: 'notice bad' }, e.absent ? 'This narinfo is not in the cache.' : `This narinfo cannot be parsed: ${e.error}`),
+    return h('div', null, h('h1', null, indexed ? e.indexRow.baseName : e.file),
+      h('div', { class: 'notice bad', id: 'narinfo-error' }, e.absent ? 'This narinfo is not in the cache' : `This narinfo cannot be parsed: ${e.error}`,
+        indexed ? ' (the lookup index lists it: what follows is the index’s).' : '.'),
       e.text != null ? [h('h2', null, 'As stored'), h('pre', { class: 'content' }, e.text)] : null,
-      problemsSection(e));
+      problemsSection(e),
+      indexed ? [links(e, cache.referencesOf(e)), closureSections(e, cache.closure(e))] : null);
   }
   const info = e.info;
   const closure = cache.closure(e);
-  const referrers = cache.referrers(e).sort((a, b) => a.baseName.localeCompare(b.baseName));
   const where = narLocation(cache.source.kind === 'http' ? cache.source.base : null, info.url);
 
   return h('div', { class: 'path-view' },
@@ -41,15 +66,32 @@ export function pathView(hash) {
     h('h2', null, 'narinfo'),
     fieldsTable(e),
     h('details', null, h('summary', null, 'As stored'), h('pre', { class: 'content' }, e.text)),
-    h('div', { class: 'cols' },
-      h('section', null,
-        h('h2', null, `References (${info.references.length})`),
-        info.references.length ? h('ul', { class: 'links' }, info.references.map((r) =>
-          h('li', null, pathLink(r), r.slice(0, 32) === e.hash ? h('span', { class: 'muted' }, ' (itself)') : null))) : h('p', { class: 'muted' }, 'None.')),
-      h('section', null,
-        h('h2', null, `Referrers (${referrers.length})`),
-        referrers.length ? h('ul', { class: 'links' }, referrers.map((r) => h('li', null, h('a', { href: pathHref(r.hash) }, r.baseName))))
-          : h('p', { class: 'muted' }, cache.listed ? 'None in this cache.' : 'None among the paths loaded.'))),
+    links(e, info.references),
+    closureSections(e, closure),
+  );
+}
+
+/** References (store paths or base names) and referrers, as links. */
+function links(e, references) {
+  const cache = app.cache;
+  if (cache.index) loadOnce(cache, `referrers ${e.hash}`, () => cache.loadReferrers(e));
+  const referrers = cache.referrers(e)?.sort((a, b) => a.baseName.localeCompare(b.baseName));
+  return h('div', { class: 'cols' },
+    h('section', null,
+      h('h2', null, `References (${references.length})`),
+      references.length ? h('ul', { class: 'links' }, references.map((r) =>
+        h('li', null, pathLink(r), r.slice(r.lastIndexOf('/') + 1, r.lastIndexOf('/') + 33) === e.hash ? h('span', { class: 'muted' }, ' (itself)') : null))) : h('p', { class: 'muted' }, 'None.')),
+    h('section', null,
+      h('h2', null, `Referrers (${referrers ? referrers.length : '…'})`),
+      !referrers ? h('p', { class: 'muted', id: 'referrers-loading' }, 'Loading the whole index…')
+        : referrers.length ? h('ul', { class: 'links' }, referrers.map((r) => h('li', null, h('a', { href: pathHref(r.hash) }, r.baseName))))
+        : h('p', { class: 'muted' }, cache.listed ? 'None in this cache.' : 'None among the paths loaded.')));
+}
+
+/** The closure: its sizes, the tree of what each path adds, the treemap, every path with why it is there. */
+function closureSections(e, closure) {
+  const cache = app.cache;
+  return [
     h('h2', null, 'Closure'),
     h('p', null,
       h('strong', { id: 'closure-count' }, formatCount(closure.paths.length)), ' paths, ',
@@ -66,8 +108,8 @@ export function pathView(hash) {
       href: (p) => pathHref(p.slice(p.lastIndexOf('/') + 1, p.lastIndexOf('/') + 33)),
     }),
     h('details', null, h('summary', null, `All ${closure.paths.length} paths of the closure`),
-      h('ul', { class: 'links', id: 'closure-paths' }, closure.paths.map((p) => h('li', null, pathLink(p), p === info.storePath ? null : whyButton(e, p))))),
-  );
+      h('ul', { class: 'links', id: 'closure-paths' }, closure.paths.map((p) => h('li', null, pathLink(p), p === e.storePath ? null : whyButton(e, p))))),
+  ];
 }
 
 function fieldsTable(e) {
@@ -152,8 +194,8 @@ function closureTree(root, closure) {
       `adds ${formatBytes(added.get(e.storePath) ?? 0)}`));
   const node = (base, closureSize, ancestors, open) => {
     const e = cache.entryOfBaseName(base);
-    if (!e || !e.info) return h('div', { class: 'leaf' }, pathLink(base));
-    const refs = e.info.references.filter((r) => r.slice(0, 32) !== e.hash);
+    if (!e || !(e.info || e.light)) return h('div', { class: 'leaf' }, pathLink(base));
+    const refs = cache.referencesOf(e).map((r) => r.slice(r.lastIndexOf('/') + 1)).filter((r) => r.slice(0, 32) !== e.hash);
     const label = [h('a', { href: pathHref(e.hash) }, e.baseName), sizes(e, closureSize)];
     if (!refs.length) return h('div', { class: 'leaf', dataset: { path: e.storePath } }, label);
     if (ancestors.has(e.hash)) return h('div', { class: 'leaf' }, label, h('span', { class: 'muted' }, ' (cycle)'));
@@ -163,9 +205,9 @@ function closureTree(root, closure) {
       if (filled) return;
       filled = true;
       const anc = new Set(ancestors).add(e.hash);
-      const present = refs.map((r) => cache.entryOfBaseName(r)).map((x) => (x?.info ? x.storePath : null));
+      const present = refs.map((r) => cache.entryOfBaseName(r)).map((x) => (x?.info || x?.light ? x.storePath : null));
       const known = present.filter(Boolean);
-      const closures = cache.closureSizes(known);
+      const closures = cache.closureSizes(root, known);
       const each = new Map(known.map((p, i) => [p, closures[i].narSize]));
       const order = refs.map((r, i) => [r, present[i] ? each.get(present[i]) : -1])
         .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));

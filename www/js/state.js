@@ -46,7 +46,7 @@ export function pathLink(pathOrBase, text) {
   const base = pathOrBase.slice(pathOrBase.lastIndexOf('/') + 1);
   const e = app.cache?.entryOfBaseName(base);
   const label = text ?? base;
-  if (e && e.info) return h('a', { href: pathHref(e.hash) }, label);
+  if (e && (e.info || e.light)) return h('a', { href: pathHref(e.hash) }, label);
   return h('span', { title: 'not in this cache' }, label, ' ', h('span', { class: 'pill bad' }, 'missing'));
 }
 

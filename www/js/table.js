@@ -34,7 +34,7 @@ export class VirtualTable {
       const tr = e.target.closest('tr.row');
       if (!tr || e.target.closest('a')) return;
       this.setActive(Number(tr.dataset.index), true);
-      this.opts.onOpen(this.rows[this.active]);
+      this.opts.onOpen(this.rows.at(this.active));
     });
     this.tbody.addEventListener('focusin', (e) => {
       const tr = e.target.closest('tr.row');
@@ -57,7 +57,10 @@ export class VirtualTable {
     this.opts.onSort?.(this.sortKey, this.sortDir);
   }
 
-  /** Sorts rows in place by the current column (stable: ties keep the name order). */
+  /**
+   * Sorts rows in place by the current column (stable: ties keep the name order). `rows` may
+   * also be any object with `length` and `at(i)` (rows made on demand), sorted by its maker.
+   */
   sort(rows) {
     const col = this.columns.find((c) => c.key === this.sortKey) ?? this.columns[0];
     const dir = this.sortDir;
@@ -72,12 +75,18 @@ export class VirtualTable {
       return c || a[1] - b[1];
     });
     for (let i = 0; i < rows.length; i++) rows[i] = keyed[i][2];
+    this.showSort();
+    return rows;
+  }
+
+  /** Marks the sorted column's header. */
+  showSort() {
+    const dir = this.sortDir;
     for (const th of this.thead.querySelectorAll('th')) {
       const on = th.dataset.key === this.sortKey;
       th.setAttribute('aria-sort', on ? (dir > 0 ? 'ascending' : 'descending') : 'none');
       th.querySelector('button').textContent = this.columns.find((c) => c.key === th.dataset.key).label + (on ? (dir > 0 ? ' ▲' : ' ▼') : '');
     }
-    return rows;
   }
 
   setRows(rows, keepActive = false) {
@@ -121,7 +130,7 @@ export class VirtualTable {
   }
 
   renderRow(i) {
-    const row = this.rows[i];
+    const row = this.rows.at(i);
     const cls = this.opts.rowClass?.(row);
     const tr = h('tr', {
       class: cls ? `row ${cls}` : 'row',
@@ -188,7 +197,7 @@ export class VirtualTable {
       this.setActive(e.key === 'Home' ? 0 : this.rows.length - 1, true);
     } else if (e.key === 'Enter') {
       e.preventDefault();
-      if (this.rows[this.active]) this.opts.onOpen(this.rows[this.active]);
+      if (this.rows.at(this.active)) this.opts.onOpen(this.rows.at(this.active));
     }
   }
 

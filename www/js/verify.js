@@ -30,10 +30,13 @@ export function startVerify({ only = null, label = null, checkContents = job.che
   const cache = app.cache;
   if (!cache) return;
   cancelVerify(false);
-  const narinfos = cache.listed ? cache.narinfoNames : cache.entries.filter((e) => !e.absent).map((e) => e.file);
+  const narinfos = cache.knownNarinfos();
   // The bytes to read, as the narinfos say (the meter follows them: a large NAR moves it too).
   const wanted = new Set(only ?? narinfos);
-  const totalBytes = checkContents ? cache.entries.reduce((n, e) => n + (wanted.has(e.file) ? e.fileSize ?? 0 : 0), 0) : 0;
+  const sizeOf = (name) => cache.entryOfBaseName(name)?.fileSize ?? 0;
+  const totalBytes = !checkContents ? 0
+    : only ? only.reduce((n, name) => n + sizeOf(name), 0)
+      : cache.index ? cache.totals().fileSize : cache.entries.reduce((n, e) => n + (wanted.has(e.file) ? e.fileSize ?? 0 : 0), 0);
   Object.assign(job, {
     running: true,
     label: label ?? (cache.listed ? `the whole cache (${formatCount(narinfos.length)} narinfos)` : `the ${formatCount(narinfos.length)} narinfos loaded`),
@@ -185,7 +188,8 @@ function content() {
     app.keys.length ? `Signatures are checked against ${app.keys.length} trusted key${app.keys.length > 1 ? 's' : ''}. `
       : ['No trusted keys: signatures are not checked (', h('a', { href: '#/keys' }, 'add keys'), '). ']));
   out.push(h('div', { class: 'actions' },
-    h('button', { type: 'button', class: 'primary', id: 'verify-all', disabled: job.running, onclick: () => startVerify() },
+    // Through the index, the whole cache is known once the index is read whole.
+    h('button', { type: 'button', class: 'primary', id: 'verify-all', disabled: job.running || (cache.index && !cache.index.complete), onclick: () => startVerify() },
       cache.listed ? 'Verify the whole cache' : 'Verify the paths loaded'),
     h('button', { type: 'button', id: 'verify-cancel', disabled: !job.running, onclick: () => cancelVerify() }, 'Cancel'),
     h('label', null, contents, ' read and hash every NAR (off: narinfos, signatures and file sizes only)')));

@@ -141,6 +141,9 @@ pub struct IndexTable {
     loaded: usize,
     /// Referrer ids of every entry (`referrer_end`, `referrers`), built once every shard is in.
     referrers: Option<(Vec<u32>, Vec<u32>)>,
+    /// Every loaded entry with a narinfo in the order of the last [`IndexTable::query`] (kept
+    /// until a shard is added or another order is asked for): a search filters it, not sorts.
+    order: Option<(SortKey, bool, Vec<u32>)>,
 }
 
 impl IndexTable {
@@ -155,6 +158,7 @@ impl IndexTable {
             store_dir,
             loaded: 0,
             referrers: None,
+            order: None,
         })
     }
 
@@ -180,6 +184,7 @@ impl IndexTable {
         let shard = format::decode_shard(&self.manifest, n, bytes)?;
         self.shards[n] = Some(Columns::of(&shard));
         self.loaded += 1;
+        self.order = None;
         Ok(())
     }
 
@@ -263,6 +268,32 @@ impl IndexTable {
         self.present_rows()
             .filter(|r| needle.is_empty() || contains_ignoring_case(r.base_name, &needle))
             .map(|r| r.id)
+            .collect()
+    }
+
+    /// The loaded entries with a narinfo whose base name contains `needle` (any ASCII case;
+    /// all for an empty one), sorted as [`IndexTable::sort`] sorts. Searching again in the same
+    /// order only filters: the order of every entry is kept until a shard is added.
+    pub fn query(&mut self, needle: &str, key: SortKey, descending: bool) -> Vec<u32> {
+        let stale = !matches!(&self.order, Some((k, d, _)) if *k == key && *d == descending);
+        if stale {
+            let mut ids = self.select("");
+            self.sort(&mut ids, key, descending);
+            self.order = Some((key, descending, ids));
+        }
+        let (_, _, ids) = self.order.as_ref().expect("set above");
+        if needle.is_empty() {
+            return ids.clone();
+        }
+        let needle = needle.to_ascii_lowercase();
+        ids.iter()
+            .copied()
+            .filter(|&id| {
+                self.row(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| contains_ignoring_case(r.base_name, &needle))
+            })
             .collect()
     }
 

@@ -258,3 +258,27 @@ fn bad_shards_are_refused_and_change_nothing() {
     assert_eq!(t.loaded_shards(), 0);
     assert!(IndexTable::new(b"{}").is_err());
 }
+
+#[test]
+fn a_query_is_a_selection_in_a_kept_order() {
+    let c = content(1300);
+    let (json, _, shards) = encode(&c);
+    let mut t = IndexTable::new(&json).unwrap();
+    t.add_shard(1, &shards[1].1).unwrap();
+    let check = |t: &mut IndexTable, needle: &str, key, desc| {
+        let mut want = t.select(needle);
+        t.sort(&mut want, key, desc);
+        assert_eq!(
+            t.query(needle, key, desc),
+            want,
+            "{needle:?} {key:?} {desc}"
+        );
+    };
+    check(&mut t, "", SortKey::Name, false);
+    check(&mut t, "-2.0", SortKey::Name, false);
+    check(&mut t, "-2.0", SortKey::NarSize, true);
+    // A shard added since: the kept order is made again.
+    t.add_shard(0, &shards[0].1).unwrap();
+    check(&mut t, "-2.0", SortKey::NarSize, true);
+    check(&mut t, "p1", SortKey::Version, false);
+}

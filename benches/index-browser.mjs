@@ -1,0 +1,56 @@
+// The inspector on a cache's lookup index, timed in headless Chromium (benches/index.sh): serves
+// NAR_BENCH_CACHE (a cache with nar-tool-index/) with `nar-tool serve` (NAR_TOOL_BIN) and prints,
+// as JSON: the seconds from navigation to the first page of rows, to the whole index read, a
+// name search and a sort of every row, a path opened (narinfo fetched or not: its closure from
+// the index), and the page's JS heap and the browser's peak memory.
+
+import { launchChromium } from '../www/test/browser.mjs';
+import { startServe } from '../www/test/serve.mjs';
+
+const { NAR_BENCH_CACHE: cache, NAR_BENCH_SEARCH: search = 'pkg-4242-' } = process.env;
+if (!cache) throw new Error('NAR_BENCH_CACHE must be set');
+const MINUTE = 60 * 1000;
+
+const server = await startServe(cache, {});
+const browser = await launchChromium();
+const out = {};
+try {
+  const page = await (await browser.newContext({ viewport: { width: 1366, height: 800 } })).newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const t0 = Date.now();
+  await page.goto(server.url);
+  await page.waitForSelector('table.paths tbody tr.row', { timeout: MINUTE });
+  out.firstPageSeconds = (Date.now() - t0) / 1000;
+  await page.waitForSelector('body[data-index-complete="true"]', { timeout: 10 * MINUTE });
+  out.wholeIndexSeconds = (Date.now() - t0) / 1000;
+  out.rowsShown = await page.textContent('#paths-count');
+  let t = Date.now();
+  await page.fill('#search', search);
+  await page.waitForFunction(() => / of /.test(document.querySelector('#paths-count')?.textContent ?? ''), null, { timeout: MINUTE });
+  out.searchSeconds = (Date.now() - t) / 1000;
+  out.searchCount = await page.textContent('#paths-count');
+  await page.fill('#search', '');
+  t = Date.now();
+  await page.click('th[data-key="narSize"] button');
+  await page.waitForSelector('th[data-key="narSize"][aria-sort="ascending"]', { timeout: MINUTE });
+  out.sortSeconds = (Date.now() - t) / 1000;
+  await page.click('th[data-key="narSize"] button');
+  await page.waitForSelector('th[data-key="narSize"][aria-sort="descending"]', { timeout: MINUTE });
+  t = Date.now();
+  await page.click('table.paths tbody tr.row:nth-child(2) a');
+  await page.waitForSelector('#closure-count', { timeout: MINUTE });
+  out.openPathSeconds = (Date.now() - t) / 1000;
+  out.closurePaths = await page.textContent('#closure-count');
+  await page.waitForSelector('#referrers-loading', { state: 'detached', timeout: MINUTE });
+  out.jsHeapMiB = Math.round((await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0)) / 1048576);
+  out.wasmMemoryMiB = await page.evaluate(() => Math.round((window.__inspector?.wasmMemoryBytes?.() ?? 0) / 1048576));
+  if (errors.length) throw new Error(`errors in the page: ${errors.join('; ')}`);
+} catch (e) {
+  console.log(JSON.stringify(out));
+  throw e;
+} finally {
+  await browser.close();
+  await server.stop();
+}
+console.log(JSON.stringify(out));
