@@ -384,6 +384,75 @@ export interface ClosureTreeNode extends Sizes {
   dominator: string | null;
 }
 
+/** One path of a lookup index. */
+export interface IndexRow {
+  /** Its position in the index (entries are sorted by hash part). */
+  id: number;
+  hashPart: string;
+  baseName: string;
+  storePath: string;
+  /** The name after the hash part, and it split like Nix's DrvName. */
+  name: string;
+  pname: string;
+  version: string;
+  /** Whether the cache has its narinfo (else it is only referenced). */
+  present: boolean;
+  narSize: number | null;
+  fileSize: number | null;
+  refCount: number;
+}
+
+export interface IndexTotals {
+  count: number;
+  narSize: number;
+  fileSize: number;
+}
+
+export type IndexSortKey = 'name' | 'version' | 'hash' | 'narSize' | 'fileSize' | 'refs';
+
+/**
+ * A cache's lookup index (nar-tool-index/), read a shard at a time through a source; each shard
+ * fetched once, checked against the manifest. Call free() when done.
+ */
+export class CacheIndex {
+  /** The index of a cache (a source, an http(s) URL, or in Node a directory); null if it has none. */
+  static open(target: RawSource | string | URL, options?: HttpSourceOptions): Promise<CacheIndex | null>;
+  constructor(manifest: Uint8Array, source: Pick<RawSource, 'readFile'>);
+  readonly storeDir: string;
+  /** Paths with a narinfo. */
+  readonly paths: number;
+  /** Entries: the paths and the references without a narinfo. */
+  readonly entries: number;
+  readonly shardCount: number;
+  readonly loadedShards: number;
+  /** Whether every shard is loaded. */
+  readonly complete: boolean;
+  load(shards: number[], options?: { concurrency?: number; onProgress?: (loaded: number, count: number) => void }): Promise<void>;
+  loadAll(options?: { concurrency?: number; onProgress?: (loaded: number, count: number) => void }): Promise<void>;
+  /** A hash part, store path or base name: its entry, or null. */
+  lookup(path: string): Promise<IndexRow | null>;
+  /** lookup() without loading: undefined when its shard is not loaded yet. */
+  lookupLoaded(hashPart: string): IndexRow | null | undefined;
+  /** The loaded paths with a narinfo: how many, sorted and filtered (their base names contain `search`, any case). */
+  query(search: string, sortKey?: IndexSortKey, descending?: boolean): number;
+  /** A page of the last query. */
+  rows(start: number, count: number): IndexRow[];
+  viewTotals(): IndexTotals;
+  /** Of every loaded path with a narinfo. */
+  totals(): IndexTotals;
+  references(path: string): Promise<string[]>;
+  /** references() once its shards are loaded; throws else. */
+  referencesLoaded(path: string): string[];
+  /** The reference graph of the closure of `path`, with sizes. */
+  closureGraph(path: string): Promise<CacheGraph>;
+  /** Reads every shard first. */
+  referrers(path: string, options?: { concurrency?: number }): Promise<string[]>;
+  /** `<hash part>.narinfo` of every path with a narinfo, sorted; reads every shard first. */
+  narinfoNames(options?: { concurrency?: number }): Promise<string[]>;
+  narinfoNamesLoaded(): string[];
+  free(): void;
+}
+
 /** What the graph reads of a narinfo. */
 export type GraphEntry = Pick<NarInfo, 'storePath' | 'references'> & Partial<Pick<NarInfo, 'narSize' | 'fileSize'>>;
 

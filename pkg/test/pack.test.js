@@ -15,7 +15,7 @@ test('npm pack: the tarball holds the wasm, the JS, the types and the README, no
   assert.equal(r.code, 0, r.stderr);
   const files = JSON.parse(r.stdout)[0].files.map((f) => f.path).sort();
   for (const f of ['package.json', 'README.md', 'index.js', 'browser.js', 'index.d.ts', 'bin/nar-cache-verify.js', 'lib/api.js',
-    'lib/dir-source.js', 'lib/http-source.js', 'lib/public.js', 'wasm/nar_tool.js', 'wasm/nar_tool_bg.wasm', 'wasm/nar_tool.d.ts']) {
+    'lib/dir-source.js', 'lib/http-source.js', 'lib/public.js', 'lib/cache-index.js', 'wasm/nar_tool.js', 'wasm/nar_tool_bg.wasm', 'wasm/nar_tool.d.ts']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
   assert.deepEqual(files.filter((f) => /^(test|tools|node_modules)\//.test(f)), []);

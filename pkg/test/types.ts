@@ -173,3 +173,20 @@ function graphs(info: NarInfo): void {
 
 void main;
 void graphs;
+
+// A cache's lookup index.
+import { CacheIndex, type IndexRow, type IndexTotals } from 'nar-tool';
+async function indexTypes(): Promise<void> {
+  const idx = await CacheIndex.open('https://cache.example.org');
+  if (!idx) return;
+  const row: IndexRow | null = await idx.lookup('/nix/store/x');
+  const n: number = idx.query('hello', 'narSize', true);
+  const rows: IndexRow[] = idx.rows(0, n);
+  const t: IndexTotals = idx.viewTotals();
+  const g: CacheGraph = await idx.closureGraph(rows[0]!.storePath);
+  g.free();
+  await idx.loadAll({ onProgress: (loaded: number, count: number) => void [loaded, count] });
+  void [row, t, idx.complete, idx.shardCount];
+  idx.free();
+}
+void indexTypes;
