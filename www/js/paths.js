@@ -77,6 +77,12 @@ function totals(rows) {
   return { nar, file };
 }
 
+/** Entries by name, version and hash part: the order of ties in any sort (as the index sorts). */
+function byName(entries) {
+  const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+  return entries.sort((a, b) => cmp(a.pname.toLowerCase(), b.pname.toLowerCase()) || cmp(a.version, b.version) || cmp(a.hash, b.hash));
+}
+
 /** Index mode: sort keys the index has (the others need every narinfo: by name instead). */
 const INDEX_SORTS = new Set(['name', 'version', 'hash', 'narSize', 'fileSize', 'refs']);
 const ROWS_PAGE = 256;
@@ -161,7 +167,7 @@ export function pathsView() {
     show: 'all',
     scrollTop: 0,
     resort() {
-      if (!cache.index) v.sorted = table.sort([...cache.entries]);
+      if (!cache.index) v.sorted = table.sort(byName([...cache.entries]));
       v.filter(true);
     },
     filter(keep) {
