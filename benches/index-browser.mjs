@@ -2,14 +2,43 @@
 // NAR_BENCH_CACHE (a cache with nar-tool-index/) with `nar-tool serve` (NAR_TOOL_BIN) and prints,
 // as JSON: the seconds from navigation to the first page of rows, to the whole index read, a
 // name search and a sort of every row, a path opened (narinfo fetched or not: its closure from
-// the index), and the page's JS heap and the browser's peak memory.
+// the index), the page's JS heap and the peak resident memory of the largest Chromium process
+// (the renderer: the page and its wasm).
 
+import { readdirSync, readFileSync } from 'node:fs';
 import { launchChromium } from '../www/test/browser.mjs';
 import { startServe } from '../www/test/serve.mjs';
 
 const { NAR_BENCH_CACHE: cache, NAR_BENCH_SEARCH: search = 'pkg-4242-' } = process.env;
 if (!cache) throw new Error('NAR_BENCH_CACHE must be set');
 const MINUTE = 60 * 1000;
+
+/** The processes under `pid` (Chromium's renderers, GPU and network processes). */
+function descendants(pid) {
+  const parent = new Map();
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      parent.set(Number(p), Number(readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const out = [];
+  const walk = (p) => {
+    for (const [child, pp] of parent) if (pp === p) { out.push(child); walk(child); }
+  };
+  walk(pid);
+  return out;
+}
+
+/** A process's peak resident memory (VmHWM), in KiB. */
+function peakKiB(pid) {
+  try {
+    return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+  } catch {
+    return 0;
+  }
+}
 
 const server = await startServe(cache, {});
 const browser = await launchChromium();
@@ -44,7 +73,7 @@ try {
   out.closurePaths = await page.textContent('#closure-count');
   await page.waitForSelector('#referrers-loading', { state: 'detached', timeout: MINUTE });
   out.jsHeapMiB = Math.round((await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0)) / 1048576);
-  out.wasmMemoryMiB = await page.evaluate(() => Math.round((window.__inspector?.wasmMemoryBytes?.() ?? 0) / 1048576));
+  out.peakRendererMiB = Math.round(Math.max(...descendants(browser.process().pid).map(peakKiB)) / 1024);
   if (errors.length) throw new Error(`errors in the page: ${errors.join('; ')}`);
 } catch (e) {
   console.log(JSON.stringify(out));
