@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
 cargo build --release -q --bin nar-tool --example synth_index
-B=target/release/nar-tool
+T=${CARGO_TARGET_DIR:-target}/release
+B=$T/nar-tool
 WORK=$(mktemp -d)
 SERVE=
 trap '[ -z "$SERVE" ] || kill "$SERVE" 2>/dev/null; rm -rf "$WORK"' EXIT
 echo "== writing the index of $N synthetic paths"
-/usr/bin/time -f "   %e s, peak %M KiB" target/release/examples/synth_index "$WORK/cache" "$N" >"$WORK/hashes"
+/usr/bin/time -f "   %e s, peak %M KiB" $T/examples/synth_index "$WORK/cache" "$N" >"$WORK/hashes"
 du -sh "$WORK/cache/nar-tool-index" | sed 's/^/   size: /'
 mapfile -t H <"$WORK/hashes"
 timed() { # prints "SECONDS PEAK_KIB" of a command, its output discarded
