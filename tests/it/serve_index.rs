@@ -245,6 +245,25 @@ fn hostile_queries_get_a_clear_400() {
         );
     }
     assert!(answers.iter().any(|(s, _)| *s == 200), "{answers:?}");
+    // A damaged shard under a new manifest: a clear error (the shard named), not a wrong answer.
+    let dir = std::path::Path::new(&cache.arg).join("nar-tool-index");
+    let manifest = dir.join("index.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let m: Value = serde_json::from_str(&text).unwrap();
+    let shard = m["shards"][0]["name"].as_str().unwrap();
+    std::fs::write(dir.join(shard), b"not the shard").unwrap();
+    std::fs::write(&manifest, format!("{text}\n")).unwrap();
+    let hello = corpus_path("app-0.9");
+    for q in ["q=lib".to_string(), format!("q={}", &base(&hello)[..32])] {
+        let (status, body) = search(&server.addr, &q);
+        assert_eq!(status, 500, "{q}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("cannot read the index of this cache: index shard")
+                && error.contains(shard),
+            "{q}: {error}"
+        );
+    }
 }
 
 #[test]

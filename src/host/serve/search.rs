@@ -231,8 +231,11 @@ impl Searches {
                     },
                     Err(e) => {
                         // Not tried again while the manifest stays the same: a shard missing
-                        // or damaged under an unchanged manifest stays so.
-                        self.lock().failed = Some((etag, e.to_string()));
+                        // or damaged under an unchanged manifest stays so (a failed read may
+                        // not: it is tried again).
+                        if !matches!(e, IndexError::Read(_)) {
+                            self.lock().failed = Some((etag, e.to_string()));
+                        }
                         return Err(Failure::from(e));
                     }
                 }
