@@ -25,6 +25,7 @@ mod serve;
 mod serve_activation;
 mod serve_auth;
 mod serve_hostile;
+mod serve_index;
 mod storage_layer;
 mod store_gc;
 mod upstream;

@@ -81,6 +81,7 @@ pub struct IndexReader {
     manifest: Manifest,
     store_dir: StoreDir,
     shards: HashMap<usize, Shard>,
+    decompress: format::Decompressor,
 }
 
 impl IndexReader {
@@ -93,7 +94,15 @@ impl IndexReader {
             manifest,
             store_dir,
             shards: HashMap::new(),
+            decompress: format::decompress,
         })
+    }
+
+    /// The reader, decompressing shards with `decompress` (a native host's faster one) instead
+    /// of the core's [`format::decompress`].
+    pub fn with_decompressor(mut self, decompress: format::Decompressor) -> IndexReader {
+        self.decompress = decompress;
+        self
     }
 
     /// Opens the index of `source`; `Ok(None)` if it has none.
@@ -120,7 +129,7 @@ impl IndexReader {
                 self.manifest.shards.len()
             )));
         }
-        let shard = format::decode_shard(&self.manifest, n, bytes)?;
+        let shard = format::decode_shard_with(&self.manifest, n, bytes, self.decompress)?;
         self.shards.insert(n, shard);
         Ok(())
     }

@@ -5,7 +5,9 @@
 //! - `GET /_nar-tool/nar-files?offset=O&limit=L`: the names under `nar/` (`nar/<name>`);
 //! - `GET /_nar-tool/narinfo-texts?offset=O&limit=L`: the narinfos with their texts, so the
 //!   inspector need not make one request per narinfo (a text is `null` when it is not UTF-8,
-//!   larger than [`MAX_NARINFO`], or gone meanwhile: the inspector then fetches it by itself).
+//!   larger than [`MAX_NARINFO`], or gone meanwhile: the inspector then fetches it by itself);
+//! - `GET /_nar-tool/lookup?q=QUERY…`: a search of the cache's lookup index, in pages of the same
+//!   shape (`search.rs`).
 //!
 //! Each answers one page, `{"total": N, "offset": O, "items": […], "next": O' | null}`: at most
 //! `limit` items (capped at [`MAX_NAMES_PAGE`] names or [`MAX_TEXTS_PAGE`] texts) and at most
@@ -42,6 +44,8 @@ pub(super) enum Listing {
     Narinfos,
     NarFiles,
     NarinfoTexts,
+    /// A search of the lookup index (`search.rs`), guarded and taking turns as the listings do.
+    Lookup,
 }
 
 impl Listing {
@@ -50,6 +54,7 @@ impl Listing {
             "narinfos" => Some(Listing::Narinfos),
             "nar-files" => Some(Listing::NarFiles),
             "narinfo-texts" => Some(Listing::NarinfoTexts),
+            "lookup" => Some(Listing::Lookup),
             _ => None,
         }
     }
@@ -87,6 +92,10 @@ impl Shelf {
             Listing::Narinfos => (KeyDir::Root, MAX_NAMES_PAGE),
             Listing::NarFiles => (KeyDir::Nar, MAX_NAMES_PAGE),
             Listing::NarinfoTexts => (KeyDir::Root, MAX_TEXTS_PAGE),
+            // Answered by `Shelf::lookup`, not listed.
+            Listing::Lookup => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a listing"))
+            }
         };
         let names = self.listing(dir)?;
         let wanted = names.iter().skip(offset).take(limit.min(cap));
@@ -154,7 +163,7 @@ impl Shelf {
 }
 
 /// A page of JSON being written, its items limited to [`PAGE_BYTES`].
-struct Page {
+pub(super) struct Page {
     body: Vec<u8>,
     offset: usize,
     total: usize,
@@ -162,7 +171,7 @@ struct Page {
 }
 
 impl Page {
-    fn new(total: usize, offset: usize) -> Page {
+    pub(super) fn new(total: usize, offset: usize) -> Page {
         let mut body = Vec::with_capacity(4096);
         body.extend_from_slice(
             format!(r#"{{"total":{total},"offset":{offset},"items":["#).as_bytes(),
@@ -176,7 +185,7 @@ impl Page {
     }
 
     /// Adds an item if it fits (the first one always does); false once the page is full.
-    fn push(&mut self, item: &impl serde::Serialize) -> io::Result<bool> {
+    pub(super) fn push(&mut self, item: &impl serde::Serialize) -> io::Result<bool> {
         let json = serde_json::to_vec(item).map_err(io::Error::other)?;
         if self.items > 0 && self.body.len() + json.len() + 64 > PAGE_BYTES {
             return Ok(false);
@@ -189,7 +198,7 @@ impl Page {
         Ok(true)
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         let end = self.offset.saturating_add(self.items);
         let next = if end < self.total {
             end.to_string()

@@ -10,7 +10,8 @@
 //!
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
 //! JSON listings, a bounded page at a time (`json.rs`): `GET /_nar-tool/narinfos`,
-//! `GET /_nar-tool/nar-files` and `GET /_nar-tool/narinfo-texts` (the narinfos with their texts).
+//! `GET /_nar-tool/nar-files` and `GET /_nar-tool/narinfo-texts` (the narinfos with their texts),
+//! and searches of the cache's lookup index, `GET /_nar-tool/lookup?q=…` (`search.rs`).
 //!
 //! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining), on a tokio runtime of
 //! `threads` workers. This module decides only which file or listing a request gets
@@ -346,6 +347,7 @@ mod json;
 mod own_files;
 mod policy;
 mod routes;
+mod search;
 mod shelves;
 
 use bodies::*;

@@ -143,6 +143,9 @@ impl Site {
             Some((shelf, which))
         }) {
             let query = head.target.split_once('?').map_or("", |(_, q)| q);
+            if which == json::Listing::Lookup {
+                return shelf.lookup(query);
+            }
             return match shelf.listing_page(which, query) {
                 Ok(body) => Reply {
                     status: 200,

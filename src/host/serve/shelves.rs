@@ -1,7 +1,7 @@
 //! The caches `serve` serves: one at the root (`serve CACHE`), or several, each under its name
-//! (`serve --cache NAME=CACHE …`: `/NAME/nix-cache-info`, `/NAME/nar/…`, and its listings at
-//! `/NAME/_nar-tool/narinfos`). The server's own things stay at `/_nar-tool/`, which no cache
-//! name can shadow (names do not start with `_`).
+//! (`serve --cache NAME=CACHE …`: `/NAME/nix-cache-info`, `/NAME/nar/…`, its listings at
+//! `/NAME/_nar-tool/narinfos` and its searches at `/NAME/_nar-tool/lookup`). The server's own
+//! things stay at `/_nar-tool/`, which no cache name can shadow (names do not start with `_`).
 
 use super::*;
 
@@ -13,6 +13,8 @@ pub(super) struct Shelf {
     pub(super) cache: Box<dyn StorageRead>,
     /// The inspector's listings of it, reused for a while.
     pub(super) listings: json::Listings,
+    /// Its lookup index, loaded for searches.
+    pub(super) searches: search::Searches,
 }
 
 impl Shelf {
@@ -48,6 +50,7 @@ impl Shelf {
                 name: name.clone(),
                 cache,
                 listings: json::Listings::default(),
+                searches: search::Searches::default(),
             });
         }
         Ok(shelves)

@@ -7,6 +7,7 @@ use nar_tool::cache::index::publish::{content_of, StorageSource};
 use nar_tool::cache::index::reader::{Encoded, IndexReader, IndexSource, Step};
 use nar_tool::cache::index::IndexError;
 use nar_tool::cache::storage::StorageRead;
+use nar_tool::host::codec::decompress_zstd;
 use nar_tool::store_path::StoreDir;
 
 /// How many times a question is asked again when the index is replaced while it is read.
@@ -78,7 +79,7 @@ fn load(
     jobs: usize,
 ) -> Result<(IndexReader, Option<Encoded>)> {
     match IndexReader::open(&StorageSource(storage)) {
-        Ok(Some(reader)) => return Ok((reader, None)),
+        Ok(Some(reader)) => return Ok((reader.with_decompressor(decompress_zstd), None)),
         Ok(None) => eprintln!(
             "nar-tool: note: {} has no index: reading every narinfo (`nar-tool index` writes one)",
             storage.describe()
@@ -94,5 +95,5 @@ fn load(
         eprintln!("nar-tool: warning: {hash}.narinfo: {why}");
     }
     let made = Encoded::new(&content_of(store_dir, &inventory));
-    Ok((made.reader(), Some(made)))
+    Ok((made.reader().with_decompressor(decompress_zstd), Some(made)))
 }
