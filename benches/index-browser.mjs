@@ -13,7 +13,7 @@ const { NAR_BENCH_CACHE: cache, NAR_BENCH_SEARCH: search = 'pkg-4242-' } = proce
 if (!cache) throw new Error('NAR_BENCH_CACHE must be set');
 const MINUTE = 60 * 1000;
 
-/** The processes under `pid` (Chromium's renderers, GPU and network processes). */
+/** The processes under `pid` (here: Chromium's, and the server). */
 function descendants(pid) {
   const parent = new Map();
   for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -29,6 +29,14 @@ function descendants(pid) {
   };
   walk(pid);
   return out;
+}
+
+function isChromium(pid) {
+  try {
+    return /chrom/i.test(readFileSync(`/proc/${pid}/comm`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** A process's peak resident memory (VmHWM), in KiB. */
@@ -73,7 +81,7 @@ try {
   out.closurePaths = await page.textContent('#closure-count');
   await page.waitForSelector('#referrers-loading', { state: 'detached', timeout: MINUTE });
   out.jsHeapMiB = Math.round((await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0)) / 1048576);
-  out.peakRendererMiB = Math.round(Math.max(...descendants(browser.process().pid).map(peakKiB)) / 1024);
+  out.peakRendererMiB = Math.round(Math.max(...descendants(process.pid).filter(isChromium).map(peakKiB)) / 1024);
   if (errors.length) throw new Error(`errors in the page: ${errors.join('; ')}`);
 } catch (e) {
   console.log(JSON.stringify(out));

@@ -229,6 +229,33 @@ export class Cache {
     return this.listed ? this.narinfoNames : this.entries.filter((e) => !e.absent).map((e) => e.file);
   }
 
+  /**
+   * Index mode, before the index is read whole: the server's search of it (nar-tool serve), as
+   * entries: `{ total, entries }`, or null when the server cannot answer. Its records are checked
+   * by the core (each store path parsed) like anything else the cache sends.
+   */
+  async searchServer(query, limit = 1000) {
+    if (!this.source.searchIndex) return null;
+    const page = await this.source.searchIndex(query, limit);
+    if (!page) return null;
+    const entries = [];
+    for (const r of page.items) {
+      let p;
+      try {
+        p = this.wasm.parseStorePath(String(r.storePath), this.storeDir);
+      } catch {
+        continue;
+      }
+      const num = (x) => (Number.isSafeInteger(x) && x >= 0 ? x : null);
+      entries.push(this.entryOfRow({
+        hashPart: p.hashPart, baseName: p.baseName, storePath: p.path, pname: p.name, version: p.version,
+        present: r.present === true, narSize: num(r.narSize), fileSize: num(r.fileSize),
+        refCount: Array.isArray(r.references) ? r.references.length : 0,
+      }));
+    }
+    return { total: page.total, entries };
+  }
+
   /** An index row as an entry of the table (no narinfo: `light`). */
   entryOfRow(row) {
     const full = this.byHash.get(row.hashPart);

@@ -172,13 +172,18 @@ export function pathsView() {
     },
     filter(keep) {
       if (cache.index) {
-        const { rows, sums: t } = indexView(cache, table, v.query, v.show);
+        const served = v.served?.query === v.query && !cache.index.complete && v.show === 'all' ? v.served : null;
+        const { rows, sums: t } = served ? { rows: table.sort([...served.entries]), sums: totals(served.entries) }
+          : indexView(cache, table, v.query, v.show);
         table.setRows(rows, keep);
         const all = cache.index.totals().count;
-        count.textContent = rows.length === all ? formatCount(all) : `${formatCount(rows.length)} of ${formatCount(all)}`;
+        count.textContent = served ? `${formatCount(served.total)} of ${formatCount(cache.index.paths)}`
+          : rows.length === all ? formatCount(all) : `${formatCount(rows.length)} of ${formatCount(all)}`;
         showTotals(t);
         note.textContent = cache.index.complete ? ''
-          : `reading the index: ${formatCount(all)} of ${formatCount(cache.index.paths)} paths so far`;
+          : served ? `found by the server${served.total > rows.length ? `, the first ${formatCount(rows.length)} shown` : ''} (reading the index: ${formatCount(all)} paths so far)`
+            : `reading the index: ${formatCount(all)} of ${formatCount(cache.index.paths)} paths so far`;
+        if (v.query && !cache.index.complete && !served) v.askServer(v.query);
         return;
       }
       const q = v.query;
@@ -191,6 +196,18 @@ export function pathsView() {
       showTotals(totals(rows));
       note.textContent = v.show === 'untrusted' && !app.keys.length ? 'no trusted keys set: add them under Keys'
         : v.show === 'problems' && !app.problemsKnown ? 'unreadable narinfos only: verify to find the rest' : '';
+    },
+    /** Index mode, while the index is being read: the server's answer to a search, shown when it comes. */
+    served: null,
+    asked: null,
+    askServer(query) {
+      if (v.asked === query) return;
+      v.asked = query;
+      cache.searchServer(query).then((answer) => {
+        if (!answer || v.query !== query || cache.index.complete) return;
+        v.served = { query, ...answer };
+        v.filter(false);
+      });
     },
     setFilter(show) {
       if (!FILTERS[show] || show === v.show) return;

@@ -38,6 +38,21 @@ export function httpSource(pkg, base, { noStore = false, authorization = null } 
       }
     },
     /**
+     * nar-tool serve's search of the cache's lookup index (`/_nar-tool/lookup`): the first
+     * `limit` records of `query` and how many there are, `{ total, items }`; null when the
+     * server cannot answer (not nar-tool serve, no index, busy).
+     */
+    async searchIndex(query, limit) {
+      try {
+        const r = await fetch(url(`_nar-tool/lookup?q=${encodeURIComponent(query)}&limit=${limit}`), { cache: 'no-store', headers });
+        if (!r.ok) return null;
+        const page = await r.json();
+        return page && Array.isArray(page.items) && Number.isSafeInteger(page.total) ? page : null;
+      } catch {
+        return null;
+      }
+    },
+    /**
      * nar-tool serve's narinfos with their texts, a page at a time:
      * { total, items: [[name, text | null]], next } (next: where the following page starts, null
      * at the end; a page may hold fewer than asked), or null when the server has no such thing.

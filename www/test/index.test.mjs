@@ -101,15 +101,20 @@ test('a thousand paths in three shards: the first page from one shard, then the 
   await page.goto(s.url);
   await rows(page).first().waitFor();
   assert.match(await page.textContent('#filter-note'), /reading the index: \d+ of 1\u202f300 paths so far/);
-  release();
-  await complete(page);
-  assert.equal(await page.textContent('#paths-count'), '1\u202f300');
-  assert.equal(await page.textContent('#filter-note'), '');
-  await page.fill('#search', 'pkg-77');
-  await page.waitForFunction(() => / of /.test(document.querySelector('#paths-count').textContent));
+  // Meanwhile a search is answered by the server, from the whole index.
   const names = readdirSync(cache).filter((f) => f.endsWith('.narinfo'))
     .map((f) => /^StorePath: (.*)$/m.exec(readFileSync(join(cache, f), 'utf8'))[1]).filter((p) => p.includes('pkg-77'));
+  await page.fill('#search', 'pkg-77');
+  await page.waitForFunction(() => /found by the server/.test(document.querySelector('#filter-note').textContent));
   assert.equal(await page.textContent('#paths-count'), `${names.length} of 1\u202f300`);
+  const shown = await rows(page).evaluateAll((trs) => trs.map((tr) => tr.cells[2].textContent).sort());
+  assert.deepEqual(shown, names.map((p) => p.slice('/nix/store/'.length, '/nix/store/'.length + 32)).sort());
+  release();
+  await complete(page);
+  assert.equal(await page.textContent('#filter-note'), '');
+  assert.equal(await page.textContent('#paths-count'), `${names.length} of 1\u202f300`, 'the same, from the index read whole');
+  await page.fill('#search', '');
+  await page.waitForFunction(() => document.querySelector('#paths-count').textContent === '1\u202f300');
 });
 
 test('a path the index lists without its narinfo, and a damaged shard, are shown as such', async (t) => {
