@@ -3,7 +3,10 @@
 # a lookup by hash part (one process answering 100 lookups, less one answering 1, per lookup),
 # of one `nar-tool lookup` process, of a name search (every shard), of why-depends, and the
 # peak memory of each; then `nar-tool serve` answering searches through curl (a hash part and a
-# name, twice each: the first name search loads the index) and its peak memory.
+# name, twice each: the first name search loads the index) and its peak memory; then the
+# inspector in headless Chromium on the same cache (benches/index-browser.mjs: first page, the
+# whole index read, a search, a sort of every row, a path opened, peak memory), when www/'s
+# dependencies and the wasm build are there (scripts/test-www.sh installs them).
 # Usage: benches/index.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +57,12 @@ another hash part (from the index loaded)|q=${H[2]}
 glibc with its referrers (10 000 of them)|q=${H[0]}&referrers=1&limit=1
 SEARCHES
 awk '/VmHWM/ { printf "   serve peak memory: %d KiB\n", $2 }' "/proc/$SERVE/status"
+kill "$SERVE"
+SERVE=
+if [ -d www/node_modules/playwright-core ] && [ -f pkg/wasm/nar_tool_bg.wasm ]; then
+    echo "== the inspector in headless Chromium (benches/index-browser.mjs)"
+    NAR_TOOL_BIN=$B NAR_BENCH_CACHE=$WORK/cache NAR_BENCH_SEARCH=pkg-4242-1 node benches/index-browser.mjs |
+        tr -d '{}"' | tr ',' '\n' | sed 's/^/   /; s/:/: /'
+else
+    echo "== the inspector: skipped (run scripts/test-www.sh once for www/node_modules and pkg/wasm)"
+fi
