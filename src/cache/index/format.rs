@@ -45,6 +45,21 @@ pub struct Manifest {
     pub shards: Vec<ShardRef>,
 }
 
+impl Manifest {
+    /// The shard that would hold the entry of `hash_part` (entries are sorted by hash part).
+    pub fn shard_of_hash(&self, hash_part: &str) -> Option<usize> {
+        let n = self
+            .shards
+            .partition_point(|s| s.first.as_str() <= hash_part);
+        n.checked_sub(1)
+    }
+
+    /// The shard that holds entry `id`.
+    pub fn shard_of_id(&self, id: u32) -> usize {
+        (u64::from(id) / self.shard_entries) as usize
+    }
+}
+
 /// One shard as the manifest names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -162,15 +162,11 @@ impl IndexReader {
 
     /// The shard that holds `hash_part` if any entry has it.
     pub fn shard_for_hash(&self, hash_part: &str) -> Option<usize> {
-        let n = self
-            .manifest
-            .shards
-            .partition_point(|s| s.first.as_str() <= hash_part);
-        n.checked_sub(1)
+        self.manifest.shard_of_hash(hash_part)
     }
 
     fn shard_for_id(&self, id: u32) -> usize {
-        (u64::from(id) / self.manifest.shard_entries) as usize
+        self.manifest.shard_of_id(id)
     }
 
     /// Entry `id`, or the shard it needs.

@@ -207,15 +207,7 @@ impl IndexTable {
 
     /// The shard that would hold `hash_part`.
     pub fn shard_of_hash(&self, hash_part: &str) -> Option<usize> {
-        let n = self
-            .manifest
-            .shards
-            .partition_point(|s| s.first.as_str() <= hash_part);
-        n.checked_sub(1)
-    }
-
-    fn shard_of_id(&self, id: u32) -> usize {
-        (u64::from(id) / self.manifest.shard_entries) as usize
+        self.manifest.shard_of_hash(hash_part)
     }
 
     /// Entry `id`, or the shard it needs (`Err`); `Ok(None)` if there is no such id.
@@ -223,7 +215,7 @@ impl IndexTable {
         if u64::from(id) >= self.manifest.entries {
             return Ok(None);
         }
-        let n = self.shard_of_id(id);
+        let n = self.manifest.shard_of_id(id);
         let columns = self.shards[n].as_ref().ok_or(n)?;
         Ok(Some(columns.row((id - columns.first_id) as usize)))
     }
