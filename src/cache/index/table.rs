@@ -8,6 +8,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use super::format::{self, Manifest, Shard};
+use super::reader::PathRecord;
 use super::IndexError;
 use crate::cache::graph::{Graph, Weight};
 use crate::store_path::{split_name_version, StoreDir, StorePath, HASH_PART_LEN};
@@ -144,6 +145,7 @@ pub struct IndexTable {
     /// Every loaded entry with a narinfo in the order of the last [`IndexTable::query`] (kept
     /// until a shard is added or another order is asked for): a search filters it, not sorts.
     order: Option<(SortKey, bool, Vec<u32>)>,
+    decompress: format::Decompressor,
 }
 
 impl IndexTable {
@@ -159,7 +161,15 @@ impl IndexTable {
             loaded: 0,
             referrers: None,
             order: None,
+            decompress: format::decompress,
         })
+    }
+
+    /// The table, decompressing shards with `decompress` (a native host's faster one) instead
+    /// of the core's [`format::decompress`].
+    pub fn with_decompressor(mut self, decompress: format::Decompressor) -> IndexTable {
+        self.decompress = decompress;
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -181,7 +191,7 @@ impl IndexTable {
         if self.shards[n].is_some() {
             return Ok(());
         }
-        let shard = format::decode_shard(&self.manifest, n, bytes)?;
+        let shard = format::decode_shard_with(&self.manifest, n, bytes, self.decompress)?;
         self.shards[n] = Some(Columns::of(&shard));
         self.loaded += 1;
         self.order = None;
@@ -368,39 +378,105 @@ impl IndexTable {
     /// The ids of the entries that reference `id` (itself included if it refers to itself),
     /// ascending; or the shards still missing (they are built from every entry's references).
     pub fn referrers(&mut self, id: u32) -> Result<&[u32], Vec<usize>> {
+        self.build_referrers()?;
+        Ok(self.built_referrers(id).unwrap_or(&[]))
+    }
+
+    /// Builds every entry's referrers (once), from every shard; or the shards still missing.
+    pub fn build_referrers(&mut self) -> Result<(), Vec<usize>> {
         if !self.is_complete() {
             return Err(self.missing_shards());
         }
-        let (ends, ids) = self.referrers.get_or_insert_with(|| {
-            let n = self.manifest.entries as usize;
-            let mut count = vec![0u32; n];
-            let rows = self.shards.iter().flatten().flat_map(|c| c.refs.iter());
-            for &r in rows {
-                count[r as usize] += 1;
-            }
-            let mut ends = Vec::with_capacity(n);
-            let mut total = 0u32;
-            for c in &count {
-                total += c;
-                ends.push(total);
-            }
-            let mut fill: Vec<u32> = ends.iter().zip(&count).map(|(e, c)| e - c).collect();
-            let mut ids = vec![0u32; total as usize];
-            // Shards in order, entries in order: each list comes out ascending.
-            for c in self.shards.iter().flatten() {
-                for i in 0..c.len() {
-                    for &r in &c.refs[Columns::span(&c.ref_end, i)] {
-                        ids[fill[r as usize] as usize] = c.first_id + i as u32;
-                        fill[r as usize] += 1;
-                    }
+        if self.referrers.is_some() {
+            return Ok(());
+        }
+        let n = self.manifest.entries as usize;
+        let mut count = vec![0u32; n];
+        for &r in self.shards.iter().flatten().flat_map(|c| c.refs.iter()) {
+            count[r as usize] += 1;
+        }
+        let mut ends = Vec::with_capacity(n);
+        let mut total = 0u32;
+        for c in &count {
+            total += c;
+            ends.push(total);
+        }
+        let mut fill: Vec<u32> = ends.iter().zip(&count).map(|(e, c)| e - c).collect();
+        let mut ids = vec![0u32; total as usize];
+        // Shards in order, entries in order: each list comes out ascending.
+        for c in self.shards.iter().flatten() {
+            for i in 0..c.len() {
+                for &r in &c.refs[Columns::span(&c.ref_end, i)] {
+                    ids[fill[r as usize] as usize] = c.first_id + i as u32;
+                    fill[r as usize] += 1;
                 }
             }
-            (ends, ids)
-        });
-        if id as usize >= ends.len() {
-            return Ok(&[]);
         }
-        Ok(&ids[Columns::span(ends, id as usize)])
+        self.referrers = Some((ends, ids));
+        Ok(())
+    }
+
+    /// The referrers of `id` once [`IndexTable::build_referrers`] has built them.
+    pub fn built_referrers(&self, id: u32) -> Option<&[u32]> {
+        let (ends, ids) = self.referrers.as_ref()?;
+        Some(if (id as usize) < ends.len() {
+            &ids[Columns::span(ends, id as usize)]
+        } else {
+            &[]
+        })
+    }
+
+    /// The entries with a narinfo whose name starts with `needle` (sorted by name), then those
+    /// whose name contains it elsewhere (sorted by name), among the loaded ones; as
+    /// [`IndexReader::search_name`](super::reader::IndexReader::search_name) answers.
+    pub fn search_name(&self, needle: &str) -> Vec<u32> {
+        let mut prefix = Vec::new();
+        let mut inside = Vec::new();
+        for row in self.present_rows() {
+            let name = row.name();
+            if name.starts_with(needle) {
+                prefix.push((name, row.id));
+            } else if name.contains(needle) {
+                inside.push((name, row.id));
+            }
+        }
+        prefix.sort_unstable();
+        inside.sort_unstable();
+        prefix.into_iter().chain(inside).map(|(_, id)| id).collect()
+    }
+
+    /// Entry `id` with its references (and, once built, its referrers) named, as
+    /// [`IndexReader::record`](super::reader::IndexReader::record) gives it; `None` if it or
+    /// an entry it names is not loaded.
+    pub fn record(&self, id: u32, with_referrers: bool) -> Option<PathRecord> {
+        self.record_with_referrers(id, with_referrers.then_some(usize::MAX))
+    }
+
+    /// [`IndexTable::record`] naming at most `max` referrers (the first, in id order).
+    pub fn record_with_referrers(&self, id: u32, max: Option<usize>) -> Option<PathRecord> {
+        let row = self.row(id).ok().flatten()?;
+        let names = |ids: &[u32]| -> Option<Vec<String>> {
+            ids.iter()
+                .map(|&r| self.row(r).ok().flatten().map(|r| self.store_path(&r)))
+                .collect()
+        };
+        let referrers = match max {
+            Some(max) => {
+                let ids = self.built_referrers(id)?;
+                Some(names(&ids[..ids.len().min(max)])?)
+            }
+            None => None,
+        };
+        Some(PathRecord {
+            store_path: self.store_path(&row),
+            hash_part: row.hash_part().into(),
+            name: row.name().into(),
+            present: row.present(),
+            nar_size: row.nar_size,
+            file_size: row.file_size,
+            references: names(row.references)?,
+            referrers,
+        })
     }
 
     /// The reference graph of `roots`' closure, with each path's sizes; or the shards it needs

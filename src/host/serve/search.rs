@@ -5,7 +5,7 @@
 //! name, or a name (matched by prefix, then anywhere, as `nar-tool lookup` does).
 //!
 //! A hash part or store path reads the manifest and a few shards. A name, or `referrers=1`,
-//! needs every shard: the decoded index of each cache is kept in memory ([`Searches`]) and
+//! needs every shard: the decoded index of each cache is kept in memory, in columns (`IndexTable`, referrers built), ([`Searches`]) and
 //! loaded again only when the manifest changes (its ETag, then its bytes, compared), at most one
 //! load at a time per cache (others wait up to [`LOAD_WAIT`], then get a 503 with
 //! Retry-After), on the blocking thread the request is answered on. Bounded: `q` at most
@@ -20,6 +20,7 @@ use std::time::Instant;
 use super::*;
 use crate::cache::index::publish::{self as index_publish, StorageSource};
 use crate::cache::index::reader::{IndexReader, IndexSource, PathRecord, Step};
+use crate::cache::index::table::IndexTable;
 use crate::cache::index::{format as index_format, IndexError, Query};
 use crate::host::codec::decompress_zstd;
 use crate::store_path::StoreDir;
@@ -60,7 +61,8 @@ struct State {
 struct Whole {
     etag: String,
     manifest: Arc<Vec<u8>>,
-    reader: Arc<IndexReader>,
+    /// Every entry, in columns (about 100 bytes an entry), referrers built.
+    table: Arc<IndexTable>,
 }
 
 /// What a search asks for.
@@ -141,7 +143,7 @@ impl Shelf {
         let key = index_publish::key(index_publish::MANIFEST)?;
         let meta = self.cache.stat(&key)?.ok_or(Failure::NoIndex)?;
         if let Some(whole) = self.searches.current(&meta.etag) {
-            return page(Asker::Whole(&whole.reader), params);
+            return page(Asker::Whole(&whole.table), params);
         }
         let Some((manifest, _)) = read_manifest(&*self.cache)? else {
             return Err(Failure::NoIndex);
@@ -157,7 +159,7 @@ impl Shelf {
             return page(Asker::Partial(&mut reader, &source), params);
         }
         let whole = self.searches.whole(&*self.cache)?;
-        page(Asker::Whole(&whole.reader), params)
+        page(Asker::Whole(&whole.table), params)
     }
 }
 
@@ -218,16 +220,16 @@ impl Searches {
             Some(p) if *p.manifest == manifest => Whole {
                 etag,
                 manifest: p.manifest.clone(),
-                reader: p.reader.clone(),
+                table: p.table.clone(),
             },
             previous => {
                 // The previous index is let go before the next one is made: one in memory.
                 drop(previous);
                 match load_every_shard(cache, &manifest) {
-                    Ok(reader) => Whole {
+                    Ok(table) => Whole {
                         etag,
                         manifest: Arc::new(manifest),
-                        reader: Arc::new(reader),
+                        table: Arc::new(table),
                     },
                     Err(e) => {
                         // Not tried again while the manifest stays the same: a shard missing
@@ -277,10 +279,11 @@ fn read_manifest(cache: &dyn StorageRead) -> Result<Option<(Vec<u8>, String)>, F
     Ok(Some((bytes, object.meta.etag)))
 }
 
-/// A reader of the index whose manifest this is, with every shard, read [`FETCHERS`] at once.
-fn load_every_shard(cache: &dyn StorageRead, manifest: &[u8]) -> Result<IndexReader, IndexError> {
-    let mut reader = IndexReader::new(manifest)?.with_decompressor(decompress_zstd);
-    let names: Vec<String> = reader
+/// The table of the index whose manifest this is, with every shard (read [`FETCHERS`] at once)
+/// and every entry's referrers.
+fn load_every_shard(cache: &dyn StorageRead, manifest: &[u8]) -> Result<IndexTable, IndexError> {
+    let mut table = IndexTable::new(manifest)?.with_decompressor(decompress_zstd);
+    let names: Vec<String> = table
         .manifest()
         .shards
         .iter()
@@ -312,10 +315,13 @@ fn load_every_shard(cache: &dyn StorageRead, manifest: &[u8]) -> Result<IndexRea
                 .collect()
         });
         for (i, bytes) in fetched.into_iter().enumerate() {
-            reader.add_shard(b * FETCHERS * 4 + i, &bytes?)?;
+            table.add_shard(b * FETCHERS * 4 + i, &bytes?)?;
         }
     }
-    Ok(reader)
+    table
+        .build_referrers()
+        .map_err(|missing| IndexError::Read(format!("shards {missing:?} were not read")))?;
+    Ok(table)
 }
 
 /// One record of a page: a path as `nar-tool lookup --json` prints it, and how many referrers
@@ -329,61 +335,91 @@ struct Item {
     referrers_total: Option<usize>,
 }
 
-/// Who answers the questions of a search: the index with every shard loaded, or a reader
-/// that reads the shards it needs from a source.
+/// Who answers the questions of a search: the table of every entry, or a reader that reads
+/// the shards it needs from a source.
 enum Asker<'a> {
-    Whole(&'a IndexReader),
+    Whole(&'a IndexTable),
     Partial(&'a mut IndexReader, &'a dyn IndexSource),
 }
 
 impl Asker<'_> {
-    fn ask<T>(&mut self, question: impl Fn(&IndexReader) -> Step<T>) -> Result<T, Failure> {
-        match self {
-            Asker::Partial(reader, source) => Ok(reader.answer(*source, question)?),
-            Asker::Whole(whole) => match question(whole) {
-                Step::Done(answer) => Ok(answer),
-                Step::Need(_) => Err(Failure::Broken("the loaded index lacks a shard".into())),
-            },
-        }
-    }
-
     fn store_dir(&self) -> StoreDir {
         match self {
-            Asker::Whole(r) => r.store_dir().clone(),
+            Asker::Whole(t) => t.store_dir().clone(),
             Asker::Partial(r, _) => r.store_dir().clone(),
         }
     }
+
+    /// The id of the entry of `hash` if the cache has its narinfo.
+    fn find_present(&mut self, hash: &str) -> Result<Option<u32>, Failure> {
+        match self {
+            Asker::Whole(t) => Ok(t
+                .find(hash)
+                .map_err(|_| lacks_shard())?
+                .filter(|row| row.present())
+                .map(|row| row.id)),
+            Asker::Partial(reader, source) => {
+                Ok(reader.answer(*source, |r| match r.find(hash) {
+                    Step::Done(Some(id)) => match r.entry(id) {
+                        // A reference without a narinfo is not in the cache.
+                        Ok(e) => Step::Done(e.nar_size.is_some().then_some(id)),
+                        Err(n) => Step::Need([n].into()),
+                    },
+                    Step::Done(None) => Step::Done(None),
+                    Step::Need(n) => Step::Need(n),
+                })?)
+            }
+        }
+    }
+
+    fn search_name(&mut self, name: &str) -> Result<Vec<u32>, Failure> {
+        match self {
+            Asker::Whole(t) => Ok(t.search_name(name)),
+            Asker::Partial(reader, source) => Ok(reader.answer(*source, |r| r.search_name(name))?),
+        }
+    }
+
+    /// Entry `id` as a record, with at most [`MAX_REFERRERS`] referrers if asked, and how many
+    /// there are.
+    fn record(&mut self, id: u32, referrers: bool) -> Result<Item, Failure> {
+        let (record, referrers_total) = match self {
+            Asker::Whole(t) => {
+                let record = t
+                    .record_with_referrers(id, referrers.then_some(MAX_REFERRERS))
+                    .ok_or_else(lacks_shard)?;
+                let total = t.built_referrers(id).map(<[u32]>::len);
+                (record, total.filter(|_| referrers))
+            }
+            Asker::Partial(reader, source) => {
+                let mut record = reader.answer(*source, |r| r.record(id, referrers))??;
+                let total = record.referrers.as_mut().map(|r| {
+                    let total = r.len();
+                    r.truncate(MAX_REFERRERS);
+                    total
+                });
+                (record, total)
+            }
+        };
+        Ok(Item {
+            record,
+            referrers_total,
+        })
+    }
+}
+
+fn lacks_shard() -> Failure {
+    Failure::Broken("the loaded index lacks a shard".into())
 }
 
 /// The page `params` asks for, as JSON.
 fn page(mut asker: Asker<'_>, params: &Params) -> Result<Vec<u8>, Failure> {
     let ids: Vec<u32> = match Query::parse(&asker.store_dir(), &params.q) {
-        Query::HashPart(hash) => {
-            let found = asker.ask(|r| match r.find(&hash) {
-                Step::Done(Some(id)) => match r.entry(id) {
-                    // A reference without a narinfo is not in the cache.
-                    Ok(e) => Step::Done(e.nar_size.is_some().then_some(id)),
-                    Err(n) => Step::Need([n].into()),
-                },
-                Step::Done(None) => Step::Done(None),
-                Step::Need(n) => Step::Need(n),
-            })?;
-            found.into_iter().collect()
-        }
-        Query::Name(name) => asker.ask(|r| r.search_name(&name))?,
+        Query::HashPart(hash) => asker.find_present(&hash)?.into_iter().collect(),
+        Query::Name(name) => asker.search_name(&name)?,
     };
     let mut page = json::Page::new(ids.len(), params.offset);
     for &id in ids.iter().skip(params.offset).take(params.limit) {
-        let mut record = asker.ask(|r| r.record(id, params.referrers))??;
-        let referrers_total = record.referrers.as_mut().map(|r| {
-            let total = r.len();
-            r.truncate(MAX_REFERRERS);
-            total
-        });
-        let item = Item {
-            record,
-            referrers_total,
-        };
+        let item = asker.record(id, params.referrers)?;
         if !page.push(&item)? {
             break;
         }

@@ -282,3 +282,31 @@ fn a_query_is_a_selection_in_a_kept_order() {
     check(&mut t, "-2.0", SortKey::NarSize, true);
     check(&mut t, "p1", SortKey::Version, false);
 }
+
+#[test]
+fn records_and_name_searches_are_the_readers() {
+    use crate::cache::index::reader::{IndexReader, Step};
+    let c = content(1300);
+    let (json, _, shards) = encode(&c);
+    let mut t = table_of(&c);
+    t.build_referrers().unwrap();
+    let mut r = IndexReader::new(&json).unwrap();
+    for (n, (_, bytes)) in shards.iter().enumerate() {
+        r.add_shard(n, bytes).unwrap();
+    }
+    for needle in ["p1", "-tool", "3-", "nothing"] {
+        assert_eq!(
+            Step::Done(t.search_name(needle)),
+            r.search_name(needle),
+            "{needle}"
+        );
+    }
+    for id in (0..t.manifest().entries as u32).step_by(7) {
+        for with in [false, true] {
+            let Step::Done(Ok(want)) = r.record(id, with) else {
+                panic!("the reader has every shard")
+            };
+            assert_eq!(t.record(id, with), Some(want), "{id} {with}");
+        }
+    }
+}
