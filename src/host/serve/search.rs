@@ -5,8 +5,8 @@
 //! name, or a name (matched by prefix, then anywhere, as `nar-tool lookup` does).
 //!
 //! A hash part or store path reads the manifest and a few shards. A name, or `referrers=1`,
-//! needs every shard: the decoded index of each cache is kept in memory, in columns (`IndexTable`, referrers built), ([`Searches`]) and
-//! loaded again only when the manifest changes (its ETag, then its bytes, compared), at most one
+//! needs every shard: the decoded index of each cache is kept in memory ([`Searches`]: the
+//! core's columnar `IndexTable`, every entry's referrers built) and loaded again only when the manifest changes (its ETag, then its bytes, compared), at most one
 //! load at a time per cache (others wait up to [`LOAD_WAIT`], then get a 503 with
 //! Retry-After), on the blocking thread the request is answered on. Bounded: `q` at most
 //! [`MAX_QUERY`] bytes, `limit` at most [`MAX_LIMIT`], at most [`MAX_REFERRERS`] referrers a
