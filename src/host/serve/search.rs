@@ -6,9 +6,10 @@
 //!
 //! A hash part or store path reads the manifest and a few shards. A name, or `referrers=1`,
 //! needs every shard: the decoded index of each cache is kept in memory ([`Searches`]: the
-//! core's columnar `IndexTable`, every entry's referrers built) and loaded again only when the manifest changes (its ETag, then its bytes, compared), at most one
-//! load at a time per cache (others wait up to [`LOAD_WAIT`], then get a 503 with
-//! Retry-After), on the blocking thread the request is answered on. Bounded: `q` at most
+//! core's columnar `IndexTable`, every entry's referrers built) and loaded again only when the
+//! manifest changes (its ETag, then its bytes, compared), at most one load at a time per cache
+//! (others wait up to [`LOAD_WAIT`], then get a 503 with Retry-After), on the blocking thread
+//! the request is answered on. Bounded: `q` at most
 //! [`MAX_QUERY`] bytes, `limit` at most [`MAX_LIMIT`], at most [`MAX_REFERRERS`] referrers a
 //! record (`referrersTotal` says how many there are), and a page at most `json.rs`'s byte
 //! budget. Errors are JSON too: `{"error": "…"}` (400 for a bad query, 404 when the cache has
