@@ -192,17 +192,35 @@ pub(crate) fn remove_tree(top: &Path) -> io::Result<()> {
 }
 
 fn unpack<R: Read>(nar: R, root: &Path, case_hack: CaseHack) -> Result<RestoreStats, RestoreError> {
-    unpack_with(nar, root, case_hack, Limits::default())
+    unpack_with(nar, root, case_hack, Limits::default(), Meta::Restored)
 }
 
-/// Unpacks an archive at `root` (which must not exist), the reader held to `limits`; on error
-/// what was created is left for the caller to remove.
+/// The metadata an unpacked tree gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Meta {
+    /// As `nix-store --restore` leaves it: files 0644 (0755 executable), directories 0755 (less
+    /// the umask), the times of their creation.
+    Restored,
+    /// As Nix leaves a store path (canonical): files 0444 (0555 executable), directories 0555,
+    /// every modification time [`STORE_MTIME`], symlinks' too. Set as each entry is made (a
+    /// file's mode at its creation, its time on its open descriptor; a directory's once its
+    /// entries are all there), not by a second walk over the tree.
+    Store,
+}
+
+/// The modification time Nix gives everything in the store.
+pub const STORE_MTIME: i64 = 1;
+
+/// Unpacks an archive at `root` (which must not exist), the reader held to `limits`, with the
+/// metadata `meta` says; on error what was created is left for the caller to remove.
 pub(crate) fn unpack_with<R: Read>(
     nar: R,
     root: &Path,
     case_hack: CaseHack,
     limits: Limits,
+    meta: Meta,
 ) -> Result<RestoreStats, RestoreError> {
+    let store = meta == Meta::Store;
     let mut reader = NarReader::with_limits(io::BufReader::with_capacity(256 * 1024, nar), limits);
     let mut stats = RestoreStats::default();
     // The directory being filled at each depth, and (with the case hack) the names it holds.
@@ -210,7 +228,14 @@ pub(crate) fn unpack_with<R: Read>(
     let mut buf = vec![0u8; 256 * 1024];
     while let Some(event) = reader.next().map_err(RestoreError::Nar)? {
         if let Event::EndDirectory { .. } = event {
-            dirs.pop();
+            if let Some((dir, _)) = dirs.pop() {
+                if store {
+                    // Its entries are all made: nothing changes its time any more.
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555))
+                        .and_then(|()| set_mtime(&dir, STORE_MTIME))
+                        .map_err(|source| RestoreError::Io { path: dir, source })?;
+                }
+            }
             continue;
         }
         let target = match event.name() {
@@ -232,12 +257,21 @@ pub(crate) fn unpack_with<R: Read>(
             }
             Event::Symlink { target: link, .. } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io)?;
+                if store {
+                    set_mtime(&target, STORE_MTIME).map_err(io)?;
+                }
                 stats.symlinks += 1;
             }
             Event::Regular {
                 executable, size, ..
             } => {
-                let mode = if executable { 0o755 } else { 0o644 };
+                let mode = match (store, executable) {
+                    (false, false) => 0o644,
+                    (false, true) => 0o755,
+                    // Read-only from its creation: the descriptor open for writing still writes.
+                    (true, false) => 0o444,
+                    (true, true) => 0o555,
+                };
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -255,7 +289,22 @@ pub(crate) fn unpack_with<R: Read>(
                         source,
                     })?;
                 }
-                if executable {
+                if store {
+                    // The umask may have taken bits away: set the mode explicitly then (a umask
+                    // that keeps r-x for all, the usual 022, leaves nothing to do).
+                    if umask().is_none_or(|m| m & mode != 0) {
+                        f.set_permissions(fs::Permissions::from_mode(mode))
+                            .map_err(|source| RestoreError::Io {
+                                path: target.clone(),
+                                source,
+                            })?;
+                    }
+                    // After the last write, on the open descriptor: no lookup of the path again.
+                    set_mtime_fd(&f, STORE_MTIME).map_err(|source| RestoreError::Io {
+                        path: target.clone(),
+                        source,
+                    })?;
+                } else if executable {
                     // The umask may have taken bits away; Nix sets them explicitly.
                     let perm = f
                         .metadata()
@@ -278,6 +327,64 @@ pub(crate) fn unpack_with<R: Read>(
         }
     }
     Ok(stats)
+}
+
+/// The process's umask, as Linux reports it in `/proc/self/status` (read once; `None` where it
+/// cannot be read). Asking `umask(2)` would change it for a moment under other threads.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// Sets the modification time of `path` (of a symlink itself, not its target), keeping the
+/// access time.
+pub(crate) fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let times = mtime_only(secs);
+    // SAFETY: a valid NUL-terminated path and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the modification time of an open file, keeping the access time.
+fn set_mtime_fd(f: &fs::File, secs: i64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let times = mtime_only(secs);
+    // SAFETY: a descriptor we hold open and two timespecs.
+    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn mtime_only(secs: i64) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    ]
 }
 
 /// The name to create on disk: with the case hack, the `N`th name that collides

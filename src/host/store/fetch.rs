@@ -270,9 +270,6 @@ fn fetch_one(
         Err(NarFetchError::Cache(p)) => return Outcome::Failed(p.message),
         Err(NarFetchError::Local(e)) => return Outcome::Failed(e),
     };
-    if let Err(e) = staged.canonicalise() {
-        return Outcome::Failed(e.to_string());
-    }
     if let Err(e) = staged.commit(&dest) {
         return Outcome::Failed(format!("{}: {e}", dest.display()));
     }
