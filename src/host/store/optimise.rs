@@ -7,8 +7,9 @@
 //!   the executable bit, or a symlink's target);
 //! - a `.links` entry whose size differs from the file's is corrupt and removed;
 //! - a file is replaced by linking the `.links` entry to `<store>/.tmp-link-<pid>-<random>` and
-//!   renaming that over the file (its directory made writable meanwhile, then read-only again
-//!   with modification time 1);
+//!   renaming that over the file (its directory given modification time 1 again afterwards;
+//!   made writable meanwhile only when the rename is refused without it, i.e. not as root,
+//!   then read-only again);
 //! - "too many links" (`EMLINK`, on the link or on the rename) leaves the file as it is, and a
 //!   `.links` directory that is full (`ENOSPC`) only stops deduplicating that file;
 //! - the saving reported is the sizes of the files replaced.
@@ -83,6 +84,8 @@ pub struct Optimiser {
     blocks_freed: AtomicU64,
     /// Warnings (suspicious files, corrupt links), as Nix prints them.
     pub warn: fn(&str),
+    /// This process's id, for temporary names.
+    pid: u32,
 }
 
 impl Optimiser {
@@ -112,6 +115,7 @@ impl Optimiser {
             bytes_freed: AtomicU64::new(0),
             blocks_freed: AtomicU64::new(0),
             warn: |m| eprintln!("warning: {m}"),
+            pid: std::process::id(),
         })
     }
 
@@ -174,7 +178,12 @@ impl Optimiser {
         if st.nlink() > 1 && self.known_inode(st.ino()) {
             return Ok(());
         }
-        let name = nar_hash_name(path)?;
+        let name = match file_hash_name(path, st) {
+            Ok(Some(name)) => name,
+            // Gone or changed while read (collected, or replaced by another process): leave it.
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let link = self.links.join(&name);
         if let Some(dry) = &self.dry {
             self.dry_run_file(dry, &link, name, st);
@@ -270,11 +279,9 @@ impl Optimiser {
     ) -> Result<Replaced, OptimiseError> {
         let parent = path.parent().unwrap_or(Path::new("/"));
         let toggle = parent != self.store;
-        let temp = self.store.join(format!(
-            ".tmp-link-{}-{}",
-            std::process::id(),
-            super::random_u32()
-        ));
+        let temp = self
+            .store
+            .join(format!(".tmp-link-{}-{}", self.pid, super::random_u32()));
         match fs::hard_link(link, &temp) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
@@ -286,15 +293,27 @@ impl Optimiser {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replaced::LinkVanished),
             Err(e) => return Err(at(&temp)(e)),
         }
-        let _writable = if toggle {
-            Some(Writable::make(parent).map_err(|e| {
-                let _ = fs::remove_file(&temp);
-                at(parent)(e)
-            })?)
-        } else {
-            None
-        };
-        match fs::rename(&temp, path) {
+        // Renaming into a read-only directory needs no write bit where the permission check
+        // does not apply (root): try first, make the directory writable only when refused.
+        let mut renamed = fs::rename(&temp, path);
+        let mut _writable = None;
+        if toggle {
+            if let Err(e) = &renamed {
+                if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+                    _writable = Some(Writable::make(parent).map_err(|e| {
+                        let _ = fs::remove_file(&temp);
+                        at(parent)(e)
+                    })?);
+                    renamed = fs::rename(&temp, path);
+                } else {
+                    _writable = Some(Writable::touched(parent));
+                }
+            } else {
+                // The rename changed the directory's time: Nix's (1) again when done.
+                _writable = Some(Writable::touched(parent));
+            }
+        }
+        match renamed {
             // When `path` already was a link to the same inode (another process replaced it
             // meanwhile), rename(2) does nothing and succeeds: the temporary is still there.
             Ok(()) if fs::symlink_metadata(&temp).is_ok() => {
@@ -323,22 +342,105 @@ enum Replaced {
     LinkVanished,
 }
 
-/// A directory made writable for a moment; read-only again (0555) with modification time 1
-/// when dropped, as Nix leaves store directories.
-struct Writable<'a>(&'a Path);
+/// A directory changed (and perhaps made writable) for a moment: when dropped, read-only again
+/// (0555) if it was made writable, and with modification time 1, as Nix leaves store
+/// directories.
+struct Writable<'a> {
+    dir: &'a Path,
+    made_writable: bool,
+}
 
 impl<'a> Writable<'a> {
     fn make(dir: &'a Path) -> io::Result<Writable<'a>> {
         let mode = fs::symlink_metadata(dir)?.mode() & 0o7777;
         fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o200))?;
-        Ok(Writable(dir))
+        Ok(Writable {
+            dir,
+            made_writable: true,
+        })
+    }
+
+    /// A directory whose entries changed without a change of its mode.
+    fn touched(dir: &'a Path) -> Writable<'a> {
+        Writable {
+            dir,
+            made_writable: false,
+        }
     }
 }
 
 impl Drop for Writable<'_> {
     fn drop(&mut self) {
-        let _ = fs::set_permissions(self.0, fs::Permissions::from_mode(0o555));
-        let _ = set_mtime(self.0, STORE_MTIME);
+        if self.made_writable {
+            let _ = fs::set_permissions(self.dir, fs::Permissions::from_mode(0o555));
+        }
+        let _ = set_mtime(self.dir, STORE_MTIME);
+    }
+}
+
+thread_local! {
+    /// The buffer each thread reads files through when hashing them.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The `.links` name of a regular file or symlink whose `lstat` is `st`, read once without
+/// looking its type up again and through one buffer per thread; `None` when it vanished or its
+/// size is no longer `st`'s (it changed under us: it is left alone).
+fn file_hash_name(path: &Path, st: &fs::Metadata) -> Result<Option<String>, OptimiseError> {
+    use crate::nar::writer::{NarWriter, WriteError};
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !st.file_type().is_file() {
+        return match nar_hash_name(path) {
+            Err(OptimiseError::Dump(DumpError::Io { source, .. }))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        };
+    }
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(at(path)(e)),
+    };
+    let size = st.size();
+    let hashed = READ_BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(256 * 1024, 0);
+        }
+        let mut w = NarWriter::new(HashingWriter::new(HashAlgo::Sha256, io::sink()))?;
+        w.regular_with(st.mode() & 0o100 != 0, size, |out| {
+            let mut copied = 0u64;
+            loop {
+                let n = match file.read(buf) {
+                    Ok(0) => return Ok(copied),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                copied += n as u64;
+                if copied > size {
+                    return Err(WriteError::SizeMismatch {
+                        expected: size,
+                        found: copied,
+                    });
+                }
+                io::Write::write_all(out, &buf[..n])?;
+            }
+        })?;
+        w.finish()
+    });
+    match hashed {
+        Ok(h) => Ok(Some(h.finish().0.encode(Encoding::Nixbase32))),
+        Err(WriteError::SizeMismatch { .. }) => Ok(None),
+        Err(WriteError::Io(source)) => Err(at(path)(source)),
+        Err(e) => Err(at(path)(io::Error::other(e.to_string()))),
     }
 }
 
