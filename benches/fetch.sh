@@ -13,6 +13,10 @@
 # trees as Nix's copy, and that both optimisers make the same `.links` and report the same
 # saving. Each side runs NAR_BENCH_RUNS (3) times on a fresh root (a fresh copy for optimise),
 # in rotated order; the wall time is the median, peak memory GNU time's maximum RSS (median).
+# Nothing is deleted before a timed run (earlier roots are moved aside, removed at the end) and
+# the disk is synced first: on an ext4 without a journal, creating an inode scans past every
+# inode freed in the last minutes of its block group, which made a run after a deletion of the
+# previous run's 16 000 files up to 10 times slower, whichever tool ran.
 #
 #   benches/fetch.sh          # 40 paths
 #   benches/fetch.sh 8        # a smoke test of the script
@@ -81,9 +85,8 @@ saved_nix=$(optimise_nix "$work/check-nix" | grep freed)
 cmp <(ls "$work/check-ours/nix/store/.links") <(ls "$work/check-nix/nix/store/.links") || die ".links differ"
 echo "   same trees; both optimisers: $saved_nix"
 make_writable() { chmod -R u+w "$1" 2>/dev/null || true; }
-make_writable "$work/check-nix"
-make_writable "$work/check-ours"
-rm -rf "$work/check-nix" "$work/check-ours"
+mkdir "$work/old"
+mv "$work/check-nix" "$work/check-ours" "$work/old/"
 
 declare -A wall rss
 measure() { # LABEL COMMAND...: one timed run, recorded
@@ -99,12 +102,12 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 for ((r = 0; r < runs; r++)); do
   for label in $(round_order "$r" fetch-nix fetch-ours optimise-nix optimise-ours); do
     dest="$work/run"
-    make_writable "$dest"
-    rm -rf "$dest"
+    [ ! -e "$dest" ] || mv "$dest" "$work/old/$r-$label"
     case $label in
     fetch-*) ;;
     optimise-*) cp -a "$work/fetched" "$dest" ;;
     esac
+    sync
     case $label in
     fetch-ours)
       measure "$label" "$ours" fetch -q --from "$work/cache" --store-root "$dest" --trusted-key "$pub" \
@@ -121,6 +124,7 @@ for ((r = 0; r < runs; r++)); do
   done
 done
 make_writable "$work/run"
+make_writable "$work/old"
 
 echo "== $n paths, $runs runs each (median wall time, median peak memory)"
 for op in fetch optimise; do

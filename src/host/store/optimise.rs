@@ -84,8 +84,10 @@ pub struct Optimiser {
     blocks_freed: AtomicU64,
     /// Warnings (suspicious files, corrupt links), as Nix prints them.
     pub warn: fn(&str),
-    /// This process's id, for temporary names.
+    /// This process's id, a random number and a count, for temporary names.
     pid: u32,
+    temp_base: u32,
+    temp_count: AtomicU64,
 }
 
 impl Optimiser {
@@ -116,6 +118,8 @@ impl Optimiser {
             blocks_freed: AtomicU64::new(0),
             warn: |m| eprintln!("warning: {m}"),
             pid: std::process::id(),
+            temp_base: super::random_u32(),
+            temp_count: AtomicU64::new(0),
         })
     }
 
@@ -125,6 +129,12 @@ impl Optimiser {
             bytes_freed: self.bytes_freed.load(Ordering::Relaxed),
             blocks_freed: self.blocks_freed.load(Ordering::Relaxed),
         }
+    }
+
+    /// A number for a temporary name: a random start, counted up (no system call each time).
+    fn temp_number(&self) -> u32 {
+        let n = self.temp_count.fetch_add(1, Ordering::Relaxed) as u32;
+        self.temp_base.wrapping_add(n)
     }
 
     fn known_inode(&self, ino: u64) -> bool {
@@ -189,15 +199,8 @@ impl Optimiser {
             self.dry_run_file(dry, &link, name, st);
             return Ok(());
         }
-        if let Ok(l) = fs::symlink_metadata(&link) {
-            if l.size() != st.size() {
-                (self.warn)(&format!("removing corrupted link '{}'", link.display()));
-                match fs::remove_file(&link) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(&link)(e)),
-                    _ => {}
-                }
-            }
-        }
+        // Linked first, looked at only when the name is taken (most files are new to `.links`).
+        let mut corrupt_removed = false;
         for _ in 0..RETRIES {
             match fs::hard_link(path, &link) {
                 Ok(()) => {
@@ -229,6 +232,15 @@ impl Optimiser {
             if l.ino() == st.ino() {
                 return Ok(());
             }
+            if l.size() != st.size() && !corrupt_removed {
+                (self.warn)(&format!("removing corrupted link '{}'", link.display()));
+                match fs::remove_file(&link) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(&link)(e)),
+                    _ => {}
+                }
+                corrupt_removed = true;
+                continue;
+            }
             if l.size() != st.size() || l.file_type() != ft {
                 // Not the same contents after all (being replaced by another process): leave
                 // the file as it is.
@@ -242,7 +254,7 @@ impl Optimiser {
                     return Ok(());
                 }
                 Replaced::No => return Ok(()),
-                Replaced::LinkVanished => continue,
+                Replaced::LinkVanished | Replaced::TryAgain => continue,
             }
         }
         Ok(())
@@ -281,7 +293,7 @@ impl Optimiser {
         let toggle = parent != self.store;
         let temp = self
             .store
-            .join(format!(".tmp-link-{}-{}", self.pid, super::random_u32()));
+            .join(format!(".tmp-link-{}-{}", self.pid, self.temp_number()));
         match fs::hard_link(link, &temp) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
@@ -291,6 +303,8 @@ impl Optimiser {
                 return Ok(Replaced::No);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replaced::LinkVanished),
+            // The temporary name is taken (left by a process that had our id): another name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Replaced::TryAgain),
             Err(e) => return Err(at(&temp)(e)),
         }
         // Renaming into a read-only directory needs no write bit where the permission check
@@ -340,6 +354,7 @@ enum Replaced {
     Yes,
     No,
     LinkVanished,
+    TryAgain,
 }
 
 /// A directory changed (and perhaps made writable) for a moment: when dropped, read-only again
@@ -432,6 +447,11 @@ fn file_hash_name(path: &Path, st: &fs::Metadata) -> Result<Option<String>, Opti
                     });
                 }
                 io::Write::write_all(out, &buf[..n])?;
+                // A regular file's read returns less than asked only at its end: no second
+                // read to see it.
+                if n < buf.len() && copied == size {
+                    return Ok(copied);
+                }
             }
         })?;
         w.finish()
