@@ -471,3 +471,56 @@ pub fn nar_hash_name(path: &Path) -> Result<String, OptimiseError> {
     let (hash, _, _) = w.finish();
     Ok(hash.encode(Encoding::Nixbase32))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read-only file (as in a store path) with `contents`.
+    fn store_file(path: &Path, contents: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444)).unwrap();
+    }
+
+    #[test]
+    fn a_corrupted_link_is_replaced_and_duplicates_share_one_inode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("nix/store");
+        let a = store.join("00000000000000000000000000000000-a");
+        let b = store.join("11111111111111111111111111111111-b");
+        store_file(&a.join("sub/f"), b"the same contents");
+        store_file(&b.join("sub/f"), b"the same contents");
+        for dir in [a.join("sub"), a.clone(), b.join("sub"), b.clone()] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+            set_mtime(&dir, STORE_MTIME).unwrap();
+        }
+        let name = nar_hash_name(&a.join("sub/f")).unwrap();
+        // A `.links` entry of that name but another size: corrupt.
+        store_file(&store.join(".links").join(&name), b"short");
+        let mut optimiser = Optimiser::new(&store, false).unwrap();
+        optimiser.warn = |_| {};
+        optimiser.optimise_path(&a).unwrap();
+        optimiser.optimise_path(&b).unwrap();
+        let link = fs::symlink_metadata(store.join(".links").join(&name)).unwrap();
+        for p in [&a, &b] {
+            let f = fs::symlink_metadata(p.join("sub/f")).unwrap();
+            assert_eq!(f.ino(), link.ino(), "{} is not the link", p.display());
+            // The directory of the file replaced (b's) is as Nix leaves it again.
+            let dir = fs::symlink_metadata(p.join("sub")).unwrap();
+            assert_eq!((dir.mode() & 0o7777, dir.mtime()), (0o555, STORE_MTIME));
+        }
+        assert_eq!(
+            fs::read(store.join(".links").join(&name)).unwrap(),
+            b"the same contents"
+        );
+        let stats = optimiser.stats();
+        assert_eq!((stats.files_linked, stats.bytes_freed), (1, 17));
+        let temps: Vec<_> = fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp-link"))
+            .collect();
+        assert!(temps.is_empty(), "left behind: {temps:?}");
+    }
+}
