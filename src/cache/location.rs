@@ -80,11 +80,23 @@ impl fmt::Display for LocationError {
 
 impl std::error::Error for LocationError {}
 
+/// `text` as an error may show it: without the `USER:SECRET@` of a URL's authority.
+fn without_userinfo(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => text.to_string(),
+    }
+}
+
 impl CacheLocation {
     /// Parses what a user wrote. Anything without a `scheme://` is a directory path.
     pub fn parse(text: &str) -> Result<CacheLocation, LocationError> {
         let err = |why: String| LocationError {
-            location: text.to_string(),
+            location: without_userinfo(text),
             why,
         };
         let Some((scheme, _)) = text.split_once("://") else {
@@ -134,6 +146,12 @@ impl CacheLocation {
                 }
                 if url.host_str().is_none_or(str::is_empty) {
                     return Err(err("no host".into()));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(err(format!(
+                        "credentials in the URL are refused (they show in process lists and logs); put them in a netrc file instead: `machine {} login USER password SECRET`",
+                        url.host_str().unwrap_or_default()
+                    )));
                 }
                 Ok(CacheLocation::Http(
                     url.as_str().trim_end_matches('/').to_string(),
@@ -344,9 +362,12 @@ mod tests {
             ("file://otherhost/x", "not on"),
             ("file:///x?y=1", "parameters"),
             ("http://h/x?a=b", "no query"),
+            ("https://user:secret@h/x", "netrc file"),
+            ("https://user@h/x", "`machine h login"),
         ] {
             let e = CacheLocation::parse(text).expect_err(text);
             assert!(e.to_string().contains(why), "{text}: {e}");
+            assert!(!e.to_string().contains("secret@"), "{text}: {e}");
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dir_storage;
 pub mod fs;
 pub mod lookups;
+pub mod netrc;
 pub mod object;
 pub mod open;
 pub mod serve;

@@ -166,3 +166,50 @@ fn absent_narinfos_are_remembered_for_the_negative_ttl() {
     let _ = verify(&s.addr, &lookups, &["--negative-ttl", "0"]);
     assert_eq!(missing(&s), 2);
 }
+
+#[test]
+fn a_second_fetch_over_http_asks_for_no_narinfo_within_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_copy(dir.path(), "cache", "xz");
+    let s = serve_logged(&cache, dir.path());
+    let lookups = dir.path().join("lookups");
+    let key = common::corpus().join("keys/public");
+    let top = common::store_paths().pop().unwrap();
+    let fetch = |root: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "fetch",
+            "-q",
+            "--from",
+            &format!("http://{}", s.addr),
+            "--store-root",
+            root.to_str().unwrap(),
+            "--trusted-key-file",
+            key.to_str().unwrap(),
+            "--lookup-cache",
+            lookups.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(top.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::run(&args, b"");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let roots = common::TempTree::new();
+    fetch(&roots.path().join("a"), &[]);
+    let n = s.narinfo_statuses().len();
+    assert!(n >= 2, "{:?}", s.narinfo_statuses());
+    // Into another store: the closure's narinfos come from the lookup cache.
+    fetch(&roots.path().join("b"), &[]);
+    assert_eq!(s.narinfo_statuses().len(), n, "asked again within the TTL");
+    fetch(&roots.path().join("c"), &["--refresh"]);
+    let refreshed = s.narinfo_statuses();
+    assert_eq!(refreshed.len(), 2 * n);
+    assert!(refreshed[n..].iter().all(|&c| c == 304), "{refreshed:?}");
+}

@@ -17,6 +17,7 @@ mod gc;
 mod hostile;
 mod index;
 mod lookups;
+mod netrc;
 mod nix_differential;
 mod policy;
 mod properties;

@@ -116,3 +116,157 @@ fn a_hand_over_that_is_not_a_listening_socket_is_refused() {
         assert!(err.contains(want), "{script}: {err}");
     }
 }
+
+/// `curl --unix-socket socket http://localhost/path`: its exit status and body.
+fn curl_unix(socket: &std::path::Path, path: &str) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Waits until `serve` answers on `socket`.
+fn wait_for_unix(socket: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, body) = curl_unix(socket, "/nix-cache-info");
+        if ok {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_listens_on_a_unix_socket_replaces_a_stale_one_and_removes_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_copy(dir.path(), "cache", "xz");
+    let socket = dir.path().join("serve.sock");
+    let start = || {
+        Command::new(common::bin())
+            .args(["serve", "-q", "--listen"])
+            .arg(format!("unix:{}", socket.display()))
+            .arg(&cache)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Killed hard, a server leaves its socket file: the next one replaces it.
+    let first = common::Killed(start());
+    assert!(wait_for_unix(&socket).contains("StoreDir: /nix/store"));
+    drop(first);
+    assert!(socket.exists(), "SIGKILL leaves the socket file");
+    let mut second = start();
+    let body = wait_for_unix(&socket);
+    assert!(body.contains("StoreDir: /nix/store"), "{body}");
+    let narinfo = "/12221svl9zlcqbffq6hxanhsxsk7wlyr.narinfo";
+    let (ok, body) = curl_unix(&socket, narinfo);
+    assert!(ok);
+    assert_eq!(
+        body,
+        std::fs::read_to_string(cache.join(&narinfo[1..])).unwrap()
+    );
+    // While it listens, a third is refused and leaves the socket alone.
+    let out = Command::new(common::bin())
+        .args(["serve", "--listen"])
+        .arg(format!("unix:{}", socket.display()))
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another server listens there"), "{err}");
+    assert!(curl_unix(&socket, "/nix-cache-info").0);
+    // Stopped by Ctrl-C, it removes its socket file.
+    let pid = second.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(second.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket file is left behind");
+    // Something that is not a socket is never replaced.
+    std::fs::write(&socket, "mine").unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--listen"])
+        .arg(format!("unix:{}", socket.display()))
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a socket is there"), "{err}");
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "mine");
+}
+
+#[test]
+fn systemd_socket_activate_hands_serve_a_unix_socket() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: systemd-socket-activate is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_copy(dir.path(), "cache", "xz");
+    let auth = dir.path().join("auth");
+    super::serve_auth::add_user(&auth, "proxy", "letmein", &[]);
+    let socket = dir.path().join("activated.sock");
+    let child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(common::bin())
+        .args(["serve", "-q", "--auth"])
+        .arg(&auth)
+        .arg(&cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _child = common::Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Protected: 401 until the credentials come (curl -f fails on it).
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--unix-socket")
+        .arg(&socket)
+        .arg("http://localhost/nix-cache-info")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", "-u", "proxy:letmein"])
+        .arg("--unix-socket")
+        .arg(&socket)
+        .arg("http://localhost/nix-cache-info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("StoreDir: /nix/store"));
+}

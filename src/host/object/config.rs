@@ -242,11 +242,13 @@ pub fn s3(loc: &S3Location, given: Option<&Credentials>) -> io::Result<Backend> 
     })
 }
 
-/// Connects to a cache served over HTTP(S) at `base`.
+/// Connects to a cache served over HTTP(S) at `base`, with the credentials a netrc file has
+/// for its host (`crate::host::netrc`).
 pub fn http(base: &str) -> io::Result<Backend> {
+    let (headers, hint) = http_credentials(base)?;
     let store = HttpBuilder::new()
         .with_url(base)
-        .with_client_options(client_options(true))
+        .with_client_options(client_options(true).with_default_headers(headers))
         .with_retry(retry())
         .build()
         .map_err(|e| io::Error::other(format!("configuring {base}: {e}")))?;
@@ -255,6 +257,37 @@ pub fn http(base: &str) -> io::Result<Backend> {
         multipart: None,
         signer: None,
         endpoint: base.to_string(),
-        credentials_hint: "the server refused the request".to_string(),
+        credentials_hint: hint,
     })
+}
+
+/// The headers every request to the HTTP cache at `base` carries (its credentials, if a netrc
+/// file has them), and what to check when the server refuses a request.
+pub fn http_credentials(base: &str) -> io::Result<(http::HeaderMap, String)> {
+    let host = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut headers = http::HeaderMap::new();
+    let hint = match crate::host::netrc::for_host(&host)? {
+        Some(c) => {
+            headers.insert(http::header::AUTHORIZATION, c.basic_header());
+            format!(
+                "the server refused {:?}'s credentials for {host} from {}",
+                c.login(),
+                c.source.display()
+            )
+        }
+        None => {
+            let looked: Vec<String> = crate::host::netrc::candidates()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            format!(
+                "if the server asks for credentials, put `machine {host} login USER password SECRET` in a netrc file (--netrc-file FILE; looked for {})",
+                looked.join(", ")
+            )
+        }
+    };
+    Ok((headers, hint))
 }

@@ -22,17 +22,21 @@ enum Page {
     Whole(Vec<String>),
 }
 
-fn client() -> io::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// A client sending the cache's credentials, and what to check when they are refused.
+fn client(base: &str) -> io::Result<(reqwest::Client, String)> {
+    let (headers, hint) = super::config::http_credentials(base)?;
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(120))
         .build()
-        .map_err(|e| io::Error::other(format!("an HTTP client: {e}")))
+        .map_err(|e| io::Error::other(format!("an HTTP client: {e}")))?;
+    Ok((client, hint))
 }
 
 /// Every name of the listing `what` (`narinfos`, `nar-files`) of the cache at `base`.
 pub async fn fetch_all(base: String, what: &'static str) -> io::Result<Vec<String>> {
-    let client = client()?;
+    let (client, hint) = client(&base)?;
     let mut names = Vec::new();
     let mut offset = 0usize;
     loop {
@@ -51,8 +55,15 @@ pub async fn fetch_all(base: String, what: &'static str) -> io::Result<Vec<Strin
                 ),
             ));
         }
-        if !response.status().is_success() {
-            return Err(failed(format!("HTTP {}", response.status())));
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("listing {url}: HTTP {status}: {hint}"),
+            ));
+        }
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}")));
         }
         if response
             .content_length()

@@ -6,6 +6,9 @@
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+
+use super::Listener;
 
 /// The first descriptor handed in.
 const FIRST_FD: RawFd = 3;
@@ -13,10 +16,10 @@ const FIRST_FD: RawFd = 3;
 const MAX_FDS: usize = 64;
 
 /// The listening sockets handed to this process, if any were; an error when the hand-over is
-/// malformed or a descriptor is not a listening TCP socket.
+/// malformed or a descriptor is not a listening stream socket (TCP or Unix).
 ///
 /// Must run before other threads start (it changes the environment).
-pub fn take_listeners() -> Result<Option<Vec<TcpListener>>, String> {
+pub fn take_listeners() -> Result<Option<Vec<Listener>>, String> {
     let (Ok(pid), Ok(fds)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
         return Ok(None);
     };
@@ -42,8 +45,9 @@ pub fn take_listeners() -> Result<Option<Vec<TcpListener>>, String> {
         .map(Some)
 }
 
-/// Descriptor `fd`, checked to be a listening stream socket of IPv4 or IPv6, as a listener.
-fn listener(fd: RawFd) -> Result<TcpListener, String> {
+/// Descriptor `fd`, checked to be a listening stream socket of IPv4, IPv6 or a Unix socket, as
+/// a listener.
+fn listener(fd: RawFd) -> Result<Listener, String> {
     let int_opt = |level, name| -> Result<libc::c_int, String> {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -58,9 +62,9 @@ fn listener(fd: RawFd) -> Result<TcpListener, String> {
         Ok(value)
     };
     let domain = int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+    if ![libc::AF_INET, libc::AF_INET6, libc::AF_UNIX].contains(&domain) {
         return Err(format!(
-            "file descriptor {fd} handed in is not a TCP socket (a Unix one? ListenStream= must be an address and port)"
+            "file descriptor {fd} handed in is not a TCP or Unix socket (domain {domain})"
         ));
     }
     if int_opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM {
@@ -71,10 +75,19 @@ fn listener(fd: RawFd) -> Result<TcpListener, String> {
     if int_opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
         return Err(format!("file descriptor {fd} handed in is not listening"));
     }
-    // SAFETY: fd is an open listening TCP socket handed to this process, taken once (the
-    // variables naming it are gone).
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| format!("file descriptor {fd}: cannot set close-on-exec: {e}"))?;
+    // SAFETY: fd is an open listening stream socket of that domain handed to this process,
+    // taken once (the variables naming it are gone).
+    let listener = unsafe {
+        if domain == libc::AF_UNIX {
+            Listener::Unix(UnixListener::from_raw_fd(fd))
+        } else {
+            Listener::Tcp(TcpListener::from_raw_fd(fd))
+        }
+    };
+    let set = match &listener {
+        Listener::Tcp(l) => rustix::io::fcntl_setfd(l, rustix::io::FdFlags::CLOEXEC),
+        Listener::Unix(l) => rustix::io::fcntl_setfd(l, rustix::io::FdFlags::CLOEXEC),
+    };
+    set.map_err(|e| format!("file descriptor {fd}: cannot set close-on-exec: {e}"))?;
     Ok(listener)
 }

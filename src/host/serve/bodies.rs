@@ -99,7 +99,7 @@ impl Reply {
 
 /// A request's log line, printed when its response is done (or abandoned).
 pub(super) struct LogLine {
-    pub(super) remote: SocketAddr,
+    pub(super) remote: Peer,
     /// `METHOD target`
     pub(super) request: String,
     pub(super) status: u16,

@@ -9,7 +9,7 @@ use super::*;
 
 impl Site {
     /// The reply refusing a request, if it is refused.
-    pub(super) async fn gate(&self, head: &Head, remote: SocketAddr) -> Option<Reply> {
+    pub(super) async fn gate(&self, head: &Head, remote: Peer) -> Option<Reply> {
         let auth = self.auth.as_ref()?;
         if head.method != "GET" && head.method != "HEAD" {
             return None;
@@ -25,7 +25,9 @@ impl Site {
             // Two: which one counts would be a guess.
             (Some(_), Some(_)) => Some(&b"(two Authorization headers)"[..]),
         };
-        let decision = auth.check(header, remote.ip(), shelf.auth_name()).await;
+        let decision = auth
+            .check(header, ClientKey::of_peer(remote), shelf.auth_name())
+            .await;
         let refusal = match decision {
             Decision::Allowed => return None,
             Decision::NotThisCache => {

@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::listen::{Peer, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The limits that keep one client (or many) from taking the server.
@@ -74,13 +74,19 @@ const MAX_WAITING: usize = 64;
 /// Whose share a connection counts against: an IPv4 address, or an IPv6 /64 (what one host or
 /// site is usually given; a single IPv6 client can use many addresses of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum ClientKey {
+pub enum ClientKey {
     V4([u8; 4]),
     V6([u8; 8]),
+    /// Every peer of a Unix socket (`listen::Peer::Local`).
+    Local,
 }
 
 impl ClientKey {
-    pub(super) fn of(ip: IpAddr) -> ClientKey {
+    pub fn of_peer(peer: Peer) -> ClientKey {
+        peer.ip().map_or(ClientKey::Local, ClientKey::of)
+    }
+
+    pub fn of(ip: IpAddr) -> ClientKey {
         match ip {
             IpAddr::V4(a) => ClientKey::V4(a.octets()),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
@@ -266,7 +272,7 @@ impl Drop for InFlight {
 
 /// A connection's socket, recording what moves through it.
 pub(super) struct Guarded {
-    stream: TcpStream,
+    stream: Stream,
     state: Arc<ConnState>,
 }
 
@@ -366,7 +372,7 @@ pub(super) struct Admitted {
 
 impl Admitted {
     /// The socket, wrapped to record what moves through it.
-    pub(super) fn wrap(&self, stream: TcpStream) -> Guarded {
+    pub(super) fn wrap(&self, stream: Stream) -> Guarded {
         Guarded {
             stream,
             state: self.state.clone(),
@@ -430,14 +436,14 @@ impl Guard {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a place for a connection from `ip`: at once when there is room, else after closing
-    /// idle connections (waiting up to [`ADMIT_WAIT`] for them to go).
-    pub(super) async fn admit(self: &Arc<Guard>, ip: IpAddr) -> Result<Admitted, Refused> {
-        let client = ClientKey::of(ip);
+    /// Takes a place for a connection from `client`: at once when there is room, else after
+    /// closing idle connections (waiting up to [`ADMIT_WAIT`] for them to go). A Unix socket's
+    /// peers (a reverse proxy for many clients, usually) have no budget of their own.
+    pub(super) async fn admit(self: &Arc<Guard>, client: ClientKey) -> Result<Admitted, Refused> {
         {
             let mut reg = self.lock();
             let n = reg.per_client.entry(client).or_insert(0);
-            if *n >= self.limits.max_connections_per_client {
+            if *n >= self.limits.max_connections_per_client && client != ClientKey::Local {
                 return Err(Refused::ClientBudget);
             }
             *n += 1;
@@ -635,16 +641,24 @@ mod tests {
             max_connections_per_client: 2,
             ..Limits::default()
         });
-        let me: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let me = ClientKey::of(Ipv4Addr::LOCALHOST.into());
         let a = g.admit(me).await.unwrap();
         let _b = g.admit(me).await.unwrap();
         assert_eq!(g.admit(me).await.err(), Some(Refused::ClientBudget));
-        let _other = g.admit(Ipv4Addr::new(127, 0, 0, 2).into()).await.unwrap();
+        let _other = g
+            .admit(ClientKey::of(Ipv4Addr::new(127, 0, 0, 2).into()))
+            .await
+            .unwrap();
         drop(a);
         assert!(
             g.admit(me).await.is_ok(),
             "a closed connection gives its place back"
         );
+        // A Unix socket's peers (a proxy) share no budget: only the global limit holds them.
+        let mut local = Vec::new();
+        for _ in 0..7 {
+            local.push(g.admit(ClientKey::Local).await.unwrap());
+        }
     }
 
     #[tokio::test]
@@ -653,7 +667,7 @@ mod tests {
             max_connections: 3,
             ..Limits::default()
         });
-        let ip = |n| IpAddr::from(Ipv4Addr::new(127, 0, 0, n));
+        let ip = |n| ClientKey::of(IpAddr::from(Ipv4Addr::new(127, 0, 0, n)));
         let busy = g.admit(ip(1)).await.unwrap();
         let _request = busy.state.request();
         let heading = g.admit(ip(2)).await.unwrap();
@@ -681,10 +695,15 @@ mod tests {
             max_connections: 1,
             ..Limits::default()
         });
-        let busy = g.admit(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+        let busy = g
+            .admit(ClientKey::of(Ipv4Addr::LOCALHOST.into()))
+            .await
+            .unwrap();
         let _request = busy.state.request();
         let t0 = Instant::now();
-        let r = g.admit(Ipv4Addr::new(127, 0, 0, 2).into()).await;
+        let r = g
+            .admit(ClientKey::of(Ipv4Addr::new(127, 0, 0, 2).into()))
+            .await;
         assert_eq!(r.err(), Some(Refused::Full));
         assert!(t0.elapsed() < ADMIT_WAIT + Duration::from_millis(500));
     }
@@ -698,7 +717,7 @@ mod tests {
             min_rate: 1000,
             ..Limits::default()
         });
-        let ip = |n| IpAddr::from(Ipv4Addr::new(127, 0, 0, n));
+        let ip = |n| ClientKey::of(IpAddr::from(Ipv4Addr::new(127, 0, 0, n)));
         let slow_head = g.admit(ip(1)).await.unwrap();
         slow_head.state.on_read(1);
         let reader = g.admit(ip(2)).await.unwrap();

@@ -32,7 +32,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,7 +93,10 @@ pub struct ServeOptions {
 
 /// A bound server; [`Served::run`] serves until its stop flag is set.
 pub struct Served {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// The Unix socket file this server made (`--listen unix:PATH`), removed when it stops;
+    /// never one handed in (its owner, systemd, keeps it).
+    own_socket: Option<PathBuf>,
     threads: usize,
     limits: Limits,
     site: Arc<Site>,
@@ -114,16 +116,25 @@ struct Site {
 }
 
 impl Served {
+    /// Binds `opts.listen`: `ADDR:PORT`, or `unix:PATH` for a Unix socket.
     pub fn bind(opts: &ServeOptions) -> io::Result<Served> {
-        let listener = TcpListener::bind(&opts.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
-        })?;
-        Served::with_listeners(opts, vec![listener])
+        let listener = Listener::bind(&opts.listen)?;
+        let own_socket = listener.socket_path();
+        let served = Served::with_listeners(opts, vec![listener]);
+        if served.is_err() {
+            if let Some(path) = &own_socket {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(Served {
+            own_socket,
+            ..served?
+        })
     }
 
     /// Serves on listeners made elsewhere (handed in by socket activation: `activation.rs`);
     /// `opts.listen` is not used.
-    pub fn with_listeners(opts: &ServeOptions, listeners: Vec<TcpListener>) -> io::Result<Served> {
+    pub fn with_listeners(opts: &ServeOptions, listeners: Vec<Listener>) -> io::Result<Served> {
         if listeners.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -149,6 +160,7 @@ impl Served {
         raise_fd_limit(opts.limits.max_connections);
         Ok(Served {
             listeners,
+            own_socket: None,
             threads: opts.threads.max(1),
             limits: opts.limits.clone(),
             site: Arc::new(Site {
@@ -168,12 +180,14 @@ impl Served {
         self.addresses().swap_remove(0)
     }
 
-    /// The addresses listened on.
+    /// The addresses listened on (`ADDR:PORT`, `unix:PATH`).
     pub fn addresses(&self) -> Vec<String> {
-        self.listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.to_string()).unwrap_or_default())
-            .collect()
+        self.listeners.iter().map(Listener::address).collect()
+    }
+
+    /// How a client asks each listener for `path` ([`Listener::url`]).
+    pub fn urls(&self, path: &str) -> Vec<String> {
+        self.listeners.iter().map(|l| l.url(path)).collect()
     }
 
     /// Serves until `stop` is set: stops accepting at once, closes idle connections, and lets
@@ -187,18 +201,22 @@ impl Served {
             .thread_name("serve")
             .enable_all()
             .build()?;
+        let own_socket = self.own_socket.clone();
         let result = runtime.block_on(self.serve(stop));
         // What is left (connections past the grace, file reads in flight) is abandoned.
         runtime.shutdown_background();
+        if let Some(path) = own_socket {
+            let _ = std::fs::remove_file(path);
+        }
         result
     }
 
     async fn serve(self, stop: Arc<AtomicBool>) -> io::Result<()> {
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for listener in self.listeners {
-            listener.set_nonblocking(true)?;
-            listeners.push(tokio::net::TcpListener::from_std(listener)?);
-        }
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(Listener::into_async)
+            .collect::<io::Result<Vec<_>>>()?;
         let site = self.site;
         let guard = Guard::new(self.limits.clone());
         let watchdog = tokio::spawn(guard.clone().watch());
@@ -233,13 +251,12 @@ impl Served {
                     }
                 },
             };
-            let _ = stream.set_nodelay(true);
             let (site, guard, http, refusing) =
                 (site.clone(), guard.clone(), http.clone(), refusing.clone());
             let (refusals, watcher) = (refusals.clone(), graceful.watcher());
             tokio::spawn(async move {
                 let log = site.log;
-                let admitted = match guard.admit(remote.ip()).await {
+                let admitted = match guard.admit(ClientKey::of_peer(remote)).await {
                     Ok(admitted) => admitted,
                     Err(why) => {
                         if site.log {
@@ -284,9 +301,7 @@ impl Served {
 }
 
 /// The next connection on any of the listeners.
-async fn accept_any(
-    listeners: &[tokio::net::TcpListener],
-) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept_any(listeners: &[AsyncListener]) -> io::Result<(Stream, Peer)> {
     if let [one] = listeners {
         return one.accept().await;
     }
@@ -297,12 +312,7 @@ async fn accept_any(
 
 /// Answers a connection that was not admitted with a 503 (when not too many are being answered
 /// so already; else it is just closed).
-async fn refuse(
-    stream: tokio::net::TcpStream,
-    why: Refused,
-    http: &http1::Builder,
-    refusals: &Arc<Semaphore>,
-) {
+async fn refuse(stream: Stream, why: Refused, http: &http1::Builder, refusals: &Arc<Semaphore>) {
     let Ok(_refusal) = refusals.clone().try_acquire_owned() else {
         return;
     };
@@ -344,6 +354,7 @@ mod gate;
 mod guard;
 mod http;
 mod json;
+mod listen;
 mod own_files;
 mod policy;
 mod routes;
@@ -353,7 +364,9 @@ mod shelves;
 use bodies::*;
 pub use embedded::has_inspector as has_embedded_inspector;
 pub use guard::Limits;
-use guard::{Cut, Guard, InFlight, Refused};
+use guard::{ClientKey, Cut, Guard, InFlight, Refused};
 use http::*;
 pub use http::{decode_path, parse_range};
+use listen::{AsyncListener, Stream};
+pub use listen::{Listener, Peer};
 use shelves::Shelf;

@@ -11,7 +11,7 @@ impl Site {
     pub(super) async fn answer(
         self: Arc<Site>,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        remote: Peer,
         in_flight: InFlight,
     ) -> Response<Outgoing> {
         // A body on a GET or HEAD means nothing: hyper skips it (or closes the connection).

@@ -519,8 +519,9 @@ impl ServeProcess {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
+        // "serving CACHE on http://ADDR …" (CACHE may be a URL too).
         let addr = line
-            .split("http://")
+            .split(" on http://")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))

@@ -108,7 +108,7 @@ pub struct BuildCacheArgs {
     #[command(flatten)]
     upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
-    lookups: crate::lookups::LookupArgs,
+    remote: crate::remote::RemoteArgs,
     /// Store paths to put in the cache with their closure: /nix/store/…-name, a path below one, a
     /// base name, or a symlink into the store such as nix-build's ./result
     #[arg(value_name = "STORE-PATH", required_unless_present = "paths_from")]
@@ -190,7 +190,7 @@ pub fn run(args: BuildCacheArgs) -> Result<ExitCode> {
         None => DEFAULT_XZ_MEMORY,
     };
     let jobs = jobs_for(args.jobs, &location);
-    args.lookups.configure();
+    args.remote.configure();
     let upstream = args.upstream.open(&store_dir)?;
     if let CacheLocation::S3(s3) = &location {
         if !s3.settings.is_empty() {

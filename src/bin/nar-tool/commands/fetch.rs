@@ -53,12 +53,15 @@ pub struct FetchArgs {
     /// No line per path on stderr
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    remote: crate::remote::RemoteArgs,
     /// The store paths (STORE-DIR/HASH-NAME)
     #[arg(value_name = "STORE-PATH", required = true)]
     paths: Vec<String>,
 }
 
 pub fn run(args: FetchArgs) -> Result<ExitCode> {
+    args.remote.configure();
     let location = cache_location(&args.from)?;
     let store_dir = StoreDir::new(&args.store_dir)?;
     let trusted_keys = args.trusted.load()?;

@@ -45,6 +45,8 @@ pub struct LookupArgs {
     /// Narinfos read at once when the cache has no index
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8)]
     jobs: usize,
+    #[command(flatten)]
+    remote: crate::remote::RemoteArgs,
     /// CACHE (a directory, file://DIR, s3://BUCKET[/PREFIX]?…, http(s)://…), then the queries:
     /// hash parts, store paths (or base names), or names (matched by prefix, then anywhere)
     #[arg(value_name = "CACHE QUERY", required = true)]
@@ -52,6 +54,7 @@ pub struct LookupArgs {
 }
 
 pub fn run(args: LookupArgs) -> Result<ExitCode> {
+    args.remote.configure();
     if let Some(root) = &args.store_root {
         let store_dir = StoreDir::new(args.store_dir.as_deref().unwrap_or("/nix/store"))?;
         return lookup_in_store(root, &store_dir, &args.args);

@@ -31,8 +31,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     auth: Option<PathBuf>,
     /// The address and port to listen on (0.0.0.0:8080 for every interface; port 0 picks a
-    /// free one); not used when systemd hands the sockets in (LISTEN_FDS: socket activation)
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    /// free one), or unix:PATH for a Unix socket (for a reverse proxy; its mode follows the
+    /// umask); not used when systemd hands the sockets in (LISTEN_FDS: socket activation)
+    #[arg(
+        long,
+        value_name = "ADDR:PORT|unix:PATH",
+        default_value = "127.0.0.1:8080"
+    )]
     listen: String,
     /// Worker threads of the HTTP server (tokio runtime)
     #[arg(long, value_name = "N", default_value_t = 8)]
@@ -51,6 +56,9 @@ pub struct ServeArgs {
     quiet: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Credentials for proxied HTTP caches
+    #[command(flatten)]
+    netrc: crate::remote::NetrcArgs,
 }
 
 /// What clients may take (see the README's threat model).
@@ -111,7 +119,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         wasm,
         quiet,
         limits,
+        netrc,
     } = args;
+    netrc.configure();
     let mut caches = Vec::new();
     for arg in cache
         .iter()
@@ -194,22 +204,22 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
     eprintln!(
-        "serving {} on http://{} (Ctrl-C stops{})",
+        "serving {} on {} (Ctrl-C stops{})",
         described.join(", "),
-        served.addresses().join(" and http://"),
+        served.urls("").join(" and "),
         if protected {
             "; only for those the auth file names"
         } else {
             ""
         }
     );
+    let inspector_url = served.urls("/_nar-tool/").swap_remove(0);
     match (&opts_inspector, built_in) {
         (Some(dir), _) => eprintln!(
-            "the inspector (from {}): http://{}/_nar-tool/",
+            "the inspector (from {}): {inspector_url}",
             dir.display(),
-            served.address()
         ),
-        (None, true) => eprintln!("the inspector: http://{}/_nar-tool/", served.address()),
+        (None, true) => eprintln!("the inspector: {inspector_url}"),
         (None, false) => eprintln!(
             "no inspector: this build has none built in (feature embed-inspector); --inspector DIR gives one"
         ),

@@ -45,7 +45,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
-    lookups: crate::lookups::LookupArgs,
+    remote: crate::remote::RemoteArgs,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The store path the reference policy applies to (repeatable) [default: the cache's roots,
@@ -55,7 +55,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
-    args.lookups.configure();
+    args.remote.configure();
     let location = cache_location(&args.cache)?;
     let shown = location.to_string();
     let store_dir = StoreDir::new(&args.store_dir)?;

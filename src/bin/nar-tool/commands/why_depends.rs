@@ -33,9 +33,12 @@ pub struct WhyDependsArgs {
     /// Narinfos read at once when the cache has no index
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8)]
     jobs: usize,
+    #[command(flatten)]
+    remote: crate::remote::RemoteArgs,
 }
 
 pub fn run(args: WhyDependsArgs) -> Result<ExitCode> {
+    args.remote.configure();
     if args.jobs == 0 {
         return Err(UsageError("--jobs 0: at least one".into()).into());
     }

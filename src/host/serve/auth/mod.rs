@@ -7,7 +7,6 @@
 //! (`penalty.rs`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +14,8 @@ use std::time::Instant;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
+
+use super::guard::ClientKey;
 
 pub mod file;
 pub mod header;
@@ -93,12 +94,12 @@ impl Auth {
         &self.entries
     }
 
-    /// Decides a request for `cache` from `ip` with this `Authorization` header (if any):
-    /// waits out the address's penalty, verifies, and on failure waits the delay it earns.
+    /// Decides a request for `cache` from `client` with this `Authorization` header (if any):
+    /// waits out the client's penalty, verifies, and on failure waits the delay it earns.
     pub async fn check(
         self: &Arc<Auth>,
         authorization: Option<&[u8]>,
-        ip: IpAddr,
+        client: ClientKey,
         cache: &str,
     ) -> Decision {
         let Some(value) = authorization else {
@@ -106,13 +107,13 @@ impl Auth {
         };
         let verified = match header::parse(value) {
             Err(why) => Err(why),
-            Ok(creds) => self.verify(creds, ip).await,
+            Ok(creds) => self.verify(creds, client).await,
         };
         match verified {
             Ok(i) if self.entries[i].may_read(cache) => Decision::Allowed,
             Ok(_) => Decision::NotThisCache,
             Err(why) => {
-                let delay = self.penalties.fail(ip, Instant::now());
+                let delay = self.penalties.fail(client, Instant::now());
                 tokio::time::sleep(delay).await;
                 Decision::Denied(why)
             }
@@ -123,7 +124,7 @@ impl Auth {
     async fn verify(
         self: &Arc<Auth>,
         creds: header::Credentials,
-        ip: IpAddr,
+        client: ClientKey,
     ) -> Result<usize, &'static str> {
         if let Some(i) = self
             .remembered
@@ -131,7 +132,7 @@ impl Auth {
         {
             return Ok(i);
         }
-        tokio::time::sleep(self.penalties.wait(ip, Instant::now())).await;
+        tokio::time::sleep(self.penalties.wait(client, Instant::now())).await;
         let Ok(_turn) = self.verifying.clone().acquire_owned().await else {
             return Err("shutting down");
         };
@@ -220,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn decisions() {
         let a = auth();
-        let ip = IpAddr::from(Ipv4Addr::LOCALHOST);
+        let ip = ClientKey::of(Ipv4Addr::LOCALHOST.into());
         let check = |h: Option<Vec<u8>>, cache: &'static str| {
             let a = a.clone();
             async move { a.check(h.as_deref(), ip, cache).await }

@@ -6,7 +6,6 @@
 //! longest quiet.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,17 +31,17 @@ pub struct Penalties {
 }
 
 impl Penalties {
-    /// How long an attempt from `ip` must wait before it is looked at.
-    pub fn wait(&self, ip: IpAddr, now: Instant) -> Duration {
+    /// How long an attempt from `client` must wait before it is looked at.
+    pub fn wait(&self, client: ClientKey, now: Instant) -> Duration {
         let map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&ClientKey::of(ip))
+        map.get(&client)
             .map_or(Duration::ZERO, |s| s.until.saturating_duration_since(now))
     }
 
-    /// Counts a failure from `ip`; the delay it earns (zero for the first few).
-    pub fn fail(&self, ip: IpAddr, now: Instant) -> Duration {
+    /// Counts a failure from `client`; the delay it earns (zero for the first few).
+    pub fn fail(&self, client: ClientKey, now: Instant) -> Duration {
         let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        let key = ClientKey::of(ip);
+        let key = client;
         if !map.contains_key(&key) && map.len() >= MAX_ADDRESSES {
             map.retain(|_, s| now.saturating_duration_since(s.last) < FORGET_AFTER);
             if map.len() >= MAX_ADDRESSES {
@@ -100,8 +99,8 @@ mod tests {
     fn per_address_forgotten_and_bounded() {
         let p = Penalties::default();
         let (a, b) = (
-            IpAddr::from(Ipv4Addr::new(192, 0, 2, 1)),
-            IpAddr::from(Ipv4Addr::new(192, 0, 2, 2)),
+            ClientKey::of(Ipv4Addr::new(192, 0, 2, 1).into()),
+            ClientKey::of(Ipv4Addr::new(192, 0, 2, 2).into()),
         );
         let t0 = Instant::now();
         for _ in 0..4 {
@@ -113,7 +112,7 @@ mod tests {
         // Quiet long enough: the count starts over.
         assert_eq!(p.fail(a, t0 + FORGET_AFTER), Duration::ZERO);
         for i in 0..(MAX_ADDRESSES as u32 + 50) {
-            p.fail(IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i)), t0);
+            p.fail(ClientKey::of(Ipv4Addr::from(0x0a00_0000 + i).into()), t0);
         }
         assert!(p.len() <= MAX_ADDRESSES);
     }

@@ -1,5 +1,5 @@
 //! The flags of commands that read remote caches: how their narinfo lookups are remembered
-//! (`nar_tool::host::lookups`).
+//! (`nar_tool::host::lookups`) and where their credentials are (`nar_tool::host::netrc`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use nar_tool::host::lookups::{self, LookupConfig};
 
 /// Remote lookups remembered, as Nix's narinfo disk cache does
 #[derive(clap::Args)]
-pub struct LookupArgs {
+pub struct LookupCacheArgs {
     /// Ask the remote cache again for every narinfo (revalidating with its ETag) however recently it was asked
     #[arg(long)]
     refresh: bool,
@@ -26,7 +26,7 @@ pub struct LookupArgs {
     negative_ttl: u64,
 }
 
-impl LookupArgs {
+impl LookupCacheArgs {
     /// Turns remembering on as these flags say.
     pub fn configure(&self) {
         lookups::configure(LookupConfig {
@@ -40,5 +40,39 @@ impl LookupArgs {
             refresh: self.refresh,
             max_entries: lookups::MAX_ENTRIES,
         });
+    }
+}
+
+/// Credentials for HTTP caches
+#[derive(clap::Args)]
+pub struct NetrcArgs {
+    /// Credentials for HTTP caches, sent as HTTP Basic to the host an entry names (`machine HOST login USER password SECRET`), as Nix's netrc-file [default: the first of $NIX_CONF_DIR/netrc (/etc/nix/netrc), $NETRC, ~/.netrc]
+    #[arg(long, value_name = "FILE")]
+    netrc_file: Option<PathBuf>,
+}
+
+impl NetrcArgs {
+    /// Uses the file given, if one was.
+    pub fn configure(&self) {
+        if let Some(file) = &self.netrc_file {
+            nar_tool::host::netrc::configure(file.clone());
+        }
+    }
+}
+
+/// Everything a command that reads remote caches takes
+#[derive(clap::Args)]
+pub struct RemoteArgs {
+    #[command(flatten)]
+    lookups: LookupCacheArgs,
+    #[command(flatten)]
+    netrc: NetrcArgs,
+}
+
+impl RemoteArgs {
+    /// Turns remembering on and chooses the credentials as these flags say.
+    pub fn configure(&self) {
+        self.lookups.configure();
+        self.netrc.configure();
     }
 }
