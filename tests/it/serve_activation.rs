@@ -18,14 +18,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn systemd_socket_activate_hands_serve_its_socket_and_nix_substitutes_through_it() {
-    if Command::new("systemd-socket-activate")
+/// Whether `systemd-socket-activate` is there (says SKIP when not).
+fn has_socket_activate() -> bool {
+    let there = Command::new("systemd-socket-activate")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !there {
         println!("SKIP: systemd-socket-activate is not installed (scripts/setup.sh installs it)");
+    }
+    there
+}
+
+#[test]
+fn systemd_socket_activate_hands_serve_its_socket_and_nix_substitutes_through_it() {
+    if !has_socket_activate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -213,12 +220,7 @@ fn serve_listens_on_a_unix_socket_replaces_a_stale_one_and_removes_its_own() {
 
 #[test]
 fn systemd_socket_activate_hands_serve_a_unix_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("SKIP: systemd-socket-activate is not installed (scripts/setup.sh installs it)");
+    if !has_socket_activate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
