@@ -109,17 +109,17 @@ export class CacheIndex {
     }
   }
 
+  /** Loads the shard of a hash part, store path or base name; returns its hash part. */
   async #loadHash(path) {
-    const base = String(path).slice(String(path).lastIndexOf('/') + 1);
-    const n = call(this.#inner, 'shardOfHash', base.slice(0, 32));
+    const hashPart = String(path).slice(String(path).lastIndexOf('/') + 1).slice(0, 32);
+    const n = call(this.#inner, 'shardOfHash', hashPart);
     if (n !== undefined) await this.load([n]);
+    return hashPart;
   }
 
   /** The entry of a hash part, store path or base name (null: not in the index). */
   async lookup(path) {
-    await this.#loadHash(path);
-    const base = String(path).slice(String(path).lastIndexOf('/') + 1);
-    return call(this.#inner, 'lookup', base.slice(0, 32));
+    return call(this.#inner, 'lookup', await this.#loadHash(path));
   }
 
   /** The entry of a hash part if its shard is loaded (null: none; undefined: not loaded yet). */
