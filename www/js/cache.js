@@ -12,6 +12,17 @@ import { pool, errorMessage } from './util.js';
 const decoder = new TextDecoder();
 const TEXTS_PAGE = 1000; // nar-tool serve's most
 
+/** `{ count, narSize, fileSize }` of entries (a size not known counts 0). */
+export function sumSizes(entries) {
+  let narSize = 0;
+  let fileSize = 0;
+  for (const e of entries) {
+    narSize += e.narSize ?? 0;
+    fileSize += e.fileSize ?? 0;
+  }
+  return { count: entries.length, narSize, fileSize };
+}
+
 export class Cache {
   constructor(wasm, source) {
     this.wasm = wasm;
@@ -316,14 +327,7 @@ export class Cache {
 
   /** `{ count, narSize, fileSize }` of the paths known. */
   totals() {
-    if (this.index) return this.index.totals();
-    let narSize = 0;
-    let fileSize = 0;
-    for (const e of this.entries) {
-      narSize += e.narSize ?? 0;
-      fileSize += e.fileSize ?? 0;
-    }
-    return { count: this.entries.length, narSize, fileSize };
+    return this.index ? this.index.totals() : sumSizes(this.entries);
   }
 
   entryOfStorePath(path) {

@@ -7,6 +7,7 @@
 import { h, formatBytes, formatCount } from './util.js';
 import { app, pathHref, sigStatus, problemsOf } from './state.js';
 import { VirtualTable } from './table.js';
+import { sumSizes } from './cache.js';
 
 let view = null;
 
@@ -66,17 +67,6 @@ const FILTERS = {
   untrusted: { label: 'Without a trusted signature', keep: lacksTrustedSignature },
 };
 
-/** `n paths · X NAR · Y files` over the rows shown. */
-function totals(rows) {
-  let nar = 0;
-  let file = 0;
-  for (const e of rows) {
-    nar += e.narSize ?? 0;
-    file += e.fileSize ?? 0;
-  }
-  return { nar, file };
-}
-
 /** Entries by name, version and hash part: the order of ties in any sort (as the index sorts). */
 function byName(entries) {
   const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
@@ -114,13 +104,13 @@ function indexView(cache, table, query, show) {
   if (show === 'problems') {
     const rows = [...app.problems.keys()].map((hash) => cache.entryOfBaseName(hash))
       .filter((e) => e && matches(e, query));
-    return { rows: table.sort(rows), sums: totals(rows) };
+    return { rows: table.sort(rows), sums: sumSizes(rows) };
   }
   const key = INDEX_SORTS.has(table.sortKey) ? table.sortKey : 'name';
   const count = cache.index.query(query, key, table.sortDir < 0);
   table.showSort();
   const t = cache.index.viewTotals();
-  return { rows: indexRows(cache, count), sums: { nar: t.narSize, file: t.fileSize } };
+  return { rows: indexRows(cache, count), sums: t };
 }
 
 /** The paths view for the open cache (built on first use). */
@@ -156,8 +146,8 @@ export function pathsView() {
       h('kbd', null, '/'), ' search · ', h('kbd', null, '↑'), h('kbd', null, '↓'), ' move · ', h('kbd', null, 'Enter'), ' open · ', h('kbd', null, 'Esc'), ' back'));
   const el = h('div', { class: 'paths-view', style: { display: 'contents' } }, head, table.el);
   const showTotals = (t) => sums.replaceChildren(
-    h('span', { title: `${t.nar} bytes unpacked` }, formatBytes(t.nar), ' NAR'), ' · ',
-    h('span', { title: `${t.file} bytes in the cache` }, formatBytes(t.file), ' files'));
+    h('span', { title: `${t.narSize} bytes unpacked` }, formatBytes(t.narSize), ' NAR'), ' · ',
+    h('span', { title: `${t.fileSize} bytes in the cache` }, formatBytes(t.fileSize), ' files'));
   const v = {
     cache,
     el,
@@ -173,7 +163,7 @@ export function pathsView() {
     filter(keep) {
       if (cache.index) {
         const served = v.served?.query === v.query && !cache.index.complete && v.show === 'all' ? v.served : null;
-        const { rows, sums: t } = served ? { rows: table.sort([...served.entries]), sums: totals(served.entries) }
+        const { rows, sums: t } = served ? { rows: table.sort([...served.entries]), sums: sumSizes(served.entries) }
           : indexView(cache, table, v.query, v.show);
         table.setRows(rows, keep);
         const all = cache.index.totals().count;
@@ -193,7 +183,7 @@ export function pathsView() {
       count.textContent = rows.length === cache.entries.length
         ? `${formatCount(cache.entries.length)}`
         : `${formatCount(rows.length)} of ${formatCount(cache.entries.length)}`;
-      showTotals(totals(rows));
+      showTotals(sumSizes(rows));
       note.textContent = v.show === 'untrusted' && !app.keys.length ? 'no trusted keys set: add them under Keys'
         : v.show === 'problems' && !app.problemsKnown ? 'unreadable narinfos only: verify to find the rest' : '';
     },
