@@ -12,6 +12,9 @@ if (!cache || !key || !expectFile) throw new Error('NAR_BENCH_CACHE, NAR_BENCH_K
 const expected = JSON.parse(readFileSync(expectFile, 'utf8'));
 const HOUR = 3600 * 1000;
 
+const t0 = Date.now();
+/** How long the page took to get there, on stderr (the seconds of the verification go to stdout). */
+const mark = (what) => process.stderr.write(`${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 const server = await startServe(cache, {});
 const browser = await launchChromium();
 try {
@@ -20,13 +23,15 @@ try {
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(server.url);
   await page.waitForSelector('body[data-ready="true"]', { timeout: HOUR });
+  mark('page ready');
   await page.goto(new URL('#/keys', page.url()).href);
   await page.fill('#keys-input', key);
   await page.click('#keys-save');
   await page.waitForSelector('#keys-status span');
   await page.goto(new URL('#/verify', page.url()).href);
   // The whole listing known (serve publishes it): the button verifies the whole cache.
-  await page.waitForSelector('#verify-all:has-text("whole cache")', { timeout: HOUR });
+  await page.waitForSelector('#verify-all:has-text("whole cache"):not([disabled])', { timeout: HOUR });
+  mark('the whole cache known');
   const started = Date.now();
   await page.click('#verify-all');
   await page.waitForSelector('#verify-summary', { timeout: HOUR });

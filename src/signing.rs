@@ -1,11 +1,14 @@
 //! Ed25519 signing keys and signatures in Nix's text formats: secret `name:base64(seed ‖ public)`,
 //! public `name:base64(public)`, signature `name:base64(signature)`.
 
+mod table;
+
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 /// Why a key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,10 +110,7 @@ impl SecretKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey::new(self.name.clone(), self.key.verifying_key())
     }
 
     /// Signs `message` (for a narinfo, its fingerprint).
@@ -138,11 +138,21 @@ impl fmt::Debug for SecretKey {
 }
 
 /// A public key, as `trusted-public-keys` lists them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PublicKey {
     name: String,
     key: VerifyingKey,
+    /// Its multiples, made when it first checks a signature (shared by its clones).
+    table: Arc<OnceLock<table::KeyTable>>,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.name == other.name && self.key == other.key
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
@@ -158,23 +168,29 @@ impl PublicKey {
             what: WHAT,
             name: name.to_string(),
         })?;
-        Ok(PublicKey {
-            name: name.to_string(),
+        Ok(PublicKey::new(name.to_string(), key))
+    }
+
+    fn new(name: String, key: VerifyingKey) -> PublicKey {
+        PublicKey {
+            name,
             key,
-        })
+            table: Arc::default(),
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Whether `sig` is this key's signature of `message` (the names must match too).
+    /// Whether `sig` is this key's signature of `message` (the names must match too), as
+    /// ed25519-dalek's `verify` decides, with the key's multiples computed once.
     pub fn verify(&self, message: &[u8], sig: &Signature) -> bool {
         sig.key_name == self.name
             && self
-                .key
-                .verify(message, &ed25519_dalek::Signature::from_bytes(&sig.bytes))
-                .is_ok()
+                .table
+                .get_or_init(|| table::KeyTable::new(&self.key))
+                .verify(&self.key, message, &sig.bytes)
     }
 }
 

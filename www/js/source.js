@@ -156,12 +156,58 @@ export function fromDescription(pkg, d, opts) {
  * sizes are asked for (HEAD) only when contents are not read anyway.
  */
 export function rawSource(src, narinfos, narFiles, { checkContents = true } = {}) {
+  const narinfo = src.narinfoTexts ? pagedNarinfos(src, narinfos) : null;
   const raw = {
-    readFile: (p) => src.readFile(p),
+    readFile: (p) => (narinfo ? narinfo(p) : src.readFile(p)),
     openFile: (p) => src.openFile(p),
     listNarinfos: async () => narinfos,
   };
   if (src.kind === 'local' || !checkContents) raw.fileSize = (p) => src.fileSize(p);
   if (narFiles) raw.listNarFiles = async () => narFiles;
   return raw;
+}
+
+/** Narinfo texts per page of nar-tool serve's narinfo-texts (the most it gives). */
+const TEXTS_PAGE = 1000;
+
+/**
+ * readFile for a verifier over nar-tool serve: the narinfos among `narinfos` come a page of
+ * texts at a time (one request per 1 000, the next page asked for while one is read), each handed
+ * out once; a name a page does not give (not UTF-8, too large, the cache changed, a server
+ * without pages) and any other file are fetched by themselves, as before.
+ */
+export function pagedNarinfos(src, narinfos) {
+  const index = new Map(narinfos.map((n, i) => [n, i]));
+  const texts = new Map();
+  const pages = new Map();
+  const encoder = new TextEncoder();
+  let supported = true;
+  const page = (start) => {
+    if (start >= narinfos.length || pages.has(start)) return;
+    pages.set(start, (async () => {
+      const p = supported ? await src.narinfoTexts(start, TEXTS_PAGE) : null;
+      if (!p) {
+        supported = false;
+        return;
+      }
+      for (const [name, text] of p.items) {
+        if (typeof text === 'string' && index.has(name)) texts.set(name, encoder.encode(text));
+      }
+    })());
+  };
+  return async (path) => {
+    const i = index.get(path);
+    if (i !== undefined && supported) {
+      const start = i - (i % TEXTS_PAGE);
+      page(start);
+      page(start + TEXTS_PAGE);
+      await pages.get(start);
+      const bytes = texts.get(path);
+      if (bytes) {
+        texts.delete(path);
+        return bytes;
+      }
+    }
+    return src.readFile(path);
+  };
 }
