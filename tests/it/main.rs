@@ -12,6 +12,7 @@ mod core_golden;
 mod decoders;
 mod demo;
 mod fetch;
+mod fetch_drv;
 mod fuzz_regressions;
 mod gc;
 mod hostile;

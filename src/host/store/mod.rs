@@ -5,6 +5,7 @@
 //! ([`optimise`]), kept alive by Nix's temporary roots ([`temproots`]) and collected ([`gc`]).
 
 pub mod db_write;
+pub mod drv_outputs;
 pub mod fetch;
 pub mod gc;
 pub mod gc_roots;
