@@ -29,5 +29,6 @@ mod serve_hostile;
 mod serve_index;
 mod storage_layer;
 mod store_gc;
+mod store_gc_runtime;
 mod upstream;
 mod verify;

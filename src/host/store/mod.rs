@@ -12,6 +12,7 @@ pub mod gc_roots;
 pub mod lock;
 pub mod optimise;
 pub mod restore;
+pub mod runtime_roots;
 pub mod temproots;
 
 use std::path::{Path, PathBuf};
