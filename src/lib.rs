@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod cache_info;
 pub mod compression;
+pub mod derivation;
 pub mod escape;
 pub mod hash;
 pub mod nar;

@@ -11,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::*;
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.to_str().expect("test paths are UTF-8").to_string()
 }
 
 /// A store under a new root holding the corpus closure (fetched, registered in a DB).
-fn corpus_store() -> TempTree {
+pub(crate) fn corpus_store() -> TempTree {
     let root = TempTree::new();
     let key = std::fs::read_to_string(corpus().join("keys/public")).unwrap();
     let mut args = vec![
@@ -40,7 +40,7 @@ fn nix_gc(root: &Path) -> String {
 }
 
 /// `nix-store --gc ARGS` in the store under `root`: (stdout, stderr).
-fn nix_gc_with(root: &Path, args: &[&str]) -> (String, String) {
+pub(crate) fn nix_gc_with(root: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new("nix-store")
         .env("NIX_REMOTE", "local")
         .args(["--store", &format!("local?root={}", root.display()), "--gc"])
@@ -54,7 +54,7 @@ fn nix_gc_with(root: &Path, args: &[&str]) -> (String, String) {
 }
 
 /// `nar-tool gc --store-root ROOT ARGS`: (stdout, stderr), insisting on success.
-fn our_gc(root: &Path, args: &[&str]) -> (String, String) {
+pub(crate) fn our_gc(root: &Path, args: &[&str]) -> (String, String) {
     let mut all = vec!["gc", "--store-root"];
     let r = s(root);
     all.push(&r);
@@ -65,7 +65,7 @@ fn our_gc(root: &Path, args: &[&str]) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), err)
 }
 
-fn sorted_lines(text: &str) -> Vec<String> {
+pub(crate) fn sorted_lines(text: &str) -> Vec<String> {
     let mut v: Vec<String> = text.lines().map(str::to_string).collect();
     v.sort();
     v

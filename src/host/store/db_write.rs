@@ -7,8 +7,12 @@
 //! address; NULL where Nix writes NULL: no deriver, NAR size 0, no signatures, no content
 //! address, and `ultimate` for a substituted path), then their `Refs`.
 //!
-//! Not written: `DerivationOutputs` of `.drv` paths (Nix fills it by parsing the derivation)
-//! and the tables of the experimental `ca-derivations` feature (Nix 2.8 adds them only with it).
+//! A `.drv` path gets its `DerivationOutputs` rows as Nix's `addValidPath` gives them, after
+//! the check Nix makes (`checkDerivationOutputs`); a derivation Nix would refuse fails the
+//! whole transaction, as in Nix ([`super::drv_outputs`]).
+//!
+//! Not written: the tables of the experimental `ca-derivations` feature (Nix 2.8 adds them
+//! only with it).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -105,6 +109,8 @@ pub struct DbWriter {
     conn: Connection,
     path: String,
     store_dir: StoreDir,
+    /// `ROOT/nix/store`, where registered derivations are read.
+    real_store: std::path::PathBuf,
     /// The big lock, held shared while open.
     _big_lock: File,
 }
@@ -197,6 +203,7 @@ impl DbWriter {
             conn,
             path: shown,
             store_dir: root.store_dir.clone(),
+            real_store: root.real_store(),
             _big_lock: big_lock,
         })
     }
@@ -303,6 +310,29 @@ impl DbWriter {
                         )))
                     }
                 })?;
+            }
+        }
+        let drvs: Vec<StorePath> = infos
+            .iter()
+            .filter(|i| added.contains(&store_dir.display(&i.path)))
+            .map(|i| i.path.clone())
+            .collect();
+        let rows = super::drv_outputs::DrvRows::new(&store_dir, &self.real_store)
+            .rows(&drvs)
+            .map_err(|e| {
+                fail(format!(
+                    "not registering a derivation Nix would refuse: {e}"
+                ))
+            })?;
+        for (drv, outputs) in rows {
+            let full = store_dir.display(&drv);
+            for (id, out) in outputs {
+                tx.execute(
+                    "insert or replace into DerivationOutputs (drv, id, path) \
+                     select id, ?2, ?3 from ValidPaths where path = ?1",
+                    params![full, id, store_dir.display(&out)],
+                )
+                .map_err(|e| fail(format!("{full}: output {id}: {e}")))?;
             }
         }
         tx.commit().map_err(|e| fail(e.to_string()))?;

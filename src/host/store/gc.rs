@@ -3,7 +3,8 @@
 //! it for more than a few seconds: a temporary root being added holds it for a moment); the collector's socket
 //! (`gc-socket/socket`) served meanwhile, as Nix's collector serves it, so that a Nix process
 //! that wants a temporary root while the collection runs tells it (the path and its closure are
-//! then spared); roots found as Nix finds them ([`super::gc_roots`]); live = their closure, with
+//! then spared); roots found as Nix finds them ([`super::gc_roots`], and the runtime roots of
+//! [`super::runtime_roots`]); live = their closure, with
 //! the derivers of live paths (Nix's default `keep-derivations`); the rest made invalid in the
 //! DB and deleted referrers first (the DB itself refuses to drop a path a valid path still
 //! references), each renamed out of its name first so that it disappears at once; then the
@@ -169,11 +170,13 @@ fn live_set(
     }
 }
 
-/// Collects the store under `root` (only looks, with `dry_run`). `on_delete` is told of each
-/// path as it goes.
+/// Collects the store under `root` (only looks, with `dry_run`); the processes of the `/proc`
+/// at `proc_dir`, if given, root what they use ([`super::runtime_roots`]). `on_delete` is told
+/// of each path as it goes.
 pub fn collect(
     root: &StoreRoot,
     dry_run: bool,
+    proc_dir: Option<&Path>,
     mut on_delete: impl FnMut(&StorePath),
 ) -> Result<GcReport, GcError> {
     let state = root.root.join("nix/var/nix");
@@ -191,6 +194,14 @@ pub fn collect(
         roots: find_roots(root).map_err(io_at(&state))?,
         ..GcReport::default()
     };
+    if let Some(proc_dir) = proc_dir {
+        let valid: HashSet<&StorePath> = valid.iter().collect();
+        for (path, sources) in super::runtime_roots::find_runtime_roots(root, proc_dir) {
+            if valid.contains(&path) {
+                report.roots.entry(path).or_default().extend(sources);
+            }
+        }
+    }
     let root_paths: Vec<&StorePath> = report.roots.keys().collect();
     let live = live_set(&graph, &root_paths, &derivers);
     let dead: Vec<&StorePath> = valid.iter().filter(|p| !live.contains(*p)).collect();

@@ -4,7 +4,7 @@
 //! indirect root: the link it leads to, if that one points into the store), and a regular file
 //! named by a store path's base name is a root; plus the temporary roots of live processes
 //! (`temproots/<pid>` files their owners keep locked; an unlocked one is stale and removed, as
-//! Nix does). Not looked for: runtime roots (`/proc` of running processes).
+//! Nix does). Runtime roots (`/proc` of running processes) are [`super::runtime_roots`]'s.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};

@@ -5,12 +5,14 @@
 //! ([`optimise`]), kept alive by Nix's temporary roots ([`temproots`]) and collected ([`gc`]).
 
 pub mod db_write;
+pub mod drv_outputs;
 pub mod fetch;
 pub mod gc;
 pub mod gc_roots;
 pub mod lock;
 pub mod optimise;
 pub mod restore;
+pub mod runtime_roots;
 pub mod temproots;
 
 use std::path::{Path, PathBuf};

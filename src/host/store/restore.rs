@@ -10,7 +10,6 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-pub(crate) use crate::host::fs::set_mtime;
 pub use crate::host::fs::STORE_MTIME;
 use crate::host::fs::{remove_tree, rename_no_replace, unpack_with, CaseHack, Meta, RestoreError};
 use crate::nar::Limits;

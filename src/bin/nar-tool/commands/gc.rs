@@ -32,8 +32,9 @@ pub struct GcArgs {
     #[arg(value_name = "CACHE", required_unless_present = "store_root")]
     cache: Option<String>,
     /// Collect the Nix store under ROOT (ROOT/nix/store, like local?root=ROOT) instead of a
-    /// cache, with Nix's roots (gcroots/, profiles/, temporary roots of live processes), as
-    /// `nix-store --gc` would; refused while the real Nix holds the GC lock
+    /// cache, with Nix's roots (gcroots/, profiles/, temporary roots of live processes, store
+    /// paths running processes use as /proc shows them), as `nix-store --gc` would; refused
+    /// while the real Nix holds the GC lock
     #[arg(long, value_name = "ROOT", conflicts_with_all = ["roots", "roots_dirs", "keep_since", "max_freed", "why", "json", "cache"])]
     store_root: Option<PathBuf>,
     /// A store path to keep with its closure (/nix/store/HASH-NAME or HASH-NAME; repeatable)
@@ -78,6 +79,10 @@ pub struct GcArgs {
     /// The store directory of the roots [default: the cache's nix-cache-info StoreDir, or /nix/store]
     #[arg(long, value_name = "DIR")]
     store_dir: Option<String>,
+    /// With --store-root: ignore what running processes use (their /proc links, maps and
+    /// environments), which Nix counts as roots
+    #[arg(long, requires = "store_root")]
+    no_runtime_roots: bool,
     /// Narinfos read, and listings and NAR files deleted, at once
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8)]
     jobs: usize,
@@ -341,7 +346,8 @@ fn collect_store(root: &std::path::Path, args: &GcArgs) -> Result<ExitCode> {
         bail!("{}: no Nix store there (no Nix DB)", root.display());
     }
     let looking = args.dry_run || args.print_roots || args.print_live || args.print_dead;
-    let report = gc::collect(&store, looking, |_| {})
+    let proc_dir = (!args.no_runtime_roots).then_some(std::path::Path::new("/proc"));
+    let report = gc::collect(&store, looking, proc_dir, |_| {})
         .with_context(|| format!("collecting {}", root.display()))?;
     let mut out = io::stdout().lock();
     if args.print_roots {

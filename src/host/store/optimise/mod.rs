@@ -7,9 +7,9 @@
 //!   the executable bit, or a symlink's target);
 //! - a `.links` entry whose size differs from the file's is corrupt and removed;
 //! - a file is replaced by linking the `.links` entry to `<store>/.tmp-link-<pid>-<random>` and
-//!   renaming that over the file (its directory given modification time 1 again afterwards;
-//!   made writable meanwhile only when the rename is refused without it, i.e. not as root,
-//!   then read-only again);
+//!   renaming that over the file (its directory given modification time 1 again afterwards,
+//!   here once after all its files rather than after each; made writable meanwhile only when
+//!   the rename is refused without it, i.e. not as root, then read-only again);
 //! - "too many links" (`EMLINK`, on the link or on the rename) leaves the file as it is, and a
 //!   `.links` directory that is full (`ENOSPC`) only stops deduplicating that file;
 //! - the saving reported is the sizes of the files replaced.
@@ -20,18 +20,29 @@
 //! an entry that vanishes between two steps (a GC deleting links with one link left) is tried
 //! again, a bounded number of times. A file is only ever replaced by a rename of a link to the
 //! same contents, so nothing is ever lost.
+//!
+//! Files are reached through their directory's descriptor (`openat`, `linkat`, `renameat`
+//! relative to it, [`dir`]), `.links` and the store directory through theirs.
+
+mod dir;
+mod hash_name;
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::restore::{set_mtime, STORE_MTIME};
-use crate::hash::{Encoding, HashAlgo, HashingWriter};
-use crate::host::fs::{dump_path_serial, CaseHack, DumpError};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::host::fs::DumpError;
+use hash_name::file_hash_name;
+pub use hash_name::nar_hash_name;
 
 /// How many times a file is tried again when `.links` changes under it.
 const RETRIES: usize = 16;
@@ -75,6 +86,9 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> OptimiseError + '_ {
 pub struct Optimiser {
     store: PathBuf,
     links: PathBuf,
+    /// The store directory and `.links`, open (files are reached relative to them).
+    store_fd: OwnedFd,
+    links_fd: OwnedFd,
     /// Inodes of `.links` entries (as when it was opened, plus those linked since).
     inodes: Mutex<HashSet<u64>>,
     /// Dry run: the links that would be made (name → size), nothing is changed.
@@ -108,9 +122,20 @@ impl Optimiser {
             Err(e) if dry_run && e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(at(&links)(e)),
         }
+        let store_fd = open_dir(rustix::fs::CWD, store).map_err(|e| at(store)(e.into()))?;
+        let links_fd = match open_dir(&store_fd, ".links") {
+            Ok(fd) => fd,
+            // Dry, without `.links`: nothing is linked there, the store stands in.
+            Err(e) if dry_run && e == Errno::NOENT => {
+                open_dir(&store_fd, ".").map_err(|e| at(store)(e.into()))?
+            }
+            Err(e) => return Err(at(&links)(e.into())),
+        };
         Ok(Optimiser {
             store: store.to_path_buf(),
             links,
+            store_fd,
+            links_fd,
             inodes: Mutex::new(inodes),
             dry: dry_run.then(|| Mutex::new(HashMap::new())),
             files_linked: AtomicU64::new(0),
@@ -147,110 +172,115 @@ impl Optimiser {
     /// Optimises a whole store path (its real path). A path that vanished meanwhile (collected)
     /// is no error.
     pub fn optimise_path(&self, path: &Path) -> Result<(), OptimiseError> {
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            let meta = match fs::symlink_metadata(&p) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(at(&p)(e)),
-            };
-            if meta.is_dir() {
-                let rd = match fs::read_dir(&p) {
-                    Ok(rd) => rd,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(at(&p)(e)),
-                };
-                for e in rd {
-                    let e = e.map_err(at(&p))?;
-                    if !self.known_inode(std::os::unix::fs::DirEntryExt::ino(&e)) {
-                        stack.push(e.path());
-                    }
-                }
-                continue;
-            }
-            self.optimise_file(&p, &meta)?;
+        let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        let parent_fd = match open_dir(rustix::fs::CWD, parent) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::NOENT => return Ok(()),
+            Err(e) => return Err(at(parent)(e.into())),
+        };
+        let base = CString::new(base.as_bytes())
+            .map_err(|_| at(path)(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let st = match rustix::fs::statat(&parent_fd, &base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if e == Errno::NOENT => return Ok(()),
+            Err(e) => return Err(at(path)(e.into())),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return dir::walk(self, &parent_fd, &base, path);
         }
-        Ok(())
+        let mut top = dir::Changed::new(parent_fd.as_fd(), parent == self.store);
+        self.optimise_file(&mut top, &base, &Entry::of(&st), path)
     }
 
-    fn optimise_file(&self, path: &Path, st: &fs::Metadata) -> Result<(), OptimiseError> {
-        let ft = st.file_type();
-        if !ft.is_file() && !ft.is_symlink() {
+    fn optimise_file(
+        &self,
+        dir: &mut dir::Changed<'_>,
+        name: &CStr,
+        st: &Entry,
+        shown: &Path,
+    ) -> Result<(), OptimiseError> {
+        if !st.is_file && !st.is_symlink {
             return Ok(());
         }
-        if ft.is_file() && st.mode() & 0o200 != 0 {
+        if st.is_file && st.mode & 0o200 != 0 {
             (self.warn)(&format!(
                 "skipping suspicious writable file '{}'",
-                path.display()
+                shown.display()
             ));
             return Ok(());
         }
-        if st.nlink() > 1 && self.known_inode(st.ino()) {
+        if st.nlink > 1 && self.known_inode(st.ino) {
             return Ok(());
         }
-        let name = match file_hash_name(path, st) {
-            Ok(Some(name)) => name,
+        let name_hash = match file_hash_name(dir.fd, name, st, shown)? {
+            Some(n) => n,
             // Gone or changed while read (collected, or replaced by another process): leave it.
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e),
+            None => return Ok(()),
         };
-        let link = self.links.join(&name);
+        let link = CString::new(name_hash.as_bytes()).expect("nix-base32 has no NUL");
+        let shown_link = || self.links.join(&name_hash);
         if let Some(dry) = &self.dry {
-            self.dry_run_file(dry, &link, name, st);
+            self.dry_run_file(dry, &link, name_hash.clone(), st);
             return Ok(());
         }
         // Linked first, looked at only when the name is taken (most files are new to `.links`).
         let mut corrupt_removed = false;
         for _ in 0..RETRIES {
-            match fs::hard_link(path, &link) {
+            match rustix::fs::linkat(dir.fd, name, &self.links_fd, &link, AtFlags::empty()) {
                 Ok(()) => {
                     self.inodes
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(st.ino());
+                        .insert(st.ino);
                     return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(e) if e == Errno::EXIST => {}
+                Err(e) if e == Errno::NOSPC => {
                     eprintln!(
-                        "cannot link '{}' to '{}': {e}",
-                        link.display(),
-                        path.display()
+                        "cannot link '{}' to '{}': {}",
+                        shown_link().display(),
+                        shown.display(),
+                        io::Error::from(e)
                     );
                     return Ok(());
                 }
                 // The file itself went (its path was collected).
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => return Ok(()),
-                Err(e) => return Err(at(&link)(e)),
+                Err(e) if e == Errno::NOENT && !exists_at(dir.fd, name) => return Ok(()),
+                Err(e) => return Err(at(&shown_link())(e.into())),
             }
-            let l = match fs::symlink_metadata(&link) {
-                Ok(l) => l,
+            let l = match rustix::fs::statat(&self.links_fd, &link, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(l) => Entry::of(&l),
                 // Collected between our link attempt and now: try again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(at(&link)(e)),
+                Err(e) if e == Errno::NOENT => continue,
+                Err(e) => return Err(at(&shown_link())(e.into())),
             };
-            if l.ino() == st.ino() {
+            if l.ino == st.ino {
                 return Ok(());
             }
-            if l.size() != st.size() && !corrupt_removed {
-                (self.warn)(&format!("removing corrupted link '{}'", link.display()));
-                match fs::remove_file(&link) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(&link)(e)),
+            if l.size != st.size && !corrupt_removed {
+                (self.warn)(&format!(
+                    "removing corrupted link '{}'",
+                    shown_link().display()
+                ));
+                match rustix::fs::unlinkat(&self.links_fd, &link, AtFlags::empty()) {
+                    Err(e) if e != Errno::NOENT => return Err(at(&shown_link())(e.into())),
                     _ => {}
                 }
                 corrupt_removed = true;
                 continue;
             }
-            if l.size() != st.size() || l.file_type() != ft {
+            if l.size != st.size || l.is_symlink != st.is_symlink {
                 // Not the same contents after all (being replaced by another process): leave
                 // the file as it is.
                 return Ok(());
             }
-            match self.replace_with_link(path, &link, st)? {
+            match self.replace_with_link(dir, name, &link, st, shown)? {
                 Replaced::Yes => {
                     self.files_linked.fetch_add(1, Ordering::Relaxed);
-                    self.bytes_freed.fetch_add(st.size(), Ordering::Relaxed);
-                    self.blocks_freed.fetch_add(st.blocks(), Ordering::Relaxed);
+                    self.bytes_freed.fetch_add(st.size, Ordering::Relaxed);
+                    self.blocks_freed.fetch_add(st.blocks, Ordering::Relaxed);
                     return Ok(());
                 }
                 Replaced::No => return Ok(()),
@@ -263,88 +293,99 @@ impl Optimiser {
     fn dry_run_file(
         &self,
         dry: &Mutex<HashMap<String, u64>>,
-        link: &Path,
+        link: &CStr,
         name: String,
-        st: &fs::Metadata,
+        st: &Entry,
     ) {
-        let exists = fs::symlink_metadata(link)
-            .map(|l| l.ino() != st.ino() && l.size() == st.size())
+        let exists = rustix::fs::statat(&self.links_fd, link, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|l| {
+                let l = Entry::of(&l);
+                l.ino != st.ino && l.size == st.size
+            })
             .ok();
         let mut seen = dry.lock().unwrap_or_else(|e| e.into_inner());
         let would_link = match exists {
             Some(would) => would,
-            None => seen.insert(name, st.size()).is_some(),
+            None => seen.insert(name, st.size).is_some(),
         };
         if would_link {
             self.files_linked.fetch_add(1, Ordering::Relaxed);
-            self.bytes_freed.fetch_add(st.size(), Ordering::Relaxed);
-            self.blocks_freed.fetch_add(st.blocks(), Ordering::Relaxed);
+            self.bytes_freed.fetch_add(st.size, Ordering::Relaxed);
+            self.blocks_freed.fetch_add(st.blocks, Ordering::Relaxed);
         }
     }
 
-    /// Links `link` to a temporary name and renames that over `path`.
+    /// Links `link` to a temporary name and renames that over `name` in `dir`.
     fn replace_with_link(
         &self,
-        path: &Path,
-        link: &Path,
-        st: &fs::Metadata,
+        dir: &mut dir::Changed<'_>,
+        name: &CStr,
+        link: &CStr,
+        st: &Entry,
+        shown: &Path,
     ) -> Result<Replaced, OptimiseError> {
-        let parent = path.parent().unwrap_or(Path::new("/"));
-        let toggle = parent != self.store;
-        let temp = self
-            .store
-            .join(format!(".tmp-link-{}-{}", self.pid, self.temp_number()));
-        match fs::hard_link(link, &temp) {
+        let temp_name = format!(".tmp-link-{}-{}", self.pid, self.temp_number());
+        let temp = CString::new(temp_name.as_bytes()).expect("no NUL");
+        let shown_temp = || self.store.join(&temp_name);
+        match rustix::fs::linkat(
+            &self.links_fd,
+            link,
+            &self.store_fd,
+            &temp,
+            AtFlags::empty(),
+        ) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-                if st.size() > 0 {
-                    eprintln!("'{}' has maximum number of links", link.display());
+            Err(e) if e == Errno::MLINK => {
+                if st.size > 0 {
+                    eprintln!(
+                        "'{}' has maximum number of links",
+                        self.links
+                            .join(std::ffi::OsStr::from_bytes(link.to_bytes()))
+                            .display()
+                    );
                 }
                 return Ok(Replaced::No);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replaced::LinkVanished),
+            Err(e) if e == Errno::NOENT => return Ok(Replaced::LinkVanished),
             // The temporary name is taken (left by a process that had our id): another name.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Replaced::TryAgain),
-            Err(e) => return Err(at(&temp)(e)),
+            Err(e) if e == Errno::EXIST => return Ok(Replaced::TryAgain),
+            Err(e) => return Err(at(&shown_temp())(e.into())),
         }
+        let remove_temp = || {
+            let _ = rustix::fs::unlinkat(&self.store_fd, &temp, AtFlags::empty());
+        };
         // Renaming into a read-only directory needs no write bit where the permission check
         // does not apply (root): try first, make the directory writable only when refused.
-        let mut renamed = fs::rename(&temp, path);
-        let mut _writable = None;
-        if toggle {
-            if let Err(e) = &renamed {
-                if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
-                    _writable = Some(Writable::make(parent).map_err(|e| {
-                        let _ = fs::remove_file(&temp);
-                        at(parent)(e)
-                    })?);
-                    renamed = fs::rename(&temp, path);
-                } else {
-                    _writable = Some(Writable::touched(parent));
+        let mut renamed = rustix::fs::renameat(&self.store_fd, &temp, dir.fd, name);
+        if let Err(e) = renamed {
+            if matches!(e, Errno::ACCESS | Errno::PERM) && !dir.is_store {
+                if let Err(e) = dir.make_writable() {
+                    remove_temp();
+                    return Err(at(shown.parent().unwrap_or(shown))(e));
                 }
-            } else {
-                // The rename changed the directory's time: Nix's (1) again when done.
-                _writable = Some(Writable::touched(parent));
+                renamed = rustix::fs::renameat(&self.store_fd, &temp, dir.fd, name);
             }
         }
+        // The directory's entries changed: its time is set again once it is done.
+        dir.touched();
         match renamed {
-            // When `path` already was a link to the same inode (another process replaced it
+            // When `name` already was a link to the same inode (another process replaced it
             // meanwhile), rename(2) does nothing and succeeds: the temporary is still there.
-            Ok(()) if fs::symlink_metadata(&temp).is_ok() => {
-                let _ = fs::remove_file(&temp);
+            Ok(()) if exists_at(self.store_fd.as_fd(), &temp) => {
+                remove_temp();
                 Ok(Replaced::No)
             }
             Ok(()) => Ok(Replaced::Yes),
             Err(e) => {
-                let _ = fs::remove_file(&temp);
-                if e.raw_os_error() == Some(libc::EMLINK) {
+                remove_temp();
+                if e == Errno::MLINK {
                     return Ok(Replaced::No);
                 }
                 // The file itself went (its path was collected).
-                if e.kind() == io::ErrorKind::NotFound && !path.exists() {
+                if e == Errno::NOENT && !exists_at(dir.fd, name) {
                     return Ok(Replaced::No);
                 }
-                Err(at(path)(e))
+                Err(at(shown)(e.into()))
             }
         }
     }
@@ -357,124 +398,54 @@ enum Replaced {
     TryAgain,
 }
 
-/// A directory changed (and perhaps made writable) for a moment: when dropped, read-only again
-/// (0555) if it was made writable, and with modification time 1, as Nix leaves store
-/// directories.
-struct Writable<'a> {
-    dir: &'a Path,
-    made_writable: bool,
+/// What the optimiser needs of an entry's `lstat`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    ino: u64,
+    nlink: u64,
+    size: u64,
+    blocks: u64,
+    mode: u32,
+    is_file: bool,
+    is_symlink: bool,
 }
 
-impl<'a> Writable<'a> {
-    fn make(dir: &'a Path) -> io::Result<Writable<'a>> {
-        let mode = fs::symlink_metadata(dir)?.mode() & 0o7777;
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o200))?;
-        Ok(Writable {
-            dir,
-            made_writable: true,
-        })
-    }
-
-    /// A directory whose entries changed without a change of its mode.
-    fn touched(dir: &'a Path) -> Writable<'a> {
-        Writable {
-            dir,
-            made_writable: false,
+impl Entry {
+    fn of(st: &rustix::fs::Stat) -> Entry {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        Entry {
+            ino: st.st_ino,
+            nlink: st.st_nlink,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            mode: st.st_mode & 0o7777,
+            is_file: kind == FileType::RegularFile,
+            is_symlink: kind == FileType::Symlink,
         }
     }
 }
 
-impl Drop for Writable<'_> {
-    fn drop(&mut self) {
-        if self.made_writable {
-            let _ = fs::set_permissions(self.dir, fs::Permissions::from_mode(0o555));
-        }
-        let _ = set_mtime(self.dir, STORE_MTIME);
-    }
+/// Whether `name` is in `dir` (not followed).
+fn exists_at(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
 }
 
-thread_local! {
-    /// The buffer each thread reads files through when hashing them.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The `.links` name of a regular file or symlink whose `lstat` is `st`, read once without
-/// looking its type up again and through one buffer per thread; `None` when it vanished or its
-/// size is no longer `st`'s (it changed under us: it is left alone).
-fn file_hash_name(path: &Path, st: &fs::Metadata) -> Result<Option<String>, OptimiseError> {
-    use crate::nar::writer::{NarWriter, WriteError};
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    if !st.file_type().is_file() {
-        return match nar_hash_name(path) {
-            Err(OptimiseError::Dump(DumpError::Io { source, .. }))
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                Ok(None)
-            }
-            other => other.map(Some),
-        };
-    }
-    let mut file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(at(path)(e)),
-    };
-    let size = st.size();
-    let hashed = READ_BUF.with_borrow_mut(|buf| {
-        if buf.is_empty() {
-            buf.resize(256 * 1024, 0);
-        }
-        let mut w = NarWriter::new(HashingWriter::new(HashAlgo::Sha256, io::sink()))?;
-        w.regular_with(st.mode() & 0o100 != 0, size, |out| {
-            let mut copied = 0u64;
-            loop {
-                let n = match file.read(buf) {
-                    Ok(0) => return Ok(copied),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                copied += n as u64;
-                if copied > size {
-                    return Err(WriteError::SizeMismatch {
-                        expected: size,
-                        found: copied,
-                    });
-                }
-                io::Write::write_all(out, &buf[..n])?;
-                // A regular file's read returns less than asked only at its end: no second
-                // read to see it.
-                if n < buf.len() && copied == size {
-                    return Ok(copied);
-                }
-            }
-        })?;
-        w.finish()
-    });
-    match hashed {
-        Ok(h) => Ok(Some(h.finish().0.encode(Encoding::Nixbase32))),
-        Err(WriteError::SizeMismatch { .. }) => Ok(None),
-        Err(WriteError::Io(source)) => Err(at(path)(source)),
-        Err(e) => Err(at(path)(io::Error::other(e.to_string()))),
-    }
-}
-
-/// The `.links` name of a file: the nix-base32 SHA-256 of its NAR serialisation.
-pub fn nar_hash_name(path: &Path) -> Result<String, OptimiseError> {
-    let w = HashingWriter::new(HashAlgo::Sha256, io::sink());
-    let w = dump_path_serial(path, w, CaseHack(false))?;
-    let (hash, _, _) = w.finish();
-    Ok(hash.encode(Encoding::Nixbase32))
+/// Opens a directory, not through a symlink.
+fn open_dir<Fd: AsFd, P: rustix::path::Arg>(dir: Fd, name: P) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use super::*;
+    use crate::host::fs::{set_mtime, STORE_MTIME};
 
     /// A read-only file (as in a store path) with `contents`.
     fn store_file(path: &Path, contents: &[u8]) {
