@@ -22,7 +22,7 @@
 //! same contents, so nothing is ever lost.
 //!
 //! Files are reached through their directory's descriptor (`openat`, `linkat`, `renameat`
-//! relative to it, [`dir`]), `.links` and the store directory through theirs.
+//! relative to it, `dir.rs`), `.links` and the store directory through theirs.
 
 mod dir;
 mod hash_name;
