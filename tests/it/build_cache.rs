@@ -91,17 +91,6 @@ fn summary_count(summary: &serde_json::Value, key: &str) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The corpus
 
-fn secret_key() -> String {
-    s(&corpus().join("keys/secret"))
-}
-
-fn public_key() -> String {
-    fs::read_to_string(corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn base_of(path: &str) -> &str {
     path.strip_prefix("/nix/store/").expect("a /nix/store path")
 }

@@ -79,17 +79,6 @@ fn nix_accepts(root: &Path, paths: &[String], what: &str) -> serde_json::Value {
 // ---------------------------------------------------------------------------------------------
 // Fixtures: a store with duplicate files, a cache Nix made of it and one build-cache made
 
-fn secret_key() -> String {
-    s(&corpus().join("keys/secret"))
-}
-
-fn public_key() -> String {
-    fs::read_to_string(corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// Directories with the same files in several places (regular, executable, empty, symlinks,
 /// a larger file), added to a new store with `nix-store --add`.
 struct Source {

@@ -44,17 +44,6 @@ fn nix(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn secret_key() -> String {
-    s(&corpus().join("keys/secret"))
-}
-
-fn public_key() -> String {
-    fs::read_to_string(corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// `tests/fixtures/drv/drv.nix` instantiated in a new store; its derivations (a fixed-output one
 /// of each ingestion, one with three outputs and escapes, one on top) copied by Nix to an
 /// uncompressed cache.

@@ -262,17 +262,6 @@ pub(crate) fn closure(roots: &[String], refs: &BTreeMap<String, Vec<String>>) ->
     out
 }
 
-pub(crate) fn secret_key() -> String {
-    corpus().join("keys/secret").display().to_string()
-}
-
-fn public_key() -> String {
-    fs::read_to_string(corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// The corpus store paths by name (`app-0.9` → `/nix/store/…-app-0.9-public`).
 pub(crate) fn corpus_path(name: &str) -> String {
     store_paths()

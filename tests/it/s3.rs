@@ -40,13 +40,6 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn public_key() -> String {
-    fs::read_to_string(corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// `verify URL --trusted-key K`, expecting a clean report.
 fn verify_clean(srv: &S3Server, url: &str, what: &str) -> String {
     ok(

@@ -169,6 +169,18 @@ fn serve_listens_on_a_unix_socket_replaces_a_stale_one_and_removes_its_own() {
             .spawn()
             .unwrap()
     };
+    // Another serve on the same path fails, saying why.
+    let refused_there = |why: &str| {
+        let out = Command::new(common::bin())
+            .args(["serve", "--listen"])
+            .arg(format!("unix:{}", socket.display()))
+            .arg(&cache)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{err}");
+    };
     // Killed hard, a server leaves its socket file: the next one replaces it.
     let first = common::Killed(start());
     assert!(wait_for_unix(&socket).contains("StoreDir: /nix/store"));
@@ -185,15 +197,7 @@ fn serve_listens_on_a_unix_socket_replaces_a_stale_one_and_removes_its_own() {
         std::fs::read_to_string(cache.join(&narinfo[1..])).unwrap()
     );
     // While it listens, a third is refused and leaves the socket alone.
-    let out = Command::new(common::bin())
-        .args(["serve", "--listen"])
-        .arg(format!("unix:{}", socket.display()))
-        .arg(&cache)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("another server listens there"), "{err}");
+    refused_there("another server listens there");
     assert!(curl_unix(&socket, "/nix-cache-info").0);
     // Stopped by Ctrl-C, it removes its socket file.
     let pid = second.id().to_string();
@@ -206,15 +210,7 @@ fn serve_listens_on_a_unix_socket_replaces_a_stale_one_and_removes_its_own() {
     assert!(!socket.exists(), "the socket file is left behind");
     // Something that is not a socket is never replaced.
     std::fs::write(&socket, "mine").unwrap();
-    let out = Command::new(common::bin())
-        .args(["serve", "--listen"])
-        .arg(format!("unix:{}", socket.display()))
-        .arg(&cache)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not a socket is there"), "{err}");
+    refused_there("not a socket is there");
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "mine");
 }
 

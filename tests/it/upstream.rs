@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use nar_tool::signing::SecretKey;
 
 use super::lookups::serve_logged;
-use crate::common::{self, extract_root_tar, report_problems, TempTree};
+use crate::common::{self, extract_root_tar, public_key, report_problems, TempTree};
 
 const TOP: &str = "/nix/store/z8w6vc8pyk06rr4fm1h99ciaifp1kqdp-closure-top-public";
 const APP: &str = "/nix/store/swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public";
@@ -40,13 +40,6 @@ fn s(p: &Path) -> String {
 
 fn set(paths: &[&str]) -> BTreeSet<String> {
     paths.iter().map(|p| p.to_string()).collect()
-}
-
-fn public_key() -> String {
-    fs::read_to_string(common::corpus().join("keys/public"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 fn secret_key_file() -> String {

@@ -92,6 +92,19 @@ pub fn corpus_nars() -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The corpus's secret signing key: its file's path.
+pub fn secret_key() -> String {
+    corpus().join("keys/secret").display().to_string()
+}
+
+/// The corpus's public key (`NAME:BASE64`).
+pub fn public_key() -> String {
+    fs::read_to_string(corpus().join("keys/public"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// The 9 store paths of the corpus (absolute, `/nix/store/…`).
 pub fn store_paths() -> Vec<String> {
     let text = fs::read_to_string(corpus().join("store-paths")).unwrap();
