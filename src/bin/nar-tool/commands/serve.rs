@@ -203,7 +203,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    eprintln!(
+    let serving = format!(
         "serving {} on {} (Ctrl-C stops{})",
         described.join(", "),
         served.urls("").join(" and "),
@@ -214,16 +214,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     );
     let inspector_url = served.urls("/_nar-tool/").swap_remove(0);
-    match (&opts_inspector, built_in) {
-        (Some(dir), _) => eprintln!(
-            "the inspector (from {}): {inspector_url}",
-            dir.display(),
-        ),
-        (None, true) => eprintln!("the inspector: {inspector_url}"),
-        (None, false) => eprintln!(
-            "no inspector: this build has none built in (feature embed-inspector); --inspector DIR gives one"
-        ),
-    }
+    let inspector = match (&opts_inspector, built_in) {
+        (Some(dir), _) => format!("the inspector (from {}): {inspector_url}", dir.display()),
+        (None, true) => format!("the inspector: {inspector_url}"),
+        (None, false) => "no inspector: this build has none built in (feature embed-inspector); --inspector DIR gives one".to_string(),
+    };
+    // One write: whoever reads the log sees both lines at once.
+    eprint!("{serving}\n{inspector}\n");
     served.run(stop).context("serving")?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
