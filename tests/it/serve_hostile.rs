@@ -287,7 +287,9 @@ fn slow_readers_cost_one_small_buffer_each_and_are_cut() {
     let t0 = Instant::now();
     while open_sockets(pid) > sockets_before + 2 {
         assert!(
-            t0.elapsed() < Duration::from_secs(8),
+            // Cut 4 s after they stall; the rest is room for two loaded cores (the whole
+            // suite at once: 8 s was once not enough).
+            t0.elapsed() < Duration::from_secs(20),
             "slow readers still connected: {} sockets, {sockets_before} before",
             open_sockets(pid)
         );
