@@ -209,8 +209,10 @@ export interface Report {
   ok: boolean;
   paths: number;
   checked_bytes: number;
-  /** Sorted by path, then kind */
+  /** Sorted by path, then kind; at most maxProblems of them */
   problems: Problem[];
+  /** How many more of each kind were found and not listed (absent when none were). */
+  omitted_problems?: Partial<Record<ProblemKind, number>>;
 }
 
 /** The stream openFile() gives: chunks, then null at the end. */
@@ -262,6 +264,12 @@ export interface VerifyOptions {
    * another; as many decoders alive. The report is the same whatever the number.
    */
   jobs?: number;
+  /**
+   * The most problems the report lists (default 100 000): the first in its order; the others
+   * are counted by kind in `omitted_problems`, so memory stays bounded however many there are.
+   * 0: every one.
+   */
+  maxProblems?: number;
 }
 
 export interface HttpSourceOptions {
@@ -312,8 +320,10 @@ export interface VerifyReport {
   readonly ok: boolean;
   readonly paths: number;
   readonly checkedBytes: number;
-  /** Problems and warnings. */
+  /** Problems and warnings found, listed or not. */
   readonly problemCount: number;
+  /** Problems and warnings found beyond maxProblems, counted and not listed. */
+  readonly omittedCount: number;
   /** The exit code nar-tool verify gives. */
   exitCode(): number;
   /** The whole report, as verifyCache gives it. */

@@ -17,7 +17,7 @@ use crate::cache::layout::KeyDir;
 use crate::cache::storage;
 use crate::cache::verify::push::{self, AsyncCacheSource, ChunkStream};
 use crate::cache::verify::report::{render, Junit, Rendering};
-use crate::cache::verify::{NarFileCheck, Report, VerifyOptions};
+use crate::cache::verify::{NarFileCheck, Report, VerifyOptions, DEFAULT_MAX_PROBLEMS};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression};
 use crate::hash::{Encoding, Hash, HashAlgo, Sha256Host};
@@ -524,6 +524,7 @@ struct JsVerifyOptions {
     only: Option<Vec<String>>,
     memory_limit: Option<f64>,
     jobs: Option<f64>,
+    max_problems: Option<f64>,
 }
 
 /// A JS error's message (or the value's text).
@@ -816,6 +817,15 @@ async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError
         check_contents: o.check_contents.unwrap_or(true),
         store_dir: StoreDir::new(o.store_dir.as_deref().unwrap_or("/nix/store")).map_err(err)?,
         policy: Default::default(),
+        max_problems: match o.max_problems {
+            None => DEFAULT_MAX_PROBLEMS,
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => n as usize,
+            Some(n) => {
+                return Err(err(format!(
+                    "maxProblems: expected a whole number of problems (0: every one), found {n}"
+                )))
+            }
+        },
     };
     let source = JsSource(source, sha256, bytes_limit(o.memory_limit)?);
     let jobs = match o.jobs {

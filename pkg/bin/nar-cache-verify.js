@@ -43,6 +43,9 @@ Options:
       --junit <FILE>             Also write a JUnit XML report to FILE
   -j, --jobs <N>                 Paths checked at once (their reads in flight while one is
                                  checked; one thread) [default: 8]
+      --max-problems <N>         List at most N problems, the first in the report's order; the
+                                 others are counted by kind (memory stays bounded however many
+                                 there are). 0: list every one [default: 100000]
   -q, --quiet                    No progress
   -h, --help                     Print help
   -V, --version                  Print version
@@ -75,6 +78,7 @@ function parse(argv) {
         github: { type: 'boolean', default: false },
         junit: { type: 'string' },
         jobs: { type: 'string', short: 'j' },
+        'max-problems': { type: 'string' },
         quiet: { type: 'boolean', short: 'q', default: false },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', short: 'V', default: false },
@@ -100,6 +104,9 @@ function parse(argv) {
   if (positionals.length > 1) usageError(`unexpected argument '${positionals[1]}' found`);
   if (values.jobs !== undefined && !/^\d+$/.test(values.jobs)) {
     usageError(`invalid value '${values.jobs}' for '--jobs <JOBS>': invalid digit found in string`);
+  }
+  if (values['max-problems'] !== undefined && !/^\d{1,9}$/.test(values['max-problems'])) {
+    usageError(`invalid value '${values['max-problems']}' for '--max-problems <N>': expected a whole number`);
   }
   return { ...values, cache: positionals[0] };
 }
@@ -231,6 +238,7 @@ async function main() {
       checkContents: !opts['no-contents'],
       storeDir: opts['store-dir'],
       ...(opts.jobs !== undefined ? { jobs: Math.max(1, Math.min(1024, Number(opts.jobs))) } : {}),
+      ...(opts['max-problems'] !== undefined ? { maxProblems: Number(opts['max-problems']) } : {}),
       onProgress: (p) => bar.update(p),
     });
   } catch (e) {

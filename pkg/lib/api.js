@@ -381,7 +381,7 @@ export function sourceFor(target, options = {}) {
  * `nar-tool verify --json` prints.
  */
 // VerifyOptions and HttpSourceOptions in index.d.ts (a test checks they agree).
-const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'fetch', 'headers', 'narinfos', 'roots'];
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'maxProblems', 'fetch', 'headers', 'narinfos', 'roots'];
 
 /** The wasm's arguments for verifying `target` (a source, and the options it takes). */
 async function verifyArguments(what, target, options) {
@@ -430,6 +430,9 @@ class VerifyReport {
   }
   get problemCount() {
     return this.#get().problemCount;
+  }
+  get omittedCount() {
+    return this.#get().omittedCount;
   }
   /** The exit code nar-tool verify gives. */
   exitCode() {

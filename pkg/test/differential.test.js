@@ -66,3 +66,48 @@ test('native and wasm verifiers agree on every damaged cache (JSON, text, exit c
   }
   assert.deepEqual(failures, []);
 });
+
+test('--max-problems: native and wasm list the same first problems and count the same others', { timeout: 120_000 }, async (t) => {
+  if (!bin) return t.skip('no native nar-tool: cargo build, or set NAR_TOOL_BIN');
+  const row = damageRows().find((r) => r.name === 'several-at-once');
+  const c = copyCache(row.cache, 'a/b/cache');
+  try {
+    await applyDamage(row, c.dir);
+    const all = await bothVerify(c.dir, ['--json', '--trusted-key', CORPUS_KEY]);
+    const found = JSON.parse(all.native.stdout).problems;
+    assert.equal(found.length, 4);
+    for (const limit of ['1', '3', '0']) {
+      for (const mode of [['--json'], []]) {
+        const { native, wasm } = await bothVerify(c.dir, [...mode, '--trusted-key', CORPUS_KEY, '--max-problems', limit]);
+        const label = `--max-problems ${limit} [${mode.join(' ') || 'text'}]`;
+        assert.equal(wasm.stdout, native.stdout, label);
+        // Problems not listed still count: the same exit code as with every one listed.
+        assert.equal(native.code, all.native.code, label);
+        assert.equal(wasm.code, all.native.code, label);
+      }
+      const { native } = await bothVerify(c.dir, ['--json', '--trusted-key', CORPUS_KEY, '--max-problems', limit]);
+      const report = JSON.parse(native.stdout);
+      const listed = limit === '0' ? found.length : Number(limit);
+      assert.deepEqual(report.problems, found.slice(0, listed), limit);
+      const omitted = Object.values(report.omitted_problems ?? {}).reduce((a, b) => a + b, 0);
+      assert.equal(omitted, found.length - listed, limit);
+    }
+    const text = (await bothVerify(c.dir, ['--trusted-key', CORPUS_KEY, '--max-problems', '1'])).wasm.stdout;
+    assert.match(text, /^omitted 3 more problems \(.*\): only the first 1 are listed; --max-problems N lists more, 0 every one$/m);
+    assert.match(text, /FAILED: 3 problems, 1 warnings\n$/);
+    // GitHub annotations (nar-cache-verify's own): the one listed, then the same line.
+    const env = { ...process.env };
+    delete env.GITHUB_STEP_SUMMARY;
+    const github = await run(process.execPath, [CLI, '--github', '--trusted-key', CORPUS_KEY, '--max-problems', '1', c.dir], { env });
+    assert.equal(github.code, all.native.code);
+    assert.match(github.stdout, /^::error title=missing-nar,.*\nomitted 3 more problems .*\n.*FAILED: 3 problems, 1 warnings\n$/);
+  } finally {
+    c.cleanup();
+  }
+});
+
+test('--max-problems takes a whole number only', async (t) => {
+  const r = await run(process.execPath, [CLI, '--max-problems=x1', '.']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /invalid value 'x1' for '--max-problems <N>'/);
+});

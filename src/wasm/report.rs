@@ -40,10 +40,16 @@ impl VerifyReport {
         self.report.checked_bytes as f64
     }
 
-    /// Problems and warnings.
+    /// Problems and warnings found, listed or not.
     #[wasm_bindgen(getter, js_name = problemCount)]
     pub fn problem_count(&self) -> f64 {
-        self.report.problems.len() as f64
+        self.report.problems_found() as f64
+    }
+
+    /// Problems and warnings found beyond the limit and not listed.
+    #[wasm_bindgen(getter, js_name = omittedCount)]
+    pub fn omitted_count(&self) -> f64 {
+        self.report.problems_omitted() as f64
     }
 
     /// The exit code `nar-tool verify` gives for it.

@@ -573,7 +573,7 @@ fn the_builder_and_the_verifier_run_on_any_backend() {
         trusted_keys: Vec::new(),
         check_contents: true,
         store_dir,
-        policy: Default::default(),
+        ..VerifyOptions::default()
     };
     let report = verify_cache(&memory, &verify_opts, pure_decoder, |_| {});
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -619,7 +619,7 @@ fn the_pull_and_push_verifiers_agree_through_the_async_storage_face() {
         trusted_keys: Vec::new(),
         check_contents: true,
         store_dir: StoreDir::new("/nix/store").unwrap(),
-        policy: Default::default(),
+        ..VerifyOptions::default()
     };
     let storage = DirStorage::open(&cache).unwrap();
     let pulled = pull::verify_cache(&storage, &opts, native_decoder, |_| {});

@@ -663,6 +663,53 @@ fn damage_table() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `--max-problems N`: the first N problems in the report's order are listed, the others
+/// counted by kind; the verdict and the exit code are the whole report's.
+#[test]
+fn max_problems_lists_the_first_and_counts_the_rest() {
+    let cache = damaged(&damage::row("several-at-once"));
+    let key = corpus_key();
+    let (every, all) = cli(cache.path(), &["--trusted-key", &key]);
+    assert_eq!(all.problems.len(), 4);
+    assert!(all.omitted_problems.is_empty());
+    for limit in [1usize, 3, 4] {
+        let (m, r) = cli(
+            cache.path(),
+            &["--trusted-key", &key, "--max-problems", &limit.to_string()],
+        );
+        assert_eq!(m.code, every.code, "limit {limit}");
+        assert_eq!(r.problems, all.problems[..limit], "limit {limit}");
+        let omitted: BTreeMap<ProblemKind, u64> =
+            all.problems[limit..]
+                .iter()
+                .fold(BTreeMap::new(), |mut by_kind, p| {
+                    *by_kind.entry(p.kind).or_default() += 1;
+                    by_kind
+                });
+        assert_eq!(r.omitted_problems, omitted, "limit {limit}");
+        assert_eq!((r.ok, r.exit_code()), (all.ok, all.exit_code()));
+    }
+    let text = Command::new(bin())
+        .args(["verify", "-q", "--max-problems", "2", "--trusted-key", &key])
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[2].starts_with("omitted 2 more problems (")
+            && lines[2].ends_with(
+                "): only the first 2 are listed; --max-problems N lists more, 0 every one"
+            ),
+        "{text}"
+    );
+    assert!(
+        lines[3].ends_with("FAILED: 3 problems, 1 warnings"),
+        "{text}"
+    );
+}
+
 /// `--no-contents` still sees what the directory shows (presence, sizes), not what only reading
 /// would (a flipped byte, a swapped NAR).
 #[test]

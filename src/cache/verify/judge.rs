@@ -365,7 +365,9 @@ pub(super) enum NarFailure {
 
 /// The checks across paths: references without narinfos, and NAR files no narinfo names.
 pub fn cross_check(checks: &[PathCheck], nar_files: &[String]) -> Vec<Problem> {
-    cross_check_upstream(checks, nar_files, &Answers::none()).0
+    let mut problems = Vec::new();
+    cross_check_upstream(checks, nar_files, &Answers::none(), &mut problems);
+    problems
 }
 
 /// The references no narinfo of the cache names (nor a malformed one by its file name), sorted:
@@ -391,14 +393,16 @@ pub fn missing_references(checks: &[PathCheck]) -> Vec<StorePath> {
 }
 
 /// [`cross_check`], a missing reference an upstream serves counting as present (`upstream`: what
-/// the upstreams said of [`missing_references`]); also the number of references found upstream.
-/// One an upstream could not be asked about is a `check-failed`, not a `missing-reference`.
+/// the upstreams said of [`missing_references`]), its problems added to `problems` as they are
+/// found (a [`super::KeptProblems`] keeps memory bounded however many there are); returns the
+/// number of references found upstream. One an upstream could not be asked about is a
+/// `check-failed`, not a `missing-reference`.
 pub fn cross_check_upstream(
     checks: &[PathCheck],
     nar_files: &[String],
     upstream: &Answers,
-) -> (Vec<Problem>, u64) {
-    let mut problems = Vec::new();
+    problems: &mut impl Extend<Problem>,
+) -> u64 {
     let missing: HashSet<StorePath> = missing_references(checks).into_iter().collect();
     let mut found_upstream = 0;
     for r in &missing {
@@ -436,7 +440,7 @@ pub fn cross_check_upstream(
                     ),
                 ),
             };
-            problems.push(Problem::new(kind, info.path(), message));
+            problems.extend([Problem::new(kind, info.path(), message)]);
         }
     }
     let used: BTreeSet<&str> = checks
@@ -451,14 +455,14 @@ pub fn cross_check_upstream(
         .collect();
     for f in nar_files {
         if !used.contains(f.as_str()) {
-            problems.push(Problem::new(
+            problems.extend([Problem::new(
                 ProblemKind::OrphanNar,
                 f.clone(),
                 "no narinfo points to this file (a warning)",
-            ));
+            )]);
         }
     }
-    (problems, found_upstream)
+    found_upstream
 }
 
 /// The reference policy of `opts`, checked of the paths it names (else of the cache's roots:
@@ -600,7 +604,8 @@ mod tests {
         missing.sort();
         assert_eq!(missing_references(&checks), missing);
 
-        let (problems, found) = cross_check_upstream(&checks, &[], &Answers::none());
+        let mut problems = Vec::new();
+        let found = cross_check_upstream(&checks, &[], &Answers::none(), &mut problems);
         assert_eq!(found, 0);
         assert_eq!(problems.len(), 5);
         assert!(problems
@@ -617,7 +622,8 @@ mod tests {
         answers.record(refused.clone(), 0, Answer::Refused("it names x".into()));
         answers.record(unsigned.clone(), 0, Answer::Unsigned);
         answers.record(absent.clone(), 0, Answer::Absent);
-        let (problems, found) = cross_check_upstream(&checks, &[], &answers);
+        let mut problems = Vec::new();
+        let found = cross_check_upstream(&checks, &[], &answers, &mut problems);
         assert_eq!(found, 1);
         let about = |p: &StorePath| {
             let shown = StoreDir::default().display(p);

@@ -13,11 +13,13 @@
 //! - [`judge`]: the pure judgments, layer by layer (bytes and findings in, problems out);
 //! - [`pull`]: the sequential pull driver over a [`CacheStorage`] ([`storage`]);
 //! - [`push`]: the async push driver over JS-like chunk sources (wasm);
+//! - [`kept`]: the problems a report lists, at most a limit of them;
 //! - [`report`](mod@report): the report assembled from the judgments, and its renderings;
 //! - [`pieces`]: the renderings piece by piece, for hosts that write a large report as it goes.
 //!
 //! The native parallel driver is `crate::host::verify`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cache::policy::ReferencePolicy;
@@ -26,6 +28,7 @@ use crate::signing::PublicKey;
 use crate::store_path::{StoreDir, StorePath};
 
 pub mod judge;
+pub mod kept;
 pub mod pieces;
 pub mod pull;
 pub mod push;
@@ -37,6 +40,7 @@ pub use judge::{
     judge_listing, judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size,
     judge_url, missing, missing_references, unreadable, url_is_inside, ContentFindings, Unparsed,
 };
+pub use kept::{KeptProblems, DEFAULT_MAX_PROBLEMS};
 pub use pull::{
     check_cache_info, check_path, list, pure_decoder, verify_cache, verify_cache_upstream,
     verify_cache_with, DecoderFn,
@@ -165,15 +169,32 @@ pub struct Report {
     /// as present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_references: Option<u64>,
+    /// The problems, in order: at most [`VerifyOptions::max_problems`] of them.
     pub problems: Vec<Problem>,
+    /// How many more of each kind were found and not listed (beyond the limit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted_problems: BTreeMap<ProblemKind, u64>,
 }
 
 impl Report {
-    /// 0 when all is well (orphans alone included), else the sum of the problems' bits.
+    /// 0 when all is well (orphans alone included), else the sum of the problems' bits (those
+    /// not listed too).
     pub fn exit_code(&self) -> u8 {
         self.problems
             .iter()
-            .fold(0, |acc, p| acc | p.kind.exit_bit())
+            .map(|p| p.kind)
+            .chain(self.omitted_problems.keys().copied())
+            .fold(0, |acc, k| acc | k.exit_bit())
+    }
+
+    /// How many problems were found, warnings included: listed or not.
+    pub fn problems_found(&self) -> u64 {
+        self.problems.len() as u64 + self.problems_omitted()
+    }
+
+    /// How many problems were found and not listed.
+    pub fn problems_omitted(&self) -> u64 {
+        self.omitted_problems.values().sum()
     }
 }
 
@@ -187,6 +208,9 @@ pub struct VerifyOptions {
     pub store_dir: StoreDir,
     /// A reference policy to check (none by default).
     pub policy: PolicyOptions,
+    /// The most problems the report lists (the first, in its order; the others are counted by
+    /// kind); 0: every one.
+    pub max_problems: usize,
 }
 
 /// A reference policy checked of paths of the cache, against the references its narinfos give.
@@ -205,6 +229,7 @@ impl Default for VerifyOptions {
             check_contents: true,
             store_dir: StoreDir::default(),
             policy: PolicyOptions::default(),
+            max_problems: DEFAULT_MAX_PROBLEMS,
         }
     }
 }

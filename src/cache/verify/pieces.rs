@@ -4,7 +4,7 @@
 //! and JSON renderings go problem by problem; the others (GitHub, JUnit: a few lines per kind or
 //! per path) are rendered whole and given as one piece.
 
-use super::report::{problem_line, render, summary_line, Rendering};
+use super::report::{omitted_lines, problem_line, render, summary_line, Rendering};
 use super::{Problem, Report};
 
 /// About how many bytes a piece holds (one problem more at most).
@@ -60,6 +60,7 @@ impl Pieces {
                     self.next += 1;
                 }
                 if self.next == problems.len() && out.len() < PIECE_BYTES {
+                    out += &omitted_lines(report);
                     out += &summary_line(report, cache);
                     out.push('\n');
                     self.done = true;
@@ -106,6 +107,7 @@ fn json_frame(report: &Report) -> (String, String) {
         checked_bytes: report.checked_bytes,
         upstream_references: report.upstream_references,
         problems: Vec::new(),
+        omitted_problems: report.omitted_problems.clone(),
     };
     let text = serde_json::to_string_pretty(&empty).expect("a report serialises");
     let at = text.rfind("[]").expect("the problems array");
@@ -172,6 +174,16 @@ mod tests {
                 checked_bytes: 12_345,
                 upstream_references: None,
                 problems: ps,
+                // Odd counts: some more problems found than listed.
+                omitted_problems: if n % 2 == 1 {
+                    [
+                        (ProblemKind::MissingReference, 5),
+                        (ProblemKind::OrphanNar, 2),
+                    ]
+                    .into()
+                } else {
+                    Default::default()
+                },
             };
             let names = ["a".to_string()];
             let junit = Junit {

@@ -11,7 +11,7 @@ use super::judge::{
 };
 use super::report::report;
 use super::storage::CacheStorage;
-use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use super::{KeptProblems, PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
 use crate::cache::upstream::Answers;
 use crate::compression::Compression;
 use crate::hash::{HashAlgo, HashingReader};
@@ -454,10 +454,12 @@ pub fn verify_cache_upstream(
     let checks = check_all(&names);
     let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
     let answers = upstream(&super::missing_references(&checks));
-    let (cross, found) = cross_check_upstream(&checks, &nar_files, &answers);
-    listing_problems.extend(cross);
-    listing_problems.extend(judge_policy(&checks, opts));
-    let mut report = report(info_problems, checks, listing_problems);
+    let mut kept = KeptProblems::new(opts.max_problems);
+    kept.extend(info_problems);
+    kept.extend(listing_problems);
+    let found = cross_check_upstream(&checks, &nar_files, &answers, &mut kept);
+    kept.extend(judge_policy(&checks, opts));
+    let mut report = report(checks, kept);
     report.upstream_references = answers.has_upstreams().then_some(found);
     report
 }

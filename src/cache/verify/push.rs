@@ -6,12 +6,13 @@
 use std::io;
 
 use super::judge::{
-    cross_check, judge_cache_info, judge_compression, judge_contents, judge_listing,
+    cross_check_upstream, judge_cache_info, judge_compression, judge_contents, judge_listing,
     judge_nar_files, judge_narinfo, judge_narinfo_name, judge_policy, judge_size, judge_url,
     unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
-use super::{PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use super::{KeptProblems, PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
+use crate::cache::upstream::Answers;
 use crate::compression::Compression;
 use crate::hash::{builtin_sha256, Sha256Factory, Sha256Host};
 use crate::nar::Limits;
@@ -141,9 +142,12 @@ pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
         (None, Some(listed)) => judge_nar_files(listed, &mut problems),
         _ => Vec::new(),
     };
-    problems.extend(cross_check(&checks, &nar_files));
-    problems.extend(judge_policy(&checks, opts));
-    report(info_problems, checks, problems)
+    let mut kept = KeptProblems::new(opts.max_problems);
+    kept.extend(info_problems);
+    kept.extend(problems);
+    cross_check_upstream(&checks, &nar_files, &Answers::none(), &mut kept);
+    kept.extend(judge_policy(&checks, opts));
+    report(checks, kept)
 }
 
 /// Checks one narinfo and its file, as [`super::pull::check_path`] does.

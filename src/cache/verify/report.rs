@@ -4,29 +4,30 @@
 //! report.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::{PathCheck, Problem, ProblemKind, Report};
+use super::{KeptProblems, PathCheck, Problem, ProblemKind, Report};
 use crate::escape::escape_controls;
 
-/// Assembles the report: problems sorted by path then kind, so every platform prints the same.
-pub fn report(cache_info: Vec<Problem>, checks: Vec<PathCheck>, cross: Vec<Problem>) -> Report {
+/// Assembles the report from the paths' checks and the other problems found (whose limit the
+/// paths' problems share): problems sorted by path then kind, so every platform prints the same.
+pub fn report(checks: Vec<PathCheck>, mut problems: KeptProblems) -> Report {
     let paths = checks.len() as u64;
     let checked_bytes = checks.iter().map(|c| c.checked_bytes).sum();
-    let mut problems: Vec<Problem> = cache_info
-        .into_iter()
-        .chain(checks.into_iter().flat_map(|c| c.problems))
-        .chain(cross)
-        .collect();
-    problems.sort_by(|a, b| (&a.path, a.kind, &a.message).cmp(&(&b.path, b.kind, &b.message)));
-    problems.dedup();
-    let ok = problems.iter().all(|p| p.kind.is_warning());
+    problems.extend(checks.into_iter().flat_map(|c| c.problems));
+    let (problems, omitted_problems) = problems.into_parts();
+    let ok = problems
+        .iter()
+        .map(|p| p.kind)
+        .chain(omitted_problems.keys().copied())
+        .all(ProblemKind::is_warning);
     Report {
         ok,
         paths,
         checked_bytes,
         upstream_references: None,
         problems,
+        omitted_problems,
     }
 }
 
@@ -74,6 +75,7 @@ pub fn render(report: &Report, cache: &str, how: Rendering<'_>) -> String {
                 out += &problem_line(p);
                 out.push('\n');
             }
+            out += &omitted_lines(report);
             out += &summary_line(report, cache);
         }
         Rendering::Summary => out += &summary_line(report, cache),
@@ -101,13 +103,34 @@ pub(super) fn problem_line(p: &Problem) -> String {
     )
 }
 
-pub(super) fn summary_line(report: &Report, cache: &str) -> String {
-    let failures = report
-        .problems
+/// The line saying how many problems the report does not list, if any (a newline after it).
+pub(super) fn omitted_lines(report: &Report) -> String {
+    let omitted = report.problems_omitted();
+    if omitted == 0 {
+        return String::new();
+    }
+    let kinds: Vec<String> = report
+        .omitted_problems
         .iter()
-        .filter(|p| !p.kind.is_warning())
-        .count();
-    let warnings = report.problems.len() - failures;
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    format!(
+        "omitted {omitted} more problems ({}): only the first {} are listed; --max-problems N \
+         lists more, 0 every one\n",
+        kinds.join(", "),
+        report.problems.len()
+    )
+}
+
+pub(super) fn summary_line(report: &Report, cache: &str) -> String {
+    let warning = |kind: ProblemKind| u64::from(kind.is_warning());
+    let warnings = report.problems.iter().map(|p| warning(p.kind)).sum::<u64>()
+        + report
+            .omitted_problems
+            .iter()
+            .map(|(kind, n)| warning(*kind) * n)
+            .sum::<u64>();
+    let failures = report.problems_found() - warnings;
     let upstream = report
         .upstream_references
         .map(|n| format!(", {n} references found upstream"))
@@ -194,7 +217,7 @@ fn github_annotations(report: &Report, cache: &str) -> String {
             );
         }
     }
-    out + &rest
+    out + &rest + &omitted_lines(report)
 }
 
 /// Where in the cache a problem's path is: a store path's narinfo is `<hash part>.narinfo`, or
@@ -245,29 +268,30 @@ fn github_summary(report: &Report, cache: &str) -> String {
         if report.ok { "OK" } else { "FAILED" },
         md_code(&summary_line(report, cache))
     );
-    if report.problems.is_empty() {
+    if report.problems_found() == 0 {
         return out;
     }
-    let mut kinds: Vec<(ProblemKind, usize, &str)> = Vec::new();
+    let mut kinds: BTreeMap<ProblemKind, (u64, Option<&str>)> = BTreeMap::new();
     for p in &report.problems {
-        match kinds.iter_mut().find(|(k, ..)| *k == p.kind) {
-            Some((_, n, _)) => *n += 1,
-            None => kinds.push((p.kind, 1, &p.path)),
-        }
+        let (n, first) = kinds.entry(p.kind).or_default();
+        *n += 1;
+        first.get_or_insert(&p.path);
     }
-    kinds.sort_by_key(|(k, ..)| *k);
+    for (kind, omitted) in &report.omitted_problems {
+        kinds.entry(*kind).or_default().0 += omitted;
+    }
     out += "\n| Kind | Count | First |\n| --- | ---: | --- |\n";
-    for (kind, n, first) in kinds {
+    for (kind, (n, first)) in kinds {
         let what = if kind.is_warning() {
             " (a warning)"
         } else {
             ""
         };
-        out += &format!(
-            "| {}{what} | {n} | {} |\n",
-            md_code(kind.name()),
-            md_code(first)
-        );
+        let first = first.map(md_code).unwrap_or_else(|| "(not listed)".into());
+        out += &format!("| {}{what} | {n} | {first} |\n", md_code(kind.name()));
+    }
+    if report.problems_omitted() > 0 {
+        out += &format!("\n{}", omitted_lines(report));
     }
     out
 }
@@ -345,53 +369,74 @@ fn junit_xml(report: &Report, cache: &str, junit: &Junit<'_>) -> String {
             names.push(p);
         }
     }
-    let cache_problems: Vec<&Problem> = report
-        .problems
-        .iter()
-        .filter(|p| !names.contains(&p.path.as_str()))
-        .collect();
-    let cases = std::iter::once((cache, cache_problems)).chain(names.iter().map(|&name| {
-        let problems = report.problems.iter().filter(|p| p.path == name).collect();
-        (name, problems)
-    }));
+    let mut by_path: HashMap<&str, Vec<&Problem>> =
+        names.iter().map(|&name| (name, Vec::new())).collect();
+    let mut cache_problems: Vec<&Problem> = Vec::new();
+    for p in &report.problems {
+        match by_path.get_mut(p.path.as_str()) {
+            Some(ps) => ps.push(p),
+            None => cache_problems.push(p),
+        }
+    }
+    let cases = std::iter::once((cache, cache_problems)).chain(
+        names
+            .iter()
+            .map(|&name| (name, by_path.remove(name).unwrap_or_default())),
+    );
     let lines = |ps: &[&Problem]| {
         ps.iter()
             .map(|p| problem_line(p))
             .collect::<Vec<_>>()
             .join("\n")
     };
+    // Problems not listed count against the cache's own testcase.
+    let omitted = omitted_lines(report);
+    let omitted = omitted.trim_end();
+    let omitted_failures = report.omitted_problems.keys().any(|k| !k.is_warning());
     let (mut tests, mut failures, mut errors) = (0, 0, 0);
     let mut body = String::new();
-    for (name, problems) in cases {
+    for (i, (name, problems)) in cases.enumerate() {
         tests += 1;
         let (warnings, bad): (Vec<&Problem>, Vec<&Problem>) =
             problems.into_iter().partition(|p| p.kind.is_warning());
-        let mut inner = String::new();
-        if let Some(&first) = bad.first() {
-            let failure = bad
-                .iter()
-                .find(|p| p.kind != super::ProblemKind::CheckFailed);
-            let (tag, lead) = match failure {
-                Some(&lead) => {
-                    failures += 1;
-                    ("failure", lead)
-                }
-                None => {
-                    errors += 1;
-                    ("error", first)
-                }
+        let (mut bad_text, mut warning_text) = (lines(&bad), lines(&warnings));
+        if i == 0 && !omitted.is_empty() {
+            let text = if omitted_failures {
+                &mut bad_text
+            } else {
+                &mut warning_text
             };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            *text += omitted;
+        }
+        let mut inner = String::new();
+        let failure = bad
+            .iter()
+            .find(|p| p.kind != super::ProblemKind::CheckFailed);
+        let lead = match (failure, bad.first()) {
+            (Some(&lead), _) => Some(("failure", lead.kind.name(), lead.message.as_str())),
+            (None, Some(&first)) => Some(("error", first.kind.name(), first.message.as_str())),
+            (None, None) if !bad_text.is_empty() => Some(("failure", "omitted", omitted)),
+            (None, None) => None,
+        };
+        if let Some((tag, kind, message)) = lead {
+            match tag {
+                "error" => errors += 1,
+                _ => failures += 1,
+            }
             inner += &format!(
                 "      <{tag} type=\"{}\" message=\"{}\">{}</{tag}>\n",
-                xml_attr(lead.kind.name()),
-                xml_attr(&lead.message),
-                xml_text(&lines(&bad))
+                xml_attr(kind),
+                xml_attr(message),
+                xml_text(&bad_text)
             );
         }
-        if !warnings.is_empty() {
+        if !warning_text.is_empty() {
             inner += &format!(
                 "      <system-out>{}</system-out>\n",
-                xml_text(&lines(&warnings))
+                xml_text(&warning_text)
             );
         }
         let open = format!(
@@ -459,6 +504,7 @@ mod tests {
             checked_bytes: 2048,
             upstream_references: None,
             problems,
+            omitted_problems: Default::default(),
         }
     }
 
@@ -745,5 +791,66 @@ mod tests {
         );
         assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00");
         assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59");
+    }
+
+    /// Problems beyond the limit: counted in the summary, the exit code, the step summary and
+    /// JUnit, and said in one line where the listed ones are.
+    #[test]
+    fn problems_not_listed_are_counted_everywhere() {
+        let mut r = report(vec![Problem::new(
+            ProblemKind::OrphanNar,
+            "nar/z",
+            "no narinfo",
+        )]);
+        r.omitted_problems = [
+            (ProblemKind::MissingReference, 7),
+            (ProblemKind::OrphanNar, 2),
+        ]
+        .into();
+        r.ok = false;
+        assert_eq!(r.exit_code(), ProblemKind::MissingReference.exit_bit());
+        assert_eq!(r.problems_found(), 10);
+        let omitted =
+            "omitted 9 more problems (7 missing-reference, 2 orphan-nar): only the first 1 \
+                       are listed; --max-problems N lists more, 0 every one\n";
+        let summary = "c: 2 paths, 2.0 KiB read, FAILED: 7 problems, 3 warnings\n";
+        assert_eq!(render(&r, "c", Rendering::Summary), summary);
+        assert_eq!(
+            render(&r, "c", Rendering::Text),
+            format!("orphan-nar nar/z: no narinfo\n{omitted}{summary}")
+        );
+        assert!(render(&r, "c", Rendering::Github).ends_with(&format!("{omitted}{summary}")));
+        let table = render(&r, "c", Rendering::GithubSummary);
+        assert!(
+            table.contains("| `missing-reference` | 7 | (not listed) |\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `orphan-nar` (a warning) | 3 | `nar/z` |\n"),
+            "{table}"
+        );
+        assert!(table.ends_with(&format!("\n{omitted}")), "{table}");
+        let junit = Junit {
+            paths: &[],
+            seconds: 0.0,
+            timestamp: 0,
+        };
+        let xml = render(&r, "c", Rendering::Junit(junit));
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains(&format!(
+                "<failure type=\"omitted\" message=\"{}\">{}</failure>",
+                omitted.trim_end(),
+                omitted.trim_end()
+            )),
+            "{xml}"
+        );
+        let back: Report = serde_json::from_str(&render(&r, "c", Rendering::Json)).unwrap();
+        assert_eq!(back, r);
+        // Only warnings not listed: the cache's testcase passes, with them in its output.
+        r.omitted_problems = [(ProblemKind::OrphanNar, 2)].into();
+        r.ok = true;
+        let xml = render(&r, "c", Rendering::Junit(junit));
+        assert!(xml.contains("failures=\"0\" errors=\"0\""), "{xml}");
     }
 }

@@ -90,7 +90,7 @@ pub fn run(args: FetchArgs) -> Result<ExitCode> {
             },
             check_contents: true,
             store_dir: store_dir.clone(),
-            policy: Default::default(),
+            ..VerifyOptions::default()
         },
         closure: !args.no_closure,
         jobs: jobs_for(args.jobs, &location),

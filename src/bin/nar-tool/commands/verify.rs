@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use nar_tool::cache::verify::report::{render, Rendering};
-use nar_tool::cache::verify::{PolicyOptions, Report, VerifyOptions};
+use nar_tool::cache::verify::{PolicyOptions, Report, VerifyOptions, DEFAULT_MAX_PROBLEMS};
 use nar_tool::host::upstream::Upstreams;
 use nar_tool::store_path::{StoreDir, StorePath};
 
@@ -42,6 +42,10 @@ pub struct VerifyArgs {
     /// No progress bar
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// List at most N problems, the first in the report's order; the others are counted by kind
+    /// (memory stays bounded however many there are). 0: list every one
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROBLEMS)]
+    max_problems: usize,
     #[command(flatten)]
     upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
@@ -85,6 +89,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
         check_contents: !args.no_contents,
         store_dir,
         policy,
+        max_problems: args.max_problems,
     };
     let upstream = args.upstream.open(&opts.store_dir)?;
     let report = verify_cache(
