@@ -20,6 +20,7 @@
 #
 #   benches/fetch.sh          # 40 paths
 #   benches/fetch.sh 8        # a smoke test of the script
+#   TMPDIR=/dev/shm benches/fetch.sh   # on tmpfs: no disk in the way (see the note it prints)
 #
 # Environment: NAR_TOOL_BIN (a built binary instead of `cargo build --release`), TMPDIR.
 # Requires: cargo, python3, Nix 2.8 (nix, nix-store), GNU time at /usr/bin/time.
@@ -35,6 +36,12 @@ make_work nar-fetch-bench
 ours=$(release_bin)
 export NIX_REMOTE=local
 warn_if_busy
+# With `discard`, ext4 without a journal discards a file's blocks as it is freed, synchronously:
+# every file `optimise` replaces waits for the disk (both tools alike; see benches/README.md).
+if findmnt -n -o OPTIONS -T "$work" 2>/dev/null | tr ',' '\n' | grep -qx discard; then
+  echo "== note: $work is on a file system mounted with 'discard': optimise's time is mostly the"
+  echo "   disk discarding the blocks of each file replaced; TMPDIR=/dev/shm measures the tools"
+fi
 
 echo "== generating $n source paths"
 python3 - "$work/src" "$n" <<'PY'

@@ -35,12 +35,7 @@ fn nix(program: &str, args: &[&str]) -> String {
     if program == "nix" {
         cmd.args(["--extra-experimental-features", "nix-command"]);
     }
-    let out = run_cmd(cmd.args(args), b"");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_cmd_ok(cmd.args(args), b"");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -134,25 +129,21 @@ fn fetched_derivations_get_the_derivation_outputs_nix_gives_them() {
 
     // Nix substituting the same closure from the cache.
     let theirs = d.tmp.path().join("theirs");
-    let out = Command::new("nix")
-        .env("NIX_REMOTE", "local")
-        .env("XDG_CACHE_HOME", d.tmp.path().join("xdg"))
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "copy",
-            "--derivation",
-        ])
-        .args(["--from", &format!("file://{}", d.cache.display())])
-        .args(["--to", &store_of(&theirs)])
-        .args(["--option", "trusted-public-keys", &public_key()])
-        .arg(&d.top)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_cmd_ok(
+        Command::new("nix")
+            .env("NIX_REMOTE", "local")
+            .env("XDG_CACHE_HOME", d.tmp.path().join("xdg"))
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "copy",
+                "--derivation",
+            ])
+            .args(["--from", &format!("file://{}", d.cache.display())])
+            .args(["--to", &store_of(&theirs)])
+            .args(["--option", "trusted-public-keys", &public_key()])
+            .arg(&d.top),
+        b"",
     );
     assert_eq!(drv_outputs(&theirs), expected);
 
@@ -165,11 +156,7 @@ fn fetched_derivations_get_the_derivation_outputs_nix_gives_them() {
         &["--write-db", "--registration", &s(&reg)],
         &[&d.top],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "fetch --write-db --registration");
     assert_eq!(drv_outputs(&ours), expected);
     // Nix accepts the store.
     nix(
@@ -180,20 +167,15 @@ fn fetched_derivations_get_the_derivation_outputs_nix_gives_them() {
     // Our registration loaded by Nix: the same rows.
     let loaded = d.tmp.path().join("loaded");
     let out = fetch(&d.cache, &loaded, &["--registration", &s(&reg)], &[&d.top]);
-    assert!(out.status.success());
+    assert_ok(&out, "fetch --registration");
     let text = fs::read(&reg).unwrap();
-    let out = run_cmd(
+    run_cmd_ok(
         Command::new("nix-store").env("NIX_REMOTE", "local").args([
             "--store",
             &store_of(&loaded),
             "--load-db",
         ]),
         &text,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(drv_outputs(&loaded), expected);
 }

@@ -153,12 +153,7 @@ fn searches_answer_as_lookup_does(cache: &Cache) {
     assert_eq!(page(addr, "q=gc-served")["total"], 0);
     let synth = synth_store("served", 1, 7);
     let new = &synth.paths[0];
-    let out = build_cmd(cache, &synth, &[new]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_cmd_ok(&mut build_cmd(cache, &synth, &[new]), b"");
     let p = page(addr, "q=gc-served");
     assert_eq!(p["total"], 1, "{p}");
     assert_eq!(p["items"][0]["storePath"], *new);
@@ -276,14 +271,7 @@ fn searches_of_named_caches_need_the_credentials_their_cache_does() {
     let _roots = (build_corpus(&public), build_corpus(&private));
     // The private cache has one more path than the public one.
     let synth = synth_store("private", 1, 3);
-    let out = build_cmd(&private, &synth, &[&synth.paths[0]])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_cmd_ok(&mut build_cmd(&private, &synth, &[&synth.paths[0]]), b"");
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--auth"])
         .arg(&auth)

@@ -60,8 +60,8 @@ pub(crate) fn our_gc(root: &Path, args: &[&str]) -> (String, String) {
     all.push(&r);
     all.extend(args);
     let out = run(&all, b"");
+    assert_ok(&out, format_args!("gc {args:?}"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "gc {args:?} failed: {err}");
     (String::from_utf8_lossy(&out.stdout).into_owned(), err)
 }
 
@@ -165,11 +165,7 @@ fn nix_gc_keeps_paths_exactly_while_keep_paths_holds_them() {
         ],
         b"",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "keep-paths -- nix-store --gc");
     assert!(present(r, top) && !present(r, added));
     // A command's failure is passed through.
     let out = run(
@@ -291,20 +287,14 @@ fn gc_store_root_finds_and_deletes_what_nix_gc_would() {
         "the stores differ after collecting"
     );
     // Nix verifies what is left and finds nothing more to collect.
-    let out = Command::new("nix-store")
-        .env("NIX_REMOTE", "local")
-        .args([
+    run_cmd_ok(
+        Command::new("nix-store").env("NIX_REMOTE", "local").args([
             "--store",
             &format!("local?root={}", r.display()),
             "--verify",
             "--check-contents",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        b"",
     );
     let (dead, _) = nix_gc_with(r, &["--print-dead"]);
     assert_eq!(dead, "", "Nix finds more to collect");

@@ -55,15 +55,30 @@ pub fn run_cmd(cmd: &mut Command, stdin: &[u8]) -> Output {
 }
 
 /// Runs `nar-tool ARGS` and insists on success; returns stdout.
+#[track_caller]
 pub fn run_ok(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let out = run(args, stdin);
+    assert_ok(&out, format_args!("nar-tool {args:?}"));
+    out.stdout
+}
+
+/// Runs a prepared command with `stdin` as its input and insists on success.
+#[track_caller]
+pub fn run_cmd_ok(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let out = run_cmd(cmd, stdin);
+    assert_ok(&out, &cmd);
+    out
+}
+
+/// Insists that a command (`what`) succeeded; the message has its exit status and stderr.
+#[track_caller]
+pub fn assert_ok(out: &Output, what: impl std::fmt::Debug) {
     assert!(
         out.status.success(),
-        "nar-tool {args:?} failed with {:?}: {}",
+        "{what:?} failed with {:?}: {}",
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
 }
 
 pub fn stdout_str(out: &[u8]) -> String {
