@@ -40,5 +40,5 @@ fi
 
 echo "== www: end-to-end and hostile-cache (Chromium) and load tests"
 cd www
-node --test --test-concurrency=1 test/e2e.test.mjs test/index.test.mjs test/embedded.test.mjs test/hostile.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
+node --test --test-concurrency=1 test/source.test.mjs test/e2e.test.mjs test/bulk.test.mjs test/index.test.mjs test/embedded.test.mjs test/hostile.test.mjs test/views.test.mjs test/layout.test.mjs test/load.test.mjs
 echo "test-www: screenshots in target/www-screenshots/"

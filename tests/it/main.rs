@@ -26,6 +26,7 @@ mod s3;
 mod serve;
 mod serve_activation;
 mod serve_auth;
+mod serve_bundle;
 mod serve_hostile;
 mod serve_index;
 mod storage_layer;

@@ -4,6 +4,8 @@
 // a plain closure (no `this`), which is what the wasm layer's RawSource wants. `pkg` is the
 // package's browser entry (pkg/browser.js), imported by the caller.
 
+import { fetchFiles, narPrefetcher } from './bundle.js';
+
 /**
  * An HTTP binary cache at `base` (a URL; a trailing slash is added): the package's httpSource,
  * with what the inspector adds: listNarinfos() gives null when the cache cannot be listed, and
@@ -57,6 +59,12 @@ export function httpSource(pkg, base, { noStore = false, authorization = null } 
      * { total, items: [[name, text | null]], next } (next: where the following page starts, null
      * at the end; a page may hold fewer than asked), or null when the server has no such thing.
      */
+    /**
+     * nar-tool serve's files of `keys` in one response (bundle.js): a Map of each key to its
+     * bytes, null (absent) or undefined (fetch it by itself); null when the server has no such
+     * thing.
+     */
+    files: (keys) => fetchFiles(url, headers, keys),
     async narinfoTexts(offset, limit) {
       let r;
       try {
@@ -155,11 +163,18 @@ export function fromDescription(pkg, d, opts) {
  * The wasm layer's RawSource over a source, with the narinfo names already known. Over HTTP,
  * sizes are asked for (HEAD) only when contents are not read anyway.
  */
-export function rawSource(src, narinfos, narFiles, { checkContents = true } = {}) {
-  const narinfo = src.narinfoTexts ? pagedNarinfos(src, narinfos) : null;
+export function rawSource(src, narinfos, narFiles, { checkContents = true, only = null } = {}, { parseNarInfo = null, jobs = 32 } = {}) {
+  // The small NARs in bulk from nar-tool serve, when the whole cache is read in order.
+  const bulk = src.files && src.narinfoTexts && parseNarInfo && checkContents && !only
+    ? narPrefetcher({ count: narinfos.length, files: src.files, parse: parseNarInfo, jobs })
+    : null;
+  const narinfo = src.narinfoTexts ? pagedNarinfos(src, narinfos, bulk) : null;
   const raw = {
     readFile: (p) => (narinfo ? narinfo(p) : src.readFile(p)),
-    openFile: (p) => src.openFile(p),
+    openFile: bulk ? async (p) => {
+      const had = await bulk.openFile(p);
+      return had === undefined ? src.openFile(p) : had;
+    } : (p) => src.openFile(p),
     listNarinfos: async () => narinfos,
   };
   if (src.kind === 'local' || !checkContents) raw.fileSize = (p) => src.fileSize(p);
@@ -174,9 +189,10 @@ const TEXTS_PAGE = 1000;
  * readFile for a verifier over nar-tool serve: the narinfos among `narinfos` come a page of
  * texts at a time (one request per 1 000, the next page asked for while one is read), each handed
  * out once; a name a page does not give (not UTF-8, too large, the cache changed, a server
- * without pages) and any other file are fetched by themselves, as before.
+ * without pages) and any other file are fetched by themselves, as before. `bulk` (a
+ * narPrefetcher) is given each page's texts and told which narinfo is read.
  */
-export function pagedNarinfos(src, narinfos) {
+export function pagedNarinfos(src, narinfos, bulk = null) {
   const index = new Map(narinfos.map((n, i) => [n, i]));
   const texts = new Map();
   const pages = new Map();
@@ -188,11 +204,16 @@ export function pagedNarinfos(src, narinfos) {
       const p = supported ? await src.narinfoTexts(start, TEXTS_PAGE) : null;
       if (!p) {
         supported = false;
+        bulk?.stop();
         return;
       }
       for (const [name, text] of p.items) {
-        if (typeof text === 'string' && index.has(name)) texts.set(name, encoder.encode(text));
+        if (typeof text === 'string' && index.has(name)) {
+          texts.set(name, encoder.encode(text));
+          bulk?.noteText(index.get(name), text);
+        }
       }
+      bulk?.noted(start, start + TEXTS_PAGE);
     })());
   };
   return async (path) => {
@@ -202,6 +223,7 @@ export function pagedNarinfos(src, narinfos) {
       page(start);
       page(start + TEXTS_PAGE);
       await pages.get(start);
+      bulk?.reading(i);
       const bytes = texts.get(path);
       if (bytes) {
         texts.delete(path);

@@ -1,6 +1,7 @@
 // Verifies a cache off the page's thread: the package's verifyCache over a RawSource built on
-// its httpSource (an HTTP cache) or on File objects (a local folder). Cancelling terminates the
-// worker.
+// its httpSource (an HTTP cache; from nar-tool serve, narinfos a page of texts and small NARs a
+// batch at a time: source.js, bundle.js) or on File objects (a local folder). Cancelling
+// terminates the worker.
 //
 // in:  { source, narinfos, narFiles, options: { trustedKeys, checkContents, only } }
 // out: { type: 'progress', done, total, path, bytes } (at most every 100 ms, and the last one)
@@ -13,7 +14,12 @@ self.onmessage = async (ev) => {
   const { source, narinfos, narFiles, options } = ev.data;
   try {
     const src = fromDescription(pkg, source, { noStore: true });
-    const raw = rawSource(src, narinfos, narFiles, options);
+    // Requests in flight while the wasm checks what has come: over HTTP each costs a round
+    // trip, a local file next to nothing.
+    const jobs = source.kind === 'http' ? 32 : 8;
+    // The narinfo parser the bulk reads need (the same wasm verifyCache initialises).
+    await pkg.init();
+    const raw = rawSource(src, narinfos, narFiles, options, { parseNarInfo: pkg.parseNarInfo, jobs });
     let last = 0;
     let pending = null;
     const onProgress = (p) => {
@@ -29,9 +35,7 @@ self.onmessage = async (ev) => {
       trustedKeys: options.trustedKeys ?? [],
       checkContents: options.checkContents !== false,
       onProgress,
-      // Requests in flight while the wasm checks what has come: over HTTP each costs a round
-      // trip, a local file next to nothing.
-      jobs: source.kind === 'http' ? 32 : 8,
+      jobs,
     };
     if (options.storeDir) opts.storeDir = options.storeDir;
     if (options.only) opts.only = options.only;

@@ -1,10 +1,11 @@
 // Caches the inspector's tests make: synthetic ones of many narinfos, and a plain static file
 // server (a cache that cannot be listed, on another origin).
 
-import { mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, readdirSync, renameSync } from 'node:fs';
 import http from 'node:http';
-import { join, extname } from 'node:path';
-import { corpus, tempDir } from './serve.mjs';
+import { join, extname, dirname } from 'node:path';
+import { corpus, narToolBin, tempDir } from './serve.mjs';
 
 /**
  * A cache of n synthetic narinfos (valid store paths, unsigned), each referencing up to 3 earlier
@@ -69,4 +70,28 @@ export function staticCors(root) {
     }
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/**
+ * A signed zstd cache (nar-tool build-cache, the corpus's key) of n store paths, each a folder
+ * of one small text file: n distinct small NARs.
+ */
+export function smallPathsCache(n) {
+  const work = tempDir('nar-tool-www-small-');
+  const root = join(work, 'root');
+  const paths = [];
+  for (let i = 0; i < n; i++) {
+    const src = join(work, `p${i}`);
+    mkdirSync(src);
+    writeFileSync(join(src, 'f.txt'), `path ${i}\n${'w'.repeat(i % 200)}\n`);
+    const path = execFileSync(narToolBin(), ['store-path', '--name', `small-${i}`, src], { encoding: 'utf8' }).trim();
+    mkdirSync(join(root, dirname(path)), { recursive: true });
+    renameSync(src, join(root, path));
+    paths.push(path);
+  }
+  writeFileSync(join(work, 'paths'), paths.join('\n') + '\n');
+  const cache = join(work, 'cache');
+  execFileSync(narToolBin(), ['build-cache', '-q', '--store-root', root, '--scan-references', '--to', cache, '--compression', 'zstd',
+    '--sign', join(corpus, 'keys/secret'), '--paths-from', join(work, 'paths')]);
+  return cache;
 }

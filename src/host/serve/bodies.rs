@@ -1,5 +1,5 @@
-//! Replies and their bodies: bytes in memory, or a file read a piece at a time as hyper asks for
-//! the next one (never ahead of the client).
+//! Replies and their bodies: bytes in memory, or a file (or another body made piece by piece:
+//! [`Pieces`]) read a piece at a time as hyper asks for the next one (never ahead of the client).
 
 use super::*;
 
@@ -16,6 +16,15 @@ pub(super) enum Body {
     Bytes(Vec<u8>),
     /// `len` bytes of a file from `offset`.
     File(Box<dyn ReadSeek>, u64, u64),
+    /// A body of unknown length made a piece at a time (sent chunked).
+    Pieces(Box<dyn Pieces>),
+}
+
+/// A body made a piece at a time, on the blocking pool, each piece when hyper asks for it.
+pub(super) trait Pieces: Send {
+    /// The next piece (about a [`CHUNK`]); `None` at the end. An error breaks the framing:
+    /// the connection is closed.
+    fn next_piece(&mut self) -> io::Result<Option<Vec<u8>>>;
 }
 
 impl Reply {
@@ -37,6 +46,7 @@ impl Reply {
             Body::None => None,
             Body::Bytes(b) => Some(b.len() as u64),
             Body::File(_, _, len) => Some(*len),
+            Body::Pieces(_) => None,
         }
     }
 
@@ -61,6 +71,10 @@ impl Reply {
                 left: len,
                 file: Some(f),
                 reading: None,
+            },
+            Body::Pieces(p) => Data::Pieces {
+                pieces: Some(p),
+                making: None,
             },
         };
         let mut response = Response::new(Outgoing {
@@ -127,7 +141,15 @@ pub(super) enum Data {
         file: Option<Box<dyn ReadSeek>>,
         reading: Option<PieceRead>,
     },
+    /// A body made piece by piece: its maker, or (while hyper waits) the making of the next piece.
+    Pieces {
+        pieces: Option<Box<dyn Pieces>>,
+        making: Option<PieceMade>,
+    },
 }
+
+/// The next piece of a [`Pieces`] body being made, and its maker back.
+pub(super) type PieceMade = JoinHandle<(Box<dyn Pieces>, io::Result<Option<Vec<u8>>>)>;
 
 /// The next piece of a body being read, and the stream to read the rest from.
 pub(super) type PieceRead = JoinHandle<io::Result<(Box<dyn ReadSeek>, Vec<u8>)>>;
@@ -164,6 +186,39 @@ impl hyper::body::Body for Outgoing {
         let this = self.get_mut();
         let chunk = match &mut this.data {
             Data::Empty => return Poll::Ready(None),
+            Data::Pieces { pieces, making } => {
+                if let Some(mut p) = pieces.take() {
+                    *making = Some(tokio::task::spawn_blocking(move || {
+                        let piece = p.next_piece();
+                        (p, piece)
+                    }));
+                }
+                let made = match making.as_mut().map(|m| Pin::new(m).poll(cx)) {
+                    Some(Poll::Pending) => return Poll::Pending,
+                    Some(Poll::Ready(Ok((back, made)))) => {
+                        *pieces = Some(back);
+                        made
+                    }
+                    Some(Poll::Ready(Err(e))) => Err(io::Error::other(e)),
+                    None => Err(io::Error::other("the body's maker was lost")),
+                };
+                *making = None;
+                match made {
+                    Ok(Some(piece)) => {
+                        this.sent += piece.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(piece)))));
+                    }
+                    Ok(None) => {
+                        this.data = Data::Empty;
+                        return Poll::Ready(None);
+                    }
+                    Err(e) => {
+                        this.data = Data::Empty;
+                        this.error = Some(e.to_string());
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
             Data::Bytes(b) => std::mem::take(b),
             Data::File {
                 left,
@@ -214,6 +269,7 @@ impl hyper::body::Body for Outgoing {
             Data::Empty => 0,
             Data::Bytes(b) => b.len() as u64,
             Data::File { left, .. } => *left,
+            Data::Pieces { .. } => return SizeHint::default(),
         })
     }
 }

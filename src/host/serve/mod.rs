@@ -11,7 +11,10 @@
 //! An HTTP binary cache cannot be listed, so for the inspector (never asked for by Nix) there are
 //! JSON listings, a bounded page at a time (`json.rs`): `GET /_nar-tool/narinfos`,
 //! `GET /_nar-tool/nar-files` and `GET /_nar-tool/narinfo-texts` (the narinfos with their texts),
-//! and searches of the cache's lookup index, `GET /_nar-tool/lookup?q=…` (`search.rs`).
+//! and searches of the cache's lookup index, `GET /_nar-tool/lookup?q=…` (`search.rs`). For its
+//! verifier, many small files of the cache in one response: `GET /_nar-tool/files?key=…&key=…`
+//! (at most 128 keys of the layout, files up to a size in a length-prefixed framing, streamed:
+//! `bundle.rs`).
 //!
 //! HTTP/1.1 is hyper's (request parsing, framing, keep-alive, pipelining), on a tokio runtime of
 //! `threads` workers. This module decides only which file or listing a request gets
@@ -349,6 +352,7 @@ fn raise_fd_limit(max_connections: usize) {
 pub mod activation;
 pub mod auth;
 mod bodies;
+mod bundle;
 mod embedded;
 mod gate;
 mod guard;

@@ -46,7 +46,7 @@ fn origins(query: &str) -> Vec<String> {
 }
 
 /// A query value, `+` and percent escapes decoded; `None` if it is not UTF-8.
-fn form_decode(value: &str) -> Option<String> {
+pub(super) fn form_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

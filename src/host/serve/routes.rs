@@ -136,6 +136,10 @@ impl Site {
             Err(why) => return Reply::text(400, &format!("bad path: {why}\n")),
         };
         let shelf = self.shelf_of(&rel);
+        if let Some((shelf, "_nar-tool/files")) = shelf {
+            let query = head.target.split_once('?').map_or("", |(_, q)| q);
+            return shelf.bundle(query);
+        }
         if let Some((shelf, which)) = shelf.and_then(|(shelf, rest)| {
             let which = rest
                 .strip_prefix("_nar-tool/")

@@ -1,6 +1,7 @@
 //! The caches `serve` serves: one at the root (`serve CACHE`), or several, each under its name
 //! (`serve --cache NAME=CACHE …`: `/NAME/nix-cache-info`, `/NAME/nar/…`, its listings at
-//! `/NAME/_nar-tool/narinfos` and its searches at `/NAME/_nar-tool/lookup`). The server's own
+//! `/NAME/_nar-tool/narinfos`, its searches at `/NAME/_nar-tool/lookup`, its files in bulk at
+//! `/NAME/_nar-tool/files`). The server's own
 //! things stay at `/_nar-tool/`, which no cache name can shadow (names do not start with `_`).
 
 use super::*;
@@ -9,8 +10,9 @@ use super::*;
 pub(super) struct Shelf {
     /// `None`: served at the root.
     pub(super) name: Option<String>,
-    /// Only its keys are served from it, opened once each (no look by name first).
-    pub(super) cache: Box<dyn StorageRead>,
+    /// Only its keys are served from it, opened once each (no look by name first); shared with
+    /// the bundles of files being sent (`bundle.rs`).
+    pub(super) cache: Arc<dyn StorageRead>,
     /// The inspector's listings of it, reused for a while.
     pub(super) listings: json::Listings,
     /// Its lookup index, loaded for searches.
@@ -39,7 +41,7 @@ impl Shelf {
                     return Err(invalid(format!("the cache name {name} is given twice")));
                 }
             }
-            let cache = crate::host::open::open_read(location)?;
+            let cache: Arc<dyn StorageRead> = Arc::from(crate::host::open::open_read(location)?);
             if cache.stat(&CacheKey::CacheInfo)?.is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -94,7 +96,7 @@ impl Site {
         if let [root @ Shelf { name: None, .. }] = self.shelves.as_slice() {
             let listing = rel
                 .strip_prefix("_nar-tool/")
-                .is_none_or(|rest| json::Listing::of(rest).is_some());
+                .is_none_or(|rest| json::Listing::of(rest).is_some() || rest == "files");
             return listing.then_some((root, rel));
         }
         let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
