@@ -39,18 +39,25 @@ fn uri_escape(path: &str) -> String {
     s
 }
 
+/// Checks that the DB file `path` exists (else the error says `hint`); gives the constructor of
+/// its errors.
+fn existing<'a>(path: &'a Path, hint: &str) -> Result<impl Fn(String) -> DbError + 'a, DbError> {
+    let fail = move |message: String| DbError {
+        path: path.display().to_string(),
+        message,
+    };
+    if !path.is_file() {
+        return Err(fail(hint.to_string()));
+    }
+    Ok(fail)
+}
+
 impl NixDb {
     pub fn open(path: &Path, store_dir: &StoreDir) -> Result<NixDb, DbError> {
-        let shown = path.display().to_string();
-        let fail = |message: String| DbError {
-            path: shown.clone(),
-            message,
-        };
-        if !path.is_file() {
-            return Err(fail(
-                "not found (pass --db, --registration, --path-info or --scan-references)".into(),
-            ));
-        }
+        let fail = existing(
+            path,
+            "not found (pass --db, --registration, --path-info or --scan-references)",
+        )?;
         let abs = path.canonicalize().map_err(|e| fail(e.to_string()))?;
         // Nix keeps the DB in WAL mode: commits of a running Nix (or of one that died) may sit
         // in `db.sqlite-wal`, which `immutable=1` ignores. Then read a private copy of the DB and
@@ -84,45 +91,41 @@ impl NixDb {
             )
         };
         let conn = Connection::open_with_flags(&target, flags).map_err(|e| fail(e.to_string()))?;
-        // Fails early, with a clear message, on a file that is not a Nix DB.
-        conn.query_row("SELECT count(*) FROM ValidPaths", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(|e| fail(format!("not a Nix database: {e}")))?;
-        Ok(NixDb {
-            conn,
-            path: shown,
-            store_dir: store_dir.clone(),
-            _snapshot: snapshot,
-        })
+        NixDb::checked(conn, path, store_dir, snapshot)
     }
 
     /// Opens a live DB read-only (not `immutable`): it sees commits still in the WAL and takes
     /// SQLite's read locks, as Nix's own readers do, without copying anything. For a store that
     /// is in use (one `lookup` query), where [`NixDb::open`] is for a snapshot of a store.
     pub fn open_live(path: &Path, store_dir: &StoreDir) -> Result<NixDb, DbError> {
-        let shown = path.display().to_string();
-        let fail = |message: String| DbError {
-            path: shown.clone(),
-            message,
-        };
-        if !path.is_file() {
-            return Err(fail(
-                "not found (the store root has no Nix database)".into(),
-            ));
-        }
+        let fail = existing(path, "not found (the store root has no Nix database)")?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
             .map_err(|e| fail(e.to_string()))?;
-        // Preparing the query checks the table is there, without reading it.
+        NixDb::checked(conn, path, store_dir, None)
+    }
+
+    /// The DB at `path` once its connection is open: failing early, with a clear message, on a
+    /// file that is not a Nix DB (preparing a query of `ValidPaths` checks the table is there,
+    /// without reading it).
+    fn checked(
+        conn: Connection,
+        path: &Path,
+        store_dir: &StoreDir,
+        snapshot: Option<tempfile::TempDir>,
+    ) -> Result<NixDb, DbError> {
+        let shown = path.display().to_string();
         conn.prepare("select path from ValidPaths where path >= ?1 limit 1")
-            .map_err(|e| fail(format!("not a Nix database: {e}")))?;
+            .map_err(|e| DbError {
+                path: shown.clone(),
+                message: format!("not a Nix database: {e}"),
+            })?;
         Ok(NixDb {
             conn,
             path: shown,
             store_dir: store_dir.clone(),
-            _snapshot: None,
+            _snapshot: snapshot,
         })
     }
 
@@ -287,5 +290,53 @@ impl NixDb {
         }
         info.references = refs;
         Ok(Some(info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of opening refuse, with the same words, a missing file (each with its hint), a
+    /// file that is not SQLite and an SQLite DB without Nix's tables.
+    #[test]
+    fn what_is_not_a_nix_db_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = StoreDir::default();
+        let missing = dir.path().join("missing.sqlite");
+        let text = dir.path().join("text.sqlite");
+        fs::write(
+            &text,
+            "not a database, but long enough to have a header of sorts\n",
+        )
+        .unwrap();
+        let other = dir.path().join("other.sqlite");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("create table Other (x integer)")
+            .unwrap();
+        type Open = fn(&Path, &StoreDir) -> Result<NixDb, DbError>;
+        for (open, hint) in [
+            (NixDb::open as Open, "pass --db"),
+            (
+                NixDb::open_live as Open,
+                "the store root has no Nix database",
+            ),
+        ] {
+            let e = open(&missing, &store_dir).err().unwrap();
+            assert_eq!(e.path, missing.display().to_string());
+            assert!(e.message.contains(hint), "{}", e.message);
+            for file in [&text, &other] {
+                let e = open(file, &store_dir).err().unwrap();
+                assert_eq!(e.path, file.display().to_string());
+                assert!(
+                    e.message.starts_with("not a Nix database: ")
+                        || e.message.contains("not a database"),
+                    "{}: {}",
+                    file.display(),
+                    e.message
+                );
+            }
+        }
     }
 }
