@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::serve::{get, request, start_with, Reply};
 use super::serve_auth::{add_user, basic};
-use crate::common;
+use crate::common::{self, rss_kib};
 
 const MAGIC: &[u8] = b"nar-tool files 1";
 const SENT: u8 = 0;
@@ -312,14 +312,4 @@ fn a_reader_that_stops_holds_one_piece() {
     let recs = records(&reply);
     assert_eq!(recs.len(), 16);
     assert!(recs.iter().all(|r| r.0 == SENT && r.1.len() == 512 << 10));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, unlinkSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { PUBLIC_KEY, close, launch, openPage, saveKeys, serve } from './browser.mjs';
+import { PUBLIC_KEY, close, launch, openPage, ready, saveKeys, serve } from './browser.mjs';
 import { narToolBin, removeTemporary } from './serve.mjs';
 import { smallPathsCache } from './caches.mjs';
 
@@ -40,9 +40,15 @@ function cliVerify(dir) {
   return { report: JSON.parse(r.stdout), status: r.status };
 }
 
-/** Verifies the whole cache in the page; the report and the request lines serve logged meanwhile. */
-async function verifyInPage(t, s) {
-  const page = await openPage(t, s.url);
+/**
+ * Verifies the whole cache in the page; the report and the request lines serve logged meanwhile.
+ * `prepare(page)` runs before the page is opened (to route its requests).
+ */
+async function verifyInPage(t, s, prepare = async () => {}) {
+  const page = await openPage(t, null);
+  await prepare(page);
+  await page.goto(s.url);
+  await ready(page);
   await saveKeys(page, PUBLIC_KEY);
   await page.goto(new URL('#/verify', page.url()).href);
   await page.waitForSelector('#verify-all:has-text("whole cache"):not([disabled])', { timeout: 60000 });
@@ -74,18 +80,11 @@ test('a server without the endpoint: every NAR by itself, the same report', asyn
   const dir = damagedCache();
   const cli = cliVerify(dir);
   const s = await serve(dir, { quiet: false });
-  const page = await openPage(t, null);
   // The endpoint answers 404, as another server would.
-  await page.context().route('**/_nar-tool/files?**', (route) => route.fulfill({ status: 404, body: 'not found' }));
-  await page.goto(s.url);
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 60000 });
-  await saveKeys(page, PUBLIC_KEY);
-  await page.goto(new URL('#/verify', page.url()).href);
-  await page.waitForSelector('#verify-all:has-text("whole cache"):not([disabled])', { timeout: 60000 });
-  const from = s.log.length;
-  await page.click('#verify-all');
-  await page.waitForSelector('#verify-summary', { timeout: 180000 });
-  assert.deepEqual(await page.evaluate(() => window.__inspector.job.report), cli.report);
-  const single = s.log.slice(from).split('\n').filter((l) => l.includes('"GET /nar/'));
+  const { report, requests } = await verifyInPage(t, s, (page) =>
+    page.context().route('**/_nar-tool/files?**', (route) => route.fulfill({ status: 404, body: 'not found' })),
+  );
+  assert.deepEqual(report, cli.report);
+  const single = requests.filter((l) => l.includes('"GET /nar/'));
   assert.ok(single.length >= 1099, `${single.length} NARs fetched by themselves`);
 });
