@@ -11,6 +11,11 @@
 #   big         one path of NAR_BENCH_BIG_MB (1024) MiB, half text, half random (memory probe,
 #               one run, compression none: every byte goes up)
 #
+# After the small paths, the server's floor: a plain client (examples/s3_floor.rs, the
+# object_store crate alone) making the requests a build of them cannot do without (a NAR and a
+# narinfo PUT a path) and those of a verify (a narinfo and a NAR GET a path), of the same sizes,
+# 16 at a time.
+#
 #   benches/s3.sh                      all cases
 #   NAR_BENCH_RUNS=1 benches/s3.sh real
 #
@@ -20,9 +25,13 @@
 # Results: bench-results/s3.txt.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need nix-store python3 curl
+need nix-store python3 curl bc
 need_gnu_time
 bin=$(release_bin)
+# The server's floor: a plain object_store client making the requests of the small paths.
+cargo build --release --quiet --example s3_floor
+floor=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/examples/s3_floor
 runs=${NAR_BENCH_RUNS:-3}
 small_paths=${NAR_BENCH_SMALL_PATHS:-500}
 big_mb=${NAR_BENCH_BIG_MB:-1024}
@@ -141,6 +150,21 @@ for name in real small-paths big; do
       "$(q "$bin") verify --quiet '$last'" true
   done
 done
+if wanted small-paths; then
+  # Average sizes of a NAR file and a narinfo, from the directory built last.
+  dir=$work/cache-small-paths-zstd
+  n=$(find "$dir/nar" -type f | wc -l)
+  nar_b=$(($(find "$dir/nar" -type f -printf '%s\n' | paste -sd+ | bc) / n))
+  info_b=$(($(find "$dir" -maxdepth 1 -name '*.narinfo' -printf '%s\n' | paste -sd+ | bc) / n))
+  for r in $(seq "$runs"); do
+    "$floor" "floor-$r" 16 "put:$n:$nar_b" "put:$n:$info_b" | tail -1 | awk '{print $4}' >>"$work/floor-put"
+    "$floor" "floor-$r" 16 "get:$n:$info_b" "get:$n:$nar_b" | tail -1 | awk '{print $4}' >>"$work/floor-get"
+  done
+  printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: %d PUTs (%d B, %d B), 16 at a time\n' \
+    small-paths zstd floor-b "" "$(median <"$work/floor-put")" "" "$runs" "$((2 * n))" "$nar_b" "$info_b" | tee -a "$table"
+  printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: %d GETs, 16 at a time\n' \
+    small-paths zstd floor-v "" "$(median <"$work/floor-get")" "" "$runs" "$((2 * n))" | tee -a "$table"
+fi
 echo
 echo "ratio: median of the rounds' s3/dir wall-time ratios; RSS: GNU time's maximum resident set size" | tee -a "$table"
 echo "table: $table" >&2

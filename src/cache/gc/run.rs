@@ -184,12 +184,25 @@ fn read_entries<S: StorageRead + ?Sized>(
 
 /// Lists and reads what the cache holds.
 pub fn inventory<S: StorageRead + ?Sized>(storage: &S, jobs: usize) -> io::Result<Inventory> {
+    let mut inv = narinfos_except(storage, &HashSet::new(), jobs)?;
+    let (nar_keys, _) = list_keys(storage, KeyDir::Nar)?;
+    inv.nars = nar_keys.into_iter().collect();
+    Ok(inv)
+}
+
+/// Lists the cache's root and reads its narinfos, but those whose hash part is in `known` (the
+/// caller has their content): entries, listings and unreadable narinfos; `nar/` is not listed.
+pub fn narinfos_except<S: StorageRead + ?Sized>(
+    storage: &S,
+    known: &HashSet<String>,
+    jobs: usize,
+) -> io::Result<Inventory> {
     let mut inv = Inventory::default();
     let (root_keys, _) = list_keys(storage, KeyDir::Root)?;
     let mut hashes = Vec::new();
     for key in root_keys {
         match key {
-            CacheKey::NarInfo(h) => hashes.push(h),
+            CacheKey::NarInfo(h) if !known.contains(&h) => hashes.push(h),
             CacheKey::Listing(h) => {
                 inv.listings.insert(h);
             }
@@ -197,8 +210,6 @@ pub fn inventory<S: StorageRead + ?Sized>(storage: &S, jobs: usize) -> io::Resul
         }
     }
     read_entries(storage, &hashes, jobs, &mut inv)?;
-    let (nar_keys, _) = list_keys(storage, KeyDir::Nar)?;
-    inv.nars = nar_keys.into_iter().collect();
     Ok(inv)
 }
 

@@ -5,14 +5,14 @@
 //! index again from the winner's. The shards only the old index named are deleted afterwards.
 //! A writer that dies leaves at most unreferenced shards, which [`sweep`] removes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read};
 
 use super::format::{self, Manifest};
 use super::reader::{IndexReader, IndexSource};
 use super::{EntryInfo, IndexContent, IndexError};
 use crate::cache::gc::plan::Inventory;
-use crate::cache::gc::run::inventory;
+use crate::cache::gc::run::narinfos_except;
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::storage::{StorageRead, StorageWrite};
 use crate::store_path::{StoreDir, StorePath};
@@ -231,10 +231,16 @@ pub fn add(
     entries: &[(StorePath, EntryInfo)],
     jobs: usize,
 ) -> io::Result<Published> {
+    // Without an index, the others are read from their narinfos (those of `entries` are known).
+    let known: HashSet<String> = entries
+        .iter()
+        .map(|(p, _)| p.hash_part().to_string())
+        .collect();
+    let jobs = jobs.max(storage.requests_in_flight());
     publish(storage, |current| {
         let mut content = match current {
             Some(c) => c.clone(),
-            None => content_of(store_dir, &inventory(storage, jobs)?),
+            None => content_of(store_dir, &narinfos_except(storage, &known, jobs)?),
         };
         for (path, info) in entries {
             content.paths.insert(path.clone(), info.clone());

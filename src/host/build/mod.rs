@@ -267,6 +267,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most narinfos published after one barrier.
 const BATCH_MAX: usize = 512;
 
+mod group_lease;
 mod policy;
 mod present;
 mod publish;
@@ -372,7 +373,7 @@ pub fn build_cache_upstream(
         archived: Arc::new(AtomicU64::new(0)),
         memory: worker::MemoryBudget::new(opts.xz_memory),
         present: present.as_ref(),
-        lease: std::sync::Mutex::new(storage.lease().map_err(|e| {
+        lease: group_lease::GroupLease::new(storage.lease().map_err(|e| {
             BuildError::Input(format!("cannot lease in {}: {e}", storage.describe()))
         })?),
     };
@@ -685,17 +686,12 @@ fn lease_queued(
             names.push(p.base_name().to_string());
         }
     }
-    workers
-        .lease
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(&names)
-        .map_err(|e| {
-            BuildError::Input(format!(
-                "cannot lease in {}: {e}",
-                workers.storage.describe()
-            ))
-        })
+    workers.lease.extend(&names).map_err(|e| {
+        BuildError::Input(format!(
+            "cannot lease in {}: {e}",
+            workers.storage.describe()
+        ))
+    })
 }
 
 fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mut Vec<StorePath>) {

@@ -216,7 +216,7 @@ pub(super) struct Workers<'a> {
     /// What the cache held at the start, when it was listed (a bucket).
     pub(super) present: Option<&'a Present>,
     /// What the build is publishing, held against a collection (`nar-tool gc`).
-    pub(super) lease: std::sync::Mutex<Box<dyn crate::cache::storage::lease::Lease>>,
+    pub(super) lease: super::group_lease::GroupLease,
 }
 
 /// [`process`], with a panic turned into an error naming the path: a worker that died silently
@@ -388,8 +388,6 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     // that is about to name it.
     workers
         .lease
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .extend(&[nar_key.to_string()])
         .map_err(|e| path_err(format!("cannot lease {nar_key}: {e}")))?;
     let listed_absent = workers.present.is_some_and(|p| !p.may_have(&nar_key));

@@ -8,6 +8,7 @@ use object_store::{MultipartId, ObjectStoreExt};
 
 use super::owners::{owner_is_gone, owner_of};
 use super::Shared;
+use crate::cache::layout::KeyDir;
 
 /// Aborts the uploads of owners that are gone, deletes their staged objects, lock markers
 /// and records.
@@ -73,7 +74,7 @@ pub async fn abandoned(shared: &Arc<Shared>, server_now: i64) -> io::Result<()> 
     Ok(())
 }
 
-/// Aborts the multipart upload a record names (`<staging path>\n<upload id>\n`).
+/// Aborts the multipart upload a record names (`<object path>\n<upload id>\n`).
 async fn abort_recorded(shared: &Shared, record: &object_store::path::Path) -> io::Result<()> {
     let body = match shared.store.get(record).await {
         Ok(got) => got
@@ -91,15 +92,25 @@ async fn abort_recorded(shared: &Shared, record: &object_store::path::Path) -> i
     let Ok(temp) = object_store::path::Path::parse(temp) else {
         return Ok(());
     };
-    if !temp
+    // An upload to a staging key (its object deleted too), or to a NAR's key (a large copy,
+    // module `big_copy`: only the upload is aborted, the key may hold a NAR); a record naming
+    // anything else is not ours to act on.
+    let staging = temp
         .as_ref()
-        .starts_with(shared.path(".nar-tool/staging/")?.as_ref())
+        .starts_with(shared.path(".nar-tool/staging/")?.as_ref());
+    if !staging
+        && !temp
+            .as_ref()
+            .starts_with(shared.path(KeyDir::Nar.prefix())?.as_ref())
     {
-        return Ok(()); // a record naming anything else is not ours to act on
+        return Ok(());
     }
     if let Some(multipart) = &shared.multipart {
         let id: MultipartId = id.to_string();
         let _ = multipart.abort_multipart(&temp, &id).await;
+    }
+    if !staging {
+        return Ok(());
     }
     match shared.store.delete(&temp).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -35,20 +35,32 @@ pub struct Backend {
 
 /// How long requests are retried (with exponential backoff) before an error is reported:
 /// `NAR_TOOL_S3_RETRY_SECONDS`, 30 s by default.
-fn retry() -> RetryConfig {
+fn retry_time() -> Duration {
     let seconds = env::var("NAR_TOOL_S3_RETRY_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(30);
+    Duration::from_secs(seconds)
+}
+
+/// Retries for [`retry_time`] (the number of tries is not what bounds them: backoff up to 5 s
+/// between tries); a refused connection is given up sooner ([`super::refusals`]).
+fn retry() -> RetryConfig {
+    let time = retry_time();
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             base: 2.0,
         },
-        max_retries: if seconds == 0 { 0 } else { 10 },
-        retry_timeout: Duration::from_secs(seconds),
+        max_retries: if time.is_zero() { 0 } else { 1000 },
+        retry_timeout: time,
     }
+}
+
+/// The client's connections, refusals watched.
+fn connector() -> super::refusals::Connector {
+    super::refusals::Connector::new(super::refusals::refused_give_up(retry_time()))
 }
 
 fn client_options(allow_http: bool) -> ClientOptions {
@@ -230,6 +242,7 @@ pub fn s3(loc: &S3Location, given: Option<&Credentials>) -> io::Result<Backend> 
     let s3 = builder
         .with_client_options(client_options(allow_http))
         .with_retry(retry())
+        .with_http_connector(connector())
         .build()
         .map_err(|e| io::Error::other(format!("configuring s3://{}: {e}", loc.bucket)))?;
     let s3 = Arc::new(s3);
@@ -250,6 +263,7 @@ pub fn http(base: &str) -> io::Result<Backend> {
         .with_url(base)
         .with_client_options(client_options(true).with_default_headers(headers))
         .with_retry(retry())
+        .with_http_connector(connector())
         .build()
         .map_err(|e| io::Error::other(format!("configuring {base}: {e}")))?;
     Ok(Backend {

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
@@ -76,10 +76,13 @@ impl Lease for ObjectLease {
 impl Drop for ObjectLease {
     fn drop(&mut self) {
         let (shared, parts) = (self.shared.clone(), std::mem::take(&mut self.parts));
+        if parts.is_empty() {
+            return;
+        }
+        // All parts in one request where the server deletes in bulk (a thousand a request).
         runtime::cleanup(async move {
-            for part in parts {
-                let _ = shared.store.delete(&part).await;
-            }
+            let parts = futures_util::stream::iter(parts.into_iter().map(Ok)).boxed();
+            let _ = shared.store.delete_stream(parts).collect::<Vec<_>>().await;
         });
     }
 }

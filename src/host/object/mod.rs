@@ -11,6 +11,7 @@
 //! - what a killed writer leaves (uploads, staged objects, lock markers) is found through its
 //!   owner record (module `owners`) and cleaned up by the next writer's `prepare`.
 
+mod big_copy;
 mod cleanup;
 mod conditional;
 mod config;
@@ -20,6 +21,7 @@ mod leases;
 mod locks;
 mod owners;
 mod reader;
+mod refusals;
 pub mod runtime;
 mod staged;
 
@@ -50,6 +52,9 @@ pub struct S3Options {
     pub part_size: usize,
     /// Keys to use instead of those the environment and the credentials file give.
     pub credentials: Option<Credentials>,
+    /// Staged objects larger than this are copied to their key by parts, not by one
+    /// `CopyObject` (which AWS S3 limits to 5 GiB, [`COPY_LIMIT`]).
+    pub copy_limit: u64,
 }
 
 impl Default for S3Options {
@@ -57,12 +62,15 @@ impl Default for S3Options {
         S3Options {
             part_size: DEFAULT_PART_SIZE,
             credentials: None,
+            copy_limit: COPY_LIMIT,
         }
     }
 }
 
 /// The part size of multipart uploads by default (S3's smallest is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// The largest object one `CopyObject` copies on AWS S3.
+pub const COPY_LIMIT: u64 = 5 << 30;
 /// Requests worth having in flight at once: each waits on a round trip, and S3 servers answer
 /// many at once (the connection pool keeps that many connections).
 pub const REQUESTS_IN_FLIGHT: usize = 16;
@@ -84,6 +92,8 @@ pub struct Shared {
     endpoint: String,
     credentials_hint: String,
     part_size: usize,
+    /// Larger staged objects are copied by parts.
+    copy_limit: u64,
     owner: OnceLock<(owners::Owner, Instant)>,
     counter: AtomicU64,
     http: bool,
@@ -161,6 +171,7 @@ impl ObjectStorage {
             prefix,
             crate::cache::location::CacheLocation::S3(loc.clone()).to_string(),
             part_size.max(5 << 20),
+            options.copy_limit,
             false,
         );
         storage.probe()?;
@@ -175,6 +186,7 @@ impl ObjectStorage {
             String::new(),
             base.trim_end_matches('/').to_string(),
             DEFAULT_PART_SIZE,
+            COPY_LIMIT,
             true,
         ))
     }
@@ -184,6 +196,7 @@ impl ObjectStorage {
         prefix: String,
         shown: String,
         part_size: usize,
+        copy_limit: u64,
         http: bool,
     ) -> ObjectStorage {
         ObjectStorage {
@@ -196,6 +209,7 @@ impl ObjectStorage {
                 endpoint: backend.endpoint,
                 credentials_hint: backend.credentials_hint,
                 part_size,
+                copy_limit,
                 owner: OnceLock::new(),
                 counter: AtomicU64::new(0),
                 http,

@@ -5,8 +5,8 @@
 //! ones are streamed as a multipart upload to a staging key under `.nar-tool/staging/`, a few
 //! parts in flight at once (memory: part size × (parts in flight + 1)), recorded under
 //! `.nar-tool/uploads/` first so that a rerun can abort it if this process dies; the commit
-//! completes the upload and copies it to its key on the server. Nothing is visible under a
-//! cache key before the commit.
+//! completes the upload and copies it to its key on the server (by parts past the copy limit,
+//! module `big_copy`). Nothing is visible under a cache key before the commit.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -232,6 +232,7 @@ impl Staged for ObjectStaged {
         }
         self.complete()?;
         let upload = self.upload.take().expect("started");
+        let written = self.written;
         let result = runtime::block_on(async move {
             let store = &shared.store;
             // Large objects are content-addressed NARs: a racing writer's copy has the same
@@ -249,10 +250,14 @@ impl Staged for ObjectStaged {
                     mode: CopyMode::Overwrite,
                     ..Default::default()
                 };
-                store
-                    .copy_opts(&upload.temp, &target, options)
-                    .await
-                    .map_err(|e| shared.error(e, "copying the upload to", &target))?;
+                if written > shared.copy_limit {
+                    super::big_copy::copy_by_parts(&shared, &upload.temp, &target, written).await?;
+                } else {
+                    store
+                        .copy_opts(&upload.temp, &target, options)
+                        .await
+                        .map_err(|e| shared.error(e, "copying the upload to", &target))?;
+                }
             }
             for leftover in [&upload.temp, &upload.record] {
                 match store.delete(leftover).await {

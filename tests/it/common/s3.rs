@@ -143,6 +143,7 @@ impl S3Server {
                     key: self.key.clone(),
                     secret: self.secret.clone(),
                 }),
+                ..Default::default()
             },
         )
         .expect("opening the test bucket")
