@@ -92,7 +92,7 @@ impl Extend<Problem> for KeptProblems {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
