@@ -30,7 +30,8 @@ export function startServe(cache, { threads = 8, args = [], quiet = true, bin = 
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d) => {
       log += d;
-      const m = /on http:\/\/(\S+)/.exec(log);
+      // Started once both lines of its banner are in: where it serves, then its inspector.
+      const m = /on http:\/\/(\S+)[^\n]*\n[^\n]*\n/.exec(log);
       if (m && timer) {
         clearTimeout(timer);
         const addr = m[1];

@@ -1,6 +1,7 @@
 //! `nar-tool serve`: serve a cache directory over HTTP until Ctrl-C.
 
 use std::fs;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,8 +220,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         (None, true) => format!("the inspector: {inspector_url}"),
         (None, false) => "no inspector: this build has none built in (feature embed-inspector); --inspector DIR gives one".to_string(),
     };
-    // One write: whoever reads the log sees both lines at once.
-    eprint!("{serving}\n{inspector}\n");
+    // One write(2) (`eprint!` writes each piece of its format by itself: stderr is unbuffered),
+    // so that whoever reads the log sees both lines at once.
+    let _ = std::io::stderr().write_all(format!("{serving}\n{inspector}\n").as_bytes());
     served.run(stop).context("serving")?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
