@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 
 use crate::compression::{Compression, UnsupportedCompression};
 use crate::hash::{Hash, HashAlgo};
-use crate::signing::{check_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
+use crate::signing::{check_parsed_signatures, PublicKey, SecretKey, Signature, SignatureCheck};
 use crate::store_path::{ContentAddress, StoreDir, StorePath};
 
 /// Narinfos larger than this are refused before parsing (real ones are well under 100 KiB).
@@ -449,12 +449,9 @@ impl NarInfo {
     /// Checks the signatures against trusted keys.
     pub fn check_signatures(&self, trusted: &[PublicKey]) -> Result<SignatureCheck, NarInfoError> {
         let fp = self.fingerprint()?;
-        let texts: Vec<String> = self.sigs.iter().map(Signature::to_string).collect();
-        Ok(check_signatures(
-            fp.as_bytes(),
-            texts.iter().map(String::as_str),
-            trusted,
-        ))
+        Ok(check_parsed_signatures(&self.sigs, trusted, |k, s| {
+            k.verify(fp.as_bytes(), s)
+        }))
     }
 }
 

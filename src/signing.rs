@@ -263,20 +263,40 @@ pub fn check_signatures<'a>(
     for text in sigs {
         match Signature::parse(text) {
             Err(_) => out.malformed.push(text.to_string()),
-            Ok(sig) => {
-                let keys: Vec<&PublicKey> =
-                    trusted.iter().filter(|k| k.name == sig.key_name).collect();
-                if keys.is_empty() {
-                    out.unknown.push(sig.key_name.clone());
-                } else if keys.iter().any(|k| k.verify(message, &sig)) {
-                    out.valid.push(sig.key_name.clone());
-                } else {
-                    out.invalid.push(sig.key_name.clone());
-                }
-            }
+            Ok(sig) => judge_one(&sig, trusted, &mut |k| k.verify(message, &sig), &mut out),
         }
     }
     out
+}
+
+/// What the parsed `sigs` come to against `trusted`, `verdict` deciding whether a signature is a
+/// key's (of the same name).
+pub fn check_parsed_signatures(
+    sigs: &[Signature],
+    trusted: &[PublicKey],
+    mut verdict: impl FnMut(&PublicKey, &Signature) -> bool,
+) -> SignatureCheck {
+    let mut out = SignatureCheck::default();
+    for sig in sigs {
+        judge_one(sig, trusted, &mut |k| verdict(k, sig), &mut out);
+    }
+    out
+}
+
+fn judge_one(
+    sig: &Signature,
+    trusted: &[PublicKey],
+    verdict: &mut dyn FnMut(&PublicKey) -> bool,
+    out: &mut SignatureCheck,
+) {
+    let mut keys = trusted.iter().filter(|k| k.name == sig.key_name).peekable();
+    if keys.peek().is_none() {
+        out.unknown.push(sig.key_name.clone());
+    } else if keys.any(verdict) {
+        out.valid.push(sig.key_name.clone());
+    } else {
+        out.invalid.push(sig.key_name.clone());
+    }
 }
 
 #[cfg(test)]

@@ -1,27 +1,88 @@
 //! Ed25519 verification with a trusted key's multiples computed once. A verifier checks every
 //! narinfo against the same few keys: ed25519-dalek's `verify` computes `[s]B − [k]A` with ~253
-//! point doublings each time; with a table of `−A`'s multiples (as the library keeps for the base
-//! point `B`), both products are ~64 table additions and no doubling chain: ~1.5× faster in wasm,
-//! where the check was a third of the time per path, and no slower natively.
+//! point doublings each time. Here both products are sums of table entries: each scalar is
+//! written in 32 signed base-256 digits, and a table holds `j·256^i·P` for every position `i` and
+//! digit `j` (1..=128) of the point `P` (the base point `B`, made once per process, and the key's
+//! `−A`, made once per key): at most 64 point additions and no doubling. Nothing here is secret
+//! (the key, the message and the signature are public), so entries are picked directly, not by
+//! the constant-time scan of the library's own base-point tables (which costs as much again).
 //!
 //! The verdict is ed25519-dalek's (non-strict) `verify`, bit for bit: `s` must be canonical
 //! (`< ℓ`), `k = SHA-512(R ‖ A ‖ M) mod ℓ`, and `[s]B − [k]A` must compress to the bytes of `R`
 //! (which is not decompressed: any 32 bytes compare). The tests check it against the library on
 //! valid, altered and hostile signatures.
 
-use curve25519_dalek::edwards::{EdwardsBasepointTable, EdwardsPoint};
+use std::sync::OnceLock;
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::BasepointTable;
+use curve25519_dalek::traits::Identity;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
-/// The multiples of a public key's negated point `−A` (about 30 KiB), for [`verify`].
-pub(super) struct KeyTable(EdwardsBasepointTable);
+/// Digit positions: a reduced scalar (`< ℓ < 2^253`) has 32 bytes, and its top byte is at most
+/// `0x10`, so the signed recoding never carries past the last one.
+const POSITIONS: usize = 32;
+/// Multiples per position: digits run from −127 to 128.
+const DIGITS: usize = 128;
+
+/// `j·256^i·P` for `i < 32`, `1 ≤ j ≤ 128` (4 096 points, 640 KiB).
+struct Multiples(Box<[EdwardsPoint]>);
+
+impl Multiples {
+    fn of(point: &EdwardsPoint) -> Multiples {
+        let mut all = Vec::with_capacity(POSITIONS * DIGITS);
+        let mut base = *point;
+        for _ in 0..POSITIONS {
+            let mut multiple = base;
+            all.push(multiple);
+            for _ in 1..DIGITS {
+                multiple += &base;
+                all.push(multiple);
+            }
+            // 256^(i+1)·P = 2·(128·256^i·P).
+            base = multiple + multiple;
+        }
+        Multiples(all.into_boxed_slice())
+    }
+
+    /// `scalar·P`, in variable time (the scalar is public).
+    fn times(&self, scalar: &Scalar) -> EdwardsPoint {
+        let mut sum = EdwardsPoint::identity();
+        let mut carry = 0i16;
+        for (i, &byte) in scalar.as_bytes().iter().enumerate() {
+            let mut digit = i16::from(byte) + carry;
+            carry = 0;
+            if digit > DIGITS as i16 {
+                digit -= 256;
+                carry = 1;
+            }
+            let entry = &self.0[i * DIGITS..][..DIGITS];
+            match digit {
+                0 => {}
+                d if d > 0 => sum += &entry[d as usize - 1],
+                d => sum -= &entry[(-d) as usize - 1],
+            }
+        }
+        debug_assert_eq!(carry, 0, "a reduced scalar's top byte is at most 0x10");
+        sum
+    }
+}
+
+/// The base point's multiples, made when the first signature is checked.
+fn base_multiples() -> &'static Multiples {
+    static BASE: OnceLock<Multiples> = OnceLock::new();
+    BASE.get_or_init(|| Multiples::of(&ED25519_BASEPOINT_POINT))
+}
+
+/// The multiples of a public key's negated point `−A`, for [`KeyTable::verify`].
+pub(super) struct KeyTable(Multiples);
 
 impl KeyTable {
     /// Computes the table (a few milliseconds in wasm: made once per key, when first needed).
     pub(super) fn new(key: &VerifyingKey) -> KeyTable {
-        KeyTable(EdwardsBasepointTable::create(&-key.to_edwards()))
+        KeyTable(Multiples::of(&-key.to_edwards()))
     }
 
     /// Whether `sig` (`R ‖ s`) is `key`'s signature of `message`, as ed25519-dalek's
@@ -37,7 +98,7 @@ impl KeyTable {
         h.update(key.as_bytes());
         h.update(message);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        let expected: EdwardsPoint = EdwardsPoint::mul_base(&s) + self.0.mul_base(&k);
+        let expected = base_multiples().times(&s) + self.0.times(&k);
         expected.compress().as_bytes() == r
     }
 }
@@ -61,6 +122,28 @@ mod tests {
                 (*state >> 24) as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn multiples_give_the_product() {
+        // Digits at the recoding's edges (127, 128, 129 carry, 255), and random scalars.
+        let mut state = 0x2545_f491_4f6c_dd1d;
+        let point = EdwardsPoint::mul_base(&Scalar::from(7u64));
+        let table = Multiples::of(&point);
+        let mut scalars: Vec<Scalar> = [0u64, 1, 127, 128, 129, 255, 256, 0x8080, 0xffff_ffff]
+            .into_iter()
+            .map(Scalar::from)
+            .collect();
+        scalars.push(-Scalar::ONE);
+        for _ in 0..30 {
+            scalars.push(Scalar::from_bytes_mod_order_wide(
+                &bytes(&mut state, 64).try_into().unwrap(),
+            ));
+        }
+        for s in &scalars {
+            assert_eq!(table.times(s), point * s, "{:?}", s.as_bytes());
+            assert_eq!(base_multiples().times(s), EdwardsPoint::mul_base(s));
+        }
     }
 
     #[test]
