@@ -584,11 +584,7 @@ async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError
             }
         },
     };
-    let source = JsSource {
-        source,
-        sha256,
-        memory_limit: bytes_limit(o.memory_limit)?,
-    };
+    let source = JsSource::new(source, sha256, bytes_limit(o.memory_limit)?);
     let jobs = match o.jobs {
         None => DEFAULT_JOBS,
         Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1024.0 => n as usize,

@@ -170,7 +170,7 @@ function recording(source) {
 }
 
 function progress(enabled) {
-  if (!enabled) return { update() {}, done() {} };
+  if (!enabled) return { enabled, update() {}, done() {} };
   const start = Date.now();
   let last = 0;
   let shown = false;
@@ -180,6 +180,7 @@ function progress(enabled) {
     return `${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
   };
   return {
+    enabled,
     update({ done, total, bytes }) {
       const now = Date.now();
       if (now - last < 100 && done < total) return;
@@ -239,7 +240,8 @@ async function main() {
       storeDir: opts['store-dir'],
       ...(opts.jobs !== undefined ? { jobs: Math.max(1, Math.min(1024, Number(opts.jobs))) } : {}),
       ...(opts['max-problems'] !== undefined ? { maxProblems: Number(opts['max-problems']) } : {}),
-      onProgress: (p) => bar.update(p),
+      // Only when shown: an event a path costs the wasm an object to make.
+      ...(bar.enabled ? { onProgress: (p) => bar.update(p) } : {}),
     });
   } catch (e) {
     bar.done();

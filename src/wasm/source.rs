@@ -23,12 +23,6 @@ fn io_error(e: JsValue) -> io::Error {
     io::Error::other(js_message(&e))
 }
 
-/// Calls `obj.name(...args)` if it is a function and awaits what it returns; `None` if absent.
-async fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Option<io::Result<JsValue>> {
-    let f = method(obj, name)?;
-    Some(call_method(obj, &f, args).await)
-}
-
 /// `obj.name` if it is a function.
 fn method(obj: &JsValue, name: &str) -> Option<Function> {
     Reflect::get(obj, &JsValue::from_str(name))
@@ -126,11 +120,37 @@ pub(super) fn sha256_factory(f: Option<Function>) -> impl Fn() -> Box<dyn Sha256
 /// The host's source (see `RawSource` in pkg/WASM-API.md) and what the verifier was given with
 /// it.
 pub(super) struct JsSource {
-    pub(super) source: JsValue,
+    source: JsValue,
+    /// Its methods, looked up once (a call per file each costs a lookup otherwise).
+    read_file: Option<Function>,
+    file_size: Option<Function>,
+    open_file: Option<Function>,
+    list_narinfos: Option<Function>,
+    list_nar_files: Option<Function>,
     /// The host's SHA-256 factory, if it has one.
-    pub(super) sha256: Option<Function>,
+    sha256: Option<Function>,
     /// The memory a NAR's decoder may take.
-    pub(super) memory_limit: u64,
+    memory_limit: u64,
+}
+
+impl JsSource {
+    pub(super) fn new(source: JsValue, sha256: Option<Function>, memory_limit: u64) -> JsSource {
+        JsSource {
+            read_file: method(&source, "readFile"),
+            file_size: method(&source, "fileSize"),
+            open_file: method(&source, "openFile"),
+            list_narinfos: method(&source, "listNarinfos"),
+            list_nar_files: method(&source, "listNarFiles"),
+            source,
+            sha256,
+            memory_limit,
+        }
+    }
+
+    /// Calls one of its methods, `None` if it has not that one.
+    async fn call(&self, f: &Option<Function>, args: &[JsValue]) -> Option<io::Result<JsValue>> {
+        Some(call_method(&self.source, f.as_ref()?, args).await)
+    }
 }
 
 /// A stream object with an async `next()` giving `Uint8Array`s, then `null`; an optional
@@ -200,7 +220,8 @@ impl AsyncCacheSource for JsSource {
     type Stream = JsStream;
 
     async fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        let r = call(&self.source, "readFile", &[rel.into()])
+        let r = self
+            .call(&self.read_file, &[rel.into()])
             .await
             .unwrap_or_else(|| Err(io::Error::other("the source has no readFile()")))?;
         match bytes_or_none(r, "readFile()")? {
@@ -220,7 +241,7 @@ impl AsyncCacheSource for JsSource {
     }
 
     async fn size(&self, rel: &str) -> Option<io::Result<Option<u64>>> {
-        let r = call(&self.source, "fileSize", &[rel.into()]).await?;
+        let r = self.call(&self.file_size, &[rel.into()]).await?;
         Some(r.and_then(|v| {
             if v.is_null() || v.is_undefined() {
                 return Ok(None);
@@ -233,21 +254,23 @@ impl AsyncCacheSource for JsSource {
     }
 
     async fn open(&self, rel: &str) -> io::Result<Option<JsStream>> {
-        let r = call(&self.source, "openFile", &[rel.into()])
+        let r = self
+            .call(&self.open_file, &[rel.into()])
             .await
             .unwrap_or_else(|| Err(io::Error::other("the source has no openFile()")))?;
         Ok((!r.is_null() && !r.is_undefined()).then(|| JsStream::new(r)))
     }
 
     async fn list_narinfos(&self) -> io::Result<Vec<String>> {
-        let r = call(&self.source, "listNarinfos", &[])
+        let r = self
+            .call(&self.list_narinfos, &[])
             .await
             .unwrap_or_else(|| Err(io::Error::other("the source has no listNarinfos()")))?;
         strings(r, "listNarinfos()")
     }
 
     async fn list_nar_files(&self) -> Option<io::Result<Vec<String>>> {
-        let r = call(&self.source, "listNarFiles", &[]).await?;
+        let r = self.call(&self.list_nar_files, &[]).await?;
         Some(r.and_then(|v| strings(v, "listNarFiles()")))
     }
 
