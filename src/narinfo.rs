@@ -449,9 +449,7 @@ impl NarInfo {
     /// Checks the signatures against trusted keys.
     pub fn check_signatures(&self, trusted: &[PublicKey]) -> Result<SignatureCheck, NarInfoError> {
         let fp = self.fingerprint()?;
-        Ok(check_parsed_signatures(&self.sigs, trusted, |k, s| {
-            k.verify(fp.as_bytes(), s)
-        }))
+        Ok(check_parsed_signatures(fp.as_bytes(), &self.sigs, trusted))
     }
 }
 

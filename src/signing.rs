@@ -263,36 +263,30 @@ pub fn check_signatures<'a>(
     for text in sigs {
         match Signature::parse(text) {
             Err(_) => out.malformed.push(text.to_string()),
-            Ok(sig) => judge_one(&sig, trusted, &mut |k| k.verify(message, &sig), &mut out),
+            Ok(sig) => judge_one(message, &sig, trusted, &mut out),
         }
     }
     out
 }
 
-/// What the parsed `sigs` come to against `trusted`, `verdict` deciding whether a signature is a
-/// key's (of the same name).
+/// [`check_signatures`] of signatures already parsed.
 pub fn check_parsed_signatures(
+    message: &[u8],
     sigs: &[Signature],
     trusted: &[PublicKey],
-    mut verdict: impl FnMut(&PublicKey, &Signature) -> bool,
 ) -> SignatureCheck {
     let mut out = SignatureCheck::default();
     for sig in sigs {
-        judge_one(sig, trusted, &mut |k| verdict(k, sig), &mut out);
+        judge_one(message, sig, trusted, &mut out);
     }
     out
 }
 
-fn judge_one(
-    sig: &Signature,
-    trusted: &[PublicKey],
-    verdict: &mut dyn FnMut(&PublicKey) -> bool,
-    out: &mut SignatureCheck,
-) {
+fn judge_one(message: &[u8], sig: &Signature, trusted: &[PublicKey], out: &mut SignatureCheck) {
     let mut keys = trusted.iter().filter(|k| k.name == sig.key_name).peekable();
     if keys.peek().is_none() {
         out.unknown.push(sig.key_name.clone());
-    } else if keys.any(verdict) {
+    } else if keys.any(|k| k.verify(message, sig)) {
         out.valid.push(sig.key_name.clone());
     } else {
         out.invalid.push(sig.key_name.clone());
