@@ -192,6 +192,27 @@ impl<W: Write> Write for NarSink<W> {
     }
 }
 
+/// The NAR file as it is written: counted, and hashed unless it is the NAR itself.
+struct FileOut<W: Write> {
+    hasher: Option<Hasher>,
+    size: u64,
+    inner: W,
+}
+
+impl<W: Write> Write for FileOut<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The NAR file being written, remembering whether a write to it failed (a full disk), so that
 /// such a failure is not blamed on the file of the tree being read when it surfaced.
 struct WatchedOutput<'a> {
@@ -312,16 +333,18 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     .map_err(|e| path_err(format!("cannot stage its NAR: {e}")))?;
     let staged_name = staged.name();
     let output_failed = Cell::new(false);
-    let file = HashingWriter::new(
-        HashAlgo::Sha256,
-        BufWriter::with_capacity(
+    let file = FileOut {
+        // Uncompressed, the file is the NAR: its hash is the NAR's, not computed twice.
+        hasher: (opts.compression != Compression::None).then(|| Hasher::new(HashAlgo::Sha256)),
+        size: 0,
+        inner: BufWriter::with_capacity(
             256 * 1024,
             WatchedOutput {
                 file: staged,
                 failed: &output_failed,
             },
         ),
-    );
+    };
     let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
     encoder.report_progress(&workers.archived);
@@ -356,7 +379,12 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     })?;
     drop(lease);
     drop(memory);
-    let (file_hash, file_size, buffered) = file.finish();
+    let FileOut {
+        hasher,
+        size: file_size,
+        inner: buffered,
+    } = file;
+    let file_hash = hasher.map_or_else(|| nar_hash.clone(), Hasher::finish);
     let mut staged = buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?

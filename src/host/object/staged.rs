@@ -190,7 +190,14 @@ impl Write for ObjectStaged {
         let room = part - self.buf.len();
         let n = data.len().min(room);
         if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(part.min(256 << 10));
+            // A large object's next part is a whole one: no growing by copies; else a small
+            // object's (a narinfo) room, grown if need be.
+            let room = if self.upload.is_some() {
+                part
+            } else {
+                part.min(256 << 10)
+            };
+            self.buf.reserve_exact(room);
         }
         self.buf.extend_from_slice(&data[..n]);
         self.written += n as u64;
