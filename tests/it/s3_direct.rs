@@ -234,7 +234,7 @@ fn an_uncompressed_nar_goes_straight_to_its_key_and_one_there_is_kept_or_replace
         names.retain(|n| n != "nix-cache-info");
         assert_eq!(
             names,
-            vec![narinfo.to_string(), nar_key.to_string()],
+            vec![nar_key.to_string(), narinfo.to_string()],
             "round {round}: the NAR at its key, no staged object, no upload record"
         );
         assert_eq!(sha256_of(&storage.inner, &nar_key), nar_hash);
