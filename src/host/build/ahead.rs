@@ -4,16 +4,19 @@
 //!
 //! Uncompressed, the file hash is the NAR hash: the store metadata's when it has one (nothing to
 //! do ahead; the NAR written is checked against it before its commit, as always), else a pass
-//! that hashes the NAR first (constant memory). Compressed, the file hash is known only by
-//! compressing: a first pass that compresses the NAR and keeps only the hash of its output, then
-//! the pass that uploads it. The encoders give the same bytes whatever their threads, so both
-//! passes agree unless the tree changed in between, which the upload's own hash catches before
-//! the commit (the upload is then aborted: nothing shows).
+//! that hashes the NAR first (constant memory). The upload's own hash is compared with the one
+//! learnt ahead before the commit: a tree that changed in between fails the path, and its upload
+//! is aborted (nothing shows).
+//!
+//! Compressed, the file hash is known only by compressing. Compressing twice (once for the hash,
+//! the output dropped; once into the upload) was measured against staging and copying for a
+//! 1 GiB NAR in zstd on SeaweedFS (benches/README.md, `s3.sh`): no faster beyond the noise, for
+//! nearly twice the CPU time, so compressed NARs are staged.
 
 use super::worker::NarSink;
 use super::*;
 
-/// Below this NAR size a pass ahead is not worth its time: such a NAR goes up in a part or two,
+/// Below this NAR size a pass ahead is not worth its time: such a NAR goes up in a few parts,
 /// and its copy on the server is as quick.
 const PASS_MIN: u64 = 32 << 20;
 
@@ -45,9 +48,6 @@ pub(super) fn file_key_ahead(
         (Compression::None, None) if expected_size >= PASS_MIN => {
             first_pass(workers, info, physical, expected_size, threads)?
         }
-        (c, _) if c != Compression::None && expected_size >= compressed_pass_min() => {
-            first_pass(workers, info, physical, expected_size, threads)?
-        }
         _ => return Ok(None),
     };
     let key = CacheKey::nar_file(
@@ -61,16 +61,8 @@ pub(super) fn file_key_ahead(
     Ok(Some(Ahead { key, file_hash }))
 }
 
-/// The NAR size from which a compressed NAR is compressed twice (once for its hash) rather
-/// than staged and copied.
-fn compressed_pass_min() -> u64 {
-    std::env::var("NAR_TOOL_TWO_PASS_MIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
-/// The NAR archived, compressed as it will be written and hashed, the output dropped.
+/// The NAR archived and hashed, the output dropped (through the encoder, as it will be written:
+/// the hash is the file's).
 fn first_pass(
     workers: &Workers,
     info: &PathInfo,
