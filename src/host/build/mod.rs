@@ -7,8 +7,10 @@
 //! scanning) and listing → compressor → file hash and size, streamed into a staged object. The
 //! worker then stages the path's `.ls` and narinfo too (so a full disk fails the path before its
 //! NAR becomes visible, not after), and commits the NAR as `nar/<filehash>.nar.<ext>` (an
-//! existing NAR of that name is reused only once its size and hash check out). The calling
-//! thread publishes in batches: one durability barrier for the whole batch (NARs, staged
+//! existing NAR of that name is reused only once its size and hash check out). Where the
+//! storage writes in place (a bucket), an uncompressed NAR's key is known ahead (its file hash
+//! is its NAR hash) and the NAR is written straight there, not staged (module `ahead`). The
+//! calling thread publishes in batches: one durability barrier for the whole batch (NARs, staged
 //! narinfos), then the narinfos' commits, each only once all its references are published. So
 //! the cache is valid at every moment, durable at the cost of one barrier per batch instead of
 //! a sync per file, an interrupted build is completed by running it again, and identical NARs
