@@ -14,7 +14,8 @@
 # After the small paths, the server's floor: a plain client (examples/s3_floor.rs, the
 # object_store crate alone) making the requests a build of them cannot do without (a NAR and a
 # narinfo PUT a path) and those of a verify (a narinfo and a NAR GET a path), of the same sizes,
-# 16 at a time.
+# 16 at a time. After the big path, its floor: one multipart upload of as many bytes with the
+# same client (8 MiB parts, 3 in flight, as a build sends them).
 #
 #   benches/s3.sh                      all cases
 #   NAR_BENCH_RUNS=1 benches/s3.sh real
@@ -164,6 +165,13 @@ if wanted small-paths; then
     small-paths zstd floor-b "" "$(median <"$work/floor-put")" "" "$runs" "$((2 * n))" "$nar_b" "$info_b" | tee -a "$table"
   printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: %d GETs, 16 at a time\n' \
     small-paths zstd floor-v "" "$(median <"$work/floor-get")" "" "$runs" "$((2 * n))" | tee -a "$table"
+fi
+if wanted big; then
+  # A plain multipart upload of the big NAR's size (compression none: the file is the NAR).
+  size=$(find "$work/cache-big-none/nar" -type f -printf '%s\n' | head -1)
+  t=$("$floor" floor-big 3 "upload:1:$size" | tail -1 | awk '{print $4}')
+  printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: one multipart upload of %d B, 8 MiB parts, 3 at a time\n' \
+    big none floor-b "" "$t" "" 1 "$size" | tee -a "$table"
 fi
 echo
 echo "ratio: median of the rounds' s3/dir wall-time ratios; RSS: GNU time's maximum resident set size" | tee -a "$table"

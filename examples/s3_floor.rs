@@ -2,16 +2,21 @@
 //! `object_store` crate alone, no cache logic) takes to make the requests a build or a verify of
 //! small paths makes. Each argument is a round of requests `OP:COUNT:SIZE` (OP `put` or `get`;
 //! SIZE in bytes, of the objects put and later got), all made `CONCURRENCY` at a time, rounds one
-//! after another; prints the wall time of each round and of all.
+//! after another; prints the wall time of each round and of all. OP `upload` is the floor of a
+//! large NAR: COUNT objects of SIZE bytes, one after another, each a multipart upload of 8 MiB
+//! parts (as a build makes them), CONCURRENCY parts in flight, the bytes made as they go
+//! (memory: the parts in flight).
 //!
 //! The server and keys come from the environment `scripts/s3-server.sh` writes (`s3.env`:
 //! `NAR_TOOL_S3_ENDPOINT`, `NAR_TOOL_S3_BUCKET`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
 //!
 //! `cargo run --release --example s3_floor -- PREFIX CONCURRENCY put:500:4600 put:500:400 get:500:4600`
+//! `cargo run --release --example s3_floor -- PREFIX 3 upload:1:1073741824`
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{stream, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -24,22 +29,72 @@ fn env(name: &str) -> String {
     })
 }
 
+/// The part size of the `upload` rounds (nar-tool's default).
+const PART: usize = 8 << 20;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Put,
+    Get,
+    Upload,
+}
+
 struct Round {
-    put: bool,
+    op: Op,
     count: usize,
     size: usize,
 }
 
 fn parse_round(arg: &str) -> Option<Round> {
     let mut it = arg.split(':');
-    let put = match it.next()? {
-        "put" => true,
-        "get" => false,
+    let op = match it.next()? {
+        "put" => Op::Put,
+        "get" => Op::Get,
+        "upload" => Op::Upload,
         _ => return None,
     };
     let count = it.next()?.parse().ok()?;
     let size = it.next()?.parse().ok()?;
-    Some(Round { put, count, size })
+    Some(Round { op, count, size })
+}
+
+/// One object of `size` bytes as a multipart upload, `in_flight` parts at once; every part is
+/// `part` (pseudo-random bytes, shared), the last one cut to fit.
+async fn upload(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: usize,
+    in_flight: usize,
+    part: &bytes::Bytes,
+) -> object_store::Result<()> {
+    let mut upload = store.put_multipart(path).await?;
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < size || (size == 0 && sent == 0) {
+        let n = PART.min(size - sent);
+        pending.push(upload.put_part(PutPayload::from(part.slice(..n))));
+        sent += n.max(1);
+        while pending.len() >= in_flight.max(1) {
+            pending.next().await.expect("one is pending")?;
+        }
+    }
+    while let Some(done) = pending.next().await {
+        done?;
+    }
+    upload.complete().await.map(drop)
+}
+
+/// A part's worth of bytes that no server compresses (xorshift).
+fn random_part() -> bytes::Bytes {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(PART);
+    while out.len() < PART {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes::Bytes::from(out)
 }
 
 #[tokio::main]
@@ -77,16 +132,33 @@ async fn main() {
                 std::process::exit(1)
             }),
     );
+    let part = random_part();
     let all = Instant::now();
     let mut requests = 0;
     for round in &rounds {
         let started = Instant::now();
         let size = round.size;
+        if round.op == Op::Upload {
+            for i in 0..round.count {
+                let path = Path::from(format!("{prefix}/upload-{size}/{i}"));
+                if let Err(e) = upload(&store, &path, size, concurrency, &part).await {
+                    eprintln!("s3_floor: {e}");
+                    std::process::exit(1);
+                }
+            }
+            requests += round.count * (size.div_ceil(PART).max(1) + 2);
+            println!(
+                "upload {} x {size} B: {:.3} s",
+                round.count,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
         let results: Vec<object_store::Result<()>> = stream::iter(0..round.count)
             .map(|i| {
                 let store = store.clone();
                 let path = Path::from(format!("{prefix}/{size}/{i}"));
-                let put = round.put;
+                let put = round.op == Op::Put;
                 async move {
                     if put {
                         let body = vec![(i % 251) as u8; size];
@@ -106,7 +178,7 @@ async fn main() {
         requests += round.count;
         println!(
             "{} {} x {size} B: {:.3} s",
-            if round.put { "put" } else { "get" },
+            if round.op == Op::Put { "put" } else { "get" },
             round.count,
             started.elapsed().as_secs_f64()
         );

@@ -23,6 +23,7 @@ mod nix_differential;
 mod policy;
 mod properties;
 mod s3;
+mod s3_direct;
 mod s3_limits;
 mod serve;
 mod serve_activation;

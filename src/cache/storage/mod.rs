@@ -188,6 +188,23 @@ pub trait StorageWrite: StorageRead {
     /// A new object in `dir`, to stream into and commit under a key chosen at the end.
     fn stage(&self, dir: KeyDir) -> io::Result<Box<dyn Staged>>;
 
+    /// Whether [`StorageWrite::stage_at`] writes in place, saving the copy a commit of a staged
+    /// object makes (a bucket: a multipart upload is invisible until completed, and a copy on
+    /// the server costs as much as the upload). A writer that could learn an object's key ahead
+    /// (by a pass over its bytes first) does so only where this is true.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
+    /// A new object to stream into and commit under `key` only, which is known before the first
+    /// byte (a NAR whose file hash was learnt first). Where the backend
+    /// [writes in place](StorageWrite::writes_in_place), the bytes go straight to the key,
+    /// still invisible until the commit; elsewhere this is [`StorageWrite::stage`]. Committing
+    /// it under another key fails.
+    fn stage_at(&self, key: &CacheKey) -> io::Result<Box<dyn Staged>> {
+        self.stage(key.dir())
+    }
+
     /// Writes a small object if the key is free; `false` if it was taken.
     fn put_if_absent(&self, key: &CacheKey, data: &[u8]) -> io::Result<bool> {
         let mut staged = self.stage(key.dir())?;

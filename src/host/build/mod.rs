@@ -7,8 +7,10 @@
 //! scanning) and listing → compressor → file hash and size, streamed into a staged object. The
 //! worker then stages the path's `.ls` and narinfo too (so a full disk fails the path before its
 //! NAR becomes visible, not after), and commits the NAR as `nar/<filehash>.nar.<ext>` (an
-//! existing NAR of that name is reused only once its size and hash check out). The calling
-//! thread publishes in batches: one durability barrier for the whole batch (NARs, staged
+//! existing NAR of that name is reused only once its size and hash check out). Where the
+//! storage writes in place (a bucket), an uncompressed NAR's key is known ahead (its file hash
+//! is its NAR hash) and the NAR is written straight there, not staged (module `ahead`). The
+//! calling thread publishes in batches: one durability barrier for the whole batch (NARs, staged
 //! narinfos), then the narinfos' commits, each only once all its references are published. So
 //! the cache is valid at every moment, durable at the cost of one barrier per batch instead of
 //! a sync per file, an interrupted build is completed by running it again, and identical NARs
@@ -35,7 +37,7 @@ use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo}
 use crate::cache::order::PublishOrder;
 use crate::cache::policy::ReferencePolicy;
 use crate::cache::refscan::RefScanner;
-use crate::cache::storage::{Put, Staged, StorageWrite};
+use crate::cache::storage::{Committed, Put, Staged, StorageWrite};
 use crate::cache::upstream::Answer;
 use crate::cache::verify::report::human_bytes;
 use crate::cache_info::CacheInfo;
@@ -267,6 +269,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most narinfos published after one barrier.
 const BATCH_MAX: usize = 512;
 
+mod ahead;
 mod group_lease;
 mod policy;
 mod present;
@@ -274,7 +277,7 @@ mod publish;
 mod worker;
 
 use present::Present;
-use publish::{prepare, read_existing, Batch};
+use publish::{read_existing, start, Batch};
 use worker::{process_or_report_panic, ThreadBudget, Workers};
 
 /// Builds (or completes) the cache in the directory `opts.to`. `progress` is called on the
@@ -325,15 +328,10 @@ pub fn build_cache_upstream(
     }
     let metadata = Metadata::open(opts)?;
     policy::check_policy(storage, opts, &metadata, &opts.policy)?;
-    prepare(storage, opts)?;
     // On a bucket, what is there already, from one listing when it is small enough (a cache
-    // that cannot be listed is looked up key by key).
-    let present = match opts.force {
-        true => None,
-        false => Present::list(storage, PRESENT_MAX_NAMES.max(20 * opts.paths.len()))
-            .ok()
-            .flatten(),
-    };
+    // that cannot be listed is looked up key by key); the given paths leased.
+    let begun = start(storage, opts, PRESENT_MAX_NAMES.max(20 * opts.paths.len()))?;
+    let present = begun.present;
     let candidates = match &metadata {
         Metadata::Scan { candidates } => Some(candidates.as_slice()),
         _ => None,
@@ -373,12 +371,10 @@ pub fn build_cache_upstream(
         archived: Arc::new(AtomicU64::new(0)),
         memory: worker::MemoryBudget::new(opts.xz_memory),
         present: present.as_ref(),
-        lease: group_lease::GroupLease::new(storage.lease().map_err(|e| {
-            BuildError::Input(format!("cannot lease in {}: {e}", storage.describe()))
-        })?),
+        lease: group_lease::GroupLease::new(begun.lease),
     };
     // Paths leased (before they are looked for in the cache: one found there stays).
-    let mut leased: HashSet<StorePath> = HashSet::new();
+    let mut leased: HashSet<StorePath> = begun.leased.into_iter().collect();
     let interrupted = || {
         opts.interrupt
             .as_ref()

@@ -28,21 +28,22 @@ impl Present {
         if storage.requests_in_flight() <= 1 {
             return Ok(None);
         }
-        let mut keys = HashSet::new();
-        let mut names = 0usize;
-        for dir in [KeyDir::Root, KeyDir::Nar] {
-            for name in storage.list(dir)? {
-                names += 1;
-                if names > max_names {
-                    return Ok(None);
-                }
-                if let Listed::Key(key @ (CacheKey::NarInfo(_) | CacheKey::Nar(_))) =
-                    classify(dir, &name?)
-                {
-                    keys.insert(key);
-                }
-            }
+        // Both folders at once (each listing waits on round trips).
+        let (root, nar) = std::thread::scope(|s| {
+            let nar = s.spawn(|| list_dir(storage, KeyDir::Nar, max_names));
+            let root = list_dir(storage, KeyDir::Root, max_names);
+            (
+                root,
+                nar.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            )
+        });
+        let (Some(mut keys), Some(nar)) = (root?, nar?) else {
+            return Ok(None);
+        };
+        if keys.len() + nar.len() > max_names {
+            return Ok(None);
         }
+        keys.extend(nar);
         Ok(Some(Present { keys }))
     }
 
@@ -55,4 +56,23 @@ impl Present {
     pub(super) fn lists_narinfo_of(&self, path: &StorePath) -> bool {
         self.may_have(&CacheKey::NarInfo(path.hash_part().to_string()))
     }
+}
+
+/// The narinfos or NARs of a folder; `None` past `max_names` names.
+fn list_dir(
+    storage: &dyn StorageWrite,
+    dir: KeyDir,
+    max_names: usize,
+) -> io::Result<Option<HashSet<CacheKey>>> {
+    let mut keys = HashSet::new();
+    for (names, name) in storage.list(dir)?.enumerate() {
+        if names >= max_names {
+            return Ok(None);
+        }
+        if let Listed::Key(key @ (CacheKey::NarInfo(_) | CacheKey::Nar(_))) = classify(dir, &name?)
+        {
+            keys.insert(key);
+        }
+    }
+    Ok(Some(keys))
 }

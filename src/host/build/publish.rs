@@ -3,14 +3,82 @@
 
 use super::*;
 use crate::cache::index::EntryInfo;
+use crate::cache::storage::lease::Lease;
 
-/// Gets the cache ready: the storage (folders, leftovers of writers that died) and
-/// `nix-cache-info`, checked against the store if there is one.
-pub(super) fn prepare(storage: &dyn StorageWrite, opts: &BuildOptions) -> Result<(), BuildError> {
-    let where_ = storage.describe();
+/// What a build starts with.
+pub(super) struct Started {
+    /// The build's lease, holding `leased` already.
+    pub(super) lease: Box<dyn Lease>,
+    pub(super) leased: Vec<StorePath>,
+    /// What the cache held, when it was listed (a bucket, not `--force`).
+    pub(super) present: Option<Present>,
+}
+
+/// Gets the cache ready for the build: the storage (folders, leftovers of writers that died),
+/// `nix-cache-info` (checked against the store, or written), the listing of what is there
+/// ([`Present`], at most `max_names`), and the lease, holding the given paths. On remote
+/// storage these are a dozen requests, made in three strands at once (each waits on round
+/// trips, none needs another's answer): the storage's preparation then the lease (which needs
+/// the owner the preparation registers), `nix-cache-info`, the listing. Nothing a collection
+/// could take is looked for before the lease holds it: the listing is only a hint (a key it
+/// has is read again, after the lease).
+pub(super) fn start(
+    storage: &dyn StorageWrite,
+    opts: &BuildOptions,
+    max_names: usize,
+) -> Result<Started, BuildError> {
+    let leased: Vec<StorePath> = opts.paths.clone();
+    let names: Vec<String> = leased.iter().map(|p| p.base_name().to_string()).collect();
+    let lease_err =
+        |e: io::Error| BuildError::Input(format!("cannot lease in {}: {e}", storage.describe()));
+    let prepare_and_lease = || -> Result<Box<dyn Lease>, BuildError> {
+        prepare_storage(storage)?;
+        let mut lease = storage.lease().map_err(lease_err)?;
+        lease.extend(&names).map_err(lease_err)?;
+        Ok(lease)
+    };
+    let list = || match opts.force {
+        true => None,
+        false => Present::list(storage, max_names).ok().flatten(),
+    };
+    if storage.requests_in_flight() <= 1 {
+        // A directory: each answered at once, and its folders made first.
+        let lease = prepare_and_lease()?;
+        cache_info(storage, opts)?;
+        let present = list();
+        return Ok(Started {
+            lease,
+            leased,
+            present,
+        });
+    }
+    std::thread::scope(|s| {
+        let info = s.spawn(|| cache_info(storage, opts));
+        let present = s.spawn(list);
+        let lease = prepare_and_lease();
+        let info = info.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let present = present
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        info?;
+        Ok(Started {
+            lease: lease?,
+            leased,
+            present,
+        })
+    })
+}
+
+/// The storage made ready for writing.
+fn prepare_storage(storage: &dyn StorageWrite) -> Result<(), BuildError> {
     storage
         .prepare()
-        .map_err(|e| BuildError::Input(format!("cannot write to {where_}: {e}")))?;
+        .map_err(|e| BuildError::Input(format!("cannot write to {}: {e}", storage.describe())))
+}
+
+/// `nix-cache-info`: checked against the store if there is one, written if there is none.
+fn cache_info(storage: &dyn StorageWrite, opts: &BuildOptions) -> Result<(), BuildError> {
+    let where_ = storage.describe();
     let existing = storage
         .read_small(&CacheKey::CacheInfo, 64 << 10)
         .map_err(|e| BuildError::Input(format!("{where_}: nix-cache-info: {e}")))?;

@@ -144,13 +144,29 @@ impl Drop for ThreadLease<'_> {
 }
 
 /// The sink the NAR is written into: hashes and counts it, scans it, compresses it.
-struct NarSink<W: Write> {
+pub(super) struct NarSink<W: Write> {
     /// Set to stop: the next write fails.
     interrupt: Option<Arc<AtomicBool>>,
     nar_hash: Hasher,
     nar_size: u64,
     scanner: Option<RefScanner>,
-    encoder: Encoder<W>,
+    pub(super) encoder: Encoder<W>,
+}
+
+impl<W: Write> NarSink<W> {
+    pub(super) fn new(
+        interrupt: Option<Arc<AtomicBool>>,
+        scanner: Option<RefScanner>,
+        encoder: Encoder<W>,
+    ) -> NarSink<W> {
+        NarSink {
+            interrupt,
+            nar_hash: Hasher::new(HashAlgo::Sha256),
+            nar_size: 0,
+            scanner,
+            encoder,
+        }
+    }
 }
 
 impl<W: Write> Write for NarSink<W> {
@@ -173,6 +189,27 @@ impl<W: Write> Write for NarSink<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.encoder.flush()
+    }
+}
+
+/// The NAR file as it is written: counted, and hashed unless it is the NAR itself.
+struct FileOut<W: Write> {
+    hasher: Option<Hasher>,
+    size: u64,
+    inner: W,
+}
+
+impl<W: Write> Write for FileOut<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -252,10 +289,6 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     fs::symlink_metadata(&physical)
         .map_err(|e| path_err(format!("cannot read it at {}: {e}", physical.display())))?;
 
-    let staged = storage
-        .stage(KeyDir::Nar)
-        .map_err(|e| path_err(format!("cannot stage its NAR: {e}")))?;
-    let staged_name = staged.name();
     // The NAR's size decides how it is compressed (xz blocks, dictionary): from the metadata,
     // or, when scanning, from the tree's metadata (checked against the NAR written, below).
     let expected_size = match info.nar_size {
@@ -269,28 +302,54 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     let (lease, memory) = reserve(workers, want, expected_size)
         .map_err(|m| BuildError::Input(format!("{full}: {m}")))?;
     let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
+    // Where the storage writes in place, the NAR's key learnt first: the NAR goes straight there.
+    let ahead = super::ahead::file_key_ahead(workers, &info, &physical, expected_size, threads)?;
+    let listed_absent = |key: &CacheKey| workers.present.is_some_and(|p| !p.may_have(key));
+    // With its key known, what is there is looked at before the upload, not after it.
+    let mut found_ahead = None;
+    let staged = match &ahead {
+        None => storage.stage(KeyDir::Nar),
+        Some(ahead) => {
+            // Leased before it is looked for (see below).
+            workers
+                .lease
+                .extend(&[ahead.key.to_string()])
+                .map_err(|e| path_err(format!("cannot lease {}: {e}", ahead.key)))?;
+            let existing = look_at_existing(
+                storage,
+                &ahead.key,
+                &ahead.file_hash,
+                opts.force,
+                listed_absent(&ahead.key),
+            )
+            .map_err(|e| path_err(format!("cannot look at {}: {e}", ahead.key)))?;
+            found_ahead = Some(existing);
+            match existing {
+                Some(true) => Ok(Box::new(Discarded) as Box<dyn Staged>),
+                _ => storage.stage_at(&ahead.key),
+            }
+        }
+    }
+    .map_err(|e| path_err(format!("cannot stage its NAR: {e}")))?;
+    let staged_name = staged.name();
     let output_failed = Cell::new(false);
-    let file = HashingWriter::new(
-        HashAlgo::Sha256,
-        BufWriter::with_capacity(
+    let file = FileOut {
+        // Uncompressed, the file is the NAR: its hash is the NAR's, not computed twice.
+        hasher: (opts.compression != Compression::None).then(|| Hasher::new(HashAlgo::Sha256)),
+        size: 0,
+        inner: BufWriter::with_capacity(
             256 * 1024,
             WatchedOutput {
                 file: staged,
                 failed: &output_failed,
             },
         ),
-    );
+    };
     let mut encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, file)
         .map_err(|e| path_err(format!("compressor: {e}")))?;
     encoder.report_progress(&workers.archived);
     let scanner = workers.candidates.map(|c| RefScanner::new(c.iter()));
-    let sink = NarSink {
-        interrupt: opts.interrupt.clone(),
-        nar_hash: Hasher::new(HashAlgo::Sha256),
-        nar_size: 0,
-        scanner,
-        encoder,
-    };
+    let sink = NarSink::new(opts.interrupt.clone(), scanner, encoder);
     let mut writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     if opts.nar_listing {
         writer = writer.record_listing();
@@ -320,7 +379,12 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
     })?;
     drop(lease);
     drop(memory);
-    let (file_hash, file_size, buffered) = file.finish();
+    let FileOut {
+        hasher,
+        size: file_size,
+        inner: buffered,
+    } = file;
+    let file_hash = hasher.map_or_else(|| nar_hash.clone(), Hasher::finish);
     let mut staged = buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?
@@ -342,6 +406,14 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         return Err(path_err(format!(
             "the path changed while it was archived ({expected_size} bytes of NAR, then {nar_size})"
         )));
+    }
+    if let Some(ahead) = &ahead {
+        if ahead.file_hash != file_hash {
+            return Err(path_err(format!(
+                "the path changed while it was archived (its NAR file hashed to {} before the upload, then to {file_hash}); the upload was abandoned",
+                ahead.file_hash
+            )));
+        }
     }
     if let Some(scanner) = scanner {
         info.references = scanner.finish();
@@ -385,21 +457,34 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         &format!("{hash_part}.narinfo"),
     )?;
     // Leased before it is committed or found there, so a collection leaves it to the narinfo
-    // that is about to name it.
-    workers
-        .lease
-        .extend(&[nar_key.to_string()])
-        .map_err(|e| path_err(format!("cannot lease {nar_key}: {e}")))?;
-    let listed_absent = workers.present.is_some_and(|p| !p.may_have(&nar_key));
-    let stored = commit_nar(
-        storage,
-        staged,
-        &nar_key,
-        &file_hash,
-        file_size,
-        opts.force,
-        listed_absent,
-    )
+    // that is about to name it (a key known ahead was leased before the upload).
+    if ahead.is_none() {
+        workers
+            .lease
+            .extend(&[nar_key.to_string()])
+            .map_err(|e| path_err(format!("cannot lease {nar_key}: {e}")))?;
+    }
+    let stored = match found_ahead {
+        Some(Some(true)) => Ok(NarStored::Reused),
+        Some(existing) => commit_nar(
+            storage,
+            staged,
+            &nar_key,
+            &file_hash,
+            file_size,
+            Ok(existing),
+        ),
+        None => {
+            let existing = look_at_existing(
+                storage,
+                &nar_key,
+                &file_hash,
+                opts.force,
+                listed_absent(&nar_key),
+            );
+            commit_nar(storage, staged, &nar_key, &file_hash, file_size, existing)
+        }
+    }
     .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
     let (deduplicated, replacing) = match stored {
         NarStored::New => (false, None),
@@ -446,25 +531,60 @@ enum NarStored {
     Replacing(Box<dyn Staged>),
 }
 
-/// Commits a NAR under its key, unless one of that name is there already and checks out; a
-/// NAR to replace waits for the batch (see [`NarStored::Replacing`]).
+/// One look at what is there under a NAR's key: with `--force` only whether something is
+/// (`Some(false)`: to replace), else whether it checks out (size and hash, read once); none when
+/// the listing of the start lacks it (the commit will still not overwrite). `None`: nothing.
+fn look_at_existing(
+    storage: &dyn StorageWrite,
+    key: &CacheKey,
+    file_hash: &Hash,
+    force: bool,
+    listed_absent: bool,
+) -> io::Result<Option<bool>> {
+    match (force, listed_absent) {
+        (true, _) => Ok(storage.stat(key)?.map(|_| false)),
+        (false, true) => Ok(None),
+        (false, false) => existing_nar_is(storage, key, file_hash, None),
+    }
+}
+
+/// A NAR that is not written: one of its name is in the cache already and checks out. Its
+/// bytes are still made (for the NAR's hash, references and listing) and dropped here.
+struct Discarded;
+
+impl Write for Discarded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Staged for Discarded {
+    fn name(&self) -> String {
+        "nothing (the NAR is in the cache already)".into()
+    }
+
+    fn commit(self: Box<Self>, key: &CacheKey, _: Put) -> io::Result<Committed> {
+        Err(io::Error::other(format!(
+            "internal error: {key} was found in the cache, not written, and cannot be committed"
+        )))
+    }
+}
+
+/// Commits a NAR under its key, unless one of that name is there already and checks out
+/// (`existing`, from [`look_at_existing`]); a NAR to replace waits for the batch (see
+/// [`NarStored::Replacing`]).
 fn commit_nar(
     storage: &dyn StorageWrite,
     staged: Box<dyn Staged>,
     key: &CacheKey,
     file_hash: &Hash,
     file_size: u64,
-    force: bool,
-    listed_absent: bool,
+    existing: io::Result<Option<bool>>,
 ) -> io::Result<NarStored> {
-    // One look at what is there: with `--force` only whether it is, else whether it checks out;
-    // none when the listing of the start lacks it (the commit below still will not overwrite).
-    let existing = match (force, listed_absent) {
-        (true, _) => storage.stat(key)?.map(|_| false),
-        (false, true) => None,
-        (false, false) => existing_nar_is(storage, key, file_hash, file_size)?,
-    };
-    match existing {
+    match existing? {
         Some(true) => return Ok(NarStored::Reused),
         Some(false) => return Ok(NarStored::Replacing(staged)),
         None => {}
@@ -473,7 +593,7 @@ fn commit_nar(
         crate::cache::storage::Committed::Written => Ok(NarStored::New),
         // Another writer committed one of that name meanwhile: reused only if it checks out.
         crate::cache::storage::Committed::AlreadyThere => {
-            match existing_nar_is(storage, key, file_hash, file_size)? {
+            match existing_nar_is(storage, key, file_hash, Some(file_size))? {
                 Some(true) => Ok(NarStored::Reused),
                 _ => Err(io::Error::other(
                     "a NAR of that name appeared meanwhile and does not match its name; run again",
@@ -483,23 +603,27 @@ fn commit_nar(
     }
 }
 
-/// Whether the stored object has this size and SHA-256 (`None`: there is none), read once.
+/// Whether the stored object has this SHA-256 (and size, when it is known: a NAR not yet
+/// written has none to compare; the hash of its name says it all) (`None`: there is none),
+/// read once.
 fn existing_nar_is(
     storage: &dyn StorageWrite,
     key: &CacheKey,
     file_hash: &Hash,
-    file_size: u64,
+    file_size: Option<u64>,
 ) -> io::Result<Option<bool>> {
     let Some(mut object) = storage.open(key)? else {
         return Ok(None);
     };
-    if object.meta.size != file_size {
+    if file_size.is_some_and(|s| s != object.meta.size) {
         return Ok(Some(false));
     }
     let mut hasher = HashingWriter::new(file_hash.algo(), io::sink());
     io::copy(&mut object.body, &mut hasher)?;
     let (hash, size, _) = hasher.finish();
-    Ok(Some(size == file_size && hash == *file_hash))
+    Ok(Some(
+        size == object.meta.size && file_size.is_none_or(|s| s == size) && hash == *file_hash,
+    ))
 }
 
 fn narinfo_of(

@@ -93,8 +93,9 @@ async fn abort_recorded(shared: &Shared, record: &object_store::path::Path) -> i
         return Ok(());
     };
     // An upload to a staging key (its object deleted too), or to a NAR's key (a large copy,
-    // module `big_copy`: only the upload is aborted, the key may hold a NAR); a record naming
-    // anything else is not ours to act on.
+    // module `big_copy`, or a NAR uploaded straight to its key, module `staged`: only the
+    // upload is aborted, the key may hold a NAR); a record naming anything else is not ours to
+    // act on.
     let staging = temp
         .as_ref()
         .starts_with(shared.path(".nar-tool/staging/")?.as_ref());

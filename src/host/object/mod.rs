@@ -508,6 +508,14 @@ impl StorageWrite for ObjectStorage {
         )))
     }
 
+    fn writes_in_place(&self) -> bool {
+        !self.shared.http
+    }
+
+    fn stage_at(&self, key: &CacheKey) -> io::Result<Box<dyn Staged>> {
+        Ok(Box::new(staged::ObjectStaged::at(self.shared.clone(), key)))
+    }
+
     fn put_if_absent(&self, key: &CacheKey, data: &[u8]) -> io::Result<bool> {
         self.replace_if_unchanged(key, data, None)
     }

@@ -1,12 +1,16 @@
-//! Writing an object whose key is known only at the end (a NAR is named by its file hash).
+//! Writing an object whose key is known only at the end (a NAR is named by its file hash), or
+//! known from the start (a NAR whose file hash was learnt first: [`ObjectStaged::at`]).
 //!
 //! Small objects (under one part) are kept in memory and put under their key at the commit, in
 //! one request: atomic, and create-if-absent (`If-None-Match: *`) for [`Put::IfAbsent`]. Larger
-//! ones are streamed as a multipart upload to a staging key under `.nar-tool/staging/`, a few
-//! parts in flight at once (memory: part size × (parts in flight + 1)), recorded under
-//! `.nar-tool/uploads/` first so that a rerun can abort it if this process dies; the commit
-//! completes the upload and copies it to its key on the server (by parts past the copy limit,
-//! module `big_copy`). Nothing is visible under a cache key before the commit.
+//! ones are streamed as a multipart upload, a few parts in flight at once (memory: part size ×
+//! (parts in flight + 1)), recorded under `.nar-tool/uploads/` first so that a rerun can abort
+//! it if this process dies. An upload whose key is known from the start goes straight to that
+//! key: a multipart upload shows nothing until it is completed, so the commit just completes it
+//! (for [`Put::IfAbsent`], after a look: a NAR there already is kept and the upload aborted).
+//! Otherwise it goes to a staging key under `.nar-tool/staging/`, and the commit completes it
+//! and copies it to its key on the server (by parts past the copy limit, module `big_copy`).
+//! Nothing is visible under a cache key before the commit.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -30,6 +34,8 @@ const PARTS_IN_FLIGHT: usize = 3;
 pub struct ObjectStaged {
     shared: Arc<Shared>,
     dir: KeyDir,
+    /// The key, when it is known from the start: the upload goes there, not to a staging key.
+    key: Option<CacheKey>,
     buf: Vec<u8>,
     upload: Option<Upload>,
     /// Bytes written so far (for messages).
@@ -37,7 +43,10 @@ pub struct ObjectStaged {
 }
 
 struct Upload {
+    /// Where the parts go: a staging key, or the object's own key ([`ObjectStaged::at`]).
     temp: Path,
+    /// The upload is to the object's own key (never deleted here: it may hold an object).
+    direct: bool,
     record: Path,
     id: MultipartId,
     in_flight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
@@ -49,17 +58,28 @@ impl ObjectStaged {
         ObjectStaged {
             shared,
             dir,
+            key: None,
             buf: Vec::new(),
             upload: None,
             written: 0,
         }
     }
 
+    /// An object to commit under `key` only, uploaded straight to it (no staging copy).
+    pub fn at(shared: Arc<Shared>, key: &CacheKey) -> ObjectStaged {
+        let mut staged = ObjectStaged::new(shared, key.dir());
+        staged.key = Some(key.clone());
+        staged
+    }
+
     fn start_upload(&mut self) -> io::Result<()> {
         let shared = self.shared.clone();
         let owner = shared.owner()?;
         let n = shared.counter.fetch_add(1, Ordering::Relaxed);
-        let temp = shared.path(&format!(".nar-tool/staging/{owner}-{n}"))?;
+        let temp = match &self.key {
+            Some(key) => shared.path(&key.to_string())?,
+            None => shared.path(&format!(".nar-tool/staging/{owner}-{n}"))?,
+        };
         let record = shared.path(&format!(".nar-tool/uploads/{owner}-{n}"))?;
         let Some(multipart) = shared.multipart.clone() else {
             return Err(io::Error::new(
@@ -84,6 +104,7 @@ impl ObjectStaged {
         })??;
         self.upload = Some(Upload {
             temp,
+            direct: self.key.is_some(),
             record,
             id,
             in_flight: VecDeque::new(),
@@ -136,7 +157,7 @@ impl ObjectStaged {
         Ok(())
     }
 
-    /// Completes the multipart upload: the whole object is then at its staging key.
+    /// Completes the multipart upload: the whole object is then at its upload's key.
     fn complete(&mut self) -> io::Result<()> {
         // An upload starts with a full part, so it has one; the rest of the buffer is the last.
         if !self.buf.is_empty() {
@@ -169,7 +190,14 @@ impl Write for ObjectStaged {
         let room = part - self.buf.len();
         let n = data.len().min(room);
         if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(part.min(256 << 10));
+            // A large object's next part is a whole one: no growing by copies; else a small
+            // object's (a narinfo) room, grown if need be.
+            let room = if self.upload.is_some() {
+                part
+            } else {
+                part.min(256 << 10)
+            };
+            self.buf.reserve_exact(room);
         }
         self.buf.extend_from_slice(&data[..n]);
         self.written += n as u64;
@@ -205,6 +233,15 @@ impl Staged for ObjectStaged {
                 ),
             ));
         }
+        if self.key.as_ref().is_some_and(|k| k != key) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{key} is not the key {} this object was uploaded to",
+                    self.key.as_ref().expect("checked")
+                ),
+            ));
+        }
         let target = self.shared.path(&key.to_string())?;
         let shared = self.shared.clone();
         if self.upload.is_none() {
@@ -229,6 +266,9 @@ impl Staged for ObjectStaged {
                     Err(e) => Err(shared.error(e, "writing", &target)),
                 }
             })?;
+        }
+        if self.upload.as_ref().is_some_and(|u| u.direct) {
+            return self.commit_direct(&target, how);
         }
         self.complete()?;
         let upload = self.upload.take().expect("started");
@@ -259,8 +299,14 @@ impl Staged for ObjectStaged {
                         .map_err(|e| shared.error(e, "copying the upload to", &target))?;
                 }
             }
-            for leftover in [&upload.temp, &upload.record] {
-                match store.delete(leftover).await {
+            // Both at once: one round trip's wait.
+            let (temp, record) = futures_util::future::join(
+                store.delete(&upload.temp),
+                store.delete(&upload.record),
+            )
+            .await;
+            for (leftover, deleted) in [(&upload.temp, temp), (&upload.record, record)] {
+                match deleted {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(shared.error(e, "deleting", leftover)),
                 }
@@ -272,6 +318,38 @@ impl Staged for ObjectStaged {
             })
         })?;
         result
+    }
+}
+
+impl ObjectStaged {
+    /// Completes an upload made to its key, unless (for [`Put::IfAbsent`]) an object is there
+    /// already: then the upload is aborted. As for a copy, "if absent" is a look, not a
+    /// condition of the completion: a racing writer's NAR of that name has the same bytes.
+    fn commit_direct(mut self: Box<Self>, target: &Path, how: Put) -> io::Result<Committed> {
+        let shared = self.shared.clone();
+        if how == Put::IfAbsent {
+            let t = target.clone();
+            let there = runtime::block_on(async move {
+                match shared.store.head(&t).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(shared.error(e, "looking at", &t)),
+                }
+            })??;
+            if there {
+                // Dropped uncommitted: the upload is aborted, its record deleted.
+                return Ok(Committed::AlreadyThere);
+            }
+        }
+        self.complete()?;
+        let upload = self.upload.take().expect("started");
+        let shared = self.shared.clone();
+        runtime::block_on(async move {
+            match shared.store.delete(&upload.record).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Committed::Written),
+                Err(e) => Err(shared.error(e, "deleting", &upload.record)),
+            }
+        })?
     }
 }
 
@@ -291,7 +369,9 @@ impl Drop for ObjectStaged {
                 part.abort();
             }
             let _ = multipart.abort_multipart(&upload.temp, &upload.id).await;
-            let _ = shared.store.delete(&upload.temp).await;
+            if !upload.direct {
+                let _ = shared.store.delete(&upload.temp).await;
+            }
             let _ = shared.store.delete(&upload.record).await;
         });
     }
