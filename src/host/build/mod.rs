@@ -366,7 +366,7 @@ pub fn build_cache_upstream(
     let workers = Workers {
         opts,
         storage,
-        budget: ThreadBudget::new(opts.jobs),
+        budget: ThreadBudget::new(compressor_threads(opts.jobs)),
         candidates,
         archived: Arc::new(AtomicU64::new(0)),
         memory: worker::MemoryBudget::new(opts.xz_memory),
@@ -701,4 +701,25 @@ fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mu
 /// How long a build took, for messages.
 pub fn human_duration(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
+}
+
+/// The compressor threads the paths compressed at once share: `jobs`, but no more than the
+/// machine's cores. A bucket's build runs many more paths at once than there are cores (for its
+/// requests in flight), and a multi-threaded encoder's buffers grow with its threads (zstd's
+/// jobs, xz's blocks): a 530 MB path in zstd to a bucket (16 paths at once) peaked at 256 MiB
+/// with 16 threads on 2 cores, 94 MiB with 2, and went up faster.
+fn compressor_threads(jobs: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    jobs.clamp(1, cores)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compressor_threads_are_bounded_by_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(super::compressor_threads(0), 1);
+        assert_eq!(super::compressor_threads(1), 1);
+        assert_eq!(super::compressor_threads(cores + 14), cores);
+    }
 }
