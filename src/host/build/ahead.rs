@@ -33,7 +33,6 @@ pub(super) fn file_key_ahead(
     info: &PathInfo,
     physical: &Path,
     expected_size: u64,
-    threads: u32,
 ) -> Result<Option<Ahead>, BuildError> {
     let opts = workers.opts;
     if !workers.storage.writes_in_place() {
@@ -46,7 +45,7 @@ pub(super) fn file_key_ahead(
     let file_hash = match (opts.compression, known) {
         (Compression::None, Some(nar_hash)) => nar_hash.clone(),
         (Compression::None, None) if expected_size >= PASS_MIN => {
-            first_pass(workers, info, physical, expected_size, threads)?
+            first_pass(workers, info, physical, expected_size)?
         }
         _ => return Ok(None),
     };
@@ -61,31 +60,25 @@ pub(super) fn file_key_ahead(
     Ok(Some(Ahead { key, file_hash }))
 }
 
-/// The NAR archived and hashed, the output dropped (through the encoder, as it will be written:
-/// the hash is the file's).
+/// The NAR archived and hashed, the output dropped: uncompressed, the file is the NAR, so its
+/// hash (the one the NAR sink makes anyway) is the file's.
 fn first_pass(
     workers: &Workers,
     info: &PathInfo,
     physical: &Path,
     expected_size: u64,
-    threads: u32,
 ) -> Result<Hash, BuildError> {
     let opts = workers.opts;
     let path_err = |message: String| BuildError::Path {
         path: opts.store_dir.display(&info.path),
         message,
     };
-    let out = HashingWriter::new(HashAlgo::Sha256, io::sink());
-    let encoder = Encoder::new(opts.compression, opts.level, expected_size, threads, out)
+    let encoder = Encoder::new(Compression::None, None, expected_size, 1, io::sink())
         .map_err(|e| path_err(format!("compressor: {e}")))?;
     let sink = NarSink::new(opts.interrupt.clone(), None, encoder);
     let writer = NarWriter::new(sink).map_err(|e| path_err(e.to_string()))?;
     let writer =
         dump_into(physical, writer, CaseHack(false)).map_err(|e| path_err(e.to_string()))?;
     let sink = writer.finish().map_err(|e| path_err(e.to_string()))?;
-    let out = sink
-        .encoder
-        .finish()
-        .map_err(|e| path_err(format!("compressor: {e}")))?;
-    Ok(out.finish().0)
+    Ok(sink.into_nar_hash())
 }

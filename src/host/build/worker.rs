@@ -167,6 +167,11 @@ impl<W: Write> NarSink<W> {
             encoder,
         }
     }
+
+    /// The hash of the NAR written through it.
+    pub(super) fn into_nar_hash(self) -> Hash {
+        self.nar_hash.finish()
+    }
 }
 
 impl<W: Write> Write for NarSink<W> {
@@ -303,7 +308,7 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         .map_err(|m| BuildError::Input(format!("{full}: {m}")))?;
     let threads = u32::try_from(lease.threads).unwrap_or(u32::MAX);
     // Where the storage writes in place, the NAR's key learnt first: the NAR goes straight there.
-    let ahead = super::ahead::file_key_ahead(workers, &info, &physical, expected_size, threads)?;
+    let ahead = super::ahead::file_key_ahead(workers, &info, &physical, expected_size)?;
     let listed_absent = |key: &CacheKey| workers.present.is_some_and(|p| !p.may_have(key));
     // With its key known, what is there is looked at before the upload, not after it.
     let mut found_ahead = None;
