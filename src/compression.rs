@@ -430,11 +430,10 @@ impl Codec for Xz {
 }
 
 /// zstd: frames in turn (skippable frames skipped), each block decoded on its own so output
-/// stays bounded however well the input compresses, and each frame's checksum checked. Each
-/// frame gets a fresh ruzstd decoder, whose window grows with the data (ruzstd's own cap of
-/// 100 MiB applies only to a decoder reused); the window a frame declares is checked against the
-/// memory limit first.
+/// stays bounded however well the input compresses, and each frame's checksum checked. The
+/// window a frame declares is checked against the memory limit before its decoder is set up.
 struct Zstd {
+    /// The current frame's decoder (see [`spare_frame_decoder`]).
     frame: ruzstd::decoding::FrameDecoder,
     state: ZstdState,
     /// Frames begun (an empty input is no zstd data).
@@ -443,6 +442,53 @@ struct Zstd {
     /// The current frame's window, and the bytes it has decoded so far.
     window: u64,
     decoded: u64,
+}
+
+/// The largest window of a frame whose decoder is kept for another frame when it is done.
+const SPARE_WINDOW: u64 = 1 << 20;
+/// Decoders kept per thread.
+const SPARES: usize = 8;
+
+thread_local! {
+    /// Frame decoders done with frames of small windows. A cache of small NARs is mostly frames
+    /// of a few KiB, and a decoder made anew costs more than such a frame: its tables and
+    /// buffers are allocated again, where a reset one keeps them (a buffer no larger than its
+    /// window allows).
+    static SPARE_DECODERS: std::cell::RefCell<Vec<ruzstd::decoding::FrameDecoder>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A decoder for a frame of `window` bytes: a spare one if the window is small, else a new one
+/// (whose buffers are not kept beyond the frame: a large window's memory goes with it). The
+/// caller has checked the window against its memory limit, so ruzstd's own cap is lifted.
+fn spare_frame_decoder(window: u64) -> ruzstd::decoding::FrameDecoder {
+    let spare = (window <= SPARE_WINDOW)
+        .then(|| SPARE_DECODERS.with(|s| s.borrow_mut().pop()))
+        .flatten();
+    spare.unwrap_or_else(|| {
+        let mut frame = ruzstd::decoding::FrameDecoder::new();
+        frame.set_max_window_size(u64::MAX);
+        frame
+    })
+}
+
+/// Keeps a decoder that served a frame of `window` bytes, if that is small and few are kept.
+fn keep_frame_decoder(frame: ruzstd::decoding::FrameDecoder, window: u64) {
+    if window <= SPARE_WINDOW {
+        SPARE_DECODERS.with(|s| {
+            let mut spares = s.borrow_mut();
+            if spares.len() < SPARES {
+                spares.push(frame);
+            }
+        });
+    }
+}
+
+impl Drop for Zstd {
+    fn drop(&mut self) {
+        let frame = std::mem::take(&mut self.frame);
+        keep_frame_decoder(frame, self.window);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,7 +510,7 @@ const ZSTD_MAX_BLOCK: usize = 128 * 1024;
 impl Zstd {
     fn new(memory_limit: u64) -> Zstd {
         Zstd {
-            frame: ruzstd::decoding::FrameDecoder::new(),
+            frame: spare_frame_decoder(0),
             state: ZstdState::Header,
             frames: 0,
             memory_limit,
@@ -550,11 +596,14 @@ impl Codec for Zstd {
                     self.check_window(window)?;
                 }
                 let mut rest = input;
-                // A fresh decoder: nothing of the last frame's window is kept (the first frame
-                // has the one made with this decoder).
-                if self.frames > 0 {
-                    self.frame = ruzstd::decoding::FrameDecoder::new();
+                // Each frame its own decoder (the first one's was taken with this codec, for a
+                // small window): nothing of a large window is kept for the next frame.
+                let this_window = window.unwrap_or(0);
+                if self.frames > 0 || this_window > SPARE_WINDOW {
+                    let done = std::mem::replace(&mut self.frame, spare_frame_decoder(this_window));
+                    keep_frame_decoder(done, self.window);
                 }
+                self.window = this_window;
                 match self.frame.reset(&mut rest) {
                     Ok(()) => {
                         self.frames += 1;

@@ -237,7 +237,8 @@ export function dirSource(dir) {
     if (slash >= 0 && (rel.indexOf('/', slash + 1) >= 0 || !plainFolder(rel.slice(0, slash)))) return undefined;
     let fd;
     try {
-      fd = openSync(path.join(root, rel), OPEN_FLAGS);
+      // `rel` has no empty or `..` component (openRegular checked): joined as it is.
+      fd = openSync(`${root}/${rel}`, OPEN_FLAGS);
     } catch (e) {
       return e.code === 'ENOENT' ? null : undefined;
     }

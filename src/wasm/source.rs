@@ -24,11 +24,43 @@ fn io_error(e: JsValue) -> io::Error {
 }
 
 /// `obj.name` if it is a function.
-fn method(obj: &JsValue, name: &str) -> Option<Function> {
-    Reflect::get(obj, &JsValue::from_str(name))
-        .ok()?
-        .dyn_into::<Function>()
-        .ok()
+fn method(obj: &JsValue, name: &JsValue) -> Option<Function> {
+    Reflect::get(obj, name).ok()?.dyn_into::<Function>().ok()
+}
+
+/// The property names looked up per file, made into JS strings once (each lookup would pass
+/// the name from wasm memory to a new JS string otherwise).
+struct Names {
+    then: JsValue,
+    size: JsValue,
+    next: JsValue,
+    close: JsValue,
+    update: JsValue,
+    digest: JsValue,
+}
+
+thread_local! {
+    static NAMES: Names = Names {
+        then: "then".into(),
+        size: "size".into(),
+        next: "next".into(),
+        close: "close".into(),
+        update: "update".into(),
+        digest: "digest".into(),
+    };
+}
+
+/// `f` of the cached property names.
+fn names<T>(f: impl FnOnce(&Names) -> T) -> T {
+    NAMES.with(f)
+}
+
+/// Whether `v` is a promise or any other thenable. A `Uint8Array` (what a source gives most
+/// often) is taken as a value without a lookup.
+fn is_thenable(v: &JsValue) -> bool {
+    v.is_object()
+        && !v.is_instance_of::<Uint8Array>()
+        && (v.is_instance_of::<Promise>() || names(|n| method(v, &n.then)).is_some())
 }
 
 /// Calls `f` on `obj` and awaits what it returns if that is a promise (or any thenable); a
@@ -40,9 +72,7 @@ async fn call_method(obj: &JsValue, f: &Function, args: &[JsValue]) -> io::Resul
         _ => f.apply(obj, &args.iter().collect::<js_sys::Array>()),
     }
     .map_err(io_error)?;
-    let thenable = returned.is_object()
-        && (returned.is_instance_of::<Promise>() || method(&returned, "then").is_some());
-    if !thenable {
+    if !is_thenable(&returned) {
         return Ok(returned);
     }
     JsFuture::from(Promise::resolve(&returned))
@@ -78,26 +108,43 @@ fn strings(v: JsValue, what: &str) -> io::Result<Vec<String>> {
         .collect()
 }
 
-/// A SHA-256 of the host's: `factory()` gives `{ update(bytes), digest() → Uint8Array }`.
-struct JsSha256(JsValue);
+/// A SHA-256 of the host's: `factory()` gives `{ update(bytes), digest() → Uint8Array }`, whose
+/// two methods are looked up once.
+struct JsSha256 {
+    hasher: JsValue,
+    update: Function,
+    digest: Function,
+}
+
+impl JsSha256 {
+    /// The hasher `factory()` makes, if it has both methods.
+    fn new(factory: &Function) -> Option<JsSha256> {
+        let hasher = factory.call0(&JsValue::NULL).ok()?;
+        if !hasher.is_object() {
+            return None;
+        }
+        let (update, digest) = names(|n| (method(&hasher, &n.update), method(&hasher, &n.digest)));
+        Some(JsSha256 {
+            update: update?,
+            digest: digest?,
+            hasher,
+        })
+    }
+}
 
 impl Sha256Host for JsSha256 {
     fn update(&mut self, data: &[u8]) {
         // A view of wasm memory, read synchronously by the host (which cannot call back into
         // wasm meanwhile, so the memory cannot move under it).
         let view = unsafe { Uint8Array::view(data) };
-        if let Ok(f) = Reflect::get(&self.0, &"update".into()) {
-            if let Some(f) = f.dyn_ref::<Function>() {
-                let _ = f.call1(&self.0, &view);
-            }
-        }
+        let _ = self.update.call1(&self.hasher, &view);
     }
 
     fn finish(self: Box<Self>) -> Hash {
-        let digest = Reflect::get(&self.0, &"digest".into())
+        let digest = self
+            .digest
+            .call0(&self.hasher)
             .ok()
-            .and_then(|f| f.dyn_into::<Function>().ok())
-            .and_then(|f| f.call0(&self.0).ok())
             .and_then(|d| bytes_or_none(d, "digest()").ok().flatten())
             .unwrap_or_default();
         // A host hasher that fails gives a digest no narinfo matches (never a false "ok").
@@ -108,11 +155,8 @@ impl Sha256Host for JsSha256 {
 
 /// A SHA-256 factory from an optional JS function.
 pub(super) fn sha256_factory(f: Option<Function>) -> impl Fn() -> Box<dyn Sha256Host> {
-    move || match &f {
-        Some(f) => match f.call0(&JsValue::NULL) {
-            Ok(h) if h.is_object() => Box::new(JsSha256(h)) as Box<dyn Sha256Host>,
-            _ => crate::hash::builtin_sha256(),
-        },
+    move || match f.as_ref().and_then(JsSha256::new) {
+        Some(h) => Box::new(h) as Box<dyn Sha256Host>,
         None => crate::hash::builtin_sha256(),
     }
 }
@@ -136,11 +180,11 @@ pub(super) struct JsSource {
 impl JsSource {
     pub(super) fn new(source: JsValue, sha256: Option<Function>, memory_limit: u64) -> JsSource {
         JsSource {
-            read_file: method(&source, "readFile"),
-            file_size: method(&source, "fileSize"),
-            open_file: method(&source, "openFile"),
-            list_narinfos: method(&source, "listNarinfos"),
-            list_nar_files: method(&source, "listNarFiles"),
+            read_file: method(&source, &"readFile".into()),
+            file_size: method(&source, &"fileSize".into()),
+            open_file: method(&source, &"openFile".into()),
+            list_narinfos: method(&source, &"listNarinfos".into()),
+            list_nar_files: method(&source, &"listNarFiles".into()),
             source,
             sha256,
             memory_limit,
@@ -165,13 +209,13 @@ pub(super) struct JsStream {
 
 impl JsStream {
     fn new(stream: JsValue) -> JsStream {
-        let size = Reflect::get(&stream, &"size".into())
+        let size = names(|n| Reflect::get(&stream, &n.size))
             .ok()
             .and_then(|v| v.as_f64())
             .filter(|n| *n >= 0.0 && n.fract() == 0.0)
             .map(|n| n as u64);
         JsStream {
-            next: method(&stream, "next"),
+            next: names(|n| method(&stream, &n.next)),
             stream,
             size,
             ended: false,
@@ -200,7 +244,7 @@ impl Drop for JsStream {
             return;
         }
         // Left before its end (the size was wrong): the source may release the file now.
-        if let Ok(f) = Reflect::get(&self.stream, &"close".into()) {
+        if let Ok(f) = names(|n| Reflect::get(&self.stream, &n.close)) {
             if let Some(f) = f.dyn_ref::<Function>() {
                 if let Ok(p) = f.call0(&self.stream) {
                     if let Ok(p) = p.dyn_into::<Promise>() {

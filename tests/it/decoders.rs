@@ -97,6 +97,53 @@ fn concatenated_streams_decode_in_turn() {
     assert!(push(Compression::Xz, &packed, 100).is_err());
 }
 
+/// zstd decoders of small frames are kept for later ones on the same thread: what a decoder
+/// left behind (a failure mid-frame, a frame dropped before its end, a large window, other
+/// data) never shows in the next stream's output or verdict.
+#[test]
+fn kept_zstd_decoders_carry_nothing_over() {
+    let small: Vec<Vec<u8>> = (0..6).map(|i| sample(3000 + i * 997)).collect();
+    let packed: Vec<Vec<u8>> = small.iter().map(|d| pack(Compression::Zstd, d)).collect();
+    let large = zstd_raw_frame(&sample(200_000), 27);
+    for round in 0..4 {
+        for (i, (data, frame)) in small.iter().zip(&packed).enumerate() {
+            // Before each good stream, a different kind of leftover.
+            match (round + i) % 4 {
+                0 => {
+                    let mut bad = frame.clone();
+                    let mid = bad.len() / 2;
+                    bad[mid] ^= 0x55;
+                    let _ = push(Compression::Zstd, &bad, 700);
+                }
+                1 => {
+                    // Dropped mid-frame, without an error.
+                    let mut d = Decoder::new(Compression::Zstd);
+                    d.update(&frame[..frame.len() / 2], &mut |_: &[u8]| Ok::<(), ()>(()))
+                        .unwrap();
+                }
+                2 => assert_eq!(
+                    push(Compression::Zstd, &large, 4096).unwrap().0.len(),
+                    200_000
+                ),
+                _ => {
+                    let other = &packed[(i + 1) % packed.len()];
+                    let mut two = other.clone();
+                    two.extend_from_slice(frame);
+                    let (out, _) = push(Compression::Zstd, &two, 512).unwrap();
+                    assert_eq!(out.len(), small[(i + 1) % small.len()].len() + data.len());
+                }
+            }
+            assert_eq!(
+                &push(Compression::Zstd, frame, 1000).unwrap().0,
+                data,
+                "round {round}, {i}"
+            );
+            // A frame that is cut is still refused, and one whole after it decodes.
+            assert!(push(Compression::Zstd, &frame[..frame.len() - 3], 1000).is_err());
+        }
+    }
+}
+
 #[test]
 fn truncation_and_corruption_are_refused_never_panic() {
     let data = sample(200_000);
