@@ -462,8 +462,10 @@ thread_local! {
 /// (whose buffers are not kept beyond the frame: a large window's memory goes with it). The
 /// caller has checked the window against its memory limit, so ruzstd's own cap is lifted.
 fn spare_frame_decoder(window: u64) -> ruzstd::decoding::FrameDecoder {
+    // (`try_with`: a decoder may be made or dropped while the thread is ending.)
     let spare = (window <= SPARE_WINDOW)
-        .then(|| SPARE_DECODERS.with(|s| s.borrow_mut().pop()))
+        .then(|| SPARE_DECODERS.try_with(|s| s.borrow_mut().pop()).ok())
+        .flatten()
         .flatten();
     spare.unwrap_or_else(|| {
         let mut frame = ruzstd::decoding::FrameDecoder::new();
@@ -475,7 +477,7 @@ fn spare_frame_decoder(window: u64) -> ruzstd::decoding::FrameDecoder {
 /// Keeps a decoder that served a frame of `window` bytes, if that is small and few are kept.
 fn keep_frame_decoder(frame: ruzstd::decoding::FrameDecoder, window: u64) {
     if window <= SPARE_WINDOW {
-        SPARE_DECODERS.with(|s| {
+        let _ = SPARE_DECODERS.try_with(|s| {
             let mut spares = s.borrow_mut();
             if spares.len() < SPARES {
                 spares.push(frame);
