@@ -22,7 +22,6 @@ use nar_tool::host::build::{build_cache_into, BuildOptions, BuildSummary, Metada
 use nar_tool::host::fs::{dump_path, CaseHack};
 use nar_tool::host::object::ObjectStorage;
 use nar_tool::nixbase32;
-use nar_tool::store_path::StoreDir;
 use object_store::multipart::MultipartStore;
 
 use crate::common::s3::server;
@@ -158,26 +157,10 @@ fn one_big_path(tag: &str, mib: usize) -> (TempTree, String, Hash) {
 }
 
 fn options(root: &Path, path: &str, metadata: MetadataSource, c: Compression) -> BuildOptions {
-    let store_dir = StoreDir::new("/nix/store").unwrap();
     BuildOptions {
-        to: root.join("unused"),
-        store_root: root.to_path_buf(),
-        store_dir: store_dir.clone(),
-        metadata,
         compression: c,
-        level: None,
-        jobs: 2,
-        keys: Vec::new(),
-        nar_listing: false,
-        closure: true,
-        force: false,
         priority: 40,
-        want_mass_query: false,
-        xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
-        interrupt: None,
-        policy: Default::default(),
-        index: false,
-        paths: vec![store_dir.parse_path(path).unwrap()],
+        ..build_options(root.join("unused"), root, metadata, [path])
     }
 }
 
