@@ -143,6 +143,10 @@ fn summary_count(summary: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("summary has no {key}: {summary}"))
 }
 
+fn summary_counts(summary: &serde_json::Value, keys: &[&str]) -> Vec<u64> {
+    keys.iter().map(|k| summary_count(summary, k)).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The corpus
 
@@ -657,11 +661,8 @@ fn golden_every_metadata_source_gives_nix_narinfos() {
             .corpus();
         let summary = build_ok(&a);
         assert_eq!(
-            (
-                summary_count(&summary, "paths"),
-                summary_count(&summary, "written")
-            ),
-            (9, 9),
+            summary_counts(&summary, &["paths", "written"]),
+            [9, 9],
             "{what}: {summary}"
         );
 
@@ -814,8 +815,10 @@ fn real_nix_copies_and_verifies_every_compression() {
 /// leaks) when the system allows it; returns the output and whether the mount was read-only.
 fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
     let script = r#"root="$1"; shift; mount --bind -o ro "$root" "$root" && exec "$@""#;
-    let probe = Command::new("unshare")
-        .args([
+    // What follows runs with `root` bind-mounted read-only.
+    let read_only = || {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
             "--mount",
             "--propagation",
             "private",
@@ -823,12 +826,12 @@ fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
             "-c",
             script,
             "sh",
-            &s(root),
-            "sh",
-            "-c",
-            r#"! touch "$0/.probe" 2>/dev/null"#,
-            &s(root),
         ])
+        .arg(root);
+        cmd
+    };
+    let probe = read_only()
+        .args(["sh", "-c", r#"! touch "$0/.probe" 2>/dev/null"#, &s(root)])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .status();
@@ -836,20 +839,8 @@ fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
         println!("NOTE: cannot bind-mount read-only here (no unshare/mount privileges); the store is only chmod a-w");
         return (build_cache(args), false);
     }
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &s(root),
-        bin(),
-        "build-cache",
-    ])
-    .args(args);
+    let mut cmd = read_only();
+    cmd.arg(bin()).arg("build-cache").args(args);
     (run_cmd(&mut cmd, b""), true)
 }
 
@@ -978,11 +969,8 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
         .corpus();
     let first = build_ok(&a);
     assert_eq!(
-        (
-            summary_count(&first, "written"),
-            summary_count(&first, "skipped")
-        ),
-        (9, 0),
+        summary_counts(&first, &["written", "skipped"]),
+        [9, 0],
         "{first}"
     );
     check_cache(&cache, true);
@@ -990,12 +978,8 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
 
     let again = build_ok(&a);
     assert_eq!(
-        (
-            summary_count(&again, "paths"),
-            summary_count(&again, "written"),
-            summary_count(&again, "skipped")
-        ),
-        (9, 0, 9),
+        summary_counts(&again, &["paths", "written", "skipped"]),
+        [9, 0, 9],
         "{again}"
     );
     assert!(snapshot(&cache) == clean, "a rerun changed the cache");
@@ -1017,11 +1001,8 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
     let forced = a.clone().flags("--force");
     let summary = build_ok(&forced);
     assert_eq!(
-        (
-            summary_count(&summary, "written"),
-            summary_count(&summary, "skipped")
-        ),
-        (9, 0),
+        summary_counts(&summary, &["written", "skipped"]),
+        [9, 0],
         "{summary}"
     );
     check_cache(&cache, true);
