@@ -312,42 +312,27 @@ fn rows() -> Vec<Row> {
         None,
     ));
 
-    // Entry names and their order.
-    let (nar, offs) = dir_with_names(&[b"b", b"a"]);
-    rows.push(row(
-        "entries out of order",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a", b"B"]);
-    rows.push(row(
-        "entries out of byte order (a before B)",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a.b", b"a-b"]);
-    rows.push(row(
-        "entries out of byte order (a.b before a-b)",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"ab", b"a"]);
-    rows.push(row(
-        "prefix after longer name",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a", b"b", b"a"]);
-    rows.push(row(
-        "entry repeated later",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[2]),
-    ));
+    // Entry names and their order: (row, names, the entry the error is at).
+    let out_of_order: [(&str, &[&[u8]], usize); 5] = [
+        ("entries out of order", &[b"b", b"a"], 1),
+        ("entries out of byte order (a before B)", &[b"a", b"B"], 1),
+        (
+            "entries out of byte order (a.b before a-b)",
+            &[b"a.b", b"a-b"],
+            1,
+        ),
+        ("prefix after longer name", &[b"ab", b"a"], 1),
+        ("entry repeated later", &[b"a", b"b", b"a"], 2),
+    ];
+    for (name, names, at) in out_of_order {
+        let (nar, offs) = dir_with_names(names);
+        rows.push(row(
+            name,
+            nar,
+            |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
+            Some(offs[at]),
+        ));
+    }
     let (nar, offs) = dir_with_names(&[b"a", b"a"]);
     rows.push(row(
         "duplicate entry",
