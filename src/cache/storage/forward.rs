@@ -92,12 +92,7 @@ macro_rules! forward_storage {
             key: &$crate::cache::layout::CacheKey,
             start: u64,
             len: u64,
-        ) -> ::std::io::Result<
-            ::std::option::Option<(
-                $crate::cache::storage::ObjectMeta,
-                ::std::boxed::Box<dyn ::std::io::Read + ::std::marker::Send>,
-            )>,
-        > {
+        ) -> ::std::io::Result<::std::option::Option<$crate::cache::storage::RangeRead>> {
             $crate::cache::storage::StorageRead::read_range($to(self), key, start, len)
         }
     };

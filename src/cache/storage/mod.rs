@@ -37,6 +37,10 @@ pub struct ObjectMeta {
     pub etag: String,
 }
 
+/// A byte range of an object being read ([`StorageRead::read_range`]): the object's metadata,
+/// and a stream of the range.
+pub type RangeRead = (ObjectMeta, Box<dyn Read + Send>);
+
 /// A stream over an object that can seek (for byte ranges).
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -91,12 +95,7 @@ pub trait StorageRead: Send + Sync {
     }
 
     /// `len` bytes from `start` (fewer at the end of the object); `Ok(None)` if absent.
-    fn read_range(
-        &self,
-        key: &CacheKey,
-        start: u64,
-        len: u64,
-    ) -> io::Result<Option<(ObjectMeta, Box<dyn Read + Send>)>> {
+    fn read_range(&self, key: &CacheKey, start: u64, len: u64) -> io::Result<Option<RangeRead>> {
         let Some(mut object) = self.open(key)? else {
             return Ok(None);
         };
