@@ -6,6 +6,7 @@
 //! killed (SIGKILL) and then completed by running it again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -28,6 +29,60 @@ fn s(p: &Path) -> String {
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| a.to_string()).collect()
+}
+
+/// `build-cache` arguments: `--to CACHE --store-root ROOT`, then what a test adds, in order.
+#[derive(Clone)]
+struct Cli(Vec<String>);
+
+impl Cli {
+    fn new(cache: impl AsRef<Path>, root: impl AsRef<Path>) -> Cli {
+        Cli(Vec::new())
+            .opt("--to", cache.as_ref())
+            .opt("--store-root", root.as_ref())
+    }
+
+    /// Adds arguments written as one string, split at spaces (none of them holds one).
+    fn flags(mut self, words: &str) -> Cli {
+        self.0.extend(words.split_whitespace().map(str::to_string));
+        self
+    }
+
+    /// Adds an option and its value (a path, a key: anything that could hold a space).
+    fn opt(mut self, name: &str, value: impl AsRef<OsStr>) -> Cli {
+        let value = value.as_ref().to_str().expect("test arguments are UTF-8");
+        self.0.extend([name.to_string(), value.to_string()]);
+        self
+    }
+
+    /// Adds arguments as they are.
+    fn args(self, more: &[&str]) -> Cli {
+        self.extended(more.iter().map(|a| a.to_string()))
+    }
+
+    /// Adds arguments already made (a metadata source, a list of paths).
+    fn extended(mut self, more: impl IntoIterator<Item = String>) -> Cli {
+        self.0.extend(more);
+        self
+    }
+
+    /// Adds every store path of the corpus.
+    fn corpus(self) -> Cli {
+        self.extended(store_paths())
+    }
+}
+
+impl std::ops::Deref for Cli {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cli {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.0
+    }
 }
 
 /// Runs `nar-tool build-cache ARGS` with `stdin`.
@@ -86,6 +141,10 @@ fn summary_count(summary: &serde_json::Value, key: &str) -> u64 {
     summary[key]
         .as_u64()
         .unwrap_or_else(|| panic!("summary has no {key}: {summary}"))
+}
+
+fn summary_counts(summary: &serde_json::Value, keys: &[&str]) -> Vec<u64> {
+    keys.iter().map(|k| summary_count(summary, k)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,28 +653,16 @@ fn golden_every_metadata_source_gives_nix_narinfos() {
     for (what, source) in sources {
         let out = TempTree::new();
         let cache = out.path().join("cache");
-        let mut a = args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &r,
-            "--compression",
-            "xz",
-            "--sign",
-            &key,
-            "--nar-listing",
-            "--jobs",
-            "2",
-        ]);
-        a.extend(source);
-        a.extend(store_paths());
+        let a = Cli::new(&cache, &r)
+            .flags("--compression xz")
+            .opt("--sign", &key)
+            .flags("--nar-listing --jobs 2")
+            .extended(source)
+            .corpus();
         let summary = build_ok(&a);
         assert_eq!(
-            (
-                summary_count(&summary, "paths"),
-                summary_count(&summary, "written")
-            ),
-            (9, 9),
+            summary_counts(&summary, &["paths", "written"]),
+            [9, 9],
             "{what}: {summary}"
         );
 
@@ -715,19 +762,11 @@ fn real_nix_copies_and_verifies_every_compression() {
     let key = secret_key();
     for method in ["xz", "zstd", "bzip2", "none"] {
         let cache = out.path().join(method);
-        let mut a = args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &s(root.path()),
-            "--compression",
-            method,
-            "--sign",
-            &key,
-            "--jobs",
-            "2",
-        ]);
-        a.extend(store_paths());
+        let a = Cli::new(&cache, root.path())
+            .opt("--compression", method)
+            .opt("--sign", &key)
+            .flags("--jobs 2")
+            .corpus();
         build_ok(&a);
         check_cache(&cache, true);
         assert_narinfos_match_nix(&cache, method, false, method);
@@ -776,8 +815,10 @@ fn real_nix_copies_and_verifies_every_compression() {
 /// leaks) when the system allows it; returns the output and whether the mount was read-only.
 fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
     let script = r#"root="$1"; shift; mount --bind -o ro "$root" "$root" && exec "$@""#;
-    let probe = Command::new("unshare")
-        .args([
+    // What follows runs with `root` bind-mounted read-only.
+    let read_only = || {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
             "--mount",
             "--propagation",
             "private",
@@ -785,12 +826,12 @@ fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
             "-c",
             script,
             "sh",
-            &s(root),
-            "sh",
-            "-c",
-            r#"! touch "$0/.probe" 2>/dev/null"#,
-            &s(root),
         ])
+        .arg(root);
+        cmd
+    };
+    let probe = read_only()
+        .args(["sh", "-c", r#"! touch "$0/.probe" 2>/dev/null"#, &s(root)])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .status();
@@ -798,20 +839,8 @@ fn build_with_read_only_root(root: &Path, args: &[String]) -> (Output, bool) {
         println!("NOTE: cannot bind-mount read-only here (no unshare/mount privileges); the store is only chmod a-w");
         return (build_cache(args), false);
     }
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &s(root),
-        bin(),
-        "build-cache",
-    ])
-    .args(args);
+    let mut cmd = read_only();
+    cmd.arg(bin()).arg("build-cache").args(args);
     (run_cmd(&mut cmd, b""), true)
 }
 
@@ -838,18 +867,10 @@ fn read_only_store_is_read_lock_free_and_untouched() {
 
     let out = TempTree::new();
     let cache = out.path().join("cache");
-    let mut a = args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--sign",
-        &secret_key(),
-        "--jobs",
-        "2",
-        "--json",
-    ]);
-    a.extend(store_paths());
+    let a = Cli::new(&cache, root.path())
+        .opt("--sign", secret_key())
+        .flags("--jobs 2 --json")
+        .corpus();
     let (res, mounted) = build_with_read_only_root(root.path(), &a);
     assert!(
         res.status.success(),
@@ -894,15 +915,7 @@ fn closure_by_default_and_no_closure() {
 
     // Default: the named path and its whole closure.
     let cache = out.path().join("closure");
-    let summary = build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &r,
-        "--jobs",
-        "2",
-        APP,
-    ]));
+    let summary = build_ok(&Cli::new(&cache, &r).flags("--jobs 2").args(&[APP]));
     let want: BTreeSet<String> = closure_of(&[APP], &refs)
         .iter()
         .map(|p| hash_part_of(p).to_string())
@@ -917,14 +930,7 @@ fn closure_by_default_and_no_closure() {
 
     // --no-closure: just the named path (its references deliberately absent).
     let cache = out.path().join("no-closure");
-    let summary = build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &r,
-        "--no-closure",
-        APP,
-    ]));
+    let summary = build_ok(&Cli::new(&cache, &r).flags("--no-closure").args(&[APP]));
     assert_eq!(
         narinfo_hash_parts(&cache),
         BTreeSet::from([hash_part_of(APP).to_string()])
@@ -940,8 +946,9 @@ fn closure_by_default_and_no_closure() {
 
     // --no-closure of a path and its closure by hand gives the closure's cache.
     let cache2 = out.path().join("by-hand");
-    let mut a = args(&["--to", &s(&cache2), "--store-root", &r, "--no-closure"]);
-    a.extend(closure_of(&[APP], &refs));
+    let a = Cli::new(&cache2, &r)
+        .flags("--no-closure")
+        .extended(closure_of(&[APP], &refs));
     build_ok(&a);
     check_cache(&cache2, true);
     assert_same_tree(
@@ -956,25 +963,14 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
     let root = extract_root_tar();
     let out = TempTree::new();
     let cache = out.path().join("cache");
-    let mut a = args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--jobs",
-        "2",
-        "--nar-listing",
-        "--sign",
-        &secret_key(),
-    ]);
-    a.extend(store_paths());
+    let a = Cli::new(&cache, root.path())
+        .flags("--jobs 2 --nar-listing")
+        .opt("--sign", secret_key())
+        .corpus();
     let first = build_ok(&a);
     assert_eq!(
-        (
-            summary_count(&first, "written"),
-            summary_count(&first, "skipped")
-        ),
-        (9, 0),
+        summary_counts(&first, &["written", "skipped"]),
+        [9, 0],
         "{first}"
     );
     check_cache(&cache, true);
@@ -982,12 +978,8 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
 
     let again = build_ok(&a);
     assert_eq!(
-        (
-            summary_count(&again, "paths"),
-            summary_count(&again, "written"),
-            summary_count(&again, "skipped")
-        ),
-        (9, 0, 9),
+        summary_counts(&again, &["paths", "written", "skipped"]),
+        [9, 0, 9],
         "{again}"
     );
     assert!(snapshot(&cache) == clean, "a rerun changed the cache");
@@ -1006,15 +998,11 @@ fn rerun_skips_existing_narinfos_and_force_rewrites() {
     );
 
     // …and --force rewrites every path, giving back the clean cache.
-    let mut forced = a.clone();
-    forced.push("--force".into());
+    let forced = a.clone().flags("--force");
     let summary = build_ok(&forced);
     assert_eq!(
-        (
-            summary_count(&summary, "written"),
-            summary_count(&summary, "skipped")
-        ),
-        (9, 0),
+        summary_counts(&summary, &["written", "skipped"]),
+        [9, 0],
         "{summary}"
     );
     check_cache(&cache, true);
@@ -1081,19 +1069,13 @@ fn identical_nars_are_stored_once() {
         for method in ["zstd", "xz"] {
             let out = TempTree::new();
             let cache = out.path().join("cache");
-            let summary = build_ok(&args(&[
-                "--to",
-                &s(&cache),
-                "--store-root",
-                &s(root.path()),
-                "--registration",
-                &s(&registration),
-                "--compression",
-                method,
-                "--jobs",
-                jobs,
-                &top,
-            ]));
+            let summary = build_ok(
+                &Cli::new(&cache, root.path())
+                    .opt("--registration", &registration)
+                    .opt("--compression", method)
+                    .opt("--jobs", jobs)
+                    .args(&[&top]),
+            );
             let what = format!("{method}, --jobs {jobs}");
             let infos = check_cache(&cache, true);
             assert_eq!(infos.len(), 3, "{what}");
@@ -1170,21 +1152,13 @@ fn output_is_byte_identical_across_runs_and_jobs() {
                 "scan" => vec!["--scan-references".to_string()],
                 _ => vec!["--registration".to_string(), s(&registration)],
             };
-            let mut a = args(&[
-                "--to",
-                &s(&cache),
-                "--store-root",
-                &s(root.path()),
-                "--compression",
-                method,
-                "--jobs",
-                jobs,
-                "--sign",
-                &secret_key(),
-                "--nar-listing",
-            ]);
-            a.extend(metadata);
-            a.extend(paths.iter().cloned());
+            let a = Cli::new(&cache, root.path())
+                .opt("--compression", method)
+                .opt("--jobs", jobs)
+                .opt("--sign", secret_key())
+                .flags("--nar-listing")
+                .extended(metadata)
+                .extended(paths.iter().cloned());
             let summary = build_ok(&a);
             assert_eq!(
                 summary_count(&summary, "written"),
@@ -1233,13 +1207,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     let out = TempTree::new();
     let cache = out.path().join("cache");
     // A valid cache to start from: every failure below must leave it valid.
-    build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &r,
-        SINGLE_FILE,
-    ]));
+    build_ok(&Cli::new(&cache, &r).args(&[SINGLE_FILE]));
     let start = snapshot(&cache);
     let check = |what: &str| {
         let infos = check_cache(&cache, true);
@@ -1258,8 +1226,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
             args(&["--registration", &s(&corpus().join("registration"))]),
         ),
     ] {
-        let mut a = args(&["--to", &s(&cache), "--store-root", &r, APP, missing]);
-        a.extend(extra);
+        let a = Cli::new(&cache, &r).args(&[APP, missing]).extended(extra);
         let err = expect_failure(&build_cache(&a), "missing path");
         assert!(
             err.contains(missing) && err.contains("not a valid path"),
@@ -1276,14 +1243,11 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     }
     // With scanning, it is the file system that does not have it: the message says where it looked.
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &r,
-            "--scan-references",
-            missing,
-        ])),
+        &build_cache(
+            &Cli::new(&cache, &r)
+                .flags("--scan-references")
+                .args(&[missing]),
+        ),
         "missing path, scan",
     );
     assert!(
@@ -1299,8 +1263,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     let gone = extract_root_tar();
     fs::remove_file(gone.path().join(SINGLE_FILE.trim_start_matches('/'))).unwrap();
     let gone_cache = out.path().join("gone");
-    let mut a = args(&["--to", &s(&gone_cache), "--store-root", &s(gone.path())]);
-    a.extend(store_paths());
+    let a = Cli::new(&gone_cache, gone.path()).corpus();
     let err = expect_failure(&build_cache(&a), "path deleted from the store");
     assert!(
         err.contains(SINGLE_FILE)
@@ -1320,7 +1283,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
         "relative/path",
     ] {
         let err = expect_failure(
-            &build_cache(&args(&["--to", &s(&cache), "--store-root", &r, outside])),
+            &build_cache(&Cli::new(&cache, &r).args(&[outside])),
             "outside the store",
         );
         assert!(
@@ -1337,15 +1300,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     let nokey = s(&out.path().join("no-such.key"));
     for key in [public.as_str(), &s(&garbage), &nokey] {
         let err = expect_failure(
-            &build_cache(&args(&[
-                "--to",
-                &s(&cache),
-                "--store-root",
-                &r,
-                "--sign",
-                key,
-                APP,
-            ])),
+            &build_cache(&Cli::new(&cache, &r).opt("--sign", key).args(&[APP])),
             "bad key",
         );
         assert!(
@@ -1365,28 +1320,16 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     // A missing metadata file.
     let nodb = s(&out.path().join("no.sqlite"));
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &r,
-            "--db",
-            &nodb,
-            APP,
-        ])),
+        &build_cache(&Cli::new(&cache, &r).opt("--db", &nodb).args(&[APP])),
         "missing DB",
     );
     assert!(err.contains(&nodb), "{err}");
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &r,
-            "--registration",
-            &nodb,
-            APP,
-        ])),
+        &build_cache(
+            &Cli::new(&cache, &r)
+                .opt("--registration", &nodb)
+                .args(&[APP]),
+        ),
         "missing registration",
     );
     assert!(err.contains(&nodb), "{err}");
@@ -1396,7 +1339,7 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
     let err = expect_failure(
-        &build_cache(&args(&["--to", &s(&other), "--store-root", &r, APP])),
+        &build_cache(&Cli::new(&other, &r).args(&[APP])),
         "other store dir",
     );
     assert!(
@@ -1427,16 +1370,10 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
         ),
     ] {
         let c = out.path().join(format!("corrupt-{source}"));
-        let mut a = args(&[
-            "--to",
-            &s(&c),
-            "--store-root",
-            &s(corrupt.path()),
-            "--jobs",
-            "2",
-        ]);
-        a.extend(extra);
-        a.extend(store_paths());
+        let a = Cli::new(&c, corrupt.path())
+            .flags("--jobs 2")
+            .extended(extra)
+            .corpus();
         let err = expect_failure(&build_cache(&a), "corrupt store");
         assert!(
             err.contains(LIBDEMO) && err.contains("NAR hash mismatch"),
@@ -1486,16 +1423,10 @@ fn errors_name_what_and_where_and_leave_the_cache_valid() {
     assert!(st.success());
     for (source, extra) in [("DB", vec![]), ("scan", args(&["--scan-references"]))] {
         let c = out.path().join(format!("fifo-{source}"));
-        let mut a = args(&[
-            "--to",
-            &s(&c),
-            "--store-root",
-            &s(fifo_root.path()),
-            "--jobs",
-            "2",
-        ]);
-        a.extend(extra);
-        a.extend(store_paths());
+        let a = Cli::new(&c, fifo_root.path())
+            .flags("--jobs 2")
+            .extended(extra)
+            .corpus();
         let err = expect_failure(&build_cache(&a), "FIFO in the store");
         assert!(
             err.contains(LIBDEMO) && err.contains(&s(&fifo)),
@@ -1537,16 +1468,12 @@ fn paths_from_file_and_stdin() {
     let file = out.path().join("paths");
     fs::write(&file, &list).unwrap();
     let from_file = out.path().join("from-file");
-    build_ok(&args(&[
-        "--to",
-        &s(&from_file),
-        "--store-root",
-        &r,
-        "--no-closure",
-        "--paths-from",
-        &s(&file),
-        &first[0],
-    ]));
+    build_ok(
+        &Cli::new(&from_file, &r)
+            .flags("--no-closure")
+            .opt("--paths-from", &file)
+            .args(&[&first[0]]),
+    );
     assert_eq!(
         narinfo_hash_parts(&from_file),
         expected,
@@ -1555,17 +1482,10 @@ fn paths_from_file_and_stdin() {
     check_cache(&from_file, false);
 
     let from_stdin = out.path().join("from-stdin");
-    let mut a = args(&[
-        "--to",
-        &s(&from_stdin),
-        "--store-root",
-        &r,
-        "--no-closure",
-        "--paths-from",
-        "-",
-        &first[0],
-        "--json",
-    ]);
+    let mut a = Cli::new(&from_stdin, &r)
+        .flags("--no-closure --paths-from -")
+        .args(&[&first[0]])
+        .flags("--json");
     a.insert(0, "--quiet".into());
     let res = build_cache_with_stdin(&a, list.as_bytes());
     assert!(
@@ -1577,14 +1497,7 @@ fn paths_from_file_and_stdin() {
 
     // With the closure, everything the list reaches.
     let closed = out.path().join("closed");
-    let summary = build_ok(&args(&[
-        "--to",
-        &s(&closed),
-        "--store-root",
-        &r,
-        "--paths-from",
-        &s(&file),
-    ]));
+    let summary = build_ok(&Cli::new(&closed, &r).opt("--paths-from", &file));
     let refs = corpus_references();
     let want: BTreeSet<String> = closure_of(&roots, &refs)
         .iter()
@@ -1597,35 +1510,18 @@ fn paths_from_file_and_stdin() {
     // Errors in the list name the bad line.
     fs::write(&file, format!("{}\n/etc/passwd\n", rest[0])).unwrap();
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&closed),
-            "--store-root",
-            &r,
-            "--paths-from",
-            &s(&file),
-        ])),
+        &build_cache(&Cli::new(&closed, &r).opt("--paths-from", &file)),
         "bad list",
     );
     assert!(err.contains("/etc/passwd"), "{err}");
     let nolist = s(&out.path().join("no-list"));
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&closed),
-            "--store-root",
-            &r,
-            "--paths-from",
-            &nolist,
-        ])),
+        &build_cache(&Cli::new(&closed, &r).opt("--paths-from", &nolist)),
         "missing list",
     );
     assert!(err.contains(&nolist), "{err}");
     let err = expect_failure(
-        &build_cache_with_stdin(
-            &args(&["--to", &s(&closed), "--store-root", &r, "--paths-from", "-"]),
-            b"\n\n",
-        ),
+        &build_cache_with_stdin(&Cli::new(&closed, &r).flags("--paths-from -"), b"\n\n"),
         "empty list",
     );
     assert!(err.contains("no store paths"), "{err}");
@@ -1637,29 +1533,21 @@ fn priority_goes_into_nix_cache_info() {
     let root = extract_root_tar();
     let out = TempTree::new();
     let cache = out.path().join("cache");
-    build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--priority",
-        "40",
-        SINGLE_FILE,
-    ]));
+    build_ok(
+        &Cli::new(&cache, root.path())
+            .flags("--priority 40")
+            .args(&[SINGLE_FILE]),
+    );
     assert_eq!(
         fs::read_to_string(cache.join("nix-cache-info")).unwrap(),
         "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
     );
     // An existing cache keeps its nix-cache-info.
-    build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--priority",
-        "10",
-        APP,
-    ]));
+    build_ok(
+        &Cli::new(&cache, root.path())
+            .flags("--priority 10")
+            .args(&[APP]),
+    );
     assert!(fs::read_to_string(cache.join("nix-cache-info"))
         .unwrap()
         .contains("Priority: 40"));
@@ -1686,24 +1574,12 @@ fn killed_builds_leave_a_valid_cache_and_a_rerun_completes_it() {
     let out = TempTree::new();
     let key = secret_key();
     let argv = |cache: &Path| {
-        args(&[
-            "--to",
-            &s(cache),
-            "--store-root",
-            &s(root.path()),
-            "--registration",
-            &s(&registration),
-            "--compression",
-            "xz",
-            "--jobs",
-            "2",
-            "--sign",
-            &key,
-            "--nar-listing",
-            "--quiet",
-            "--paths-from",
-            &s(&list),
-        ])
+        Cli::new(cache, root.path())
+            .opt("--registration", &registration)
+            .flags("--compression xz --jobs 2")
+            .opt("--sign", &key)
+            .flags("--nar-listing --quiet")
+            .opt("--paths-from", &list)
     };
 
     let clean = out.path().join("clean");
@@ -1718,7 +1594,7 @@ fn killed_builds_leave_a_valid_cache_and_a_rerun_completes_it() {
     let spawn_and_kill = |cache: &Path, after: Duration| -> bool {
         let mut child = Command::new(bin())
             .arg("build-cache")
-            .args(argv(cache))
+            .args(argv(cache).iter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1824,14 +1700,11 @@ fn live_db_with_an_uncheckpointed_wal_is_read_as_committed() {
 
     let out = TempTree::new();
     let cache = out.path().join("cache");
-    let res = build_cache(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--no-closure",
-        SINGLE_FILE,
-    ]));
+    let res = build_cache(
+        &Cli::new(&cache, root.path())
+            .flags("--no-closure")
+            .args(&[SINGLE_FILE]),
+    );
     let published = cache
         .join(format!("{}.narinfo", hash_part_of(SINGLE_FILE)))
         .exists();
@@ -1881,13 +1754,7 @@ fn a_full_disk_is_reported_and_leaves_the_cache_valid() {
     };
     let root = extract_root_tar();
     let cache = disk.dir.path().join("cache");
-    build_ok(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        APP,
-    ]));
+    build_ok(&Cli::new(&cache, root.path()).args(&[APP]));
     let before = snapshot(&cache);
     // A store path of 4 MiB that does not compress, found by scanning: more than the disk holds.
     let big = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-incompressible";
@@ -1895,15 +1762,11 @@ fn a_full_disk_is_reported_and_leaves_the_cache_valid() {
     fs::create_dir_all(&physical).unwrap();
     fs::write(physical.join("noise"), Rng::new(7).bytes(4 << 20)).unwrap();
     let err = expect_failure(
-        &build_cache(&args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &s(root.path()),
-            "--scan-references",
-            "--no-closure",
-            big,
-        ])),
+        &build_cache(
+            &Cli::new(&cache, root.path())
+                .flags("--scan-references --no-closure")
+                .args(&[big]),
+        ),
         "full disk",
     );
     assert!(
@@ -1982,37 +1845,18 @@ fn check_progress(
 #[test]
 fn progress_gives_the_closure_size_up_front_then_bytes_as_they_are_archived() {
     use nar_tool::host::build::{build_cache, BuildOptions, MetadataSource, Progress};
-    use nar_tool::store_path::StoreDir;
     let (root, registration, paths) = mixed_store();
     let out = TempTree::new();
-    let store_dir = StoreDir::new("/nix/store").unwrap();
     for scan in [false, true] {
         let cache = out.path().join(format!("scan-{scan}"));
+        let metadata = match scan {
+            true => MetadataSource::Scan,
+            false => MetadataSource::Registration(registration.clone()),
+        };
         let opts = BuildOptions {
-            to: cache.clone(),
-            store_root: root.path().to_path_buf(),
-            store_dir: store_dir.clone(),
-            metadata: match scan {
-                true => MetadataSource::Scan,
-                false => MetadataSource::Registration(registration.clone()),
-            },
             compression: Compression::Xz,
-            level: None,
-            jobs: 2,
-            keys: Vec::new(),
-            nar_listing: false,
-            closure: true,
-            force: false,
-            priority: 30,
             want_mass_query: true,
-            xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
-            interrupt: None,
-            policy: Default::default(),
-            index: false,
-            paths: paths
-                .iter()
-                .map(|p| store_dir.parse_path(p).unwrap())
-                .collect(),
+            ..build_options(cache, root.path(), metadata, &paths)
         };
         let run = || {
             let mut events = Vec::new();
@@ -2057,26 +1901,13 @@ fn ctrl_c_stops_a_build_leaving_no_temporary() {
     fs::write(&list, text).unwrap();
     let out = TempTree::new();
     let cache = out.path().join("cache");
-    let argv = args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--registration",
-        &s(&registration),
-        "--compression",
-        "xz",
-        "--level",
-        "9",
-        "--jobs",
-        "2",
-        "--quiet",
-        "--paths-from",
-        &s(&list),
-    ]);
+    let argv = Cli::new(&cache, root.path())
+        .opt("--registration", &registration)
+        .flags("--compression xz --level 9 --jobs 2 --quiet")
+        .opt("--paths-from", &list);
     let child = Command::new(bin())
         .arg("build-cache")
-        .args(&argv)
+        .args(argv.iter())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -2140,34 +1971,24 @@ fn xz_memory_stays_within_its_budget() {
     let out = TempTree::new();
     let run = |name: &str, budget: u64| {
         let cache = out.path().join(name);
-        let argv = args(&[
-            "--to",
-            &s(&cache),
-            "--store-root",
-            &s(root.path()),
-            "--scan-references",
-            "--compression",
-            "xz",
-            "--jobs",
-            "2",
-            "--xz-memory",
-            &budget.to_string(),
-            &path,
-        ]);
+        let argv = Cli::new(&cache, root.path())
+            .flags("--scan-references --compression xz --jobs 2")
+            .opt("--xz-memory", budget.to_string())
+            .args(&[&path]);
         let rss = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new("/usr/bin/time");
         cmd.args(["-f", "%M", "-o"])
             .arg(rss.path())
             .arg(bin())
             .arg("build-cache")
-            .args(&argv)
+            .args(argv.iter())
             .arg("--json");
         let done = if Path::new("/usr/bin/time").exists() {
             cmd.output().unwrap()
         } else {
             Command::new(bin())
                 .arg("build-cache")
-                .args(&argv)
+                .args(argv.iter())
                 .arg("--json")
                 .output()
                 .unwrap()
@@ -2198,18 +2019,11 @@ fn xz_memory_stays_within_its_budget() {
     assert!(peak > budget_mib << 20);
     // Less than one thread needs: refused, naming the budget.
     let cache = out.path().join("tiny");
-    let done = build_cache(&args(&[
-        "--to",
-        &s(&cache),
-        "--store-root",
-        &s(root.path()),
-        "--scan-references",
-        "--compression",
-        "xz",
-        "--xz-memory",
-        "8",
-        &path,
-    ]));
+    let done = build_cache(
+        &Cli::new(&cache, root.path())
+            .flags("--scan-references --compression xz --xz-memory 8")
+            .args(&[&path]),
+    );
     let err = expect_failure(&done, "a budget under one thread");
     assert!(
         err.contains("more than the memory budget of 8.0 MiB (--xz-memory"),

@@ -317,18 +317,19 @@ fn key_generate_sign_and_check() {
     let t = TempTree::new();
     let sk = t.path().join("k.sec");
     let pk = t.path().join("k.pub");
-    run_ok(
-        &[
-            "key",
-            "generate",
-            "test-cache-1",
+    // `key generate NAME` into k.sec and k.pub, then `more`.
+    let generate = |name: &'static str, more: &[&'static str]| {
+        let mut a = vec!["key", "generate", name];
+        a.extend([
             "--secret",
             sk.to_str().unwrap(),
             "--public",
             pk.to_str().unwrap(),
-        ],
-        b"",
-    );
+        ]);
+        a.extend(more);
+        a
+    };
+    run_ok(&generate("test-cache-1", &[]), b"");
     assert_eq!(
         fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
         0o600
@@ -343,33 +344,10 @@ fn key_generate_sign_and_check() {
         public.to_string()
     );
     // Not overwritten without --force; a second key differs.
-    let (c, _, err) = code(
-        &[
-            "key",
-            "generate",
-            "x-1",
-            "--secret",
-            sk.to_str().unwrap(),
-            "--public",
-            pk.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let (c, _, err) = code(&generate("x-1", &[]), b"");
     assert_eq!(c, 1, "{err}");
     assert_eq!(fs::read_to_string(&pk).unwrap(), public_text);
-    run_ok(
-        &[
-            "key",
-            "generate",
-            "test-cache-1",
-            "--secret",
-            sk.to_str().unwrap(),
-            "--public",
-            pk.to_str().unwrap(),
-            "--force",
-        ],
-        b"",
-    );
+    run_ok(&generate("test-cache-1", &["--force"]), b"");
     assert_ne!(fs::read_to_string(&pk).unwrap(), public_text);
     let public_text = fs::read_to_string(&pk).unwrap();
     let public = PublicKey::parse(&public_text).unwrap();

@@ -145,26 +145,22 @@ fn str_with_padding(s: &[u8], pad: &[u8]) -> Vec<u8> {
 
 /// A root directory with one entry named `name` holding a symlink to "x".
 fn dir_with_names(names: &[&[u8]]) -> (NarBytes, Vec<u64>) {
-    let mut b = NarBytes::magic().ss(&[b"(", b"type", b"directory"]);
+    let mut b = NarBytes::magic().words("( type directory");
     let mut offsets = Vec::new();
     for name in names {
-        b = b.ss(&[b"entry", b"(", b"name"]);
+        b = b.words("entry ( name");
         offsets.push(b.len());
-        b = b.s(name).ss(&[
-            b"node", b"(", b"type", b"symlink", b"target", b"x", b")", b")",
-        ]);
+        b = b.s(name).words("node ( type symlink target x ) )");
     }
-    (b.ss(&[b")"]), offsets)
+    (b.words(")"), offsets)
 }
 
 /// 100 000 directories nested, built without recursion.
 fn deeply_nested(levels: usize) -> (Vec<u8>, u64) {
-    let mut b = NarBytes::magic().ss(&[b"(", b"type"]);
+    let mut b = NarBytes::magic().words("( type");
     let mut too_deep_at = 0;
     b = b.s(b"directory");
-    let step = NarBytes::new()
-        .ss(&[b"entry", b"(", b"name", b"d", b"node", b"(", b"type"])
-        .bytes();
+    let step = NarBytes::new().words("entry ( name d node ( type").bytes();
     let dir = NarBytes::new().s(b"directory").bytes();
     let mut v = b.bytes();
     for depth in 1..=levels {
@@ -174,7 +170,7 @@ fn deeply_nested(levels: usize) -> (Vec<u8>, u64) {
         }
         v.extend_from_slice(&dir);
     }
-    let close = NarBytes::new().ss(&[b")", b")"]).bytes();
+    let close = NarBytes::new().words(") )").bytes();
     for _ in 0..levels {
         v.extend_from_slice(&close);
     }
@@ -185,22 +181,20 @@ fn deeply_nested(levels: usize) -> (Vec<u8>, u64) {
 fn rows() -> Vec<Row> {
     let mut rows = Vec::new();
     let file = |contents: &[u8]| {
-        NarBytes::magic().ss(&[b"(", b"type", b"regular", b"contents", contents, b")"])
+        NarBytes::magic()
+            .words("( type regular contents")
+            .s(contents)
+            .words(")")
     };
 
     // The magic.
     rows.push(row("empty input", NarBytes::new(), is_eof, Some(0)));
     rows.push(row(
         "bad magic",
-        NarBytes::new().ss(&[
-            b"nix-archive-2",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"",
-            b")",
-        ]),
+        NarBytes::new()
+            .words("nix-archive-2 ( type regular contents")
+            .s(b"")
+            .words(")"),
         |k| matches!(k, NarErrorKind::NotANar { .. }),
         Some(0),
     ));
@@ -260,16 +254,14 @@ fn rows() -> Vec<Row> {
 
     // Padding.
     let name_at = NarBytes::magic()
-        .ss(&[b"(", b"type", b"directory", b"entry", b"(", b"name"])
+        .words("( type directory entry ( name")
         .len();
     rows.push(row(
         "non-zero padding in a name",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"directory", b"entry", b"(", b"name"])
+            .words("( type directory entry ( name")
             .raw(&str_with_padding(b"a", &[0, 0, 0, 0, 0, 0, 1]))
-            .ss(&[
-                b"node", b"(", b"type", b"symlink", b"target", b"x", b")", b")", b")",
-            ]),
+            .words("node ( type symlink target x ) ) )"),
         is_padding,
         Some(name_at + 9),
     ));
@@ -277,7 +269,7 @@ fn rows() -> Vec<Row> {
         "non-zero padding in a token",
         NarBytes::magic()
             .raw(&str_with_padding(b"(", &[0, 0, 0, 0, 0, 0, 0x80]))
-            .ss(&[b"type", b"symlink", b"target", b"x", b")"]),
+            .words("type symlink target x )"),
         is_padding,
         Some(24 + 9),
     ));
@@ -285,29 +277,25 @@ fn rows() -> Vec<Row> {
         "non-zero padding in the magic",
         NarBytes::new()
             .raw(&str_with_padding(b"nix-archive-1", &[0, 0, 1]))
-            .ss(&[b"(", b"type", b"symlink", b"target", b"x", b")"]),
+            .words("( type symlink target x )"),
         is_padding,
         Some(21),
     ));
-    let contents_at = NarBytes::magic()
-        .ss(&[b"(", b"type", b"regular", b"contents"])
-        .len();
+    let contents_at = NarBytes::magic().words("( type regular contents").len();
     rows.push(row(
         "non-zero padding after contents",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"regular", b"contents"])
+            .words("( type regular contents")
             .raw(&str_with_padding(b"hello", &[0, 0, 7]))
             .s(b")"),
         is_padding,
         Some(contents_at + 8 + 5),
     ));
-    let target_at = NarBytes::magic()
-        .ss(&[b"(", b"type", b"symlink", b"target"])
-        .len();
+    let target_at = NarBytes::magic().words("( type symlink target").len();
     rows.push(row(
         "non-zero padding in a symlink target",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"symlink", b"target"])
+            .words("( type symlink target")
             .raw(&str_with_padding(b"abc", &[0, 0, 0, 0, 9]))
             .s(b")"),
         is_padding,
@@ -316,7 +304,7 @@ fn rows() -> Vec<Row> {
     rows.push(row(
         "contents missing their padding",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"regular", b"contents"])
+            .words("( type regular contents")
             .u64(5)
             .raw(b"hello")
             .s(b")"),
@@ -324,42 +312,27 @@ fn rows() -> Vec<Row> {
         None,
     ));
 
-    // Entry names and their order.
-    let (nar, offs) = dir_with_names(&[b"b", b"a"]);
-    rows.push(row(
-        "entries out of order",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a", b"B"]);
-    rows.push(row(
-        "entries out of byte order (a before B)",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a.b", b"a-b"]);
-    rows.push(row(
-        "entries out of byte order (a.b before a-b)",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"ab", b"a"]);
-    rows.push(row(
-        "prefix after longer name",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[1]),
-    ));
-    let (nar, offs) = dir_with_names(&[b"a", b"b", b"a"]);
-    rows.push(row(
-        "entry repeated later",
-        nar,
-        |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
-        Some(offs[2]),
-    ));
+    // Entry names and their order: (row, names, the entry the error is at).
+    let out_of_order: [(&str, &[&[u8]], usize); 5] = [
+        ("entries out of order", &[b"b", b"a"], 1),
+        ("entries out of byte order (a before B)", &[b"a", b"B"], 1),
+        (
+            "entries out of byte order (a.b before a-b)",
+            &[b"a.b", b"a-b"],
+            1,
+        ),
+        ("prefix after longer name", &[b"ab", b"a"], 1),
+        ("entry repeated later", &[b"a", b"b", b"a"], 2),
+    ];
+    for (name, names, at) in out_of_order {
+        let (nar, offs) = dir_with_names(names);
+        rows.push(row(
+            name,
+            nar,
+            |k| matches!(k, NarErrorKind::EntriesOutOfOrder { .. }),
+            Some(offs[at]),
+        ));
+    }
     let (nar, offs) = dir_with_names(&[b"a", b"a"]);
     rows.push(row(
         "duplicate entry",
@@ -401,7 +374,7 @@ fn rows() -> Vec<Row> {
     rows.push(row(
         "name length 2^40",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"directory", b"entry", b"(", b"name"])
+            .words("( type directory entry ( name")
             .u64(1 << 40)
             .raw(b"abcdefgh"),
         |k| matches!(k, NarErrorKind::TooLong { len, .. } if *len == 1 << 40),
@@ -409,8 +382,12 @@ fn rows() -> Vec<Row> {
     ));
 
     // Symlink targets.
-    let link =
-        |target: &[u8]| NarBytes::magic().ss(&[b"(", b"type", b"symlink", b"target", target, b")"]);
+    let link = |target: &[u8]| {
+        NarBytes::magic()
+            .words("( type symlink target")
+            .s(target)
+            .words(")")
+    };
     rows.push(row(
         "empty symlink target",
         link(b""),
@@ -441,84 +418,64 @@ fn rows() -> Vec<Row> {
     rows.push(row(
         "symlink target length 2^63",
         NarBytes::magic()
-            .ss(&[b"(", b"type", b"symlink", b"target"])
+            .words("( type symlink target")
             .u64(1 << 63),
         |k| matches!(k, NarErrorKind::TooLong { .. }),
         Some(target_at),
     ));
 
     // Node types and markers.
-    let type_at = NarBytes::magic().ss(&[b"(", b"type"]).len();
+    let type_at = NarBytes::magic().words("( type").len();
     rows.push(row(
         "unknown node type",
-        NarBytes::magic().ss(&[b"(", b"type", b"fifo", b")"]),
+        NarBytes::magic().words("( type fifo )"),
         is_token,
         Some(type_at),
     ));
     rows.push(row(
         "node type in upper case",
-        NarBytes::magic().ss(&[b"(", b"type", b"REGULAR", b"contents", b"", b")"]),
+        NarBytes::magic()
+            .words("( type REGULAR contents")
+            .s(b"")
+            .words(")"),
         is_token,
         Some(type_at),
     ));
-    let marker_at = NarBytes::magic()
-        .ss(&[b"(", b"type", b"regular", b"executable"])
-        .len();
+    let marker_at = NarBytes::magic().words("( type regular executable").len();
     rows.push(row(
         "executable without its empty marker value",
-        NarBytes::magic().ss(&[
-            b"(",
-            b"type",
-            b"regular",
-            b"executable",
-            b"contents",
-            b"hi",
-            b")",
-        ]),
+        NarBytes::magic().words("( type regular executable contents hi )"),
         is_token,
         Some(marker_at),
     ));
     rows.push(row(
         "executable with a non-empty marker value",
-        NarBytes::magic().ss(&[
-            b"(",
-            b"type",
-            b"regular",
-            b"executable",
-            b"1",
-            b"contents",
-            b"hi",
-            b")",
-        ]),
+        NarBytes::magic().words("( type regular executable 1 contents hi )"),
         is_token,
         Some(marker_at),
     ));
     rows.push(row(
         "executable twice",
-        NarBytes::magic().ss(&[
-            b"(",
-            b"type",
-            b"regular",
-            b"executable",
-            b"",
-            b"executable",
-            b"",
-            b"contents",
-            b"",
-            b")",
-        ]),
+        NarBytes::magic()
+            .words("( type regular executable")
+            .s(b"")
+            .words("executable")
+            .s(b"")
+            .words("contents")
+            .s(b"")
+            .words(")"),
         is_token,
         Some(marker_at + 8),
     ));
     rows.push(row(
         "entry at the root",
-        NarBytes::magic().ss(&[b"entry", b"(", b"name", b"a"]),
+        NarBytes::magic().words("entry ( name a"),
         is_token,
         Some(24),
     ));
     rows.push(row(
         "directory with contents",
-        NarBytes::magic().ss(&[b"(", b"type", b"directory", b"contents", b"x", b")"]),
+        NarBytes::magic().words("( type directory contents x )"),
         is_token,
         Some(type_at + 24),
     ));
@@ -546,16 +503,14 @@ fn rows() -> Vec<Row> {
     ));
 
     // Lengths that claim more than there is.
-    let size_at = NarBytes::magic()
-        .ss(&[b"(", b"type", b"regular", b"contents"])
-        .len();
+    let size_at = NarBytes::magic().words("( type regular contents").len();
     for (what, size) in [
         ("2^62", 1u64 << 62),
         ("u64::MAX", u64::MAX),
         ("2^32", 1 << 32),
     ] {
         let nar = NarBytes::magic()
-            .ss(&[b"(", b"type", b"regular", b"contents"])
+            .words("( type regular contents")
             .u64(size)
             .raw(&[0u8; 1024]);
         rows.push(row(
@@ -585,6 +540,19 @@ fn rows() -> Vec<Row> {
 
 fn read_all(r: impl Read) -> Result<u64, NarError> {
     NarReader::new(r).validate_all()
+}
+
+/// The archives here are written with `NarBytes::words`: it writes the strings `ss` would.
+#[test]
+fn words_write_the_strings_ss_does() {
+    let tokens: [&[u8]; 6] = [b"(", b"type", b"regular", b"contents", b"x", b")"];
+    assert_eq!(
+        NarBytes::magic()
+            .words(" ( type\tregular  contents x )\n")
+            .bytes(),
+        NarBytes::magic().ss(&tokens).bytes()
+    );
+    assert_eq!(NarBytes::new().words(" ").bytes(), Vec::<u8>::new());
 }
 
 #[test]
@@ -725,7 +693,7 @@ impl Read for Zeros {
 fn huge_claimed_lengths_are_neither_allocated_nor_read() {
     // A file claiming 2^62 bytes from an endless stream: the limit refuses it before any read.
     let head = NarBytes::magic()
-        .ss(&[b"(", b"type", b"regular", b"contents"])
+        .words("( type regular contents")
         .u64(1 << 62)
         .bytes();
     let limits = Limits {
@@ -742,7 +710,7 @@ fn huge_claimed_lengths_are_neither_allocated_nor_read() {
     // Without a limit, the event is announced but nothing is allocated: the tree builder grows
     // with the bytes that actually arrive and fails at the end of input.
     let short = NarBytes::magic()
-        .ss(&[b"(", b"type", b"regular", b"contents"])
+        .words("( type regular contents")
         .u64(u64::MAX)
         .raw(&[1; 100])
         .bytes();
@@ -750,7 +718,7 @@ fn huge_claimed_lengths_are_neither_allocated_nor_read() {
     assert!(is_eof(&e.kind), "{e}");
     // A name length from an endless stream is refused from the length alone.
     let name = NarBytes::magic()
-        .ss(&[b"(", b"type", b"directory", b"entry", b"(", b"name"])
+        .words("( type directory entry ( name")
         .u64(u64::MAX)
         .bytes();
     let e = NarReader::new(name.as_slice().chain(Zeros))
@@ -863,152 +831,25 @@ fn restore_never_writes_through_a_symlink_or_outside_dest() {
 
     // "a" -> VICTIM, then a directory "a" again (a duplicate) holding a file.
     let attack1 = NarBytes::magic()
-        .ss(&[
-            b"(",
-            b"type",
-            b"directory",
-            b"entry",
-            b"(",
-            b"name",
-            b"a",
-            b"node",
-            b"(",
-            b"type",
-            b"symlink",
-            b"target",
-        ])
+        .words("( type directory entry ( name a node ( type symlink target")
         .s(&victim_str)
-        .ss(&[
-            b")",
-            b")",
-            b"entry",
-            b"(",
-            b"name",
-            b"a",
-            b"node",
-            b"(",
-            b"type",
-            b"directory",
-        ])
-        .ss(&[
-            b"entry",
-            b"(",
-            b"name",
-            b"pwned",
-            b"node",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"x",
-            b")",
-            b")",
-        ])
-        .ss(&[b")", b")", b")"]);
+        .words(") ) entry ( name a node ( type directory")
+        .words("entry ( name pwned node ( type regular contents x ) )")
+        .words(") ) )");
     // "A" -> VICTIM, then "a" (which the case hack renames, and without it is a distinct name).
     let attack2 = NarBytes::magic()
-        .ss(&[
-            b"(",
-            b"type",
-            b"directory",
-            b"entry",
-            b"(",
-            b"name",
-            b"A",
-            b"node",
-            b"(",
-            b"type",
-            b"symlink",
-            b"target",
-        ])
+        .words("( type directory entry ( name A node ( type symlink target")
         .s(&victim_str)
-        .ss(&[
-            b")",
-            b")",
-            b"entry",
-            b"(",
-            b"name",
-            b"a",
-            b"node",
-            b"(",
-            b"type",
-            b"directory",
-        ])
-        .ss(&[
-            b"entry",
-            b"(",
-            b"name",
-            b"pwned",
-            b"node",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"x",
-            b")",
-            b")",
-        ])
-        .ss(&[b")", b")", b")"]);
+        .words(") ) entry ( name a node ( type directory")
+        .words("entry ( name pwned node ( type regular contents x ) )")
+        .words(") ) )");
     // A name that climbs out, and one with a slash into the link.
     let attack3 = NarBytes::magic()
-        .ss(&[
-            b"(",
-            b"type",
-            b"directory",
-            b"entry",
-            b"(",
-            b"name",
-            b"a",
-            b"node",
-            b"(",
-            b"type",
-            b"symlink",
-            b"target",
-        ])
+        .words("( type directory entry ( name a node ( type symlink target")
         .s(&victim_str)
-        .ss(&[
-            b")",
-            b")",
-            b"entry",
-            b"(",
-            b"name",
-            b"a/pwned",
-            b"node",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"x",
-        ])
-        .ss(&[b")", b")", b")"]);
-    let attack4 = NarBytes::magic().ss(&[
-        b"(",
-        b"type",
-        b"directory",
-        b"entry",
-        b"(",
-        b"name",
-        b"..",
-        b"node",
-        b"(",
-        b"type",
-        b"directory",
-        b"entry",
-        b"(",
-        b"name",
-        b"pwned",
-        b"node",
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-        b"x",
-        b")",
-        b")",
-        b")",
-        b")",
-        b")",
-    ]);
+        .words(") ) entry ( name a/pwned node ( type regular contents x")
+        .words(") ) )");
+    let attack4 = NarBytes::magic().words("( type directory entry ( name .. node ( type directory entry ( name pwned node ( type regular contents x ) ) ) ) )");
     for (name, nar) in [
         ("dup through link", attack1),
         ("dotdot", attack4),
@@ -1042,7 +883,7 @@ fn restore_never_writes_through_a_symlink_or_outside_dest() {
     let t = TempTree::new();
     let dest = t.path().join("dest");
     std::os::unix::fs::symlink(&victim, &dest).unwrap();
-    let ok_nar = NarBytes::magic().ss(&[b"(", b"type", b"regular", b"contents", b"x", b")"]);
+    let ok_nar = NarBytes::magic().words("( type regular contents x )");
     assert!(matches!(
         restore_path(&ok_nar.0[..], &dest, CaseHack(false)),
         Err(RestoreError::Exists(_))
@@ -1371,7 +1212,7 @@ fn narinfo_leniencies_nix_shares() {
 fn restore_into_missing_parent_fails_without_side_effects() {
     let t = TempTree::new();
     let dest = t.path().join("no/such/dir/dest");
-    let ok_nar = NarBytes::magic().ss(&[b"(", b"type", b"regular", b"contents", b"x", b")"]);
+    let ok_nar = NarBytes::magic().words("( type regular contents x )");
     let e = restore_path(&ok_nar.0[..], &dest, CaseHack(false)).unwrap_err();
     assert!(matches!(e, RestoreError::Io { .. }), "{e}");
     assert!(dir_names(t.path()).is_empty());

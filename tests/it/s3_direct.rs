@@ -12,17 +12,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nar_tool::cache::layout::{CacheKey, KeyDir};
-use nar_tool::cache::storage::lease::Lease;
-use nar_tool::cache::storage::{
-    Object, ObjectMeta, RootEntry, Staged, StorageLock, StorageRead, StorageWrite,
-};
+use nar_tool::cache::storage::{Staged, StorageRead, StorageWrite};
 use nar_tool::compression::Compression;
 use nar_tool::hash::{to_hex, Hash, HashAlgo};
 use nar_tool::host::build::{build_cache_into, BuildOptions, BuildSummary, MetadataSource};
 use nar_tool::host::fs::{dump_path, CaseHack};
 use nar_tool::host::object::ObjectStorage;
 use nar_tool::nixbase32;
-use nar_tool::store_path::StoreDir;
 use object_store::multipart::MultipartStore;
 
 use crate::common::s3::server;
@@ -48,86 +44,33 @@ impl Counting {
         std::mem::take(&mut self.calls.lock().unwrap())
     }
 
+    fn inner(&self) -> &ObjectStorage {
+        &self.inner
+    }
+
     fn count(&self, what: &'static str) {
         *self.calls.lock().unwrap().entry(what).or_default() += 1;
     }
 }
 
 impl StorageRead for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn locate(&self, key: &CacheKey) -> String {
-        self.inner.locate(key)
-    }
-    fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {
-        self.inner.stat(key)
-    }
-    fn open(&self, key: &CacheKey) -> io::Result<Option<Object>> {
-        self.inner.open(key)
-    }
-    fn list(&self, dir: KeyDir) -> io::Result<Box<dyn Iterator<Item = io::Result<String>> + '_>> {
-        self.inner.list(dir)
-    }
-    fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        self.inner.read_small(key, limit)
-    }
-    fn requests_in_flight(&self) -> usize {
-        self.inner.requests_in_flight()
-    }
+    nar_tool::forward_storage!(Counting::inner =>
+        describe, locate, stat, open, list, read_small, requests_in_flight);
 }
 
 impl StorageWrite for Counting {
-    fn prepare(&self) -> io::Result<()> {
-        self.inner.prepare()
-    }
+    nar_tool::forward_storage!(Counting::inner =>
+        prepare, writes_in_place, put_if_absent, put, replace_if_unchanged, delete, barrier, lock,
+        gc_batch_lock, lease, live_leases, gc_roots);
     fn stage(&self, dir: KeyDir) -> io::Result<Box<dyn Staged>> {
         if dir == KeyDir::Nar {
             self.count("stage nar/");
         }
         self.inner.stage(dir)
     }
-    fn writes_in_place(&self) -> bool {
-        self.inner.writes_in_place()
-    }
     fn stage_at(&self, key: &CacheKey) -> io::Result<Box<dyn Staged>> {
         self.count("stage_at");
         self.inner.stage_at(key)
-    }
-    fn put_if_absent(&self, key: &CacheKey, data: &[u8]) -> io::Result<bool> {
-        self.inner.put_if_absent(key, data)
-    }
-    fn put(&self, key: &CacheKey, data: &[u8]) -> io::Result<()> {
-        self.inner.put(key, data)
-    }
-    fn replace_if_unchanged(
-        &self,
-        key: &CacheKey,
-        data: &[u8],
-        expected: Option<&str>,
-    ) -> io::Result<bool> {
-        self.inner.replace_if_unchanged(key, data, expected)
-    }
-    fn delete(&self, key: &CacheKey) -> io::Result<bool> {
-        self.inner.delete(key)
-    }
-    fn barrier(&self) -> io::Result<()> {
-        self.inner.barrier()
-    }
-    fn lock(&self, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<StorageLock>> {
-        self.inner.lock(name, exclusive, wait)
-    }
-    fn gc_batch_lock(&self, exclusive: bool) -> io::Result<StorageLock> {
-        self.inner.gc_batch_lock(exclusive)
-    }
-    fn lease(&self) -> io::Result<Box<dyn Lease>> {
-        self.inner.lease()
-    }
-    fn live_leases(&self, tidy: bool) -> io::Result<Vec<Vec<u8>>> {
-        self.inner.live_leases(tidy)
-    }
-    fn gc_roots(&self) -> io::Result<Vec<RootEntry>> {
-        self.inner.gc_roots()
     }
 }
 
@@ -158,26 +101,10 @@ fn one_big_path(tag: &str, mib: usize) -> (TempTree, String, Hash) {
 }
 
 fn options(root: &Path, path: &str, metadata: MetadataSource, c: Compression) -> BuildOptions {
-    let store_dir = StoreDir::new("/nix/store").unwrap();
     BuildOptions {
-        to: root.join("unused"),
-        store_root: root.to_path_buf(),
-        store_dir: store_dir.clone(),
-        metadata,
         compression: c,
-        level: None,
-        jobs: 2,
-        keys: Vec::new(),
-        nar_listing: false,
-        closure: true,
-        force: false,
         priority: 40,
-        want_mass_query: false,
-        xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
-        interrupt: None,
-        policy: Default::default(),
-        index: false,
-        paths: vec![store_dir.parse_path(path).unwrap()],
+        ..build_options(root.join("unused"), root, metadata, [path])
     }
 }
 

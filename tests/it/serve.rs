@@ -366,8 +366,9 @@ fn gives_narinfo_texts_a_page_at_a_time() {
     );
 }
 
-/// The inspector's folder and the package's: its browser entry and wasm build at `/pkg/`.
-fn inspector_and_package(tmp: &Path) -> (PathBuf, PathBuf) {
+/// The inspector's folder and the package's (its browser entry and wasm build at `/pkg/`),
+/// made in `tmp`; returns the arguments that serve them (`--inspector WWW --pkg PKG`).
+fn inspector_args(tmp: &Path) -> Vec<String> {
     let www = tmp.join("www");
     let pkg = tmp.join("pkg");
     std::fs::create_dir_all(www.join("js")).unwrap();
@@ -397,20 +398,17 @@ fn inspector_and_package(tmp: &Path) -> (PathBuf, PathBuf) {
     std::os::unix::fs::symlink("/etc/passwd", pkg.join("wasm/passwd.js")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", pkg.join("lib/passwd.js")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", www.join("passwd.js")).unwrap();
-    (www, pkg)
+    vec![
+        "--inspector".into(),
+        www.display().to_string(),
+        "--pkg".into(),
+        pkg.display().to_string(),
+    ]
 }
 
 #[test]
 fn serves_the_inspector_and_the_package_never_escaping() {
-    let s = start_with("none", |tmp| {
-        let (www, pkg) = inspector_and_package(tmp);
-        vec![
-            "--inspector".into(),
-            www.display().to_string(),
-            "--pkg".into(),
-            pkg.display().to_string(),
-        ]
-    });
+    let s = start_with("none", inspector_args);
     // `/` leads to the inspector, with its query.
     let root = get(&s.addr, "/?cache=http%3A%2F%2Fx%2F");
     assert_eq!(
@@ -497,7 +495,7 @@ fn serves_the_inspector_and_the_package_never_escaping() {
 fn a_cache_cannot_pose_as_the_inspector() {
     // A cache holding what would run as the inspector, or as a page, were it served.
     let s = start_with("none", |tmp| {
-        let (www, pkg) = inspector_and_package(tmp);
+        let args = inspector_args(tmp);
         let cache = tmp.join("cache");
         let script = "window.__pwned = 1; alert(1)";
         let page = "<!doctype html><script>window.__pwned = 1</script>";
@@ -518,12 +516,7 @@ fn a_cache_cannot_pose_as_the_inspector() {
         ] {
             std::fs::write(cache.join(name), text).unwrap();
         }
-        vec![
-            "--inspector".into(),
-            www.display().to_string(),
-            "--pkg".into(),
-            pkg.display().to_string(),
-        ]
+        args
     });
     for target in [
         "/js/app.js",
@@ -565,15 +558,7 @@ fn a_cache_cannot_pose_as_the_inspector() {
 
 #[test]
 fn every_reply_is_nosniff_and_only_the_servers_own_pages_may_run_script() {
-    let s = start_with("xz", |tmp| {
-        let (www, pkg) = inspector_and_package(tmp);
-        vec![
-            "--inspector".into(),
-            www.display().to_string(),
-            "--pkg".into(),
-            pkg.display().to_string(),
-        ]
-    });
+    let s = start_with("xz", inspector_args);
     let nar = &nar_files(&s.cache)[0];
     let data = "default-src 'none'; sandbox";
     for target in [
@@ -654,18 +639,12 @@ fn a_binary_away_from_its_checkout_serves_its_built_in_inspector_or_says_how_to_
 #[test]
 fn serves_a_wasm_build_given_apart_at_pkg_wasm() {
     let s = start_with("none", |tmp| {
-        let (www, pkg) = inspector_and_package(tmp);
+        let mut args = inspector_args(tmp);
         let wasm = tmp.join("wasm-build");
         std::fs::create_dir_all(&wasm).unwrap();
         std::fs::write(wasm.join("nar_tool.js"), "export default 2").unwrap();
-        vec![
-            "--inspector".into(),
-            www.display().to_string(),
-            "--pkg".into(),
-            pkg.display().to_string(),
-            "--wasm".into(),
-            wasm.display().to_string(),
-        ]
+        args.extend(["--wasm".into(), wasm.display().to_string()]);
+        args
     });
     assert_eq!(
         get(&s.addr, "/_nar-tool/pkg/wasm/nar_tool.js").body,

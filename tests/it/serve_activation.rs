@@ -3,7 +3,9 @@
 //! variables naming another process are ignored; a hand-over of something that is not a
 //! listening socket is refused with a clear error.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,22 @@ fn has_socket_activate() -> bool {
     there
 }
 
+/// `systemd-socket-activate -l LISTEN nar-tool serve ARGS CACHE`, killed when dropped.
+fn socket_activated(listen: impl AsRef<OsStr>, args: &[&str], cache: &Path) -> common::Killed {
+    let child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(listen)
+        .arg(common::bin())
+        .arg("serve")
+        .args(args)
+        .arg(cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::Killed(child)
+}
+
 #[test]
 fn systemd_socket_activate_hands_serve_its_socket_and_nix_substitutes_through_it() {
     if !has_socket_activate() {
@@ -40,16 +58,7 @@ fn systemd_socket_activate_hands_serve_its_socket_and_nix_substitutes_through_it
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // --listen names another port: the socket handed in is used instead.
-    let child = Command::new("systemd-socket-activate")
-        .args(["-l", &addr])
-        .arg(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:1", "-q"])
-        .arg(&cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _child = common::Killed(child);
+    let _child = socket_activated(&addr, &["--listen", "127.0.0.1:1", "-q"], &cache);
     // systemd-socket-activate listens at once and starts serve on the first connection.
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
@@ -224,18 +233,8 @@ fn systemd_socket_activate_hands_serve_a_unix_socket() {
     let auth = dir.path().join("auth");
     super::serve_auth::add_user(&auth, "proxy", "letmein", &[]);
     let socket = dir.path().join("activated.sock");
-    let child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(&socket)
-        .arg(common::bin())
-        .args(["serve", "-q", "--auth"])
-        .arg(&auth)
-        .arg(&cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _child = common::Killed(child);
+    let auth_file = auth.to_str().unwrap();
+    let _child = socket_activated(&socket, &["-q", "--auth", auth_file], &cache);
     let deadline = Instant::now() + Duration::from_secs(10);
     // Protected: 401 until the credentials come (curl -f fails on it).
     while !socket.exists() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, extract_root_tar, run, TempTree};
+use crate::common::{self, build_options, extract_root_tar, run, TempTree};
 
 const APP: &str = "/nix/store/swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public";
 const LIBDEMO: &str = "/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public";
@@ -528,32 +528,16 @@ fn the_builder_and_the_verifier_run_on_any_backend() {
     use nar_tool::cache::storage::memory::MemoryStorage;
     use nar_tool::cache::storage::{list_narinfo_names, StorageRead};
     use nar_tool::cache::verify::{pure_decoder, verify_cache, VerifyOptions};
-    use nar_tool::compression::Compression;
     use nar_tool::host::build::{build_cache, build_cache_into, BuildOptions, MetadataSource};
     use nar_tool::store_path::StoreDir;
 
     let root = extract_root_tar();
     let store_dir = StoreDir::new("/nix/store").unwrap();
     let dir = TempTree::new();
+    let db = MetadataSource::Db(root.path().join("nix/var/nix/db/db.sqlite"));
     let opts = BuildOptions {
-        to: dir.path().join("cache"),
-        store_root: root.path().to_path_buf(),
-        store_dir: store_dir.clone(),
-        metadata: MetadataSource::Db(root.path().join("nix/var/nix/db/db.sqlite")),
-        compression: Compression::Zstd,
-        level: None,
-        jobs: 2,
-        keys: Vec::new(),
         nar_listing: true,
-        closure: true,
-        force: false,
-        priority: 30,
-        want_mass_query: false,
-        xz_memory: nar_tool::host::build::DEFAULT_XZ_MEMORY,
-        interrupt: None,
-        policy: Default::default(),
-        index: false,
-        paths: vec![store_dir.parse_path(APP).unwrap()],
+        ..build_options(dir.path().join("cache"), root.path(), db, [APP])
     };
     let memory = MemoryStorage::new();
     let in_memory = build_cache_into(&memory, &opts, |_| {}).unwrap();

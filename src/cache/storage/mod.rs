@@ -19,6 +19,7 @@
 
 pub mod async_read;
 pub mod conformance;
+pub mod forward;
 pub mod lease;
 pub mod memory;
 
@@ -35,6 +36,10 @@ pub struct ObjectMeta {
     /// Changes whenever the object is replaced (quoted as HTTP sends it).
     pub etag: String,
 }
+
+/// A byte range of an object being read ([`StorageRead::read_range`]): the object's metadata,
+/// and a stream of the range.
+pub type RangeRead = (ObjectMeta, Box<dyn Read + Send>);
 
 /// A stream over an object that can seek (for byte ranges).
 pub trait ReadSeek: Read + Seek + Send {}
@@ -90,12 +95,7 @@ pub trait StorageRead: Send + Sync {
     }
 
     /// `len` bytes from `start` (fewer at the end of the object); `Ok(None)` if absent.
-    fn read_range(
-        &self,
-        key: &CacheKey,
-        start: u64,
-        len: u64,
-    ) -> io::Result<Option<(ObjectMeta, Box<dyn Read + Send>)>> {
+    fn read_range(&self, key: &CacheKey, start: u64, len: u64) -> io::Result<Option<RangeRead>> {
         let Some(mut object) = self.open(key)? else {
             return Ok(None);
         };
@@ -106,35 +106,8 @@ pub trait StorageRead: Send + Sync {
 
 /// A boxed storage (as `host::open` returns one) is a storage.
 impl<T: StorageRead + ?Sized> StorageRead for Box<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn locate(&self, key: &CacheKey) -> String {
-        (**self).locate(key)
-    }
-    fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {
-        (**self).stat(key)
-    }
-    fn open(&self, key: &CacheKey) -> io::Result<Option<Object>> {
-        (**self).open(key)
-    }
-    fn list(&self, dir: KeyDir) -> io::Result<Box<dyn Iterator<Item = io::Result<String>> + '_>> {
-        (**self).list(dir)
-    }
-    fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        (**self).read_small(key, limit)
-    }
-    fn requests_in_flight(&self) -> usize {
-        (**self).requests_in_flight()
-    }
-    fn read_range(
-        &self,
-        key: &CacheKey,
-        start: u64,
-        len: u64,
-    ) -> io::Result<Option<(ObjectMeta, Box<dyn Read + Send>)>> {
-        (**self).read_range(key, start, len)
-    }
+    crate::forward_storage!(std::ops::Deref::deref =>
+        describe, locate, stat, open, list, read_small, requests_in_flight, read_range);
 }
 
 /// How a staged object is committed.

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::db::{Row, Store};
 use super::LookupConfig;
-use crate::cache::layout::{CacheKey, KeyDir};
-use crate::cache::storage::{Object, ObjectMeta, StorageRead};
+use crate::cache::layout::CacheKey;
+use crate::cache::storage::StorageRead;
 use crate::host::object::{Fetched, ObjectStorage};
 
 pub struct Remembering {
@@ -22,6 +22,11 @@ pub struct Remembering {
 }
 
 impl Remembering {
+    /// The bucket, which every call but a narinfo read goes to.
+    fn inner(&self) -> &ObjectStorage {
+        &self.inner
+    }
+
     /// `inner` with its lookups remembered, when remembering is on; else `inner` as it is.
     pub fn wrap(inner: ObjectStorage, base: &str) -> Box<dyn StorageRead> {
         match super::active() {
@@ -124,38 +129,15 @@ fn answer(row: &Row, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> 
     Ok(Some(row.body.clone()))
 }
 
+/// Only narinfo reads are remembered: everything else goes to the bucket.
 impl StorageRead for Remembering {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn locate(&self, key: &CacheKey) -> String {
-        self.inner.locate(key)
-    }
-    fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {
-        self.inner.stat(key)
-    }
-    fn open(&self, key: &CacheKey) -> io::Result<Option<Object>> {
-        self.inner.open(key)
-    }
-    fn list(&self, dir: KeyDir) -> io::Result<Box<dyn Iterator<Item = io::Result<String>> + '_>> {
-        self.inner.list(dir)
-    }
+    crate::forward_storage!(Remembering::inner =>
+        describe, locate, stat, open, list, requests_in_flight, read_range);
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
         match key {
             CacheKey::NarInfo(_) => self.narinfo(key, limit),
             _ => self.inner.read_small(key, limit),
         }
-    }
-    fn requests_in_flight(&self) -> usize {
-        self.inner.requests_in_flight()
-    }
-    fn read_range(
-        &self,
-        key: &CacheKey,
-        start: u64,
-        len: u64,
-    ) -> io::Result<Option<(ObjectMeta, Box<dyn std::io::Read + Send>)>> {
-        self.inner.read_range(key, start, len)
     }
 }
 

@@ -15,6 +15,9 @@ use nar_tool::nar::wire::put_str;
 
 pub mod damage;
 
+mod build_options;
+pub use build_options::build_options;
+
 /// `tests/fixtures/corpus`.
 pub fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
@@ -227,6 +230,15 @@ impl NarBytes {
     pub fn ss(mut self, ss: &[&[u8]]) -> NarBytes {
         for s in ss {
             put_str(&mut self.0, s);
+        }
+        self
+    }
+    /// Appends each whitespace-separated word of `words` as a string: the tokens of an archive
+    /// written compactly (`words("( type regular")`); a string that is empty or holds a space
+    /// needs `s`.
+    pub fn words(mut self, words: &str) -> NarBytes {
+        for w in words.split_whitespace() {
+            put_str(&mut self.0, w.as_bytes());
         }
         self
     }
