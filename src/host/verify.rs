@@ -36,7 +36,7 @@ pub fn verify_cache_upstream_with(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()?;
-    let check_all = |names: &[String]| {
+    let check_all = |storage: &dyn CacheStorage, names: &[String]| {
         on_listed(names.len());
         pool.install(|| {
             names

@@ -4,13 +4,17 @@
 //! that is corrupt, a full disk at the narinfo, and a `bogus.narinfo` listed alike everywhere.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{self, build_options, extract_root_tar, run, TempTree};
+use nar_tool::cache::layout::{CacheKey, KeyDir};
+use nar_tool::cache::storage::memory::MemoryStorage;
+use nar_tool::cache::storage::{ObjectMeta, StorageRead};
 
 const APP: &str = "/nix/store/swf7rrkcsawh9sa0zhm4bchjhphk6mjv-app-0.9-public";
 const LIBDEMO: &str = "/nix/store/5qk0fgkb9sfxmrbqjcs803wd2rjkaigy-libdemo-1.0-public";
@@ -561,6 +565,89 @@ fn the_builder_and_the_verifier_run_on_any_backend() {
     };
     let report = verify_cache(&memory, &verify_opts, pure_decoder, |_| {});
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// A storage that counts the looks at single objects, and gives sizes with its listings or not.
+struct Looks<'a> {
+    inner: &'a MemoryStorage,
+    sized: bool,
+    stats: AtomicUsize,
+}
+
+impl Looks<'_> {
+    fn inner(&self) -> &MemoryStorage {
+        self.inner
+    }
+}
+
+impl StorageRead for Looks<'_> {
+    nar_tool::forward_storage!(Looks::inner =>
+        describe, locate, open, list, read_small, requests_in_flight, read_range);
+    fn stat(&self, key: &CacheKey) -> io::Result<Option<ObjectMeta>> {
+        self.stats.fetch_add(1, Ordering::Relaxed);
+        self.inner.stat(key)
+    }
+    fn list_sized(&self, dir: KeyDir) -> Option<io::Result<Vec<(String, u64)>>> {
+        if self.sized {
+            self.inner.list_sized(dir)
+        } else {
+            None
+        }
+    }
+}
+
+/// `verify --no-contents` asks every NAR file's size: a storage whose listing gives sizes (a
+/// bucket) answers from one listing, not a look at each file, and the report is the same.
+#[test]
+fn without_contents_nar_sizes_come_from_the_listing() {
+    use nar_tool::cache::storage::{list_nar_file_names, StorageWrite};
+    use nar_tool::cache::verify::{pure_decoder, verify_cache, VerifyOptions};
+    use nar_tool::host::build::{build_cache_into, MetadataSource};
+
+    let root = extract_root_tar();
+    let dir = TempTree::new();
+    let db = MetadataSource::Db(root.path().join("nix/var/nix/db/db.sqlite"));
+    let opts = build_options(dir.path().join("cache"), root.path(), db, [APP]);
+    let memory = MemoryStorage::new();
+    build_cache_into(&memory, &opts, |_| {}).unwrap();
+    // Damage: a NAR gone, one of another size, an orphan.
+    let nars = list_nar_file_names(&memory).unwrap();
+    assert!(nars.len() >= 3, "{nars:?}");
+    let key = |name: &str| CacheKey::parse(name).unwrap();
+    assert!(memory.delete(&key(&nars[0])).unwrap());
+    memory.put(&key(&nars[1]), b"shorter").unwrap();
+    let orphan = format!("nar/{}.nar.zst", "0".repeat(52));
+    memory.put(&key(&orphan), b"orphan").unwrap();
+
+    let verify_opts = VerifyOptions {
+        check_contents: false,
+        ..VerifyOptions::default()
+    };
+    let run = |sized: bool| {
+        let looks = Looks {
+            inner: &memory,
+            sized,
+            stats: Default::default(),
+        };
+        let report = verify_cache(&looks, &verify_opts, pure_decoder, |_| {});
+        (
+            serde_json::to_value(&report).unwrap(),
+            looks.stats.load(Ordering::Relaxed),
+        )
+    };
+    let (listed, listed_looks) = run(true);
+    let (looked, looks) = run(false);
+    assert_eq!(listed, looked);
+    let kinds: Vec<&str> = listed["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.len() >= 3, "{kinds:?}");
+    // One look per narinfo's NAR without sizes; with them, only at the one the listing lacks.
+    assert!(looks >= nars.len() - 1, "{looks}");
+    assert_eq!(listed_looks, 1);
 }
 
 /// Runs a future whose every await is ready at once (the blocking adapter's).

@@ -22,7 +22,7 @@
 /// ```
 ///
 /// The methods of [`StorageRead`](crate::cache::storage::StorageRead): `describe`, `locate`,
-/// `stat`, `open`, `list`, `read_small`, `requests_in_flight`, `read_range`; of
+/// `stat`, `open`, `list`, `list_sized`, `read_small`, `requests_in_flight`, `read_range`; of
 /// [`StorageWrite`](crate::cache::storage::StorageWrite): `prepare`, `stage`,
 /// `writes_in_place`, `stage_at`, `put_if_absent`, `put`, `replace_if_unchanged`, `delete`,
 /// `barrier`, `lock`, `gc_lock`, `gc_batch_lock`, `lease`, `live_leases`, `gc_roots`,
@@ -70,6 +70,16 @@ macro_rules! forward_storage {
             >,
         > {
             $crate::cache::storage::StorageRead::list($to(self), dir)
+        }
+    };
+    (@one $to:path, list_sized) => {
+        fn list_sized(
+            &self,
+            dir: $crate::cache::layout::KeyDir,
+        ) -> ::std::option::Option<
+            ::std::io::Result<::std::vec::Vec<(::std::string::String, u64)>>,
+        > {
+            $crate::cache::storage::StorageRead::list_sized($to(self), dir)
         }
     };
     (@one $to:path, read_small) => {

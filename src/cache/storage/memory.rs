@@ -131,6 +131,16 @@ impl StorageRead for MemoryStorage {
             .collect();
         Ok(Box::new(names.into_iter()))
     }
+
+    /// Sizes are at hand, as a bucket's listing gives them: the verifier's use of them is
+    /// tested on this storage too.
+    fn list_sized(&self, dir: KeyDir) -> Option<io::Result<Vec<(String, u64)>>> {
+        let state = self.state();
+        let listed = state.objects.iter().filter(|(k, _)| k.dir() == dir);
+        Some(Ok(listed
+            .map(|(k, entry)| (k.file_name(), MemoryStorage::meta(entry).size))
+            .collect()))
+    }
 }
 
 struct MemoryStaged {

@@ -70,6 +70,14 @@ pub trait StorageRead: Send + Sync {
     /// as they are needed. Classify them with [`crate::cache::layout::classify`].
     fn list(&self, dir: KeyDir) -> io::Result<Box<dyn Iterator<Item = io::Result<String>> + '_>>;
 
+    /// The names in a folder with their objects' sizes, where one listing gives both (a
+    /// bucket's LIST does); `None` where it would take a look at each object (a directory),
+    /// which [`StorageRead::stat`] does as well.
+    fn list_sized(&self, dir: KeyDir) -> Option<io::Result<Vec<(String, u64)>>> {
+        let _ = dir;
+        None
+    }
+
     /// A whole small object, refused past `limit` bytes (checked before reading); `Ok(None)` if
     /// absent.
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
@@ -107,7 +115,7 @@ pub trait StorageRead: Send + Sync {
 /// A boxed storage (as `host::open` returns one) is a storage.
 impl<T: StorageRead + ?Sized> StorageRead for Box<T> {
     crate::forward_storage!(std::ops::Deref::deref =>
-        describe, locate, stat, open, list, read_small, requests_in_flight, read_range);
+        describe, locate, stat, open, list, list_sized, read_small, requests_in_flight, read_range);
 }
 
 /// How a staged object is committed.
@@ -294,18 +302,31 @@ pub fn listed_names(
     dir: KeyDir,
     names: impl IntoIterator<Item = io::Result<String>>,
 ) -> io::Result<Vec<String>> {
+    let entries = names.into_iter().map(|n| n.map(|n| (n, ())));
+    Ok(listed_entries(dir, entries)?
+        .into_iter()
+        .map(|(n, ())| n)
+        .collect())
+}
+
+/// [`listed_names`] of entries that carry something more (a size), kept with their names.
+pub fn listed_entries<T>(
+    dir: KeyDir,
+    entries: impl IntoIterator<Item = io::Result<(String, T)>>,
+) -> io::Result<Vec<(String, T)>> {
     let mut listed = Vec::new();
-    for name in names {
-        let name = match classify(dir, &name?) {
+    for entry in entries {
+        let (name, more) = entry?;
+        let name = match classify(dir, &name) {
             Listed::Key(key) => key.to_string(),
             Listed::Stray { name, .. } => name,
             Listed::Foreign => continue,
         };
         if dir != KeyDir::Root || name.ends_with(".narinfo") {
-            listed.push(name);
+            listed.push((name, more));
         }
     }
-    listed.sort();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(listed)
 }
 
@@ -383,5 +404,10 @@ impl<T: StorageRead + ?Sized> crate::cache::verify::CacheStorage for T {
 
     fn list_nar_files(&self) -> io::Result<Vec<String>> {
         list_nar_file_names(self)
+    }
+
+    fn list_nar_files_sized(&self) -> Option<io::Result<Vec<(String, u64)>>> {
+        let listed = self.list_sized(KeyDir::Nar)?;
+        Some(listed.and_then(|l| listed_entries(KeyDir::Nar, l.into_iter().map(Ok))))
     }
 }

@@ -47,7 +47,7 @@ pub use pull::{
 };
 pub use push::{NarFileCheck, NarSummary};
 pub use report::report;
-pub use storage::{CacheStorage, MemoryStorage};
+pub use storage::{CacheStorage, ListedSizes, MemoryStorage};
 
 /// What kind of problem.
 #[derive(

@@ -10,7 +10,7 @@ use super::judge::{
     missing, unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
-use super::storage::CacheStorage;
+use super::storage::{CacheStorage, ListedSizes};
 use super::{KeptProblems, PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
 use crate::cache::upstream::Answers;
 use crate::compression::Compression;
@@ -418,7 +418,7 @@ pub fn verify_cache(
     decoder: DecoderFn,
     mut on_path: impl FnMut(&PathCheck),
 ) -> Report {
-    verify_cache_with(storage, opts, |names| {
+    verify_cache_with(storage, opts, |storage, names| {
         names
             .iter()
             .map(|n| {
@@ -431,12 +431,12 @@ pub fn verify_cache(
 }
 
 /// Verifies a whole cache, `check_all` checking the narinfos named (sorted) with [`check_path`]
-/// in whatever order it likes: `nix-cache-info` first, then the paths, then what is checked
-/// across them.
+/// on the storage it is given, in whatever order it likes: `nix-cache-info` first, then the
+/// paths, then what is checked across them.
 pub fn verify_cache_with(
     storage: &dyn CacheStorage,
     opts: &VerifyOptions,
-    check_all: impl FnOnce(&[String]) -> Vec<PathCheck>,
+    check_all: impl FnOnce(&dyn CacheStorage, &[String]) -> Vec<PathCheck>,
 ) -> Report {
     verify_cache_upstream(storage, opts, check_all, |_| Answers::none())
 }
@@ -446,12 +446,18 @@ pub fn verify_cache_with(
 pub fn verify_cache_upstream(
     storage: &dyn CacheStorage,
     opts: &VerifyOptions,
-    check_all: impl FnOnce(&[String]) -> Vec<PathCheck>,
+    check_all: impl FnOnce(&dyn CacheStorage, &[String]) -> Vec<PathCheck>,
     upstream: impl FnOnce(&[StorePath]) -> Answers,
 ) -> Report {
+    // Without contents each path asks its NAR file's size: from one listing where that gives
+    // sizes (a bucket), not a request per file.
+    let listed = (!opts.check_contents)
+        .then(|| ListedSizes::of(storage))
+        .flatten();
+    let storage = listed.as_ref().map_or(storage, |l| l as &dyn CacheStorage);
     let info_problems = check_cache_info(storage, opts);
     let (names, mut listing_problems) = list(storage);
-    let checks = check_all(&names);
+    let checks = check_all(storage, &names);
     let nar_files = judge_nar_files(storage.list_nar_files(), &mut listing_problems);
     let answers = upstream(&super::missing_references(&checks));
     let mut kept = KeptProblems::new(opts.max_problems);

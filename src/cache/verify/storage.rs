@@ -25,6 +25,66 @@ pub trait CacheStorage: Sync {
     fn list_narinfos(&self) -> io::Result<Vec<String>>;
     /// Paths of the files under `nar/` (`nar/<name>`), for orphan detection.
     fn list_nar_files(&self) -> io::Result<Vec<String>>;
+    /// [`CacheStorage::list_nar_files`] with each file's size, where one listing gives both (a
+    /// bucket); `None` where sizes would take a look at each file.
+    fn list_nar_files_sized(&self) -> Option<io::Result<Vec<(String, u64)>>> {
+        None
+    }
+}
+
+/// A storage whose NAR files' sizes come from one listing (a bucket's LIST gives a thousand
+/// at a time) instead of a look at each: a verification that reads no NAR asks each one's size.
+/// A file the listing did not have is looked at (it may have come since); the listing serves
+/// as the orphan check's too.
+pub struct ListedSizes<'a> {
+    inner: &'a dyn CacheStorage,
+    sizes: BTreeMap<String, u64>,
+    listing: io::Result<Vec<String>>,
+}
+
+impl<'a> ListedSizes<'a> {
+    /// The storage with its NAR files listed, if its listing gives sizes.
+    pub fn of(inner: &'a dyn CacheStorage) -> Option<ListedSizes<'a>> {
+        let (sizes, listing) = match inner.list_nar_files_sized()? {
+            Ok(listed) => {
+                let names = listed.iter().map(|(n, _)| n.clone()).collect();
+                (listed.into_iter().collect(), Ok(names))
+            }
+            Err(e) => (BTreeMap::new(), Err(e)),
+        };
+        Some(ListedSizes {
+            inner,
+            sizes,
+            listing,
+        })
+    }
+}
+
+impl CacheStorage for ListedSizes<'_> {
+    fn read_small(&self, rel: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_small(rel, limit)
+    }
+    fn open(&self, rel: &str) -> io::Result<Option<Box<dyn Read + '_>>> {
+        self.inner.open(rel)
+    }
+    fn size(&self, rel: &str) -> io::Result<Option<u64>> {
+        match self.sizes.get(rel) {
+            Some(&size) => Ok(Some(size)),
+            None => self.inner.size(rel),
+        }
+    }
+    fn open_sized(&self, rel: &str) -> io::Result<Option<(Box<dyn Read + '_>, u64)>> {
+        self.inner.open_sized(rel)
+    }
+    fn list_narinfos(&self) -> io::Result<Vec<String>> {
+        self.inner.list_narinfos()
+    }
+    fn list_nar_files(&self) -> io::Result<Vec<String>> {
+        match &self.listing {
+            Ok(names) => Ok(names.clone()),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 /// An in-memory cache (file path → bytes), for tests and the wasm layer.

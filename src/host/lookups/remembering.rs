@@ -132,7 +132,7 @@ fn answer(row: &Row, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> 
 /// Only narinfo reads are remembered: everything else goes to the bucket.
 impl StorageRead for Remembering {
     crate::forward_storage!(Remembering::inner =>
-        describe, locate, stat, open, list, requests_in_flight, read_range);
+        describe, locate, stat, open, list, list_sized, requests_in_flight, read_range);
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
         match key {
             CacheKey::NarInfo(_) => self.narinfo(key, limit),

@@ -291,6 +291,31 @@ impl ObjectStorage {
         })
     }
 
+    /// The objects of one folder of the cache (one level: the root's listing is not the whole
+    /// bucket), by name, with their sizes.
+    fn bucket_listing(&self, dir: KeyDir) -> io::Result<Vec<(String, u64)>> {
+        let folder = self.shared.path(dir.prefix())?;
+        let prefix_len = folder.as_ref().len() + usize::from(!folder.as_ref().is_empty());
+        self.block(move |shared| {
+            Box::pin(async move {
+                let listed = shared
+                    .store
+                    .list_with_delimiter(Some(&folder))
+                    .await
+                    .map_err(|e| shared.error(e, "listing", &folder))?;
+                Ok(listed
+                    .objects
+                    .into_iter()
+                    .map(|m| {
+                        let name =
+                            &m.location.as_ref()[prefix_len.min(m.location.as_ref().len())..];
+                        (name.to_string(), m.size)
+                    })
+                    .collect())
+            })
+        })
+    }
+
     /// Writes an object under any name below the prefix, cache key or not (as a copied
     /// directory would hold it: tests of damaged caches, migrations). Not for cache keys in
     /// normal use: [`StorageWrite`] keeps the cache's promises, this does not.
@@ -412,26 +437,16 @@ impl StorageRead for ObjectStorage {
         if self.shared.http {
             return Ok(Box::new(self.http_listing(dir)?.into_iter().map(Ok)));
         }
-        let folder = self.shared.path(dir.prefix())?;
-        let prefix_len = folder.as_ref().len() + usize::from(!folder.as_ref().is_empty());
-        let names = self.block(move |shared| {
-            Box::pin(async move {
-                // One level only: the root's listing is not the whole bucket.
-                let listed = shared
-                    .store
-                    .list_with_delimiter(Some(&folder))
-                    .await
-                    .map_err(|e| shared.error(e, "listing", &folder))?;
-                Ok(listed
-                    .objects
-                    .into_iter()
-                    .map(|m| {
-                        m.location.as_ref()[prefix_len.min(m.location.as_ref().len())..].to_string()
-                    })
-                    .collect::<Vec<_>>())
-            })
-        })?;
-        Ok(Box::new(names.into_iter().map(Ok)))
+        let names = self
+            .bucket_listing(dir)?
+            .into_iter()
+            .map(|(name, _)| Ok(name));
+        Ok(Box::new(names.collect::<Vec<_>>().into_iter()))
+    }
+
+    /// A bucket's listing gives every object's size (an HTTP cache's listing does not).
+    fn list_sized(&self, dir: KeyDir) -> Option<io::Result<Vec<(String, u64)>>> {
+        (!self.shared.http).then(|| self.bucket_listing(dir))
     }
 
     fn read_small(&self, key: &CacheKey, limit: u64) -> io::Result<Option<Vec<u8>>> {
