@@ -10,9 +10,10 @@
 //! exclusive marker `x` of a collection's batch and, if a live owner holds it, waits until it
 //! is gone; two requests. That keeps the promise of [`Lease::extend`] (the store is strongly
 //! consistent, and a collection reads the leases after it wrote `x` and deletes only before it
-//! removes `x`): if the look finds no `x`, any batch that ends later wrote its `x` after the
-//! look, so after the part, and reads the part; a batch whose `x` is found may have read the
-//! leases before the part, and the extension returns only once that batch has ended. Writers of
+//! removes `x`): if the look finds no `x`, a batch that had not ended by then writes its `x`
+//! after the look, so after the part, and reads the part; a batch whose `x` is found may have
+//! read the leases before the part, and the extension returns only once that batch has ended
+//! (an `x` whose owner is gone is removed, as a lock taker does). Writers of
 //! the older kind (shared markers) are still waited for by a collection's exclusive take.
 //!
 //! A lease lives as long as its owner ([`super::owners`]): the owner record is rewritten
