@@ -391,9 +391,10 @@ pub fn build_cache_upstream(
 
     // On remote storage, the requests that store a compressed path (its NAR leased, looked for,
     // committed) are made by threads of their own, so that the compressing threads never wait
-    // on round trips; a compressed path waits for one (memory: a NAR's last part each).
+    // on round trips; a compressed path is handed to a free one (no queue: what waits for its
+    // commit is bounded by the committing threads).
     let committers = committers_for(storage);
-    let (commit_tx, commit_rx) = mpsc::sync_channel::<worker::Compressed>(committers);
+    let (commit_tx, commit_rx) = mpsc::sync_channel::<worker::Compressed>(0);
     let commit_rx = std::sync::Mutex::new(commit_rx);
     std::thread::scope(|threads| -> Result<(), BuildError> {
         for _ in 0..committers {

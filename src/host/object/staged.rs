@@ -220,9 +220,12 @@ impl Staged for ObjectStaged {
     }
 
     fn finish_writing(&mut self) -> io::Result<()> {
-        // Waiting for its commit, a small object holds only its bytes.
+        // Waiting for its commit, a small object holds only its bytes; a large one's last part
+        // goes up now (an upload starts with a full part, so it has one), its buffer with it.
         if self.upload.is_none() {
             self.buf.shrink_to_fit();
+        } else if !self.buf.is_empty() {
+            self.spawn_part();
         }
         Ok(())
     }
