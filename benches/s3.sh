@@ -13,9 +13,10 @@
 #
 # After the small paths, the server's floor: a plain client (examples/s3_floor.rs, the
 # object_store crate alone) making the requests a build of them cannot do without (a NAR and a
-# narinfo PUT a path) and those of a verify (a narinfo and a NAR GET a path), of the same sizes,
-# 16 at a time. After the big path, its floor: one multipart upload of as many bytes with the
-# same client (8 MiB parts, 3 in flight, as a build sends them).
+# narinfo PUT a path; again create-if-absent, as a build commits them) and those of a verify (a
+# narinfo and a NAR GET a path), of the same sizes, 16 at a time. After the big path, its floor:
+# one multipart upload of as many bytes with the same client (8 MiB parts, 3 in flight, as a
+# build sends them).
 #
 #   benches/s3.sh                      all cases
 #   NAR_BENCH_RUNS=1 benches/s3.sh real
@@ -159,10 +160,14 @@ if wanted small-paths; then
   info_b=$(($(find "$dir" -maxdepth 1 -name '*.narinfo' -printf '%s\n' | paste -sd+ | bc) / n))
   for r in $(seq "$runs"); do
     "$floor" "floor-$r" 16 "put:$n:$nar_b" "put:$n:$info_b" | tail -1 | awk '{print $4}' >>"$work/floor-put"
+    # The same puts create-if-absent (If-None-Match: *), as a build commits NARs and narinfos.
+    "$floor" "floor-c-$r" 16 "cput:$n:$nar_b" "cput:$n:$info_b" | tail -1 | awk '{print $4}' >>"$work/floor-cput"
     "$floor" "floor-$r" 16 "get:$n:$info_b" "get:$n:$nar_b" | tail -1 | awk '{print $4}' >>"$work/floor-get"
   done
   printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: %d PUTs (%d B, %d B), 16 at a time\n' \
     small-paths zstd floor-b "" "$(median <"$work/floor-put")" "" "$runs" "$((2 * n))" "$nar_b" "$info_b" | tee -a "$table"
+  printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: the same PUTs create-if-absent\n' \
+    small-paths zstd floor-c "" "$(median <"$work/floor-cput")" "" "$runs" | tee -a "$table"
   printf '%-12s %-6s %-7s | %9s %8.2fs %7s %5s | plain client: %d GETs, 16 at a time\n' \
     small-paths zstd floor-v "" "$(median <"$work/floor-get")" "" "$runs" "$((2 * n))" | tee -a "$table"
 fi

@@ -1,6 +1,7 @@
 //! The request floor of an S3 server, for `benches/s3.sh`: what a plain client (the
 //! `object_store` crate alone, no cache logic) takes to make the requests a build or a verify of
-//! small paths makes. Each argument is a round of requests `OP:COUNT:SIZE` (OP `put` or `get`;
+//! small paths makes. Each argument is a round of requests `OP:COUNT:SIZE` (OP `put`, `cput`: a
+//! create-if-absent put, as a build commits its NARs and narinfos, or `get`;
 //! SIZE in bytes, of the objects put and later got), all made `CONCURRENCY` at a time, rounds one
 //! after another; prints the wall time of each round and of all. OP `upload` is the floor of a
 //! large NAR: COUNT objects of SIZE bytes, one after another, each a multipart upload of 8 MiB
@@ -20,7 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{stream, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -35,6 +36,8 @@ const PART: usize = 8 << 20;
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
     Put,
+    /// A create-if-absent put (`If-None-Match: *`), as a build commits NARs and narinfos.
+    CreatePut,
     Get,
     Upload,
 }
@@ -49,6 +52,7 @@ fn parse_round(arg: &str) -> Option<Round> {
     let mut it = arg.split(':');
     let op = match it.next()? {
         "put" => Op::Put,
+        "cput" => Op::CreatePut,
         "get" => Op::Get,
         "upload" => Op::Upload,
         _ => return None,
@@ -101,7 +105,7 @@ fn random_part() -> bytes::Bytes {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || -> ! {
-        eprintln!("usage: s3_floor PREFIX CONCURRENCY (put|get):COUNT:SIZE...");
+        eprintln!("usage: s3_floor PREFIX CONCURRENCY (put|cput|get|upload):COUNT:SIZE...");
         std::process::exit(2)
     };
     if args.len() < 3 {
@@ -158,11 +162,14 @@ async fn main() {
             .map(|i| {
                 let store = store.clone();
                 let path = Path::from(format!("{prefix}/{size}/{i}"));
-                let put = round.op == Op::Put;
+                let op = round.op;
                 async move {
-                    if put {
-                        let body = vec![(i % 251) as u8; size];
-                        store.put(&path, PutPayload::from(body)).await.map(drop)
+                    let body = || PutPayload::from(vec![(i % 251) as u8; size]);
+                    if op == Op::Put {
+                        store.put(&path, body()).await.map(drop)
+                    } else if op == Op::CreatePut {
+                        let create = PutOptions::from(PutMode::Create);
+                        store.put_opts(&path, body(), create).await.map(drop)
                     } else {
                         store.get(&path).await?.bytes().await.map(drop)
                     }
@@ -178,7 +185,11 @@ async fn main() {
         requests += round.count;
         println!(
             "{} {} x {size} B: {:.3} s",
-            if round.op == Op::Put { "put" } else { "get" },
+            match round.op {
+                Op::Put => "put",
+                Op::CreatePut => "cput",
+                _ => "get",
+            },
             round.count,
             started.elapsed().as_secs_f64()
         );

@@ -24,6 +24,7 @@ mod policy;
 mod properties;
 mod s3;
 mod s3_direct;
+mod s3_leases;
 mod s3_limits;
 mod serve;
 mod serve_activation;

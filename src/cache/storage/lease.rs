@@ -13,11 +13,14 @@
 //! So a lease write is never concurrent with a deletion batch: it lands either before a batch
 //! starts (the batch reads it, and spares its names) or after a batch ended (and then that batch's
 //! deletions are visible to the holder). Hence the rule for a holder: **extend the lease first,
-//! then look for the names**. Whatever is present after `extend` returns stays present while the
-//! lease lives; whatever a collection deleted just before is found missing, and the holder
-//! fails (`keep-paths`: "not in the cache") or writes it again (`build-cache`). This is how Nix's
-//! temporary roots work (write the root, then check validity; the collector re-reads the roots
-//! before it deletes), without a server: the batch lock plays the part of Nix's GC socket.
+//! then look for the names**. A backend may give the same guarantee without the shared hold: a
+//! bucket writes the lease first, then looks for a collection's exclusive hold and waits it out
+//! (fewer round trips; `src/host/object/leases.rs` says why it is equivalent). Whatever is
+//! present after `extend` returns stays present while the lease lives; whatever a collection
+//! deleted just before is found missing, and the holder fails (`keep-paths`: "not in the
+//! cache") or writes it again (`build-cache`). This is how Nix's temporary roots work (write
+//! the root, then check validity; the collector re-reads the roots before it deletes), without
+//! a server: the batch lock plays the part of Nix's GC socket.
 //!
 //! A lease ends with its holder: dropped, or its process dead however it died (a directory: the
 //! lease file's `flock` is released by the kernel; a bucket: the owner record of the holder is

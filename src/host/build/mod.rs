@@ -278,7 +278,7 @@ mod worker;
 
 use present::Present;
 use publish::{read_existing, start, Batch};
-use worker::{process_or_report_panic, ThreadBudget, Workers};
+use worker::{compress_or_report_panic, store_or_report_panic, ThreadBudget, Workers};
 
 /// Builds (or completes) the cache in the directory `opts.to`. `progress` is called on the
 /// calling thread.
@@ -389,219 +389,254 @@ pub fn build_cache_upstream(
     // Work whose references are published: published at the next barrier.
     let mut batch = Batch::default();
 
-    pool.in_place_scope(|scope| -> Result<(), BuildError> {
-        loop {
-            // Take in the queued paths: skip those whose narinfo exists, look the others up,
-            // and follow references (known up front from metadata, or once a path is scanned).
-            let mut to_build: Vec<PathInfo> = Vec::new();
-            // Paths already in the cache, reported once the total they belong to is.
-            let mut already_there: Vec<Progress> = Vec::new();
-            if interrupted() {
-                first_error.get_or_insert(BuildError::Interrupted);
-            }
-            while first_error.is_none() {
-                let Some(path) = queue.pop() else { break };
-                if !leased.contains(&path) {
-                    lease_queued(workers, &path, &queue, &mut leased)?;
+    // On remote storage, the requests that store a compressed path (its NAR leased, looked for,
+    // committed) are made by threads of their own, so that the compressing threads never wait
+    // on round trips; a compressed path is handed to a free one (no queue: what waits for its
+    // commit is bounded by the committing threads).
+    let committers = committers_for(storage);
+    let (commit_tx, commit_rx) = mpsc::sync_channel::<worker::Compressed>(0);
+    let commit_rx = std::sync::Mutex::new(commit_rx);
+    std::thread::scope(|threads| -> Result<(), BuildError> {
+        for _ in 0..committers {
+            let tx = tx.clone();
+            let commit_rx = &commit_rx;
+            std::thread::Builder::new()
+                .name("build-cache-store".into())
+                .spawn_scoped(threads, move || loop {
+                    let next = commit_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(compressed) = next else { break };
+                    let _ = tx.send(store_or_report_panic(workers, compressed));
+                })
+                .map_err(|e| BuildError::Input(format!("cannot start threads: {e}")))?;
+        }
+        let built = pool.in_place_scope(|scope| -> Result<(), BuildError> {
+            loop {
+                // Take in the queued paths: skip those whose narinfo exists, look the others up,
+                // and follow references (known up front from metadata, or once a path is scanned).
+                let mut to_build: Vec<PathInfo> = Vec::new();
+                // Paths already in the cache, reported once the total they belong to is.
+                let mut already_there: Vec<Progress> = Vec::new();
+                if interrupted() {
+                    first_error.get_or_insert(BuildError::Interrupted);
                 }
-                let found = if opts.force && upstream.is_empty() {
-                    Found::Absent
-                } else {
-                    if !looked_up.contains_key(&path) {
-                        // The next queued paths at once: on remote storage, the wait of one
-                        // round trip for them all.
-                        let mut wanted = vec![path.clone()];
-                        wanted.extend(
-                            queue
+                while first_error.is_none() {
+                    let Some(path) = queue.pop() else { break };
+                    if !leased.contains(&path) {
+                        lease_queued(workers, &path, &queue, &mut leased)?;
+                    }
+                    let found = if opts.force && upstream.is_empty() {
+                        Found::Absent
+                    } else {
+                        if !looked_up.contains_key(&path) {
+                            // The next queued paths at once: on remote storage, the wait of one
+                            // round trip for them all.
+                            let mut wanted = vec![path.clone()];
+                            wanted.extend(
+                                queue
+                                    .iter()
+                                    .rev()
+                                    .filter(|p| !looked_up.contains_key(*p))
+                                    .take(LOOKUPS_AT_ONCE - 1)
+                                    .cloned(),
+                            );
+                            // Leased before they are looked for: one found there stays.
+                            let unleased: Vec<StorePath> = wanted
                                 .iter()
-                                .rev()
-                                .filter(|p| !looked_up.contains_key(*p))
-                                .take(LOOKUPS_AT_ONCE - 1)
-                                .cloned(),
-                        );
-                        // Leased before they are looked for: one found there stays.
-                        let unleased: Vec<StorePath> = wanted
-                            .iter()
-                            .filter(|p| !leased.contains(*p))
-                            .cloned()
-                            .collect();
-                        if let Some((first, rest)) = unleased.split_first() {
-                            lease_queued(workers, first, rest, &mut leased)?;
-                        }
-                        let found =
-                            map_concurrently(wanted.clone(), storage.requests_in_flight(), |p| {
-                                match &present {
+                                .filter(|p| !leased.contains(*p))
+                                .cloned()
+                                .collect();
+                            if let Some((first, rest)) = unleased.split_first() {
+                                lease_queued(workers, first, rest, &mut leased)?;
+                            }
+                            let found = map_concurrently(
+                                wanted.clone(),
+                                storage.requests_in_flight(),
+                                |p| match &present {
                                     _ if opts.force => Ok(None),
                                     Some(present) if !present.lists_narinfo_of(&p) => Ok(None),
                                     _ => read_existing(storage, &p),
-                                }
-                            });
-                        let mut absent = Vec::new();
-                        for (p, r) in wanted.into_iter().zip(found) {
-                            match r? {
-                                Some(info) => looked_up.insert(p, Found::Cache(Box::new(info))),
-                                None => {
-                                    absent.push(p.clone());
-                                    looked_up.insert(p, Found::Absent)
-                                }
-                            };
+                                },
+                            );
+                            let mut absent = Vec::new();
+                            for (p, r) in wanted.into_iter().zip(found) {
+                                match r? {
+                                    Some(info) => looked_up.insert(p, Found::Cache(Box::new(info))),
+                                    None => {
+                                        absent.push(p.clone());
+                                        looked_up.insert(p, Found::Absent)
+                                    }
+                                };
+                            }
+                            ask_upstream(
+                                upstream,
+                                &absent,
+                                &mut looked_up,
+                                &mut upstream_warnings,
+                                &opts.store_dir,
+                            );
                         }
-                        ask_upstream(
-                            upstream,
-                            &absent,
-                            &mut looked_up,
-                            &mut upstream_warnings,
-                            &opts.store_dir,
-                        );
-                    }
-                    looked_up.remove(&path).unwrap_or(Found::Absent)
-                };
-                let existing = match found {
-                    Found::Cache(info) => Some(*info),
-                    Found::Absent => None,
-                    Found::Upstream(served) => {
-                        // Left out; what it references is still followed (as the store has it,
-                        // or as the upstream says when scanning).
-                        let references = match (opts.closure, candidates) {
-                            (false, _) => BTreeSet::new(),
-                            (true, Some(_)) => served.references.iter().cloned().collect(),
-                            (true, None) => match metadata.lookup(&path, &opts.store_dir) {
-                                Ok(info) => info.references,
-                                Err(e) => {
-                                    first_error = Some(e);
-                                    break;
-                                }
-                            },
-                        };
-                        left_out.insert(opts.store_dir.display(&path));
-                        for p in order.ready(path, &BTreeSet::new()) {
+                        looked_up.remove(&path).unwrap_or(Found::Absent)
+                    };
+                    let existing = match found {
+                        Found::Cache(info) => Some(*info),
+                        Found::Absent => None,
+                        Found::Upstream(served) => {
+                            // Left out; what it references is still followed (as the store has it,
+                            // or as the upstream says when scanning).
+                            let references = match (opts.closure, candidates) {
+                                (false, _) => BTreeSet::new(),
+                                (true, Some(_)) => served.references.iter().cloned().collect(),
+                                (true, None) => match metadata.lookup(&path, &opts.store_dir) {
+                                    Ok(info) => info.references,
+                                    Err(e) => {
+                                        first_error = Some(e);
+                                        break;
+                                    }
+                                },
+                            };
+                            left_out.insert(opts.store_dir.display(&path));
+                            for p in order.ready(path, &BTreeSet::new()) {
+                                batch.extend(finished.remove(&p));
+                            }
+                            enqueue(&references, &mut seen, &mut queue);
+                            continue;
+                        }
+                    };
+                    let references = match &existing {
+                        Some(info) => {
+                            skipped_bytes = skipped_bytes.saturating_add(info.nar_size);
+                            total_bytes = total_bytes.map(|t| t.saturating_add(info.nar_size));
+                            info.references.iter().cloned().collect::<BTreeSet<_>>()
+                        }
+                        None => match metadata.lookup(&path, &opts.store_dir) {
+                            Ok(info) => {
+                                total_bytes = total_bytes
+                                    .zip(info.nar_size)
+                                    .map(|(t, n)| t.saturating_add(n));
+                                let refs = match candidates {
+                                    None => info.references.clone(),
+                                    Some(_) => BTreeSet::new(),
+                                };
+                                to_build.push(info);
+                                refs
+                            }
+                            Err(e) => {
+                                first_error = Some(e);
+                                break;
+                            }
+                        },
+                    };
+                    if let Some(info) = existing {
+                        summary.paths += 1;
+                        summary.skipped += 1;
+                        summary.in_cache.push((
+                            info.store_path.clone(),
+                            crate::cache::index::EntryInfo::of_narinfo(&info),
+                        ));
+                        for p in order.ready(path.clone(), &references) {
                             batch.extend(finished.remove(&p));
                         }
-                        enqueue(&references, &mut seen, &mut queue);
-                        continue;
+                        already_there.push(Progress::PathDone {
+                            path,
+                            nar_size: info.nar_size,
+                            written: false,
+                        });
                     }
-                };
-                let references = match &existing {
-                    Some(info) => {
-                        skipped_bytes = skipped_bytes.saturating_add(info.nar_size);
-                        total_bytes = total_bytes.map(|t| t.saturating_add(info.nar_size));
-                        info.references.iter().cloned().collect::<BTreeSet<_>>()
-                    }
-                    None => match metadata.lookup(&path, &opts.store_dir) {
-                        Ok(info) => {
-                            total_bytes = total_bytes
-                                .zip(info.nar_size)
-                                .map(|(t, n)| t.saturating_add(n));
-                            let refs = match candidates {
-                                None => info.references.clone(),
-                                Some(_) => BTreeSet::new(),
-                            };
-                            to_build.push(info);
-                            refs
-                        }
-                        Err(e) => {
-                            first_error = Some(e);
-                            break;
-                        }
-                    },
-                };
-                if let Some(info) = existing {
-                    summary.paths += 1;
-                    summary.skipped += 1;
-                    summary.in_cache.push((
-                        info.store_path.clone(),
-                        crate::cache::index::EntryInfo::of_narinfo(&info),
-                    ));
-                    for p in order.ready(path.clone(), &references) {
-                        batch.extend(finished.remove(&p));
-                    }
-                    already_there.push(Progress::PathDone {
-                        path,
-                        nar_size: info.nar_size,
-                        written: false,
-                    });
-                }
-                if opts.closure {
-                    enqueue(&references, &mut seen, &mut queue);
-                }
-            }
-            let kept = (seen.len() - left_out.len()) as u64;
-            if kept != announced {
-                announced = kept;
-                progress(Progress::Total {
-                    paths: kept,
-                    nar_bytes: total_bytes,
-                });
-            }
-            already_there.into_iter().for_each(&mut progress);
-            // Largest first, so that a big path never starts last and runs alone.
-            to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
-            for info in to_build {
-                let tx = tx.clone();
-                in_flight += 1;
-                scope.spawn(move |_| {
-                    let _ = tx.send(process_or_report_panic(workers, info));
-                });
-            }
-            if in_flight == 0 {
-                break;
-            }
-            if batch.due() {
-                batch.publish(storage, &mut summary, &mut progress, opts.force)?;
-                // The last narinfos' renames, durable before the build says it is done.
-                storage
-                    .barrier()
-                    .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
-            }
-            let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
-            if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
-                last_bytes_report = Instant::now();
-                progress(Progress::Bytes {
-                    nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
-                });
-            }
-            let result = match received {
-                Ok(result) => result,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    unreachable!("workers hold a sender while running")
-                }
-            };
-            in_flight -= 1;
-            match result {
-                Err(_) if interrupted() => {
-                    first_error = Some(BuildError::Interrupted);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-                Ok(done) => {
-                    if first_error.is_some() {
-                        continue;
-                    }
-                    let path = done.info.path.clone();
-                    let references = done.info.references.clone();
                     if opts.closure {
                         enqueue(&references, &mut seen, &mut queue);
-                    } else {
-                        // Without the closure, references outside the given paths are not waited for.
-                        let outside: Vec<StorePath> = references
-                            .iter()
-                            .filter(|r| !seen.contains(*r))
-                            .cloned()
-                            .collect();
-                        for r in outside {
-                            order.ready(r, &BTreeSet::new());
-                        }
                     }
-                    finished.insert(path.clone(), done);
-                    for p in order.ready(path, &references) {
-                        batch.extend(finished.remove(&p));
+                }
+                let kept = (seen.len() - left_out.len()) as u64;
+                if kept != announced {
+                    announced = kept;
+                    progress(Progress::Total {
+                        paths: kept,
+                        nar_bytes: total_bytes,
+                    });
+                }
+                already_there.into_iter().for_each(&mut progress);
+                // Largest first, so that a big path never starts last and runs alone.
+                to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
+                for info in to_build {
+                    let (tx, commit_tx) = (tx.clone(), commit_tx.clone());
+                    in_flight += 1;
+                    scope.spawn(move |_| {
+                        let done = match compress_or_report_panic(workers, info) {
+                            Ok(compressed) if committers > 0 => match commit_tx.send(compressed) {
+                                Ok(()) => return,
+                                Err(mpsc::SendError(compressed)) => {
+                                    store_or_report_panic(workers, compressed)
+                                }
+                            },
+                            Ok(compressed) => store_or_report_panic(workers, compressed),
+                            Err(e) => Err(e),
+                        };
+                        let _ = tx.send(done);
+                    });
+                }
+                if in_flight == 0 {
+                    break;
+                }
+                if batch.due() {
+                    batch.publish(storage, &mut summary, &mut progress, opts.force)?;
+                    // The last narinfos' renames, durable before the build says it is done.
+                    storage
+                        .barrier()
+                        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
+                }
+                let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
+                if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
+                    last_bytes_report = Instant::now();
+                    progress(Progress::Bytes {
+                        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+                    });
+                }
+                let result = match received {
+                    Ok(result) => result,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        unreachable!("workers hold a sender while running")
+                    }
+                };
+                in_flight -= 1;
+                match result {
+                    Err(_) if interrupted() => {
+                        first_error = Some(BuildError::Interrupted);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Ok(done) => {
+                        if first_error.is_some() {
+                            continue;
+                        }
+                        let path = done.info.path.clone();
+                        let references = done.info.references.clone();
+                        if opts.closure {
+                            enqueue(&references, &mut seen, &mut queue);
+                        } else {
+                            // Without the closure, references outside the given paths are not waited for.
+                            let outside: Vec<StorePath> = references
+                                .iter()
+                                .filter(|r| !seen.contains(*r))
+                                .cloned()
+                                .collect();
+                            for r in outside {
+                                order.ready(r, &BTreeSet::new());
+                            }
+                        }
+                        finished.insert(path.clone(), done);
+                        for p in order.ready(path, &references) {
+                            batch.extend(finished.remove(&p));
+                        }
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        // The committing threads end once the queue is empty and closed.
+        drop(commit_tx);
+        built
     })?;
     if let Some(e) = first_error {
         return Err(e);
@@ -701,6 +736,16 @@ fn enqueue(refs: &BTreeSet<StorePath>, seen: &mut HashSet<StorePath>, queue: &mu
 /// How long a build took, for messages.
 pub fn human_duration(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
+}
+
+/// The threads that store compressed paths apart from the compressing ones: none where requests
+/// are answered at once (a directory), else twice the requests worth having in flight (each
+/// waits on its lease, which several share, then on its NAR's request).
+fn committers_for(storage: &dyn StorageWrite) -> usize {
+    match storage.requests_in_flight() {
+        0 | 1 => 0,
+        n => 2 * n,
+    }
 }
 
 /// The compressor threads the paths compressed at once share: `jobs`, but no more than the

@@ -1,5 +1,7 @@
 //! The workers: one pass per path (walk → NAR → hashes, references, listing → compressor →
-//! staged object), the narinfo and listing staged before the NAR is committed.
+//! staged object), the narinfo and listing staged before the NAR is committed. Two phases:
+//! [`compress`] (CPU work) and [`store`] (the NAR leased, looked for and committed: requests),
+//! which on remote storage threads of their own run, apart from the compressing ones.
 
 use super::*;
 
@@ -261,28 +263,59 @@ pub(super) struct Workers<'a> {
     pub(super) lease: super::group_lease::GroupLease,
 }
 
-/// [`process`], with a panic turned into an error naming the path: a worker that died silently
-/// would leave the publishing thread waiting for it.
-pub(super) fn process_or_report_panic(
-    workers: &Workers,
+/// A path compressed, its narinfo and listing staged: what is left is network work (its NAR
+/// leased, looked for and committed), done by [`store`].
+pub(super) struct Compressed {
     info: PathInfo,
-) -> Result<Done, BuildError> {
-    let path = workers.opts.store_dir.display(&info.path);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(workers, info)))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(BuildError::Path {
-                path,
-                message: format!("internal error (a worker panicked: {why}); please report it"),
-            })
-        })
+    nar_size: u64,
+    file_size: u64,
+    nar_key: CacheKey,
+    file_hash: Hash,
+    /// The NAR, written and not committed.
+    staged: Box<dyn Staged>,
+    /// Its key was known ahead: leased, and looked at (`Some`), before the upload.
+    found_ahead: Option<Option<bool>>,
+    narinfo: Box<dyn Staged>,
+    listing: Option<Box<dyn Staged>>,
 }
 
-fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
+/// [`compress`], with a panic turned into an error naming the path: a worker that died silently
+/// would leave the publishing thread waiting for it.
+pub(super) fn compress_or_report_panic(
+    workers: &Workers,
+    info: PathInfo,
+) -> Result<Compressed, BuildError> {
+    let path = workers.opts.store_dir.display(&info.path);
+    reporting_panics(path, || compress(workers, info))
+}
+
+/// [`store`], with a panic turned into an error naming the path.
+pub(super) fn store_or_report_panic(
+    workers: &Workers,
+    compressed: Compressed,
+) -> Result<Done, BuildError> {
+    let path = workers.opts.store_dir.display(&compressed.info.path);
+    reporting_panics(path, || store(workers, compressed))
+}
+
+fn reporting_panics<T>(
+    path: String,
+    work: impl FnOnce() -> Result<T, BuildError>,
+) -> Result<T, BuildError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(BuildError::Path {
+            path,
+            message: format!("internal error (a worker panicked: {why}); please report it"),
+        })
+    })
+}
+
+fn compress(workers: &Workers, mut info: PathInfo) -> Result<Compressed, BuildError> {
     let opts = workers.opts;
     let storage = workers.storage;
     let full = opts.store_dir.display(&info.path);
@@ -461,9 +494,43 @@ fn process(workers: &Workers, mut info: PathInfo) -> Result<Done, BuildError> {
         narinfo.to_text().as_bytes(),
         &format!("{hash_part}.narinfo"),
     )?;
+    Ok(Compressed {
+        info,
+        nar_size,
+        file_size,
+        nar_key,
+        file_hash,
+        staged,
+        found_ahead,
+        narinfo,
+        listing,
+    })
+}
+
+/// The NAR of a compressed path leased, looked for and committed (requests, no CPU work: on a
+/// bucket, done apart from the compressing threads so that they never wait on round trips).
+fn store(workers: &Workers, compressed: Compressed) -> Result<Done, BuildError> {
+    let opts = workers.opts;
+    let storage = workers.storage;
+    let Compressed {
+        info,
+        nar_size,
+        file_size,
+        nar_key,
+        file_hash,
+        staged,
+        found_ahead,
+        narinfo,
+        listing,
+    } = compressed;
+    let path_err = |message: String| BuildError::Path {
+        path: opts.store_dir.display(&info.path),
+        message,
+    };
+    let listed_absent = |key: &CacheKey| workers.present.is_some_and(|p| !p.may_have(key));
     // Leased before it is committed or found there, so a collection leaves it to the narinfo
     // that is about to name it (a key known ahead was leased before the upload).
-    if ahead.is_none() {
+    if found_ahead.is_none() {
         workers
             .lease
             .extend(&[nar_key.to_string()])

@@ -1,8 +1,22 @@
 //! Leases and GC roots in a bucket.
 //!
 //! A lease is a set of objects `.nar-tool/leases/<owner>-<n>.<part>`, one per extension, each
-//! holding the names added (one per line), written under the batch lock held shared: parts never
-//! change once written, so a collection reads each once, however often it looks again. It lives as long as its owner ([`super::owners`]): the owner record is rewritten
+//! holding the names added (one per line): parts never change once written, so a collection
+//! reads each once, however often it looks again.
+//!
+//! An extension does not take the batch lock shared (a marker written, the exclusive marker
+//! looked for, the part written, the marker deleted: four requests one after another, which
+//! made a build of many small paths wait on its lease). It writes its part, then looks for the
+//! exclusive marker `x` of a collection's batch and, if a live owner holds it, waits until it
+//! is gone; two requests. That keeps the promise of [`Lease::extend`] (the store is strongly
+//! consistent, and a collection reads the leases after it wrote `x` and deletes only before it
+//! removes `x`): if the look finds no `x`, a batch that had not ended by then writes its `x`
+//! after the look, so after the part, and reads the part; a batch whose `x` is found may have
+//! read the leases before the part, and the extension returns only once that batch has ended
+//! (an `x` whose owner is gone is removed, as a lock taker does). Writers of
+//! the older kind (shared markers) are still waited for by a collection's exclusive take.
+//!
+//! A lease lives as long as its owner ([`super::owners`]): the owner record is rewritten
 //! every minute while the process lives, so a lease of a process that died is recognised by its
 //! record (gone, naming a dead process of this machine, or stale by the server's clock) and
 //! removed by the next collection. Roots are objects under `gcroots/`, named by store paths'
@@ -63,9 +77,11 @@ impl ObjectLease {
 }
 
 impl Lease for ObjectLease {
+    /// The part written first, then the collection's exclusive marker looked for, and waited
+    /// out if there is one (see the module's doc): two requests one after the other.
     fn extend(&mut self, names: &[String]) -> io::Result<()> {
-        let _batch = batch_lock(&self.shared, false)?;
-        self.write(lease::text(names))
+        self.write(lease::text(names))?;
+        locks::wait_while_exclusive(&self.shared, BATCH_LOCK)
     }
 
     fn describe(&self) -> String {

@@ -64,6 +64,25 @@ pub fn lock(
     }
 }
 
+/// Waits until no live owner holds the lock `name` exclusively (a marker left by an owner that
+/// is gone is removed): one read of the exclusive marker when nobody holds it.
+pub fn wait_while_exclusive(shared: &Arc<Shared>, name: &str) -> io::Result<()> {
+    let x = shared.path(&format!(".nar-tool/locks/{name}/x"))?;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let server_now = shared.server_now()?;
+        let free = {
+            let (shared, x) = (shared.clone(), x.clone());
+            runtime::block_on(async move { remove_if_gone(&shared, &x, server_now).await })??
+        };
+        if free {
+            return Ok(());
+        }
+        std::thread::sleep(delay + Duration::from_millis(u64::from(jitter())));
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
 fn jitter() -> u8 {
     let mut b = [0u8];
     let _ = getrandom::fill(&mut b);

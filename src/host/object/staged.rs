@@ -189,15 +189,11 @@ impl Write for ObjectStaged {
         let part = self.shared.part_size;
         let room = part - self.buf.len();
         let n = data.len().min(room);
-        if self.buf.capacity() == 0 {
-            // A large object's next part is a whole one: no growing by copies; else a small
-            // object's (a narinfo) room, grown if need be.
-            let room = if self.upload.is_some() {
-                part
-            } else {
-                part.min(256 << 10)
-            };
-            self.buf.reserve_exact(room);
+        if self.buf.capacity() == 0 && self.upload.is_some() {
+            // A large object's next part is a whole one: no growing by copies. A small one (a
+            // narinfo, a small NAR: mostly written at once) gets what is written, grown if need
+            // be: it may wait a while for its commit, many at once.
+            self.buf.reserve_exact(part);
         }
         self.buf.extend_from_slice(&data[..n]);
         self.written += n as u64;
@@ -221,6 +217,17 @@ impl Staged for ObjectStaged {
             ),
             None => format!("an object being written to {}", self.shared.shown),
         }
+    }
+
+    fn finish_writing(&mut self) -> io::Result<()> {
+        // Waiting for its commit, a small object holds only its bytes; a large one's last part
+        // goes up now (an upload starts with a full part, so it has one), its buffer with it.
+        if self.upload.is_none() {
+            self.buf.shrink_to_fit();
+        } else if !self.buf.is_empty() {
+            self.spawn_part();
+        }
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>, key: &CacheKey, how: Put) -> io::Result<Committed> {
