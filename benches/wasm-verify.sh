@@ -156,7 +156,9 @@ K=$(q "$key")
 # verifier: `node` runs without it; when it is set, `node+ca` runs as the machine has it too, and
 # both are reported.
 node_env=()
-labels=(native-1t node)
+# `node` shares the paths between its worker threads (its default: the CPUs, at most 4);
+# `node-1t` is the one thread (--threads 1), native's --jobs 1 in kind.
+labels=(native-1t node node-1t)
 if [ -n "${NODE_EXTRA_CA_CERTS:-}" ]; then
   node_env=(env -u NODE_EXTRA_CA_CERTS)
   labels+=(node+ca)
@@ -169,6 +171,7 @@ for c in $only; do
     [native-1t]="NAR_TOOL_VERIFY_PIPELINE=0 $(q "$ours") verify --jobs 1 -q --trusted-key $K $D"
     [node]="${node_env[*]} node $(q "$node_cli") -q --trusted-key $K $D"
     [node+ca]="node $(q "$node_cli") -q --trusted-key $K $D"
+    [node-1t]="${node_env[*]} node $(q "$node_cli") --threads 1 -q --trusted-key $K $D"
   )
   # Correctness first: the same report, byte for byte.
   sh -c "${cmd[native-1t]} --json" >"$work/a.json" || [ "$c" = problems ] || die "nar-tool verify fails on $dir"
@@ -220,11 +223,15 @@ for case, r in runs.items():
     verdict = "-" if t is None else (f"≤{t} met" if w / one <= t else f"≤{t} MISSED")
     out.append(f"{case:<12} {one:11.2f} {w:8.2f} {w / one:6.2f} {verdict:>7} {med('native-1t', 1) / 1024:7.0f} MiB "
                f"{med(label, 1) / 1024:6.0f} MiB")
+    if "node-1t" in r:
+        t1 = med("node-1t", 0)
+        out.append(f"{'  1 thread':<12} {'':11} {t1:8.2f} {t1 / one:6.2f} {'':>7}")
     if "node+ca" in r:
         ca = med("node+ca", 0)
         out.append(f"{'  +ca':<12} {'':11} {ca:8.2f} {ca / one:6.2f} {'':>7}")
 out += ["", f"median of {nruns} interleaved runs, page cache warm; native-1t: nar-tool verify --jobs 1,",
-        "NAR_TOOL_VERIFY_PIPELINE=0 (one thread); wasm: nar-cache-verify in Node (without NODE_EXTRA_CA_CERTS;",
+        "NAR_TOOL_VERIFY_PIPELINE=0 (one thread); wasm: nar-cache-verify in Node (its default threads;",
+        "'1 thread': --threads 1; without NODE_EXTRA_CA_CERTS;",
         "'+ca': with it, as this machine sets it), or (browser) the inspector's",
         "'Verify the whole cache' in headless Chromium, timed from the click to the summary (RSS: the whole",
         f"browser run's, the server included). {ncores} cores, load average after: {load}. {ours}; node {node}."]

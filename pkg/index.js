@@ -2,35 +2,34 @@
 // imported, so every function can be called at once. `init()` exists for code shared with
 // browsers and resolves immediately.
 
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { initSync } from './wasm/nar_tool.js';
 import { configure } from './lib/api.js';
-import { dirSource } from './lib/dir-source.js';
+import { directoryOf, dirSource } from './lib/dir-source.js';
+import { nodeSha256 } from './lib/node-sha256.js';
+import { defaultThreads, threadedShare } from './lib/verify-threads.js';
 
-initSync({ module: readFileSync(new URL('./wasm/nar_tool_bg.wasm', import.meta.url)) });
-/**
- * SHA-256 by OpenSSL (the CPU's SHA instructions where it has them): several times faster than
- * the wasm's portable code, and hashing is most of what verifying costs. `update` gets a view of
- * wasm memory, which createHash consumes at once.
- */
-function nodeSha256() {
-  const h = createHash('sha256');
-  return {
-    update(bytes) {
-      h.update(bytes);
-    },
-    digest() {
-      return new Uint8Array(h.digest());
-    },
-  };
+// Compiled once; the verifier's worker threads instantiate the same module.
+const module = new WebAssembly.Module(readFileSync(new URL('./wasm/nar_tool_bg.wasm', import.meta.url)));
+initSync({ module });
+
+/** The cache directory `target` names (a path, a file: URL, a dirSource), else null. */
+function localDirectory(target) {
+  if (target instanceof URL) return target.protocol === 'file:' ? fileURLToPath(target) : null;
+  if (typeof target === 'string') return /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(target) ? null : target;
+  return directoryOf(target);
 }
 
 configure({
   initialised: true,
   sha256: nodeSha256,
   local: (target) => dirSource(target instanceof URL ? fileURLToPath(target) : target),
+  threads: {
+    default: defaultThreads,
+    share: (options) => threadedShare({ module, ...options }),
+    root: localDirectory,
+  },
 });
 
 /** Initialises the WebAssembly module. In Node this was done on import: resolves at once. */

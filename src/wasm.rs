@@ -25,8 +25,10 @@ use crate::store_path::{StoreDir, StorePath};
 
 mod index;
 mod report;
+mod share;
 mod source;
 
+use share::JsShare;
 use source::{sha256_factory, JsSource};
 
 pub use index::CacheIndex;
@@ -561,14 +563,22 @@ pub async fn verify_cache_report(
     ))
 }
 
-async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError> {
+/// What a verification's options say, checked.
+struct VerifySetup {
+    opts: VerifyOptions,
+    source: JsSource,
+    jobs: usize,
+    only: Option<Vec<String>>,
+    share: JsShare,
+}
+
+fn verify_setup(source: JsValue, options: &JsValue) -> Result<VerifySetup, JsError> {
     let o: JsVerifyOptions = if options.is_undefined() || options.is_null() {
         JsVerifyOptions::default()
     } else {
-        from_js(&options, "options")?
+        from_js(options, "options")?
     };
-    let on_progress = function_option(&options, "onProgress");
-    let sha256 = function_option(&options, "sha256");
+    let sha256 = function_option(options, "sha256");
     let opts = VerifyOptions {
         trusted_keys: parse_keys(&o.trusted_keys)?,
         check_contents: o.check_contents.unwrap_or(true),
@@ -594,19 +604,69 @@ async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError
             )))
         }
     };
-    let report = push::verify_cache_concurrently(&source, &opts, o.only.as_deref(), jobs, |p| {
-        if let Some(f) = &on_progress {
-            let event = js_sys::Object::new();
-            let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);
-            let _ = set("done", (p.done as f64).into());
-            let _ = set("total", (p.total as f64).into());
-            let _ = set("path", p.path.into());
-            let _ = set("bytes", (p.bytes as f64).into());
-            let _ = f.call1(&JsValue::NULL, &event);
-        }
+    let share = if options.is_object() {
+        Reflect::get(options, &"share".into()).unwrap_or(JsValue::UNDEFINED)
+    } else {
+        JsValue::UNDEFINED
+    };
+    Ok(VerifySetup {
+        opts,
+        source,
+        jobs,
+        only: o.only,
+        share: JsShare::new(&share).map_err(err)?,
     })
+}
+
+async fn run_verify(source: JsValue, options: JsValue) -> Result<Report, JsError> {
+    let on_progress = function_option(&options, "onProgress");
+    let v = verify_setup(source, &options)?;
+    let report = push::verify_cache_shared(
+        &v.source,
+        &v.opts,
+        v.only.as_deref(),
+        v.jobs,
+        &v.share,
+        |p| {
+            if let Some(f) = &on_progress {
+                let event = js_sys::Object::new();
+                let set = |k: &str, v: JsValue| Reflect::set(&event, &k.into(), &v);
+                let _ = set("done", (p.done as f64).into());
+                let _ = set("total", (p.total as f64).into());
+                let _ = set("path", p.path.into());
+                let _ = set("bytes", (p.bytes as f64).into());
+                let _ = f.call1(&JsValue::NULL, &event);
+            }
+        },
+    )
     .await;
     Ok(report)
+}
+
+/// Paths checked by a helper before it sends their checks to the leader.
+const SHARED_BATCH: usize = 16;
+
+/// A helper's part of a verification shared between workers: checks the paths of `names` it
+/// claims through `options.share` (as `verifyCache` would: the same options) and sends their
+/// checks, a batch at a time, to `options.share.send`. Resolves when no path is left to claim.
+#[wasm_bindgen(js_name = checkSharedPaths)]
+pub async fn check_shared_paths(
+    source: JsValue,
+    options: JsValue,
+    names: Vec<String>,
+) -> Result<(), JsError> {
+    let v = verify_setup(source, &options)?;
+    push::check_claimed(
+        &v.source,
+        &v.opts,
+        &names,
+        v.jobs,
+        &v.share,
+        SHARED_BATCH,
+        |text| v.share.send(text),
+    )
+    .await;
+    Ok(())
 }
 
 /// `options[name]` if it is a function.

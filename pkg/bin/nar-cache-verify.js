@@ -41,8 +41,10 @@ Options:
                                  summary table to $GITHUB_STEP_SUMMARY; with --json, the
                                  annotations go to stderr
       --junit <FILE>             Also write a JUnit XML report to FILE
-  -j, --jobs <N>                 Paths checked at once (their reads in flight while one is
-                                 checked; one thread) [default: 8]
+  -j, --jobs <N>                 Paths checked at once by each thread (their reads in flight
+                                 while one is checked) [default: 8]
+      --threads <N>              Threads sharing the paths of a cache on disk (worker threads;
+                                 from 256 paths) [default: the CPUs, at most 4]
       --max-problems <N>         List at most N problems, the first in the report's order; the
                                  others are counted by kind (memory stays bounded however many
                                  there are). 0: list every one [default: 100000]
@@ -78,6 +80,7 @@ function parse(argv) {
         github: { type: 'boolean', default: false },
         junit: { type: 'string' },
         jobs: { type: 'string', short: 'j' },
+        threads: { type: 'string' },
         'max-problems': { type: 'string' },
         quiet: { type: 'boolean', short: 'q', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -104,6 +107,9 @@ function parse(argv) {
   if (positionals.length > 1) usageError(`unexpected argument '${positionals[1]}' found`);
   if (values.jobs !== undefined && !/^\d+$/.test(values.jobs)) {
     usageError(`invalid value '${values.jobs}' for '--jobs <JOBS>': invalid digit found in string`);
+  }
+  if (values.threads !== undefined && !/^([1-9]|[1-5][0-9]|6[0-4])$/.test(values.threads)) {
+    usageError(`invalid value '${values.threads}' for '--threads <N>': expected a whole number from 1 to 64`);
   }
   if (values['max-problems'] !== undefined && !/^\d{1,9}$/.test(values['max-problems'])) {
     usageError(`invalid value '${values['max-problems']}' for '--max-problems <N>': expected a whole number`);
@@ -239,6 +245,7 @@ async function main() {
       checkContents: !opts['no-contents'],
       storeDir: opts['store-dir'],
       ...(opts.jobs !== undefined ? { jobs: Math.max(1, Math.min(1024, Number(opts.jobs))) } : {}),
+      ...(opts.threads !== undefined ? { threads: Number(opts.threads) } : {}),
       ...(opts['max-problems'] !== undefined ? { maxProblems: Number(opts['max-problems']) } : {}),
       // Only when shown: an event a path costs the wasm an object to make.
       ...(bar.enabled ? { onProgress: (p) => bar.update(p) } : {}),

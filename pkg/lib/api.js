@@ -14,13 +14,17 @@ let autoInit = null;
 let localSource = null;
 /** Set by the entry: the host's SHA-256 factory (Node: node:crypto), used unless told otherwise. */
 let hostSha256 = null;
+/** Set by the entry (Node): `{ default(), share(options), root(target) }`, to verify a local
+ * cache on several threads (lib/verify-threads.js). */
+let threading = null;
 
 /** @internal Called by the entries. */
-export function configure({ initialised, init, local, sha256 }) {
+export function configure({ initialised, init, local, sha256, threads }) {
   if (initialised) ready = true;
   if (init) autoInit = init;
   if (local) localSource = local;
   if (sha256) hostSha256 = sha256;
+  if (threads) threading = threads;
 }
 
 /** The SHA-256 factory to hand the wasm: the caller's, else the host's; null/false: the wasm's own. */
@@ -381,29 +385,57 @@ export function sourceFor(target, options = {}) {
  * `nar-tool verify --json` prints.
  */
 // VerifyOptions and HttpSourceOptions in index.d.ts (a test checks they agree).
-const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'maxProblems', 'fetch', 'headers', 'narinfos', 'roots'];
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'threads', 'maxProblems', 'fetch', 'headers', 'narinfos', 'roots'];
+
+/**
+ * The share of a verification between threads (Node, a cache on disk, the host's own SHA-256),
+ * or null: one thread. `threads`: how many (default: the CPUs, at most 4).
+ */
+function verifyShare(target, threads, sha256, verifyOptions) {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) {
+    throw new TypeError(`nar-tool: threads: expected a whole number of threads from 1 to 64, found ${String(threads)}`);
+  }
+  const root = threading?.root(target);
+  if (!root || sha256 !== undefined) return null;
+  const count = threads ?? threading.default();
+  if (count < 2) return null;
+  const { trustedKeys, checkContents, storeDir, memoryLimit, jobs } = verifyOptions;
+  return threading.share({
+    threads: count,
+    root,
+    options: { trustedKeys, checkContents, storeDir, memoryLimit, jobs },
+  });
+}
 
 /** The wasm's arguments for verifying `target` (a source, and the options it takes). */
 async function verifyArguments(what, target, options) {
   checkOptions(what, options, VERIFY_OPTIONS);
   if (!ready && autoInit) await autoInit();
   checkReady();
-  const { fetch, headers, narinfos, roots, sha256, ...verifyOptions } = options ?? {};
+  const { fetch, headers, narinfos, roots, sha256, threads, ...verifyOptions } = options ?? {};
   const source = sourceFor(target, { fetch, headers, narinfos, roots });
   // A cache that cannot be reached at all is one error saying why (an httpSource can tell).
   if (typeof source.reach === 'function') await source.reach();
+  const share = verifyShare(target, threads, sha256, verifyOptions);
+  if (share) verifyOptions.share = share;
   const hasher = sha256Option(sha256);
   if (hasher) verifyOptions.sha256 = hasher;
-  return [source, verifyOptions];
+  return [source, verifyOptions, share];
+}
+
+/** Runs the wasm's verification `f`, then stops any helper thread still running. */
+async function runVerify(f, source, verifyOptions, share) {
+  try {
+    return await f(source, verifyOptions);
+  } catch (e) {
+    throw toError(e);
+  } finally {
+    await share?.stop();
+  }
 }
 
 export async function verifyCache(target, options = {}) {
-  const [source, verifyOptions] = await verifyArguments('verifyCache', target, options);
-  try {
-    return await wasm.verifyCache(source, verifyOptions);
-  } catch (e) {
-    throw toError(e);
-  }
+  return runVerify(wasm.verifyCache, ...(await verifyArguments('verifyCache', target, options)));
 }
 
 /**
@@ -478,12 +510,8 @@ if (typeof Symbol.dispose === 'symbol') {
  * hold millions of problems, written piece by piece (nar-cache-verify does).
  */
 export async function verifyCacheReport(target, options = {}) {
-  const [source, verifyOptions] = await verifyArguments('verifyCacheReport', target, options);
-  try {
-    return new VerifyReport(await wasm.verifyCacheReport(source, verifyOptions));
-  } catch (e) {
-    throw toError(e);
-  }
+  const args = await verifyArguments('verifyCacheReport', target, options);
+  return new VerifyReport(await runVerify(wasm.verifyCacheReport, ...args));
 }
 
 export { httpSource };

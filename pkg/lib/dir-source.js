@@ -433,7 +433,7 @@ export function dirSource(dir) {
     };
   }
 
-  return {
+  const source = {
     root,
 
     // Each method gives its result at once when it has it (a file in the page cache), else a
@@ -465,4 +465,14 @@ export function dirSource(dir) {
 
     listNarFiles: () => list('nar'),
   };
+  made.add(source);
+  return source;
+}
+
+/** The sources dirSource made (other objects may have a `root` too). */
+const made = new WeakSet();
+
+/** The directory of a source dirSource made, else null. */
+export function directoryOf(source) {
+  return made.has(source) ? source.root : null;
 }

@@ -11,18 +11,26 @@ import { applyDamage, damageRows, expectedProblems } from '../tools/damage.js';
 
 const bin = nativeBin();
 
-async function bothVerify(dir, args) {
-  const [native, wasm] = await Promise.all([run(bin, ['verify', '--jobs', '1', ...args, dir]), run(process.execPath, [CLI, ...args, dir])]);
+/** Both verifiers; with `shared`, the wasm's paths are shared by three threads however few. */
+async function bothVerify(dir, args, shared) {
+  const wasmArgs = shared ? ['--threads', '3', ...args] : args;
+  const env = shared ? { ...process.env, NAR_TOOL_TEST_SHARE: 'from1' } : process.env;
+  const [native, wasm] = await Promise.all([
+    run(bin, ['verify', '--jobs', '1', ...args, dir]),
+    run(process.execPath, [CLI, ...wasmArgs, dir], { env }),
+  ]);
   return { native, wasm };
 }
 
-test('native and wasm verifiers agree on every damaged cache (JSON, text, exit codes; also --no-contents)', { timeout: 600_000 }, async (t) => {
+test('native and wasm verifiers agree on every damaged cache (JSON, text, exit codes; also --no-contents; every other one shared by threads)', { timeout: 600_000 }, async (t) => {
   if (!bin) return t.skip('no native nar-tool: cargo build, or set NAR_TOOL_BIN');
   const rows = damageRows();
   assert.ok(rows.length >= 75);
   const failures = [];
-  for (const row of rows) {
+  for (const [i, row] of rows.entries()) {
     const { name, exit } = row;
+    // Every other row with its paths shared between worker threads.
+    const shared = i % 2 === 1;
     const expected = expectedProblems(row);
     // Two levels down, so that `../../x` from the cache root is still inside the temporary directory.
     const c = copyCache(row.cache, 'a/b/cache');
@@ -31,8 +39,8 @@ test('native and wasm verifiers agree on every damaged cache (JSON, text, exit c
       const keyArgs = row.key ? ['--trusted-key', CORPUS_KEY] : [];
       for (const mode of [['--json'], [], ['--json', '--no-contents']]) {
         const args = [...mode, ...keyArgs, ...row.args];
-        const { native, wasm } = await bothVerify(c.dir, args);
-        const label = `${name} [${mode.join(' ') || 'text'}]`;
+        const { native, wasm } = await bothVerify(c.dir, args, shared);
+        const label = `${name} [${mode.join(' ') || 'text'}${shared ? ', shared' : ''}]`;
         if (native.code !== wasm.code) failures.push(`${label}: exit native ${native.code}, wasm ${wasm.code}\n${native.stderr}${wasm.stderr}`);
         if (native.stdout !== wasm.stdout) {
           failures.push(`${label}: outputs differ\n--- native\n${native.stdout}--- wasm\n${wasm.stdout}${wasm.stderr}`);

@@ -429,7 +429,7 @@ mod tests {
         // ~128 KiB, writes other bytes: ~0.5 % larger).
         for size in [5000usize, 3 << 20] {
             let data: Vec<u8> = (0..size)
-                .map(|i| (i % 251) as u8 ^ (i >> 9) as u8 ^ (i * 7919 >> 13) as u8)
+                .map(|i| (i % 251) as u8 ^ (i >> 9) as u8 ^ ((i * 7919) >> 13) as u8)
                 .collect();
             let mut single = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
             single.include_checksum(true).unwrap();

@@ -272,7 +272,134 @@ fn async_run(
     jobs: usize,
     on_progress: impl FnMut(nar_tool::cache::verify::push::Progress<'_>),
 ) -> Report {
-    use nar_tool::cache::verify::push::{self as va, AsyncCacheSource, ChunkStream};
+    let source = async_source::Source {
+        files: memory_storage(dir),
+        sizes,
+        wait: jobs > 1,
+    };
+    block_on(nar_tool::cache::verify::push::verify_cache_concurrently(
+        &source,
+        opts,
+        None,
+        jobs,
+        on_progress,
+    ))
+}
+
+/// The async verifier with its paths shared with a helper (as Node's workers share them): the
+/// helper checks every other batch of 2 (through [`push::check_claimed`]) when the paths are
+/// known, and its checks reach the leading verifier as text, one batch at each look. A hostile
+/// helper also drops some batches, sends text that is not a check, indexes out of range, and
+/// false checks of the leader's own paths: the report must be the same.
+fn async_report_shared(dir: &Path, opts: &VerifyOptions, hostile: bool) -> Report {
+    use nar_tool::cache::verify::push;
+    use nar_tool::cache::verify::share::{encode_checks, PathShare};
+    use nar_tool::cache::verify::PathCheck;
+    use std::cell::{Cell, RefCell};
+    use std::ops::Range;
+
+    /// Runs the helper on the paths once they are known; gives its texts.
+    type RunHelper<'a> = &'a dyn Fn(&[String]) -> Vec<String>;
+    /// Hands out batches of 2: even batches to the leader, odd ones to the helper.
+    struct Share<'a> {
+        helper: bool,
+        next: Cell<usize>,
+        total: Cell<usize>,
+        /// The leader's side: the helper's texts, and how it is run when the paths are known.
+        texts: RefCell<Vec<String>>,
+        run_helper: Option<RunHelper<'a>>,
+    }
+    impl PathShare for Share<'_> {
+        fn begin(&self, names: &[String]) {
+            self.total.set(names.len());
+            if let Some(run) = self.run_helper {
+                *self.texts.borrow_mut() = run(names);
+            }
+        }
+        fn claim(&self) -> Range<usize> {
+            let batch = self.next.get();
+            let mine = 2 * batch + usize::from(self.helper);
+            self.next.set(batch + 1);
+            let start = (2 * mine).min(self.total.get());
+            start..(start + 2).min(self.total.get())
+        }
+        fn arrived(&self) -> Vec<String> {
+            let mut texts = self.texts.borrow_mut();
+            if texts.is_empty() {
+                Vec::new()
+            } else {
+                vec![texts.remove(0)]
+            }
+        }
+        async fn rest(&self) -> Vec<String> {
+            std::mem::take(&mut *self.texts.borrow_mut())
+        }
+    }
+
+    let source = async_source::Source {
+        files: memory_storage(dir),
+        sizes: true,
+        wait: true,
+    };
+    let run_helper = |names: &[String]| {
+        let helper = Share {
+            helper: true,
+            next: Cell::new(0),
+            total: Cell::new(names.len()),
+            texts: RefCell::new(Vec::new()),
+            run_helper: None,
+        };
+        let mut texts = Vec::new();
+        block_on(push::check_claimed(
+            &source,
+            opts,
+            names,
+            3,
+            &helper,
+            2,
+            |t| texts.push(t),
+        ));
+        if hostile {
+            // A helper that died after some of its batches, or lies: none of it may count.
+            texts.retain(|t| t.len() % 3 != 0);
+            texts.push("not a check".into());
+            texts.push(r#"[{"index": 1, "unparsed": false, "problems": []"#.into());
+            let bogus = PathCheck {
+                problems: vec![nar_tool::cache::verify::Problem::new(
+                    ProblemKind::NarHashMismatch,
+                    "/nix/store/forged",
+                    "forged",
+                )],
+                ..PathCheck::default()
+            };
+            let forged: Vec<(usize, &PathCheck)> =
+                vec![(0, &bogus), (1, &bogus), (1 << 40, &bogus)];
+            texts.insert(0, encode_checks(forged));
+        }
+        texts
+    };
+    let leader = Share {
+        helper: false,
+        next: Cell::new(0),
+        total: Cell::new(0),
+        texts: RefCell::new(Vec::new()),
+        run_helper: Some(&run_helper),
+    };
+    block_on(push::verify_cache_shared(
+        &source,
+        opts,
+        None,
+        3,
+        &leader,
+        |_| {},
+    ))
+}
+
+/// A cache in memory as an async source, whose calls wait once (when `wait`) as reads in flight
+/// would, and whose streams deliver odd-sized chunks.
+mod async_source {
+    use nar_tool::cache::verify::push::{AsyncCacheSource, ChunkStream};
+    use nar_tool::cache::verify::{CacheStorage, MemoryStorage};
     use std::task::Poll;
 
     /// Ready on its second poll (when `wait`), as a read in flight would be.
@@ -288,12 +415,12 @@ fn async_run(
         })
         .await
     }
-    struct Source {
-        files: MemoryStorage,
-        sizes: bool,
-        wait: bool,
+    pub struct Source {
+        pub files: MemoryStorage,
+        pub sizes: bool,
+        pub wait: bool,
     }
-    struct Chunks {
+    pub struct Chunks {
         data: Vec<u8>,
         at: usize,
         size: Option<u64>,
@@ -338,18 +465,6 @@ fn async_run(
             Some(self.files.list_nar_files())
         }
     }
-    let source = Source {
-        files: memory_storage(dir),
-        sizes,
-        wait: jobs > 1,
-    };
-    block_on(va::verify_cache_concurrently(
-        &source,
-        opts,
-        None,
-        jobs,
-        on_progress,
-    ))
 }
 
 /// Runs a future to its end, polling it again whenever it waits (the test sources wake at once).
@@ -639,6 +754,13 @@ fn damage_table() {
                     fail(format!(
                         "async path, 4 jobs (sizes {sizes}) differs: {pushed:#?}"
                     ));
+                }
+            }
+            // The paths shared with a helper, faithful or hostile.
+            for hostile in [false, true] {
+                let shared = async_report_shared(cache.path(), &opts, hostile);
+                if shared != native {
+                    fail(format!("shared (hostile {hostile}) differs: {shared:#?}"));
                 }
             }
         }

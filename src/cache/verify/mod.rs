@@ -33,6 +33,7 @@ pub mod pieces;
 pub mod pull;
 pub mod push;
 pub mod report;
+pub mod share;
 pub mod storage;
 
 pub use judge::{

@@ -1,8 +1,10 @@
 //! The async push driver (wasm: JS sources over `fetch` or a folder the user picked). Same
 //! layers, judgments and report as the pull driver ([`super::pull`]); the files arrive as chunk
 //! streams and each NAR is pushed through a [`NarFileCheck`] (pure decoders, bounded memory).
-//! Paths are checked one after another: wasm has one thread.
+//! A wasm instance has one thread: several paths are in flight on it (their reads proceed while
+//! one is checked), and other instances can take a share of the paths ([`super::share`]).
 
+use std::cell::{Cell, RefCell};
 use std::io;
 
 use super::judge::{
@@ -11,6 +13,7 @@ use super::judge::{
     unreadable, ContentFindings, NarFailure,
 };
 use super::report::report;
+use super::share::{encode_checks, Alone, Collected, PathShare};
 use super::{KeptProblems, PathCheck, Problem, Report, VerifyOptions, MAX_CACHE_INFO_SIZE};
 use crate::cache::upstream::Answers;
 use crate::compression::Compression;
@@ -83,11 +86,23 @@ pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
     opts: &VerifyOptions,
     only: Option<&[String]>,
     jobs: usize,
+    on_progress: impl FnMut(Progress<'_>),
+) -> Report {
+    verify_cache_shared(source, opts, only, jobs, &Alone::new(), on_progress).await
+}
+
+/// [`verify_cache_concurrently`] with the paths shared with other threads through `share`
+/// (which hands them out and brings their checks back): this thread checks what it claims,
+/// takes the others' checks, checks itself any path whose check never came, and judges the
+/// whole. The report is the same however the paths were shared.
+pub async fn verify_cache_shared<S: AsyncCacheSource, P: PathShare>(
+    source: &S,
+    opts: &VerifyOptions,
+    only: Option<&[String]>,
+    jobs: usize,
+    share: &P,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> Report {
-    use futures_util::stream::{self, StreamExt};
-    use std::cell::{Cell, RefCell};
-
     let info_problems = judge_cache_info(
         source
             .read_small("nix-cache-info", MAX_CACHE_INFO_SIZE)
@@ -99,44 +114,23 @@ pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
         None => judge_listing(source.list_narinfos().await),
     };
     names.dedup();
-    let total = names.len();
-    // Shared by the checks in flight: paths done (in order), bytes read (in any order).
-    let done = Cell::new(0usize);
-    let bytes = Cell::new(0u64);
-    let progress = RefCell::new(&mut on_progress);
-    let checks: Vec<PathCheck> = stream::iter(names.iter())
-        .map(|name| {
-            let (done, bytes, progress) = (&done, &bytes, &progress);
-            async move {
-                let mut told = 0u64;
-                let mut reading = |read: u64| {
-                    bytes.set(bytes.get() + (read - told));
-                    told = read;
-                    (progress.borrow_mut())(Progress {
-                        done: done.get(),
-                        total,
-                        path: name,
-                        bytes: bytes.get(),
-                    })
-                };
-                let check = check_path_reporting(source, name, opts, &mut reading).await;
-                bytes.set(bytes.get() + check.checked_bytes.saturating_sub(told));
-                (name, check)
-            }
-        })
-        .buffered(jobs.max(1))
-        .map(|(name, check)| {
-            done.set(done.get() + 1);
-            (progress.borrow_mut())(Progress {
-                done: done.get(),
-                total,
-                path: name,
-                bytes: bytes.get(),
-            });
-            check
-        })
-        .collect()
-        .await;
+    share.begin(&names);
+    let run = Run {
+        source,
+        opts,
+        names: &names,
+        jobs: jobs.max(1),
+        share,
+        collected: RefCell::new(Collected::new(names.len())),
+        bytes: Cell::new(0),
+        progress: RefCell::new(&mut on_progress),
+    };
+    run.check(ClaimedIndexes::new(share)).await;
+    let arrived = share.rest().await;
+    run.take_shared(arrived);
+    let missing = run.collected.borrow().missing();
+    run.check(missing.into_iter()).await;
+    let checks = run.collected.into_inner().into_checks();
     // Orphans only make sense when the whole cache was checked.
     let nar_files = match (only, source.list_nar_files().await) {
         (None, Some(listed)) => judge_nar_files(listed, &mut problems),
@@ -148,6 +142,122 @@ pub async fn verify_cache_concurrently<S: AsyncCacheSource>(
     cross_check_upstream(&checks, &nar_files, &Answers::none(), &mut kept);
     kept.extend(judge_policy(&checks, opts));
     report(checks, kept)
+}
+
+/// The paths a thread claims from a [`PathShare`], one at a time.
+struct ClaimedIndexes<'a, P: PathShare> {
+    share: &'a P,
+    claimed: std::ops::Range<usize>,
+}
+
+impl<'a, P: PathShare> ClaimedIndexes<'a, P> {
+    fn new(share: &'a P) -> Self {
+        ClaimedIndexes {
+            share,
+            claimed: 0..0,
+        }
+    }
+}
+
+impl<P: PathShare> Iterator for ClaimedIndexes<'_, P> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.claimed.is_empty() {
+            self.claimed = self.share.claim();
+        }
+        self.claimed.next()
+    }
+}
+
+/// One verification's paths being checked: the checks collected (this thread's and the
+/// others'), and the progress told.
+struct Run<'a, S, P, F> {
+    source: &'a S,
+    opts: &'a VerifyOptions,
+    names: &'a [String],
+    jobs: usize,
+    share: &'a P,
+    collected: RefCell<Collected>,
+    /// File bytes read, here and by the others (in any order).
+    bytes: Cell<u64>,
+    progress: RefCell<&'a mut F>,
+}
+
+impl<S: AsyncCacheSource, P: PathShare, F: FnMut(Progress<'_>)> Run<'_, S, P, F> {
+    /// Checks the paths at `indexes` here, `jobs` at once, taking the others' checks as they
+    /// arrive.
+    async fn check(&self, indexes: impl Iterator<Item = usize>) {
+        use futures_util::stream::{self, StreamExt};
+        let checked = stream::iter(indexes)
+            .filter(|&i| std::future::ready(i < self.names.len()))
+            .map(|i| async move {
+                let name = &self.names[i];
+                let mut told = 0u64;
+                let mut reading = |read: u64| {
+                    self.bytes.set(self.bytes.get() + (read - told));
+                    told = read;
+                    self.tell(name);
+                };
+                let check = check_path_reporting(self.source, name, self.opts, &mut reading).await;
+                let rest = check.checked_bytes.saturating_sub(told);
+                self.bytes.set(self.bytes.get() + rest);
+                (i, check)
+            })
+            .buffered(self.jobs);
+        futures_util::pin_mut!(checked);
+        while let Some((i, check)) = checked.next().await {
+            self.collected.borrow_mut().put_own(i, check);
+            self.take_shared(self.share.arrived());
+            self.tell(&self.names[i]);
+        }
+    }
+
+    fn take_shared(&self, texts: Vec<String>) {
+        for text in texts {
+            let read = self.collected.borrow_mut().put_shared(&text);
+            self.bytes.set(self.bytes.get().saturating_add(read));
+        }
+    }
+
+    fn tell(&self, path: &str) {
+        (self.progress.borrow_mut())(Progress {
+            done: self.collected.borrow().filled(),
+            total: self.names.len(),
+            path,
+            bytes: self.bytes.get(),
+        })
+    }
+}
+
+/// Checks the paths of `names` this thread claims from `share` (a helper's side of
+/// [`verify_cache_shared`]), `jobs` at once, handing each batch of finished checks to `send`
+/// as [`encode_checks`] text (every `batch` paths, and the last ones at the end).
+pub async fn check_claimed<S: AsyncCacheSource, P: PathShare>(
+    source: &S,
+    opts: &VerifyOptions,
+    names: &[String],
+    jobs: usize,
+    share: &P,
+    batch: usize,
+    mut send: impl FnMut(String),
+) {
+    use futures_util::stream::{self, StreamExt};
+    let checked = stream::iter(ClaimedIndexes::new(share))
+        .filter(|&i| std::future::ready(i < names.len()))
+        .map(|i| async move { (i, check_path(source, &names[i], opts).await) })
+        .buffered(jobs.max(1));
+    futures_util::pin_mut!(checked);
+    let mut done: Vec<(usize, PathCheck)> = Vec::with_capacity(batch);
+    while let Some(item) = checked.next().await {
+        done.push(item);
+        if done.len() >= batch.max(1) {
+            send(encode_checks(done.iter().map(|(i, c)| (*i, c))));
+            done.clear();
+        }
+    }
+    if !done.is_empty() {
+        send(encode_checks(done.iter().map(|(i, c)| (*i, c))));
+    }
 }
 
 /// Checks one narinfo and its file, as [`super::pull::check_path`] does.
