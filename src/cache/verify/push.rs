@@ -128,6 +128,9 @@ pub async fn verify_cache_shared<S: AsyncCacheSource, P: PathShare>(
     run.check(ClaimedIndexes::new(share)).await;
     let arrived = share.rest().await;
     run.take_shared(arrived);
+    if let Some(last) = names.last() {
+        run.tell(last);
+    }
     let missing = run.collected.borrow().missing();
     run.check(missing.into_iter()).await;
     let checks = run.collected.into_inner().into_checks();

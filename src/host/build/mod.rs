@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use crate::cache::layout::{CacheKey, KeyDir};
 use crate::cache::metadata::{parse_path_info_json, parse_registration, PathInfo};
-use crate::cache::order::PublishOrder;
 use crate::cache::policy::ReferencePolicy;
 use crate::cache::refscan::RefScanner;
 use crate::cache::storage::{Committed, Put, Staged, StorageWrite};
@@ -274,10 +273,12 @@ mod group_lease;
 mod policy;
 mod present;
 mod publish;
+mod walk;
 mod worker;
 
 use present::Present;
-use publish::{read_existing, start, Batch};
+use publish::{read_existing, start};
+use walk::Walk;
 use worker::{compress_or_report_panic, store_or_report_panic, ThreadBudget, Workers};
 
 /// Builds (or completes) the cache in the directory `opts.to`. `progress` is called on the
@@ -336,28 +337,6 @@ pub fn build_cache_upstream(
         Metadata::Scan { candidates } => Some(candidates.as_slice()),
         _ => None,
     };
-    let mut summary = BuildSummary::default();
-    let mut order = PublishOrder::new([]);
-    let mut seen: HashSet<StorePath> = HashSet::new();
-    let mut queue: Vec<StorePath> = Vec::new();
-    // Queued paths whose narinfo was looked up ahead, in the cache and upstream.
-    let mut looked_up: HashMap<StorePath, Found> = HashMap::new();
-    // Paths left out (an upstream serves them).
-    let mut left_out: BTreeSet<String> = BTreeSet::new();
-    let mut upstream_warnings: BTreeSet<String> = BTreeSet::new();
-    for p in &opts.paths {
-        if seen.insert(p.clone()) {
-            queue.push(p.clone());
-        }
-    }
-    // The closure's total NAR size, while every size is known (not when scanning).
-    let mut total_bytes: Option<u64> = Some(0);
-    // NAR bytes of the paths already in the cache.
-    let mut skipped_bytes = 0u64;
-    // The number of paths last given in `Progress::Total`.
-    let mut announced = 0u64;
-    let mut last_bytes_report = Instant::now();
-
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("build-cache-{i}"))
@@ -373,8 +352,7 @@ pub fn build_cache_upstream(
         present: present.as_ref(),
         lease: group_lease::GroupLease::new(begun.lease),
     };
-    // Paths leased (before they are looked for in the cache: one found there stays).
-    let mut leased: HashSet<StorePath> = begun.leased.into_iter().collect();
+    let mut walk = Walk::new(opts, upstream, &metadata, begun.leased);
     let interrupted = || {
         opts.interrupt
             .as_ref()
@@ -383,11 +361,10 @@ pub fn build_cache_upstream(
     let workers = &workers;
     let (tx, rx) = mpsc::channel::<Result<Done, BuildError>>();
     let mut in_flight = 0usize;
-    let mut first_error: Option<BuildError> = None;
-    // Finished work waiting to be published (by path).
-    let mut finished: HashMap<StorePath, Done> = HashMap::new();
-    // Work whose references are published: published at the next barrier.
-    let mut batch = Batch::default();
+    // The number of paths last given in `Progress::Total`.
+    let mut announced = 0u64;
+    let mut last_bytes_report = Instant::now();
+    let bytes_done = |walk: &Walk| walk.skipped_bytes + workers.archived.load(Ordering::Relaxed);
 
     // On remote storage, the requests that store a compressed path (its NAR leased, looked for,
     // committed) are made by threads of their own, so that the compressing threads never wait
@@ -411,153 +388,19 @@ pub fn build_cache_upstream(
         }
         let built = pool.in_place_scope(|scope| -> Result<(), BuildError> {
             loop {
-                // Take in the queued paths: skip those whose narinfo exists, look the others up,
-                // and follow references (known up front from metadata, or once a path is scanned).
-                let mut to_build: Vec<PathInfo> = Vec::new();
-                // Paths already in the cache, reported once the total they belong to is.
-                let mut already_there: Vec<Progress> = Vec::new();
                 if interrupted() {
-                    first_error.get_or_insert(BuildError::Interrupted);
+                    walk.first_error.get_or_insert(BuildError::Interrupted);
                 }
-                while first_error.is_none() {
-                    let Some(path) = queue.pop() else { break };
-                    if !leased.contains(&path) {
-                        lease_queued(workers, &path, &queue, &mut leased)?;
-                    }
-                    let found = if opts.force && upstream.is_empty() {
-                        Found::Absent
-                    } else {
-                        if !looked_up.contains_key(&path) {
-                            // The next queued paths at once: on remote storage, the wait of one
-                            // round trip for them all.
-                            let mut wanted = vec![path.clone()];
-                            wanted.extend(
-                                queue
-                                    .iter()
-                                    .rev()
-                                    .filter(|p| !looked_up.contains_key(*p))
-                                    .take(LOOKUPS_AT_ONCE - 1)
-                                    .cloned(),
-                            );
-                            // Leased before they are looked for: one found there stays.
-                            let unleased: Vec<StorePath> = wanted
-                                .iter()
-                                .filter(|p| !leased.contains(*p))
-                                .cloned()
-                                .collect();
-                            if let Some((first, rest)) = unleased.split_first() {
-                                lease_queued(workers, first, rest, &mut leased)?;
-                            }
-                            let found = map_concurrently(
-                                wanted.clone(),
-                                storage.requests_in_flight(),
-                                |p| match &present {
-                                    _ if opts.force => Ok(None),
-                                    Some(present) if !present.lists_narinfo_of(&p) => Ok(None),
-                                    _ => read_existing(storage, &p),
-                                },
-                            );
-                            let mut absent = Vec::new();
-                            for (p, r) in wanted.into_iter().zip(found) {
-                                match r? {
-                                    Some(info) => looked_up.insert(p, Found::Cache(Box::new(info))),
-                                    None => {
-                                        absent.push(p.clone());
-                                        looked_up.insert(p, Found::Absent)
-                                    }
-                                };
-                            }
-                            ask_upstream(
-                                upstream,
-                                &absent,
-                                &mut looked_up,
-                                &mut upstream_warnings,
-                                &opts.store_dir,
-                            );
-                        }
-                        looked_up.remove(&path).unwrap_or(Found::Absent)
-                    };
-                    let existing = match found {
-                        Found::Cache(info) => Some(*info),
-                        Found::Absent => None,
-                        Found::Upstream(served) => {
-                            // Left out; what it references is still followed (as the store has it,
-                            // or as the upstream says when scanning).
-                            let references = match (opts.closure, candidates) {
-                                (false, _) => BTreeSet::new(),
-                                (true, Some(_)) => served.references.iter().cloned().collect(),
-                                (true, None) => match metadata.lookup(&path, &opts.store_dir) {
-                                    Ok(info) => info.references,
-                                    Err(e) => {
-                                        first_error = Some(e);
-                                        break;
-                                    }
-                                },
-                            };
-                            left_out.insert(opts.store_dir.display(&path));
-                            for p in order.ready(path, &BTreeSet::new()) {
-                                batch.extend(finished.remove(&p));
-                            }
-                            enqueue(&references, &mut seen, &mut queue);
-                            continue;
-                        }
-                    };
-                    let references = match &existing {
-                        Some(info) => {
-                            skipped_bytes = skipped_bytes.saturating_add(info.nar_size);
-                            total_bytes = total_bytes.map(|t| t.saturating_add(info.nar_size));
-                            info.references.iter().cloned().collect::<BTreeSet<_>>()
-                        }
-                        None => match metadata.lookup(&path, &opts.store_dir) {
-                            Ok(info) => {
-                                total_bytes = total_bytes
-                                    .zip(info.nar_size)
-                                    .map(|(t, n)| t.saturating_add(n));
-                                let refs = match candidates {
-                                    None => info.references.clone(),
-                                    Some(_) => BTreeSet::new(),
-                                };
-                                to_build.push(info);
-                                refs
-                            }
-                            Err(e) => {
-                                first_error = Some(e);
-                                break;
-                            }
-                        },
-                    };
-                    if let Some(info) = existing {
-                        summary.paths += 1;
-                        summary.skipped += 1;
-                        summary.in_cache.push((
-                            info.store_path.clone(),
-                            crate::cache::index::EntryInfo::of_narinfo(&info),
-                        ));
-                        for p in order.ready(path.clone(), &references) {
-                            batch.extend(finished.remove(&p));
-                        }
-                        already_there.push(Progress::PathDone {
-                            path,
-                            nar_size: info.nar_size,
-                            written: false,
-                        });
-                    }
-                    if opts.closure {
-                        enqueue(&references, &mut seen, &mut queue);
-                    }
-                }
-                let kept = (seen.len() - left_out.len()) as u64;
-                if kept != announced {
-                    announced = kept;
+                let taken = walk.take_in(workers)?;
+                if walk.kept() != announced {
+                    announced = walk.kept();
                     progress(Progress::Total {
-                        paths: kept,
-                        nar_bytes: total_bytes,
+                        paths: announced,
+                        nar_bytes: walk.total_bytes,
                     });
                 }
-                already_there.into_iter().for_each(&mut progress);
-                // Largest first, so that a big path never starts last and runs alone.
-                to_build.sort_by_key(|info| std::cmp::Reverse(info.nar_size));
-                for info in to_build {
+                taken.already_there.into_iter().for_each(&mut progress);
+                for info in taken.to_build {
                     let (tx, commit_tx) = (tx.clone(), commit_tx.clone());
                     in_flight += 1;
                     scope.spawn(move |_| {
@@ -577,18 +420,14 @@ pub fn build_cache_upstream(
                 if in_flight == 0 {
                     break;
                 }
-                if batch.due() {
-                    batch.publish(storage, &mut summary, &mut progress, opts.force)?;
-                    // The last narinfos' renames, durable before the build says it is done.
-                    storage
-                        .barrier()
-                        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
+                if walk.batch.due() {
+                    publish_batch(storage, &mut walk, &mut progress, opts.force)?;
                 }
-                let received = rx.recv_timeout(batch.wait(PROGRESS_INTERVAL));
+                let received = rx.recv_timeout(walk.batch.wait(PROGRESS_INTERVAL));
                 if last_bytes_report.elapsed() >= PROGRESS_INTERVAL {
                     last_bytes_report = Instant::now();
                     progress(Progress::Bytes {
-                        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+                        nar_bytes: bytes_done(&walk),
                     });
                 }
                 let result = match received {
@@ -601,35 +440,13 @@ pub fn build_cache_upstream(
                 in_flight -= 1;
                 match result {
                     Err(_) if interrupted() => {
-                        first_error = Some(BuildError::Interrupted);
+                        walk.first_error = Some(BuildError::Interrupted);
                     }
                     Err(e) => {
-                        first_error.get_or_insert(e);
+                        walk.first_error.get_or_insert(e);
                     }
-                    Ok(done) => {
-                        if first_error.is_some() {
-                            continue;
-                        }
-                        let path = done.info.path.clone();
-                        let references = done.info.references.clone();
-                        if opts.closure {
-                            enqueue(&references, &mut seen, &mut queue);
-                        } else {
-                            // Without the closure, references outside the given paths are not waited for.
-                            let outside: Vec<StorePath> = references
-                                .iter()
-                                .filter(|r| !seen.contains(*r))
-                                .cloned()
-                                .collect();
-                            for r in outside {
-                                order.ready(r, &BTreeSet::new());
-                            }
-                        }
-                        finished.insert(path.clone(), done);
-                        for p in order.ready(path, &references) {
-                            batch.extend(finished.remove(&p));
-                        }
-                    }
+                    Ok(_) if walk.first_error.is_some() => {}
+                    Ok(done) => walk.finish(done),
                 }
             }
             Ok(())
@@ -638,30 +455,14 @@ pub fn build_cache_upstream(
         drop(commit_tx);
         built
     })?;
-    if let Some(e) = first_error {
+    if let Some(e) = walk.first_error.take() {
         return Err(e);
     }
-    batch.publish(storage, &mut summary, &mut progress, opts.force)?;
-    // The last narinfos' renames, durable before the build says it is done.
-    storage
-        .barrier()
-        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))?;
+    publish_batch(storage, &mut walk, &mut progress, opts.force)?;
     progress(Progress::Bytes {
-        nar_bytes: skipped_bytes + workers.archived.load(Ordering::Relaxed),
+        nar_bytes: bytes_done(&walk),
     });
-    if let Some((path, missing)) = order.stuck().next() {
-        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
-        return Err(BuildError::Path {
-            path: opts.store_dir.display(path),
-            message: format!(
-                "references {} were never published (a reference cycle?)",
-                missing.join(", ")
-            ),
-        });
-    }
-    summary.upstream = left_out.len() as u64;
-    summary.upstream_paths = left_out.into_iter().collect();
-    summary.upstream_warnings = upstream_warnings.into_iter().collect();
+    let mut summary = walk.end()?;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.xz_memory_peak = workers.memory.peak.load(Ordering::Relaxed);
     if opts.index {
@@ -675,6 +476,21 @@ pub fn build_cache_upstream(
     }
     // The lease (in `workers`) is released only as this returns.
     Ok(summary)
+}
+
+/// Publishes the walk's batch, then a barrier: the last narinfos' renames durable before the
+/// build goes on (or says it is done).
+fn publish_batch(
+    storage: &dyn StorageWrite,
+    walk: &mut Walk,
+    progress: &mut impl FnMut(Progress),
+    force: bool,
+) -> Result<(), BuildError> {
+    walk.batch
+        .publish(storage, &mut walk.summary, progress, force)?;
+    storage
+        .barrier()
+        .map_err(|e| BuildError::Input(format!("{}: {e}", storage.describe())))
 }
 
 /// Asks the upstreams about the paths not in the cache: those served become
