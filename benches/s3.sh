@@ -150,6 +150,9 @@ for name in real small-paths big; do
     last=${url//@RUN@/$run_no}
     run_pair "$name" "$comp" verify "$n" "$(q "$bin") verify --quiet $(q "$dir")" \
       "$(q "$bin") verify --quiet '$last'" true
+    # Without contents: the NARs' sizes from the bucket's listing, no request per NAR.
+    run_pair "$name" "$comp" verify-nc "$n" "$(q "$bin") verify --quiet --no-contents $(q "$dir")" \
+      "$(q "$bin") verify --quiet --no-contents '$last'" true
   done
 done
 if wanted small-paths; then
