@@ -271,6 +271,12 @@ export interface VerifyOptions {
    */
   threads?: number;
   /**
+   * The paths shared with helpers the caller runs (other workers, each calling
+   * checkSharedPaths with the names begin() gives): see VerifyShare. Default: none (or, in Node,
+   * the package's own threads).
+   */
+  share?: VerifyShare;
+  /**
    * The most problems the report lists (default 100 000): the first in its order; the others
    * are counted by kind in `omitted_problems`, so memory stays bounded however many there are.
    * 0: every one.
@@ -516,3 +522,25 @@ export function init(
   input?: string | URL | Request | Response | BufferSource | WebAssembly.Module | Promise<Response>,
 ): Promise<void>;
 export function isInitialised(): boolean;
+
+/**
+ * How a verification's paths are shared between a leader (verifyCache) and helpers
+ * (checkSharedPaths), each its own wasm instance. Every side claims paths by index into the
+ * leader's listing; a helper sends the checks of its paths as text; the leader checks itself any
+ * path whose check never came, so the report does not depend on the helpers.
+ */
+export interface VerifyShare {
+  /** The next paths to check: [start, end) into the names, or undefined when none are left. */
+  claim(): [number, number] | undefined;
+  /** Leader: the names about to be checked (the helpers' work list). */
+  begin?(names: string[]): void;
+  /** Leader: the helpers' texts that have arrived, without waiting. */
+  arrived?(): string[] | undefined;
+  /** Leader: the helpers' texts that came since, once every helper is done. */
+  rest?(): Promise<string[]>;
+  /** Helper: hands a text of checks to the leader. */
+  send?(text: string): void;
+}
+
+/** A helper's part of a shared verification (see VerifyShare). */
+export function checkSharedPaths(target: string | URL | RawSource, options: VerifyOptions & { share: VerifyShare }, names: string[]): Promise<void>;

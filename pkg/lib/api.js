@@ -385,7 +385,7 @@ export function sourceFor(target, options = {}) {
  * `nar-tool verify --json` prints.
  */
 // VerifyOptions and HttpSourceOptions in index.d.ts (a test checks they agree).
-const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'threads', 'maxProblems', 'fetch', 'headers', 'narinfos', 'roots'];
+const VERIFY_OPTIONS = ['trustedKeys', 'checkContents', 'storeDir', 'only', 'onProgress', 'sha256', 'memoryLimit', 'jobs', 'threads', 'share', 'maxProblems', 'fetch', 'headers', 'narinfos', 'roots'];
 
 /**
  * The share of a verification between threads (Node, a cache on disk, the host's own SHA-256),
@@ -416,7 +416,8 @@ async function verifyArguments(what, target, options) {
   const source = sourceFor(target, { fetch, headers, narinfos, roots });
   // A cache that cannot be reached at all is one error saying why (an httpSource can tell).
   if (typeof source.reach === 'function') await source.reach();
-  const share = verifyShare(target, threads, sha256, verifyOptions);
+  // A share the caller runs (its own helpers) is the wasm's to use; else perhaps threads of ours.
+  const share = verifyOptions.share ? null : verifyShare(target, threads, sha256, verifyOptions);
   if (share) verifyOptions.share = share;
   const hasher = sha256Option(sha256);
   if (hasher) verifyOptions.sha256 = hasher;
@@ -436,6 +437,24 @@ async function runVerify(f, source, verifyOptions, share) {
 
 export async function verifyCache(target, options = {}) {
   return runVerify(wasm.verifyCache, ...(await verifyArguments('verifyCache', target, options)));
+}
+
+/**
+ * A helper's part of a verification whose paths are shared (see `share` in VerifyOptions): checks
+ * the paths of `names` (the leader's listing, as its share's begin() had it) that
+ * `options.share.claim()` gives, and hands their checks, as text, to `options.share.send(text)`.
+ * Resolves when claim() gives no more.
+ */
+export async function checkSharedPaths(target, options, names) {
+  const [source, verifyOptions] = await verifyArguments('checkSharedPaths', target, options);
+  if (!verifyOptions.share || typeof verifyOptions.share.claim !== 'function') {
+    throw new TypeError('nar-tool: checkSharedPaths: options.share must have claim() and send(text)');
+  }
+  try {
+    await wasm.checkSharedPaths(source, verifyOptions, Array.from(names, String));
+  } catch (e) {
+    throw toError(e);
+  }
 }
 
 /**

@@ -21,6 +21,7 @@ export {
   decompress,
   verifyCache,
   verifyCacheReport,
+  checkSharedPaths,
   exitCode,
   renderReport,
   closure,

@@ -92,9 +92,12 @@ function streamOfBytes(bytes) {
  * verifier reads narinfo `i` now (the batches from there on, `ahead` of them, are asked for;
  * those of the paths done, `jobs` behind, are dropped); `openFile(path)` gives the file if a
  * batch had it (once), else undefined. `files(keys)` is the request (fetchFiles); `parse` the
- * package's parseNarInfo.
+ * package's parseNarInfo. `part` (`{ index, count }`): this worker checks only the blocks of
+ * `batch` paths whose number is `index` modulo `count`, so only their batches are asked for.
  */
-export function narPrefetcher({ count, files, parse, jobs = 32, batch = MAX_KEYS, ahead = 4 }) {
+export function narPrefetcher({ count, files, parse, jobs = 32, batch = MAX_KEYS, ahead = 4, part = null }) {
+  // With the paths shared between workers, each asks only for the batches of its own blocks.
+  const owned = (b) => !part || b % part.count === part.index;
   const keyOf = new Array(count);
   const known = new Uint8Array(count);
   /** Batch number → the promise of its Map (the Map's entries taken as they are handed out). */
@@ -145,7 +148,11 @@ export function narPrefetcher({ count, files, parse, jobs = 32, batch = MAX_KEYS
     },
     reading(i) {
       const b = Math.floor(i / batch);
-      for (let k = 0; k < ahead; k++) ask(b + k);
+      for (let k = 0, asked = 0; asked < ahead && (b + k) * batch < count; k++) {
+        if (!owned(b + k)) continue;
+        ask(b + k);
+        asked++;
+      }
       // Paths more than `jobs` behind are done: what their batches still hold is not wanted.
       const done = Math.floor(Math.max(0, i - jobs) / batch);
       for (; dropped < done; dropped++) {

@@ -163,10 +163,11 @@ export function fromDescription(pkg, d, opts) {
  * The wasm layer's RawSource over a source, with the narinfo names already known. Over HTTP,
  * sizes are asked for (HEAD) only when contents are not read anyway.
  */
-export function rawSource(src, narinfos, narFiles, { checkContents = true, only = null } = {}, { parseNarInfo = null, jobs = 32 } = {}) {
-  // The small NARs in bulk from nar-tool serve, when the whole cache is read in order.
+export function rawSource(src, narinfos, narFiles, { checkContents = true, only = null } = {}, { parseNarInfo = null, jobs = 32, part = null } = {}) {
+  // The small NARs in bulk from nar-tool serve, when the whole cache is read in order (`part`:
+  // this worker's blocks of it, when workers share the paths).
   const bulk = src.files && src.narinfoTexts && parseNarInfo && checkContents && !only
-    ? narPrefetcher({ count: narinfos.length, files: src.files, parse: parseNarInfo, jobs })
+    ? narPrefetcher({ count: narinfos.length, files: src.files, parse: parseNarInfo, jobs, part })
     : null;
   const narinfo = src.narinfoTexts ? pagedNarinfos(src, narinfos, bulk) : null;
   const raw = {

@@ -51,8 +51,27 @@ export function startVerify({ only = null, label = null, checkContents = job.che
     checkContents,
   });
   // With the page's query: nar-tool serve gives the worker the page's policy (its connections).
-  const worker = new Worker(new URL(`./verify-worker.js${location.search}`, import.meta.url), { type: 'module' });
+  const spawn = () => new Worker(new URL(`./verify-worker.js${location.search}`, import.meta.url), { type: 'module' });
+  const worker = spawn();
   job.worker = worker;
+  // A large cache is shared: helpers check their blocks of paths and send the checks to `worker`.
+  const count = verifyWorkers((only ?? narinfos).length);
+  const channels = Array.from({ length: count - 1 }, () => new MessageChannel());
+  job.helpers = channels.map((channel, k) => {
+    const helper = spawn();
+    // A helper that fails or cannot start leaves its paths to the leader: the leader stops
+    // waiting for it (one that ends well has told it so itself, on its port).
+    const failed = () => {
+      helper.terminate();
+      if (job.worker === worker) worker.postMessage({ type: 'helper-failed', index: k });
+    };
+    helper.onmessage = (ev) => {
+      if (ev.data?.type === 'helped') helper.terminate();
+      else if (ev.data?.type === 'error') failed();
+    };
+    helper.onerror = failed;
+    return helper;
+  });
   worker.onmessage = (ev) => {
     const m = ev.data;
     if (job.worker !== worker) return;
@@ -64,10 +83,12 @@ export function startVerify({ only = null, label = null, checkContents = job.che
       job.running = false;
       job.elapsed = performance.now() - job.startedAt;
       worker.terminate();
+      stopHelpers();
       job.worker = null;
       if (m.type === 'report') {
         job.report = m.report;
         job.exitCode = m.exitCode;
+        job.sharedBatches = m.sharedBatches ?? 0;
         indexProblems(m.report);
       } else {
         job.error = m.message;
@@ -77,23 +98,50 @@ export function startVerify({ only = null, label = null, checkContents = job.che
   };
   worker.onerror = (ev) => {
     if (job.worker !== worker) return;
+    stopHelpers();
     job.running = false;
     job.error = ev.message || 'the verify worker failed to start';
     job.worker = null;
     emit();
   };
-  worker.postMessage({
+  const task = {
     source: describe(cache.source),
     narinfos,
     narFiles: only ? null : cache.narFiles,
     options: { trustedKeys: app.keys, checkContents, only, storeDir: cache.storeDir },
+  };
+  const ports = channels.map((c) => c.port1);
+  worker.postMessage({ ...task, share: count > 1 ? { index: 0, count, ports } : undefined }, ports);
+  job.helpers.forEach((helper, k) => {
+    const port = channels[k].port2;
+    helper.postMessage({ ...task, share: { index: k + 1, count, port } }, [port]);
   });
   emit();
+}
+
+/** Paths from which a verification is shared between workers (a worker's start costs ~0.1 s). */
+const SHARED_FROM = 256;
+
+/**
+ * How many workers verify `paths` paths: one below SHARED_FROM, else the CPUs, at most 4.
+ * `?verify-workers=N` in the page's address sets it, from one path on (for tests).
+ */
+function verifyWorkers(paths) {
+  const asked = Number(new URLSearchParams(location.search).get('verify-workers'));
+  if (Number.isInteger(asked) && asked >= 1 && asked <= 16) return Math.min(asked, Math.max(1, paths));
+  if (paths < SHARED_FROM) return 1;
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
+}
+
+function stopHelpers() {
+  for (const helper of job.helpers ?? []) helper.terminate();
+  job.helpers = [];
 }
 
 export function cancelVerify(notify = true) {
   if (!job.worker) return;
   job.worker.terminate();
+  stopHelpers();
   job.worker = null;
   job.running = false;
   job.cancelled = true;

@@ -3,6 +3,8 @@
 // nine batches), one damaged (a byte flipped in its NAR) and one whose NAR is gone, the report
 // is the CLI's to the byte, and the server saw batches, not a request per NAR. Without serve's
 // endpoint (a server that answers it 404) every NAR is fetched by itself, to the same report.
+// Shared between workers (the default from 256 paths; three with `?verify-workers=3`), each
+// worker asks only for its own batches: the same report, no batch asked for twice.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -44,10 +46,10 @@ function cliVerify(dir) {
  * Verifies the whole cache in the page; the report and the request lines serve logged meanwhile.
  * `prepare(page)` runs before the page is opened (to route its requests).
  */
-async function verifyInPage(t, s, prepare = async () => {}) {
+async function verifyInPage(t, s, prepare = async () => {}, query = '') {
   const page = await openPage(t, null);
   await prepare(page);
-  await page.goto(s.url);
+  await page.goto(`${s.url}${query}`);
   await ready(page);
   await saveKeys(page, PUBLIC_KEY);
   await page.goto(new URL('#/verify', page.url()).href);
@@ -56,8 +58,9 @@ async function verifyInPage(t, s, prepare = async () => {}) {
   await page.click('#verify-all');
   await page.waitForSelector('#verify-summary', { timeout: 180000 });
   const report = await page.evaluate(() => window.__inspector.job.report);
+  const sharedBatches = await page.evaluate(() => window.__inspector.job.sharedBatches);
   const requests = s.log.slice(from).split('\n').filter((l) => /"GET /.test(l));
-  return { report, requests };
+  return { report, requests, sharedBatches };
 }
 
 test('small NARs come in batches from serve, and the report is the CLI one, damage included', async (t) => {
@@ -87,4 +90,18 @@ test('a server without the endpoint: every NAR by itself, the same report', asyn
   assert.deepEqual(report, cli.report);
   const single = requests.filter((l) => l.includes('"GET /nar/'));
   assert.ok(single.length >= 1099, `${single.length} NARs fetched by themselves`);
+});
+
+test('shared between three workers: the same report, each batch asked for once', async (t) => {
+  const dir = damagedCache();
+  const cli = cliVerify(dir);
+  const s = await serve(dir, { quiet: false });
+  const { report, requests, sharedBatches } = await verifyInPage(t, s, async () => {}, '?verify-workers=3');
+  assert.deepEqual(report, cli.report);
+  // Two helpers, each ~a third of 1 100 paths, 16 checks a text.
+  assert.ok(sharedBatches >= 2 * Math.floor(1100 / 3 / 16), `the helpers sent ${sharedBatches} texts of checks`);
+  const batches = requests.filter((l) => l.includes('"GET /_nar-tool/files?'));
+  const single = requests.filter((l) => l.includes('"GET /nar/'));
+  assert.ok(batches.length >= Math.ceil(1100 / 128) && batches.length <= Math.ceil(1100 / 128) + 3, `${batches.length} batches`);
+  assert.deepEqual(single, [], 'no NAR fetched by itself');
 });
