@@ -117,13 +117,7 @@ self.onmessage = async (ev) => {
         pending = null;
       }
     };
-    const opts = {
-      trustedKeys: options.trustedKeys ?? [],
-      checkContents: options.checkContents !== false,
-      onProgress,
-      jobs,
-    };
-    if (options.storeDir) opts.storeDir = options.storeDir;
+    const opts = { ...checkOptions(options, jobs), onProgress };
     if (options.only) opts.only = options.only;
     if (share) {
       leader = leaderShare(share);
@@ -138,6 +132,13 @@ self.onmessage = async (ev) => {
   }
 };
 
+/** The package's options for checking paths as the page asked: the leader's and the helpers'. */
+function checkOptions(options, jobs) {
+  const opts = { trustedKeys: options.trustedKeys ?? [], checkContents: options.checkContents !== false, jobs };
+  if (options.storeDir) opts.storeDir = options.storeDir;
+  return opts;
+}
+
 /** A helper: waits for the leader's names, checks its blocks, sends their checks, says done. */
 async function helpShare(raw, { index, count, port }, options, jobs) {
   const names = await new Promise((resolve) => {
@@ -145,8 +146,7 @@ async function helpShare(raw, { index, count, port }, options, jobs) {
   });
   const claims = blockClaims(index, count);
   claims.setTotal(names.length);
-  const opts = { trustedKeys: options.trustedKeys ?? [], checkContents: options.checkContents !== false, jobs };
-  if (options.storeDir) opts.storeDir = options.storeDir;
+  const opts = checkOptions(options, jobs);
   try {
     opts.share = { claim: () => claims.claim(), send: (text) => port.postMessage(text) };
     await pkg.checkSharedPaths(raw, opts, names);

@@ -512,65 +512,56 @@ fn compress(workers: &Workers, mut info: PathInfo) -> Result<Compressed, BuildEr
 fn store(workers: &Workers, compressed: Compressed) -> Result<Done, BuildError> {
     let opts = workers.opts;
     let storage = workers.storage;
-    let Compressed {
-        info,
-        nar_size,
-        file_size,
-        nar_key,
-        file_hash,
-        staged,
-        found_ahead,
-        narinfo,
-        listing,
-    } = compressed;
+    let c = compressed;
+    let (nar_key, file_hash, file_size) = (&c.nar_key, &c.file_hash, c.file_size);
     let path_err = |message: String| BuildError::Path {
-        path: opts.store_dir.display(&info.path),
+        path: opts.store_dir.display(&c.info.path),
         message,
     };
     let listed_absent = |key: &CacheKey| workers.present.is_some_and(|p| !p.may_have(key));
     // Leased before it is committed or found there, so a collection leaves it to the narinfo
     // that is about to name it (a key known ahead was leased before the upload).
-    if found_ahead.is_none() {
+    if c.found_ahead.is_none() {
         workers
             .lease
             .extend(&[nar_key.to_string()])
             .map_err(|e| path_err(format!("cannot lease {nar_key}: {e}")))?;
     }
-    let stored = match found_ahead {
+    let stored = match c.found_ahead {
         Some(Some(true)) => Ok(NarStored::Reused),
         Some(existing) => commit_nar(
             storage,
-            staged,
-            &nar_key,
-            &file_hash,
+            c.staged,
+            nar_key,
+            file_hash,
             file_size,
             Ok(existing),
         ),
         None => {
             let existing = look_at_existing(
                 storage,
-                &nar_key,
-                &file_hash,
+                nar_key,
+                file_hash,
                 opts.force,
-                listed_absent(&nar_key),
+                listed_absent(nar_key),
             );
-            commit_nar(storage, staged, &nar_key, &file_hash, file_size, existing)
+            commit_nar(storage, c.staged, nar_key, file_hash, file_size, existing)
         }
     }
     .map_err(|e| path_err(format!("cannot store {nar_key}: {e}")))?;
     let (deduplicated, replacing) = match stored {
         NarStored::New => (false, None),
         NarStored::Reused => (true, None),
-        NarStored::Replacing(staged) => (false, Some((staged, nar_key))),
+        NarStored::Replacing(staged) => (false, Some((staged, c.nar_key.clone()))),
     };
     Ok(Done {
-        info,
-        nar_size,
+        info: c.info,
+        nar_size: c.nar_size,
         file_size,
         deduplicated,
         replacing,
-        narinfo,
-        listing,
+        narinfo: c.narinfo,
+        listing: c.listing,
     })
 }
 
